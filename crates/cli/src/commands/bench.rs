@@ -1,0 +1,156 @@
+//! `resnet bench`: training-step or inference throughput on random data.
+
+use super::ModelArgs;
+use anyhow::bail;
+use resnet_kernels::rng::Rng;
+use resnet_kernels::{profile, threads};
+use resnet_models::{BatchNormMode, InitConfig, ResNet};
+use resnet_nn::optim::{Sgd, SgdConfig};
+use resnet_nn::Tensor;
+use resnet_train::step::{train_step, StepBuffers};
+use resnet_train::system;
+use std::time::Instant;
+
+/// What to time.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward, loss, backward and SGD update.
+    Train,
+    /// Eval-mode forward pass.
+    Infer,
+}
+
+/// Arguments of `resnet bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model name (see `resnet models`).
+    #[arg(long, default_value = "resnet20")]
+    model: String,
+    #[command(flatten)]
+    model_args: ModelArgs,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Train step or inference.
+    #[arg(long, value_enum, default_value_t = Mode::Train)]
+    mode: Mode,
+    /// Input side in pixels (default: the network's).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Print the time spent per layer type.
+    #[arg(long)]
+    profile: bool,
+    /// Print JSON (`images_per_sec`, `peak_rss_bytes`, ...).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.batch == 0 || args.steps == 0 {
+        bail!("--batch and --steps must be at least 1");
+    }
+    let spec = args.model_args.spec(&args.model)?;
+    let size = args.size.unwrap_or_else(|| spec.default_input_size());
+    let mut net = ResNet::new(spec.clone())?;
+    net.check_input([args.batch, size, size, spec.in_channels])?;
+    if args.mode == Mode::Train && args.batch < 2 {
+        bail!("training needs a batch of at least 2 (batch norm statistics)");
+    }
+    net.init(&InitConfig::default());
+    let mut rng = Rng::new(0);
+    let x = Tensor::from_vec(
+        [args.batch, size, size, spec.in_channels],
+        (0..args.batch * size * size * spec.in_channels).map(|_| rng.normal() as f32).collect(),
+    );
+    let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.num_classes as u64) as u32).collect();
+    let mut sgd = Sgd::new(SgdConfig::default());
+    let mut buffers = StepBuffers::default();
+    let mut step = |net: &mut ResNet| match args.mode {
+        Mode::Train => {
+            train_step(net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers);
+        }
+        Mode::Infer => {
+            net.forward(&x, BatchNormMode::Eval);
+        }
+    };
+    for _ in 0..args.warmup {
+        step(&mut net);
+    }
+    profile::reset();
+    profile::enable(args.profile);
+    let mut times = Vec::with_capacity(args.steps);
+    let start = Instant::now();
+    for _ in 0..args.steps {
+        let t = Instant::now();
+        step(&mut net);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let total = start.elapsed().as_secs_f64();
+    profile::enable(false);
+    times.sort_by(|a, b| a.total_cmp(b));
+    let images_per_sec = (args.batch * args.steps) as f64 / total;
+    let ms_mean = 1e3 * total / args.steps as f64;
+    let ms_median = 1e3 * times[times.len() / 2];
+    let macs = spec.summary(size, size).macs as f64;
+    // Forward multiply-adds per image; a training step does about three times that work.
+    let passes = if args.mode == Mode::Train { 3.0 } else { 1.0 };
+    let gflops = 2.0 * macs * passes * images_per_sec / 1e9;
+    let peak = system::peak_rss_bytes();
+    let mode = format!("{:?}", args.mode).to_lowercase();
+    if args.json {
+        let mut v = serde_json::json!({
+            "model": spec.name, "mode": mode, "batch": args.batch, "input": size,
+            "threads": threads::num_threads(), "steps": args.steps, "warmup": args.warmup,
+            "images_per_sec": images_per_sec, "ms_per_step": ms_mean, "ms_per_step_median": ms_median,
+            "gflops": gflops, "peak_rss_bytes": peak, "cpu": system::cpu_name(),
+        });
+        if args.profile {
+            v["profile"] = profile::report()
+                .iter()
+                .map(|(n, d, c)| serde_json::json!({"op": n, "seconds": d.as_secs_f64(), "calls": c}))
+                .collect();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} {mode}, batch {}, {size}x{size}, {} threads, {} steps after {} warm-up",
+        spec.name,
+        args.batch,
+        threads::num_threads(),
+        args.steps,
+        args.warmup
+    );
+    println!("  {images_per_sec:.1} images/s, {ms_mean:.2} ms/step (median {ms_median:.2}), {gflops:.1} GFLOP/s");
+    if let Some(p) = peak {
+        println!("  peak RSS {:.1} MiB", p as f64 / (1024.0 * 1024.0));
+    }
+    if args.profile {
+        let rows = profile::report();
+        let sum: f64 = rows.iter().map(|r| r.1.as_secs_f64()).sum();
+        println!("\n  {:<24} {:>10} {:>8} {:>8}", "operator", "ms/step", "share", "calls");
+        for (name, d, calls) in rows {
+            let ms = 1e3 * d.as_secs_f64() / args.steps as f64;
+            println!(
+                "  {:<24} {:>10.2} {:>7.1}% {:>8}",
+                name,
+                ms,
+                100.0 * d.as_secs_f64() / total,
+                calls / args.steps as u64
+            );
+        }
+        println!(
+            "  {:<24} {:>10.2} {:>7.1}%",
+            "(unattributed)",
+            1e3 * (total - sum) / args.steps as f64,
+            100.0 * (total - sum) / total
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod info;
+pub mod models;
+
+use clap::Args as ClapArgs;
+use resnet_models::zoo::{self, ModelOptions};
+use resnet_models::{ResNetSpec, Shortcut};
+
+/// How a network is named on the command line.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ModelArgs {
+    /// Shortcut option A, B or C (default: A for CIFAR nets, B for ImageNet nets).
+    #[arg(long)]
+    pub shortcut: Option<Shortcut>,
+    /// Number of classes (default: 10 for CIFAR nets, 1000 for ImageNet nets).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// Input channels (default 3).
+    #[arg(long)]
+    pub in_channels: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The spec of `name` with these options.
+    pub fn spec(&self, name: &str) -> anyhow::Result<ResNetSpec> {
+        Ok(zoo::spec(
+            name,
+            &ModelOptions { shortcut: self.shortcut, num_classes: self.classes, in_channels: self.in_channels },
+        )?)
+    }
+}

@@ -1,0 +1,59 @@
+//! `resnet`: build, train, evaluate, benchmark, import and export the networks of He et al. 2015.
+//!
+//! This crate is only the command line: argument parsing, progress output and glue. Everything it
+//! does is a library call into the crates below it.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Deep residual networks (He et al. 2015) on the CPU.
+#[derive(Parser, Debug)]
+#[command(name = "resnet", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Compute threads (default: RESNET_NUM_THREADS, else all cores).
+    #[arg(long, global = true, env = "RESNET_NUM_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the networks of the zoo.
+    Models(commands::models::Args),
+    /// Show a network's stage table, parameter count and multiply-adds.
+    Info(commands::info::Args),
+    /// Measure training or inference throughput on random data.
+    Bench(commands::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        if let Err(e) = resnet_kernels::threads::set_num_threads(n) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let result = match cli.command {
+        Command::Models(a) => commands::models::run(a),
+        Command::Info(a) => commands::info::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

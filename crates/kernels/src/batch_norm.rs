@@ -1,0 +1,377 @@
+//! Batch normalisation over the channel axis of NHWC activations (Ioffe & Szegedy 2015, used by
+//! He et al. 2015 "right after each convolution and before activation", Section 3.4).
+//!
+//! An activation `[n, h, w, c]` is viewed as `rows x c`; statistics are per channel over all
+//! rows. The forward pass applies an optional residual addition and ReLU in the same sweep
+//! (`y = relu(x * scale + shift + residual)`), and the backward reductions can apply the ReLU
+//! mask on the fly, which saves whole passes over memory in every residual block.
+//!
+//! Each pass is one loop over rows whose inner loop runs along the contiguous channels; it is
+//! compiled for AVX-512, AVX2 and baseline (see [`crate::multiversion!`]). Reductions sum blocks
+//! of rows in `f32` and the blocks in `f64`.
+
+use crate::threads::{self, split_even};
+use crate::workspace::take;
+use crate::Workspace;
+use rayon::prelude::*;
+
+/// Rows handled per parallel task in the elementwise passes.
+const ROWS_PER_TASK: usize = 1024;
+/// Rows summed in `f32` before the block total moves into the `f64` sums.
+const ROWS_PER_BLOCK: usize = 64;
+
+crate::multiversion! {
+    /// Adds `sum(x - shift)` and `sum((x - shift)^2)` over the rows of `x` into `s1`, `s2`.
+    fn shifted_sums / shifted_sums_on(x: &[f32], shift: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+        let c = shift.len();
+        for block in x.chunks(ROWS_PER_BLOCK * c) {
+            t1.fill(0.0);
+            t2.fill(0.0);
+            for row in block.chunks_exact(c) {
+                for (((a, b), &v), &k) in t1.iter_mut().zip(t2.iter_mut()).zip(row).zip(shift) {
+                    let d = v - k;
+                    *a += d;
+                    *b += d * d;
+                }
+            }
+            for (((a, b), &u), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(t1.iter()).zip(t2.iter()) {
+                *a += f64::from(u);
+                *b += f64::from(v);
+            }
+        }
+    }
+}
+
+/// Per-channel batch mean and biased variance of `x` (`[rows, c]`).
+///
+/// Sums are taken around the first row's values, a shift that keeps the one-pass variance
+/// formula safe from cancellation.
+///
+/// # Panics
+/// If the lengths disagree or `x` is empty.
+pub fn channel_mean_var(x: &[f32], c: usize, mean: &mut [f32], var: &mut [f32], ws: &mut Workspace) {
+    assert!(
+        c > 0 && !x.is_empty() && x.len().is_multiple_of(c),
+        "batch norm input of {} floats is not [rows, {c}]",
+        x.len()
+    );
+    assert_eq!(mean.len(), c);
+    assert_eq!(var.len(), c);
+    let rows = x.len() / c;
+    let parts = threads::num_threads().min(rows.div_ceil(256)).max(1);
+    let shift = &x[..c];
+    let partials = take(&mut ws.f64s, parts * 2 * c);
+    threads::install(|| {
+        partials.par_chunks_mut(2 * c).zip(split_even(rows, parts).collect::<Vec<_>>()).for_each(|(acc, range)| {
+            let (s1, s2) = acc.split_at_mut(c);
+            s1.fill(0.0);
+            s2.fill(0.0);
+            crate::scratch::with_tile(2 * c, |t| {
+                let (t1, t2) = t.split_at_mut(c);
+                shifted_sums(&x[range.start * c..range.end * c], shift, s1, s2, t1, t2);
+            });
+        });
+    });
+    let inv = 1.0 / rows as f64;
+    for ch in 0..c {
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for p in partials.chunks_exact(2 * c) {
+            s1 += p[ch];
+            s2 += p[c + ch];
+        }
+        let m = s1 * inv;
+        mean[ch] = (f64::from(shift[ch]) + m) as f32;
+        var[ch] = (s2 * inv - m * m).max(0.0) as f32;
+    }
+}
+
+crate::multiversion! {
+    /// `y = act(x * scale + shift (+ r))` over rows.
+    fn scale_shift_rows / scale_shift_rows_on(x: &[f32], scale: &[f32], shift: &[f32], residual: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+        let c = scale.len();
+        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+        match residual {
+            Some(r) => {
+                for ((yr, xr), rr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(r.chunks_exact(c)) {
+                    for ((((o, &v), &a), &b), &q) in yr.iter_mut().zip(xr).zip(scale).zip(shift).zip(rr) {
+                        *o = (v * a + b + q).max(floor);
+                    }
+                }
+            }
+            None => {
+                for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for (((o, &v), &a), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                        *o = (v * a + b).max(floor);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = x * scale + shift (+ residual)`, then ReLU if `relu`, per channel.
+///
+/// # Shapes
+/// `x, y, residual: [rows, c]`, `scale, shift: [c]`.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn scale_shift_act(
+    x: &[f32],
+    c: usize,
+    scale: &[f32],
+    shift: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    assert!(c > 0 && x.len().is_multiple_of(c));
+    assert_eq!(y.len(), x.len());
+    assert_eq!((scale.len(), shift.len()), (c, c));
+    if let Some(r) = residual {
+        assert_eq!(r.len(), x.len(), "residual length");
+    }
+    let chunk = ROWS_PER_TASK * c;
+    threads::install(|| {
+        y.par_chunks_mut(chunk).enumerate().for_each(|(t, yc)| {
+            let span = t * chunk..t * chunk + yc.len();
+            scale_shift_rows(&x[span.clone()], scale, shift, residual.map(|r| &r[span]), relu, yc);
+        });
+    });
+}
+
+crate::multiversion! {
+    /// Adds `sum(g)` and `sum(g * (x - mean))` per channel over rows, `g` masked by `z > 0`
+    /// when given.
+    fn backward_rows / backward_rows_on(x: &[f32], mean: &[f32], dy: &[f32], z: Option<&[f32]>, s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+        let c = mean.len();
+        for (b, (xb, gb)) in x.chunks(ROWS_PER_BLOCK * c).zip(dy.chunks(ROWS_PER_BLOCK * c)).enumerate() {
+            t1.fill(0.0);
+            t2.fill(0.0);
+            match z {
+                Some(z) => {
+                    let zb = &z[b * ROWS_PER_BLOCK * c..b * ROWS_PER_BLOCK * c + xb.len()];
+                    for ((xr, gr), zr) in xb.chunks_exact(c).zip(gb.chunks_exact(c)).zip(zb.chunks_exact(c)) {
+                        for (((((a, s), &v), &g), &o), &m) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(zr).zip(mean) {
+                            let g = if o > 0.0 { g } else { 0.0 };
+                            *a += g;
+                            *s += g * (v - m);
+                        }
+                    }
+                }
+                None => {
+                    for (xr, gr) in xb.chunks_exact(c).zip(gb.chunks_exact(c)) {
+                        for ((((a, s), &v), &g), &m) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(mean) {
+                            *a += g;
+                            *s += g * (v - m);
+                        }
+                    }
+                }
+            }
+            for (((a, b), &u), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(t1.iter()).zip(t2.iter()) {
+                *a += f64::from(u);
+                *b += f64::from(v);
+            }
+        }
+    }
+}
+
+/// The two reductions batch-norm backward needs: `sum(g)` and `sum(g * xhat)` per channel, where
+/// `xhat = (x - mean) * rstd` and `g = dy`, or `dy` masked by `relu_out > 0` when the forward pass
+/// applied a ReLU (whose output is `relu_out`).
+///
+/// # Shapes
+/// `x, dy, relu_out: [rows, c]`; `mean, rstd, sum_g, sum_g_xhat: [c]`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_sums(
+    x: &[f32],
+    c: usize,
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    relu_out: Option<&[f32]>,
+    sum_g: &mut [f32],
+    sum_g_xhat: &mut [f32],
+    ws: &mut Workspace,
+) {
+    assert!(c > 0 && x.len().is_multiple_of(c) && !x.is_empty());
+    assert_eq!(dy.len(), x.len());
+    if let Some(r) = relu_out {
+        assert_eq!(r.len(), x.len());
+    }
+    let rows = x.len() / c;
+    let parts = threads::num_threads().min(rows.div_ceil(256)).max(1);
+    let partials = take(&mut ws.f64s, parts * 2 * c);
+    threads::install(|| {
+        partials.par_chunks_mut(2 * c).zip(split_even(rows, parts).collect::<Vec<_>>()).for_each(|(acc, range)| {
+            let (s1, s2) = acc.split_at_mut(c);
+            s1.fill(0.0);
+            s2.fill(0.0);
+            let span = range.start * c..range.end * c;
+            crate::scratch::with_tile(2 * c, |t| {
+                let (t1, t2) = t.split_at_mut(c);
+                backward_rows(&x[span.clone()], mean, &dy[span.clone()], relu_out.map(|z| &z[span]), s1, s2, t1, t2);
+            });
+        });
+    });
+    for ch in 0..c {
+        let (mut a, mut b) = (0.0, 0.0);
+        for p in partials.chunks_exact(2 * c) {
+            a += p[ch];
+            b += p[c + ch];
+        }
+        sum_g[ch] = a as f32;
+        sum_g_xhat[ch] = (b * f64::from(rstd[ch])) as f32;
+    }
+}
+
+crate::multiversion! {
+    /// `dx (+)= a * g + b + k * x` per channel over rows, `g` masked by `z > 0` when given.
+    fn input_grad_rows / input_grad_rows_on(x: &[f32], dy: &[f32], z: Option<&[f32]>, a: &[f32], b: &[f32], k: &[f32], dx: &mut [f32], accumulate: bool) {
+        let c = a.len();
+        for (i, (dr, (xr, gr))) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c).zip(dy.chunks_exact(c))).enumerate() {
+            match (z, accumulate) {
+                (Some(z), false) => {
+                    let zr = &z[i * c..(i + 1) * c];
+                    for (((((d, &v), &g), &o), &p), (&q, &r)) in dr.iter_mut().zip(xr).zip(gr).zip(zr).zip(a).zip(b.iter().zip(k)) {
+                        let g = if o > 0.0 { g } else { 0.0 };
+                        *d = p * g + q + r * v;
+                    }
+                }
+                (None, false) => {
+                    for ((((d, &v), &g), &p), (&q, &r)) in dr.iter_mut().zip(xr).zip(gr).zip(a).zip(b.iter().zip(k)) {
+                        *d = p * g + q + r * v;
+                    }
+                }
+                (z, true) => {
+                    for (j, (((d, &v), &g), (&p, (&q, &r)))) in dr.iter_mut().zip(xr).zip(gr).zip(a.iter().zip(b.iter().zip(k))).enumerate() {
+                        let g = match z {
+                            Some(z) if z[i * c + j] <= 0.0 => 0.0,
+                            _ => g,
+                        };
+                        *d += p * g + q + r * v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Input gradient of training-mode batch norm:
+/// `dx = gamma * rstd * (g - sum_g / rows - xhat * sum_g_xhat / rows)`, with `g` as in
+/// [`backward_sums`]. Writes `dx`, or adds to it when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_input(
+    x: &[f32],
+    c: usize,
+    mean: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+    relu_out: Option<&[f32]>,
+    sum_g: &[f32],
+    sum_g_xhat: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(c > 0 && x.len().is_multiple_of(c) && !x.is_empty());
+    assert_eq!(dy.len(), x.len());
+    assert_eq!(dx.len(), x.len());
+    if let Some(r) = relu_out {
+        assert_eq!(r.len(), x.len());
+    }
+    // With xhat = (x - mean) * rstd the formula is affine in (g, x) per channel:
+    // dx = A g + B + K x, A = gamma rstd, K = -A rstd sum_g_xhat / rows,
+    // B = -A sum_g / rows - K mean. Computed in f64, applied in f32.
+    let rows = (x.len() / c) as f64;
+    let mut coef = [Vec::with_capacity(c), Vec::with_capacity(c), Vec::with_capacity(c)];
+    for ch in 0..c {
+        let a = f64::from(gamma[ch]) * f64::from(rstd[ch]);
+        let k = -a * f64::from(rstd[ch]) * f64::from(sum_g_xhat[ch]) / rows;
+        let b = -a * f64::from(sum_g[ch]) / rows - k * f64::from(mean[ch]);
+        coef[0].push(a as f32);
+        coef[1].push(b as f32);
+        coef[2].push(k as f32);
+    }
+    let [a, b, k] = &coef;
+    let chunk = ROWS_PER_TASK * c;
+    threads::install(|| {
+        dx.par_chunks_mut(chunk).enumerate().for_each(|(t, dxc)| {
+            let span = t * chunk..t * chunk + dxc.len();
+            input_grad_rows(&x[span.clone()], &dy[span.clone()], relu_out.map(|z| &z[span]), a, b, k, dxc, accumulate);
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::simd;
+
+    #[test]
+    fn mean_var_match_two_pass_f64() {
+        let (rows, c) = (1000, 5);
+        let mut rng = Rng::new(5);
+        let x: Vec<f32> = (0..rows * c).map(|i| 100.0 + (i % c) as f32 + rng.uniform(-1.0, 1.0)).collect();
+        let (mut m, mut v) = (vec![0.0; c], vec![0.0; c]);
+        channel_mean_var(&x, c, &mut m, &mut v, &mut Workspace::new());
+        for ch in 0..c {
+            let col: Vec<f64> = (0..rows).map(|r| f64::from(x[r * c + ch])).collect();
+            let mean = col.iter().sum::<f64>() / rows as f64;
+            let var = col.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / rows as f64;
+            assert!((f64::from(m[ch]) - mean).abs() < 1e-4);
+            assert!((f64::from(v[ch]) - var).abs() < 1e-5 * var.max(1.0), "{} vs {var}", v[ch]);
+        }
+    }
+
+    #[test]
+    fn scale_shift_act_applies_residual_and_relu() {
+        let x = [1.0, -2.0, 3.0, -4.0];
+        let r = [0.5, 0.5, -10.0, 0.0];
+        let mut y = [0.0; 4];
+        scale_shift_act(&x, 2, &[2.0, 1.0], &[0.0, 1.0], Some(&r), true, &mut y);
+        assert_eq!(y, [2.5, 0.0, 0.0, 0.0]);
+        scale_shift_act(&x, 2, &[2.0, 1.0], &[0.0, 1.0], None, false, &mut y);
+        assert_eq!(y, [2.0, -1.0, 6.0, -3.0]);
+    }
+
+    /// Every instruction-set version of every pass agrees with the baseline one.
+    #[test]
+    fn every_isa_version_agrees() {
+        let (rows, c) = (300, 19);
+        let mut rng = Rng::new(8);
+        let mut v = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+        let (x, dy, z, a, b, k) = (v(rows * c), v(rows * c), v(rows * c), v(c), v(c), v(c));
+        let base = simd::Isa::Scalar;
+        for isa in simd::available() {
+            for resid in [None, Some(z.as_slice())] {
+                for relu in [false, true] {
+                    let (mut y0, mut y1) = (vec![0.0; rows * c], vec![0.0; rows * c]);
+                    scale_shift_rows_on(base, &x, &a, &b, resid, relu, &mut y0);
+                    scale_shift_rows_on(isa, &x, &a, &b, resid, relu, &mut y1);
+                    assert_eq!(y0, y1, "{isa:?}");
+                }
+                for acc in [false, true] {
+                    let (mut d0, mut d1) = (dy.clone(), dy.clone());
+                    input_grad_rows_on(base, &x, &dy, resid, &a, &b, &k, &mut d0, acc);
+                    input_grad_rows_on(isa, &x, &dy, resid, &a, &b, &k, &mut d1, acc);
+                    for (p, q) in d0.iter().zip(&d1) {
+                        assert!((p - q).abs() <= 1e-5 * (1.0 + p.abs()), "{isa:?}");
+                    }
+                }
+                let sums = |isa| {
+                    let (mut s1, mut s2) = (vec![0.0; c], vec![0.0; c]);
+                    let (mut t1, mut t2) = (vec![0.0; c], vec![0.0; c]);
+                    backward_rows_on(isa, &x, &a, &dy, resid, &mut s1, &mut s2, &mut t1, &mut t2);
+                    shifted_sums_on(isa, &x, &a, &mut s1, &mut s2, &mut t1, &mut t2);
+                    (s1, s2)
+                };
+                let (p, q) = (sums(base), sums(isa));
+                for (u, w) in p.0.iter().chain(&p.1).zip(q.0.iter().chain(&q.1)) {
+                    assert!((u - w).abs() <= 1e-4 * (1.0 + u.abs()), "{isa:?}");
+                }
+            }
+        }
+    }
+}

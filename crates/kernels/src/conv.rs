@@ -1,0 +1,1022 @@
+//! 2-D convolution over NHWC batches, forward and both backward passes.
+//!
+//! Layouts: input `x` is `[n, h, w, cin]`, output `y` is `[n, oh, ow, cout]`, and the weight is
+//! `[kh, kw, cin, cout]` ("HWIO"), so that a convolution is the product of the im2col matrix
+//! `[n*oh*ow, kh*kw*cin]` with the weight matrix `[kh*kw*cin, cout]`.
+//!
+//! Two algorithms ([`ConvAlgorithm`]):
+//! - **direct** (AVX-512): the input is zero-padded once, then register-blocked micro-kernels
+//!   ([`crate::simd::avx512`]) read it in place: no im2col matrix at all;
+//! - **im2col + GEMM** (portable): the im2col matrix is packed one tile of output rows at a time
+//!   into a per-thread buffer small enough to stay in cache, then multiplied by the GEMM backend.
+//!
+//! Passes:
+//! - forward: either algorithm;
+//! - backward data, stride 1: a forward convolution of `dy` with the spatially flipped,
+//!   transposed weight (no scatter, same fast path as forward);
+//! - backward data, strided: GEMM into column tiles, scattered back per image (col2im);
+//! - backward weight: either algorithm, accumulated per thread over a fixed split of the rows,
+//!   then summed in order (reproducible for a given thread count).
+
+use crate::gemm::{matmul, MatMut, MatRef, Parallelism};
+use crate::scratch::with_tile;
+use crate::simd::{self, Isa};
+use crate::threads::{self, split_even};
+use crate::workspace::take;
+use crate::Workspace;
+use rayon::prelude::*;
+
+/// Geometry of one convolution applied to an NHWC batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvShape {
+    /// Batch size.
+    pub n: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding (both sides of both axes).
+    pub pad: usize,
+}
+
+/// Floats of im2col tile each thread packs at a time (256 KiB: fits the per-core L2 with room
+/// for the weight and output tiles).
+const TILE_FLOATS: usize = 64 * 1024;
+
+impl ConvShape {
+    /// Output height.
+    pub fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+    /// Output width.
+    pub fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    /// Rows of the im2col matrix: output pixels in the batch.
+    pub fn rows(&self) -> usize {
+        self.n * self.out_h() * self.out_w()
+    }
+    /// Columns of the im2col matrix: one receptive field.
+    pub fn patch(&self) -> usize {
+        self.kh * self.kw * self.cin
+    }
+    /// Elements of the input.
+    pub fn input_len(&self) -> usize {
+        self.n * self.h * self.w * self.cin
+    }
+    /// Elements of the output.
+    pub fn output_len(&self) -> usize {
+        self.rows() * self.cout
+    }
+    /// Elements of the weight.
+    pub fn weight_len(&self) -> usize {
+        self.patch() * self.cout
+    }
+    /// Multiply-adds of the forward pass.
+    pub fn macs(&self) -> u64 {
+        self.output_len() as u64 * self.patch() as u64
+    }
+
+    /// Checks the shape is usable.
+    ///
+    /// # Panics
+    /// If the kernel does not fit the padded input or a size is zero.
+    pub fn validate(&self) {
+        assert!(
+            self.kh > 0 && self.kw > 0 && self.stride > 0 && self.cin > 0 && self.cout > 0,
+            "degenerate convolution {self:?}"
+        );
+        assert!(
+            self.h + 2 * self.pad >= self.kh && self.w + 2 * self.pad >= self.kw,
+            "kernel {}x{} does not fit input {}x{} with padding {}",
+            self.kh,
+            self.kw,
+            self.h,
+            self.w,
+            self.pad
+        );
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride == 1
+    }
+
+    /// Output rows per im2col tile.
+    fn tile_rows(&self) -> usize {
+        (TILE_FLOATS / self.patch()).clamp(16, 2048)
+    }
+}
+
+fn check_lens(s: &ConvShape, x: usize, w: usize, y: usize) {
+    s.validate();
+    assert_eq!(x, s.input_len(), "conv input length for {s:?}");
+    assert_eq!(w, s.weight_len(), "conv weight length for {s:?}");
+    assert_eq!(y, s.output_len(), "conv output length for {s:?}");
+}
+
+/// Packs im2col rows `m0..m0+rows` into `buf` (`[rows, patch]`), zeros where the window
+/// overlaps the padding.
+fn im2col(s: &ConvShape, x: &[f32], m0: usize, rows: usize, buf: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let k = s.patch();
+    let row_len = s.kw * s.cin;
+    for r in 0..rows {
+        let m = m0 + r;
+        let img = m / (oh * ow);
+        let oy = (m / ow) % oh;
+        let ox = m % ow;
+        let dst = &mut buf[r * k..(r + 1) * k];
+        let ix0 = (ox * s.stride) as isize - s.pad as isize;
+        // Columns of the window that fall inside the image, as kernel offsets.
+        let kx_lo = (-ix0).max(0) as usize;
+        let kx_hi = ((s.w as isize - ix0).min(s.kw as isize)).max(0) as usize;
+        for ky in 0..s.kh {
+            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+            let seg = &mut dst[ky * row_len..(ky + 1) * row_len];
+            if iy < 0 || iy >= s.h as isize || kx_lo >= kx_hi {
+                seg.fill(0.0);
+                continue;
+            }
+            seg[..kx_lo * s.cin].fill(0.0);
+            seg[kx_hi * s.cin..].fill(0.0);
+            let src = ((img * s.h + iy as usize) * s.w) as isize + ix0 + kx_lo as isize;
+            let src = src as usize * s.cin;
+            seg[kx_lo * s.cin..kx_hi * s.cin].copy_from_slice(&x[src..src + (kx_hi - kx_lo) * s.cin]);
+        }
+    }
+}
+
+/// Adds column tile rows back into one image of `dx` (`[h, w, cin]`): the adjoint of [`im2col`].
+fn col2im_add(s: &ConvShape, cols: &[f32], first_pixel: usize, rows: usize, dx_img: &mut [f32]) {
+    let ow = s.out_w();
+    let k = s.patch();
+    for r in 0..rows {
+        let p = first_pixel + r;
+        let (oy, ox) = (p / ow, p % ow);
+        let src = &cols[r * k..(r + 1) * k];
+        for ky in 0..s.kh {
+            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+            if iy < 0 || iy >= s.h as isize {
+                continue;
+            }
+            for kx in 0..s.kw {
+                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                if ix < 0 || ix >= s.w as isize {
+                    continue;
+                }
+                let d = (iy as usize * s.w + ix as usize) * s.cin;
+                let c = (ky * s.kw + kx) * s.cin;
+                for (a, b) in dx_img[d..d + s.cin].iter_mut().zip(&src[c..c + s.cin]) {
+                    *a += *b;
+                }
+            }
+        }
+    }
+}
+
+/// How a convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// Register-blocked AVX-512 micro-kernels on the padded input (needs AVX-512).
+    Direct,
+    /// Tiled im2col and the GEMM backend (any CPU).
+    Im2colGemm,
+}
+
+impl ConvAlgorithm {
+    /// The fastest algorithm this CPU runs.
+    pub fn preferred() -> Self {
+        if simd::isa() >= Isa::Avx512 {
+            ConvAlgorithm::Direct
+        } else {
+            ConvAlgorithm::Im2colGemm
+        }
+    }
+}
+
+/// `y = conv(x, w)`, or `y += conv(x, w)` when `accumulate`, by im2col + GEMM.
+fn forward_gemm(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
+    let (m, k, co) = (s.rows(), s.patch(), s.cout);
+    let wmat = MatRef::row_major(w, k, co);
+    let tile = s.tile_rows();
+    if m <= tile {
+        // Too few rows to split: one tile, and let the GEMM itself use all threads.
+        if s.is_pointwise() {
+            matmul(MatMut::row_major(y, m, co), MatRef::row_major(x, m, k), wmat, accumulate, Parallelism::Pool);
+        } else {
+            with_tile(m * k, |buf| {
+                im2col(s, x, 0, m, buf);
+                matmul(MatMut::row_major(y, m, co), MatRef::row_major(buf, m, k), wmat, accumulate, Parallelism::Pool);
+            });
+        }
+        return;
+    }
+    threads::install(|| {
+        y.par_chunks_mut(tile * co).enumerate().for_each(|(t, ytile)| {
+            let m0 = t * tile;
+            let rows = ytile.len() / co;
+            let out = MatMut::row_major(ytile, rows, co);
+            if s.is_pointwise() {
+                let a = MatRef::row_major(&x[m0 * k..(m0 + rows) * k], rows, k);
+                matmul(out, a, wmat, accumulate, Parallelism::Sequential);
+            } else {
+                with_tile(rows * k, |buf| {
+                    im2col(s, x, m0, rows, buf);
+                    matmul(out, MatRef::row_major(buf, rows, k), wmat, accumulate, Parallelism::Sequential);
+                });
+            }
+        });
+    });
+}
+
+/// Copies input rows `iy0 .. iy0 + rows` of image `img` into `strip` as rows of width
+/// `w + 2 * pad`, with zeros for the padding and for rows outside the image: the part of the
+/// zero-padded input that a band of output rows reads, built where it stays in cache.
+fn fill_strip(s: &ConvShape, x: &[f32], img: usize, iy0: isize, rows: usize, strip: &mut [f32]) {
+    let (c, p) = (s.cin, s.pad);
+    let wp = s.w + 2 * p;
+    for (r, dst) in strip[..rows * wp * c].chunks_exact_mut(wp * c).enumerate() {
+        let iy = iy0 + r as isize;
+        if iy < 0 || iy >= s.h as isize {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = ((img * s.h + iy as usize) * s.w) * c;
+        dst[..p * c].fill(0.0);
+        dst[(p + s.w) * c..].fill(0.0);
+        dst[p * c..(p + s.w) * c].copy_from_slice(&x[src..src + s.w * c]);
+    }
+}
+
+/// Output rows per parallel task of the direct forward pass: bands of at most 8 rows, smaller
+/// when there are few images, so every thread gets several tasks.
+fn band_rows(s: &ConvShape) -> usize {
+    let oh = s.out_h();
+    let want_tasks = 4 * threads::num_threads();
+    let per_image = want_tasks.div_ceil(s.n).max(1);
+    oh.div_ceil(per_image).clamp(1, 8)
+}
+
+/// `y (+)= conv(x, w)` with the AVX-512 micro-kernels.
+#[cfg(target_arch = "x86_64")]
+fn forward_direct(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
+    use crate::simd::avx512::ConvTileArgs;
+    assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
+    let (oh, ow, co) = (s.out_h(), s.out_w(), s.cout);
+    let wp = s.w + 2 * s.pad;
+    let args = ConvTileArgs {
+        a_pixel_stride: s.stride * s.cin,
+        a_row_stride: wp * s.cin,
+        cin: s.cin,
+        kh: s.kh,
+        kw: s.kw,
+        cout: co,
+    };
+    let row_len = ow * co;
+    let band = band_rows(s);
+    threads::install(|| {
+        y.par_chunks_mut(oh * row_len).enumerate().for_each(|(img, y_img)| {
+            y_img.par_chunks_mut(band * row_len).enumerate().for_each(|(b, y_band)| {
+                let oy0 = b * band;
+                let rows = y_band.len() / row_len;
+                let strip_rows = (rows - 1) * s.stride + s.kh;
+                with_tile(strip_rows * wp * s.cin, |strip| {
+                    fill_strip(s, x, img, (oy0 * s.stride) as isize - s.pad as isize, strip_rows, strip);
+                    for (r, yrow) in y_band.chunks_exact_mut(row_len).enumerate() {
+                        let a_row = r * s.stride * wp * s.cin;
+                        let kernel = direct::ConvKernel::choose(s);
+                        let block = kernel.channel_block(co);
+                        for co0 in (0..co).step_by(block) {
+                            let channels = (co - co0).min(block);
+                            let r_max = kernel.max_pixels(channels);
+                            let mut ox = 0;
+                            while ox < ow {
+                                let px = r_max.min(ow - ox);
+                                // The window of the last pixel, last tap, last channel ends at
+                                // a_row + (kh - 1) * wp * cin + ((ox + px - 1) * stride + kw) * cin
+                                // <= (r * stride + kh) * wp * cin <= strip.len(): the strip holds the
+                                // padded input rows of every output row of the band.
+                                debug_assert!(
+                                    a_row + (s.kh - 1) * wp * s.cin + ((ox + px - 1) * s.stride + s.kw) * s.cin
+                                        <= strip.len()
+                                );
+                                // SAFETY: AVX-512 was checked above; the input windows lie in the
+                                // strip (bound above), the weight rows `tap * cin + ci` with lanes
+                                // `co0..co0 + channels` lie in `w` (`kh * kw * cin * cout` floats,
+                                // checked by the caller), and the output tile lies in this row of
+                                // this task's band, which overlaps neither input.
+                                unsafe {
+                                    kernel.run(
+                                        px,
+                                        channels,
+                                        &args,
+                                        strip.as_ptr().add(a_row + ox * s.stride * s.cin),
+                                        w.as_ptr().add(co0),
+                                        yrow.as_mut_ptr().add(ox * co + co0),
+                                        accumulate,
+                                    );
+                                }
+                                ox += px;
+                            }
+                        }
+                    }
+                });
+            });
+        });
+    });
+}
+
+/// Forward pass with a chosen algorithm (writes, or adds into, `y`).
+fn forward_with(algo: ConvAlgorithm, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
+    match algo {
+        #[cfg(target_arch = "x86_64")]
+        ConvAlgorithm::Direct => forward_direct(s, x, w, y, accumulate),
+        _ => forward_gemm(s, x, w, y, accumulate),
+    }
+}
+
+/// Forward convolution: `y = conv(x, w)`.
+///
+/// # Shapes
+/// `x: [n, h, w, cin]`, `w: [kh, kw, cin, cout]`, `y: [n, oh, ow, cout]`.
+///
+/// # Panics
+/// If a slice length disagrees with `s`.
+pub fn conv2d_forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], ws: &mut Workspace) {
+    conv2d_forward_with(ConvAlgorithm::preferred(), s, x, w, y, ws);
+}
+
+/// [`conv2d_forward`] with a chosen algorithm.
+///
+/// # Panics
+/// If a slice length disagrees with `s`, or the CPU cannot run `algo`.
+pub fn conv2d_forward_with(
+    algo: ConvAlgorithm,
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    ws: &mut Workspace,
+) {
+    check_lens(s, x.len(), w.len(), y.len());
+    let _ = ws;
+    forward_with(algo, s, x, w, y, false);
+}
+
+/// Gradient of the input: `dx (+)= conv2d_forward` adjoint applied to `dy`.
+///
+/// # Shapes
+/// `dy: [n, oh, ow, cout]`, `w: [kh, kw, cin, cout]`, `dx: [n, h, w, cin]`.
+///
+/// # Panics
+/// If a slice length disagrees with `s`.
+pub fn conv2d_backward_data(
+    s: &ConvShape,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+    ws: &mut Workspace,
+) {
+    conv2d_backward_data_with(ConvAlgorithm::preferred(), s, dy, w, dx, accumulate, ws);
+}
+
+/// [`conv2d_backward_data`] with a chosen algorithm for its stride-1 cases.
+///
+/// # Panics
+/// If a slice length disagrees with `s`, or the CPU cannot run `algo`.
+pub fn conv2d_backward_data_with(
+    algo: ConvAlgorithm,
+    s: &ConvShape,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+    ws: &mut Workspace,
+) {
+    check_lens(s, dx.len(), w.len(), dy.len());
+    let (k, co, ci) = (s.patch(), s.cout, s.cin);
+    if s.is_pointwise() {
+        // dx[m, ci] = sum_co dy[m, co] * w[ci, co]: a forward 1x1 convolution with w transposed.
+        let mut wt = std::mem::take(&mut ws.weights);
+        transpose(w, ci, co, take(&mut wt, ci * co));
+        let t = ConvShape { cin: co, cout: ci, ..*s };
+        forward_with(algo, &t, dy, &wt[..ci * co], dx, accumulate);
+        ws.weights = wt;
+        return;
+    }
+    if s.stride == 1 && s.pad < s.kh && s.pad < s.kw && s.kh == s.kw {
+        // In the forward pass: y[oy] = sum_ky x[oy + ky - p] w[ky]. Hence
+        // dx[iy] = sum_ky' dy[iy - (k-1-p) + ky'] w[k-1-ky']: a stride-1 convolution of dy with
+        // the flipped, in/out-transposed weight and padding k-1-p.
+        let mut flipped = std::mem::take(&mut ws.weights);
+        {
+            let f = take(&mut flipped, s.weight_len());
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    let src = ((s.kh - 1 - ky) * s.kw + (s.kw - 1 - kx)) * ci * co;
+                    let dst = (ky * s.kw + kx) * co * ci;
+                    transpose(&w[src..src + ci * co], ci, co, &mut f[dst..dst + co * ci]);
+                }
+            }
+        }
+        let t = ConvShape {
+            n: s.n,
+            h: s.out_h(),
+            w: s.out_w(),
+            cin: co,
+            cout: ci,
+            kh: s.kh,
+            kw: s.kw,
+            stride: 1,
+            pad: s.kh - 1 - s.pad,
+        };
+        debug_assert_eq!((t.out_h(), t.out_w()), (s.h, s.w));
+        forward_with(algo, &t, dy, &flipped[..s.weight_len()], dx, accumulate);
+        ws.weights = flipped;
+        return;
+    }
+    // Strided: dcols = dy * w^T per tile of one image, scattered back into that image.
+    let wt = MatRef::row_major(w, k, co).t();
+    let pixels = s.out_h() * s.out_w();
+    let tile = s.tile_rows().min(pixels);
+    let img_len = s.h * s.w * ci;
+    threads::install(|| {
+        dx.par_chunks_mut(img_len).enumerate().for_each(|(img, dx_img)| {
+            if !accumulate {
+                dx_img.fill(0.0);
+            }
+            with_tile(tile * k, |buf| {
+                let mut p0 = 0;
+                while p0 < pixels {
+                    let rows = tile.min(pixels - p0);
+                    let start = (img * pixels + p0) * co;
+                    let dyt = MatRef::row_major(&dy[start..start + rows * co], rows, co);
+                    matmul(MatMut::row_major(&mut buf[..rows * k], rows, k), dyt, wt, false, Parallelism::Sequential);
+                    col2im_add(s, buf, p0, rows, dx_img);
+                    p0 += rows;
+                }
+            });
+        });
+    });
+}
+
+/// Gradient of the weight: `dw (+)= im2col(x)^T * dy`.
+///
+/// # Shapes
+/// `x: [n, h, w, cin]`, `dy: [n, oh, ow, cout]`, `dw: [kh, kw, cin, cout]`.
+///
+/// # Panics
+/// If a slice length disagrees with `s`.
+pub fn conv2d_backward_weight(
+    s: &ConvShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    accumulate: bool,
+    ws: &mut Workspace,
+) {
+    conv2d_backward_weight_with(ConvAlgorithm::preferred(), s, x, dy, dw, accumulate, ws);
+}
+
+/// [`conv2d_backward_weight`] with a chosen algorithm.
+///
+/// # Panics
+/// If a slice length disagrees with `s`, or the CPU cannot run `algo`.
+pub fn conv2d_backward_weight_with(
+    algo: ConvAlgorithm,
+    s: &ConvShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    accumulate: bool,
+    ws: &mut Workspace,
+) {
+    check_lens(s, x.len(), dw.len(), dy.len());
+    let (k, co) = (s.patch(), s.cout);
+    let rows = s.n * s.out_h();
+    let parts = threads::num_threads().min(rows).max(1);
+    let mut partials = std::mem::take(&mut ws.partials);
+    {
+        let partials = take(&mut partials, parts * k * co);
+        match algo {
+            #[cfg(target_arch = "x86_64")]
+            ConvAlgorithm::Direct => backward_weight_direct(s, x, dy, partials, parts),
+            _ => backward_weight_gemm(s, x, dy, partials, parts),
+        }
+        let (head, rest) = partials.split_at(k * co);
+        if accumulate {
+            dw.iter_mut().zip(head).for_each(|(d, p)| *d += p);
+        } else {
+            dw.copy_from_slice(head);
+        }
+        for part in rest.chunks(k * co) {
+            dw.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+        }
+    }
+    ws.partials = partials;
+}
+
+/// Per-part weight gradients by im2col + GEMM over a split of the output pixels.
+fn backward_weight_gemm(s: &ConvShape, x: &[f32], dy: &[f32], partials: &mut [f32], parts: usize) {
+    let (m, k, co) = (s.rows(), s.patch(), s.cout);
+    let tile = s.tile_rows();
+    let ranges: Vec<_> = split_even(m, parts).collect();
+    threads::install(|| {
+        partials.par_chunks_mut(k * co).zip(ranges).for_each(|(acc, range)| {
+            let mut first = true;
+            let mut m0 = range.start;
+            while m0 < range.end {
+                let rows = tile.min(range.end - m0);
+                let g = MatRef::row_major(&dy[m0 * co..(m0 + rows) * co], rows, co);
+                let out = MatMut::row_major(acc, k, co);
+                if s.is_pointwise() {
+                    let a = MatRef::row_major(&x[m0 * k..(m0 + rows) * k], rows, k).t();
+                    matmul(out, a, g, !first, Parallelism::Sequential);
+                } else {
+                    with_tile(rows * k, |buf| {
+                        im2col(s, x, m0, rows, buf);
+                        matmul(out, MatRef::row_major(buf, rows, k).t(), g, !first, Parallelism::Sequential);
+                    });
+                }
+                first = false;
+                m0 += rows;
+            }
+            if first {
+                acc.fill(0.0);
+            }
+        });
+    });
+}
+
+/// Per-part weight gradients with the AVX-512 micro-kernel. Parts split the output rows
+/// `(image, oy)`; within a part, bands of rows small enough to stay in cache get their padded
+/// input strip built once and are then swept once per kernel tap and channel block.
+#[cfg(target_arch = "x86_64")]
+fn backward_weight_direct(s: &ConvShape, x: &[f32], dy: &[f32], partials: &mut [f32], parts: usize) {
+    use crate::simd::avx512::WgradTileArgs;
+    assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
+    let (oh, ow, co, ci) = (s.out_h(), s.out_w(), s.cout, s.cin);
+    let wp = s.w + 2 * s.pad;
+    let (k, rows) = (s.patch(), s.n * oh);
+    // Rows per band: keep the band's dy and input strip within ~128 KiB.
+    let band = ((32 * 1024) / (ow * co + s.stride * wp * ci).max(1)).clamp(1, oh);
+    let ranges: Vec<_> = split_even(rows, parts).collect();
+    threads::install(|| {
+        partials.par_chunks_mut(k * co).zip(ranges).for_each(|(acc, range)| {
+            acc.fill(0.0);
+            let mut row = range.start;
+            while row < range.end {
+                let (img, oy0) = (row / oh, row % oh);
+                let nrows = band.min(oh - oy0).min(range.end - row);
+                let strip_rows = (nrows - 1) * s.stride + s.kh;
+                let args = WgradTileArgs {
+                    rows: nrows,
+                    pixels: ow,
+                    x_pixel_stride: s.stride * ci,
+                    x_row_stride: s.stride * wp * ci,
+                    dy_pixel_stride: co,
+                    dy_row_stride: ow * co,
+                    acc_stride: co,
+                };
+                let dy_band = (img * oh + oy0) * ow * co;
+                with_tile(strip_rows * wp * ci, |strip| {
+                    fill_strip(s, x, img, (oy0 * s.stride) as isize - s.pad as isize, strip_rows, strip);
+                    // The 3-wide kernel keeps three taps of accumulators plus a window of three
+                    // dy vectors per channel vector: it fits the registers up to 48 channels.
+                    if s.stride == 1 && s.kw == 3 && co <= 48 {
+                        for ky in 0..s.kh {
+                            let x_row = ky * wp * ci;
+                            let acc_row = ky * 3 * ci * co;
+                            for co0 in (0..co).step_by(64) {
+                                let channels = (co - co0).min(64);
+                                let rc_max = direct::wgrad_s1k3_channels(channels.div_ceil(16));
+                                let mut c0 = 0;
+                                while c0 < ci {
+                                    let rc = rc_max.min(ci - c0);
+                                    debug_assert!(
+                                        x_row
+                                            + (nrows - 1) * args.x_row_stride
+                                            + (ow + 1) * args.x_pixel_stride
+                                            + c0
+                                            + rc
+                                            <= strip.len()
+                                    );
+                                    debug_assert!(
+                                        acc_row + 2 * ci * co + (c0 + rc - 1) * co + co0 + channels <= acc.len()
+                                    );
+                                    // SAFETY: AVX-512 was checked above. With stride 1 and a
+                                    // 3-wide kernel the strip rows are ow + 2 columns wide (pad 1)
+                                    // or wider, so columns q < ow + 2 of rows r + ky exist; dy reads
+                                    // stay in this band, accumulator writes in taps (ky, 0..3),
+                                    // channels c0..c0 + rc, lanes co0..co0 + channels of this
+                                    // part's own buffer.
+                                    unsafe {
+                                        direct::wgrad_tile_s1k3(
+                                            rc,
+                                            channels,
+                                            &args,
+                                            ci * co,
+                                            strip.as_ptr().add(x_row + c0),
+                                            dy.as_ptr().add(dy_band + co0),
+                                            acc.as_mut_ptr().add(acc_row + c0 * co + co0),
+                                        );
+                                    }
+                                    c0 += rc;
+                                }
+                            }
+                        }
+                        return;
+                    }
+                    for ky in 0..s.kh {
+                        for kx in 0..s.kw {
+                            let x_tap = (ky * wp + kx) * ci;
+                            let acc_tap = (ky * s.kw + kx) * ci * co;
+                            for co0 in (0..co).step_by(64) {
+                                let channels = (co - co0).min(64);
+                                let rc_max = direct::wgrad_channels(channels.div_ceil(16));
+                                let mut c0 = 0;
+                                while c0 < ci {
+                                    let rc = rc_max.min(ci - c0);
+                                    debug_assert!(
+                                        x_tap
+                                            + (nrows - 1) * args.x_row_stride
+                                            + (ow - 1) * args.x_pixel_stride
+                                            + c0
+                                            + rc
+                                            <= strip.len()
+                                    );
+                                    debug_assert!(dy_band + nrows * ow * co <= dy.len());
+                                    debug_assert!(acc_tap + (c0 + rc - 1) * co + co0 + channels <= acc.len());
+                                    // SAFETY: AVX-512 was checked above. Input reads stay in the
+                                    // strip (strip row r * stride + ky <= strip_rows - 1, column
+                                    // ox * stride + kx <= wp - 1), dy reads in this band's rows, and
+                                    // accumulator writes in tap (ky, kx), channels c0..c0 + rc,
+                                    // lanes co0..co0 + channels of this part's own buffer.
+                                    unsafe {
+                                        direct::wgrad_tile(
+                                            rc,
+                                            channels,
+                                            &args,
+                                            strip.as_ptr().add(x_tap + c0),
+                                            dy.as_ptr().add(dy_band + co0),
+                                            acc.as_mut_ptr().add(acc_tap + c0 * co + co0),
+                                        );
+                                    }
+                                    c0 += rc;
+                                }
+                            }
+                        }
+                    }
+                });
+                row += nrows;
+            }
+        });
+    });
+}
+
+/// Dispatch from run-time tile sizes to the const-generic micro-kernels.
+#[cfg(target_arch = "x86_64")]
+mod direct {
+    use crate::simd::avx512::{self, lane_mask, ConvTileArgs, WgradTileArgs};
+    use std::arch::x86_64::__mmask16;
+
+    macro_rules! by_rows {
+        ($kernel:ident, $rows:expr, $nb:literal, [$($r:literal)*], $args:tt) => {
+            match $rows {
+                $($r => $kernel::<$r, $nb> $args,)*
+                _ => unreachable!("tile of {} rows", $rows),
+            }
+        };
+    }
+
+    /// Output pixels per forward tile for `nb` channel vectors (accumulators stay <= 24).
+    pub(super) fn conv_pixels(nb: usize) -> usize {
+        [16, 12, 8, 6][nb - 1]
+    }
+
+    /// Input channels per weight-gradient tile for `nb` channel vectors.
+    pub(super) fn wgrad_channels(nb: usize) -> usize {
+        [16, 12, 8, 6][nb - 1]
+    }
+
+    /// Input channels per stride-1 3-wide weight-gradient tile (three taps of accumulators).
+    pub(super) fn wgrad_s1k3_channels(nb: usize) -> usize {
+        [8, 4, 2][nb - 1]
+    }
+
+    /// Which forward micro-kernel computes a convolution's tiles.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum ConvKernel {
+        /// [`avx512::conv_tile`]: any stride and kernel.
+        General,
+        /// [`avx512::conv_tile_s1k3`]: stride 1, 3-wide, up to 48 channels per tile.
+        S1K3,
+    }
+
+    impl ConvKernel {
+        pub(super) fn choose(s: &super::ConvShape) -> Self {
+            if s.stride == 1 && s.kw == 3 {
+                ConvKernel::S1K3
+            } else {
+                ConvKernel::General
+            }
+        }
+
+        /// Output channels per tile: up to 64 for the general kernel; for the 3-wide one all of
+        /// them up to 48, else blocks of 32 (its best shape, 8 pixels x 2 vectors).
+        pub(super) fn channel_block(self, cout: usize) -> usize {
+            match self {
+                ConvKernel::General => 64,
+                ConvKernel::S1K3 if cout <= 48 => cout,
+                ConvKernel::S1K3 => 32,
+            }
+        }
+
+        pub(super) fn max_pixels(self, channels: usize) -> usize {
+            let nb = channels.div_ceil(16);
+            match self {
+                ConvKernel::General => conv_pixels(nb),
+                ConvKernel::S1K3 => [16, 8, 6][nb - 1],
+            }
+        }
+
+        /// # Safety
+        /// The contract of the chosen kernel for `r <= self.max_pixels(channels)` pixels.
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn run(
+            self,
+            r: usize,
+            channels: usize,
+            g: &ConvTileArgs,
+            a: *const f32,
+            w: *const f32,
+            y: *mut f32,
+            accumulate: bool,
+        ) {
+            use avx512::conv_tile_s1k3 as k;
+            // SAFETY: forwarded contract.
+            unsafe {
+                match self {
+                    ConvKernel::General => conv_tile(r, channels, g, a, w, y, accumulate),
+                    ConvKernel::S1K3 => match channels.div_ceil(16) {
+                        1 => {
+                            by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
+                        }
+                        2 => by_rows!(k, r, 2, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<2>(channels), accumulate)),
+                        3 => by_rows!(k, r, 3, [1 2 3 4 5 6], (g, a, w, y, &masks::<3>(channels), accumulate)),
+                        nb => unreachable!("{nb} channel vectors"),
+                    },
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The contract of [`avx512::wgrad_tile_s1k3`] for `rc` input and `channels` output channels.
+    pub(super) unsafe fn wgrad_tile_s1k3(
+        rc: usize,
+        channels: usize,
+        g: &WgradTileArgs,
+        tap_stride: usize,
+        x: *const f32,
+        dy: *const f32,
+        acc: *mut f32,
+    ) {
+        use avx512::wgrad_tile_s1k3 as k;
+        // SAFETY: forwarded contract; `rc` is within the table of wgrad_s1k3_channels.
+        unsafe {
+            match channels.div_ceil(16) {
+                1 => by_rows!(k, rc, 1, [1 2 3 4 5 6 7 8], (g, tap_stride, x, dy, acc, &masks::<1>(channels))),
+                2 => by_rows!(k, rc, 2, [1 2 3 4], (g, tap_stride, x, dy, acc, &masks::<2>(channels))),
+                3 => by_rows!(k, rc, 3, [1 2], (g, tap_stride, x, dy, acc, &masks::<3>(channels))),
+                nb => unreachable!("{nb} channel vectors"),
+            }
+        }
+    }
+
+    fn masks<const NB: usize>(channels: usize) -> [__mmask16; NB] {
+        std::array::from_fn(|j| lane_mask(channels.saturating_sub(16 * j).min(16)))
+    }
+
+    /// # Safety
+    /// The contract of [`avx512::conv_tile`] for `r` pixels and `channels` output channels.
+    pub(super) unsafe fn conv_tile(
+        r: usize,
+        channels: usize,
+        g: &ConvTileArgs,
+        a: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        accumulate: bool,
+    ) {
+        use avx512::conv_tile as k;
+        // SAFETY: forwarded contract; `r` is within the table of conv_pixels for this `nb`.
+        unsafe {
+            match channels.div_ceil(16) {
+                1 => {
+                    by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
+                }
+                2 => by_rows!(k, r, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, a, w, y, &masks::<2>(channels), accumulate)),
+                3 => by_rows!(k, r, 3, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<3>(channels), accumulate)),
+                4 => by_rows!(k, r, 4, [1 2 3 4 5 6], (g, a, w, y, &masks::<4>(channels), accumulate)),
+                nb => unreachable!("{nb} channel vectors"),
+            }
+        }
+    }
+
+    /// # Safety
+    /// The contract of [`avx512::wgrad_tile`] for `rc` input and `channels` output channels.
+    pub(super) unsafe fn wgrad_tile(
+        rc: usize,
+        channels: usize,
+        g: &WgradTileArgs,
+        x: *const f32,
+        dy: *const f32,
+        acc: *mut f32,
+    ) {
+        use avx512::wgrad_tile as k;
+        // SAFETY: forwarded contract; `rc` is within the table of wgrad_channels for this `nb`.
+        unsafe {
+            match channels.div_ceil(16) {
+                1 => {
+                    by_rows!(k, rc, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, x, dy, acc, &masks::<1>(channels)))
+                }
+                2 => by_rows!(k, rc, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, x, dy, acc, &masks::<2>(channels))),
+                3 => by_rows!(k, rc, 3, [1 2 3 4 5 6 7 8], (g, x, dy, acc, &masks::<3>(channels))),
+                4 => by_rows!(k, rc, 4, [1 2 3 4 5 6], (g, x, dy, acc, &masks::<4>(channels))),
+                nb => unreachable!("{nb} channel vectors"),
+            }
+        }
+    }
+}
+
+/// `dst[j, i] = src[i, j]` for a row-major `rows x cols` source.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    for i in 0..rows {
+        for j in 0..cols {
+            dst[j * rows + i] = src[i * cols + j];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn random(len: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
+    }
+
+    /// Direct definition of the convolution, accumulated in f64.
+    fn reference_forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let mut y = vec![0.0; s.output_len()];
+        for n in 0..s.n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for co in 0..s.cout {
+                        let mut acc = 0.0f64;
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                for ci in 0..s.cin {
+                                    let xv = x[((n * s.h + iy as usize) * s.w + ix as usize) * s.cin + ci];
+                                    let wv = w[((ky * s.kw + kx) * s.cin + ci) * s.cout + co];
+                                    acc += f64::from(xv) * f64::from(wv);
+                                }
+                            }
+                        }
+                        y[((n * oh + oy) * ow + ox) * s.cout + co] = acc as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    fn algorithms() -> Vec<ConvAlgorithm> {
+        let mut v = vec![ConvAlgorithm::Im2colGemm];
+        if simd::isa() >= Isa::Avx512 {
+            v.push(ConvAlgorithm::Direct);
+        }
+        v
+    }
+
+    fn shapes() -> Vec<ConvShape> {
+        let c = |n, h, w, cin, cout, k, stride, pad| ConvShape { n, h, w, cin, cout, kh: k, kw: k, stride, pad };
+        vec![
+            c(2, 8, 8, 3, 16, 3, 1, 1),
+            c(2, 8, 8, 4, 8, 3, 2, 1),
+            c(2, 7, 7, 4, 8, 3, 2, 1),
+            c(1, 9, 9, 3, 4, 7, 2, 3),
+            c(2, 6, 6, 8, 16, 1, 1, 0),
+            c(2, 6, 6, 8, 16, 1, 2, 0),
+            c(2, 5, 5, 3, 2, 3, 1, 0),
+            c(1, 4, 4, 2, 3, 3, 1, 2),
+            c(3, 40, 40, 2, 3, 3, 1, 1),
+            c(2, 9, 11, 37, 70, 3, 1, 1),
+            c(2, 10, 10, 20, 33, 3, 2, 1),
+            c(1, 7, 7, 130, 20, 1, 1, 0),
+            c(2, 6, 7, 9, 24, 3, 1, 1),
+            c(2, 5, 6, 5, 40, 3, 1, 1),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_direct_definition() {
+        for s in shapes() {
+            let mut rng = Rng::new(1);
+            let x = random(s.input_len(), &mut rng);
+            let w = random(s.weight_len(), &mut rng);
+            for algo in algorithms() {
+                let mut y = vec![f32::NAN; s.output_len()];
+                conv2d_forward_with(algo, &s, &x, &w, &mut y, &mut Workspace::new());
+                assert_close(&y, &reference_forward(&s, &x, &w), &format!("{algo:?} {s:?}"));
+            }
+        }
+    }
+
+    /// The backward passes are the adjoints of the forward map: <conv(x), g> = <x, dx(g)> and
+    /// likewise for the weight, which checks every path without finite differences.
+    #[test]
+    fn backward_passes_are_adjoints_of_forward() {
+        for (s, algo) in shapes().into_iter().flat_map(|s| algorithms().into_iter().map(move |a| (s, a))) {
+            let mut rng = Rng::new(2);
+            let x = random(s.input_len(), &mut rng);
+            let w = random(s.weight_len(), &mut rng);
+            let g = random(s.output_len(), &mut rng);
+            let y = reference_forward(&s, &x, &w);
+            let lhs = dot(&y, &g);
+            let mut ws = Workspace::new();
+            let mut dx = vec![f32::NAN; s.input_len()];
+            conv2d_backward_data_with(algo, &s, &g, &w, &mut dx, false, &mut ws);
+            let mut dw = vec![f32::NAN; s.weight_len()];
+            conv2d_backward_weight_with(algo, &s, &x, &g, &mut dw, false, &mut ws);
+            let tol = 1e-4 * (1.0 + lhs.abs());
+            assert!((dot(&x, &dx) - lhs).abs() < tol, "data adjoint {algo:?} {s:?}");
+            assert!((dot(&w, &dw) - lhs).abs() < tol, "weight adjoint {algo:?} {s:?}");
+            // Accumulation adds on top of what is there.
+            let mut dx2 = dx.clone();
+            conv2d_backward_data_with(algo, &s, &g, &w, &mut dx2, true, &mut ws);
+            let doubled: Vec<f32> = dx.iter().map(|v| 2.0 * v).collect();
+            assert_close(&dx2, &doubled, "accumulated dx");
+            let mut dw2 = dw.clone();
+            conv2d_backward_weight_with(algo, &s, &x, &g, &mut dw2, true, &mut ws);
+            let doubled: Vec<f32> = dw.iter().map(|v| 2.0 * v).collect();
+            assert_close(&dw2, &doubled, "accumulated dw");
+            // Per-element check of dx against the reference (small shapes): dx = d<y,g>/dx.
+            if s.input_len() > 600 {
+                continue;
+            }
+            let mut want_dx = vec![0.0f32; s.input_len()];
+            for (i, v) in want_dx.iter_mut().enumerate() {
+                let mut e = vec![0.0; s.input_len()];
+                e[i] = 1.0;
+                *v = dot(&reference_forward(&s, &e, &w), &g) as f32;
+            }
+            assert_close(&dx, &want_dx, &format!("dx {s:?}"));
+            let mut want_dw = vec![0.0f32; s.weight_len()];
+            for (i, v) in want_dw.iter_mut().enumerate() {
+                let mut e = vec![0.0; s.weight_len()];
+                e[i] = 1.0;
+                *v = dot(&reference_forward(&s, &x, &e), &g) as f32;
+            }
+            assert_close(&dw, &want_dw, &format!("dw {s:?}"));
+        }
+    }
+
+    #[test]
+    fn output_sizes_follow_the_usual_formula() {
+        let s = ConvShape { n: 1, h: 224, w: 224, cin: 3, cout: 64, kh: 7, kw: 7, stride: 2, pad: 3 };
+        assert_eq!((s.out_h(), s.out_w()), (112, 112));
+        let s = ConvShape { n: 1, h: 32, w: 32, cin: 16, cout: 32, kh: 3, kw: 3, stride: 2, pad: 1 };
+        assert_eq!((s.out_h(), s.out_w()), (16, 16));
+        assert_eq!(s.macs(), 16 * 16 * 32 * 144);
+    }
+}

@@ -1,0 +1,194 @@
+//! Pooling over NHWC batches: the 3x3/2 max pooling after the ImageNet stem and the global average
+//! pooling before the classifier (He et al. 2015, Table 1 and Section 4.2).
+
+use crate::threads;
+use rayon::prelude::*;
+
+/// Geometry of a max pooling window applied to an NHWC batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    /// Batch size.
+    pub n: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Channels.
+    pub c: usize,
+    /// Window size (both axes).
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding (padded positions never win the max, as in PyTorch).
+    pub pad: usize,
+}
+
+impl PoolShape {
+    /// Output height.
+    pub fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Output width.
+    pub fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Elements of the input.
+    pub fn input_len(&self) -> usize {
+        self.n * self.h * self.w * self.c
+    }
+    /// Elements of the output.
+    pub fn output_len(&self) -> usize {
+        self.n * self.out_h() * self.out_w() * self.c
+    }
+}
+
+/// Max pooling forward. `argmax` receives, per output element, the index of the winning pixel
+/// within its image (`iy * w + ix`), which is all the backward pass needs.
+///
+/// # Shapes
+/// `x: [n, h, w, c]`, `y, argmax: [n, oh, ow, c]`.
+///
+/// # Panics
+/// If the lengths disagree, or the window is no larger than the padding (a window could then
+/// hold no pixel).
+pub fn max_pool_forward(s: &PoolShape, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    assert_eq!(x.len(), s.input_len(), "max pool input length");
+    assert_eq!(y.len(), s.output_len(), "max pool output length");
+    assert_eq!(argmax.len(), s.output_len(), "max pool argmax length");
+    assert!(s.pad < s.k && s.h + 2 * s.pad >= s.k && s.w + 2 * s.pad >= s.k, "bad pooling window {s:?}");
+    let (oh, ow, c) = (s.out_h(), s.out_w(), s.c);
+    let out_img = oh * ow * c;
+    let in_img = s.h * s.w * c;
+    threads::install(|| {
+        y.par_chunks_mut(out_img).zip(argmax.par_chunks_mut(out_img)).enumerate().for_each(|(img, (yi, ai))| {
+            let xi = &x[img * in_img..(img + 1) * in_img];
+            yi.fill(f32::NEG_INFINITY);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let o = (oy * ow + ox) * c;
+                    for ky in 0..s.k {
+                        let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                        if iy < 0 || iy >= s.h as isize {
+                            continue;
+                        }
+                        for kx in 0..s.k {
+                            let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                            if ix < 0 || ix >= s.w as isize {
+                                continue;
+                            }
+                            let p = iy as usize * s.w + ix as usize;
+                            let src = &xi[p * c..(p + 1) * c];
+                            for ch in 0..c {
+                                // `>` keeps the first maximum, like PyTorch; NaN propagates.
+                                if src[ch] > yi[o + ch] || src[ch].is_nan() {
+                                    yi[o + ch] = src[ch];
+                                    ai[o + ch] = p as u32;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Max pooling backward: `dx (+)=` `dy` routed to each window's winning pixel.
+pub fn max_pool_backward(s: &PoolShape, dy: &[f32], argmax: &[u32], dx: &mut [f32], accumulate: bool) {
+    assert_eq!(dx.len(), s.input_len());
+    assert_eq!(dy.len(), s.output_len());
+    assert_eq!(argmax.len(), s.output_len());
+    let c = s.c;
+    let out_img = s.out_h() * s.out_w() * c;
+    let in_img = s.h * s.w * c;
+    threads::install(|| {
+        dx.par_chunks_mut(in_img).enumerate().for_each(|(img, dxi)| {
+            if !accumulate {
+                dxi.fill(0.0);
+            }
+            let dyi = &dy[img * out_img..(img + 1) * out_img];
+            let ai = &argmax[img * out_img..(img + 1) * out_img];
+            for (o, (&g, &p)) in dyi.iter().zip(ai).enumerate() {
+                dxi[p as usize * c + o % c] += g;
+            }
+        });
+    });
+}
+
+/// Global average pooling: `y[n, c] = mean over h, w of x[n, h, w, c]`.
+///
+/// # Shapes
+/// `x: [n, hw, c]` (any spatial size flattened), `y: [n, c]`.
+pub fn global_avg_pool_forward(x: &[f32], n: usize, c: usize, y: &mut [f32]) {
+    assert!(
+        n > 0 && c > 0 && x.len().is_multiple_of(n * c),
+        "global pool input of {} floats is not [{n}, hw, {c}]",
+        x.len()
+    );
+    assert_eq!(y.len(), n * c);
+    let hw = x.len() / (n * c);
+    let inv = 1.0 / hw as f32;
+    threads::install(|| {
+        y.par_chunks_mut(c).enumerate().for_each(|(img, yr)| {
+            yr.fill(0.0);
+            for px in x[img * hw * c..(img + 1) * hw * c].chunks_exact(c) {
+                for (a, b) in yr.iter_mut().zip(px) {
+                    *a += *b;
+                }
+            }
+            yr.iter_mut().for_each(|v| *v *= inv);
+        });
+    });
+}
+
+/// Global average pooling backward: `dx[n, p, c] (+)= dy[n, c] / hw`.
+pub fn global_avg_pool_backward(dy: &[f32], n: usize, c: usize, dx: &mut [f32], accumulate: bool) {
+    assert_eq!(dy.len(), n * c);
+    assert!(dx.len().is_multiple_of(n * c));
+    let hw = dx.len() / (n * c);
+    let inv = 1.0 / hw as f32;
+    threads::install(|| {
+        dx.par_chunks_mut(hw * c).enumerate().for_each(|(img, dxi)| {
+            let g = &dy[img * c..(img + 1) * c];
+            for px in dxi.chunks_exact_mut(c) {
+                for (a, b) in px.iter_mut().zip(g) {
+                    *a = if accumulate { *a + b * inv } else { b * inv };
+                }
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_pool_picks_window_maximum_and_routes_gradient() {
+        // One 4x4 single-channel image, 3x3/2 pad 1 -> 2x2.
+        let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let s = PoolShape { n: 1, h: 4, w: 4, c: 1, k: 3, stride: 2, pad: 1 };
+        let mut y = vec![0.0; 4];
+        let mut a = vec![0; 4];
+        max_pool_forward(&s, &x, &mut y, &mut a);
+        assert_eq!(y, vec![5.0, 7.0, 13.0, 15.0]);
+        let mut dx = vec![0.0; 16];
+        max_pool_backward(&s, &[1.0, 2.0, 3.0, 4.0], &a, &mut dx, false);
+        assert_eq!(dx[5], 1.0);
+        assert_eq!(dx[7], 2.0);
+        assert_eq!(dx[13], 3.0);
+        assert_eq!(dx[15], 4.0);
+        assert_eq!(dx.iter().sum::<f32>(), 10.0);
+    }
+
+    #[test]
+    fn global_pool_averages_per_channel() {
+        let x = [1.0, 10.0, 3.0, 30.0];
+        let mut y = [0.0; 2];
+        global_avg_pool_forward(&x, 1, 2, &mut y);
+        assert_eq!(y, [2.0, 20.0]);
+        let mut dx = [0.0; 4];
+        global_avg_pool_backward(&[2.0, 4.0], 1, 2, &mut dx, false);
+        assert_eq!(dx, [1.0, 2.0, 1.0, 2.0]);
+    }
+}

@@ -1,0 +1,302 @@
+//! AVX-512 micro-kernels for direct convolution over NHWC data.
+//!
+//! Both kernels keep a tile of accumulators in the 32 zmm registers and stream the reduction
+//! dimension through them, broadcasting one input value per FMA (the broadcast folds into the
+//! FMA's memory operand):
+//! - [`conv_tile`]: `R` consecutive output pixels x `NB` vectors of 16 output channels, reduced
+//!   over the kernel window and input channels (forward pass, and stride-1 backward-data pass
+//!   with flipped weights);
+//! - [`wgrad_tile`]: `RC` input channels x `NB` vectors of output channels of one kernel tap,
+//!   reduced over output pixels (weight gradient).
+//!
+//! Partial channel vectors use masked loads and stores, so any channel count works.
+
+use std::arch::x86_64::*;
+
+/// Mask with the low `n` (at most 16) lanes set.
+pub fn lane_mask(n: usize) -> __mmask16 {
+    debug_assert!(n <= 16);
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// Geometry shared by the calls of [`conv_tile`] within one convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvTileArgs {
+    /// Floats between the input windows of consecutive output pixels (`stride * cin`).
+    pub a_pixel_stride: usize,
+    /// Floats between consecutive input rows (`padded width * cin`).
+    pub a_row_stride: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output channels (row length of the weight matrix and of an output pixel).
+    pub cout: usize,
+}
+
+/// `y[r, j] (+)= sum_{ky, kx, ci} a[r, ky, kx, ci] * w[ky, kx, ci, j]` for `R` output pixels and
+/// the `NB` channel vectors starting at `w`/`y`.
+///
+/// # Safety
+/// - The CPU supports AVX-512F.
+/// - `a` points at input element `(row 0, column 0, channel 0)` of pixel 0's window, and for every
+///   `r < R`, `ky < kh`, `kx < kw`, `ci < cin` the element
+///   `a + r * a_pixel_stride + ky * a_row_stride + kx * cin + ci` is readable.
+/// - `w + ((ky * kw + kx) * cin + ci) * cout + 16 * j + lane` is readable for every tap, input
+///   channel, `j < NB` and lane set in `masks[j]`.
+/// - `y + r * cout + 16 * j + lane` is readable and writable likewise, and does not overlap `a`
+///   or `w`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn conv_tile<const R: usize, const NB: usize>(
+    g: &ConvTileArgs,
+    a: *const f32,
+    w: *const f32,
+    y: *mut f32,
+    masks: &[__mmask16; NB],
+    accumulate: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: within the output tile (caller's contract).
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.cout + 16 * j)) };
+            }
+        }
+    }
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let tap = ky * g.kw + kx;
+            // SAFETY: offsets stay inside the window and weight ranges of the contract.
+            let a_tap = unsafe { a.add(ky * g.a_row_stride + kx * g.cin) };
+            let w_tap = unsafe { w.add(tap * g.cin * g.cout) };
+            for ci in 0..g.cin {
+                let mut wv = [_mm512_setzero_ps(); NB];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    // SAFETY: weight row `ci` of this tap, lanes limited by the mask.
+                    *v = unsafe { _mm512_maskz_loadu_ps(masks[j], w_tap.add(ci * g.cout + 16 * j)) };
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: input element of pixel r, this tap, channel ci.
+                    let b = _mm512_set1_ps(unsafe { *a_tap.add(r * g.a_pixel_stride + ci) });
+                    for (v, wj) in row.iter_mut().zip(&wv) {
+                        *v = _mm512_fmadd_ps(b, *wj, *v);
+                    }
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            // SAFETY: within the output tile.
+            unsafe { _mm512_mask_storeu_ps(y.add(r * g.cout + 16 * j), masks[j], *v) };
+        }
+    }
+}
+
+/// Geometry of one [`wgrad_tile`] call: `rows` output rows of `pixels` pixels each.
+#[derive(Clone, Copy, Debug)]
+pub struct WgradTileArgs {
+    /// Output rows.
+    pub rows: usize,
+    /// Output pixels per row.
+    pub pixels: usize,
+    /// Floats between the inputs of consecutive output pixels (`stride * cin`).
+    pub x_pixel_stride: usize,
+    /// Floats between the inputs of consecutive output rows (`stride * padded width * cin`).
+    pub x_row_stride: usize,
+    /// Floats between consecutive output pixels of `dy` (`cout`).
+    pub dy_pixel_stride: usize,
+    /// Floats between consecutive output rows of `dy` (`out width * cout`).
+    pub dy_row_stride: usize,
+    /// Floats between consecutive input channels' rows of the accumulator (`cout`).
+    pub acc_stride: usize,
+}
+
+/// `acc[c, j] += sum_pixels x[p, c] * dy[p, j]` for `RC` input channels and `NB` vectors of
+/// output channels, where pixel `p` walks `rows x pixels`.
+///
+/// # Safety
+/// - The CPU supports AVX-512F.
+/// - `x + row * x_row_stride + p * x_pixel_stride + c` is readable for `row < rows`,
+///   `p < pixels`, `c < RC`.
+/// - `dy + row * dy_row_stride + p * dy_pixel_stride + 16 * j + lane` is readable for every lane
+///   set in `masks[j]`.
+/// - `acc + c * acc_stride + 16 * j + lane` is readable and writable likewise, and overlaps
+///   neither input.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn wgrad_tile<const RC: usize, const NB: usize>(
+    g: &WgradTileArgs,
+    x: *const f32,
+    dy: *const f32,
+    acc: *mut f32,
+    masks: &[__mmask16; NB],
+) {
+    let mut sum = [[_mm512_setzero_ps(); NB]; RC];
+    for row in 0..g.rows {
+        // SAFETY: row starts inside both inputs (contract).
+        let x_row = unsafe { x.add(row * g.x_row_stride) };
+        let dy_row = unsafe { dy.add(row * g.dy_row_stride) };
+        for p in 0..g.pixels {
+            let mut dv = [_mm512_setzero_ps(); NB];
+            for (j, v) in dv.iter_mut().enumerate() {
+                // SAFETY: output-gradient pixel p of this row, masked lanes.
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], dy_row.add(p * g.dy_pixel_stride + 16 * j)) };
+            }
+            // SAFETY: input pixel p of this row.
+            let xp = unsafe { x_row.add(p * g.x_pixel_stride) };
+            for (c, s) in sum.iter_mut().enumerate() {
+                // SAFETY: channel c < RC of that pixel.
+                let b = _mm512_set1_ps(unsafe { *xp.add(c) });
+                for (v, d) in s.iter_mut().zip(&dv) {
+                    *v = _mm512_fmadd_ps(b, *d, *v);
+                }
+            }
+        }
+    }
+    for (c, s) in sum.iter().enumerate() {
+        for (j, v) in s.iter().enumerate() {
+            // SAFETY: accumulator row c, masked lanes (contract).
+            unsafe {
+                let p = acc.add(c * g.acc_stride + 16 * j);
+                _mm512_mask_storeu_ps(p, masks[j], _mm512_add_ps(_mm512_maskz_loadu_ps(masks[j], p), *v));
+            }
+        }
+    }
+}
+
+/// [`conv_tile`] specialised to stride 1 and 3-wide kernels: each input column is broadcast once
+/// and feeds all three horizontal taps (pixel `c`, `c - 1` and `c - 2`), so a tile of `R` pixels
+/// needs `R + 2` broadcasts and three weight loads per input channel instead of `R` broadcasts
+/// per tap. `g.a_pixel_stride` must be `g.cin` and `g.kw` must be 3.
+///
+/// # Safety
+/// As [`conv_tile`] with stride 1 and `kw = 3`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn conv_tile_s1k3<const R: usize, const NB: usize>(
+    g: &ConvTileArgs,
+    a: *const f32,
+    w: *const f32,
+    y: *mut f32,
+    masks: &[__mmask16; NB],
+    accumulate: bool,
+) {
+    debug_assert!(g.kw == 3 && g.a_pixel_stride == g.cin);
+    let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: within the output tile (caller's contract).
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.cout + 16 * j)) };
+            }
+        }
+    }
+    for ky in 0..g.kh {
+        // SAFETY: row ky of every window and the weights of taps (ky, 0..3) (contract).
+        let a_row = unsafe { a.add(ky * g.a_row_stride) };
+        let w_row = unsafe { w.add(ky * 3 * g.cin * g.cout) };
+        for ci in 0..g.cin {
+            let mut wv = [[_mm512_setzero_ps(); NB]; 3];
+            for (kx, taps) in wv.iter_mut().enumerate() {
+                for (j, v) in taps.iter_mut().enumerate() {
+                    // SAFETY: weight (ky, kx, ci), lanes limited by the mask.
+                    *v = unsafe { _mm512_maskz_loadu_ps(masks[j], w_row.add((kx * g.cin + ci) * g.cout + 16 * j)) };
+                }
+            }
+            // Pixel r needs input columns r, r + 1, r + 2 (taps 0, 1, 2): keep a sliding window
+            // of three broadcasts so each column is loaded once.
+            // SAFETY (all three loads): input columns c < R + 2 of this row, channel ci.
+            let mut b0 = _mm512_set1_ps(unsafe { *a_row.add(ci) });
+            let mut b1 = _mm512_set1_ps(unsafe { *a_row.add(g.cin + ci) });
+            for (r, row) in acc.iter_mut().enumerate() {
+                let b2 = _mm512_set1_ps(unsafe { *a_row.add((r + 2) * g.cin + ci) });
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_fmadd_ps(b0, wv[0][j], *v);
+                    *v = _mm512_fmadd_ps(b1, wv[1][j], *v);
+                    *v = _mm512_fmadd_ps(b2, wv[2][j], *v);
+                }
+                b0 = b1;
+                b1 = b2;
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            // SAFETY: within the output tile.
+            unsafe { _mm512_mask_storeu_ps(y.add(r * g.cout + 16 * j), masks[j], *v) };
+        }
+    }
+}
+
+/// Weight gradient of one kernel row (`ky`) of a stride-1, 3-wide convolution for `RC` input
+/// channels: `acc[kx, c, j] += sum_p x[p + kx, c] * dy[p, j]` for `kx = 0, 1, 2`. Walking the
+/// padded input columns `q`, each `x[q, c]` is broadcast once and meets the three output-gradient
+/// vectors `dy[q]`, `dy[q - 1]`, `dy[q - 2]` kept in registers.
+///
+/// `g.pixels` is the output width, `g.x_pixel_stride` must be the channel count of `x`, and the
+/// accumulator of tap `kx` starts `kx * tap_stride` floats after `acc`.
+///
+/// # Safety
+/// - The CPU supports AVX-512F.
+/// - For `row < rows` and `q < pixels + 2`, `x + row * x_row_stride + q * x_pixel_stride + c` is
+///   readable for `c < RC`.
+/// - `dy` as in [`wgrad_tile`]; `acc + kx * tap_stride + c * acc_stride + 16 * j + lane` is
+///   readable and writable for `kx < 3`, `c < RC`, and masked lanes, overlapping no input.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn wgrad_tile_s1k3<const RC: usize, const NB: usize>(
+    g: &WgradTileArgs,
+    tap_stride: usize,
+    x: *const f32,
+    dy: *const f32,
+    acc: *mut f32,
+    masks: &[__mmask16; NB],
+) {
+    let mut sum = [[[_mm512_setzero_ps(); NB]; RC]; 3];
+    for row in 0..g.rows {
+        // SAFETY: row starts inside both inputs (contract).
+        let x_row = unsafe { x.add(row * g.x_row_stride) };
+        let dy_row = unsafe { dy.add(row * g.dy_row_stride) };
+        // window[d] holds dy[q - d] (zero outside the row).
+        let mut window = [[_mm512_setzero_ps(); NB]; 3];
+        for q in 0..g.pixels + 2 {
+            window[2] = window[1];
+            window[1] = window[0];
+            for (j, v) in window[0].iter_mut().enumerate() {
+                *v = if q < g.pixels {
+                    // SAFETY: output-gradient pixel q < pixels, masked lanes.
+                    unsafe { _mm512_maskz_loadu_ps(masks[j], dy_row.add(q * g.dy_pixel_stride + 16 * j)) }
+                } else {
+                    _mm512_setzero_ps()
+                };
+            }
+            // SAFETY: padded input column q < pixels + 2.
+            let xq = unsafe { x_row.add(q * g.x_pixel_stride) };
+            for c in 0..RC {
+                // SAFETY: channel c < RC of that column.
+                let b = _mm512_set1_ps(unsafe { *xq.add(c) });
+                for (kx, tap) in sum.iter_mut().enumerate() {
+                    for (v, d) in tap[c].iter_mut().zip(&window[kx]) {
+                        *v = _mm512_fmadd_ps(b, *d, *v);
+                    }
+                }
+            }
+        }
+    }
+    for (kx, tap) in sum.iter().enumerate() {
+        for (c, s) in tap.iter().enumerate() {
+            for (j, v) in s.iter().enumerate() {
+                // SAFETY: accumulator of tap kx, row c, masked lanes (contract).
+                unsafe {
+                    let p = acc.add(kx * tap_stride + c * g.acc_stride + 16 * j);
+                    _mm512_mask_storeu_ps(p, masks[j], _mm512_add_ps(_mm512_maskz_loadu_ps(masks[j], p), *v));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Instruction-set dispatch.
+//!
+//! The CPU's features are detected once; every kernel with a SIMD version dispatches on
+//! [`isa`]. Two mechanisms produce SIMD code:
+//! - [`multiversion!`](crate::multiversion): one portable loop body compiled three times, for
+//!   AVX-512, AVX2+FMA and baseline x86-64, so the compiler vectorises it for each;
+//! - hand-written intrinsics in [`avx512`] for the convolution micro-kernels, whose portable
+//!   twins in [`portable`] are both the fallback and the test oracle.
+//!
+//! `RESNET_ISA=scalar|avx2|avx512` forces a lower level (to test or compare paths).
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+pub mod portable;
+
+use std::sync::OnceLock;
+
+/// An instruction-set level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Baseline code, no explicit SIMD.
+    Scalar,
+    /// AVX2 with FMA.
+    Avx2,
+    /// AVX-512 F/BW/DQ/VL.
+    Avx512,
+}
+
+fn detect() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let best = if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            Isa::Avx512
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            Isa::Avx2
+        } else {
+            Isa::Scalar
+        };
+        let forced = match std::env::var("RESNET_ISA").as_deref() {
+            Ok("scalar") => Some(Isa::Scalar),
+            Ok("avx2") => Some(Isa::Avx2),
+            Ok("avx512") => Some(Isa::Avx512),
+            _ => None,
+        };
+        forced.map_or(best, |f| f.min(best))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Isa::Scalar
+    }
+}
+
+/// The instruction set kernels use (detected once).
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(detect)
+}
+
+/// Every level this CPU can run, lowest first (tests run each).
+pub fn available() -> Vec<Isa> {
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&l| l <= isa()).collect()
+}
+
+/// Defines a function whose body is compiled for AVX-512, AVX2+FMA and baseline, dispatching on
+/// [`isa`] at run time. Also defines `<name>_on(isa, ...)` to run one version explicitly.
+#[macro_export]
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident / $name_on:ident ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            $name_on($crate::simd::isa(), $($arg),*)
+        }
+
+        /// Runs one instruction-set version of the function of the same name without `_on`.
+        ///
+        /// # Panics
+        /// If this CPU cannot run `isa`.
+        #[allow(clippy::too_many_arguments, dead_code)]
+        $vis fn $name_on(isa: $crate::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn v512($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn v256($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+
+            assert!(isa <= $crate::simd::isa(), "this CPU cannot run {isa:?} code");
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the assertion above checked that the CPU has every feature enabled here.
+                $crate::simd::Isa::Avx512 => unsafe { v512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, for AVX2 and FMA.
+                $crate::simd::Isa::Avx2 => unsafe { v256($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}

@@ -1,0 +1,33 @@
+//! Reusable buffers a layer hands to its kernels, so a training step allocates nothing.
+
+/// Scratch memory owned by one layer and lent to its kernels. Each buffer only grows, to the
+/// largest size the layer's shapes need, which happens during the first step.
+#[derive(Debug, Default, Clone)]
+pub struct Workspace {
+    /// Transformed weights (flipped or transposed for the backward-data pass).
+    pub(crate) weights: Vec<f32>,
+    /// Per-thread partial results of a reduction.
+    pub(crate) partials: Vec<f32>,
+    /// Per-thread partial sums in double precision.
+    pub(crate) f64s: Vec<f64>,
+}
+
+/// Grows `buf` to at least `len` and returns its first `len` elements.
+pub(crate) fn take<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, T::default());
+    }
+    &mut buf[..len]
+}
+
+impl Workspace {
+    /// An empty workspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes currently held.
+    pub fn bytes(&self) -> usize {
+        (self.weights.capacity() + self.partials.capacity()) * 4 + self.f64s.capacity() * 8
+    }
+}

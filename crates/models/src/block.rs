@@ -1,0 +1,254 @@
+//! Building blocks (He et al. 2015, Fig. 2 and Fig. 5): a residual branch of convolution +
+//! batch norm units and a shortcut, `y = relu(F(x) + shortcut(x))`; a plain block drops the
+//! shortcut, `y = relu(F(x))`.
+
+use crate::spec::{BlockKind, BlockPlan, ShortcutPlan, StridePlacement};
+use resnet_kernels::{elementwise, profile};
+use resnet_nn::ops::{BatchNorm2d, BatchNormMode, Conv2d, PadShortcut};
+use resnet_nn::{Param, Tensor};
+
+/// A convolution followed by batch norm, keeping the two activations the backward pass needs:
+/// the convolution output `y` and the unit's output `z` (after ReLU, or after the residual
+/// addition and ReLU for the last unit of a block).
+#[derive(Clone, Debug)]
+pub struct ConvBn {
+    /// The convolution.
+    pub conv: Conv2d,
+    /// Its batch norm.
+    pub bn: BatchNorm2d,
+    /// Convolution output (batch-norm input).
+    pub y: Tensor,
+    /// Unit output.
+    pub z: Tensor,
+}
+
+impl ConvBn {
+    /// `conv` is the torchvision name of the convolution, `bn` of its batch norm.
+    pub fn new(conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize) -> Self {
+        Self {
+            conv: Conv2d::new(conv, cin, cout, k, stride, k / 2),
+            bn: BatchNorm2d::new(bn, cout),
+            y: Tensor::default(),
+            z: Tensor::default(),
+        }
+    }
+
+    /// `z = act(bn(conv(x)) (+ residual))`.
+    pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode, residual: Option<&[f32]>, relu: bool) {
+        self.conv.forward(x, &mut self.y);
+        self.bn.forward(&self.y, mode, residual, relu, &mut self.z);
+    }
+
+    /// Backward given the gradient `dz` of the unit output. `relu` says whether the forward pass
+    /// applied a ReLU whose mask must still be applied to `dz`. Uses `dy` (at least as long as the
+    /// convolution output) as scratch for the gradient of `y`, then writes (or adds) the input
+    /// gradient into `dx` when given.
+    pub fn backward(
+        &mut self,
+        x: &Tensor,
+        dz: &[f32],
+        relu: bool,
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        accumulate: bool,
+    ) {
+        let dy = &mut dy[..self.y.len()];
+        self.bn.backward(&self.y, dz, relu.then_some(self.z.data()), dy, false);
+        self.conv.backward(x, dy, dx, accumulate);
+    }
+
+    fn for_each_param(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.conv.weight);
+        f(&mut self.bn.weight);
+        f(&mut self.bn.bias);
+    }
+
+    fn activation_bytes(&self) -> usize {
+        self.y.bytes() + self.z.bytes()
+    }
+}
+
+/// The shortcut of a block.
+#[derive(Clone, Debug)]
+pub enum ShortcutPath {
+    /// Plain network: none.
+    None,
+    /// Identity.
+    Identity,
+    /// Option A: subsample and zero-pad (its output is kept for the addition).
+    Pad(PadShortcut, Tensor),
+    /// 1x1 projection with batch norm (torchvision's `downsample.0` and `downsample.1`).
+    Projection(Box<ConvBn>),
+}
+
+/// One building block.
+#[derive(Clone, Debug)]
+pub struct Block {
+    /// torchvision name prefix (`layer2.0`).
+    pub name: String,
+    /// Residual-branch units in order; the last one's `z` is the block output.
+    pub units: Vec<ConvBn>,
+    /// The shortcut.
+    pub shortcut: ShortcutPath,
+}
+
+impl Block {
+    /// Builds the block a plan describes.
+    pub fn new(plan: &BlockPlan, kind: BlockKind, placement: StridePlacement) -> Self {
+        let p = &plan.name;
+        let unit = |i: usize, cin, cout, k, stride| {
+            ConvBn::new(&format!("{p}.conv{i}"), &format!("{p}.bn{i}"), cin, cout, k, stride)
+        };
+        let units = match kind {
+            BlockKind::Basic => {
+                vec![unit(1, plan.cin, plan.width, 3, plan.stride), unit(2, plan.width, plan.cout, 3, 1)]
+            }
+            BlockKind::Bottleneck => {
+                let (s1, s2) = match placement {
+                    StridePlacement::V1 => (plan.stride, 1),
+                    StridePlacement::V1_5 => (1, plan.stride),
+                };
+                vec![
+                    unit(1, plan.cin, plan.width, 1, s1),
+                    unit(2, plan.width, plan.width, 3, s2),
+                    unit(3, plan.width, plan.cout, 1, 1),
+                ]
+            }
+        };
+        let shortcut = match plan.shortcut {
+            ShortcutPlan::None => ShortcutPath::None,
+            ShortcutPlan::Identity => ShortcutPath::Identity,
+            ShortcutPlan::Pad => ShortcutPath::Pad(
+                PadShortcut { cin: plan.cin, cout: plan.cout, stride: plan.stride },
+                Tensor::default(),
+            ),
+            ShortcutPlan::Projection => ShortcutPath::Projection(Box::new(ConvBn::new(
+                &format!("{p}.downsample.0"),
+                &format!("{p}.downsample.1"),
+                plan.cin,
+                plan.cout,
+                1,
+                plan.stride,
+            ))),
+        };
+        Self { name: plan.name.clone(), units, shortcut }
+    }
+
+    /// The block output (valid after [`Block::forward`]).
+    pub fn output(&self) -> &Tensor {
+        &self.units.last().expect("a block has units").z
+    }
+
+    /// `out = relu(F(x) + shortcut(x))`, or `relu(F(x))` for a plain block.
+    pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode) {
+        let last = self.units.len() - 1;
+        for i in 0..last {
+            let (done, rest) = self.units.split_at_mut(i);
+            let input = if i == 0 { x } else { &done[i - 1].z };
+            rest[0].forward(input, mode, None, true);
+        }
+        let (done, rest) = self.units.split_at_mut(last);
+        let unit = &mut rest[0];
+        let input = if last == 0 { x } else { &done[last - 1].z };
+        unit.conv.forward(input, &mut unit.y);
+        let residual: Option<&[f32]> = match &mut self.shortcut {
+            ShortcutPath::None => None,
+            ShortcutPath::Identity => Some(x.data()),
+            ShortcutPath::Pad(op, out) => {
+                op.forward(x, out);
+                Some(out.data())
+            }
+            ShortcutPath::Projection(p) => {
+                p.forward(x, mode, None, false);
+                Some(p.z.data())
+            }
+        };
+        if let Some(r) = residual {
+            assert_eq!(r.len(), unit.y.len(), "{}: shortcut and residual branch shapes differ", self.name);
+        }
+        unit.bn.forward(&unit.y, mode, residual, true, &mut unit.z);
+    }
+
+    /// Backward of a training-mode forward on `x`. `d_out` is the gradient of the block output
+    /// (it is overwritten: it becomes the gradient of the pre-ReLU sum); the input gradient is
+    /// written into `dx`. `scratch` holds three buffers, each at least as long as any activation
+    /// of the block.
+    pub fn backward(&mut self, x: &Tensor, d_out: &mut [f32], dx: &mut [f32], scratch: [&mut [f32]; 3]) {
+        let [t1, mut cur, mut next] = scratch;
+        let last = self.units.len() - 1;
+        let has_shortcut = !matches!(self.shortcut, ShortcutPath::None);
+        let d_out = &mut d_out[..self.output().len()];
+        let dx = &mut dx[..x.len()];
+        if has_shortcut {
+            // out = relu(s) with s = bn(y) + shortcut(x): both branches receive ds = d_out * [out > 0].
+            let _p = profile::scope("relu mask");
+            elementwise::relu_mask_in_place(self.output().data(), d_out);
+        }
+        // Walk the residual branch backwards; `cur` holds the gradient of the current unit's
+        // output, and the unit writes its input's gradient into `next` (or `dx` for the first).
+        for i in (0..=last).rev() {
+            let (done, rest) = self.units.split_at_mut(i);
+            let input = if i == 0 { x } else { &done[i - 1].z };
+            let unit = &mut rest[0];
+            let dz: &[f32] = if i == last { d_out } else { &cur[..unit.z.len()] };
+            // Without a shortcut the last ReLU's mask is still to apply; with one it was applied above.
+            let relu = i < last || !has_shortcut;
+            let target = if i == 0 { &mut *dx } else { &mut next[..input.len()] };
+            unit.backward(input, dz, relu, t1, Some(target), false);
+            std::mem::swap(&mut cur, &mut next);
+        }
+        match &mut self.shortcut {
+            ShortcutPath::None => {}
+            ShortcutPath::Identity => {
+                let _p = profile::scope("shortcut identity");
+                elementwise::add_assign(dx, d_out)
+            }
+            ShortcutPath::Pad(op, _) => op.backward(x.shape(), d_out, dx, true),
+            ShortcutPath::Projection(p) => p.backward(x, d_out, false, t1, Some(dx), true),
+        }
+    }
+
+    /// Visits parameters in torchvision's state-dict order.
+    pub fn for_each_param(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        for u in &mut self.units {
+            u.for_each_param(f);
+        }
+        if let ShortcutPath::Projection(p) = &mut self.shortcut {
+            p.for_each_param(f);
+        }
+    }
+
+    /// Visits batch norms in torchvision's order.
+    pub fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
+        for u in &mut self.units {
+            f(&mut u.bn);
+        }
+        if let ShortcutPath::Projection(p) = &mut self.shortcut {
+            f(&mut p.bn);
+        }
+    }
+
+    /// Longest activation the block keeps.
+    pub fn max_activation_len(&self) -> usize {
+        let mut m = 0;
+        for u in &self.units {
+            m = m.max(u.y.len()).max(u.z.len());
+        }
+        match &self.shortcut {
+            ShortcutPath::Pad(_, t) => m.max(t.len()),
+            ShortcutPath::Projection(p) => m.max(p.y.len()).max(p.z.len()),
+            _ => m,
+        }
+    }
+
+    /// Bytes of activations kept.
+    pub fn activation_bytes(&self) -> usize {
+        let units: usize = self.units.iter().map(ConvBn::activation_bytes).sum();
+        units
+            + match &self.shortcut {
+                ShortcutPath::Pad(_, t) => t.bytes(),
+                ShortcutPath::Projection(p) => p.activation_bytes(),
+                _ => 0,
+            }
+    }
+}

@@ -1,0 +1,243 @@
+//! The whole network: stem, stages of blocks, global average pooling and the classifier.
+
+use crate::block::{Block, ConvBn};
+use crate::spec::{Family, ResNetSpec};
+use crate::ModelError;
+use resnet_kernels::profile;
+use resnet_nn::ops::{
+    global_avg_pool_backward, global_avg_pool_forward, BatchNorm2d, BatchNormMode, Linear, MaxPool2d,
+};
+use resnet_nn::{Param, Tensor};
+
+/// The first layers: a convolution with batch norm and ReLU, then (ImageNet nets) 3x3/2 max
+/// pooling.
+#[derive(Clone, Debug)]
+pub struct StemLayers {
+    /// `conv1` and `bn1`.
+    pub unit: ConvBn,
+    /// Max pooling (ImageNet nets only).
+    pub pool: Option<MaxPool2d>,
+    /// Max pooling output.
+    pub pooled: Tensor,
+}
+
+impl StemLayers {
+    /// The stem output.
+    pub fn output(&self) -> &Tensor {
+        if self.pool.is_some() {
+            &self.pooled
+        } else {
+            &self.unit.z
+        }
+    }
+}
+
+/// A ResNet (or plain network) with its parameters and the activations of its last forward pass.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    spec: ResNetSpec,
+    /// Stem.
+    pub stem: StemLayers,
+    /// Blocks in order (`layer1.0`, `layer1.1`, ...).
+    pub blocks: Vec<Block>,
+    /// Classifier.
+    pub fc: Linear,
+    features: Tensor,
+    logits: Tensor,
+    d_features: Vec<f32>,
+    grads: [Vec<f32>; 5],
+}
+
+impl ResNet {
+    /// Builds the network a spec describes, with every parameter zero (call
+    /// [`ResNet::init`](crate::InitConfig) or load weights next).
+    ///
+    /// # Errors
+    /// If the spec is invalid.
+    pub fn new(spec: ResNetSpec) -> Result<Self, ModelError> {
+        spec.validate()?;
+        let stem = match spec.family {
+            Family::ImageNet => StemLayers {
+                unit: ConvBn::new("conv1", "bn1", spec.in_channels, spec.stem_width, 7, 2),
+                pool: Some(MaxPool2d::new(3, 2, 1)),
+                pooled: Tensor::default(),
+            },
+            Family::Cifar => StemLayers {
+                unit: ConvBn::new("conv1", "bn1", spec.in_channels, spec.stem_width, 3, 1),
+                pool: None,
+                pooled: Tensor::default(),
+            },
+        };
+        let blocks = spec.blocks().iter().map(|p| Block::new(p, spec.block, spec.stride_placement)).collect();
+        let fc = Linear::new("fc", spec.feature_channels(), spec.num_classes);
+        Ok(Self {
+            spec,
+            stem,
+            blocks,
+            fc,
+            features: Tensor::default(),
+            logits: Tensor::default(),
+            d_features: Vec::new(),
+            grads: Default::default(),
+        })
+    }
+
+    /// The structure.
+    pub fn spec(&self) -> &ResNetSpec {
+        &self.spec
+    }
+
+    /// Checks that an input of shape `[n, h, w, c]` fits the network.
+    ///
+    /// # Errors
+    /// [`ModelError::BadInput`] saying why.
+    pub fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
+        let [_, h, w, c] = shape;
+        let bad = |reason: String| Err(ModelError::BadInput { model: self.spec.name.clone(), h, w, c, reason });
+        if c != self.spec.in_channels {
+            return bad(format!("the network takes {} input channel(s)", self.spec.in_channels));
+        }
+        let min = match self.spec.family {
+            Family::ImageNet => 32,
+            Family::Cifar => 4,
+        };
+        if h < min || w < min {
+            return bad(format!("inputs must be at least {min}x{min}"));
+        }
+        Ok(())
+    }
+
+    /// Forward pass; returns the logits `[n, 1, 1, classes]`. In [`BatchNormMode::Train`] the
+    /// batch statistics normalise and every activation is kept for [`ResNet::backward`].
+    ///
+    /// # Panics
+    /// If the input does not fit (see [`ResNet::check_input`]).
+    pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode) -> &Tensor {
+        if let Err(e) = self.check_input(x.shape()) {
+            panic!("{e}");
+        }
+        let stem = &mut self.stem;
+        stem.unit.forward(x, mode, None, true);
+        if let Some(pool) = &mut stem.pool {
+            pool.forward(&stem.unit.z, &mut stem.pooled);
+        }
+        for i in 0..self.blocks.len() {
+            let (done, rest) = self.blocks.split_at_mut(i);
+            let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
+            rest[0].forward(input, mode);
+        }
+        let last = self.blocks.last().map_or(self.stem.output(), Block::output);
+        let _p = profile::scope("avg pool");
+        global_avg_pool_forward(last, &mut self.features);
+        drop(_p);
+        self.fc.forward(&self.features, &mut self.logits);
+        &self.logits
+    }
+
+    /// Logits of the last forward pass.
+    pub fn logits(&self) -> &Tensor {
+        &self.logits
+    }
+
+    /// Pooled features of the last forward pass, `[n, 1, 1, c]`.
+    pub fn features(&self) -> &Tensor {
+        &self.features
+    }
+
+    /// Backward pass after a training-mode [`ResNet::forward`] on `x`: adds every parameter's
+    /// gradient of the loss whose logit gradient is `dlogits` (`[n * classes]`).
+    pub fn backward(&mut self, x: &Tensor, dlogits: &[f32]) {
+        assert_eq!(dlogits.len(), self.logits.len(), "logit gradient length");
+        let max = self.max_activation_len();
+        for g in &mut self.grads {
+            if g.len() < max {
+                g.resize(max, 0.0);
+            }
+        }
+        self.d_features.resize(self.features.len(), 0.0);
+        self.fc.backward(&self.features, dlogits, Some(&mut self.d_features), false);
+        let [ga, gb, t1, t2, t3] = &mut self.grads;
+        let (mut d_out, mut d_in) = (ga.as_mut_slice(), gb.as_mut_slice());
+        let last_shape = self.blocks.last().map_or(self.stem.output(), Block::output).shape();
+        let len = last_shape.iter().product();
+        let p = profile::scope("avg pool");
+        global_avg_pool_backward(last_shape, &self.d_features, &mut d_out[..len], false);
+        drop(p);
+        for i in (0..self.blocks.len()).rev() {
+            let (done, rest) = self.blocks.split_at_mut(i);
+            let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
+            rest[0].backward(input, d_out, d_in, [t1, t2, t3]);
+            std::mem::swap(&mut d_out, &mut d_in);
+        }
+        let stem = &mut self.stem;
+        let dz: &[f32] = match &stem.pool {
+            Some(pool) => {
+                let z = &stem.unit.z;
+                pool.backward(z.shape(), &d_out[..stem.pooled.len()], &mut d_in[..z.len()], false);
+                &d_in[..z.len()]
+            }
+            None => &d_out[..stem.unit.z.len()],
+        };
+        // The input needs no gradient.
+        stem.unit.backward(x, dz, true, t1, None, false);
+    }
+
+    fn max_activation_len(&self) -> usize {
+        let stem = self.stem.unit.y.len().max(self.stem.unit.z.len()).max(self.stem.pooled.len());
+        self.blocks.iter().map(Block::max_activation_len).fold(stem, usize::max)
+    }
+
+    /// Visits every parameter in torchvision's state-dict order.
+    pub fn for_each_param(&mut self, mut f: impl FnMut(&mut Param)) {
+        f(&mut self.stem.unit.conv.weight);
+        f(&mut self.stem.unit.bn.weight);
+        f(&mut self.stem.unit.bn.bias);
+        for b in &mut self.blocks {
+            b.for_each_param(&mut f);
+        }
+        f(&mut self.fc.weight);
+        f(&mut self.fc.bias);
+    }
+
+    /// Visits every batch norm in torchvision's order.
+    pub fn for_each_batch_norm(&mut self, mut f: impl FnMut(&mut BatchNorm2d)) {
+        f(&mut self.stem.unit.bn);
+        for b in &mut self.blocks {
+            b.for_each_batch_norm(&mut f);
+        }
+    }
+
+    /// All parameters, in order (read-only).
+    pub fn params(&self) -> Vec<&Param> {
+        let mut out = vec![&self.stem.unit.conv.weight, &self.stem.unit.bn.weight, &self.stem.unit.bn.bias];
+        for b in &self.blocks {
+            for u in &b.units {
+                out.extend([&u.conv.weight, &u.bn.weight, &u.bn.bias]);
+            }
+            if let crate::ShortcutPath::Projection(p) = &b.shortcut {
+                out.extend([&p.conv.weight, &p.bn.weight, &p.bn.bias]);
+            }
+        }
+        out.extend([&self.fc.weight, &self.fc.bias]);
+        out
+    }
+
+    /// Sets every gradient to zero.
+    pub fn zero_grad(&mut self) {
+        let _p = profile::scope("zero grad");
+        self.for_each_param(|p| p.zero_grad());
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> u64 {
+        self.params().iter().map(|p| p.len() as u64).sum()
+    }
+
+    /// Bytes held by activations and gradient buffers (the memory that grows with the batch).
+    pub fn activation_bytes(&self) -> usize {
+        let stem = self.stem.unit.y.bytes() + self.stem.unit.z.bytes() + self.stem.pooled.bytes();
+        let blocks: usize = self.blocks.iter().map(Block::activation_bytes).sum();
+        let grads: usize = self.grads.iter().map(|g| g.capacity() * 4).sum();
+        stem + blocks + grads + self.features.bytes() + self.logits.bytes()
+    }
+}

@@ -1,0 +1,145 @@
+//! Networks of every kind against PyTorch on the same weights and inputs (fixtures written by
+//! `tools/golden/make_fixtures.py`): training-mode logits and loss, every parameter gradient, the
+//! updated running statistics, and eval-mode logits, each within 1e-4 relative error.
+
+use resnet_models::{BatchNormMode, BlockKind, Family, ResNet, ResNetSpec, Shortcut, StridePlacement};
+use resnet_nn::ops::softmax_cross_entropy;
+use resnet_nn::Tensor;
+use safetensors::SafeTensors;
+use serde_json::Value;
+use std::collections::HashMap;
+
+const TOLERANCE: f64 = 1e-4;
+
+fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
+    let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture lacks {name}"));
+    assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+    t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn spec_from(meta: &Value) -> ResNetSpec {
+    let list = |k: &str| meta[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect::<Vec<_>>();
+    ResNetSpec {
+        name: meta["name"].as_str().unwrap().to_string(),
+        family: if meta["family"] == "ImageNet" { Family::ImageNet } else { Family::Cifar },
+        block: if meta["block"] == "Basic" { BlockKind::Basic } else { BlockKind::Bottleneck },
+        depths: list("depths"),
+        widths: list("widths"),
+        stem_width: meta["stem_width"].as_u64().unwrap() as usize,
+        residual: meta["residual"].as_bool().unwrap(),
+        shortcut: meta["shortcut"].as_str().unwrap().parse::<Shortcut>().unwrap(),
+        stride_placement: if meta["stride_placement"] == "V1" { StridePlacement::V1 } else { StridePlacement::V1_5 },
+        num_classes: meta["num_classes"].as_u64().unwrap() as usize,
+        in_channels: meta["in_channels"].as_u64().unwrap() as usize,
+    }
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs()))).max(1e-12);
+    let err = got.iter().zip(want).fold(0.0f64, |m, (a, b)| m.max(f64::from(a - b).abs()));
+    assert!(
+        err / scale <= TOLERANCE,
+        "{what}: max error {err:.3e} is {:.3e} of the largest value {scale:.3e}",
+        err / scale
+    );
+}
+
+fn check_fixture(file: &str) {
+    let path = format!("{}/tests/fixtures/{file}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta: Value = serde_json::from_str(&header.metadata().as_ref().unwrap()["spec"]).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let spec = spec_from(&meta);
+    let mut net = ResNet::new(spec.clone()).unwrap();
+
+    let mut loaded = 0;
+    net.for_each_param(|p| {
+        p.value = floats(&st, &format!("param.{}", p.name));
+        loaded += 1;
+    });
+    assert_eq!(loaded, st.names().iter().filter(|n| n.starts_with("param.")).count(), "{file}: parameter sets differ");
+    net.for_each_batch_norm(|bn| {
+        let prefix = bn.weight.name.trim_end_matches(".weight").to_string();
+        bn.running_mean = floats(&st, &format!("init.{prefix}.running_mean"));
+        bn.running_var = floats(&st, &format!("init.{prefix}.running_var"));
+    });
+
+    let x_view = st.tensor("input").unwrap();
+    let shape: Vec<usize> = x_view.shape().to_vec();
+    let x = Tensor::from_vec([shape[0], shape[1], shape[2], shape[3]], floats(&st, "input"));
+    let labels: Vec<u32> = st
+        .tensor("labels")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+        .collect();
+
+    let logits = net.forward(&x, BatchNormMode::Train).clone();
+    assert_close(&format!("{file} logits"), logits.data(), &floats(&st, "logits"));
+    let mut dlogits = vec![0.0; logits.len()];
+    let ce = softmax_cross_entropy(&logits, &labels, 0.0, Some(&mut dlogits));
+    let want_loss = floats(&st, "loss")[0];
+    assert!(
+        ((ce.loss - f64::from(want_loss)) / f64::from(want_loss)).abs() <= TOLERANCE,
+        "{file} loss {} vs {want_loss}",
+        ce.loss
+    );
+
+    net.zero_grad();
+    net.backward(&x, &dlogits);
+    let grads: HashMap<String, Vec<f32>> = net.params().iter().map(|p| (p.name.clone(), p.grad.clone())).collect();
+    for (name, g) in &grads {
+        assert_close(&format!("{file} grad {name}"), g, &floats(&st, &format!("grad.{name}")));
+    }
+    net.for_each_batch_norm(|bn| {
+        let prefix = bn.weight.name.trim_end_matches(".weight").to_string();
+        assert_close(
+            &format!("{file} {prefix}.running_mean"),
+            &bn.running_mean,
+            &floats(&st, &format!("updated.{prefix}.running_mean")),
+        );
+        assert_close(
+            &format!("{file} {prefix}.running_var"),
+            &bn.running_var,
+            &floats(&st, &format!("updated.{prefix}.running_var")),
+        );
+    });
+    let eval = net.forward(&x, BatchNormMode::Eval).clone();
+    assert_close(&format!("{file} eval logits"), eval.data(), &floats(&st, "eval_logits"));
+}
+
+#[test]
+fn cifar_option_a() {
+    check_fixture("cifar_a");
+}
+#[test]
+fn cifar_option_b() {
+    check_fixture("cifar_b");
+}
+#[test]
+fn cifar_option_c() {
+    check_fixture("cifar_c");
+}
+#[test]
+fn cifar_plain() {
+    check_fixture("cifar_plain");
+}
+#[test]
+fn imagenet_basic_blocks() {
+    check_fixture("imagenet_basic_b");
+}
+#[test]
+fn bottleneck_v1() {
+    check_fixture("bottleneck_v1_b");
+}
+#[test]
+fn bottleneck_v1_5() {
+    check_fixture("bottleneck_v15_b");
+}
+#[test]
+fn bottleneck_option_a() {
+    check_fixture("bottleneck_v1_a");
+}

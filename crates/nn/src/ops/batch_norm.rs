@@ -1,0 +1,249 @@
+//! Batch normalisation (Ioffe & Szegedy 2015) after every convolution (He et al. 2015, Section
+//! 3.4), with PyTorch's conventions: momentum 0.1, eps 1e-5, biased variance to normalise and
+//! unbiased variance in the running estimate.
+//!
+//! The forward pass can add a residual and apply ReLU in the same sweep, `y = relu(bn(x) + r)`,
+//! which is exactly the end of a residual block (Fig. 2 of the paper).
+
+use crate::{Param, ParamKind, Tensor};
+use resnet_kernels::batch_norm as kernel;
+use resnet_kernels::{profile, Workspace};
+
+/// Which statistics normalise the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchNormMode {
+    /// Batch statistics; running estimates are updated.
+    Train,
+    /// Running estimates; nothing is updated.
+    Eval,
+}
+
+/// A batch-norm layer over the channel axis.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    /// Scale gamma, `[c]`.
+    pub weight: Param,
+    /// Shift beta, `[c]`.
+    pub bias: Param,
+    /// Running mean, `[c]`.
+    pub running_mean: Vec<f32>,
+    /// Running (unbiased) variance, `[c]`.
+    pub running_var: Vec<f32>,
+    /// Training batches seen (torchvision's `num_batches_tracked`).
+    pub num_batches_tracked: u64,
+    /// Weight of the new batch in the running estimates.
+    pub momentum: f32,
+    /// Added to the variance before the square root.
+    pub eps: f32,
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    sum_g: Vec<f32>,
+    sum_g_xhat: Vec<f32>,
+    ws: Workspace,
+}
+
+impl BatchNorm2d {
+    /// gamma = 1, beta = 0, running mean 0 and variance 1 (as PyTorch and the paper).
+    pub fn new(name: &str, c: usize) -> Self {
+        Self {
+            weight: Param::filled(format!("{name}.weight"), ParamKind::BnWeight, &[c], 1.0),
+            bias: Param::zeros(format!("{name}.bias"), ParamKind::BnBias, &[c]),
+            running_mean: vec![0.0; c],
+            running_var: vec![1.0; c],
+            num_batches_tracked: 0,
+            momentum: 0.1,
+            eps: 1e-5,
+            mean: vec![0.0; c],
+            rstd: vec![0.0; c],
+            scale: vec![0.0; c],
+            shift: vec![0.0; c],
+            sum_g: vec![0.0; c],
+            sum_g_xhat: vec![0.0; c],
+            ws: Workspace::new(),
+        }
+    }
+
+    /// Channels.
+    pub fn channels(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// Per-channel `(scale, shift)` such that the normalisation in `mode` is `x * scale + shift`.
+    /// In training mode this uses the statistics of the last forward pass.
+    pub fn affine(&self, mode: BatchNormMode) -> (Vec<f32>, Vec<f32>) {
+        let mut scale = vec![0.0; self.channels()];
+        let mut shift = vec![0.0; self.channels()];
+        self.affine_into(mode, &mut scale, &mut shift);
+        (scale, shift)
+    }
+
+    fn affine_into(&self, mode: BatchNormMode, scale: &mut [f32], shift: &mut [f32]) {
+        for ch in 0..self.channels() {
+            let (mean, rstd) = match mode {
+                BatchNormMode::Train => (self.mean[ch], self.rstd[ch]),
+                BatchNormMode::Eval => (self.running_mean[ch], 1.0 / (self.running_var[ch] + self.eps).sqrt()),
+            };
+            scale[ch] = self.weight.value[ch] * rstd;
+            shift[ch] = self.bias.value[ch] - mean * scale[ch];
+        }
+    }
+
+    /// `y = bn(x) (+ residual)`, then ReLU if `relu`. In [`BatchNormMode::Train`] the batch
+    /// statistics normalise and the running estimates move towards them.
+    ///
+    /// # Shapes
+    /// `x, residual: [n, h, w, c]` -> `y: [n, h, w, c]`.
+    ///
+    /// # Panics
+    /// If the channel count is wrong, or training on a single value per channel.
+    pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode, residual: Option<&[f32]>, relu: bool, y: &mut Tensor) {
+        let _p = profile::scope("batch norm forward");
+        let c = self.channels();
+        assert_eq!(x.c(), c, "{}: input has {} channels, layer has {c}", self.weight.name, x.c());
+        if mode == BatchNormMode::Train {
+            let rows = x.len() / c;
+            assert!(rows > 1, "{}: batch norm needs more than one value per channel to train", self.weight.name);
+            let mut var = std::mem::take(&mut self.scale);
+            kernel::channel_mean_var(x.data(), c, &mut self.mean, &mut var, &mut self.ws);
+            let unbias = rows as f32 / (rows - 1) as f32;
+            let m = self.momentum;
+            for ch in 0..c {
+                self.rstd[ch] = 1.0 / (var[ch] + self.eps).sqrt();
+                self.running_mean[ch] = (1.0 - m) * self.running_mean[ch] + m * self.mean[ch];
+                self.running_var[ch] = (1.0 - m) * self.running_var[ch] + m * var[ch] * unbias;
+            }
+            self.num_batches_tracked += 1;
+            self.scale = var;
+        }
+        let (mut scale, mut shift) = (std::mem::take(&mut self.scale), std::mem::take(&mut self.shift));
+        self.affine_into(mode, &mut scale, &mut shift);
+        y.reshape_for(x.shape());
+        kernel::scale_shift_act(x.data(), c, &scale, &shift, residual, relu, y.data_mut());
+        self.scale = scale;
+        self.shift = shift;
+    }
+
+    /// Backward of a training-mode forward pass on `x`. In the forward pass:
+    /// `y = act(gamma * xhat + beta (+ r))` with `xhat = (x - mean) * rstd` over the batch.
+    /// With `g = dy * [relu_out > 0]` (or `dy` without ReLU): adds `sum(g)` to `bias.grad` and
+    /// `sum(g * xhat)` to `weight.grad`, and writes (or adds) into `dx`
+    /// `gamma * rstd * (g - mean(g) - xhat * mean(g * xhat))`. The residual's gradient is `g`
+    /// itself, which the caller takes from [`crate::ops::relu_backward`].
+    ///
+    /// # Shapes
+    /// `x, dy, relu_out, dx: [n, h, w, c]`.
+    pub fn backward(&mut self, x: &Tensor, dy: &[f32], relu_out: Option<&[f32]>, dx: &mut [f32], accumulate: bool) {
+        let _p = profile::scope("batch norm backward");
+        let c = self.channels();
+        kernel::backward_sums(
+            x.data(),
+            c,
+            &self.mean,
+            &self.rstd,
+            dy,
+            relu_out,
+            &mut self.sum_g,
+            &mut self.sum_g_xhat,
+            &mut self.ws,
+        );
+        for ch in 0..c {
+            self.bias.grad[ch] += self.sum_g[ch];
+            self.weight.grad[ch] += self.sum_g_xhat[ch];
+        }
+        kernel::backward_input(
+            x.data(),
+            c,
+            &self.mean,
+            &self.rstd,
+            &self.weight.value,
+            dy,
+            relu_out,
+            &self.sum_g,
+            &self.sum_g_xhat,
+            dx,
+            accumulate,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{check_gradient, probe, randomize, weighted_sum, Tolerance};
+    use crate::ops::relu_backward;
+
+    fn layer() -> BatchNorm2d {
+        let mut bn = BatchNorm2d::new("bn", 3);
+        randomize(&mut bn.weight.value, 11);
+        randomize(&mut bn.bias.value, 12);
+        bn
+    }
+
+    fn run(bn: &BatchNorm2d, x: &Tensor, res: Option<&[f32]>, relu: bool) -> Tensor {
+        let mut y = Tensor::default();
+        bn.clone().forward(x, BatchNormMode::Train, res, relu, &mut y);
+        y
+    }
+
+    #[test]
+    fn training_gradients_match_finite_differences() {
+        let mut x = Tensor::zeros([2, 3, 3, 3]);
+        randomize(x.data_mut(), 13);
+        x.data_mut().iter_mut().enumerate().for_each(|(i, v)| *v = *v * (1.0 + (i % 3) as f32) + 0.5);
+        let mut res = vec![0.0; x.len()];
+        randomize(&mut res, 14);
+        for (residual, relu) in [(false, false), (false, true), (true, true)] {
+            let bn = layer();
+            let res = residual.then_some(res.as_slice());
+            let y = run(&bn, &x, res, relu);
+            let r = probe(y.len(), 15);
+            let mut trained = bn.clone();
+            let mut tmp = Tensor::default();
+            trained.forward(&x, BatchNormMode::Train, res, relu, &mut tmp);
+            let mut dx = vec![0.0; x.len()];
+            trained.backward(&x, &r, relu.then_some(y.data()), &mut dx, false);
+            let tol = Tolerance { eps: 1e-3, rel: 5e-3, abs: 5e-4, ..Tolerance::default() };
+            check_gradient("bn dx", x.data(), &dx, tol, |xv| {
+                weighted_sum(run(&bn, &Tensor::from_vec(x.shape(), xv.to_vec()), res, relu).data(), &r)
+            });
+            check_gradient("bn dgamma", &bn.weight.value, &trained.weight.grad, tol, |g| {
+                let mut b = bn.clone();
+                b.weight.value.copy_from_slice(g);
+                weighted_sum(run(&b, &x, res, relu).data(), &r)
+            });
+            check_gradient("bn dbeta", &bn.bias.value, &trained.bias.grad, tol, |g| {
+                let mut b = bn.clone();
+                b.bias.value.copy_from_slice(g);
+                weighted_sum(run(&b, &x, res, relu).data(), &r)
+            });
+            if let Some(res) = res {
+                let mut dres = vec![0.0; x.len()];
+                relu_backward(&y, &r, &mut dres, false);
+                check_gradient("bn dresidual", res, &dres, tol, |rv| {
+                    weighted_sum(run(&bn, &x, Some(rv), relu).data(), &r)
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn running_statistics_follow_pytorch_conventions() {
+        let mut bn = BatchNorm2d::new("bn", 1);
+        let x = Tensor::from_vec([4, 1, 1, 1], vec![1.0, 2.0, 3.0, 4.0]);
+        let mut y = Tensor::default();
+        bn.forward(&x, BatchNormMode::Train, None, false, &mut y);
+        // mean 2.5, biased var 1.25, unbiased 5/3.
+        assert!((bn.running_mean[0] - 0.25).abs() < 1e-6);
+        assert!((bn.running_var[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6);
+        let expect = (1.0 - 2.5) / (1.25f32 + 1e-5).sqrt();
+        assert!((y.data()[0] - expect).abs() < 1e-5);
+        assert_eq!(bn.num_batches_tracked, 1);
+        // Eval uses the running estimates.
+        bn.forward(&x, BatchNormMode::Eval, None, false, &mut y);
+        let expect = (1.0 - 0.25) / (bn.running_var[0] + 1e-5).sqrt();
+        assert!((y.data()[0] - expect).abs() < 1e-5);
+        assert_eq!(bn.num_batches_tracked, 1);
+    }
+}

@@ -1,0 +1,41 @@
+//! One optimisation step: forward in training mode, softmax cross-entropy, backward, SGD.
+
+use resnet_kernels::profile;
+use resnet_models::{BatchNormMode, ResNet};
+use resnet_nn::ops::{softmax_cross_entropy, CrossEntropy};
+use resnet_nn::optim::Sgd;
+use resnet_nn::Tensor;
+
+/// Reusable buffers of the training step (the logit gradient).
+#[derive(Clone, Debug, Default)]
+pub struct StepBuffers {
+    dlogits: Vec<f32>,
+}
+
+/// Runs one SGD step on `(x, labels)` with learning rate `lr`; returns the batch's loss and
+/// errors (measured on the forward pass before the update, as every training log does).
+pub fn train_step(
+    net: &mut ResNet,
+    sgd: &mut Sgd,
+    x: &Tensor,
+    labels: &[u32],
+    lr: f32,
+    label_smoothing: f32,
+    buffers: &mut StepBuffers,
+) -> CrossEntropy {
+    let logits = net.forward(x, BatchNormMode::Train);
+    buffers.dlogits.resize(logits.len(), 0.0);
+    let ce = {
+        let _p = profile::scope("loss");
+        softmax_cross_entropy(logits, labels, label_smoothing, Some(&mut buffers.dlogits))
+    };
+    net.zero_grad();
+    net.backward(x, &buffers.dlogits);
+    let _p = profile::scope("sgd update");
+    let mut index = 0;
+    net.for_each_param(|p| {
+        sgd.update(index, p, lr);
+        index += 1;
+    });
+    ce
+}
