@@ -19,6 +19,7 @@ mod error;
 mod init;
 mod resnet;
 mod spec;
+mod state_dict;
 mod summary;
 pub mod zoo;
 
@@ -28,4 +29,5 @@ pub use init::InitConfig;
 pub use resnet::{ResNet, StemLayers};
 pub use resnet_nn::ops::BatchNormMode;
 pub use spec::{BlockKind, Family, ResNetSpec, Shortcut, StridePlacement};
+pub use state_dict::{NamedTensor, StateDictError, TensorData};
 pub use summary::{StageRow, Summary};
