@@ -21,12 +21,29 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train a network (no arguments: ResNet-20 on the synthetic dataset, a few minutes).
+    Train(commands::train::Args),
+    /// Evaluate a checkpoint: top-1/top-5 error, loss, per-class accuracy, confusion matrix.
+    Eval(commands::eval::Args),
+    /// The top-k classes of image files.
+    Predict(commands::predict::Args),
+    /// Run one of the paper's experiments.
+    #[command(subcommand)]
+    Experiment(commands::experiment::Experiment),
     /// List the networks of the zoo.
     Models(commands::models::Args),
     /// Show a network's stage table, parameter count and multiply-adds.
     Info(commands::info::Args),
     /// Measure training or inference throughput on random data.
     Bench(commands::bench::Args),
+    /// Show a dataset's splits, classes, image size and channel statistics.
+    Data(commands::data::Args),
+    /// Download a public dataset (cifar10, cifar100, mnist, fashion-mnist), verified by md5.
+    Download(commands::download::Args),
+    /// Import torchvision weights (.safetensors or .pth) into a checkpoint.
+    Import(commands::import::Args),
+    /// Export a checkpoint to ONNX or to torchvision's safetensors layout.
+    Export(commands::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,9 +59,17 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
+        Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Predict(a) => commands::predict::run(a),
+        Command::Experiment(e) => commands::experiment::run(e),
         Command::Models(a) => commands::models::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Data(a) => commands::data::run(a),
+        Command::Download(a) => commands::download::run(a),
+        Command::Import(a) => commands::import::run(a),
+        Command::Export(a) => commands::export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

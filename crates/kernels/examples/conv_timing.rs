@@ -25,9 +25,9 @@ fn main() {
                 }
                 t.elapsed().as_secs_f64() / reps as f64
             };
-            let tf = time(&mut || conv2d_forward_with(algo, &s, &x, &w, &mut y, &mut ws));
+            let tf = time(&mut || conv2d_forward_with(algo, &s, &x, None, &w, &mut y, None, &mut ws));
             let td = time(&mut || conv2d_backward_data_with(algo, &s, &y, &w, &mut dx, false, &mut ws));
-            let tw = time(&mut || conv2d_backward_weight_with(algo, &s, &x, &y, &mut dw, false, &mut ws));
+            let tw = time(&mut || conv2d_backward_weight_with(algo, &s, &x, None, &y, &mut dw, false, &mut ws));
             println!("{algo:?} {hw}x{hw} {cin}->{cout} s{stride}: fwd {:.2} ms ({:.0} GF/s)  bwd-data {:.2} ms ({:.0})  bwd-w {:.2} ms ({:.0})",
                 tf * 1e3, flops / tf / 1e9, td * 1e3, flops / td / 1e9, tw * 1e3, flops / tw / 1e9);
         }

@@ -42,6 +42,63 @@ crate::multiversion! {
     }
 }
 
+crate::multiversion! {
+    /// Adds `sum(x)` and `sum(x^2)` per channel over the rows of `x` into `s1`, `s2` (through
+    /// `f32` block sums `t1`, `t2`).
+    pub(crate) fn add_sums / add_sums_on(x: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+        let c = s1.len();
+        for block in x.chunks(ROWS_PER_BLOCK * c) {
+            t1.fill(0.0);
+            t2.fill(0.0);
+            for row in block.chunks_exact(c) {
+                for ((a, b), &v) in t1.iter_mut().zip(t2.iter_mut()).zip(row) {
+                    *a += v;
+                    *b += v * v;
+                }
+            }
+            for (((a, b), &u), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(t1.iter()).zip(t2.iter()) {
+                *a += f64::from(u);
+                *b += f64::from(v);
+            }
+        }
+    }
+}
+
+/// Per-channel sums of `x` (`[rows, c]`) into `out` (`[2 * c]`: sums, then sums of squares).
+pub fn channel_sums(x: &[f32], c: usize, out: &mut [f64], ws: &mut Workspace) {
+    assert!(c > 0 && x.len().is_multiple_of(c), "input of {} floats is not [rows, {c}]", x.len());
+    assert_eq!(out.len(), 2 * c);
+    let rows = x.len() / c;
+    let parts = threads::num_threads().min(rows.div_ceil(256)).max(1);
+    let partials = take(&mut ws.f64s, parts * 2 * c);
+    threads::install(|| {
+        partials.par_chunks_mut(2 * c).zip(split_even(rows, parts).collect::<Vec<_>>()).for_each(|(acc, range)| {
+            let (s1, s2) = acc.split_at_mut(c);
+            s1.fill(0.0);
+            s2.fill(0.0);
+            crate::scratch::with_tile(2 * c, |t| {
+                let (t1, t2) = t.split_at_mut(c);
+                add_sums(&x[range.start * c..range.end * c], s1, s2, t1, t2);
+            });
+        });
+    });
+    out.fill(0.0);
+    for p in partials.chunks_exact(2 * c) {
+        out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+    }
+}
+
+/// Per-channel mean and biased variance from [`channel_sums`] over `rows` rows.
+pub fn mean_var_from_sums(sums: &[f64], rows: usize, mean: &mut [f32], var: &mut [f32]) {
+    let c = sums.len() / 2;
+    let inv = 1.0 / rows.max(1) as f64;
+    for ch in 0..c {
+        let m = sums[ch] * inv;
+        mean[ch] = m as f32;
+        var[ch] = (sums[c + ch] * inv - m * m).max(0.0) as f32;
+    }
+}
+
 /// Per-channel batch mean and biased variance of `x` (`[rows, c]`).
 ///
 /// Sums are taken around the first row's values, a shift that keeps the one-pass variance
@@ -140,16 +197,42 @@ pub fn scale_shift_act(
     });
 }
 
+/// Which ReLU, if any, followed the batch norm in the forward pass, i.e. how its output
+/// gradient is to be masked.
+#[derive(Clone, Copy, Debug)]
+pub enum ReluMask<'a> {
+    /// No ReLU: the gradient passes unchanged.
+    None,
+    /// A ReLU whose output is this tensor: pass where it is positive.
+    Output(&'a [f32]),
+    /// A ReLU applied to `x * scale + shift` (the batch norm's own affine, when its output was
+    /// never stored): pass where that is positive.
+    Affine {
+        /// Per-channel multiplier.
+        scale: &'a [f32],
+        /// Per-channel offset.
+        shift: &'a [f32],
+    },
+}
+
+impl<'a> ReluMask<'a> {
+    fn rows(&self, span: std::ops::Range<usize>) -> ReluMask<'a> {
+        match *self {
+            ReluMask::Output(z) => ReluMask::Output(&z[span]),
+            other => other,
+        }
+    }
+}
+
 crate::multiversion! {
-    /// Adds `sum(g)` and `sum(g * (x - mean))` per channel over rows, `g` masked by `z > 0`
-    /// when given.
-    fn backward_rows / backward_rows_on(x: &[f32], mean: &[f32], dy: &[f32], z: Option<&[f32]>, s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+    /// Adds `sum(g)` and `sum(g * (x - mean))` per channel over rows, `g` masked by the ReLU.
+    fn backward_rows / backward_rows_on(x: &[f32], mean: &[f32], dy: &[f32], mask: ReluMask<'_>, s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
         let c = mean.len();
         for (b, (xb, gb)) in x.chunks(ROWS_PER_BLOCK * c).zip(dy.chunks(ROWS_PER_BLOCK * c)).enumerate() {
             t1.fill(0.0);
             t2.fill(0.0);
-            match z {
-                Some(z) => {
+            match mask {
+                ReluMask::Output(z) => {
                     let zb = &z[b * ROWS_PER_BLOCK * c..b * ROWS_PER_BLOCK * c + xb.len()];
                     for ((xr, gr), zr) in xb.chunks_exact(c).zip(gb.chunks_exact(c)).zip(zb.chunks_exact(c)) {
                         for (((((a, s), &v), &g), &o), &m) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(zr).zip(mean) {
@@ -159,7 +242,16 @@ crate::multiversion! {
                         }
                     }
                 }
-                None => {
+                ReluMask::Affine { scale, shift } => {
+                    for (xr, gr) in xb.chunks_exact(c).zip(gb.chunks_exact(c)) {
+                        for (((((a, s), &v), &g), &m), (&p, &q)) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(mean).zip(scale.iter().zip(shift)) {
+                            let g = if v * p + q > 0.0 { g } else { 0.0 };
+                            *a += g;
+                            *s += g * (v - m);
+                        }
+                    }
+                }
+                ReluMask::None => {
                     for (xr, gr) in xb.chunks_exact(c).zip(gb.chunks_exact(c)) {
                         for ((((a, s), &v), &g), &m) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(mean) {
                             *a += g;
@@ -177,11 +269,10 @@ crate::multiversion! {
 }
 
 /// The two reductions batch-norm backward needs: `sum(g)` and `sum(g * xhat)` per channel, where
-/// `xhat = (x - mean) * rstd` and `g = dy`, or `dy` masked by `relu_out > 0` when the forward pass
-/// applied a ReLU (whose output is `relu_out`).
+/// `xhat = (x - mean) * rstd` and `g` is `dy` masked by the ReLU that followed (see [`ReluMask`]).
 ///
 /// # Shapes
-/// `x, dy, relu_out: [rows, c]`; `mean, rstd, sum_g, sum_g_xhat: [c]`.
+/// `x, dy, mask output: [rows, c]`; `mean, rstd, sum_g, sum_g_xhat: [c]`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_sums(
     x: &[f32],
@@ -189,16 +280,14 @@ pub fn backward_sums(
     mean: &[f32],
     rstd: &[f32],
     dy: &[f32],
-    relu_out: Option<&[f32]>,
+    mask: ReluMask<'_>,
     sum_g: &mut [f32],
     sum_g_xhat: &mut [f32],
     ws: &mut Workspace,
 ) {
     assert!(c > 0 && x.len().is_multiple_of(c) && !x.is_empty());
     assert_eq!(dy.len(), x.len());
-    if let Some(r) = relu_out {
-        assert_eq!(r.len(), x.len());
-    }
+    check_mask(&mask, x.len(), c);
     let rows = x.len() / c;
     let parts = threads::num_threads().min(rows.div_ceil(256)).max(1);
     let partials = take(&mut ws.f64s, parts * 2 * c);
@@ -210,7 +299,7 @@ pub fn backward_sums(
             let span = range.start * c..range.end * c;
             crate::scratch::with_tile(2 * c, |t| {
                 let (t1, t2) = t.split_at_mut(c);
-                backward_rows(&x[span.clone()], mean, &dy[span.clone()], relu_out.map(|z| &z[span]), s1, s2, t1, t2);
+                backward_rows(&x[span.clone()], mean, &dy[span.clone()], mask.rows(span), s1, s2, t1, t2);
             });
         });
     });
@@ -226,34 +315,47 @@ pub fn backward_sums(
 }
 
 crate::multiversion! {
-    /// `dx (+)= a * g + b + k * x` per channel over rows, `g` masked by `z > 0` when given.
-    fn input_grad_rows / input_grad_rows_on(x: &[f32], dy: &[f32], z: Option<&[f32]>, a: &[f32], b: &[f32], k: &[f32], dx: &mut [f32], accumulate: bool) {
+    /// `dx (+)= a * g + b + k * x` per channel over rows, `g` masked by the ReLU. One loop per
+    /// mask kind keeps every inner loop branch-free, so it vectorises.
+    fn input_grad_rows / input_grad_rows_on(x: &[f32], dy: &[f32], mask: ReluMask<'_>, a: &[f32], b: &[f32], k: &[f32], dx: &mut [f32], accumulate: bool) {
         let c = a.len();
-        for (i, (dr, (xr, gr))) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c).zip(dy.chunks_exact(c))).enumerate() {
-            match (z, accumulate) {
-                (Some(z), false) => {
-                    let zr = &z[i * c..(i + 1) * c];
-                    for (((((d, &v), &g), &o), &p), (&q, &r)) in dr.iter_mut().zip(xr).zip(gr).zip(zr).zip(a).zip(b.iter().zip(k)) {
+        let keep = if accumulate { 1.0f32 } else { 0.0 };
+        let rows = dx.chunks_exact_mut(c).zip(x.chunks_exact(c).zip(dy.chunks_exact(c)));
+        match mask {
+            ReluMask::None => {
+                for (dr, (xr, gr)) in rows {
+                    for (((((d, &v), &g), &p), &q), &r) in dr.iter_mut().zip(xr).zip(gr).zip(a).zip(b).zip(k) {
+                        *d = keep * *d + (p * g + q + r * v);
+                    }
+                }
+            }
+            ReluMask::Output(z) => {
+                for ((dr, (xr, gr)), zr) in rows.zip(z.chunks_exact(c)) {
+                    for ((((((d, &v), &g), &o), &p), &q), &r) in dr.iter_mut().zip(xr).zip(gr).zip(zr).zip(a).zip(b).zip(k) {
                         let g = if o > 0.0 { g } else { 0.0 };
-                        *d = p * g + q + r * v;
+                        *d = keep * *d + (p * g + q + r * v);
                     }
                 }
-                (None, false) => {
-                    for ((((d, &v), &g), &p), (&q, &r)) in dr.iter_mut().zip(xr).zip(gr).zip(a).zip(b.iter().zip(k)) {
-                        *d = p * g + q + r * v;
-                    }
-                }
-                (z, true) => {
-                    for (j, (((d, &v), &g), (&p, (&q, &r)))) in dr.iter_mut().zip(xr).zip(gr).zip(a.iter().zip(b.iter().zip(k))).enumerate() {
-                        let g = match z {
-                            Some(z) if z[i * c + j] <= 0.0 => 0.0,
-                            _ => g,
-                        };
-                        *d += p * g + q + r * v;
+            }
+            ReluMask::Affine { scale, shift } => {
+                for (dr, (xr, gr)) in rows {
+                    for (((((d, &v), &g), (&p, &q)), &r), (&sc, &sh)) in
+                        dr.iter_mut().zip(xr).zip(gr).zip(a.iter().zip(b)).zip(k).zip(scale.iter().zip(shift))
+                    {
+                        let g = if v * sc + sh > 0.0 { g } else { 0.0 };
+                        *d = keep * *d + (p * g + q + r * v);
                     }
                 }
             }
         }
+    }
+}
+
+fn check_mask(mask: &ReluMask<'_>, len: usize, c: usize) {
+    match mask {
+        ReluMask::Output(z) => assert_eq!(z.len(), len, "ReLU output length"),
+        ReluMask::Affine { scale, shift } => assert_eq!((scale.len(), shift.len()), (c, c), "ReLU affine length"),
+        ReluMask::None => {}
     }
 }
 
@@ -268,7 +370,7 @@ pub fn backward_input(
     rstd: &[f32],
     gamma: &[f32],
     dy: &[f32],
-    relu_out: Option<&[f32]>,
+    mask: ReluMask<'_>,
     sum_g: &[f32],
     sum_g_xhat: &[f32],
     dx: &mut [f32],
@@ -277,9 +379,7 @@ pub fn backward_input(
     assert!(c > 0 && x.len().is_multiple_of(c) && !x.is_empty());
     assert_eq!(dy.len(), x.len());
     assert_eq!(dx.len(), x.len());
-    if let Some(r) = relu_out {
-        assert_eq!(r.len(), x.len());
-    }
+    check_mask(&mask, x.len(), c);
     // With xhat = (x - mean) * rstd the formula is affine in (g, x) per channel:
     // dx = A g + B + K x, A = gamma rstd, K = -A rstd sum_g_xhat / rows,
     // B = -A sum_g / rows - K mean. Computed in f64, applied in f32.
@@ -298,7 +398,7 @@ pub fn backward_input(
     threads::install(|| {
         dx.par_chunks_mut(chunk).enumerate().for_each(|(t, dxc)| {
             let span = t * chunk..t * chunk + dxc.len();
-            input_grad_rows(&x[span.clone()], &dy[span.clone()], relu_out.map(|z| &z[span]), a, b, k, dxc, accumulate);
+            input_grad_rows(&x[span.clone()], &dy[span.clone()], mask.rows(span), a, b, k, dxc, accumulate);
         });
     });
 }
@@ -345,7 +445,9 @@ mod tests {
         let (x, dy, z, a, b, k) = (v(rows * c), v(rows * c), v(rows * c), v(c), v(c), v(c));
         let base = simd::Isa::Scalar;
         for isa in simd::available() {
-            for resid in [None, Some(z.as_slice())] {
+            let masks = [ReluMask::None, ReluMask::Output(&z), ReluMask::Affine { scale: &a, shift: &b }];
+            for (resid, mask) in [None, Some(z.as_slice())].into_iter().flat_map(|r| masks.iter().map(move |m| (r, *m)))
+            {
                 for relu in [false, true] {
                     let (mut y0, mut y1) = (vec![0.0; rows * c], vec![0.0; rows * c]);
                     scale_shift_rows_on(base, &x, &a, &b, resid, relu, &mut y0);
@@ -354,8 +456,8 @@ mod tests {
                 }
                 for acc in [false, true] {
                     let (mut d0, mut d1) = (dy.clone(), dy.clone());
-                    input_grad_rows_on(base, &x, &dy, resid, &a, &b, &k, &mut d0, acc);
-                    input_grad_rows_on(isa, &x, &dy, resid, &a, &b, &k, &mut d1, acc);
+                    input_grad_rows_on(base, &x, &dy, mask, &a, &b, &k, &mut d0, acc);
+                    input_grad_rows_on(isa, &x, &dy, mask, &a, &b, &k, &mut d1, acc);
                     for (p, q) in d0.iter().zip(&d1) {
                         assert!((p - q).abs() <= 1e-5 * (1.0 + p.abs()), "{isa:?}");
                     }
@@ -363,7 +465,8 @@ mod tests {
                 let sums = |isa| {
                     let (mut s1, mut s2) = (vec![0.0; c], vec![0.0; c]);
                     let (mut t1, mut t2) = (vec![0.0; c], vec![0.0; c]);
-                    backward_rows_on(isa, &x, &a, &dy, resid, &mut s1, &mut s2, &mut t1, &mut t2);
+                    backward_rows_on(isa, &x, &a, &dy, mask, &mut s1, &mut s2, &mut t1, &mut t2);
+                    add_sums_on(isa, &x, &mut s1, &mut s2, &mut t1, &mut t2);
                     shifted_sums_on(isa, &x, &a, &mut s1, &mut s2, &mut t1, &mut t2);
                     (s1, s2)
                 };

@@ -117,6 +117,37 @@ impl ConvShape {
     }
 }
 
+/// A batch norm and ReLU that precede the convolution, applied to its input as it is read:
+/// `x' = max(x * scale + shift, 0)` per input channel. The zero padding stays zero, as it pads
+/// the activated input. Fusing them here means the activated tensor is never written to memory.
+#[derive(Clone, Copy, Debug)]
+pub struct InputTransform<'a> {
+    /// Per-channel multiplier.
+    pub scale: &'a [f32],
+    /// Per-channel offset.
+    pub shift: &'a [f32],
+}
+
+crate::multiversion! {
+    /// `dst = max(src * scale + shift, 0)` over whole pixels.
+    fn bn_relu_copy / bn_relu_copy_on(src: &[f32], scale: &[f32], shift: &[f32], dst: &mut [f32]) {
+        let c = scale.len();
+        for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+            for (((o, &v), &a), &b) in d.iter_mut().zip(s).zip(scale).zip(shift) {
+                *o = (v * a + b).max(0.0);
+            }
+        }
+    }
+}
+
+/// Copies whole pixels, applying the input transform when there is one.
+fn load_pixels(src: &[f32], dst: &mut [f32], t: Option<&InputTransform<'_>>) {
+    match t {
+        Some(t) => bn_relu_copy(src, t.scale, t.shift, dst),
+        None => dst.copy_from_slice(src),
+    }
+}
+
 fn check_lens(s: &ConvShape, x: usize, w: usize, y: usize) {
     s.validate();
     assert_eq!(x, s.input_len(), "conv input length for {s:?}");
@@ -126,7 +157,7 @@ fn check_lens(s: &ConvShape, x: usize, w: usize, y: usize) {
 
 /// Packs im2col rows `m0..m0+rows` into `buf` (`[rows, patch]`), zeros where the window
 /// overlaps the padding.
-fn im2col(s: &ConvShape, x: &[f32], m0: usize, rows: usize, buf: &mut [f32]) {
+fn im2col(s: &ConvShape, x: &[f32], t: Option<&InputTransform<'_>>, m0: usize, rows: usize, buf: &mut [f32]) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let k = s.patch();
     let row_len = s.kw * s.cin;
@@ -151,7 +182,7 @@ fn im2col(s: &ConvShape, x: &[f32], m0: usize, rows: usize, buf: &mut [f32]) {
             seg[kx_hi * s.cin..].fill(0.0);
             let src = ((img * s.h + iy as usize) * s.w) as isize + ix0 + kx_lo as isize;
             let src = src as usize * s.cin;
-            seg[kx_lo * s.cin..kx_hi * s.cin].copy_from_slice(&x[src..src + (kx_hi - kx_lo) * s.cin]);
+            load_pixels(&x[src..src + (kx_hi - kx_lo) * s.cin], &mut seg[kx_lo * s.cin..kx_hi * s.cin], t);
         }
     }
 }
@@ -204,34 +235,36 @@ impl ConvAlgorithm {
     }
 }
 
-/// `y = conv(x, w)`, or `y += conv(x, w)` when `accumulate`, by im2col + GEMM.
-fn forward_gemm(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
+/// `y = conv(t(x), w)`, or `y += ...` when `accumulate`, by im2col + GEMM.
+fn forward_gemm(s: &ConvShape, x: &[f32], t: Option<&InputTransform<'_>>, w: &[f32], y: &mut [f32], accumulate: bool) {
     let (m, k, co) = (s.rows(), s.patch(), s.cout);
     let wmat = MatRef::row_major(w, k, co);
     let tile = s.tile_rows();
+    // A 1x1 stride-1 convolution multiplies the input itself, unless it must be transformed first.
+    let direct_input = s.is_pointwise() && t.is_none();
     if m <= tile {
         // Too few rows to split: one tile, and let the GEMM itself use all threads.
-        if s.is_pointwise() {
+        if direct_input {
             matmul(MatMut::row_major(y, m, co), MatRef::row_major(x, m, k), wmat, accumulate, Parallelism::Pool);
         } else {
             with_tile(m * k, |buf| {
-                im2col(s, x, 0, m, buf);
+                im2col(s, x, t, 0, m, buf);
                 matmul(MatMut::row_major(y, m, co), MatRef::row_major(buf, m, k), wmat, accumulate, Parallelism::Pool);
             });
         }
         return;
     }
     threads::install(|| {
-        y.par_chunks_mut(tile * co).enumerate().for_each(|(t, ytile)| {
-            let m0 = t * tile;
+        y.par_chunks_mut(tile * co).enumerate().for_each(|(i, ytile)| {
+            let m0 = i * tile;
             let rows = ytile.len() / co;
             let out = MatMut::row_major(ytile, rows, co);
-            if s.is_pointwise() {
+            if direct_input {
                 let a = MatRef::row_major(&x[m0 * k..(m0 + rows) * k], rows, k);
                 matmul(out, a, wmat, accumulate, Parallelism::Sequential);
             } else {
                 with_tile(rows * k, |buf| {
-                    im2col(s, x, m0, rows, buf);
+                    im2col(s, x, t, m0, rows, buf);
                     matmul(out, MatRef::row_major(buf, rows, k), wmat, accumulate, Parallelism::Sequential);
                 });
             }
@@ -242,7 +275,15 @@ fn forward_gemm(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], accumulate: 
 /// Copies input rows `iy0 .. iy0 + rows` of image `img` into `strip` as rows of width
 /// `w + 2 * pad`, with zeros for the padding and for rows outside the image: the part of the
 /// zero-padded input that a band of output rows reads, built where it stays in cache.
-fn fill_strip(s: &ConvShape, x: &[f32], img: usize, iy0: isize, rows: usize, strip: &mut [f32]) {
+fn fill_strip(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    img: usize,
+    iy0: isize,
+    rows: usize,
+    strip: &mut [f32],
+) {
     let (c, p) = (s.cin, s.pad);
     let wp = s.w + 2 * p;
     for (r, dst) in strip[..rows * wp * c].chunks_exact_mut(wp * c).enumerate() {
@@ -254,7 +295,7 @@ fn fill_strip(s: &ConvShape, x: &[f32], img: usize, iy0: isize, rows: usize, str
         let src = ((img * s.h + iy as usize) * s.w) * c;
         dst[..p * c].fill(0.0);
         dst[(p + s.w) * c..].fill(0.0);
-        dst[p * c..(p + s.w) * c].copy_from_slice(&x[src..src + s.w * c]);
+        load_pixels(&x[src..src + s.w * c], &mut dst[p * c..(p + s.w) * c], t);
     }
 }
 
@@ -267,9 +308,21 @@ fn band_rows(s: &ConvShape) -> usize {
     oh.div_ceil(per_image).clamp(1, 8)
 }
 
-/// `y (+)= conv(x, w)` with the AVX-512 micro-kernels.
+/// `y (+)= conv(t(x), w)` with the AVX-512 micro-kernels. When `want_stats`, each band also
+/// sums its output per channel (sum, then sum of squares) into its slot of `partials`
+/// (`[n * bands per image, 2 * cout]`), while the rows are still in cache.
 #[cfg(target_arch = "x86_64")]
-fn forward_direct(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
+#[allow(clippy::too_many_arguments)]
+fn forward_direct(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    w: &[f32],
+    y: &mut [f32],
+    accumulate: bool,
+    want_stats: bool,
+    partials: &mut [f64],
+) {
     use crate::simd::avx512::ConvTileArgs;
     assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
     let (oh, ow, co) = (s.out_h(), s.out_w(), s.cout);
@@ -284,64 +337,112 @@ fn forward_direct(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], accumulate
     };
     let row_len = ow * co;
     let band = band_rows(s);
+    let bands = oh.div_ceil(band);
+    debug_assert_eq!(partials.len(), s.n * bands * 2 * co);
+    let kernel = direct::ConvKernel::choose(s);
+    let block = kernel.channel_block(co);
     threads::install(|| {
-        y.par_chunks_mut(oh * row_len).enumerate().for_each(|(img, y_img)| {
-            y_img.par_chunks_mut(band * row_len).enumerate().for_each(|(b, y_band)| {
-                let oy0 = b * band;
-                let rows = y_band.len() / row_len;
-                let strip_rows = (rows - 1) * s.stride + s.kh;
-                with_tile(strip_rows * wp * s.cin, |strip| {
-                    fill_strip(s, x, img, (oy0 * s.stride) as isize - s.pad as isize, strip_rows, strip);
-                    for (r, yrow) in y_band.chunks_exact_mut(row_len).enumerate() {
-                        let a_row = r * s.stride * wp * s.cin;
-                        let kernel = direct::ConvKernel::choose(s);
-                        let block = kernel.channel_block(co);
-                        for co0 in (0..co).step_by(block) {
-                            let channels = (co - co0).min(block);
-                            let r_max = kernel.max_pixels(channels);
-                            let mut ox = 0;
-                            while ox < ow {
-                                let px = r_max.min(ow - ox);
-                                // The window of the last pixel, last tap, last channel ends at
-                                // a_row + (kh - 1) * wp * cin + ((ox + px - 1) * stride + kw) * cin
-                                // <= (r * stride + kh) * wp * cin <= strip.len(): the strip holds the
-                                // padded input rows of every output row of the band.
-                                debug_assert!(
-                                    a_row + (s.kh - 1) * wp * s.cin + ((ox + px - 1) * s.stride + s.kw) * s.cin
-                                        <= strip.len()
-                                );
-                                // SAFETY: AVX-512 was checked above; the input windows lie in the
-                                // strip (bound above), the weight rows `tap * cin + ci` with lanes
-                                // `co0..co0 + channels` lie in `w` (`kh * kw * cin * cout` floats,
-                                // checked by the caller), and the output tile lies in this row of
-                                // this task's band, which overlaps neither input.
-                                unsafe {
-                                    kernel.run(
-                                        px,
-                                        channels,
-                                        &args,
-                                        strip.as_ptr().add(a_row + ox * s.stride * s.cin),
-                                        w.as_ptr().add(co0),
-                                        yrow.as_mut_ptr().add(ox * co + co0),
-                                        accumulate,
-                                    );
+        y.par_chunks_mut(oh * row_len).zip(partials.par_chunks_mut(bands * 2 * co)).enumerate().for_each(
+            |(img, (y_img, p_img))| {
+                y_img.par_chunks_mut(band * row_len).zip(p_img.par_chunks_mut(2 * co)).enumerate().for_each(
+                    |(b, (y_band, sums))| {
+                        let oy0 = b * band;
+                        let rows = y_band.len() / row_len;
+                        let strip_rows = (rows - 1) * s.stride + s.kh;
+                        let strip_len = strip_rows * wp * s.cin;
+                        with_tile(strip_len + 2 * co, |tile| {
+                            let (strip, scratch) = tile.split_at_mut(strip_len);
+                            fill_strip(s, x, t, img, (oy0 * s.stride) as isize - s.pad as isize, strip_rows, strip);
+                            let (s1, s2) = sums.split_at_mut(co);
+                            s1.fill(0.0);
+                            s2.fill(0.0);
+                            for (r, yrow) in y_band.chunks_exact_mut(row_len).enumerate() {
+                                let a_row = r * s.stride * wp * s.cin;
+                                for co0 in (0..co).step_by(block) {
+                                    let channels = (co - co0).min(block);
+                                    let r_max = kernel.max_pixels(channels);
+                                    let mut ox = 0;
+                                    while ox < ow {
+                                        let px = r_max.min(ow - ox);
+                                        // The window of the last pixel, last tap, last channel
+                                        // ends at a_row + (kh - 1) * wp * cin
+                                        // + ((ox + px - 1) * stride + kw) * cin
+                                        // <= (r * stride + kh) * wp * cin <= strip.len(): the
+                                        // strip holds the padded input rows of the whole band.
+                                        debug_assert!(
+                                            a_row + (s.kh - 1) * wp * s.cin + ((ox + px - 1) * s.stride + s.kw) * s.cin
+                                                <= strip.len()
+                                        );
+                                        // SAFETY: AVX-512 was checked above; the input windows
+                                        // lie in the strip (bound above), the weight rows
+                                        // `tap * cin + ci` with lanes `co0..co0 + channels` lie in
+                                        // `w` (`kh * kw * cin * cout` floats, checked by the
+                                        // caller), and the output tile lies in this row of this
+                                        // task's band, which overlaps neither input.
+                                        unsafe {
+                                            kernel.run(
+                                                px,
+                                                channels,
+                                                &args,
+                                                strip.as_ptr().add(a_row + ox * s.stride * s.cin),
+                                                w.as_ptr().add(co0),
+                                                yrow.as_mut_ptr().add(ox * co + co0),
+                                                accumulate,
+                                            );
+                                        }
+                                        ox += px;
+                                    }
                                 }
-                                ox += px;
+                                if want_stats {
+                                    let (t1, t2) = scratch.split_at_mut(co);
+                                    crate::batch_norm::add_sums(yrow, s1, s2, t1, t2);
+                                }
                             }
-                        }
-                    }
-                });
-            });
-        });
+                        });
+                    },
+                );
+            },
+        );
     });
 }
 
-/// Forward pass with a chosen algorithm (writes, or adds into, `y`).
-fn forward_with(algo: ConvAlgorithm, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
+/// Forward pass with a chosen algorithm (writes, or adds into, `y`), optionally returning the
+/// per-channel sums of the output in `stats` (`[2 * cout]`: sums, then sums of squares).
+#[allow(clippy::too_many_arguments)]
+fn forward_with(
+    algo: ConvAlgorithm,
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    w: &[f32],
+    y: &mut [f32],
+    accumulate: bool,
+    stats: Option<&mut [f64]>,
+    ws: &mut Workspace,
+) {
+    if let Some(t) = t {
+        assert_eq!((t.scale.len(), t.shift.len()), (s.cin, s.cin), "input transform of the wrong length");
+    }
     match algo {
         #[cfg(target_arch = "x86_64")]
-        ConvAlgorithm::Direct => forward_direct(s, x, w, y, accumulate),
-        _ => forward_gemm(s, x, w, y, accumulate),
+        ConvAlgorithm::Direct => {
+            let co = s.cout;
+            let bands = s.out_h().div_ceil(band_rows(s));
+            let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
+            forward_direct(s, x, t, w, y, accumulate, stats.is_some(), partials);
+            if let Some(out) = stats {
+                out.fill(0.0);
+                for p in partials.chunks_exact(2 * co) {
+                    out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+                }
+            }
+        }
+        _ => {
+            forward_gemm(s, x, t, w, y, accumulate);
+            if let Some(out) = stats {
+                crate::batch_norm::channel_sums(y, s.cout, out, ws);
+            }
+        }
     }
 }
 
@@ -353,24 +454,31 @@ fn forward_with(algo: ConvAlgorithm, s: &ConvShape, x: &[f32], w: &[f32], y: &mu
 /// # Panics
 /// If a slice length disagrees with `s`.
 pub fn conv2d_forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], ws: &mut Workspace) {
-    conv2d_forward_with(ConvAlgorithm::preferred(), s, x, w, y, ws);
+    conv2d_forward_with(ConvAlgorithm::preferred(), s, x, None, w, y, None, ws);
 }
 
-/// [`conv2d_forward`] with a chosen algorithm.
+/// Forward convolution of the transformed input, `y = conv(t(x), w)` (see [`InputTransform`]),
+/// that also sums the output per channel into `stats` (`[2 * cout]`: sums, then sums of
+/// squares) when given: the statistics a following batch norm needs, without another pass.
 ///
 /// # Panics
 /// If a slice length disagrees with `s`, or the CPU cannot run `algo`.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_with(
     algo: ConvAlgorithm,
     s: &ConvShape,
     x: &[f32],
+    t: Option<InputTransform<'_>>,
     w: &[f32],
     y: &mut [f32],
+    stats: Option<&mut [f64]>,
     ws: &mut Workspace,
 ) {
     check_lens(s, x.len(), w.len(), y.len());
-    let _ = ws;
-    forward_with(algo, s, x, w, y, false);
+    if let Some(st) = &stats {
+        assert_eq!(st.len(), 2 * s.cout, "stats hold a sum and a sum of squares per output channel");
+    }
+    forward_with(algo, s, x, t.as_ref(), w, y, false, stats, ws);
 }
 
 /// Gradient of the input: `dx (+)= conv2d_forward` adjoint applied to `dy`.
@@ -411,7 +519,7 @@ pub fn conv2d_backward_data_with(
         let mut wt = std::mem::take(&mut ws.weights);
         transpose(w, ci, co, take(&mut wt, ci * co));
         let t = ConvShape { cin: co, cout: ci, ..*s };
-        forward_with(algo, &t, dy, &wt[..ci * co], dx, accumulate);
+        forward_with(algo, &t, dy, None, &wt[..ci * co], dx, accumulate, None, ws);
         ws.weights = wt;
         return;
     }
@@ -442,7 +550,7 @@ pub fn conv2d_backward_data_with(
             pad: s.kh - 1 - s.pad,
         };
         debug_assert_eq!((t.out_h(), t.out_w()), (s.h, s.w));
-        forward_with(algo, &t, dy, &flipped[..s.weight_len()], dx, accumulate);
+        forward_with(algo, &t, dy, None, &flipped[..s.weight_len()], dx, accumulate, None, ws);
         ws.weights = flipped;
         return;
     }
@@ -471,7 +579,8 @@ pub fn conv2d_backward_data_with(
     });
 }
 
-/// Gradient of the weight: `dw (+)= im2col(x)^T * dy`.
+/// Gradient of the weight: `dw (+)= im2col(t(x))^T * dy`, where `t` is the input transform the
+/// forward pass applied (if any).
 ///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `dy: [n, oh, ow, cout]`, `dw: [kh, kw, cin, cout]`.
@@ -481,27 +590,34 @@ pub fn conv2d_backward_data_with(
 pub fn conv2d_backward_weight(
     s: &ConvShape,
     x: &[f32],
+    t: Option<InputTransform<'_>>,
     dy: &[f32],
     dw: &mut [f32],
     accumulate: bool,
     ws: &mut Workspace,
 ) {
-    conv2d_backward_weight_with(ConvAlgorithm::preferred(), s, x, dy, dw, accumulate, ws);
+    conv2d_backward_weight_with(ConvAlgorithm::preferred(), s, x, t, dy, dw, accumulate, ws);
 }
 
 /// [`conv2d_backward_weight`] with a chosen algorithm.
 ///
 /// # Panics
 /// If a slice length disagrees with `s`, or the CPU cannot run `algo`.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight_with(
     algo: ConvAlgorithm,
     s: &ConvShape,
     x: &[f32],
+    t: Option<InputTransform<'_>>,
     dy: &[f32],
     dw: &mut [f32],
     accumulate: bool,
     ws: &mut Workspace,
 ) {
+    if let Some(t) = &t {
+        assert_eq!((t.scale.len(), t.shift.len()), (s.cin, s.cin), "input transform of the wrong length");
+    }
+    let t = t.as_ref();
     check_lens(s, x.len(), dw.len(), dy.len());
     let (k, co) = (s.patch(), s.cout);
     let rows = s.n * s.out_h();
@@ -511,8 +627,8 @@ pub fn conv2d_backward_weight_with(
         let partials = take(&mut partials, parts * k * co);
         match algo {
             #[cfg(target_arch = "x86_64")]
-            ConvAlgorithm::Direct => backward_weight_direct(s, x, dy, partials, parts),
-            _ => backward_weight_gemm(s, x, dy, partials, parts),
+            ConvAlgorithm::Direct => backward_weight_direct(s, x, t, dy, partials, parts),
+            _ => backward_weight_gemm(s, x, t, dy, partials, parts),
         }
         let (head, rest) = partials.split_at(k * co);
         if accumulate {
@@ -528,7 +644,14 @@ pub fn conv2d_backward_weight_with(
 }
 
 /// Per-part weight gradients by im2col + GEMM over a split of the output pixels.
-fn backward_weight_gemm(s: &ConvShape, x: &[f32], dy: &[f32], partials: &mut [f32], parts: usize) {
+fn backward_weight_gemm(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    dy: &[f32],
+    partials: &mut [f32],
+    parts: usize,
+) {
     let (m, k, co) = (s.rows(), s.patch(), s.cout);
     let tile = s.tile_rows();
     let ranges: Vec<_> = split_even(m, parts).collect();
@@ -540,12 +663,12 @@ fn backward_weight_gemm(s: &ConvShape, x: &[f32], dy: &[f32], partials: &mut [f3
                 let rows = tile.min(range.end - m0);
                 let g = MatRef::row_major(&dy[m0 * co..(m0 + rows) * co], rows, co);
                 let out = MatMut::row_major(acc, k, co);
-                if s.is_pointwise() {
+                if s.is_pointwise() && t.is_none() {
                     let a = MatRef::row_major(&x[m0 * k..(m0 + rows) * k], rows, k).t();
                     matmul(out, a, g, !first, Parallelism::Sequential);
                 } else {
                     with_tile(rows * k, |buf| {
-                        im2col(s, x, m0, rows, buf);
+                        im2col(s, x, t, m0, rows, buf);
                         matmul(out, MatRef::row_major(buf, rows, k).t(), g, !first, Parallelism::Sequential);
                     });
                 }
@@ -563,7 +686,14 @@ fn backward_weight_gemm(s: &ConvShape, x: &[f32], dy: &[f32], partials: &mut [f3
 /// `(image, oy)`; within a part, bands of rows small enough to stay in cache get their padded
 /// input strip built once and are then swept once per kernel tap and channel block.
 #[cfg(target_arch = "x86_64")]
-fn backward_weight_direct(s: &ConvShape, x: &[f32], dy: &[f32], partials: &mut [f32], parts: usize) {
+fn backward_weight_direct(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    dy: &[f32],
+    partials: &mut [f32],
+    parts: usize,
+) {
     use crate::simd::avx512::WgradTileArgs;
     assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
     let (oh, ow, co, ci) = (s.out_h(), s.out_w(), s.cout, s.cin);
@@ -591,7 +721,7 @@ fn backward_weight_direct(s: &ConvShape, x: &[f32], dy: &[f32], partials: &mut [
                 };
                 let dy_band = (img * oh + oy0) * ow * co;
                 with_tile(strip_rows * wp * ci, |strip| {
-                    fill_strip(s, x, img, (oy0 * s.stride) as isize - s.pad as isize, strip_rows, strip);
+                    fill_strip(s, x, t, img, (oy0 * s.stride) as isize - s.pad as isize, strip_rows, strip);
                     // The 3-wide kernel keeps three taps of accumulators plus a window of three
                     // dy vectors per channel vector: it fits the registers up to 48 channels.
                     if s.stride == 1 && s.kw == 3 && co <= 48 {
@@ -956,7 +1086,7 @@ mod tests {
             let w = random(s.weight_len(), &mut rng);
             for algo in algorithms() {
                 let mut y = vec![f32::NAN; s.output_len()];
-                conv2d_forward_with(algo, &s, &x, &w, &mut y, &mut Workspace::new());
+                conv2d_forward_with(algo, &s, &x, None, &w, &mut y, None, &mut Workspace::new());
                 assert_close(&y, &reference_forward(&s, &x, &w), &format!("{algo:?} {s:?}"));
             }
         }
@@ -977,7 +1107,7 @@ mod tests {
             let mut dx = vec![f32::NAN; s.input_len()];
             conv2d_backward_data_with(algo, &s, &g, &w, &mut dx, false, &mut ws);
             let mut dw = vec![f32::NAN; s.weight_len()];
-            conv2d_backward_weight_with(algo, &s, &x, &g, &mut dw, false, &mut ws);
+            conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw, false, &mut ws);
             let tol = 1e-4 * (1.0 + lhs.abs());
             assert!((dot(&x, &dx) - lhs).abs() < tol, "data adjoint {algo:?} {s:?}");
             assert!((dot(&w, &dw) - lhs).abs() < tol, "weight adjoint {algo:?} {s:?}");
@@ -987,7 +1117,7 @@ mod tests {
             let doubled: Vec<f32> = dx.iter().map(|v| 2.0 * v).collect();
             assert_close(&dx2, &doubled, "accumulated dx");
             let mut dw2 = dw.clone();
-            conv2d_backward_weight_with(algo, &s, &x, &g, &mut dw2, true, &mut ws);
+            conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw2, true, &mut ws);
             let doubled: Vec<f32> = dw.iter().map(|v| 2.0 * v).collect();
             assert_close(&dw2, &doubled, "accumulated dw");
             // Per-element check of dx against the reference (small shapes): dx = d<y,g>/dx.
@@ -1008,6 +1138,52 @@ mod tests {
                 *v = dot(&reference_forward(&s, &x, &e), &g) as f32;
             }
             assert_close(&dw, &want_dw, &format!("dw {s:?}"));
+        }
+    }
+
+    /// The fused input transform equals transforming first, the epilogue statistics equal the
+    /// sums of the output, and the weight gradient sees the transformed input too.
+    #[test]
+    fn input_transform_and_output_statistics() {
+        for (s, algo) in shapes().into_iter().flat_map(|s| algorithms().into_iter().map(move |a| (s, a))) {
+            let mut rng = Rng::new(4);
+            let x = random(s.input_len(), &mut rng);
+            let w = random(s.weight_len(), &mut rng);
+            let g = random(s.output_len(), &mut rng);
+            let scale = random(s.cin, &mut rng);
+            let shift = random(s.cin, &mut rng);
+            let tx: Vec<f32> =
+                x.iter().enumerate().map(|(i, v)| (v * scale[i % s.cin] + shift[i % s.cin]).max(0.0)).collect();
+            let t = InputTransform { scale: &scale, shift: &shift };
+            let mut ws = Workspace::new();
+            let mut y = vec![f32::NAN; s.output_len()];
+            let mut stats = vec![f64::NAN; 2 * s.cout];
+            conv2d_forward_with(algo, &s, &x, Some(t), &w, &mut y, Some(&mut stats), &mut ws);
+            assert_close(&y, &reference_forward(&s, &tx, &w), &format!("transformed {algo:?} {s:?}"));
+            for ch in 0..s.cout {
+                let col = y.iter().skip(ch).step_by(s.cout);
+                let (sum, sq) =
+                    col.fold((0.0f64, 0.0f64), |(a, b), &v| (a + f64::from(v), b + f64::from(v) * f64::from(v)));
+                assert!((stats[ch] - sum).abs() <= 1e-3 * (1.0 + sum.abs()), "sum {algo:?} {s:?}");
+                assert!((stats[s.cout + ch] - sq).abs() <= 1e-3 * (1.0 + sq), "sum of squares {algo:?} {s:?}");
+            }
+            let (mut dw, mut want) = (vec![0.0; s.weight_len()], vec![0.0; s.weight_len()]);
+            conv2d_backward_weight_with(algo, &s, &x, Some(t), &g, &mut dw, false, &mut ws);
+            conv2d_backward_weight_with(ConvAlgorithm::Im2colGemm, &s, &tx, None, &g, &mut want, false, &mut ws);
+            assert_close(&dw, &want, &format!("transformed dw {algo:?} {s:?}"));
+        }
+    }
+
+    #[test]
+    fn every_isa_version_of_the_transform_agrees() {
+        let mut rng = Rng::new(9);
+        let (x, a, b) = (random(7 * 13, &mut rng), random(13, &mut rng), random(13, &mut rng));
+        let mut want = vec![0.0; x.len()];
+        bn_relu_copy_on(Isa::Scalar, &x, &a, &b, &mut want);
+        for isa in simd::available() {
+            let mut got = vec![0.0; x.len()];
+            bn_relu_copy_on(isa, &x, &a, &b, &mut got);
+            assert_eq!(got, want, "{isa:?}");
         }
     }
 

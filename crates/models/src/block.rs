@@ -3,13 +3,19 @@
 //! shortcut, `y = relu(F(x))`.
 
 use crate::spec::{BlockKind, BlockPlan, ShortcutPlan, StridePlacement};
+use resnet_kernels::conv::InputTransform;
 use resnet_kernels::{elementwise, profile};
-use resnet_nn::ops::{BatchNorm2d, BatchNormMode, Conv2d, PadShortcut};
+use resnet_nn::ops::{BatchNorm2d, BatchNormMode, BnReluMask, Conv2d, PadShortcut};
 use resnet_nn::{Param, Tensor};
 
-/// A convolution followed by batch norm, keeping the two activations the backward pass needs:
-/// the convolution output `y` and the unit's output `z` (after ReLU, or after the residual
-/// addition and ReLU for the last unit of a block).
+/// A convolution followed by batch norm. It keeps the convolution output `y` (what batch norm
+/// and its backward pass read) and, when it is materialised, the unit's output `z` (after ReLU,
+/// or after the residual addition and ReLU for the last unit of a block).
+///
+/// Inside a block the output of a unit is not stored at all: the next unit's convolution
+/// applies this unit's batch norm and ReLU to `y` as it reads it ([`BatchNorm2d::transform`]),
+/// and the backward pass recomputes the ReLU mask from `y` in the same way. That saves writing
+/// and reading one activation per unit, and its memory.
 #[derive(Clone, Debug)]
 pub struct ConvBn {
     /// The convolution.
@@ -18,8 +24,20 @@ pub struct ConvBn {
     pub bn: BatchNorm2d,
     /// Convolution output (batch-norm input).
     pub y: Tensor,
-    /// Unit output.
+    /// Unit output, when materialised (empty otherwise).
     pub z: Tensor,
+    sums: Vec<f64>,
+}
+
+/// The ReLU after a unit, as its backward pass needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReluAfter {
+    /// No ReLU, or one whose gradient mask was already applied.
+    None,
+    /// A ReLU whose output is the unit's stored `z`.
+    Stored,
+    /// A ReLU fused into the next convolution (nothing stored).
+    Fused,
 }
 
 impl ConvBn {
@@ -30,31 +48,54 @@ impl ConvBn {
             bn: BatchNorm2d::new(bn, cout),
             y: Tensor::default(),
             z: Tensor::default(),
+            sums: Vec::new(),
         }
+    }
+
+    /// `y = conv(t(x))` and the batch norm's normalisation for `mode` (in training, from the
+    /// batch statistics the convolution gathers as it writes `y`). `t` is the previous unit's
+    /// fused batch norm and ReLU, if any.
+    pub fn convolve(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, mode: BatchNormMode) {
+        let train = mode == BatchNormMode::Train;
+        self.sums.resize(2 * self.conv.cout, 0.0);
+        self.conv.forward_fused(x, t, &mut self.y, train.then_some(&mut self.sums[..]));
+        let rows = self.y.len() / self.conv.cout;
+        self.bn.prepare(mode, train.then_some((&self.sums[..], rows)));
+    }
+
+    /// `z = act(bn(y) (+ residual))`.
+    pub fn materialize(&mut self, residual: Option<&[f32]>, relu: bool) {
+        self.bn.apply(&self.y, residual, relu, &mut self.z);
     }
 
     /// `z = act(bn(conv(x)) (+ residual))`.
     pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode, residual: Option<&[f32]>, relu: bool) {
-        self.conv.forward(x, &mut self.y);
-        self.bn.forward(&self.y, mode, residual, relu, &mut self.z);
+        self.convolve(x, None, mode);
+        self.materialize(residual, relu);
     }
 
-    /// Backward given the gradient `dz` of the unit output. `relu` says whether the forward pass
-    /// applied a ReLU whose mask must still be applied to `dz`. Uses `dy` (at least as long as the
-    /// convolution output) as scratch for the gradient of `y`, then writes (or adds) the input
-    /// gradient into `dx` when given.
+    /// Backward given the gradient `dz` of the unit output. Uses `dy` (at least as long as the
+    /// convolution output) as scratch for the gradient of `y`, then writes (or adds) the gradient
+    /// of the convolution's (transformed) input into `dx` when given.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
         x: &Tensor,
+        t: Option<InputTransform<'_>>,
         dz: &[f32],
-        relu: bool,
+        relu: ReluAfter,
         dy: &mut [f32],
         dx: Option<&mut [f32]>,
         accumulate: bool,
     ) {
         let dy = &mut dy[..self.y.len()];
-        self.bn.backward(&self.y, dz, relu.then_some(self.z.data()), dy, false);
-        self.conv.backward(x, dy, dx, accumulate);
+        let mask = match relu {
+            ReluAfter::None => BnReluMask::None,
+            ReluAfter::Stored => BnReluMask::Output(self.z.data()),
+            ReluAfter::Fused => BnReluMask::OwnAffine,
+        };
+        self.bn.backward(&self.y, dz, mask, dy, false);
+        self.conv.backward(x, t, dy, dx, accumulate);
     }
 
     fn for_each_param(&mut self, f: &mut dyn FnMut(&mut Param)) {
@@ -142,15 +183,11 @@ impl Block {
     /// `out = relu(F(x) + shortcut(x))`, or `relu(F(x))` for a plain block.
     pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode) {
         let last = self.units.len() - 1;
-        for i in 0..last {
+        for i in 0..=last {
             let (done, rest) = self.units.split_at_mut(i);
-            let input = if i == 0 { x } else { &done[i - 1].z };
-            rest[0].forward(input, mode, None, true);
+            let (input, t) = if i == 0 { (x, None) } else { (&done[i - 1].y, Some(done[i - 1].bn.transform())) };
+            rest[0].convolve(input, t, mode);
         }
-        let (done, rest) = self.units.split_at_mut(last);
-        let unit = &mut rest[0];
-        let input = if last == 0 { x } else { &done[last - 1].z };
-        unit.conv.forward(input, &mut unit.y);
         let residual: Option<&[f32]> = match &mut self.shortcut {
             ShortcutPath::None => None,
             ShortcutPath::Identity => Some(x.data()),
@@ -163,10 +200,11 @@ impl Block {
                 Some(p.z.data())
             }
         };
+        let unit = &mut self.units[last];
         if let Some(r) = residual {
             assert_eq!(r.len(), unit.y.len(), "{}: shortcut and residual branch shapes differ", self.name);
         }
-        unit.bn.forward(&unit.y, mode, residual, true, &mut unit.z);
+        unit.materialize(residual, true);
     }
 
     /// Backward of a training-mode forward on `x`. `d_out` is the gradient of the block output
@@ -188,13 +226,18 @@ impl Block {
         // output, and the unit writes its input's gradient into `next` (or `dx` for the first).
         for i in (0..=last).rev() {
             let (done, rest) = self.units.split_at_mut(i);
-            let input = if i == 0 { x } else { &done[i - 1].z };
+            let (input, t) = if i == 0 { (x, None) } else { (&done[i - 1].y, Some(done[i - 1].bn.transform())) };
             let unit = &mut rest[0];
-            let dz: &[f32] = if i == last { d_out } else { &cur[..unit.z.len()] };
-            // Without a shortcut the last ReLU's mask is still to apply; with one it was applied above.
-            let relu = i < last || !has_shortcut;
+            let dz: &[f32] = if i == last { d_out } else { &cur[..unit.y.len()] };
+            // Inner units' ReLUs were fused into the next convolution; the last one's mask is
+            // still to apply without a shortcut, and was applied above with one.
+            let relu = match (i < last, has_shortcut) {
+                (true, _) => ReluAfter::Fused,
+                (false, false) => ReluAfter::Stored,
+                (false, true) => ReluAfter::None,
+            };
             let target = if i == 0 { &mut *dx } else { &mut next[..input.len()] };
-            unit.backward(input, dz, relu, t1, Some(target), false);
+            unit.backward(input, t, dz, relu, t1, Some(target), false);
             std::mem::swap(&mut cur, &mut next);
         }
         match &mut self.shortcut {
@@ -204,7 +247,7 @@ impl Block {
                 elementwise::add_assign(dx, d_out)
             }
             ShortcutPath::Pad(op, _) => op.backward(x.shape(), d_out, dx, true),
-            ShortcutPath::Projection(p) => p.backward(x, d_out, false, t1, Some(dx), true),
+            ShortcutPath::Projection(p) => p.backward(x, None, d_out, ReluAfter::None, t1, Some(dx), true),
         }
     }
 

@@ -23,7 +23,7 @@ mod state_dict;
 mod summary;
 pub mod zoo;
 
-pub use block::{Block, ConvBn, ShortcutPath};
+pub use block::{Block, ConvBn, ReluAfter, ShortcutPath};
 pub use error::ModelError;
 pub use init::InitConfig;
 pub use resnet::{ResNet, StemLayers};

@@ -179,7 +179,7 @@ impl ResNet {
             None => &d_out[..stem.unit.z.len()],
         };
         // The input needs no gradient.
-        stem.unit.backward(x, dz, true, t1, None, false);
+        stem.unit.backward(x, None, dz, crate::block::ReluAfter::Stored, t1, None, false);
     }
 
     fn max_activation_len(&self) -> usize {

@@ -111,10 +111,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "gflops": gflops, "peak_rss_bytes": peak, "cpu": system::cpu_name(),
         });
         if args.profile {
-            v["profile"] = profile::report()
-                .iter()
-                .map(|(n, d, c)| serde_json::json!({"op": n, "seconds": d.as_secs_f64(), "calls": c}))
-                .collect();
+            let rows = |r: Vec<profile::Row>| -> serde_json::Value {
+                r.iter()
+                    .map(|r| serde_json::json!({"name": r.name, "ms_per_step": 1e3 * r.time.as_secs_f64() / args.steps as f64, "calls": r.calls}))
+                    .collect()
+            };
+            v["profile"] =
+                serde_json::json!({"by_operator": rows(profile::by_operator()), "by_layer": rows(profile::by_layer())});
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -132,25 +135,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("  peak RSS {:.1} MiB", p as f64 / (1024.0 * 1024.0));
     }
     if args.profile {
-        let rows = profile::report();
-        let sum: f64 = rows.iter().map(|r| r.1.as_secs_f64()).sum();
-        println!("\n  {:<24} {:>10} {:>8} {:>8}", "operator", "ms/step", "share", "calls");
-        for (name, d, calls) in rows {
-            let ms = 1e3 * d.as_secs_f64() / args.steps as f64;
+        let print = |title: &str, rows: Vec<profile::Row>| {
+            let sum: f64 = rows.iter().map(|r| r.time.as_secs_f64()).sum();
+            println!("\n  {:<28} {:>10} {:>8} {:>8}", title, "ms/step", "share", "calls");
+            for r in rows {
+                let secs = r.time.as_secs_f64();
+                println!(
+                    "  {:<28} {:>10.2} {:>7.1}% {:>8}",
+                    r.name,
+                    1e3 * secs / args.steps as f64,
+                    100.0 * secs / total,
+                    r.calls / args.steps as u64
+                );
+            }
             println!(
-                "  {:<24} {:>10.2} {:>7.1}% {:>8}",
-                name,
-                ms,
-                100.0 * d.as_secs_f64() / total,
-                calls / args.steps as u64
+                "  {:<28} {:>10.2} {:>7.1}%",
+                "(unattributed)",
+                1e3 * (total - sum) / args.steps as f64,
+                100.0 * (total - sum) / total
             );
-        }
-        println!(
-            "  {:<24} {:>10.2} {:>7.1}%",
-            "(unattributed)",
-            1e3 * (total - sum) / args.steps as f64,
-            100.0 * (total - sum) / total
-        );
+        };
+        print("operator", profile::by_operator());
+        print("layer", profile::by_layer());
     }
     Ok(())
 }

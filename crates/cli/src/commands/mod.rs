@@ -1,8 +1,18 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod data;
+pub mod download;
+pub mod eval;
+pub mod experiment;
+pub mod export;
+pub mod import;
 pub mod info;
 pub mod models;
+pub mod predict;
+pub mod progress;
+pub mod train;
+pub mod weights;
 
 use clap::Args as ClapArgs;
 use resnet_models::zoo::{self, ModelOptions};

@@ -6,7 +6,8 @@
 //! which is exactly the end of a residual block (Fig. 2 of the paper).
 
 use crate::{Param, ParamKind, Tensor};
-use resnet_kernels::batch_norm as kernel;
+use resnet_kernels::batch_norm::{self as kernel, ReluMask};
+use resnet_kernels::conv::InputTransform;
 use resnet_kernels::{profile, Workspace};
 
 /// Which statistics normalise the batch.
@@ -16,6 +17,18 @@ pub enum BatchNormMode {
     Train,
     /// Running estimates; nothing is updated.
     Eval,
+}
+
+/// The ReLU that followed a batch norm in the forward pass, as its backward pass needs to know.
+#[derive(Clone, Copy, Debug)]
+pub enum BnReluMask<'a> {
+    /// No ReLU.
+    None,
+    /// A ReLU whose output (the layer's output) is this tensor.
+    Output(&'a [f32]),
+    /// A ReLU of this layer's own normalised output, which was never stored (the next
+    /// convolution applied both as an input transform).
+    OwnAffine,
 }
 
 /// A batch-norm layer over the channel axis.
@@ -99,51 +112,93 @@ impl BatchNorm2d {
     /// # Panics
     /// If the channel count is wrong, or training on a single value per channel.
     pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode, residual: Option<&[f32]>, relu: bool, y: &mut Tensor) {
-        let _p = profile::scope("batch norm forward");
         let c = self.channels();
         assert_eq!(x.c(), c, "{}: input has {} channels, layer has {c}", self.weight.name, x.c());
         if mode == BatchNormMode::Train {
-            let rows = x.len() / c;
-            assert!(rows > 1, "{}: batch norm needs more than one value per channel to train", self.weight.name);
+            let _p = profile::layer_scope("batch norm statistics", &self.weight.name);
             let mut var = std::mem::take(&mut self.scale);
             kernel::channel_mean_var(x.data(), c, &mut self.mean, &mut var, &mut self.ws);
-            let unbias = rows as f32 / (rows - 1) as f32;
-            let m = self.momentum;
-            for ch in 0..c {
-                self.rstd[ch] = 1.0 / (var[ch] + self.eps).sqrt();
-                self.running_mean[ch] = (1.0 - m) * self.running_mean[ch] + m * self.mean[ch];
-                self.running_var[ch] = (1.0 - m) * self.running_var[ch] + m * var[ch] * unbias;
-            }
-            self.num_batches_tracked += 1;
+            self.use_batch_statistics(&var, x.len() / c);
+            self.scale = var;
+        }
+        self.prepare(mode, None);
+        self.apply(x, residual, relu, y);
+    }
+
+    /// Fixes the normalisation for the next [`BatchNorm2d::apply`] (and for [`Self::transform`]).
+    /// In [`BatchNormMode::Train`], `batch` gives the per-channel sums of the batch
+    /// (`[2 * c]`, as a convolution's forward pass returns them) and its row count, and the
+    /// running estimates are updated; without it, the last batch's statistics are reused. In
+    /// [`BatchNormMode::Eval`] the running estimates are used.
+    ///
+    /// # Panics
+    /// If training on a single value per channel.
+    pub fn prepare(&mut self, mode: BatchNormMode, batch: Option<(&[f64], usize)>) {
+        if let (BatchNormMode::Train, Some((sums, rows))) = (mode, batch) {
+            let mut var = std::mem::take(&mut self.scale);
+            kernel::mean_var_from_sums(sums, rows, &mut self.mean, &mut var);
+            self.use_batch_statistics(&var, rows);
             self.scale = var;
         }
         let (mut scale, mut shift) = (std::mem::take(&mut self.scale), std::mem::take(&mut self.shift));
         self.affine_into(mode, &mut scale, &mut shift);
-        y.reshape_for(x.shape());
-        kernel::scale_shift_act(x.data(), c, &scale, &shift, residual, relu, y.data_mut());
         self.scale = scale;
         self.shift = shift;
     }
 
+    /// Takes `self.mean` and `var` as the batch statistics of `rows` rows: sets `rstd` and moves
+    /// the running estimates (unbiased variance, momentum `self.momentum`).
+    fn use_batch_statistics(&mut self, var: &[f32], rows: usize) {
+        assert!(rows > 1, "{}: batch norm needs more than one value per channel to train", self.weight.name);
+        let unbias = rows as f32 / (rows - 1) as f32;
+        let m = self.momentum;
+        for ch in 0..self.channels() {
+            self.rstd[ch] = 1.0 / (var[ch] + self.eps).sqrt();
+            self.running_mean[ch] = (1.0 - m) * self.running_mean[ch] + m * self.mean[ch];
+            self.running_var[ch] = (1.0 - m) * self.running_var[ch] + m * var[ch] * unbias;
+        }
+        self.num_batches_tracked += 1;
+    }
+
+    /// `y = x * scale + shift (+ residual)`, then ReLU if `relu`, with the normalisation fixed
+    /// by the last [`Self::prepare`] or [`Self::forward`].
+    pub fn apply(&self, x: &Tensor, residual: Option<&[f32]>, relu: bool, y: &mut Tensor) {
+        let _p = profile::layer_scope("batch norm apply", &self.weight.name);
+        y.reshape_for(x.shape());
+        kernel::scale_shift_act(x.data(), self.channels(), &self.scale, &self.shift, residual, relu, y.data_mut());
+    }
+
+    /// The normalisation fixed by the last [`Self::prepare`] or [`Self::forward`], followed by a
+    /// ReLU, as a transform the next convolution applies to its input.
+    pub fn transform(&self) -> InputTransform<'_> {
+        InputTransform { scale: &self.scale, shift: &self.shift }
+    }
+
     /// Backward of a training-mode forward pass on `x`. In the forward pass:
     /// `y = act(gamma * xhat + beta (+ r))` with `xhat = (x - mean) * rstd` over the batch.
-    /// With `g = dy * [relu_out > 0]` (or `dy` without ReLU): adds `sum(g)` to `bias.grad` and
-    /// `sum(g * xhat)` to `weight.grad`, and writes (or adds) into `dx`
+    /// With `g = dy` masked by the ReLU (see [`ReluMask`]; [`ReluMask::Affine`] means this
+    /// layer's own normalisation, when its output was never stored): adds `sum(g)` to
+    /// `bias.grad` and `sum(g * xhat)` to `weight.grad`, and writes (or adds) into `dx`
     /// `gamma * rstd * (g - mean(g) - xhat * mean(g * xhat))`. The residual's gradient is `g`
     /// itself, which the caller takes from [`crate::ops::relu_backward`].
     ///
     /// # Shapes
-    /// `x, dy, relu_out, dx: [n, h, w, c]`.
-    pub fn backward(&mut self, x: &Tensor, dy: &[f32], relu_out: Option<&[f32]>, dx: &mut [f32], accumulate: bool) {
-        let _p = profile::scope("batch norm backward");
+    /// `x, dy, dx, the mask's output: [n, h, w, c]`.
+    pub fn backward(&mut self, x: &Tensor, dy: &[f32], mask: BnReluMask<'_>, dx: &mut [f32], accumulate: bool) {
+        let _p = profile::layer_scope("batch norm backward", &self.weight.name);
         let c = self.channels();
+        let mask = match mask {
+            BnReluMask::None => ReluMask::None,
+            BnReluMask::Output(z) => ReluMask::Output(z),
+            BnReluMask::OwnAffine => ReluMask::Affine { scale: &self.scale, shift: &self.shift },
+        };
         kernel::backward_sums(
             x.data(),
             c,
             &self.mean,
             &self.rstd,
             dy,
-            relu_out,
+            mask,
             &mut self.sum_g,
             &mut self.sum_g_xhat,
             &mut self.ws,
@@ -159,7 +214,7 @@ impl BatchNorm2d {
             &self.rstd,
             &self.weight.value,
             dy,
-            relu_out,
+            mask,
             &self.sum_g,
             &self.sum_g_xhat,
             dx,
@@ -203,7 +258,8 @@ mod tests {
             let mut tmp = Tensor::default();
             trained.forward(&x, BatchNormMode::Train, res, relu, &mut tmp);
             let mut dx = vec![0.0; x.len()];
-            trained.backward(&x, &r, relu.then_some(y.data()), &mut dx, false);
+            let mask = if relu { BnReluMask::Output(y.data()) } else { BnReluMask::None };
+            trained.backward(&x, &r, mask, &mut dx, false);
             let tol = Tolerance { eps: 1e-3, rel: 5e-3, abs: 5e-4, ..Tolerance::default() };
             check_gradient("bn dx", x.data(), &dx, tol, |xv| {
                 weighted_sum(run(&bn, &Tensor::from_vec(x.shape(), xv.to_vec()), res, relu).data(), &r)
@@ -225,6 +281,38 @@ mod tests {
                     weighted_sum(run(&bn, &x, Some(rv), relu).data(), &r)
                 });
             }
+        }
+    }
+
+    /// The fused path (statistics from the convolution's sums, ReLU mask from the layer's own
+    /// affine) gives what the unfused path gives.
+    #[test]
+    fn fused_statistics_and_own_affine_mask_match_the_plain_path() {
+        let mut x = Tensor::zeros([2, 3, 3, 3]);
+        randomize(x.data_mut(), 21);
+        let c = 3;
+        let mut sums = vec![0.0f64; 2 * c];
+        for (i, v) in x.data().iter().enumerate() {
+            sums[i % c] += f64::from(*v);
+            sums[c + i % c] += f64::from(*v) * f64::from(*v);
+        }
+        let (mut a, mut b) = (layer(), layer());
+        let (mut ya, mut yb) = (Tensor::default(), Tensor::default());
+        a.forward(&x, BatchNormMode::Train, None, true, &mut ya);
+        b.prepare(BatchNormMode::Train, Some((&sums, x.len() / c)));
+        b.apply(&x, None, true, &mut yb);
+        for (p, q) in ya.data().iter().zip(yb.data()) {
+            assert!((p - q).abs() < 1e-5);
+        }
+        for (p, q) in a.running_var.iter().zip(&b.running_var) {
+            assert!((p - q).abs() < 1e-6);
+        }
+        let r = probe(x.len(), 22);
+        let (mut da, mut db) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        a.backward(&x, &r, BnReluMask::Output(ya.data()), &mut da, false);
+        b.backward(&x, &r, BnReluMask::OwnAffine, &mut db, false);
+        for (p, q) in da.iter().zip(&db) {
+            assert!((p - q).abs() < 1e-5);
         }
     }
 

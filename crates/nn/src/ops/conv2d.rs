@@ -2,7 +2,7 @@
 //! shift makes a bias redundant; He et al. 2015, Section 3.4).
 
 use crate::{Param, ParamKind, Tensor};
-use resnet_kernels::conv::{self, ConvShape};
+use resnet_kernels::conv::{self, ConvAlgorithm, ConvShape, InputTransform};
 use resnet_kernels::{profile, Workspace};
 
 /// A square-kernel convolution layer.
@@ -70,22 +70,52 @@ impl Conv2d {
     /// # Shapes
     /// `x: [n, h, w, cin]` -> `y: [n, oh, ow, cout]`.
     pub fn forward(&mut self, x: &Tensor, y: &mut Tensor) {
-        let s = self.shape_for(x.shape());
-        y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
-        let _p = profile::scope("conv forward");
-        conv::conv2d_forward(&s, x.data(), &self.weight.value, y.data_mut(), &mut self.ws);
+        self.forward_fused(x, None, y, None);
     }
 
-    /// In the forward pass: `y = conv(x, w)`. Adds `dL/dw = im2col(x)^T dy` into
-    /// `weight.grad`, and writes (or adds, when `accumulate`) `dL/dx = conv^T(dy, w)` into `dx`
-    /// when it is given.
-    pub fn backward(&mut self, x: &Tensor, dy: &[f32], dx: Option<&mut [f32]>, accumulate: bool) {
+    /// `y = conv(t(x), weight)` where `t`, when given, is the batch norm and ReLU of the layer
+    /// before, applied as the input is read (so their output need not exist). When `stats` is
+    /// given it receives the per-channel sums of `y` (`[2 * cout]`: sums, then sums of squares),
+    /// which is what the batch norm after this layer needs.
+    pub fn forward_fused(
+        &mut self,
+        x: &Tensor,
+        t: Option<InputTransform<'_>>,
+        y: &mut Tensor,
+        stats: Option<&mut [f64]>,
+    ) {
         let s = self.shape_for(x.shape());
-        let p = profile::scope("conv backward weight");
-        conv::conv2d_backward_weight(&s, x.data(), dy, &mut self.weight.grad, true, &mut self.ws);
+        y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
+        let _p = profile::layer_scope("conv forward", &self.weight.name);
+        conv::conv2d_forward_with(
+            ConvAlgorithm::preferred(),
+            &s,
+            x.data(),
+            t,
+            &self.weight.value,
+            y.data_mut(),
+            stats,
+            &mut self.ws,
+        );
+    }
+
+    /// In the forward pass: `y = conv(t(x), w)`. Adds `dL/dw = im2col(t(x))^T dy` into
+    /// `weight.grad`, and writes (or adds, when `accumulate`) `dL/dt(x) = conv^T(dy, w)` into
+    /// `dx` when it is given (the gradient of the transformed input: the layer before owns `t`).
+    pub fn backward(
+        &mut self,
+        x: &Tensor,
+        t: Option<InputTransform<'_>>,
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        accumulate: bool,
+    ) {
+        let s = self.shape_for(x.shape());
+        let p = profile::layer_scope("conv backward weight", &self.weight.name);
+        conv::conv2d_backward_weight(&s, x.data(), t, dy, &mut self.weight.grad, true, &mut self.ws);
         drop(p);
         if let Some(dx) = dx {
-            let _p = profile::scope("conv backward data");
+            let _p = profile::layer_scope("conv backward data", &self.weight.name);
             conv::conv2d_backward_data(&s, dy, &self.weight.value, dx, accumulate, &mut self.ws);
         }
     }
@@ -119,7 +149,7 @@ mod tests {
             let r = probe(run(&layer, &x).len(), 3);
             let mut dx = vec![0.0; x.len()];
             let mut l = layer.clone();
-            l.backward(&x, &r, Some(&mut dx), false);
+            l.backward(&x, None, &r, Some(&mut dx), false);
             let tol = Tolerance::default();
             check_gradient("conv dx", x.data(), &dx, tol, |xv| {
                 weighted_sum(run(&layer, &Tensor::from_vec(x.shape(), xv.to_vec())).data(), &r)
@@ -130,5 +160,35 @@ mod tests {
                 weighted_sum(run(&m, &x).data(), &r)
             });
         }
+    }
+
+    /// With an input transform t (BN + ReLU of the layer before): the weight gradient is taken
+    /// through t(x), and the input gradient is that of t(x).
+    #[test]
+    fn fused_input_transform_gradients() {
+        let mut layer = Conv2d::new("conv", 3, 4, 3, 1, 1);
+        randomize(&mut layer.weight.value, 5);
+        let mut x = Tensor::zeros([2, 5, 5, 3]);
+        randomize(x.data_mut(), 6);
+        let (scale, shift) = (vec![1.5, -0.5, 0.8], vec![0.1, 0.2, -0.3]);
+        let t = InputTransform { scale: &scale, shift: &shift };
+        let tx = Tensor::from_vec(
+            x.shape(),
+            x.data().iter().enumerate().map(|(i, v)| (v * scale[i % 3] + shift[i % 3]).max(0.0)).collect(),
+        );
+        let (mut y1, mut y2) = (Tensor::default(), Tensor::default());
+        let mut stats = vec![0.0; 8];
+        layer.clone().forward_fused(&x, Some(t), &mut y1, Some(&mut stats));
+        layer.clone().forward(&tx, &mut y2);
+        assert_eq!(y1, y2);
+        let sum0: f64 = y1.data().iter().step_by(4).map(|v| f64::from(*v)).sum();
+        assert!((stats[0] - sum0).abs() < 1e-3);
+        let r = probe(y1.len(), 7);
+        let (mut a, mut b) = (layer.clone(), layer.clone());
+        a.weight.zero_grad();
+        b.weight.zero_grad();
+        a.backward(&x, Some(t), &r, None, false);
+        b.backward(&tx, None, &r, None, false);
+        assert_eq!(a.weight.grad, b.weight.grad);
     }
 }

@@ -34,7 +34,7 @@ impl Linear {
     /// # Shapes
     /// `x: [n, 1, 1, in]` (or any `[n, .., in]` flattened to `in` per sample) -> `y: [n, 1, 1, out]`.
     pub fn forward(&self, x: &Tensor, y: &mut Tensor) {
-        let _p = profile::scope("fc forward");
+        let _p = profile::layer_scope("fc forward", &self.weight.name);
         let (n, i, o) = (x.n(), self.inputs(), self.outputs());
         assert_eq!(x.len(), n * i, "{}: input is not [{n}, {i}]", self.weight.name);
         y.reshape_for([n, 1, 1, o]);
@@ -48,7 +48,7 @@ impl Linear {
     /// In the forward pass: `y = x W^T + b`. Adds `dW = dy^T x` and `db = sum_n dy` into the
     /// gradients and writes (or adds) `dx = dy W`.
     pub fn backward(&mut self, x: &Tensor, dy: &[f32], dx: Option<&mut [f32]>, accumulate: bool) {
-        let _p = profile::scope("fc backward");
+        let _p = profile::layer_scope("fc backward", &self.weight.name);
         let (n, i, o) = (x.n(), self.inputs(), self.outputs());
         let g = MatRef::row_major(dy, n, o);
         matmul(

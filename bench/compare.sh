@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Side-by-side throughput of `resnet bench` and PyTorch on this machine, in one sitting, runs
+# alternating (absolute times drift between runs; ratios measured together do not).
+#
+#   PYTHON=../torchenv/bin/python bench/compare.sh [ROUNDS] [CONFIG...]
+#
+# Prints, per configuration: our median images/s, PyTorch's (fp32 NCHW, fp32 channels-last, and
+# bf16 autocast), and the ratio to the best PyTorch fp32. Also writes bench/last-compare.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+ROUNDS="${1:-3}"
+shift || true
+CONFIGS=("$@")
+[ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(train-resnet20 train-resnet56 train-resnet110 infer-resnet20 infer-resnet50-b16 infer-resnet50-b1)
+THREADS="${THREADS:-2}"
+cargo build --release -q -p resnet-cli
+BIN=target/release/resnet
+ours_args() {
+  case "$1" in
+    train-resnet20) echo "--model resnet20 --batch 128 --mode train" ;;
+    train-resnet56) echo "--model resnet56 --batch 128 --mode train --steps 10" ;;
+    train-resnet110) echo "--model resnet110 --batch 128 --mode train --steps 5" ;;
+    infer-resnet20) echo "--model resnet20 --batch 256 --mode infer" ;;
+    infer-resnet50-b16) echo "--model resnet50-v1.5 --batch 16 --mode infer --steps 5" ;;
+    infer-resnet50-b1) echo "--model resnet50-v1.5 --batch 1 --mode infer --steps 20" ;;
+    *) echo "unknown configuration $1" >&2; exit 2 ;;
+  esac
+}
+torch_steps() {
+  case "$1" in
+    train-resnet110) echo 4 ;; infer-resnet50-b16) echo 4 ;; infer-resnet50-b1) echo 20 ;; *) echo 10 ;;
+  esac
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+json="["
+printf "%-20s %10s %10s %10s %10s %8s\n" config ours torch-fp32 torch-cl torch-bf16 ratio
+for cfg in "${CONFIGS[@]}"; do
+  ours=(); fp=(); cl=(); bf=()
+  for _ in $(seq "$ROUNDS"); do
+    ours+=("$($BIN --threads "$THREADS" bench $(ours_args "$cfg") --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])')")
+    for mode in fp32 fp32-cl bf16; do
+      v=$("$PYTHON" bench/pytorch_reference.py "$cfg" "$mode" --steps "$(torch_steps "$cfg")" --threads "$THREADS" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])')
+      case $mode in fp32) fp+=("$v") ;; fp32-cl) cl+=("$v") ;; bf16) bf+=("$v") ;; esac
+    done
+  done
+  o=$(printf "%s\n" "${ours[@]}" | median); f=$(printf "%s\n" "${fp[@]}" | median)
+  c=$(printf "%s\n" "${cl[@]}" | median); b=$(printf "%s\n" "${bf[@]}" | median)
+  best=$(printf "%s\n%s\n" "$f" "$c" | sort -g | tail -1)
+  ratio=$(awk -v o="$o" -v b="$best" 'BEGIN {printf "%.2f", o / b}')
+  printf "%-20s %10.1f %10.1f %10.1f %10.1f %7sx\n" "$cfg" "$o" "$f" "$c" "$b" "$ratio"
+  json+="{\"config\":\"$cfg\",\"ours\":$o,\"torch_fp32\":$f,\"torch_fp32_cl\":$c,\"torch_bf16\":$b,\"ratio_vs_best_fp32\":$ratio},"
+done
+json="${json%,}]"
+echo "$json" > bench/last-compare.json
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $THREADS threads, $(date -u +%Y-%m-%d)"

@@ -1,0 +1,136 @@
+//! `resnet experiment degradation|responses|shortcuts`: the paper's experiments, resumable and
+//! splittable into parts.
+
+use super::progress::EpochBars;
+use super::train;
+use anyhow::Context;
+use resnet_data::{DatasetKind, OpenOptions, SyntheticConfig};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The experiments.
+#[derive(clap::Subcommand, Debug)]
+pub enum Experiment {
+    /// Plain vs residual nets of several depths (Fig. 6).
+    Degradation(DegradationArgs),
+    /// Std of each 3x3 layer's response, plain vs residual (Fig. 7).
+    Responses(ResponsesArgs),
+    /// Shortcut options A, B, C on one network (Table 3).
+    Shortcuts(ShortcutsArgs),
+}
+
+/// Arguments of `resnet experiment degradation`.
+#[derive(clap::Args, Debug)]
+pub struct DegradationArgs {
+    /// CIFAR depths (6n+2).
+    #[arg(long, value_delimiter = ',', default_value = "20,32,44,56")]
+    depths: Vec<usize>,
+    /// Train only these networks now (e.g. plain56,resnet56); the rest can follow later.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// The training recipe and its overrides (as `resnet train`); --out is the experiment's
+    /// directory (default runs/degradation), one subdirectory per network.
+    #[command(flatten)]
+    train: train::Args,
+}
+
+/// Arguments of `resnet experiment shortcuts`.
+#[derive(clap::Args, Debug)]
+pub struct ShortcutsArgs {
+    /// Train only these options now (A, B, C).
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// The training recipe and its overrides (as `resnet train`); --model picks the network,
+    /// --out is the experiment's directory (default runs/shortcuts).
+    #[command(flatten)]
+    train: train::Args,
+}
+
+/// Arguments of `resnet experiment responses`.
+#[derive(clap::Args, Debug)]
+pub struct ResponsesArgs {
+    /// Checkpoints of the networks to compare.
+    #[arg(long, value_delimiter = ',', required = true)]
+    checkpoints: Vec<PathBuf>,
+    /// Dataset whose test split is fed through the networks.
+    #[arg(long)]
+    dataset: String,
+    /// Dataset location.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Synthetic dataset: images per split and side (must match training).
+    #[arg(long, num_args = 3, value_names = ["TRAIN", "TEST", "SIZE"])]
+    synthetic: Option<Vec<usize>>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 200)]
+    batch_size: usize,
+    /// Output directory.
+    #[arg(long, default_value = "runs/responses")]
+    out: PathBuf,
+}
+
+/// The experiment directory: `--out`, else `default`. Parts resume by themselves, so `--resume`
+/// has no meaning here.
+fn experiment_dir(t: &train::Args, default: &str) -> anyhow::Result<PathBuf> {
+    if t.resume.is_some() {
+        anyhow::bail!(
+            "experiments resume their unfinished parts by themselves: run the same command again instead of --resume"
+        );
+    }
+    Ok(t.out.clone().unwrap_or_else(|| PathBuf::from(default)))
+}
+
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing the step and writing a checkpoint (Ctrl-C again to quit at once)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+pub fn run(e: Experiment) -> anyhow::Result<()> {
+    match e {
+        Experiment::Degradation(a) => {
+            let base = train::config_from(&a.train)?;
+            let out = experiment_dir(&a.train, "runs/degradation")?;
+            let stop = stop_flag()?;
+            let mut bars = EpochBars::new(a.train.quiet);
+            let report = resnet_experiments::degradation(&a.depths, &base, &out, a.only.as_deref(), &stop, &mut bars)?;
+            bars.finish();
+            println!("{}", report.table);
+            println!("figure: {}  {}", out.join("degradation.png").display(), out.join("degradation.svg").display());
+            println!("curves: {}", out.join("degradation.csv").display());
+            if !report.complete {
+                println!("not every network has finished; run the same command again to continue");
+            }
+        }
+        Experiment::Shortcuts(a) => {
+            let base = train::config_from(&a.train)?;
+            let out = experiment_dir(&a.train, "runs/shortcuts")?;
+            let stop = stop_flag()?;
+            let mut bars = EpochBars::new(a.train.quiet);
+            let report = resnet_experiments::shortcuts(&base, &out, a.only.as_deref(), &stop, &mut bars)?;
+            bars.finish();
+            println!("{}", report.table);
+        }
+        Experiment::Responses(a) => {
+            let kind: DatasetKind = a.dataset.parse().map_err(anyhow::Error::msg)?;
+            let mut synthetic = SyntheticConfig::default();
+            if let Some(s) = &a.synthetic {
+                (synthetic.train, synthetic.test, synthetic.size) = (s[0], s[1], s[2]);
+            }
+            let opts = OpenOptions { synthetic, ..OpenOptions::default() };
+            let report =
+                resnet_experiments::responses(&a.checkpoints, kind, a.data.as_deref(), &opts, a.batch_size, &a.out)?;
+            println!("{}", report.table);
+            println!("figure: {}  {}", a.out.join("responses.png").display(), a.out.join("responses.svg").display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `resnet predict`: the top-k classes of image files, with probabilities.
+
+use super::weights::WeightsArgs;
+use resnet_data::{prepare_views, read_image};
+use resnet_models::BatchNormMode;
+use resnet_nn::ops::softmax_rows;
+use resnet_nn::Tensor;
+use std::path::PathBuf;
+
+/// Arguments of `resnet predict`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The network.
+    #[command(flatten)]
+    source: WeightsArgs,
+    /// Image files (JPEG or PNG).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Classes to list per image.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Print JSON: a list of {"image", "predictions": [{"index", "label", "probability"}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (ckpt, path) = args.source.load()?;
+    let mut net = ckpt.network(&path)?;
+    let pre = &ckpt.preprocess;
+    let k = ckpt.classes.len();
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for image in &args.images {
+        let prepared = read_image(image, pre.channels)
+            .and_then(|img| prepare_views(&img, &pre.eval_view, &pre.normalize, pre.input_size));
+        let (x, shape) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let views = shape[0];
+        let logits = net.forward(&Tensor::from_vec(shape, x), BatchNormMode::Eval);
+        let mut probs = vec![0.0; logits.len()];
+        softmax_rows(logits.data(), k, &mut probs);
+        // Multi-view presets average the views' softmax outputs, as evaluation does.
+        let mut mean = vec![0.0f64; k];
+        for row in probs.chunks_exact(k) {
+            mean.iter_mut().zip(row).for_each(|(m, p)| *m += f64::from(*p) / views as f64);
+        }
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&a, &b| mean[b].total_cmp(&mean[a]).then(a.cmp(&b)));
+        let top: Vec<serde_json::Value> = order
+            .iter()
+            .take(args.top.max(1))
+            .map(|&i| serde_json::json!({"index": i, "label": ckpt.classes[i], "probability": mean[i]}))
+            .collect();
+        if !args.json {
+            println!("{}", image.display());
+            for p in &top {
+                println!(
+                    "  {:>6.2}%  {} ({})",
+                    100.0 * p["probability"].as_f64().unwrap_or(0.0),
+                    p["label"].as_str().unwrap_or_default(),
+                    p["index"]
+                );
+            }
+        }
+        results.push(serde_json::json!({"image": image, "predictions": top}));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} image(s) could not be read", args.images.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The real HTTP path of `download`, against a server on 127.0.0.1 that this test starts and
+//! that serves a generated archive. No other address is contacted.
+
+use crate::common::*;
+use resnet_data::{download, download_from, fetch_verified, open, DataError, DatasetKind, OpenOptions};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// Serves `files` (path, bytes) on 127.0.0.1 for at most `requests` requests or 30 seconds.
+fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut served = 0;
+        while served < requests && Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            served += 1;
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&req).lines().next().unwrap_or_default().to_string();
+            let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let head =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let _ = s.write_all(head.as_bytes());
+                    let _ = s.write_all(body);
+                }
+                None => {
+                    let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cifar_archive() -> Vec<u8> {
+    let mut files: Vec<(String, Vec<u8>)> =
+        (1..=5).map(|b| (format!("data_batch_{b}.bin"), cifar10_file(&[b, 0]))).collect();
+    files.push(("test_batch.bin".into(), cifar10_file(&[7])));
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    tar_gz("cifar-10-batches-bin", &refs)
+}
+
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+#[test]
+fn verified_fetch_writes_the_file_and_it_opens() {
+    let archive = cifar_archive();
+    let base = serve(vec![("/cifar-10-binary.tar.gz".into(), archive.clone())], 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("cifar-10-binary.tar.gz");
+    let mut last = (0, None);
+    fetch_verified(&format!("{base}/cifar-10-binary.tar.gz"), &dest, &md5_hex(&archive), &mut |d, t| last = (d, t))
+        .unwrap();
+    assert_eq!(last, (archive.len() as u64, Some(archive.len() as u64)));
+    assert_eq!(std::fs::read(&dest).unwrap(), archive);
+    assert_eq!(leftovers(tmp.path()), vec!["cifar-10-binary.tar.gz"], "no temporary file left");
+    let s = open(DatasetKind::Cifar10, Some(tmp.path()), &OpenOptions::default()).unwrap();
+    assert_eq!((s.train.len(), s.test.len()), (10, 1));
+}
+
+#[test]
+fn a_file_that_does_not_match_the_published_md5_is_discarded() {
+    let base = serve(vec![("/cifar-10-binary.tar.gz".into(), cifar_archive())], 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let e = download_from("cifar10", tmp.path(), Some(&base), &mut |_, _| {}).unwrap_err();
+    match &e {
+        DataError::Checksum { expected, actual, .. } => {
+            assert_eq!(expected, "c32a1d4ab5d03f1284b67883e8d87530", "CIFAR-10's published md5");
+            assert_eq!(actual, &md5_hex(&cifar_archive()));
+        }
+        other => panic!("expected a checksum error, got {other}"),
+    }
+    assert!(e.to_string().contains(&base), "{e}");
+    assert!(leftovers(tmp.path()).is_empty(), "neither the file nor its temporary copy is kept");
+}
+
+#[test]
+fn base_address_from_the_environment_and_missing_files() {
+    // The variable is set only in a child process running this same test, so that no other
+    // test thread ever sees it (setting the environment of a threaded process is racy).
+    const CHILD: &str = "RESNET_DATA_DOWNLOAD_TEST_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let base = serve(vec![], 1);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["download::base_address_from_the_environment_and_missing_files", "--exact", "--nocapture"])
+            .env(CHILD, "1")
+            .env(resnet_data::DOWNLOAD_BASE_ENV, &base)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("child checked the download error"), "the child did not run the check: {stdout}");
+        return;
+    }
+    let base = std::env::var(resnet_data::DOWNLOAD_BASE_ENV).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let e = download("fashion-mnist", tmp.path(), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains(&format!("{base}/train-images-idx3-ubyte.gz")) && e.contains("404"), "{e}");
+    assert!(e.contains("by hand") && e.contains("fashion-mnist"), "{e}");
+    assert!(leftovers(&tmp.path().join("fashion-mnist")).is_empty());
+    println!("child checked the download error");
+}
+
+#[test]
+fn offline_fails_fast_saying_where_to_put_the_files() {
+    // Nothing listens on this port: the connection is refused at once, as offline.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let e = download_from("mnist", tmp.path(), Some(&format!("http://127.0.0.1:{port}")), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    let target = tmp.path().join("mnist");
+    assert!(e.contains("download failed"), "{e}");
+    assert!(e.contains("train-images-idx3-ubyte.gz") && e.contains("f68b3c2dcbeaaa9fbdd348bbdeb94873"), "{e}");
+    assert!(e.contains(&target.display().to_string()) && e.contains("by hand"), "{e}");
+    let e = download_from("imagenet", tmp.path(), None, &mut |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("cifar10, cifar100, mnist, fashion-mnist"), "{e}");
+}

@@ -1,0 +1,8 @@
+//! Integration tests of `resnet-data`, one binary (see STYLE.md).
+
+mod bad_input;
+mod cifar10_jpg;
+mod common;
+mod download;
+mod formats;
+mod loader;

@@ -1,0 +1,319 @@
+//! ONNX export of any network of the zoo, in eval mode.
+//!
+//! The graph takes `input`, NCHW `float` `[batch, channels, height, width]` with a symbolic
+//! `batch` (and, unless fixed by [`OnnxOptions::input_size`], symbolic `height` and `width`),
+//! and returns `logits`, `[batch, classes]`. Every layer of He et al. 2015 maps to one standard
+//! operator of opset [`OPSET`]:
+//! - convolution + batch norm (Section 3.4): `Conv` (no bias) then `BatchNormalization` with the
+//!   running statistics. Batch norm is kept as its own node rather than folded into the
+//!   convolution, so the file holds exactly the state dict's tensors and numbers; runtimes fuse
+//!   the pair themselves.
+//! - `Relu`; the residual addition `y = F(x) + x` (Eq. 1) is `Add` then `Relu`.
+//! - shortcut option B/C projections (Eq. 2): `Conv` 1x1 with the block's stride + batch norm.
+//! - shortcut option A (Section 3.3): `Slice` with steps 2 on height and width (when the block
+//!   subsamples), then `Pad` of the channels with zeros, `(cout - cin) / 2` before, the rest after.
+//! - ImageNet stem's 3x3/2 `MaxPool`; then `GlobalAveragePool`, `Flatten`, `Gemm` (`fc`).
+//!
+//! Initializer names are torchvision's state-dict keys (`layer1.0.conv1.weight`), nodes are
+//! named after their layers (`layer1.0.conv1`).
+
+pub mod proto;
+
+use crate::fsutil;
+use crate::InteropError;
+use proto::*;
+use resnet_models::{Block, ConvBn, NamedTensor, ResNet, ShortcutPath, TensorData};
+use resnet_nn::ops::{BatchNorm2d, Conv2d};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The default-domain opset the graph is written for.
+pub const OPSET: i64 = 17;
+/// The IR version that goes with opset 17 (ONNX 1.12); every current runtime reads it.
+pub const IR_VERSION: i64 = 8;
+
+/// Choices for [`onnx_model`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OnnxOptions {
+    /// Fixed `(height, width)` of the input; `None` leaves them symbolic (any size works: the
+    /// network ends in global average pooling).
+    pub input_size: Option<(usize, usize)>,
+}
+
+fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: ints.to_vec(), ..Default::default() }
+}
+
+fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
+}
+
+fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f, ..Default::default() }
+}
+
+fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        dims: vec![values.len() as i64],
+        data_type: data_type::INT64,
+        name: name.into(),
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn dim(size: Option<usize>, param: &str) -> Dimension {
+    Dimension {
+        value: Some(match size {
+            Some(s) => DimensionValue::DimValue(s as i64),
+            None => DimensionValue::DimParam(param.into()),
+        }),
+    }
+}
+
+fn float_value(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto { dim: dims }),
+            }),
+        }),
+        doc_string: String::new(),
+    }
+}
+
+/// Nodes and initializers in the making.
+struct Builder {
+    state: HashMap<String, NamedTensor>,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+impl Builder {
+    /// Adds `op` named `name`; its single output value is also called `name`.
+    fn node(&mut self, op: &str, name: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.to_string()],
+            name: name.to_string(),
+            op_type: op.to_string(),
+            attribute,
+            ..Default::default()
+        });
+        name.to_string()
+    }
+
+    /// The state-dict tensor `key` as an initializer; returns its name.
+    fn weight(&mut self, key: &str) -> String {
+        let t = self.state.remove(key).unwrap_or_else(|| panic!("{key} is not in the network's state dict"));
+        let TensorData::F32(v) = &t.data else { panic!("{key} is not a float tensor") };
+        self.initializers.push(TensorProto {
+            dims: t.shape.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::FLOAT,
+            name: key.into(),
+            raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        key.to_string()
+    }
+
+    fn conv(&mut self, conv: &Conv2d, x: &str) -> String {
+        let w = self.weight(&conv.weight.name);
+        let (k, s, p) = (conv.k as i64, conv.stride as i64, conv.pad as i64);
+        let attrs = vec![
+            attr_ints("kernel_shape", &[k, k]),
+            attr_ints("strides", &[s, s]),
+            attr_ints("pads", &[p, p, p, p]),
+            attr_ints("dilations", &[1, 1]),
+            attr_int("group", 1),
+        ];
+        self.node("Conv", conv.weight.name.trim_end_matches(".weight"), &[x, &w], attrs)
+    }
+
+    fn batch_norm(&mut self, bn: &BatchNorm2d, x: &str) -> String {
+        let prefix = bn.weight.name.trim_end_matches(".weight").to_string();
+        let inputs: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
+            .iter()
+            .map(|k| self.weight(&format!("{prefix}.{k}")))
+            .collect();
+        let refs: Vec<&str> = std::iter::once(x).chain(inputs.iter().map(String::as_str)).collect();
+        // ONNX's momentum weighs the old estimate, PyTorch's the new batch; unused at inference.
+        let attrs = vec![attr_float("epsilon", bn.eps), attr_float("momentum", 1.0 - bn.momentum)];
+        self.node("BatchNormalization", &prefix, &refs, attrs)
+    }
+
+    fn unit(&mut self, unit: &ConvBn, x: &str) -> String {
+        let y = self.conv(&unit.conv, x);
+        self.batch_norm(&unit.bn, &y)
+    }
+
+    fn block(&mut self, block: &Block, x: &str) -> String {
+        let mut y = x.to_string();
+        let last = block.units.len() - 1;
+        for (i, unit) in block.units.iter().enumerate() {
+            y = self.unit(unit, &y);
+            if i < last {
+                y = self.node("Relu", &format!("{y}.relu"), &[&y], vec![]);
+            }
+        }
+        let shortcut = match &block.shortcut {
+            ShortcutPath::None => None,
+            ShortcutPath::Identity => Some(x.to_string()),
+            ShortcutPath::Projection(p) => Some(self.unit(p, x)),
+            ShortcutPath::Pad(op, _) => {
+                let mut s = x.to_string();
+                if op.stride > 1 {
+                    // x[:, :, ::stride, ::stride]: the same samples as the strided convolution.
+                    let name = format!("{}.shortcut.subsample", block.name);
+                    let starts = self.constant(&format!("{name}.starts"), &[0, 0]);
+                    let ends = self.constant(&format!("{name}.ends"), &[i64::MAX, i64::MAX]);
+                    let axes = self.constant(&format!("{name}.axes"), &[2, 3]);
+                    let stride = op.stride as i64;
+                    let steps = self.constant(&format!("{name}.steps"), &[stride, stride]);
+                    s = self.node("Slice", &name, &[&s, &starts, &ends, &axes, &steps], vec![]);
+                }
+                if op.cout > op.cin {
+                    let before = ((op.cout - op.cin) / 2) as i64;
+                    let after = (op.cout - op.cin) as i64 - before;
+                    let name = format!("{}.shortcut.pad", block.name);
+                    // [n, c, h, w] starts, then ends.
+                    let pads = self.constant(&format!("{name}.pads"), &[0, before, 0, 0, 0, after, 0, 0]);
+                    s = self.node("Pad", &name, &[&s, &pads], vec![]);
+                }
+                Some(s)
+            }
+        };
+        if let Some(s) = shortcut {
+            y = self.node("Add", &format!("{}.add", block.name), &[&y, &s], vec![]);
+        }
+        self.node("Relu", &format!("{}.relu", block.name), &[&y], vec![])
+    }
+
+    fn constant(&mut self, name: &str, values: &[i64]) -> String {
+        self.initializers.push(int64_tensor(name, values));
+        name.to_string()
+    }
+}
+
+/// The ONNX model of a network in eval mode (see the module docs for the graph).
+///
+/// # Panics
+/// If the network's layers and its state dict disagree (a bug, not an input error).
+pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
+    let spec = net.spec();
+    let mut b = Builder {
+        state: net.state_dict().into_iter().map(|t| (t.name.clone(), t)).collect(),
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    let mut x = b.unit(&net.stem.unit, "input");
+    x = b.node("Relu", "relu", &[&x], vec![]);
+    if let Some(pool) = &net.stem.pool {
+        let (k, s, p) = (pool.k as i64, pool.stride as i64, pool.pad as i64);
+        let attrs =
+            vec![attr_ints("kernel_shape", &[k, k]), attr_ints("strides", &[s, s]), attr_ints("pads", &[p, p, p, p])];
+        x = b.node("MaxPool", "maxpool", &[&x], attrs);
+    }
+    for block in &net.blocks {
+        x = b.block(block, &x);
+    }
+    x = b.node("GlobalAveragePool", "avgpool", &[&x], vec![]);
+    x = b.node("Flatten", "flatten", &[&x], vec![attr_int("axis", 1)]);
+    let (w, bias) = (b.weight(&net.fc.weight.name), b.weight(&net.fc.bias.name));
+    b.nodes.push(NodeProto {
+        input: vec![x, w, bias],
+        output: vec!["logits".into()],
+        name: "fc".into(),
+        op_type: "Gemm".into(),
+        attribute: vec![attr_int("transB", 1)],
+        ..Default::default()
+    });
+    // Only num_batches_tracked (training bookkeeping) may be left over.
+    let left: Vec<&String> = b.state.keys().filter(|k| !k.ends_with("num_batches_tracked")).collect();
+    assert!(left.is_empty(), "state tensors missing from the ONNX graph: {left:?}");
+
+    let (h, w) = match opts.input_size {
+        Some((h, w)) => (Some(h), Some(w)),
+        None => (None, None),
+    };
+    let input = float_value(
+        "input",
+        vec![dim(None, "batch"), dim(Some(spec.in_channels), ""), dim(h, "height"), dim(w, "width")],
+    );
+    let output = float_value("logits", vec![dim(None, "batch"), dim(Some(spec.num_classes), "")]);
+    let spec_json = serde_json::to_string(spec).expect("a spec serialises");
+    ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        producer_name: "resnet-interop".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        domain: String::new(),
+        model_version: 1,
+        doc_string: format!(
+            "{} (He et al. 2015, Deep Residual Learning for Image Recognition), eval mode; input NCHW float",
+            spec.name
+        ),
+        graph: Some(GraphProto {
+            node: b.nodes,
+            name: spec.name.clone(),
+            initializer: b.initializers,
+            doc_string: String::new(),
+            input: vec![input],
+            output: vec![output],
+            value_info: Vec::new(),
+        }),
+        metadata_props: vec![StringStringEntryProto { key: "resnet.spec".into(), value: spec_json }],
+    }
+}
+
+/// Writes [`onnx_model`] to `path` (atomically).
+///
+/// # Errors
+/// [`InteropError::Write`] naming the file.
+pub fn export_onnx(net: &ResNet, path: &Path, opts: &OnnxOptions) -> Result<(), InteropError> {
+    let bytes = prost::Message::encode_to_vec(&onnx_model(net, opts));
+    fsutil::write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use resnet_models::zoo::{spec, ModelOptions};
+
+    fn ops(m: &ModelProto) -> Vec<&str> {
+        m.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.as_str()).collect()
+    }
+
+    #[test]
+    fn option_a_becomes_slice_and_pad_and_the_model_decodes() {
+        let net = ResNet::new(spec("resnet20", &ModelOptions::default()).unwrap()).unwrap();
+        let m = onnx_model(&net, &OnnxOptions::default());
+        let back = ModelProto::decode(m.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back, m);
+        let ops = ops(&m);
+        // Two subsampling blocks (16 -> 32, 32 -> 64), each one Slice and one Pad.
+        assert_eq!(ops.iter().filter(|&&o| o == "Slice").count(), 2);
+        assert_eq!(ops.iter().filter(|&&o| o == "Pad").count(), 2);
+        assert_eq!(ops.iter().filter(|&&o| o == "Conv").count(), 19);
+        assert_eq!(ops.iter().filter(|&&o| o == "Add").count(), 9);
+        let g = m.graph.unwrap();
+        let pads = g.initializer.iter().find(|t| t.name == "layer2.0.shortcut.pad.pads").unwrap();
+        let pads: Vec<i64> = pads.raw_data.chunks(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(pads, [0, 8, 0, 0, 0, 8, 0, 0]);
+    }
+
+    #[test]
+    fn plain_nets_have_no_additions_and_projections_are_convolutions() {
+        let plain = ResNet::new(spec("plain20", &ModelOptions::default()).unwrap()).unwrap();
+        assert!(!ops(&onnx_model(&plain, &OnnxOptions::default())).contains(&"Add"));
+        let opts = ModelOptions { shortcut: Some(resnet_models::Shortcut::C), ..Default::default() };
+        let c = ResNet::new(spec("resnet20", &opts).unwrap()).unwrap();
+        let m = onnx_model(&c, &OnnxOptions { input_size: Some((32, 32)) });
+        let ops = ops(&m);
+        assert_eq!(ops.iter().filter(|&&o| o == "Conv").count(), 19 + 9);
+        assert!(!ops.contains(&"Pad"));
+    }
+}

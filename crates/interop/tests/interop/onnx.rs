@@ -1,0 +1,103 @@
+//! ONNX export of ResNet-20 (option A shortcuts: Slice + Pad) and ResNet-50 (v1.5 bottlenecks,
+//! projections), checked for structure here and run in onnxruntime by
+//! tools/interop/check_onnx.py with the Python in `RESNET_PYTHON` (else `python3`).
+
+use crate::common::*;
+use prost::Message;
+use resnet_interop::onnx::proto::{DimensionValue, ModelProto};
+use resnet_interop::onnx::{IR_VERSION, OPSET};
+use resnet_interop::OnnxOptions;
+use resnet_models::zoo::{self, ModelOptions};
+use resnet_models::{BatchNormMode, ResNet};
+use std::path::Path;
+use std::process::Command;
+
+fn python() -> String {
+    std::env::var("RESNET_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn has_onnxruntime(python: &str) -> bool {
+    Command::new(python).args(["-c", "import onnxruntime, numpy"]).output().is_ok_and(|o| o.status.success())
+}
+
+fn bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn check(zoo_name: &str, batch: usize, side: usize) {
+    let spec = zoo::spec(zoo_name, &ModelOptions::default()).unwrap();
+    let mut net = ResNet::new(spec.clone()).unwrap();
+    net.load_state_dict(&generated_state(&spec)).unwrap();
+    let (nchw, x) = generated_input(batch, 3, side);
+    let logits = net.forward(&x, BatchNormMode::Eval).data().to_vec();
+
+    let dir = TempDir::new(&format!("onnx-{zoo_name}"));
+    let model = dir.path(&format!("{zoo_name}.onnx"));
+    resnet_interop::export_onnx(&net, &model, &OnnxOptions::default()).unwrap();
+
+    // The interface ONNX users expect, read back from the file.
+    let m = ModelProto::decode(std::fs::read(&model).unwrap().as_slice()).unwrap();
+    assert_eq!((m.ir_version, m.opset_import[0].version, m.opset_import[0].domain.as_str()), (IR_VERSION, OPSET, ""));
+    let g = m.graph.as_ref().unwrap();
+    assert_eq!((g.input.len(), g.input[0].name.as_str(), g.output[0].name.as_str()), (1, "input", "logits"));
+    let dims: Vec<DimensionValue> = g.input[0]
+        .r#type
+        .as_ref()
+        .unwrap()
+        .tensor_type
+        .as_ref()
+        .unwrap()
+        .shape
+        .as_ref()
+        .unwrap()
+        .dim
+        .iter()
+        .map(|d| d.value.clone().unwrap())
+        .collect();
+    assert_eq!(
+        dims,
+        [
+            DimensionValue::DimParam("batch".into()),
+            DimensionValue::DimValue(3),
+            DimensionValue::DimParam("height".into()),
+            DimensionValue::DimParam("width".into())
+        ]
+    );
+    // Every parameter and running statistic is an initializer; nothing else is.
+    let floats = g.initializer.iter().filter(|t| t.data_type == 1).count();
+    let state = net.state_dict().iter().filter(|t| !t.name.ends_with("num_batches_tracked")).count();
+    assert_eq!(floats, state, "{zoo_name}: float initializers");
+
+    let python = python();
+    if !has_onnxruntime(&python) {
+        eprintln!("skipped: onnxruntime not available (set RESNET_PYTHON)");
+        return;
+    }
+    let input = dir.path("input.f32");
+    let expected = dir.path("logits.f32");
+    std::fs::write(&input, bytes(&nchw)).unwrap();
+    std::fs::write(&expected, bytes(&logits)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/interop/check_onnx.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&model)
+        .arg(&input)
+        .arg(format!("{batch},3,{side},{side}"))
+        .arg(&expected)
+        .arg("1e-4")
+        .output()
+        .unwrap_or_else(|e| panic!("{python} {}: {e}", script.display()));
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{report}");
+    assert!(out.status.success(), "{zoo_name}: onnxruntime disagrees with our logits:\n{report}");
+}
+
+#[test]
+fn resnet20_onnx_runs_in_onnxruntime_with_our_logits() {
+    check("resnet20", 4, 32);
+}
+
+#[test]
+fn resnet50_onnx_runs_in_onnxruntime_with_our_logits() {
+    check("resnet50-v1.5", 2, 224);
+}

@@ -1,0 +1,342 @@
+//! Checkpoints: one safetensors file holding everything needed to evaluate, predict or resume.
+//!
+//! - The network's state under torchvision's keys and layouts (`conv1.weight`, ...,
+//!   `fc.bias`, with batch-norm running statistics), so the file also loads in PyTorch with
+//!   `model.load_state_dict(safetensors.torch.load_file(path), strict=False)`.
+//! - `optimizer.velocity.<param>`: SGD momentum buffers (training checkpoints).
+//! - `preprocess.pixel_mean`: the training set's mean image, when that is the normalisation.
+//! - Metadata (JSON strings): `format`, `model` (the network's spec), `classes`, `preprocess`,
+//!   and for training checkpoints `progress` (epoch, iteration, schedule and random-stream
+//!   state, partial-epoch sums) and `config` (the run's resolved configuration).
+
+use crate::fsutil::{self, FileError};
+use crate::schedule::ScheduleState;
+use resnet_data::{EvalView, Normalize};
+use resnet_models::{NamedTensor, ResNet, ResNetSpec, TensorData};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The value of the `format` metadata key.
+pub const FORMAT: &str = "resnet-checkpoint-v1";
+
+/// How inputs are prepared for the network (travels with the weights).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Normalisation of 8-bit pixels.
+    pub normalize: Normalize,
+    /// `(height, width)` the network was trained on.
+    pub input_size: (usize, usize),
+    /// Input channels.
+    pub channels: usize,
+    /// The evaluation view used with it.
+    pub eval_view: EvalView,
+}
+
+/// Sums over the steps of an epoch so far (to resume mid-epoch with identical metrics).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    /// Sum of per-batch mean losses times batch size.
+    pub loss: f64,
+    /// Top-1 errors.
+    pub errors: u64,
+    /// Samples seen.
+    pub samples: u64,
+    /// Wall seconds spent training this epoch.
+    pub seconds: f64,
+}
+
+/// Where a run stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs completed.
+    pub epoch: u64,
+    /// Batches of the current (incomplete) epoch already done.
+    pub batch: u64,
+    /// Optimisation steps done.
+    pub iteration: u64,
+    /// Best test (or validation) error seen, percent.
+    pub best_error: Option<f64>,
+    /// Learning-rate schedule state.
+    pub schedule: ScheduleState,
+    /// The current epoch's sums so far.
+    pub partial: EpochSums,
+    /// Random streams: every draw derives from `(seed, epoch, index)`, so this is the state.
+    pub seed: u64,
+}
+
+/// The training part of a checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingState {
+    /// SGD velocity per parameter name.
+    pub velocity: Vec<(String, Vec<f32>)>,
+    /// Position in the run.
+    pub progress: Progress,
+    /// The run's configuration (JSON of `TrainConfig`).
+    pub config: serde_json::Value,
+}
+
+/// Everything a checkpoint file holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Network structure.
+    pub spec: ResNetSpec,
+    /// Class names, by label.
+    pub classes: Vec<String>,
+    /// Input preparation.
+    pub preprocess: Preprocess,
+    /// Weights and buffers, torchvision form.
+    pub state: Vec<NamedTensor>,
+    /// Optimiser and progress (absent in exported weights).
+    pub training: Option<TrainingState>,
+}
+
+/// Why a checkpoint cannot be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file cannot be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Not a safetensors file, or a truncated one.
+    #[error("{path}: not a readable safetensors file ({reason})")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// A safetensors file that is not one of our checkpoints.
+    #[error("{path}: not a resnet checkpoint ({reason})")]
+    NotACheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// A checkpoint that does not fit what it is used for.
+    #[error("{path}: {reason}")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn i64_bytes(v: &[i64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl Checkpoint {
+    /// Builds the inference part of a checkpoint from a network.
+    pub fn from_network(net: &ResNet, classes: Vec<String>, preprocess: Preprocess) -> Self {
+        Self { spec: net.spec().clone(), classes, preprocess, state: net.state_dict(), training: None }
+    }
+
+    /// A network with this checkpoint's weights.
+    ///
+    /// # Errors
+    /// If the weights do not fit the spec (a damaged file).
+    pub fn network(&self, path: &Path) -> Result<ResNet, CheckpointError> {
+        let mismatch = |reason: String| CheckpointError::Mismatch { path: path.to_path_buf(), reason };
+        let mut net = ResNet::new(self.spec.clone()).map_err(|e| mismatch(e.to_string()))?;
+        net.load_state_dict(&self.state).map_err(|e| mismatch(e.to_string()))?;
+        Ok(net)
+    }
+
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for t in &self.state {
+            match &t.data {
+                TensorData::F32(v) => owned.push((t.name.clone(), Dtype::F32, t.shape.clone(), f32_bytes(v))),
+                TensorData::I64(v) => owned.push((t.name.clone(), Dtype::I64, t.shape.clone(), i64_bytes(v))),
+            }
+        }
+        let mut preprocess = self.preprocess.clone();
+        if let Normalize::PixelMean { mean, .. } = &mut preprocess.normalize {
+            let (h, w) = preprocess.input_size;
+            owned.push(("preprocess.pixel_mean".into(), Dtype::F32, vec![h, w, preprocess.channels], f32_bytes(mean)));
+            mean.clear();
+        }
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("model".to_string(), serde_json::to_string(&self.spec).expect("spec serialises"));
+        meta.insert("classes".to_string(), serde_json::to_string(&self.classes).expect("classes serialise"));
+        meta.insert("preprocess".to_string(), serde_json::to_string(&preprocess).expect("preprocess serialises"));
+        if let Some(t) = &self.training {
+            for (name, v) in &t.velocity {
+                owned.push((format!("optimizer.velocity.{name}"), Dtype::F32, vec![v.len()], f32_bytes(v)));
+            }
+            meta.insert("progress".to_string(), serde_json::to_string(&t.progress).expect("progress serialises"));
+            meta.insert("config".to_string(), t.config.to_string());
+        }
+        let views: Vec<(String, TensorView<'_>)> = owned
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("consistent tensor")))
+            .collect();
+        safetensors::serialize(views, Some(meta)).expect("checkpoint serialises")
+    }
+
+    /// Writes the checkpoint atomically.
+    ///
+    /// # Errors
+    /// [`CheckpointError::File`] naming the file; an existing file is left intact on failure.
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        Ok(fsutil::write_atomic(path, &self.to_bytes())?)
+    }
+
+    /// Reads a checkpoint.
+    ///
+    /// # Errors
+    /// [`CheckpointError`] saying whether the file is unreadable, not safetensors, truncated, or
+    /// not one of ours.
+    pub fn load(path: &Path) -> Result<Self, CheckpointError> {
+        let bytes = fsutil::read(path)?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses checkpoint bytes (`path` is for messages).
+    ///
+    /// # Errors
+    /// As [`Checkpoint::load`].
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, CheckpointError> {
+        let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
+        let not_ours = |reason: String| CheckpointError::NotACheckpoint { path: path.to_path_buf(), reason };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        match meta.get("format") {
+            Some(f) if f == FORMAT => {}
+            Some(f) => return Err(not_ours(format!("format '{f}', expected '{FORMAT}'"))),
+            None => return Err(not_ours(
+                "no 'format' metadata; for plain torchvision weights use --weights with --model, or `resnet import`"
+                    .into(),
+            )),
+        }
+        let field = |k: &str| meta.get(k).ok_or_else(|| not_ours(format!("metadata lacks '{k}'")));
+        let parse = |k: &str, v: &str| -> Result<serde_json::Value, CheckpointError> {
+            serde_json::from_str(v).map_err(|e| not_ours(format!("metadata '{k}' is not valid JSON: {e}")))
+        };
+        let spec: ResNetSpec =
+            serde_json::from_value(parse("model", field("model")?)?).map_err(|e| not_ours(format!("model: {e}")))?;
+        let classes: Vec<String> = serde_json::from_value(parse("classes", field("classes")?)?)
+            .map_err(|e| not_ours(format!("classes: {e}")))?;
+        let mut preprocess: Preprocess = serde_json::from_value(parse("preprocess", field("preprocess")?)?)
+            .map_err(|e| not_ours(format!("preprocess: {e}")))?;
+        let mut state = Vec::new();
+        let mut velocity = Vec::new();
+        for (name, view) in st.tensors() {
+            let shape = view.shape().to_vec();
+            let data = match view.dtype() {
+                Dtype::F32 => TensorData::F32(
+                    view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                ),
+                Dtype::I64 => TensorData::I64(
+                    view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
+                ),
+                other => {
+                    return Err(not_ours(format!("tensor {name} has type {other:?}; checkpoints hold F32 and I64")))
+                }
+            };
+            if let Some(param) = name.strip_prefix("optimizer.velocity.") {
+                match data {
+                    TensorData::F32(v) => velocity.push((param.to_string(), v)),
+                    TensorData::I64(_) => return Err(not_ours(format!("tensor {name} is not F32"))),
+                }
+            } else if name == "preprocess.pixel_mean" {
+                if let (Normalize::PixelMean { mean, .. }, TensorData::F32(v)) = (&mut preprocess.normalize, data) {
+                    *mean = v;
+                }
+            } else {
+                state.push(NamedTensor { name, shape, data });
+            }
+        }
+        if let Normalize::PixelMean { mean, .. } = &preprocess.normalize {
+            let (h, w) = preprocess.input_size;
+            if mean.len() != h * w * preprocess.channels {
+                return Err(not_ours(format!(
+                    "the mean image has {} values, expected {h}x{w}x{}",
+                    mean.len(),
+                    preprocess.channels
+                )));
+            }
+        }
+        // Keep torchvision's order (safetensors stores keys sorted).
+        let order: HashMap<String, usize> = ResNet::new(spec.clone())
+            .map_err(|e| not_ours(e.to_string()))?
+            .state_dict()
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t.name, i))
+            .collect();
+        state.sort_by_key(|t| order.get(&t.name).copied().unwrap_or(usize::MAX));
+        velocity.sort_by_key(|(n, _)| order.get(n).copied().unwrap_or(usize::MAX));
+        let training = match meta.get("progress") {
+            Some(p) => {
+                let progress: Progress =
+                    serde_json::from_value(parse("progress", p)?).map_err(|e| not_ours(format!("progress: {e}")))?;
+                let config = parse("config", field("config")?)?;
+                Some(TrainingState { velocity, progress, config })
+            }
+            None => None,
+        };
+        Ok(Self { spec, classes, preprocess, state, training })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resnet_models::zoo::{spec, ModelOptions};
+    use resnet_models::InitConfig;
+
+    fn sample() -> Checkpoint {
+        let mut net = ResNet::new(spec("resnet20", &ModelOptions::default()).unwrap()).unwrap();
+        net.init(&InitConfig::default());
+        let pre = Preprocess {
+            normalize: Normalize::PixelMean { mean: (0..32 * 32 * 3).map(|i| i as f32).collect(), scale: 1.0 / 64.0 },
+            input_size: (32, 32),
+            channels: 3,
+            eval_view: EvalView::Full,
+        };
+        let mut c = Checkpoint::from_network(&net, (0..10).map(|i| format!("c{i}")).collect(), pre);
+        c.training = Some(TrainingState {
+            velocity: vec![("conv1.weight".into(), vec![1.0; 432])],
+            progress: Progress { epoch: 3, iteration: 1170, seed: 7, ..Progress::default() },
+            config: serde_json::json!({"model": "resnet20"}),
+        });
+        c
+    }
+
+    #[test]
+    fn round_trip() {
+        let c = sample();
+        let back = Checkpoint::from_bytes(&c.to_bytes(), Path::new("x")).unwrap();
+        assert_eq!(back, c);
+        assert!(back.network(Path::new("x")).is_ok());
+    }
+
+    #[test]
+    fn damaged_and_foreign_files_are_refused_with_reasons() {
+        let bytes = sample().to_bytes();
+        let err = Checkpoint::from_bytes(&bytes[..bytes.len() / 2], Path::new("half.safetensors")).unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().starts_with("half.safetensors: not a readable safetensors file"), "{err}");
+        let err = Checkpoint::from_bytes(b"hello, world", Path::new("t.txt")).unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+        let plain = safetensors::serialize(
+            vec![("fc.bias", TensorView::new(Dtype::F32, vec![1], &[0, 0, 0, 0]).unwrap())],
+            None::<HashMap<String, String>>,
+        )
+        .unwrap();
+        let err = Checkpoint::from_bytes(&plain, Path::new("w.safetensors")).unwrap_err();
+        assert!(err.to_string().contains("not a resnet checkpoint"), "{err}");
+    }
+}

@@ -1,0 +1,175 @@
+//! The resolved configuration of a training run (written to `config.json`), and the paper's
+//! recipes.
+
+use crate::schedule::{Decay, Milestone, Warmup};
+use resnet_data::{EvalView, TrainAugment};
+use resnet_models::Shortcut;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How long a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunLength {
+    /// Whole epochs.
+    Epochs(u64),
+    /// Optimisation steps (the last epoch may be partial).
+    Iterations(u64),
+}
+
+/// Input normalisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Normalization {
+    /// The paper's per-pixel mean subtraction (mean image of the training set), then a constant
+    /// scale for numerics.
+    PixelMean {
+        /// Multiplier after the subtraction.
+        scale: f32,
+    },
+    /// Per-channel mean and standard deviation of the training set.
+    DatasetMeanStd,
+    /// Given per-channel mean and std on the 0..1 scale (torchvision's ImageNet constants).
+    MeanStd {
+        /// Means.
+        mean: Vec<f32>,
+        /// Standard deviations.
+        std: Vec<f32>,
+    },
+    /// Pixels scaled to 0..1.
+    None,
+}
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The recipe the defaults came from.
+    pub recipe: String,
+    /// Model name (see `resnet models`).
+    pub model: String,
+    /// Shortcut option (model default when absent).
+    pub shortcut: Option<Shortcut>,
+    /// Zero-initialise the last batch norm of each residual branch.
+    pub zero_init_residual: bool,
+    /// Dataset kind (`cifar10`, `imagefolder`, `synthetic`, ...).
+    pub dataset: String,
+    /// Dataset location.
+    pub data: Option<PathBuf>,
+    /// Synthetic dataset size: training images.
+    pub synthetic_train: usize,
+    /// Synthetic dataset size: test images.
+    pub synthetic_test: usize,
+    /// Synthetic image side.
+    pub synthetic_size: usize,
+    /// Training images held out for validation (0: none).
+    pub val_split: usize,
+    /// Skip unreadable samples instead of failing.
+    pub skip_bad: bool,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Evaluation batch size (images, before multiplying by views).
+    pub eval_batch_size: usize,
+    /// Length of the run.
+    pub length: RunLength,
+    /// Base learning rate.
+    pub lr: f32,
+    /// Momentum.
+    pub momentum: f32,
+    /// Weight decay.
+    pub weight_decay: f32,
+    /// Decay batch-norm parameters and biases too.
+    pub decay_bn_and_bias: bool,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Label smoothing.
+    pub label_smoothing: f32,
+    /// Learning-rate decay.
+    pub decay: Decay,
+    /// Warm-up.
+    pub warmup: Warmup,
+    /// Training augmentation.
+    pub augment: TrainAugment,
+    /// Evaluation view.
+    pub eval_view: EvalView,
+    /// Input normalisation.
+    pub normalization: Normalization,
+    /// Seed of initialisation, shuffling and augmentation.
+    pub seed: u64,
+    /// Loader worker threads.
+    pub workers: usize,
+    /// Also keep a checkpoint every this many epochs (0: only last and best).
+    pub checkpoint_every: u64,
+}
+
+impl TrainConfig {
+    /// `resnet train` with no arguments: ResNet-20 on the embedded synthetic dataset, a few
+    /// minutes on two cores.
+    pub fn quickstart() -> Self {
+        Self {
+            recipe: "quickstart".into(),
+            model: "resnet20".into(),
+            shortcut: None,
+            zero_init_residual: false,
+            dataset: "synthetic".into(),
+            data: None,
+            synthetic_train: 10_000,
+            synthetic_test: 2_000,
+            synthetic_size: 32,
+            val_split: 0,
+            skip_bad: false,
+            batch_size: 128,
+            eval_batch_size: 500,
+            length: RunLength::Epochs(5),
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            decay_bn_and_bias: true,
+            nesterov: false,
+            label_smoothing: 0.0,
+            decay: Decay::Step { milestones: vec![Milestone::Fraction(0.5), Milestone::Fraction(0.75)], gamma: 0.1 },
+            warmup: Warmup::None,
+            augment: TrainAugment::PadCropFlip { pad: 4 },
+            eval_view: EvalView::Full,
+            normalization: Normalization::PixelMean { scale: 1.0 / 64.0 },
+            seed: 0,
+            workers: 2,
+            checkpoint_every: 0,
+        }
+    }
+
+    /// The paper's CIFAR-10 recipe (Section 4.2): batch 128, learning rate 0.1 divided by 10 at
+    /// 32k and 48k iterations, 64k iterations, weight decay 1e-4, momentum 0.9, 4-pixel
+    /// pad-crop-flip, per-pixel mean subtraction; the 0.01 warm-up for 110 layers and more.
+    pub fn cifar_paper(model: &str, depth: usize) -> Self {
+        Self {
+            recipe: "cifar-paper".into(),
+            model: model.into(),
+            dataset: "cifar10".into(),
+            length: RunLength::Iterations(64_000),
+            decay: Decay::Step {
+                milestones: vec![Milestone::Iteration(32_000), Milestone::Iteration(48_000)],
+                gamma: 0.1,
+            },
+            warmup: if depth >= 110 { Warmup::paper() } else { Warmup::None },
+            ..Self::quickstart()
+        }
+    }
+
+    /// The paper's ImageNet recipe (Section 3.4): batch 256, learning rate 0.1 divided by 10
+    /// when the error plateaus, up to 600k iterations, weight decay 1e-4, momentum 0.9, scale
+    /// augmentation (shorter side in [256, 480], 224 crop, flip, colour augmentation),
+    /// per-pixel mean subtraction, 10-crop evaluation.
+    pub fn imagenet_paper(model: &str) -> Self {
+        Self {
+            recipe: "imagenet-paper".into(),
+            model: model.into(),
+            dataset: "imagefolder".into(),
+            batch_size: 256,
+            eval_batch_size: 25,
+            length: RunLength::Iterations(600_000),
+            decay: Decay::Plateau { patience: 3, gamma: 0.1, threshold: 0.01 },
+            augment: TrainAugment::ScaleAugment { min: 256, max: 480, crop: 224, pca: true },
+            eval_view: EvalView::TenCrop { resize: 256, crop: 224 },
+            workers: 4,
+            ..Self::quickstart()
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Per-epoch metrics of a run: `metrics.csv` and `metrics.jsonl` (one row per epoch), and the
+//! training-curve plot (Fig. 6 style), all rewritten atomically after every epoch.
+
+use crate::fsutil::{self, FileError};
+use crate::plot::{self, Figure, Panel, PlotError, Series, Stroke};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One epoch of a run. Errors are percentages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch number, from 1.
+    pub epoch: u64,
+    /// Optimisation steps done at the end of the epoch.
+    pub iteration: u64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Mean training loss over the epoch's batches (before each update).
+    pub train_loss: f64,
+    /// Training top-1 error over the epoch's batches (before each update), percent.
+    pub train_error: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test top-1 error, percent.
+    pub test_error: f64,
+    /// Test top-5 error, percent.
+    pub test_top5_error: f64,
+    /// Held-out validation top-1 error (`--val-split`), percent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_error: Option<f64>,
+    /// Training throughput of the epoch.
+    pub images_per_sec: f64,
+    /// Wall seconds of the epoch (training and evaluation).
+    pub seconds: f64,
+}
+
+const CSV_HEADER: &str =
+    "epoch,iteration,lr,train_loss,train_error,test_loss,test_error,test_top5_error,val_error,images_per_sec,seconds";
+
+fn csv_row(m: &EpochMetrics) -> String {
+    format!(
+        "{},{},{},{:.6},{:.4},{:.6},{:.4},{:.4},{},{:.2},{:.3}",
+        m.epoch,
+        m.iteration,
+        m.lr,
+        m.train_loss,
+        m.train_error,
+        m.test_loss,
+        m.test_error,
+        m.test_top5_error,
+        m.val_error.map(|v| format!("{v:.4}")).unwrap_or_default(),
+        m.images_per_sec,
+        m.seconds
+    )
+}
+
+/// Writes `metrics.csv` and `metrics.jsonl` for `history` into `dir`.
+///
+/// # Errors
+/// A [`FileError`] naming the file.
+pub fn write(dir: &Path, history: &[EpochMetrics]) -> Result<(), FileError> {
+    let mut csv = String::from(CSV_HEADER);
+    csv.push('\n');
+    let mut jsonl = String::new();
+    for m in history {
+        csv.push_str(&csv_row(m));
+        csv.push('\n');
+        jsonl.push_str(&serde_json::to_string(m).expect("metrics serialise"));
+        jsonl.push('\n');
+    }
+    fsutil::write_atomic(&dir.join("metrics.csv"), csv.as_bytes())?;
+    fsutil::write_atomic(&dir.join("metrics.jsonl"), jsonl.as_bytes())
+}
+
+/// Reads `metrics.jsonl` (to resume a run).
+///
+/// # Errors
+/// A [`FileError`] when the file cannot be read; a line that does not parse is reported as
+/// invalid data with its line number.
+pub fn read(dir: &Path) -> Result<Vec<EpochMetrics>, FileError> {
+    let path = dir.join("metrics.jsonl");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = String::from_utf8_lossy(&fsutil::read(&path)?).into_owned();
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                FileError::new(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1)),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The training curves of one run: error against iterations, training dashed and test solid.
+pub fn curves(title: &str, history: &[EpochMetrics]) -> Figure {
+    let pts = |f: &dyn Fn(&EpochMetrics) -> f64| history.iter().map(|m| (m.iteration as f64, f(m))).collect();
+    let mut series = vec![
+        Series { label: "train error".into(), points: pts(&|m| m.train_error), stroke: Stroke::Dashed, color: 0 },
+        Series { label: "test error".into(), points: pts(&|m| m.test_error), stroke: Stroke::Solid, color: 0 },
+    ];
+    if history.iter().any(|m| m.val_error.is_some()) {
+        let points = history.iter().filter_map(|m| m.val_error.map(|v| (m.iteration as f64, v))).collect();
+        series.push(Series { label: "validation error".into(), points, stroke: Stroke::Solid, color: 1 });
+    }
+    Figure {
+        panels: vec![Panel {
+            title: title.to_string(),
+            x_label: "iterations".into(),
+            y_label: "error (%)".into(),
+            series,
+            y_range: None,
+        }],
+    }
+}
+
+/// Writes `curves.png` and `curves.svg` into `dir`.
+///
+/// # Errors
+/// [`PlotError`] naming the file.
+pub fn plot(dir: &Path, title: &str, history: &[EpochMetrics]) -> Result<(), PlotError> {
+    plot::save(&curves(title, history), &dir.join("curves"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: u64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            iteration: epoch * 390,
+            lr: 0.1,
+            train_loss: 1.5,
+            train_error: 50.0,
+            test_loss: 1.4,
+            test_error: 45.0,
+            test_top5_error: 5.0,
+            val_error: None,
+            images_per_sec: 400.0,
+            seconds: 120.0,
+        }
+    }
+
+    #[test]
+    fn csv_and_jsonl_round_trip() {
+        let dir = std::env::temp_dir().join(format!("resnet-metrics-{}", std::process::id()));
+        let h = vec![row(1), row(2)];
+        write(&dir, &h).unwrap();
+        assert_eq!(read(&dir).unwrap(), h);
+        let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(lines.next().unwrap(), CSV_HEADER);
+        assert!(lines.next().unwrap().starts_with("1,390,0.1,1.500000,50.0000"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,61 @@
+"""Runs an exported ONNX model in onnxruntime and compares its logits with ours.
+
+Called by crates/interop/tests/interop/onnx.rs (needs only onnxruntime and numpy; uses the onnx
+package's checker too when it is installed):
+
+    python tools/interop/check_onnx.py MODEL.onnx INPUT.f32 N,C,H,W EXPECTED.f32 [TOLERANCE]
+
+INPUT.f32 holds the NCHW input and EXPECTED.f32 our [N, classes] logits, little-endian float32.
+Checks the graph's interface (input `input` with a symbolic batch dimension, output `logits`),
+runs the whole batch and then its first sample alone (the batch dimension really is dynamic),
+and passes when max |ours - onnxruntime| / max |onnxruntime| <= TOLERANCE (default 1e-4) and
+the top-1 classes agree. Exit status 0 on success, 1 on a mismatch.
+"""
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+
+def main():
+    model, input_path, shape, expected_path = sys.argv[1:5]
+    tolerance = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-4
+    shape = [int(d) for d in shape.split(",")]
+    x = np.fromfile(input_path, dtype="<f4").reshape(shape)
+    want = np.fromfile(expected_path, dtype="<f4").reshape(shape[0], -1)
+
+    try:
+        import onnx
+
+        onnx.checker.check_model(model, full_check=True)
+        print("onnx.checker: ok")
+    except ImportError:
+        pass
+
+    options = ort.SessionOptions()
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != ["input"] or [o.name for o in outputs] != ["logits"]:
+        print(f"interface: inputs {[i.name for i in inputs]}, outputs {[o.name for o in outputs]}")
+        return 1
+    if not isinstance(inputs[0].shape[0], str):
+        print(f"the batch dimension is fixed: {inputs[0].shape}")
+        return 1
+
+    got = session.run(["logits"], {"input": x})[0]
+    single = session.run(["logits"], {"input": x[:1]})[0]
+    scale = float(np.abs(got).max())
+    err = float(np.abs(got - want).max())
+    single_err = float(np.abs(single[0] - got[0]).max())
+    top1_same = bool((got.argmax(1) == want.argmax(1)).all())
+    print(
+        f"{model}: onnxruntime {ort.__version__}, batch {shape[0]}: max |ours - ort| {err:.3e}, "
+        f"max |logit| {scale:.3e}, relative {err / scale:.3e}; batch-1 run differs by {single_err:.3e}; "
+        f"top-1 {'identical' if top1_same else 'DIFFERENT'} {got.argmax(1).tolist()}"
+    )
+    ok = err / scale <= tolerance and single_err / scale <= tolerance and top1_same
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
