@@ -225,9 +225,23 @@ pub enum ConvAlgorithm {
 }
 
 impl ConvAlgorithm {
-    /// The fastest algorithm this CPU runs.
+    /// The fastest algorithm this CPU runs, in general.
     pub fn preferred() -> Self {
         if simd::isa() >= Isa::Avx512 {
+            ConvAlgorithm::Direct
+        } else {
+            ConvAlgorithm::Im2colGemm
+        }
+    }
+
+    /// The faster algorithm for one layer (every pass), from the kernel benchmarks
+    /// (`cargo bench -p resnet-kernels --bench conv`): the direct kernels win on 3x3 layers whose
+    /// weights stay in cache (every CIFAR layer, early ImageNet stages); the GEMM backend, which
+    /// packs its operands, wins on 1x1 layers and on weight matrices far beyond the cache.
+    pub fn for_shape(s: &ConvShape) -> Self {
+        const DIRECT_WEIGHT_LIMIT: usize = 2 << 20;
+        let pointwise = s.kh == 1 && s.kw == 1;
+        if Self::preferred() == ConvAlgorithm::Direct && !pointwise && 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT {
             ConvAlgorithm::Direct
         } else {
             ConvAlgorithm::Im2colGemm
@@ -425,6 +439,7 @@ fn forward_with(
     }
     match algo {
         #[cfg(target_arch = "x86_64")]
+        #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct => {
             let co = s.cout;
             let bands = s.out_h().div_ceil(band_rows(s));
@@ -454,7 +469,7 @@ fn forward_with(
 /// # Panics
 /// If a slice length disagrees with `s`.
 pub fn conv2d_forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], ws: &mut Workspace) {
-    conv2d_forward_with(ConvAlgorithm::preferred(), s, x, None, w, y, None, ws);
+    conv2d_forward_with(ConvAlgorithm::for_shape(s), s, x, None, w, y, None, ws);
 }
 
 /// Forward convolution of the transformed input, `y = conv(t(x), w)` (see [`InputTransform`]),
@@ -496,7 +511,7 @@ pub fn conv2d_backward_data(
     accumulate: bool,
     ws: &mut Workspace,
 ) {
-    conv2d_backward_data_with(ConvAlgorithm::preferred(), s, dy, w, dx, accumulate, ws);
+    conv2d_backward_data_with(ConvAlgorithm::for_shape(s), s, dy, w, dx, accumulate, ws);
 }
 
 /// [`conv2d_backward_data`] with a chosen algorithm for its stride-1 cases.
@@ -596,7 +611,7 @@ pub fn conv2d_backward_weight(
     accumulate: bool,
     ws: &mut Workspace,
 ) {
-    conv2d_backward_weight_with(ConvAlgorithm::preferred(), s, x, t, dy, dw, accumulate, ws);
+    conv2d_backward_weight_with(ConvAlgorithm::for_shape(s), s, x, t, dy, dw, accumulate, ws);
 }
 
 /// [`conv2d_backward_weight`] with a chosen algorithm.
@@ -1075,6 +1090,9 @@ mod tests {
             c(1, 7, 7, 130, 20, 1, 1, 0),
             c(2, 6, 7, 9, 24, 3, 1, 1),
             c(2, 5, 6, 5, 40, 3, 1, 1),
+            // Weights beyond the cache budget: the channel-group order (3x3 and 1x1 strided).
+            c(2, 5, 5, 128, 130, 3, 1, 1),
+            c(1, 6, 6, 700, 200, 1, 2, 0),
         ]
     }
 
@@ -1185,6 +1203,22 @@ mod tests {
             bn_relu_copy_on(isa, &x, &a, &b, &mut got);
             assert_eq!(got, want, "{isa:?}");
         }
+    }
+
+    #[test]
+    fn algorithm_choice_follows_the_measurements() {
+        if simd::isa() < Isa::Avx512 {
+            assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), ConvAlgorithm::Im2colGemm);
+            return;
+        }
+        assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), ConvAlgorithm::Direct);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 28, 128, 128, 3)), ConvAlgorithm::Direct);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), ConvAlgorithm::Im2colGemm);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
+    }
+
+    fn c3(n: usize, hw: usize, cin: usize, cout: usize, k: usize) -> ConvShape {
+        ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride: 1, pad: k / 2 }
     }
 
     #[test]

@@ -42,6 +42,18 @@ impl PoolShape {
     }
 }
 
+crate::multiversion! {
+    /// `best = max(best, v)` per channel, remembering in `idx` the pixel `p` that won; ties keep
+    /// the earlier pixel (as PyTorch) and a NaN wins (it propagates, as in PyTorch).
+    fn max_into / max_into_on(v: &[f32], p: u32, best: &mut [f32], idx: &mut [u32]) {
+        for ((b, i), &x) in best.iter_mut().zip(idx.iter_mut()).zip(v) {
+            let take = x > *b || x.is_nan();
+            *b = if take { x } else { *b };
+            *i = if take { p } else { *i };
+        }
+    }
+}
+
 /// Max pooling forward. `argmax` receives, per output element, the index of the winning pixel
 /// within its image (`iy * w + ix`), which is all the backward pass needs.
 ///
@@ -57,35 +69,29 @@ pub fn max_pool_forward(s: &PoolShape, x: &[f32], y: &mut [f32], argmax: &mut [u
     assert_eq!(argmax.len(), s.output_len(), "max pool argmax length");
     assert!(s.pad < s.k && s.h + 2 * s.pad >= s.k && s.w + 2 * s.pad >= s.k, "bad pooling window {s:?}");
     let (oh, ow, c) = (s.out_h(), s.out_w(), s.c);
-    let out_img = oh * ow * c;
     let in_img = s.h * s.w * c;
+    let row = ow * c;
     threads::install(|| {
-        y.par_chunks_mut(out_img).zip(argmax.par_chunks_mut(out_img)).enumerate().for_each(|(img, (yi, ai))| {
+        // One task per output row: rows of all images, so small batches still use every thread.
+        y.par_chunks_mut(row).zip(argmax.par_chunks_mut(row)).enumerate().for_each(|(r, (yr, ar))| {
+            let (img, oy) = (r / oh, r % oh);
             let xi = &x[img * in_img..(img + 1) * in_img];
-            yi.fill(f32::NEG_INFINITY);
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let o = (oy * ow + ox) * c;
-                    for ky in 0..s.k {
-                        let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                        if iy < 0 || iy >= s.h as isize {
+            yr.fill(f32::NEG_INFINITY);
+            ar.fill(0);
+            for ox in 0..ow {
+                let o = ox * c;
+                for ky in 0..s.k {
+                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                    if iy < 0 || iy >= s.h as isize {
+                        continue;
+                    }
+                    for kx in 0..s.k {
+                        let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                        if ix < 0 || ix >= s.w as isize {
                             continue;
                         }
-                        for kx in 0..s.k {
-                            let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                            if ix < 0 || ix >= s.w as isize {
-                                continue;
-                            }
-                            let p = iy as usize * s.w + ix as usize;
-                            let src = &xi[p * c..(p + 1) * c];
-                            for ch in 0..c {
-                                // `>` keeps the first maximum, like PyTorch; NaN propagates.
-                                if src[ch] > yi[o + ch] || src[ch].is_nan() {
-                                    yi[o + ch] = src[ch];
-                                    ai[o + ch] = p as u32;
-                                }
-                            }
-                        }
+                        let p = iy as usize * s.w + ix as usize;
+                        max_into(&xi[p * c..(p + 1) * c], p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
                     }
                 }
             }
@@ -179,6 +185,18 @@ mod tests {
         assert_eq!(dx[13], 3.0);
         assert_eq!(dx[15], 4.0);
         assert_eq!(dx.iter().sum::<f32>(), 10.0);
+    }
+
+    #[test]
+    fn every_isa_version_of_the_max_agrees() {
+        let v: Vec<f32> = (0..37).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        for isa in crate::simd::available() {
+            let (mut b0, mut i0) = (vec![0.0f32; 37], vec![9u32; 37]);
+            let (mut b1, mut i1) = (b0.clone(), i0.clone());
+            max_into_on(crate::simd::Isa::Scalar, &v, 3, &mut b0, &mut i0);
+            max_into_on(isa, &v, 3, &mut b1, &mut i1);
+            assert_eq!((b0, i0), (b1, i1), "{isa:?}");
+        }
     }
 
     #[test]

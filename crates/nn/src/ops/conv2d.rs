@@ -88,7 +88,7 @@ impl Conv2d {
         y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
         let _p = profile::layer_scope("conv forward", &self.weight.name);
         conv::conv2d_forward_with(
-            ConvAlgorithm::preferred(),
+            ConvAlgorithm::for_shape(&s),
             &s,
             x.data(),
             t,

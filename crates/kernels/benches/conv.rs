@@ -1,0 +1,64 @@
+//! Convolution passes on the layer shapes of ResNet-20 (CIFAR, batch 128) and ResNet-50
+//! (ImageNet, batch 16), for both algorithms. Throughput is reported in multiply-adds.
+//!
+//! `cargo bench -p resnet-kernels --bench conv [-- FILTER]`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use resnet_kernels::conv::{
+    conv2d_backward_data_with, conv2d_backward_weight_with, conv2d_forward_with, ConvAlgorithm, ConvShape,
+};
+use resnet_kernels::rng::Rng;
+use resnet_kernels::simd::{self, Isa};
+use resnet_kernels::Workspace;
+
+fn shapes() -> Vec<(&'static str, ConvShape)> {
+    let c = |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
+    vec![
+        ("r20-stem", c(128, 32, 3, 16, 3, 1)),
+        ("r20-stage1", c(128, 32, 16, 16, 3, 1)),
+        ("r20-down2", c(128, 32, 16, 32, 3, 2)),
+        ("r20-stage2", c(128, 16, 32, 32, 3, 1)),
+        ("r20-stage3", c(128, 8, 64, 64, 3, 1)),
+        ("r50-stem", c(16, 224, 3, 64, 7, 2)),
+        ("r50-1x1-56", c(16, 56, 64, 256, 1, 1)),
+        ("r50-3x3-56", c(16, 56, 64, 64, 3, 1)),
+        ("r50-3x3-28", c(16, 28, 128, 128, 3, 1)),
+        ("r50-3x3-7", c(16, 7, 512, 512, 3, 1)),
+    ]
+}
+
+fn random(len: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut algos = vec![ConvAlgorithm::Im2colGemm];
+    if simd::isa() >= Isa::Avx512 {
+        algos.insert(0, ConvAlgorithm::Direct);
+    }
+    for (name, s) in shapes() {
+        let mut rng = Rng::new(1);
+        let (x, w, g) =
+            (random(s.input_len(), &mut rng), random(s.weight_len(), &mut rng), random(s.output_len(), &mut rng));
+        let (mut y, mut dx, mut dw) = (vec![0.0; s.output_len()], vec![0.0; s.input_len()], vec![0.0; s.weight_len()]);
+        let mut ws = Workspace::new();
+        let mut group = c.benchmark_group(name);
+        group.sample_size(10).throughput(Throughput::Elements(s.macs()));
+        for &algo in &algos {
+            let id = |pass: &str| BenchmarkId::new(pass, format!("{algo:?}"));
+            group.bench_function(id("forward"), |b| {
+                b.iter(|| conv2d_forward_with(algo, &s, &x, None, &w, &mut y, None, &mut ws))
+            });
+            group.bench_function(id("backward-data"), |b| {
+                b.iter(|| conv2d_backward_data_with(algo, &s, &g, &w, &mut dx, false, &mut ws))
+            });
+            group.bench_function(id("backward-weight"), |b| {
+                b.iter(|| conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw, false, &mut ws))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
