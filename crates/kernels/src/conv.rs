@@ -148,6 +148,52 @@ fn load_pixels(src: &[f32], dst: &mut [f32], t: Option<&InputTransform<'_>>) {
     }
 }
 
+/// `v` rounded to bf16 (nearest, ties to even), as the 16 high bits of its f32 pattern.
+fn bf16_bits(v: f32) -> u32 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        (b >> 16) | 0x40
+    } else {
+        (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    }
+}
+
+crate::multiversion! {
+    /// Packs pixels of `c` channels into bf16 channel pairs (`ceil(c / 2)` per pixel), applying
+    /// the input transform when there is one. `dst` holds the pairs as `f32` bit patterns.
+    fn pack_pairs / pack_pairs_on(src: &[f32], c: usize, scale: &[f32], shift: &[f32], transform: bool, dst: &mut [f32]) {
+        let pairs = c.div_ceil(2);
+        for (d, s) in dst.chunks_exact_mut(pairs).zip(src.chunks_exact(c)) {
+            for (p, o) in d.iter_mut().enumerate() {
+                let get = |i: usize| {
+                    if i >= c {
+                        0.0
+                    } else if transform {
+                        (s[i] * scale[i] + shift[i]).max(0.0)
+                    } else {
+                        s[i]
+                    }
+                };
+                *o = f32::from_bits(bf16_bits(get(2 * p)) | (bf16_bits(get(2 * p + 1)) << 16));
+            }
+        }
+    }
+}
+
+/// Weights `[kh, kw, cin, cout]` as bf16 pairs of input channels, `[kh, kw, ceil(cin/2), cout]`.
+fn pack_weights_bf16(s: &ConvShape, w: &[f32], out: &mut [u32]) {
+    let (taps, ci, co) = (s.kh * s.kw, s.cin, s.cout);
+    let pairs = ci.div_ceil(2);
+    for tap in 0..taps {
+        for p in 0..pairs {
+            for o in 0..co {
+                let at = |i: usize| if i < ci { w[(tap * ci + i) * co + o] } else { 0.0 };
+                out[(tap * pairs + p) * co + o] = bf16_bits(at(2 * p)) | (bf16_bits(at(2 * p + 1)) << 16);
+            }
+        }
+    }
+}
+
 fn check_lens(s: &ConvShape, x: usize, w: usize, y: usize) {
     s.validate();
     assert_eq!(x, s.input_len(), "conv input length for {s:?}");
@@ -220,8 +266,58 @@ fn col2im_add(s: &ConvShape, cols: &[f32], first_pixel: usize, rows: usize, dx_i
 pub enum ConvAlgorithm {
     /// Register-blocked AVX-512 micro-kernels on the padded input (needs AVX-512).
     Direct,
+    /// The direct kernels on bf16 inputs and weights with f32 accumulation (`vdpbf16ps`; needs
+    /// AVX512_BF16). Outputs stay f32.
+    DirectBf16,
     /// Tiled im2col and the GEMM backend (any CPU).
     Im2colGemm,
+}
+
+/// Arithmetic of the convolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 throughout.
+    F32,
+    /// bf16 inputs and weights in the convolutions' dot products, f32 accumulation and f32
+    /// everywhere else (outputs, batch norm, loss, master weights).
+    Bf16,
+}
+
+static PRECISION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether this CPU runs the bf16 kernels (AVX-512 and AVX512_BF16).
+pub fn bf16_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::isa() >= Isa::Avx512 && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Chooses the arithmetic of every convolution from now on.
+///
+/// # Errors
+/// A message naming the missing CPU feature when bf16 is asked for and not supported.
+pub fn set_precision(p: Precision) -> Result<(), String> {
+    if p == Precision::Bf16 && !bf16_supported() {
+        return Err("bf16 convolutions need a CPU with AVX-512 and AVX512_BF16 (e.g. Intel Cooper Lake or later, \
+                    AMD Zen 4 or later); this one lacks them: use --precision fp32"
+            .into());
+    }
+    PRECISION.store(u8::from(p == Precision::Bf16), std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// The arithmetic set by [`set_precision`] (f32 by default).
+pub fn precision() -> Precision {
+    if PRECISION.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    }
 }
 
 impl ConvAlgorithm {
@@ -242,7 +338,10 @@ impl ConvAlgorithm {
         const DIRECT_WEIGHT_LIMIT: usize = 2 << 20;
         let pointwise = s.kh == 1 && s.kw == 1;
         if Self::preferred() == ConvAlgorithm::Direct && !pointwise && 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT {
-            ConvAlgorithm::Direct
+            match precision() {
+                Precision::F32 => ConvAlgorithm::Direct,
+                Precision::Bf16 => ConvAlgorithm::DirectBf16,
+            }
         } else {
             ConvAlgorithm::Im2colGemm
         }
@@ -289,6 +388,11 @@ fn forward_gemm(s: &ConvShape, x: &[f32], t: Option<&InputTransform<'_>>, w: &[f
 /// Copies input rows `iy0 .. iy0 + rows` of image `img` into `strip` as rows of width
 /// `w + 2 * pad`, with zeros for the padding and for rows outside the image: the part of the
 /// zero-padded input that a band of output rows reads, built where it stays in cache.
+///
+/// With `bf16`, each pixel is stored as `ceil(cin / 2)` bf16 channel pairs instead (see
+/// [`pack_pairs`]); zero bits are a bf16 zero pair, so the padding is the same. `row` is
+/// scratch for one transformed input row (`w * cin` floats) in that case.
+#[allow(clippy::too_many_arguments)]
 fn fill_strip(
     s: &ConvShape,
     x: &[f32],
@@ -297,19 +401,38 @@ fn fill_strip(
     iy0: isize,
     rows: usize,
     strip: &mut [f32],
+    bf16: bool,
+    row: &mut [f32],
 ) {
     let (c, p) = (s.cin, s.pad);
+    let e = if bf16 { c.div_ceil(2) } else { c };
     let wp = s.w + 2 * p;
-    for (r, dst) in strip[..rows * wp * c].chunks_exact_mut(wp * c).enumerate() {
+    for (r, dst) in strip[..rows * wp * e].chunks_exact_mut(wp * e).enumerate() {
         let iy = iy0 + r as isize;
         if iy < 0 || iy >= s.h as isize {
             dst.fill(0.0);
             continue;
         }
         let src = ((img * s.h + iy as usize) * s.w) * c;
-        dst[..p * c].fill(0.0);
-        dst[(p + s.w) * c..].fill(0.0);
-        load_pixels(&x[src..src + s.w * c], &mut dst[p * c..(p + s.w) * c], t);
+        dst[..p * e].fill(0.0);
+        dst[(p + s.w) * e..].fill(0.0);
+        let (from, to) = (&x[src..src + s.w * c], &mut dst[p * e..(p + s.w) * e]);
+        match (bf16, t) {
+            (false, _) => load_pixels(from, to, t),
+            // An even channel count makes the pair layout the plain bf16 array of the row.
+            #[cfg(target_arch = "x86_64")]
+            (true, _) if c % 2 == 0 => {
+                let row = &mut row[..s.w * c];
+                load_pixels(from, row, t);
+                debug_assert_eq!(2 * to.len(), row.len());
+                // SAFETY: bf16 support was checked by the caller; `to` holds `w * c / 2` f32
+                // slots, i.e. `w * c` u16 slots, exactly the converted row, and does not
+                // overlap `row`.
+                unsafe { crate::simd::avx512::to_bf16(row.as_ptr(), to.as_mut_ptr() as *mut u16, row.len()) };
+            }
+            (true, Some(t)) => pack_pairs(from, c, t.scale, t.shift, true, to),
+            (true, None) => pack_pairs(from, c, &[], &[], false, to),
+        }
     }
 }
 
@@ -332,15 +455,20 @@ fn forward_direct(
     x: &[f32],
     t: Option<&InputTransform<'_>>,
     w: &[f32],
+    w_bf16: Option<&[u32]>,
     y: &mut [f32],
     accumulate: bool,
     want_stats: bool,
     partials: &mut [f64],
 ) {
-    use crate::simd::avx512::ConvTileArgs;
+    use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16};
     assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
+    let bf16 = w_bf16.is_some();
+    assert!(!bf16 || bf16_supported(), "bf16 convolution needs AVX512_BF16");
     let (oh, ow, co) = (s.out_h(), s.out_w(), s.cout);
     let wp = s.w + 2 * s.pad;
+    // Strip elements per pixel: channels, or bf16 channel pairs.
+    let e = if bf16 { s.cin.div_ceil(2) } else { s.cin };
     let args = ConvTileArgs {
         a_pixel_stride: s.stride * s.cin,
         a_row_stride: wp * s.cin,
@@ -349,6 +477,8 @@ fn forward_direct(
         kw: s.kw,
         cout: co,
     };
+    let args_bf16 =
+        ConvTileArgsBf16 { a_pixel_stride: s.stride * e, a_row_stride: wp * e, pairs: e, kh: s.kh, kw: s.kw, cout: co };
     let row_len = ow * co;
     let band = band_rows(s);
     let bands = oh.div_ceil(band);
@@ -363,15 +493,18 @@ fn forward_direct(
                         let oy0 = b * band;
                         let rows = y_band.len() / row_len;
                         let strip_rows = (rows - 1) * s.stride + s.kh;
-                        let strip_len = strip_rows * wp * s.cin;
-                        with_tile(strip_len + 2 * co, |tile| {
-                            let (strip, scratch) = tile.split_at_mut(strip_len);
-                            fill_strip(s, x, t, img, (oy0 * s.stride) as isize - s.pad as isize, strip_rows, strip);
+                        let strip_len = strip_rows * wp * e;
+                        let row_len_in = if bf16 { s.w * s.cin } else { 0 };
+                        with_tile(strip_len + 2 * co + row_len_in, |tile| {
+                            let (strip, rest) = tile.split_at_mut(strip_len);
+                            let (scratch, in_row) = rest.split_at_mut(2 * co);
+                            let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
+                            fill_strip(s, x, t, img, iy0, strip_rows, strip, bf16, in_row);
                             let (s1, s2) = sums.split_at_mut(co);
                             s1.fill(0.0);
                             s2.fill(0.0);
                             for (r, yrow) in y_band.chunks_exact_mut(row_len).enumerate() {
-                                let a_row = r * s.stride * wp * s.cin;
+                                let a_row = r * s.stride * wp * e;
                                 for co0 in (0..co).step_by(block) {
                                     let channels = (co - co0).min(block);
                                     let r_max = kernel.max_pixels(channels);
@@ -384,25 +517,41 @@ fn forward_direct(
                                         // <= (r * stride + kh) * wp * cin <= strip.len(): the
                                         // strip holds the padded input rows of the whole band.
                                         debug_assert!(
-                                            a_row + (s.kh - 1) * wp * s.cin + ((ox + px - 1) * s.stride + s.kw) * s.cin
+                                            a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e
                                                 <= strip.len()
                                         );
-                                        // SAFETY: AVX-512 was checked above; the input windows
-                                        // lie in the strip (bound above), the weight rows
-                                        // `tap * cin + ci` with lanes `co0..co0 + channels` lie in
-                                        // `w` (`kh * kw * cin * cout` floats, checked by the
-                                        // caller), and the output tile lies in this row of this
-                                        // task's band, which overlaps neither input.
+                                        let a = a_row + ox * s.stride * e;
+                                        let out = yrow[ox * co + co0..].as_mut_ptr();
+                                        // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was
+                                        // checked above; the input windows lie in the strip
+                                        // (bound above), the weight rows `tap * cin + ci` (or
+                                        // pairs) with lanes `co0..co0 + channels` lie in the
+                                        // weights (`kh * kw * cin * cout` floats or pairs,
+                                        // checked by the caller), and the output tile lies in
+                                        // this row of this task's band, which overlaps neither
+                                        // input. The bf16 strip holds u32 pair patterns in f32
+                                        // slots of the same size.
                                         unsafe {
-                                            kernel.run(
-                                                px,
-                                                channels,
-                                                &args,
-                                                strip.as_ptr().add(a_row + ox * s.stride * s.cin),
-                                                w.as_ptr().add(co0),
-                                                yrow.as_mut_ptr().add(ox * co + co0),
-                                                accumulate,
-                                            );
+                                            match w_bf16 {
+                                                None => kernel.run(
+                                                    px,
+                                                    channels,
+                                                    &args,
+                                                    strip[a..].as_ptr(),
+                                                    w[co0..].as_ptr(),
+                                                    out,
+                                                    accumulate,
+                                                ),
+                                                Some(wb) => kernel.run_bf16(
+                                                    px,
+                                                    channels,
+                                                    &args_bf16,
+                                                    strip[a..].as_ptr() as *const u32,
+                                                    wb[co0..].as_ptr(),
+                                                    out,
+                                                    accumulate,
+                                                ),
+                                            }
                                         }
                                         ox += px;
                                     }
@@ -444,13 +593,30 @@ fn forward_with(
             let co = s.cout;
             let bands = s.out_h().div_ceil(band_rows(s));
             let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
-            forward_direct(s, x, t, w, y, accumulate, stats.is_some(), partials);
+            forward_direct(s, x, t, w, None, y, accumulate, stats.is_some(), partials);
             if let Some(out) = stats {
                 out.fill(0.0);
                 for p in partials.chunks_exact(2 * co) {
                     out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
                 }
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        ConvAlgorithm::DirectBf16 => {
+            let co = s.cout;
+            let bands = s.out_h().div_ceil(band_rows(s));
+            let mut packed = std::mem::take(&mut ws.bf16);
+            pack_weights_bf16(s, w, take(&mut packed, s.kh * s.kw * s.cin.div_ceil(2) * co));
+            let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
+            let wb = &packed[..s.kh * s.kw * s.cin.div_ceil(2) * co];
+            forward_direct(s, x, t, w, Some(wb), y, accumulate, stats.is_some(), partials);
+            if let Some(out) = stats {
+                out.fill(0.0);
+                for p in partials.chunks_exact(2 * co) {
+                    out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+                }
+            }
+            ws.bf16 = packed;
         }
         _ => {
             forward_gemm(s, x, t, w, y, accumulate);
@@ -642,7 +808,9 @@ pub fn conv2d_backward_weight_with(
         let partials = take(&mut partials, parts * k * co);
         match algo {
             #[cfg(target_arch = "x86_64")]
-            ConvAlgorithm::Direct => backward_weight_direct(s, x, t, dy, partials, parts),
+            // The weight gradient stays f32 in bf16 mode (its reduction over every pixel of the
+            // batch is where bf16 rounding would accumulate).
+            ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 => backward_weight_direct(s, x, t, dy, partials, parts),
             _ => backward_weight_gemm(s, x, t, dy, partials, parts),
         }
         let (head, rest) = partials.split_at(k * co);
@@ -736,7 +904,17 @@ fn backward_weight_direct(
                 };
                 let dy_band = (img * oh + oy0) * ow * co;
                 with_tile(strip_rows * wp * ci, |strip| {
-                    fill_strip(s, x, t, img, (oy0 * s.stride) as isize - s.pad as isize, strip_rows, strip);
+                    fill_strip(
+                        s,
+                        x,
+                        t,
+                        img,
+                        (oy0 * s.stride) as isize - s.pad as isize,
+                        strip_rows,
+                        strip,
+                        false,
+                        &mut [],
+                    );
                     // The 3-wide kernel keeps three taps of accumulators plus a window of three
                     // dy vectors per channel vector: it fits the registers up to 48 channels.
                     if s.stride == 1 && s.kw == 3 && co <= 48 {
@@ -833,7 +1011,7 @@ fn backward_weight_direct(
 /// Dispatch from run-time tile sizes to the const-generic micro-kernels.
 #[cfg(target_arch = "x86_64")]
 mod direct {
-    use crate::simd::avx512::{self, lane_mask, ConvTileArgs, WgradTileArgs};
+    use crate::simd::avx512::{self, lane_mask, ConvTileArgs, ConvTileArgsBf16, WgradTileArgs};
     use std::arch::x86_64::__mmask16;
 
     macro_rules! by_rows {
@@ -922,6 +1100,53 @@ mod direct {
                         3 => by_rows!(k, r, 3, [1 2 3 4 5 6], (g, a, w, y, &masks::<3>(channels), accumulate)),
                         nb => unreachable!("{nb} channel vectors"),
                     },
+                }
+            }
+        }
+    }
+
+    impl ConvKernel {
+        /// [`Self::run`] on bf16 channel pairs.
+        ///
+        /// # Safety
+        /// The contract of the chosen bf16 kernel for `r <= self.max_pixels(channels)` pixels.
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn run_bf16(
+            self,
+            r: usize,
+            channels: usize,
+            g: &ConvTileArgsBf16,
+            a: *const u32,
+            w: *const u32,
+            y: *mut f32,
+            accumulate: bool,
+        ) {
+            use avx512::{conv_tile_bf16 as kg, conv_tile_s1k3_bf16 as ks};
+            // SAFETY: forwarded contract.
+            unsafe {
+                match (self, channels.div_ceil(16)) {
+                    (ConvKernel::General, 1) => {
+                        by_rows!(kg, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
+                    }
+                    (ConvKernel::General, 2) => {
+                        by_rows!(kg, r, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, a, w, y, &masks::<2>(channels), accumulate))
+                    }
+                    (ConvKernel::General, 3) => {
+                        by_rows!(kg, r, 3, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<3>(channels), accumulate))
+                    }
+                    (ConvKernel::General, 4) => {
+                        by_rows!(kg, r, 4, [1 2 3 4 5 6], (g, a, w, y, &masks::<4>(channels), accumulate))
+                    }
+                    (ConvKernel::S1K3, 1) => {
+                        by_rows!(ks, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
+                    }
+                    (ConvKernel::S1K3, 2) => {
+                        by_rows!(ks, r, 2, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<2>(channels), accumulate))
+                    }
+                    (ConvKernel::S1K3, 3) => {
+                        by_rows!(ks, r, 3, [1 2 3 4 5 6], (g, a, w, y, &masks::<3>(channels), accumulate))
+                    }
+                    (kind, nb) => unreachable!("{kind:?} with {nb} channel vectors"),
                 }
             }
         }
@@ -1203,6 +1428,47 @@ mod tests {
             bn_relu_copy_on(isa, &x, &a, &b, &mut got);
             assert_eq!(got, want, "{isa:?}");
         }
+    }
+
+    /// bf16 products (8-bit mantissas) with f32 sums: within about 1% of the largest output.
+    #[test]
+    fn bf16_kernels_match_f32_within_bf16_rounding() {
+        if !bf16_supported() {
+            eprintln!("skipped: this CPU lacks AVX512_BF16");
+            return;
+        }
+        let close = |got: &[f32], want: &[f32], what: &str| {
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let err = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 0.02 * scale, "{what}: error {err} of {scale}");
+        };
+        for s in shapes() {
+            let mut rng = Rng::new(6);
+            let (x, w, g) =
+                (random(s.input_len(), &mut rng), random(s.weight_len(), &mut rng), random(s.output_len(), &mut rng));
+            let (scale, shift) = (random(s.cin, &mut rng), random(s.cin, &mut rng));
+            let mut ws = Workspace::new();
+            for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
+                let (mut a, mut b) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
+                let (mut sa, mut sb) = (vec![0.0; 2 * s.cout], vec![0.0; 2 * s.cout]);
+                conv2d_forward_with(ConvAlgorithm::DirectBf16, &s, &x, t, &w, &mut a, Some(&mut sa), &mut ws);
+                conv2d_forward_with(ConvAlgorithm::Im2colGemm, &s, &x, t, &w, &mut b, Some(&mut sb), &mut ws);
+                close(&a, &b, &format!("bf16 forward {s:?}"));
+            }
+            let (mut a, mut b) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
+            conv2d_backward_data_with(ConvAlgorithm::DirectBf16, &s, &g, &w, &mut a, false, &mut ws);
+            conv2d_backward_data_with(ConvAlgorithm::Im2colGemm, &s, &g, &w, &mut b, false, &mut ws);
+            close(&a, &b, &format!("bf16 backward data {s:?}"));
+        }
+    }
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3F80);
+        // 1 + 2^-8 is halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one, 1.
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3F80);
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3F82);
+        assert!(f32::from_bits(bf16_bits(f32::NAN) << 16).is_nan());
     }
 
     #[test]

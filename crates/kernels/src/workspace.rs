@@ -10,6 +10,8 @@ pub struct Workspace {
     pub(crate) partials: Vec<f32>,
     /// Per-thread partial sums in double precision.
     pub(crate) f64s: Vec<f64>,
+    /// Weights packed as bf16 channel pairs.
+    pub(crate) bf16: Vec<u32>,
 }
 
 /// Grows `buf` to at least `len` and returns its first `len` elements.
@@ -28,6 +30,6 @@ impl Workspace {
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        (self.weights.capacity() + self.partials.capacity()) * 4 + self.f64s.capacity() * 8
+        (self.weights.capacity() + self.partials.capacity() + self.bf16.capacity()) * 4 + self.f64s.capacity() * 8
     }
 }

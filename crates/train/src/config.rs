@@ -38,6 +38,30 @@ pub enum Normalization {
     None,
 }
 
+/// Arithmetic of the convolutions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    Fp32,
+    /// bf16 inputs and weights in the convolutions' dot products (AVX512_BF16), f32
+    /// accumulation, f32 master weights, batch-norm statistics and loss.
+    Bf16,
+}
+
+impl Precision {
+    /// Makes every convolution use this arithmetic from now on.
+    ///
+    /// # Errors
+    /// A message naming the missing CPU feature.
+    pub fn activate(self) -> Result<(), String> {
+        resnet_kernels::conv::set_precision(match self {
+            Precision::Fp32 => resnet_kernels::conv::Precision::F32,
+            Precision::Bf16 => resnet_kernels::conv::Precision::Bf16,
+        })
+    }
+}
+
 /// Everything that defines a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -97,6 +121,9 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Also keep a checkpoint every this many epochs (0: only last and best).
     pub checkpoint_every: u64,
+    /// Arithmetic of the convolutions.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -132,6 +159,7 @@ impl TrainConfig {
             seed: 0,
             workers: 2,
             checkpoint_every: 0,
+            precision: Precision::Fp32,
         }
     }
 

@@ -381,6 +381,7 @@ pub fn run(
         (config, None)
     };
     validate(&config)?;
+    config.precision.activate().map_err(TrainError::Config)?;
     if checkpoint.is_none() {
         let text = serde_json::to_string_pretty(&config).expect("config serialises");
         fsutil::write_atomic(&run_dir.config(), text.as_bytes())?;

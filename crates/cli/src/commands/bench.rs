@@ -43,6 +43,9 @@ pub struct Args {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Convolution arithmetic.
+    #[arg(long, value_enum, default_value_t = super::train::PrecisionArg::Fp32)]
+    precision: super::train::PrecisionArg,
     /// Print the time spent per layer type.
     #[arg(long)]
     profile: bool,
@@ -55,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.batch == 0 || args.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
+    resnet_train::config::Precision::from(args.precision).activate().map_err(anyhow::Error::msg)?;
     let spec = args.model_args.spec(&args.model)?;
     let size = args.size.unwrap_or_else(|| spec.default_input_size());
     let mut net = ResNet::new(spec.clone())?;
@@ -105,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mode = format!("{:?}", args.mode).to_lowercase();
     if args.json {
         let mut v = serde_json::json!({
-            "model": spec.name, "mode": mode, "batch": args.batch, "input": size,
+            "model": spec.name, "mode": mode, "batch": args.batch, "input": size, "precision": format!("{:?}", args.precision).to_lowercase(),
             "threads": threads::num_threads(), "steps": args.steps, "warmup": args.warmup,
             "images_per_sec": images_per_sec, "ms_per_step": ms_mean, "ms_per_step_median": ms_median,
             "gflops": gflops, "peak_rss_bytes": peak, "cpu": system::cpu_name(),

@@ -4,7 +4,7 @@ use super::progress::EpochBars;
 use anyhow::{bail, Context};
 use resnet_data::{EvalView, TrainAugment};
 use resnet_models::{zoo, Shortcut};
-use resnet_train::config::{Normalization, RunLength, TrainConfig};
+use resnet_train::config::{Normalization, Precision, RunLength, TrainConfig};
 use resnet_train::schedule::{Decay, Milestone, Warmup};
 use resnet_train::trainer::{self, Outcome};
 use std::path::PathBuf;
@@ -57,6 +57,24 @@ pub enum ViewKind {
     Center,
     /// Four corners, centre and their flips.
     TenCrop,
+}
+
+/// Convolution arithmetic.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrecisionArg {
+    /// f32 throughout.
+    Fp32,
+    /// bf16 dot products, f32 accumulation, f32 everything else.
+    Bf16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        }
+    }
 }
 
 /// Input normalisation.
@@ -175,6 +193,9 @@ pub struct Args {
     /// Also keep a checkpoint every K epochs.
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Convolution arithmetic: fp32, or bf16 dot products with f32 accumulation (AVX512_BF16).
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
     /// Print one line per epoch instead of progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -287,6 +308,9 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
     c.seed = a.seed.unwrap_or(c.seed);
     c.workers = a.workers.unwrap_or(c.workers);
     c.checkpoint_every = a.checkpoint_every.unwrap_or(c.checkpoint_every);
+    if let Some(p) = a.precision {
+        c.precision = p.into();
+    }
     Ok(c)
 }
 

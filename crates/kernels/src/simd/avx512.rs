@@ -300,3 +300,182 @@ pub unsafe fn wgrad_tile_s1k3<const RC: usize, const NB: usize>(
         }
     }
 }
+
+/// Geometry of the bf16 kernels: like [`ConvTileArgs`], but the input and the weights are
+/// packed in pairs of input channels (one `u32` holds two bf16 values: channel `2p` in the low
+/// half, `2p + 1` in the high half), so strides count pairs.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvTileArgsBf16 {
+    /// Pairs between the input windows of consecutive output pixels (`stride * pairs`).
+    pub a_pixel_stride: usize,
+    /// Pairs between consecutive input rows (`padded width * pairs`).
+    pub a_row_stride: usize,
+    /// Input channel pairs (`ceil(cin / 2)`).
+    pub pairs: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output channels.
+    pub cout: usize,
+}
+
+/// [`conv_tile`] on bf16 channel pairs with `vdpbf16ps` (two multiply-adds per lane per
+/// instruction, accumulated in f32). Weights are `[kh, kw, pairs, cout]` pairs.
+///
+/// # Safety
+/// - The CPU supports AVX-512F and AVX512_BF16.
+/// - The ranges of [`conv_tile`], with channels counted in pairs.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn conv_tile_bf16<const R: usize, const NB: usize>(
+    g: &ConvTileArgsBf16,
+    a: *const u32,
+    w: *const u32,
+    y: *mut f32,
+    masks: &[__mmask16; NB],
+    accumulate: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: within the output tile (caller's contract).
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.cout + 16 * j)) };
+            }
+        }
+    }
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let tap = ky * g.kw + kx;
+            // SAFETY: offsets stay inside the window and weight ranges of the contract.
+            let a_tap = unsafe { a.add(ky * g.a_row_stride + kx * g.pairs) };
+            let w_tap = unsafe { w.add(tap * g.pairs * g.cout) };
+            for p in 0..g.pairs {
+                let mut wv = [_mm512_setzero_si512(); NB];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    // SAFETY: weight pair row p of this tap, lanes limited by the mask.
+                    *v = unsafe { _mm512_maskz_loadu_epi32(masks[j], w_tap.add(p * g.cout + 16 * j) as *const i32) };
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: input pair p of pixel r at this tap.
+                    let b = _mm512_set1_epi32(unsafe { *a_tap.add(r * g.a_pixel_stride + p) } as i32);
+                    for (v, wj) in row.iter_mut().zip(&wv) {
+                        *v = _mm512_dpbf16_ps(*v, _mm512_castsi512_ps(b).into_bh(), _mm512_castsi512_ps(*wj).into_bh());
+                    }
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            // SAFETY: within the output tile.
+            unsafe { _mm512_mask_storeu_ps(y.add(r * g.cout + 16 * j), masks[j], *v) };
+        }
+    }
+}
+
+/// [`conv_tile_s1k3`] on bf16 channel pairs: stride 1, 3-wide, one broadcast per input column.
+///
+/// # Safety
+/// As [`conv_tile_bf16`] with stride 1 and `kw = 3`.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn conv_tile_s1k3_bf16<const R: usize, const NB: usize>(
+    g: &ConvTileArgsBf16,
+    a: *const u32,
+    w: *const u32,
+    y: *mut f32,
+    masks: &[__mmask16; NB],
+    accumulate: bool,
+) {
+    debug_assert!(g.kw == 3 && g.a_pixel_stride == g.pairs);
+    let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: within the output tile (caller's contract).
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.cout + 16 * j)) };
+            }
+        }
+    }
+    for ky in 0..g.kh {
+        // SAFETY: row ky of every window and the weights of taps (ky, 0..3) (contract).
+        let a_row = unsafe { a.add(ky * g.a_row_stride) };
+        let w_row = unsafe { w.add(ky * 3 * g.pairs * g.cout) };
+        for p in 0..g.pairs {
+            let mut wv = [[_mm512_setzero_ps().into_bh(); NB]; 3];
+            for (kx, taps) in wv.iter_mut().enumerate() {
+                for (j, v) in taps.iter_mut().enumerate() {
+                    // SAFETY: weight pair (ky, kx, p), lanes limited by the mask.
+                    let raw = unsafe {
+                        _mm512_maskz_loadu_epi32(
+                            masks[j],
+                            w_row.add((kx * g.pairs + p) * g.cout + 16 * j) as *const i32,
+                        )
+                    };
+                    *v = _mm512_castsi512_ps(raw).into_bh();
+                }
+            }
+            // SAFETY (all three loads): input columns c < R + 2 of this row, pair p.
+            let bcast = |c: usize| {
+                _mm512_castsi512_ps(_mm512_set1_epi32(unsafe { *a_row.add(c * g.pairs + p) } as i32)).into_bh()
+            };
+            let mut b0 = bcast(0);
+            let mut b1 = bcast(1);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let b2 = bcast(r + 2);
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_dpbf16_ps(*v, b0, wv[0][j]);
+                    *v = _mm512_dpbf16_ps(*v, b1, wv[1][j]);
+                    *v = _mm512_dpbf16_ps(*v, b2, wv[2][j]);
+                }
+                b0 = b1;
+                b1 = b2;
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            // SAFETY: within the output tile.
+            unsafe { _mm512_mask_storeu_ps(y.add(r * g.cout + 16 * j), masks[j], *v) };
+        }
+    }
+}
+
+/// Reinterprets 32 packed bf16 values held in a float vector's bits.
+trait IntoBh {
+    fn into_bh(self) -> __m512bh;
+}
+
+impl IntoBh for __m512 {
+    #[inline(always)]
+    fn into_bh(self) -> __m512bh {
+        // SAFETY: both are 512-bit plain-data vectors; this only relabels the bits.
+        unsafe { std::mem::transmute::<__m512, __m512bh>(self) }
+    }
+}
+
+/// Converts `n` floats at `src` to bf16 (nearest, ties to even) at `dst`.
+///
+/// # Safety
+/// The CPU supports AVX-512F and AVX512_BF16; `src` is readable and `dst` writable for `n`
+/// elements, and they do not overlap.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn to_bf16(src: *const f32, dst: *mut u16, n: usize) {
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: 16 elements from i are in range.
+        unsafe {
+            let v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.add(i)));
+            _mm256_storeu_si256(dst.add(i) as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(v));
+        }
+        i += 16;
+    }
+    if i < n {
+        let m = lane_mask(n - i);
+        // SAFETY: the masked lanes cover exactly the elements left.
+        unsafe {
+            let v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src.add(i)));
+            _mm256_mask_storeu_epi16(dst.add(i) as *mut i16, m, std::mem::transmute::<__m256bh, __m256i>(v));
+        }
+    }
+}
