@@ -27,6 +27,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// The top-k classes of image files.
     Predict(commands::predict::Args),
+    /// Training curves of one or more runs in one figure.
+    Plot(commands::plot::Args),
     /// Run one of the paper's experiments.
     #[command(subcommand)]
     Experiment(commands::experiment::Experiment),
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Predict(a) => commands::predict::run(a),
+        Command::Plot(a) => commands::plot::run(a),
         Command::Experiment(e) => commands::experiment::run(e),
         Command::Models(a) => commands::models::run(a),
         Command::Info(a) => commands::info::run(a),

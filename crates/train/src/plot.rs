@@ -96,6 +96,24 @@ fn bounds(p: &Panel) -> ((f64, f64), (f64, f64)) {
     ((x0, x1), y)
 }
 
+/// A tick label: no decimals beyond what the axis span needs, thousands as `k`.
+fn tick(v: f64, span: f64) -> String {
+    if span >= 5000.0 && v.abs() >= 1000.0 {
+        let k = v / 1000.0;
+        if (k - k.round()).abs() < 1e-6 {
+            format!("{}k", k.round() as i64)
+        } else {
+            format!("{k:.1}k")
+        }
+    } else if span >= 10.0 {
+        format!("{}", v.round() as i64)
+    } else if span >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, fig: &Figure) -> Result<(), String>
 where
     DB::ErrorType: 'static,
@@ -111,10 +129,16 @@ where
             .y_label_area_size(50)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| e.to_string())?;
+        let x_fmt = |x: &f64| tick(*x, x1 - x0);
+        let y_fmt = |y: &f64| tick(*y, y1 - y0);
         chart
             .configure_mesh()
             .x_desc(&panel.x_label)
             .y_desc(&panel.y_label)
+            .x_labels(6)
+            .y_labels(8)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
             .light_line_style(WHITE.mix(0.0))
             .label_style(("sans-serif", 13))
             .draw()
@@ -198,6 +222,14 @@ use image::ImageEncoder;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick(11000.0, 11700.0), "11k");
+        assert_eq!(tick(2500.0, 11700.0), "2.5k");
+        assert_eq!(tick(40.0, 60.0), "40");
+        assert_eq!(tick(0.25, 0.5), "0.250");
+    }
 
     #[test]
     fn writes_png_and_svg() {

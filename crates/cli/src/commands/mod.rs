@@ -9,6 +9,7 @@ pub mod export;
 pub mod import;
 pub mod info;
 pub mod models;
+pub mod plot;
 pub mod predict;
 pub mod progress;
 pub mod train;
