@@ -130,6 +130,17 @@ fn lighting(px: &mut [f32], c: usize, rng: &mut Rng) {
     }
 }
 
+/// An image a view can be rendered from: the dataset's channel count, not empty.
+fn check_renderable(img: &Image, c: usize) -> Result<(), String> {
+    if img.channels != c {
+        return Err(format!("image has {} channels, the dataset {c}", img.channels));
+    }
+    if img.height == 0 || img.width == 0 {
+        return Err("image is empty".into());
+    }
+    Ok(())
+}
+
 fn copy_u8(img: &Image, out: &mut [f32]) {
     for (o, &p) in out.iter_mut().zip(&img.pixels) {
         *o = p as f32;
@@ -182,12 +193,7 @@ impl TrainAugment {
         (h, w, c): (usize, usize, usize),
         out: &mut [f32],
     ) -> Result<(), String> {
-        if img.channels != c {
-            return Err(format!("image has {} channels, the dataset {c}", img.channels));
-        }
-        if img.height == 0 || img.width == 0 {
-            return Err("image is empty".into());
-        }
+        check_renderable(img, c)?;
         match self {
             TrainAugment::None => {
                 check_image(img, (h, w, c))?;
@@ -317,12 +323,7 @@ impl EvalView {
         (h, w, c): (usize, usize, usize),
         out: &mut [f32],
     ) -> Result<(), String> {
-        if img.channels != c {
-            return Err(format!("image has {} channels, the dataset {c}", img.channels));
-        }
-        if img.height == 0 || img.width == 0 {
-            return Err("image is empty".into());
-        }
+        check_renderable(img, c)?;
         let view = h * w * c;
         match self {
             EvalView::Full => {

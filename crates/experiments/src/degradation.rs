@@ -5,7 +5,7 @@ use crate::{markdown_table, ExperimentError};
 use resnet_models::zoo;
 use resnet_train::config::TrainConfig;
 use resnet_train::fsutil;
-use resnet_train::plot::{self, Figure, Panel, Series, Stroke};
+use resnet_train::plot::{self, Figure, Panel};
 use resnet_train::trainer::Observer;
 use serde::Serialize;
 use std::path::Path;
@@ -87,22 +87,7 @@ pub fn degradation(
     let panel = |residual: bool| {
         let mut series = Vec::new();
         for (i, p) in parts.iter().filter(|p| describe(&p.name).1 == residual).enumerate() {
-            let pts = |f: fn(&resnet_train::metrics::EpochMetrics) -> f64| {
-                p.history.iter().map(|m| (m.iteration as f64, f(m))).collect::<Vec<_>>()
-            };
-            let label = label(&p.name);
-            series.push(Series {
-                label: format!("{label} train"),
-                points: pts(|m| m.train_error),
-                stroke: Stroke::Dashed,
-                color: i,
-            });
-            series.push(Series {
-                label: format!("{label} test"),
-                points: pts(|m| m.test_error),
-                stroke: Stroke::Solid,
-                color: i,
-            });
+            series.extend(resnet_train::metrics::error_series(&label(&p.name), &p.history, i));
         }
         Panel {
             title: if residual { "ResNet".into() } else { "plain".into() },

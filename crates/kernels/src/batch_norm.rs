@@ -64,11 +64,18 @@ crate::multiversion! {
     }
 }
 
-/// Per-channel sums of `x` (`[rows, c]`) into `out` (`[2 * c]`: sums, then sums of squares).
-pub fn channel_sums(x: &[f32], c: usize, out: &mut [f64], ws: &mut Workspace) {
-    assert!(c > 0 && x.len().is_multiple_of(c), "input of {} floats is not [rows, {c}]", x.len());
-    assert_eq!(out.len(), 2 * c);
-    let rows = x.len() / c;
+/// Runs `rows_kernel(span, s1, s2, t1, t2)` over a fixed split of `rows` rows (one part per
+/// thread, at least 256 rows each) and adds the parts' per-channel `f64` sums in order into
+/// `out` (`[2 * c]`: the `s1` totals, then the `s2` totals). `span` is the part's element range;
+/// `t1`, `t2` are `f32` scratch of `c`. A fixed split keeps results reproducible for a given
+/// thread count.
+fn reduce_rows(
+    rows: usize,
+    c: usize,
+    out: &mut [f64],
+    ws: &mut Workspace,
+    rows_kernel: impl Fn(std::ops::Range<usize>, &mut [f64], &mut [f64], &mut [f32], &mut [f32]) + Sync,
+) {
     let parts = threads::num_threads().min(rows.div_ceil(256)).max(1);
     let partials = take(&mut ws.f64s, parts * 2 * c);
     threads::install(|| {
@@ -78,7 +85,7 @@ pub fn channel_sums(x: &[f32], c: usize, out: &mut [f64], ws: &mut Workspace) {
             s2.fill(0.0);
             crate::scratch::with_tile(2 * c, |t| {
                 let (t1, t2) = t.split_at_mut(c);
-                add_sums(&x[range.start * c..range.end * c], s1, s2, t1, t2);
+                rows_kernel(range.start * c..range.end * c, s1, s2, t1, t2);
             });
         });
     });
@@ -86,6 +93,13 @@ pub fn channel_sums(x: &[f32], c: usize, out: &mut [f64], ws: &mut Workspace) {
     for p in partials.chunks_exact(2 * c) {
         out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
     }
+}
+
+/// Per-channel sums of `x` (`[rows, c]`) into `out` (`[2 * c]`: sums, then sums of squares).
+pub fn channel_sums(x: &[f32], c: usize, out: &mut [f64], ws: &mut Workspace) {
+    assert!(c > 0 && x.len().is_multiple_of(c), "input of {} floats is not [rows, {c}]", x.len());
+    assert_eq!(out.len(), 2 * c);
+    reduce_rows(x.len() / c, c, out, ws, |span, s1, s2, t1, t2| add_sums(&x[span], s1, s2, t1, t2));
 }
 
 /// Per-channel mean and biased variance from [`channel_sums`] over `rows` rows.
@@ -115,31 +129,17 @@ pub fn channel_mean_var(x: &[f32], c: usize, mean: &mut [f32], var: &mut [f32], 
     assert_eq!(mean.len(), c);
     assert_eq!(var.len(), c);
     let rows = x.len() / c;
-    let parts = threads::num_threads().min(rows.div_ceil(256)).max(1);
     let shift = &x[..c];
-    let partials = take(&mut ws.f64s, parts * 2 * c);
-    threads::install(|| {
-        partials.par_chunks_mut(2 * c).zip(split_even(rows, parts).collect::<Vec<_>>()).for_each(|(acc, range)| {
-            let (s1, s2) = acc.split_at_mut(c);
-            s1.fill(0.0);
-            s2.fill(0.0);
-            crate::scratch::with_tile(2 * c, |t| {
-                let (t1, t2) = t.split_at_mut(c);
-                shifted_sums(&x[range.start * c..range.end * c], shift, s1, s2, t1, t2);
-            });
-        });
-    });
+    let mut sums = std::mem::take(&mut ws.sums);
+    sums.resize(2 * c, 0.0);
+    reduce_rows(rows, c, &mut sums, ws, |span, s1, s2, t1, t2| shifted_sums(&x[span], shift, s1, s2, t1, t2));
     let inv = 1.0 / rows as f64;
     for ch in 0..c {
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for p in partials.chunks_exact(2 * c) {
-            s1 += p[ch];
-            s2 += p[c + ch];
-        }
-        let m = s1 * inv;
+        let m = sums[ch] * inv;
         mean[ch] = (f64::from(shift[ch]) + m) as f32;
-        var[ch] = (s2 * inv - m * m).max(0.0) as f32;
+        var[ch] = (sums[c + ch] * inv - m * m).max(0.0) as f32;
     }
+    ws.sums = sums;
 }
 
 crate::multiversion! {
@@ -288,30 +288,16 @@ pub fn backward_sums(
     assert!(c > 0 && x.len().is_multiple_of(c) && !x.is_empty());
     assert_eq!(dy.len(), x.len());
     check_mask(&mask, x.len(), c);
-    let rows = x.len() / c;
-    let parts = threads::num_threads().min(rows.div_ceil(256)).max(1);
-    let partials = take(&mut ws.f64s, parts * 2 * c);
-    threads::install(|| {
-        partials.par_chunks_mut(2 * c).zip(split_even(rows, parts).collect::<Vec<_>>()).for_each(|(acc, range)| {
-            let (s1, s2) = acc.split_at_mut(c);
-            s1.fill(0.0);
-            s2.fill(0.0);
-            let span = range.start * c..range.end * c;
-            crate::scratch::with_tile(2 * c, |t| {
-                let (t1, t2) = t.split_at_mut(c);
-                backward_rows(&x[span.clone()], mean, &dy[span.clone()], mask.rows(span), s1, s2, t1, t2);
-            });
-        });
+    let mut sums = std::mem::take(&mut ws.sums);
+    sums.resize(2 * c, 0.0);
+    reduce_rows(x.len() / c, c, &mut sums, ws, |span, s1, s2, t1, t2| {
+        backward_rows(&x[span.clone()], mean, &dy[span.clone()], mask.rows(span), s1, s2, t1, t2)
     });
     for ch in 0..c {
-        let (mut a, mut b) = (0.0, 0.0);
-        for p in partials.chunks_exact(2 * c) {
-            a += p[ch];
-            b += p[c + ch];
-        }
-        sum_g[ch] = a as f32;
-        sum_g_xhat[ch] = (b * f64::from(rstd[ch])) as f32;
+        sum_g[ch] = sums[ch] as f32;
+        sum_g_xhat[ch] = (sums[c + ch] * f64::from(rstd[ch])) as f32;
     }
+    ws.sums = sums;
 }
 
 crate::multiversion! {

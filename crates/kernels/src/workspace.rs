@@ -10,6 +10,8 @@ pub struct Workspace {
     pub(crate) partials: Vec<f32>,
     /// Per-thread partial sums in double precision.
     pub(crate) f64s: Vec<f64>,
+    /// Per-channel totals of a reduction.
+    pub(crate) sums: Vec<f64>,
     /// Weights packed as bf16 channel pairs.
     pub(crate) bf16: Vec<u32>,
 }
@@ -30,6 +32,7 @@ impl Workspace {
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        (self.weights.capacity() + self.partials.capacity() + self.bf16.capacity()) * 4 + self.f64s.capacity() * 8
+        (self.weights.capacity() + self.partials.capacity() + self.bf16.capacity()) * 4
+            + (self.f64s.capacity() + self.sums.capacity()) * 8
     }
 }

@@ -88,31 +88,22 @@ fn torch_shape(kind: ParamKind, shape: &[usize]) -> Vec<usize> {
     }
 }
 
-/// `[kh, kw, cin, cout]` -> `[cout, cin, kh, kw]`.
-fn hwio_to_oihw(v: &[f32], shape: &[usize]) -> Vec<f32> {
+/// Moves a convolution kernel between our layout `[kh, kw, cin, cout]` and torchvision's
+/// `[cout, cin, kh, kw]` (`shape` is ours); `to_torch` says which way.
+fn convert_kernel(v: &[f32], shape: &[usize], to_torch: bool) -> Vec<f32> {
     let (kh, kw, ci, co) = (shape[0], shape[1], shape[2], shape[3]);
     let mut out = vec![0.0; v.len()];
     for y in 0..kh {
         for x in 0..kw {
             for i in 0..ci {
                 for o in 0..co {
-                    out[((o * ci + i) * kh + y) * kw + x] = v[((y * kw + x) * ci + i) * co + o];
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `[cout, cin, kh, kw]` -> `[kh, kw, cin, cout]`.
-fn oihw_to_hwio(v: &[f32], shape: &[usize]) -> Vec<f32> {
-    let (kh, kw, ci, co) = (shape[0], shape[1], shape[2], shape[3]);
-    let mut out = vec![0.0; v.len()];
-    for y in 0..kh {
-        for x in 0..kw {
-            for i in 0..ci {
-                for o in 0..co {
-                    out[((y * kw + x) * ci + i) * co + o] = v[((o * ci + i) * kh + y) * kw + x];
+                    let ours = ((y * kw + x) * ci + i) * co + o;
+                    let torch = ((o * ci + i) * kh + y) * kw + x;
+                    if to_torch {
+                        out[torch] = v[ours];
+                    } else {
+                        out[ours] = v[torch];
+                    }
                 }
             }
         }
@@ -133,7 +124,7 @@ impl ResNet {
         });
         for p in self.params() {
             let data = match p.kind {
-                ParamKind::ConvWeight => hwio_to_oihw(&p.value, &p.shape),
+                ParamKind::ConvWeight => convert_kernel(&p.value, &p.shape, true),
                 _ => p.value.clone(),
             };
             out.push(NamedTensor {
@@ -207,7 +198,7 @@ impl ResNet {
         self.for_each_param(|p| {
             let v = f32s(&p.name);
             p.value = match p.kind {
-                ParamKind::ConvWeight => oihw_to_hwio(&v, &p.shape),
+                ParamKind::ConvWeight => convert_kernel(&v, &p.shape, false),
                 _ => v,
             };
         });

@@ -97,13 +97,20 @@ pub fn read(dir: &Path) -> Result<Vec<EpochMetrics>, FileError> {
         .collect()
 }
 
+/// One run's training error (dashed) and test error (solid) against iterations, in one colour,
+/// labelled `"{name} train"` and `"{name} test"` (or `train error`, `test error` without a name).
+pub fn error_series(name: &str, history: &[EpochMetrics], color: usize) -> [Series; 2] {
+    let pts = |f: fn(&EpochMetrics) -> f64| history.iter().map(|m| (m.iteration as f64, f(m))).collect();
+    let label = |what: &str| if name.is_empty() { format!("{what} error") } else { format!("{name} {what}") };
+    [
+        Series { label: label("train"), points: pts(|m| m.train_error), stroke: Stroke::Dashed, color },
+        Series { label: label("test"), points: pts(|m| m.test_error), stroke: Stroke::Solid, color },
+    ]
+}
+
 /// The training curves of one run: error against iterations, training dashed and test solid.
 pub fn curves(title: &str, history: &[EpochMetrics]) -> Figure {
-    let pts = |f: &dyn Fn(&EpochMetrics) -> f64| history.iter().map(|m| (m.iteration as f64, f(m))).collect();
-    let mut series = vec![
-        Series { label: "train error".into(), points: pts(&|m| m.train_error), stroke: Stroke::Dashed, color: 0 },
-        Series { label: "test error".into(), points: pts(&|m| m.test_error), stroke: Stroke::Solid, color: 0 },
-    ];
+    let mut series = error_series("", history, 0).to_vec();
     if history.iter().any(|m| m.val_error.is_some()) {
         let points = history.iter().filter_map(|m| m.val_error.map(|v| (m.iteration as f64, v))).collect();
         series.push(Series { label: "validation error".into(), points, stroke: Stroke::Solid, color: 1 });

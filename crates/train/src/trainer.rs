@@ -492,6 +492,13 @@ pub fn run(
         ckpt.save(path)?;
         Ok(())
     };
+    let summary = |outcome, history, best_checkpoint| RunSummary {
+        outcome,
+        dir: dir.to_path_buf(),
+        history,
+        last_checkpoint: run_dir.last(),
+        best_checkpoint,
+    };
     let title = format!("{} on {}", spec.name, config.dataset);
     let mut buffers = StepBuffers::default();
     let mut best = run_dir.best().exists().then(|| run_dir.best());
@@ -548,13 +555,7 @@ pub fn run(
                 progress.schedule = schedule.state.clone();
                 save(&net, &sgd, &progress, &run_dir.last())?;
                 observer.message(&format!("interrupted: checkpoint written to {}", run_dir.last().display()));
-                return Ok(RunSummary {
-                    outcome: Outcome::Interrupted,
-                    dir: dir.to_path_buf(),
-                    history,
-                    last_checkpoint: run_dir.last(),
-                    best_checkpoint: best,
-                });
+                return Ok(summary(Outcome::Interrupted, history, best));
             }
         }
         let train_seconds = sums.seconds + epoch_start.elapsed().as_secs_f64();
@@ -604,20 +605,8 @@ pub fn run(
         observer.epoch_end(&row);
         if stop.load(Ordering::SeqCst) && progress.iteration < total {
             observer.message(&format!("interrupted: checkpoint written to {}", run_dir.last().display()));
-            return Ok(RunSummary {
-                outcome: Outcome::Interrupted,
-                dir: dir.to_path_buf(),
-                history,
-                last_checkpoint: run_dir.last(),
-                best_checkpoint: best,
-            });
+            return Ok(summary(Outcome::Interrupted, history, best));
         }
     }
-    Ok(RunSummary {
-        outcome: Outcome::Finished,
-        dir: dir.to_path_buf(),
-        history,
-        last_checkpoint: run_dir.last(),
-        best_checkpoint: best,
-    })
+    Ok(summary(Outcome::Finished, history, best))
 }

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use resnet_train::metrics;
-use resnet_train::plot::{self, Figure, Panel, Series, Stroke};
+use resnet_train::plot::{self, Figure, Panel};
 use std::path::PathBuf;
 
 /// Arguments of `resnet plot`.
@@ -40,19 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(l) => l[i].clone(),
             None => dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
         };
-        let pts = |f: fn(&metrics::EpochMetrics) -> f64| history.iter().map(|m| (m.iteration as f64, f(m))).collect();
-        series.push(Series {
-            label: format!("{name} train"),
-            points: pts(|m| m.train_error),
-            stroke: Stroke::Dashed,
-            color: i,
-        });
-        series.push(Series {
-            label: format!("{name} test"),
-            points: pts(|m| m.test_error),
-            stroke: Stroke::Solid,
-            color: i,
-        });
+        series.extend(metrics::error_series(&name, &history, i));
     }
     let fig = Figure {
         panels: vec![Panel {
