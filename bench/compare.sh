@@ -5,19 +5,20 @@
 #   PYTHON=../torchenv/bin/python bench/compare.sh [ROUNDS] [CONFIG...]
 #
 # Prints, per configuration: our median images/s, PyTorch's (fp32 NCHW, fp32 channels-last, and
-# bf16 autocast), and the ratio to the best PyTorch fp32. Also writes bench/last-compare.json.
+# bf16 autocast), the ratio to the best PyTorch fp32 (to PyTorch bf16 for a `-bf16` configuration),
+# our achieved GFLOP/s and the peak memory of both processes. Also writes bench/last-compare.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 ROUNDS="${1:-3}"
 shift || true
 CONFIGS=("$@")
-[ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(train-resnet20 train-resnet56 train-resnet110 infer-resnet20 infer-resnet50-b16 infer-resnet50-b1)
+[ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(train-resnet20 train-resnet56 train-resnet110 train-resnet20-bf16 infer-resnet20 infer-resnet50-b16 infer-resnet50-b1)
 THREADS="${THREADS:-2}"
 cargo build --release -q -p resnet-cli
 BIN=target/release/resnet
 ours_args() {
-  case "$1" in
+  case "${1%-bf16}" in
     train-resnet20) echo "--model resnet20 --batch 128 --mode train" ;;
     train-resnet56) echo "--model resnet56 --batch 128 --mode train --steps 10" ;;
     train-resnet110) echo "--model resnet110 --batch 128 --mode train --steps 5" ;;
@@ -26,30 +27,41 @@ ours_args() {
     infer-resnet50-b1) echo "--model resnet50-v1.5 --batch 1 --mode infer --steps 20" ;;
     *) echo "unknown configuration $1" >&2; exit 2 ;;
   esac
+  # A configuration ending in -bf16 runs our bf16 mode against PyTorch's bf16 autocast.
+  case "$1" in *-bf16) echo "--precision bf16" ;; esac
 }
 torch_steps() {
-  case "$1" in
+  case "${1%-bf16}" in
     train-resnet110) echo 4 ;; infer-resnet50-b16) echo 4 ;; infer-resnet50-b1) echo 20 ;; *) echo 10 ;;
   esac
 }
+field() { "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 json="["
-printf "%-20s %10s %10s %10s %10s %8s\n" config ours torch-fp32 torch-cl torch-bf16 ratio
+printf "%-24s %9s %10s %10s %10s %7s %8s %9s %8s\n" \
+  config ours torch-fp32 torch-cl torch-bf16 ratio GFLOP/s ours-MiB cl-MiB
 for cfg in "${CONFIGS[@]}"; do
-  ours=(); fp=(); cl=(); bf=()
+  ours=(); fp=(); cl=(); bf=(); gf=(); mem=(); clmem=()
   for _ in $(seq "$ROUNDS"); do
-    ours+=("$($BIN --threads "$THREADS" bench $(ours_args "$cfg") --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])')")
+    out=$($BIN --threads "$THREADS" bench $(ours_args "$cfg") --json)
+    ours+=("$(field images_per_sec <<<"$out")"); gf+=("$(field gflops <<<"$out")")
+    mem+=("$(field peak_rss_bytes <<<"$out")")
     for mode in fp32 fp32-cl bf16; do
-      v=$("$PYTHON" bench/pytorch_reference.py "$cfg" "$mode" --steps "$(torch_steps "$cfg")" --threads "$THREADS" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])')
-      case $mode in fp32) fp+=("$v") ;; fp32-cl) cl+=("$v") ;; bf16) bf+=("$v") ;; esac
+      t=$("$PYTHON" bench/pytorch_reference.py "${cfg%-bf16}" "$mode" --steps "$(torch_steps "$cfg")" --threads "$THREADS")
+      v=$(field images_per_sec <<<"$t")
+      case $mode in fp32) fp+=("$v") ;; fp32-cl) cl+=("$v"); clmem+=("$(field peak_rss_bytes <<<"$t")") ;; bf16) bf+=("$v") ;; esac
     done
   done
   o=$(printf "%s\n" "${ours[@]}" | median); f=$(printf "%s\n" "${fp[@]}" | median)
   c=$(printf "%s\n" "${cl[@]}" | median); b=$(printf "%s\n" "${bf[@]}" | median)
-  best=$(printf "%s\n%s\n" "$f" "$c" | sort -g | tail -1)
+  g=$(printf "%s\n" "${gf[@]}" | median)
+  m=$(printf "%s\n" "${mem[@]}" | sort -g | tail -1); cm=$(printf "%s\n" "${clmem[@]}" | sort -g | tail -1)
+  # The yardstick: the faster PyTorch fp32 layout, or PyTorch bf16 autocast for a bf16 configuration.
+  case "$cfg" in *-bf16) best=$b ;; *) best=$(printf "%s\n%s\n" "$f" "$c" | sort -g | tail -1) ;; esac
   ratio=$(awk -v o="$o" -v b="$best" 'BEGIN {printf "%.2f", o / b}')
-  printf "%-20s %10.1f %10.1f %10.1f %10.1f %7sx\n" "$cfg" "$o" "$f" "$c" "$b" "$ratio"
-  json+="{\"config\":\"$cfg\",\"ours\":$o,\"torch_fp32\":$f,\"torch_fp32_cl\":$c,\"torch_bf16\":$b,\"ratio_vs_best_fp32\":$ratio},"
+  printf "%-24s %9.1f %10.1f %10.1f %10.1f %6sx %8.1f %9s %8s\n" "$cfg" "$o" "$f" "$c" "$b" "$ratio" "$g" "$(mib "$m")" "$(mib "$cm")"
+  json+="{\"config\":\"$cfg\",\"ours\":$o,\"torch_fp32\":$f,\"torch_fp32_cl\":$c,\"torch_bf16\":$b,\"ratio\":$ratio,\"gflops\":$g,\"peak_rss_bytes\":$m,\"torch_fp32_cl_peak_rss_bytes\":$cm},"
 done
 json="${json%,}]"
 echo "$json" > bench/last-compare.json

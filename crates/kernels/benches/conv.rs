@@ -1,5 +1,5 @@
 //! Convolution passes on the layer shapes of ResNet-20 (CIFAR, batch 128) and ResNet-50
-//! (ImageNet, batch 16), for both algorithms. Throughput is reported in multiply-adds.
+//! (ImageNet, batch 16), for every algorithm this CPU runs (the bf16 ones where it has them). Throughput is reported in multiply-adds.
 //!
 //! `cargo bench -p resnet-kernels --bench conv [-- FILTER]`
 
@@ -35,6 +35,12 @@ fn bench(c: &mut Criterion) {
     let mut algos = vec![ConvAlgorithm::Im2colGemm];
     if simd::isa() >= Isa::Avx512 {
         algos.insert(0, ConvAlgorithm::Direct);
+    }
+    if resnet_kernels::conv::bf16_supported() {
+        algos.push(ConvAlgorithm::DirectBf16);
+    }
+    if resnet_kernels::conv::amx_supported() {
+        algos.push(ConvAlgorithm::AmxBf16);
     }
     for (name, s) in shapes() {
         let mut rng = Rng::new(1);

@@ -269,6 +269,10 @@ pub enum ConvAlgorithm {
     /// The direct kernels on bf16 inputs and weights with f32 accumulation (`vdpbf16ps`; needs
     /// AVX512_BF16). Outputs stay f32.
     DirectBf16,
+    /// The direct convolution on AMX bf16 tiles (`tdpbf16ps`, f32 accumulation) where the
+    /// layer's channels fit the tiles, else as [`ConvAlgorithm::DirectBf16`]. Needs AMX-BF16
+    /// and the operating system's permission ([`amx_supported`]).
+    AmxBf16,
     /// Tiled im2col and the GEMM backend (any CPU).
     Im2colGemm,
 }
@@ -290,6 +294,18 @@ pub fn bf16_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         simd::isa() >= Isa::Avx512 && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the AMX bf16 tiles (AMX-TILE, AMX-BF16, permitted by the kernel).
+pub fn amx_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        bf16_supported() && simd::amx::supported()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -334,17 +350,41 @@ impl ConvAlgorithm {
     /// (`cargo bench -p resnet-kernels --bench conv`): the direct kernels win on 3x3 layers whose
     /// weights stay in cache (every CIFAR layer, early ImageNet stages); the GEMM backend, which
     /// packs its operands, wins on 1x1 layers and on weight matrices far beyond the cache.
+    ///
+    /// In bf16 mode the AMX tiles take every layer whose channels fit them and whose bf16
+    /// weights stay in cache, 1x1 layers included (a tile step is 16 times a `vdpbf16ps`).
     pub fn for_shape(s: &ConvShape) -> Self {
+        Self::for_precision(s, precision())
+    }
+
+    /// [`Self::for_shape`] for a given arithmetic.
+    pub fn for_precision(s: &ConvShape, p: Precision) -> Self {
         const DIRECT_WEIGHT_LIMIT: usize = 2 << 20;
         let pointwise = s.kh == 1 && s.kw == 1;
-        if Self::preferred() == ConvAlgorithm::Direct && !pointwise && 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT {
-            match precision() {
-                Precision::F32 => ConvAlgorithm::Direct,
-                Precision::Bf16 => ConvAlgorithm::DirectBf16,
+        let direct =
+            Self::preferred() == ConvAlgorithm::Direct && !pointwise && 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT;
+        match p {
+            Precision::Bf16 if amx_supported() && amx_fits(s) && 2 * s.weight_len() <= DIRECT_WEIGHT_LIMIT => {
+                ConvAlgorithm::AmxBf16
             }
-        } else {
-            ConvAlgorithm::Im2colGemm
+            Precision::Bf16 if direct => ConvAlgorithm::DirectBf16,
+            Precision::F32 if direct => ConvAlgorithm::Direct,
+            _ => ConvAlgorithm::Im2colGemm,
         }
+    }
+}
+
+/// Whether the AMX tiles fit a layer's forward pass (its backward-data pass swaps the channel
+/// counts; where that does not fit, it runs on `vdpbf16ps`).
+fn amx_fits(s: &ConvShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::amx::pairs_per_step(s.cin.div_ceil(2), s.cout).is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = s;
+        false
     }
 }
 
@@ -456,6 +496,7 @@ fn forward_direct(
     t: Option<&InputTransform<'_>>,
     w: &[f32],
     w_bf16: Option<&[u32]>,
+    amx: bool,
     y: &mut [f32],
     accumulate: bool,
     want_stats: bool,
@@ -483,7 +524,11 @@ fn forward_direct(
     let band = band_rows(s);
     let bands = oh.div_ceil(band);
     debug_assert_eq!(partials.len(), s.n * bands * 2 * co);
-    let kernel = direct::ConvKernel::choose(s);
+    let amx_step = if amx && bf16 { crate::simd::amx::pairs_per_step(e, co) } else { None };
+    let kernel = match amx_step {
+        Some(kp) => direct::ConvKernel::Amx { kp },
+        None => direct::ConvKernel::choose(s),
+    };
     let block = kernel.channel_block(co);
     threads::install(|| {
         y.par_chunks_mut(oh * row_len).zip(partials.par_chunks_mut(bands * 2 * co)).enumerate().for_each(
@@ -593,7 +638,7 @@ fn forward_with(
             let co = s.cout;
             let bands = s.out_h().div_ceil(band_rows(s));
             let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
-            forward_direct(s, x, t, w, None, y, accumulate, stats.is_some(), partials);
+            forward_direct(s, x, t, w, None, false, y, accumulate, stats.is_some(), partials);
             if let Some(out) = stats {
                 out.fill(0.0);
                 for p in partials.chunks_exact(2 * co) {
@@ -602,14 +647,16 @@ fn forward_with(
             }
         }
         #[cfg(target_arch = "x86_64")]
-        ConvAlgorithm::DirectBf16 => {
+        ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
             let co = s.cout;
             let bands = s.out_h().div_ceil(band_rows(s));
             let mut packed = std::mem::take(&mut ws.bf16);
             pack_weights_bf16(s, w, take(&mut packed, s.kh * s.kw * s.cin.div_ceil(2) * co));
             let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
             let wb = &packed[..s.kh * s.kw * s.cin.div_ceil(2) * co];
-            forward_direct(s, x, t, w, Some(wb), y, accumulate, stats.is_some(), partials);
+            let amx = algo == ConvAlgorithm::AmxBf16;
+            assert!(!amx || amx_supported(), "AMX convolution needs AMX-BF16 tiles");
+            forward_direct(s, x, t, w, Some(wb), amx, y, accumulate, stats.is_some(), partials);
             if let Some(out) = stats {
                 out.fill(0.0);
                 for p in partials.chunks_exact(2 * co) {
@@ -810,7 +857,9 @@ pub fn conv2d_backward_weight_with(
             #[cfg(target_arch = "x86_64")]
             // The weight gradient stays f32 in bf16 mode (its reduction over every pixel of the
             // batch is where bf16 rounding would accumulate).
-            ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 => backward_weight_direct(s, x, t, dy, partials, parts),
+            ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
+                backward_weight_direct(s, x, t, dy, partials, parts)
+            }
             _ => backward_weight_gemm(s, x, t, dy, partials, parts),
         }
         let (head, rest) = partials.split_at(k * co);
@@ -1011,6 +1060,7 @@ fn backward_weight_direct(
 /// Dispatch from run-time tile sizes to the const-generic micro-kernels.
 #[cfg(target_arch = "x86_64")]
 mod direct {
+    use crate::simd::amx;
     use crate::simd::avx512::{self, lane_mask, ConvTileArgs, ConvTileArgsBf16, WgradTileArgs};
     use std::arch::x86_64::__mmask16;
 
@@ -1045,6 +1095,8 @@ mod direct {
         General,
         /// [`avx512::conv_tile_s1k3`]: stride 1, 3-wide, up to 48 channels per tile.
         S1K3,
+        /// [`amx::conv_tile`] (bf16 only): 16 pixels x 32 channels, `kp` input pairs a step.
+        Amx { kp: usize },
     }
 
     impl ConvKernel {
@@ -1062,7 +1114,7 @@ mod direct {
             match self {
                 ConvKernel::General => 64,
                 ConvKernel::S1K3 if cout <= 48 => cout,
-                ConvKernel::S1K3 => 32,
+                ConvKernel::S1K3 | ConvKernel::Amx { .. } => 32,
             }
         }
 
@@ -1071,6 +1123,7 @@ mod direct {
             match self {
                 ConvKernel::General => conv_pixels(nb),
                 ConvKernel::S1K3 => [16, 8, 6][nb - 1],
+                ConvKernel::Amx { .. } => 16,
             }
         }
 
@@ -1100,6 +1153,7 @@ mod direct {
                         3 => by_rows!(k, r, 3, [1 2 3 4 5 6], (g, a, w, y, &masks::<3>(channels), accumulate)),
                         nb => unreachable!("{nb} channel vectors"),
                     },
+                    ConvKernel::Amx { .. } => unreachable!("AMX tiles are bf16 only"),
                 }
             }
         }
@@ -1125,6 +1179,7 @@ mod direct {
             // SAFETY: forwarded contract.
             unsafe {
                 match (self, channels.div_ceil(16)) {
+                    (ConvKernel::Amx { kp }, nb) => amx::conv_tile(r, nb, kp, g, a, w, y, accumulate),
                     (ConvKernel::General, 1) => {
                         by_rows!(kg, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
                     }
@@ -1442,23 +1497,50 @@ mod tests {
             let err = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err <= 0.02 * scale, "{what}: error {err} of {scale}");
         };
-        for s in shapes() {
-            let mut rng = Rng::new(6);
-            let (x, w, g) =
-                (random(s.input_len(), &mut rng), random(s.weight_len(), &mut rng), random(s.output_len(), &mut rng));
-            let (scale, shift) = (random(s.cin, &mut rng), random(s.cin, &mut rng));
-            let mut ws = Workspace::new();
-            for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
-                let (mut a, mut b) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
-                let (mut sa, mut sb) = (vec![0.0; 2 * s.cout], vec![0.0; 2 * s.cout]);
-                conv2d_forward_with(ConvAlgorithm::DirectBf16, &s, &x, t, &w, &mut a, Some(&mut sa), &mut ws);
-                conv2d_forward_with(ConvAlgorithm::Im2colGemm, &s, &x, t, &w, &mut b, Some(&mut sb), &mut ws);
-                close(&a, &b, &format!("bf16 forward {s:?}"));
+        let mut algos = vec![ConvAlgorithm::DirectBf16];
+        if amx_supported() {
+            algos.push(ConvAlgorithm::AmxBf16);
+        } else {
+            eprintln!("AMX part skipped: this CPU (or kernel) has no AMX bf16 tiles");
+        }
+        // Besides the general shapes, ones the AMX tiles take: 8 and 16 pairs a step, one and
+        // two output blocks, partial pixel blocks, stride 2, 1x1.
+        let c =
+            |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
+        let tiled = [
+            c(2, 20, 16, 16, 3, 1),
+            c(2, 9, 32, 64, 3, 2),
+            c(2, 7, 64, 32, 1, 1),
+            c(1, 9, 48, 48, 3, 1),
+            c(2, 6, 32, 16, 3, 1),
+        ];
+        for algo in algos {
+            for s in shapes().into_iter().chain(tiled) {
+                let mut rng = Rng::new(6);
+                let (x, w, g) = (
+                    random(s.input_len(), &mut rng),
+                    random(s.weight_len(), &mut rng),
+                    random(s.output_len(), &mut rng),
+                );
+                let (scale, shift) = (random(s.cin, &mut rng), random(s.cin, &mut rng));
+                let mut ws = Workspace::new();
+                for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
+                    let (mut a, mut b) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
+                    let (mut sa, mut sb) = (vec![0.0; 2 * s.cout], vec![0.0; 2 * s.cout]);
+                    conv2d_forward_with(algo, &s, &x, t, &w, &mut a, Some(&mut sa), &mut ws);
+                    conv2d_forward_with(ConvAlgorithm::Im2colGemm, &s, &x, t, &w, &mut b, Some(&mut sb), &mut ws);
+                    close(&a, &b, &format!("{algo:?} forward {s:?}"));
+                    close(
+                        &sa.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                        &sb.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                        &format!("{algo:?} statistics {s:?}"),
+                    );
+                }
+                let (mut a, mut b) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
+                conv2d_backward_data_with(algo, &s, &g, &w, &mut a, false, &mut ws);
+                conv2d_backward_data_with(ConvAlgorithm::Im2colGemm, &s, &g, &w, &mut b, false, &mut ws);
+                close(&a, &b, &format!("{algo:?} backward data {s:?}"));
             }
-            let (mut a, mut b) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
-            conv2d_backward_data_with(ConvAlgorithm::DirectBf16, &s, &g, &w, &mut a, false, &mut ws);
-            conv2d_backward_data_with(ConvAlgorithm::Im2colGemm, &s, &g, &w, &mut b, false, &mut ws);
-            close(&a, &b, &format!("bf16 backward data {s:?}"));
         }
     }
 
@@ -1481,6 +1563,13 @@ mod tests {
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 28, 128, 128, 3)), ConvAlgorithm::Direct);
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), ConvAlgorithm::Im2colGemm);
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
+        if amx_supported() {
+            let (small, stem, wide) = (c3(128, 32, 16, 16, 3), c3(128, 32, 3, 16, 3), c3(16, 7, 512, 512, 3));
+            let got =
+                [small, stem, wide, c3(16, 56, 64, 256, 1)].map(|s| ConvAlgorithm::for_precision(&s, Precision::Bf16));
+            use ConvAlgorithm::*;
+            assert_eq!(got, [AmxBf16, DirectBf16, Im2colGemm, AmxBf16]);
+        }
     }
 
     fn c3(n: usize, hw: usize, cin: usize, cout: usize, k: usize) -> ConvShape {

@@ -44,7 +44,8 @@ pub enum Precision {
     /// f32 throughout.
     #[default]
     Fp32,
-    /// bf16 inputs and weights in the convolutions' dot products (AVX512_BF16), f32
+    /// bf16 inputs and weights in the convolutions' dot products (AVX512_BF16, AMX tiles where
+    /// the CPU has them), f32
     /// accumulation, f32 master weights, batch-norm statistics and loss.
     Bf16,
 }

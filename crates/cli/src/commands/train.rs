@@ -193,7 +193,8 @@ pub struct Args {
     /// Also keep a checkpoint every K epochs.
     #[arg(long)]
     checkpoint_every: Option<u64>,
-    /// Convolution arithmetic: fp32, or bf16 dot products with f32 accumulation (AVX512_BF16).
+    /// Convolution arithmetic: fp32, or bf16 dot products with f32 accumulation (AVX512_BF16,
+    /// and AMX tiles where the CPU has them).
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
     /// Print one line per epoch instead of progress bars.

@@ -5,10 +5,13 @@
 //! - [`multiversion!`](crate::multiversion): one portable loop body compiled three times, for
 //!   AVX-512, AVX2+FMA and baseline x86-64, so the compiler vectorises it for each;
 //! - hand-written intrinsics in [`avx512`] for the convolution micro-kernels, whose portable
-//!   twins in [`portable`] are both the fallback and the test oracle.
+//!   twins in [`portable`] are both the fallback and the test oracle;
+//! - AMX tiles in [`amx`] (inline assembly) for the bf16 convolutions where the CPU has them.
 //!
 //! `RESNET_ISA=scalar|avx2|avx512` forces a lower level (to test or compare paths).
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod portable;
