@@ -1,0 +1,44 @@
+//! A whole training run in bf16 mode (its own test binary: the precision is process-wide, and
+//! the fp32 runs of the other tests must not see it). It learns as the fp32 run does.
+
+use resnet_train::config::{Precision, RunLength, TrainConfig};
+use resnet_train::trainer;
+use std::sync::atomic::AtomicBool;
+
+#[test]
+fn bf16_training_learns_like_fp32() {
+    if !resnet_kernels::conv::bf16_supported() {
+        eprintln!("skipped: this CPU lacks AVX512_BF16 (bf16 mode refuses to start there)");
+        return;
+    }
+    let config = |precision| TrainConfig {
+        model: "cifar-resnet8".into(),
+        synthetic_train: 640,
+        synthetic_test: 192,
+        synthetic_size: 16,
+        batch_size: 32,
+        eval_batch_size: 64,
+        length: RunLength::Epochs(4),
+        seed: 5,
+        workers: 2,
+        precision,
+        ..TrainConfig::quickstart()
+    };
+    let mut finals = Vec::new();
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        let d = std::env::temp_dir().join(format!("resnet-bf16-test-{}-{precision:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let s = trainer::run(config(precision), &d, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap();
+        let (first, last) = (&s.history[0], s.history.last().unwrap());
+        assert!(
+            last.train_loss.is_finite() && last.train_loss < 0.8 * first.train_loss,
+            "{precision:?}: {first:?} -> {last:?}"
+        );
+        finals.push(last.clone());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+    // The same run in both precisions: bf16 rounding moves the trajectory, not the outcome.
+    let (f, b) = (&finals[0], &finals[1]);
+    assert!((f.train_loss - b.train_loss).abs() < 0.25 * f.train_loss, "fp32 {f:?}, bf16 {b:?}");
+    assert!(b.test_error < 70.0, "bf16 test error {}", b.test_error);
+}
