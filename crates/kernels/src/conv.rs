@@ -149,6 +149,7 @@ fn load_pixels(src: &[f32], dst: &mut [f32], t: Option<&InputTransform<'_>>) {
 }
 
 /// `v` rounded to bf16 (nearest, ties to even), as the 16 high bits of its f32 pattern.
+#[inline(always)]
 fn bf16_bits(v: f32) -> u32 {
     let b = v.to_bits();
     if v.is_nan() {
@@ -175,6 +176,36 @@ crate::multiversion! {
                     }
                 };
                 *o = f32::from_bits(bf16_bits(get(2 * p)) | (bf16_bits(get(2 * p + 1)) << 16));
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    /// A row of pixels (`c` channels each, an even count of pixels) as bf16 pixel pairs:
+    /// `dst[m * c + j] = (bf16(src[2m][j]), bf16(src[2m + 1][j]))`.
+    fn pixel_pairs_bf16 / pixel_pairs_bf16_on(src: &[f32], c: usize, dst: &mut [u32]) {
+        for (d, two) in dst.chunks_exact_mut(c).zip(src.chunks_exact(2 * c)) {
+            let (lo, hi) = two.split_at(c);
+            for ((d, &lo), &hi) in d.iter_mut().zip(lo).zip(hi) {
+                *d = bf16_bits(lo) | (bf16_bits(hi) << 16);
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    /// `src` (`[rows, cols]` f32) transposed into `dst` (`[cols, stride]` bf16, `rows <= stride`).
+    fn transpose_bf16 / transpose_bf16_on(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
+        // Blocks of 16 rows: each source row is read once per block, each output row written
+        // in runs of 16.
+        for r0 in (0..rows).step_by(16) {
+            let r1 = (r0 + 16).min(rows);
+            for c in 0..cols {
+                let out = &mut dst[c * stride + r0..c * stride + r1];
+                for (o, r) in out.iter_mut().zip(r0..r1) {
+                    *o = bf16_bits(src[r * cols + c]) as u16;
+                }
             }
         }
     }
@@ -852,11 +883,16 @@ pub fn conv2d_backward_weight_with(
     let parts = threads::num_threads().min(rows).max(1);
     let mut partials = std::mem::take(&mut ws.partials);
     {
-        let partials = take(&mut partials, parts * k * co);
+        let amx = algo == ConvAlgorithm::AmxBf16 && amx_weight_gradient_fits(s);
+        // The AMX path keeps each part's gradient transposed beside it.
+        let partials = take(&mut partials, if amx { 2 } else { 1 } * parts * k * co);
+        let (partials, transposed) = partials.split_at_mut(parts * k * co);
         match algo {
             #[cfg(target_arch = "x86_64")]
-            // The weight gradient stays f32 in bf16 mode (its reduction over every pixel of the
-            // batch is where bf16 rounding would accumulate).
+            ConvAlgorithm::AmxBf16 if amx => backward_weight_amx(s, x, t, dy, partials, transposed, parts),
+            #[cfg(target_arch = "x86_64")]
+            // Without AMX the weight gradient stays f32 in bf16 mode: `vdpbf16ps` pairs input
+            // channels, while this reduction runs over pixels.
             ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
                 backward_weight_direct(s, x, t, dy, partials, parts)
             }
@@ -1054,6 +1090,110 @@ fn backward_weight_direct(
                 row += nrows;
             }
         });
+    });
+}
+
+/// Whether the AMX weight-gradient path takes a layer: stride 1, channels in blocks of 16, and
+/// an even output width (pixel pairs never straddle two rows).
+fn amx_weight_gradient_fits(s: &ConvShape) -> bool {
+    s.stride == 1 && s.cin.is_multiple_of(16) && s.cout.is_multiple_of(16) && s.out_w().is_multiple_of(2)
+}
+
+/// Per-part weight gradients on AMX tiles (bf16 products, f32 sums), computed transposed:
+/// `dw[tap]^T (cout x cin) += dy^T (cout x pixels) * x_tap (pixels x cin)`, the pixels of a band
+/// of output rows being the reduction. Per band, dy is transposed to bf16 once, and for each
+/// kernel column `kx` the input strip is repacked as pixel pairs in rows of the output width,
+/// so that every kernel row `ky` is a fixed offset into it.
+#[cfg(target_arch = "x86_64")]
+fn backward_weight_amx(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    dy: &[f32],
+    partials: &mut [f32],
+    transposed: &mut [f32],
+    parts: usize,
+) {
+    use crate::scratch::with_bf16;
+    assert!(amx_supported() && amx_weight_gradient_fits(s), "AMX weight gradient on {s:?}");
+    let (oh, ow, co, ci) = (s.out_h(), s.out_w(), s.cout, s.cin);
+    let wp = s.w + 2 * s.pad;
+    let (k, rows, taps) = (s.patch(), s.n * oh, s.kh * s.kw);
+    // About 512 pixels per band: 16 tile steps per accumulator load.
+    let band = (512 / ow).clamp(1, oh);
+    let ranges: Vec<_> = split_even(rows, parts).collect();
+    threads::install(|| {
+        partials.par_chunks_mut(k * co).zip(transposed.par_chunks_mut(k * co)).zip(ranges).for_each(
+            |((acc, acc_t), range)| {
+                acc_t.fill(0.0);
+                let mut row = range.start;
+                while row < range.end {
+                    let (img, oy0) = (row / oh, row % oh);
+                    let nrows = band.min(oh - oy0).min(range.end - row);
+                    let strip_rows = nrows - 1 + s.kh;
+                    let pixels = nrows * ow;
+                    let padded = pixels.next_multiple_of(32);
+                    // Pixel pairs of one kx layout: every ky offset plus a whole padded band.
+                    let pairs = (s.kh - 1) * ow / 2 + padded / 2;
+                    let dy_band = &dy[(img * oh + oy0) * ow * co..][..pixels * co];
+                    with_tile(strip_rows * wp * ci, |strip| {
+                        let iy0 = oy0 as isize - s.pad as isize;
+                        fill_strip(s, x, t, img, iy0, strip_rows, strip, false, &mut []);
+                        with_bf16(co * padded, pairs * ci, |dy_t, xp| {
+                            transpose_bf16(dy_band, pixels, co, dy_t, padded);
+                            for dst in dy_t.chunks_exact_mut(padded) {
+                                dst[pixels..].fill(0);
+                            }
+                            for kx in 0..s.kw {
+                                // Pair m holds pixels 2m and 2m + 1 of rows of width ow, shifted by kx.
+                                let (rows_part, rest) = xp.split_at_mut(strip_rows * ow / 2 * ci);
+                                for (r, dst) in rows_part.chunks_exact_mut(ow / 2 * ci).enumerate() {
+                                    let at = (r * wp + kx) * ci;
+                                    pixel_pairs_bf16(&strip[at..at + ow * ci], ci, dst);
+                                }
+                                rest.fill(0);
+                                for ky in 0..s.kh {
+                                    let tap = ky * s.kw + kx;
+                                    let b0 = ky * ow / 2 * ci;
+                                    for o0 in (0..co).step_by(16) {
+                                        let mut c0 = 0;
+                                        while c0 < ci {
+                                            let nb = if ci - c0 >= 32 { 2 } else { 1 };
+                                            let c_at = (tap * co + o0) * ci + c0;
+                                            debug_assert!(b0 + (padded / 2 - 1) * ci + c0 + 16 * nb <= xp.len());
+                                            debug_assert!(c_at + 15 * ci + 16 * nb <= acc_t.len());
+                                            // SAFETY: AMX was checked above. dy_t rows o0..o0 + 16
+                                            // hold `padded` values; xp pair rows ky * ow / 2 ..
+                                            // + padded / 2 exist (pairs counts them) with channels
+                                            // c0..c0 + 16 * nb <= ci; the accumulator block is
+                                            // rows o0..o0 + 16 of tap `tap`, channels c0.. of this
+                                            // part's own buffer (bounds asserted above).
+                                            unsafe {
+                                                crate::simd::amx::gemm_tile(
+                                                    padded / 32,
+                                                    nb,
+                                                    dy_t[o0 * padded..].as_ptr(),
+                                                    padded,
+                                                    xp[b0 + c0..].as_ptr(),
+                                                    ci,
+                                                    acc_t[c_at..].as_mut_ptr(),
+                                                    ci,
+                                                );
+                                            }
+                                            c0 += 16 * nb;
+                                        }
+                                    }
+                                }
+                            }
+                        });
+                    });
+                    row += nrows;
+                }
+                for tap in 0..taps {
+                    transpose(&acc_t[tap * co * ci..][..co * ci], co, ci, &mut acc[tap * ci * co..][..ci * co]);
+                }
+            },
+        );
     });
 }
 
@@ -1513,6 +1653,8 @@ mod tests {
             c(2, 7, 64, 32, 1, 1),
             c(1, 9, 48, 48, 3, 1),
             c(2, 6, 32, 16, 3, 1),
+            c(3, 34, 16, 32, 3, 1),
+            c(2, 8, 64, 48, 1, 1),
         ];
         for algo in algos {
             for s in shapes().into_iter().chain(tiled) {
@@ -1540,6 +1682,12 @@ mod tests {
                 conv2d_backward_data_with(algo, &s, &g, &w, &mut a, false, &mut ws);
                 conv2d_backward_data_with(ConvAlgorithm::Im2colGemm, &s, &g, &w, &mut b, false, &mut ws);
                 close(&a, &b, &format!("{algo:?} backward data {s:?}"));
+                for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
+                    let (mut a, mut b) = (vec![0.5; s.weight_len()], vec![0.5; s.weight_len()]);
+                    conv2d_backward_weight_with(algo, &s, &x, t, &g, &mut a, true, &mut ws);
+                    conv2d_backward_weight_with(ConvAlgorithm::Im2colGemm, &s, &x, t, &g, &mut b, true, &mut ws);
+                    close(&a, &b, &format!("{algo:?} backward weight {s:?}"));
+                }
             }
         }
     }

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 
 thread_local! {
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BF16: RefCell<(Vec<u16>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Runs `f` with this thread's tile buffer resized to at least `len` floats.
@@ -21,5 +22,24 @@ pub(crate) fn with_tile<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
             buf.resize(len, 0.0);
         }
         f(&mut buf[..len])
+    })
+}
+
+/// Runs `f` with this thread's bf16 buffers resized to at least `len16` bf16 values and `len32`
+/// bf16 pairs (usable inside [`with_tile`]). The contents are unspecified on entry.
+///
+/// # Panics
+/// If called re-entrantly on the same thread.
+pub(crate) fn with_bf16<R>(len16: usize, len32: usize, f: impl FnOnce(&mut [u16], &mut [u32]) -> R) -> R {
+    BF16.with(|cell| {
+        let mut bufs = cell.try_borrow_mut().expect("bf16 scratch used re-entrantly on one thread");
+        let (a, b) = &mut *bufs;
+        if a.len() < len16 {
+            a.resize(len16, 0);
+        }
+        if b.len() < len32 {
+            b.resize(len32, 0);
+        }
+        f(&mut a[..len16], &mut b[..len32])
     })
 }

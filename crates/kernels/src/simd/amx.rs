@@ -182,6 +182,74 @@ pub unsafe fn conv_tile(
     }
 }
 
+/// `c (16 x 16 * nb f32, row stride c_stride floats) += a x b` with `a` 16 rows of `32 * kb`
+/// bf16 (row stride `a_stride` bf16) and `b` `16 * kb` rows of `16 * nb` bf16 pairs (row stride
+/// `b_stride` pairs; row `j` pairs columns `2j` and `2j + 1` of `a`). The weight gradient's
+/// product: `a` is the output gradient transposed (channels x pixels), `b` the input's pixel
+/// pairs.
+///
+/// # Safety
+/// - [`supported`] returned true; `nb` is 1 or 2.
+/// - `a` is readable for 16 rows of `32 * kb` bf16, `b` for `16 * kb` rows of `16 * nb` pairs,
+///   and `c` readable and writable for 16 rows of `16 * nb` floats, at the given strides.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_tile(
+    kb: usize,
+    nb: usize,
+    a: *const u16,
+    a_stride: usize,
+    b: *const u32,
+    b_stride: usize,
+    c: *mut f32,
+    c_stride: usize,
+) {
+    debug_assert!((1..=2).contains(&nb));
+    let key = (16 | 16 << 8) as u32;
+    let (sa, sb, sc) = (2 * a_stride, 4 * b_stride, 4 * c_stride);
+    // SAFETY (every block below): AMX is supported and permitted (caller's contract), and every
+    // tile is 16 rows of 64 bytes in the configuration loaded now or by an earlier call with the
+    // same `key`. The loads read 16 rows of 64 bytes at the given strides: `a` columns
+    // `32 * i .. 32 * (i + 1)`, `b` rows `16 * i ..` and the `c` block, all within the caller's
+    // ranges; the stores write only the `c` block.
+    unsafe {
+        if LOADED.get() != key {
+            let cfg = TileConfig::new(16, 16);
+            asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
+            LOADED.set(key);
+        }
+        asm!("tileloadd tmm0, [{p} + {s} * 1]", p = in(reg) c, s = in(reg) sc, options(nostack, readonly));
+        if nb == 2 {
+            asm!("tileloadd tmm1, [{p} + {s} * 1]", p = in(reg) c.add(16), s = in(reg) sc, options(nostack, readonly));
+        }
+        for i in 0..kb {
+            let (ap, bp) = (a.add(32 * i), b.add(16 * i * b_stride));
+            asm!(
+                "tileloadd tmm2, [{a} + {sa} * 1]",
+                "tileloadd tmm3, [{b} + {sb} * 1]",
+                "tdpbf16ps tmm0, tmm2, tmm3",
+                a = in(reg) ap,
+                sa = in(reg) sa,
+                b = in(reg) bp,
+                sb = in(reg) sb,
+                options(nostack, readonly)
+            );
+            if nb == 2 {
+                asm!(
+                    "tileloadd tmm4, [{b} + {sb} * 1]",
+                    "tdpbf16ps tmm1, tmm2, tmm4",
+                    b = in(reg) bp.add(16),
+                    sb = in(reg) sb,
+                    options(nostack, readonly)
+                );
+            }
+        }
+        asm!("tilestored [{p} + {s} * 1], tmm0", p = in(reg) c, s = in(reg) sc, options(nostack));
+        if nb == 2 {
+            asm!("tilestored [{p} + {s} * 1], tmm1", p = in(reg) c.add(16), s = in(reg) sc, options(nostack));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +295,42 @@ mod tests {
                         1.0
                     };
                     assert_eq!(y[p * cout + o], want, "pixel {p} output {o} (px {px}, nb {nb})");
+                }
+            }
+        }
+    }
+
+    /// The weight-gradient product against scalar sums (exact for small integers).
+    #[test]
+    fn gemm_tile_matches_scalar_products() {
+        if !supported() {
+            eprintln!("skipped: this CPU (or kernel) has no AMX bf16 tiles");
+            return;
+        }
+        let bf = |v: i32| ((v as f32).to_bits() >> 16) as u16;
+        let (kb, a_stride, b_stride, c_stride) = (3, 100, 40, 36);
+        let a: Vec<u16> = (0..16 * a_stride).map(|i| bf((i * 5 % 9) as i32 - 4)).collect();
+        let b: Vec<u32> = (0..16 * kb * b_stride)
+            .map(|i| u32::from(bf((i * 3 % 7) as i32 - 3)) | u32::from(bf((i % 5) as i32 - 2)) << 16)
+            .collect();
+        let val = |u: u16| f32::from_bits(u32::from(u) << 16);
+        for nb in [1, 2] {
+            let mut c: Vec<f32> = (0..16 * c_stride).map(|i| (i % 11) as f32).collect();
+            let before = c.clone();
+            // SAFETY: AMX checked above; a has 16 rows of 100 >= 96 bf16, b 48 rows of 40 >= 32
+            // pairs, c 16 rows of 36 >= 32 floats.
+            unsafe { gemm_tile(kb, nb, a.as_ptr(), a_stride, b.as_ptr(), b_stride, c.as_mut_ptr(), c_stride) };
+            for i in 0..16 {
+                for j in 0..c_stride {
+                    let mut want = before[i * c_stride + j];
+                    if j < 16 * nb {
+                        for k in 0..32 * kb {
+                            let pair = b[(k / 2) * b_stride + j];
+                            let bv = if k % 2 == 0 { pair as u16 } else { (pair >> 16) as u16 };
+                            want += val(a[i * a_stride + k]) * val(bv);
+                        }
+                    }
+                    assert_eq!(c[i * c_stride + j], want, "row {i} column {j} (nb {nb})");
                 }
             }
         }
