@@ -194,19 +194,31 @@ crate::multiversion! {
     }
 }
 
-crate::multiversion! {
-    /// `src` (`[rows, cols]` f32) transposed into `dst` (`[cols, stride]` bf16, `rows <= stride`).
-    fn transpose_bf16 / transpose_bf16_on(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
-        // Blocks of 16 rows: each source row is read once per block, each output row written
-        // in runs of 16.
-        for r0 in (0..rows).step_by(16) {
-            let r1 = (r0 + 16).min(rows);
-            for c in 0..cols {
-                let out = &mut dst[c * stride + r0..c * stride + r1];
-                for (o, r) in out.iter_mut().zip(r0..r1) {
-                    *o = bf16_bits(src[r * cols + c]) as u16;
-                }
-            }
+/// `src` (`[rows, cols]` f32, `cols` a multiple of 16) transposed into `dst` (`[cols, stride]`
+/// bf16, `rows <= stride`): 16 x 16 blocks with AVX-512, leftover rows one by one.
+#[cfg(target_arch = "x86_64")]
+fn transpose_bf16(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
+    assert!(bf16_supported() && cols.is_multiple_of(16) && rows <= stride);
+    assert!(src.len() >= rows * cols && dst.len() >= cols * stride);
+    let full = rows / 16 * 16;
+    for r0 in (0..full).step_by(16) {
+        for c0 in (0..cols).step_by(16) {
+            // SAFETY: AVX-512 with BF16 was checked above; the block reads rows r0..r0 + 16 <= rows
+            // and columns c0..c0 + 16 <= cols of src, and writes rows c0..c0 + 16 <= cols,
+            // columns r0..r0 + 16 <= stride of dst (lengths asserted above).
+            unsafe {
+                crate::simd::avx512::transpose16_bf16(
+                    src[r0 * cols + c0..].as_ptr(),
+                    cols,
+                    dst[c0 * stride + r0..].as_mut_ptr(),
+                    stride,
+                )
+            };
+        }
+    }
+    for r in full..rows {
+        for c in 0..cols {
+            dst[c * stride + r] = bf16_bits(src[r * cols + c]) as u16;
         }
     }
 }
@@ -557,7 +569,7 @@ fn forward_direct(
     debug_assert_eq!(partials.len(), s.n * bands * 2 * co);
     let amx_step = if amx && bf16 { crate::simd::amx::pairs_per_step(e, co) } else { None };
     let kernel = match amx_step {
-        Some(kp) => direct::ConvKernel::Amx { kp },
+        Some(kp) => direct::ConvKernel::Amx { kp, wide: ow > 16 },
         None => direct::ConvKernel::choose(s),
     };
     let block = kernel.channel_block(co);
@@ -1155,22 +1167,26 @@ fn backward_weight_amx(
                                 for ky in 0..s.kh {
                                     let tap = ky * s.kw + kx;
                                     let b0 = ky * ow / 2 * ci;
-                                    for o0 in (0..co).step_by(16) {
+                                    // Blocks of 32 x 32 (two by two tiles), else 16 x 64.
+                                    let (pb, nb_max) = if co >= 32 { (2, 2) } else { (1, 4) };
+                                    for o0 in (0..co).step_by(16 * pb) {
+                                        let pb = pb.min((co - o0) / 16);
                                         let mut c0 = 0;
                                         while c0 < ci {
-                                            let nb = if ci - c0 >= 32 { 2 } else { 1 };
+                                            let nb = nb_max.min((ci - c0) / 16);
                                             let c_at = (tap * co + o0) * ci + c0;
                                             debug_assert!(b0 + (padded / 2 - 1) * ci + c0 + 16 * nb <= xp.len());
-                                            debug_assert!(c_at + 15 * ci + 16 * nb <= acc_t.len());
-                                            // SAFETY: AMX was checked above. dy_t rows o0..o0 + 16
+                                            debug_assert!(c_at + (16 * pb - 1) * ci + 16 * nb <= acc_t.len());
+                                            // SAFETY: AMX was checked above. dy_t rows o0..o0 + 16 * pb
                                             // hold `padded` values; xp pair rows ky * ow / 2 ..
                                             // + padded / 2 exist (pairs counts them) with channels
                                             // c0..c0 + 16 * nb <= ci; the accumulator block is
-                                            // rows o0..o0 + 16 of tap `tap`, channels c0.. of this
-                                            // part's own buffer (bounds asserted above).
+                                            // rows o0..o0 + 16 * pb of tap `tap`, channels c0.. of
+                                            // this part's own buffer (bounds asserted above).
                                             unsafe {
                                                 crate::simd::amx::gemm_tile(
                                                     padded / 32,
+                                                    pb,
                                                     nb,
                                                     dy_t[o0 * padded..].as_ptr(),
                                                     padded,
@@ -1235,8 +1251,9 @@ mod direct {
         General,
         /// [`avx512::conv_tile_s1k3`]: stride 1, 3-wide, up to 48 channels per tile.
         S1K3,
-        /// [`amx::conv_tile`] (bf16 only): 16 pixels x 32 channels, `kp` input pairs a step.
-        Amx { kp: usize },
+        /// [`amx::conv_tile`] (bf16 only), `kp` input pairs a step: 32 pixels x 32 channels on
+        /// `wide` rows (more than 16 pixels), else 16 pixels x 64 channels.
+        Amx { kp: usize, wide: bool },
     }
 
     impl ConvKernel {
@@ -1254,7 +1271,8 @@ mod direct {
             match self {
                 ConvKernel::General => 64,
                 ConvKernel::S1K3 if cout <= 48 => cout,
-                ConvKernel::S1K3 | ConvKernel::Amx { .. } => 32,
+                ConvKernel::S1K3 | ConvKernel::Amx { wide: true, .. } => 32,
+                ConvKernel::Amx { wide: false, .. } => 64,
             }
         }
 
@@ -1263,7 +1281,8 @@ mod direct {
             match self {
                 ConvKernel::General => conv_pixels(nb),
                 ConvKernel::S1K3 => [16, 8, 6][nb - 1],
-                ConvKernel::Amx { .. } => 16,
+                ConvKernel::Amx { wide: true, .. } => 32,
+                ConvKernel::Amx { wide: false, .. } => 16,
             }
         }
 
@@ -1319,7 +1338,7 @@ mod direct {
             // SAFETY: forwarded contract.
             unsafe {
                 match (self, channels.div_ceil(16)) {
-                    (ConvKernel::Amx { kp }, nb) => amx::conv_tile(r, nb, kp, g, a, w, y, accumulate),
+                    (ConvKernel::Amx { kp, .. }, nb) => amx::conv_tile(r, nb, kp, g, a, w, y, accumulate),
                     (ConvKernel::General, 1) => {
                         by_rows!(kg, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
                     }

@@ -78,8 +78,11 @@ pub fn pairs_per_step(pairs: usize, cout: usize) -> Option<usize> {
     (8..=16).rev().find(|&k| pairs.is_multiple_of(k))
 }
 
-/// The tile layout (palette 1): C tiles 0 and 1 (`rows` pixels x 16 f32), A tile 2 (`rows`
-/// pixels x `kp` pairs), B tiles 3 and 4 (`kp` pairs x 16 outputs, two bf16 each).
+/// The tile layout (palette 1). Four accumulators keep four independent `tdpbf16ps` chains in
+/// flight (one chain waits on its previous product's latency, several times the issue
+/// interval). C tiles 0..4 hold `16 x 16` f32 blocks: tiles 0 and 1 `rows0` rows, tiles 2 and 3
+/// `rows1`; A tiles 4 (`rows0` rows) and 5 (`rows1`) of `kp` pairs; B tiles 6 and 7 of `kp` rows
+/// of 16 pairs.
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -90,22 +93,144 @@ struct TileConfig {
 }
 
 impl TileConfig {
-    fn new(rows: usize, kp: usize) -> Self {
+    fn new(rows0: usize, rows1: usize, kp: usize) -> Self {
         let mut c = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
-        let r = rows as u8;
-        for (t, (colsb, rows)) in
-            [(64, r), (64, r), (4 * kp as u16, r), (64, kp as u8), (64, kp as u8)].into_iter().enumerate()
-        {
+        let (r0, r1, k) = (rows0 as u8, rows1 as u8, kp as u8);
+        let shapes =
+            [(64, r0), (64, r0), (64, r1), (64, r1), (4 * kp as u16, r0), (4 * kp as u16, r1), (64, k), (64, k)];
+        for (t, (colsb, rows)) in shapes.into_iter().enumerate() {
             c.colsb[t] = colsb;
             c.rows[t] = rows;
         }
         c
     }
+
+    /// Loads the layout unless this thread's tiles already have it.
+    ///
+    /// # Safety
+    /// AMX is supported and permitted ([`supported`]).
+    unsafe fn ensure(rows0: usize, rows1: usize, kp: usize) {
+        let key = (rows0 | rows1 << 8 | kp << 16) as u32;
+        if LOADED.get() != key {
+            let cfg = TileConfig::new(rows0, rows1, kp);
+            // SAFETY: AMX is usable (caller's contract); the configuration is a valid palette-1
+            // layout (rows <= 16, colsb <= 64) in 64 readable bytes.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly)) };
+            LOADED.set(key);
+        }
+    }
 }
 
-/// `y (+)= conv(a, w)` for `px` (1..=16) consecutive output pixels and `16 * nb` (`nb` 1 or 2)
-/// output channels, like [`super::avx512::conv_tile_bf16`], on AMX tiles, stepping `kp` pairs
-/// at a time (from [`pairs_per_step`]).
+/// One AMX instruction on literal tile registers (the assembler needs them spelled out).
+macro_rules! tile {
+    (zero $t:literal) => {
+        asm!(concat!("tilezero tmm", $t), options(nostack, nomem))
+    };
+    (load $t:literal, $p:expr, $stride:expr) => {
+        asm!(concat!("tileloadd tmm", $t, ", [{p} + {s} * 1]"), p = in(reg) $p, s = in(reg) $stride, options(nostack, readonly))
+    };
+    (store $t:literal, $p:expr, $stride:expr) => {
+        asm!(concat!("tilestored [{p} + {s} * 1], tmm", $t), p = in(reg) $p, s = in(reg) $stride, options(nostack))
+    };
+    (dot $c:literal, $a:literal, $b:literal) => {
+        asm!(concat!("tdpbf16ps tmm", $c, ", tmm", $a, ", tmm", $b), options(nostack, nomem))
+    };
+}
+
+/// The accumulators `(p, j)` in use: `pb` row blocks by `nb` channel blocks, at most four tiles
+/// (`pb == 2` allows `nb <= 2`).
+fn accumulators(pb: usize, nb: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..pb).flat_map(move |p| (0..nb).map(move |j| (p, j)))
+}
+
+/// Loads (or zeroes) accumulator `(p, j)` from `c + p * rows_stride + 16 * j`.
+///
+/// # Safety
+/// AMX usable, a layout loaded, and the block readable.
+unsafe fn acc_load(p: usize, j: usize, c: *const f32, stride: usize) {
+    // SAFETY: caller's contract; the match picks the literal tile number 2p + j.
+    unsafe {
+        match 2 * p + j {
+            0 => tile!(load 0, c, stride),
+            1 => tile!(load 1, c, stride),
+            2 => tile!(load 2, c, stride),
+            _ => tile!(load 3, c, stride),
+        }
+    }
+}
+
+/// Zeroes accumulator `(p, j)`.
+///
+/// # Safety
+/// AMX usable and a layout loaded.
+unsafe fn acc_zero(p: usize, j: usize) {
+    // SAFETY: caller's contract.
+    unsafe {
+        match 2 * p + j {
+            0 => tile!(zero 0),
+            1 => tile!(zero 1),
+            2 => tile!(zero 2),
+            _ => tile!(zero 3),
+        }
+    }
+}
+
+/// Stores accumulator `(p, j)` to `c`.
+///
+/// # Safety
+/// AMX usable, a layout loaded, and the block writable.
+unsafe fn acc_store(p: usize, j: usize, c: *mut f32, stride: usize) {
+    // SAFETY: caller's contract.
+    unsafe {
+        match 2 * p + j {
+            0 => tile!(store 0, c, stride),
+            1 => tile!(store 1, c, stride),
+            2 => tile!(store 2, c, stride),
+            _ => tile!(store 3, c, stride),
+        }
+    }
+}
+
+/// One reduction step over `pb` A blocks and `nb` B blocks: loads A tiles 4 (and 5) from `a0`
+/// (and `a1`), and B blocks `j` from `b + 16 * j` into tiles 6 and 7 alternately, and adds the
+/// products into the accumulators (`(p, j)` in tile `2p + j`).
+///
+/// # Safety
+/// AMX usable, the layout of [`TileConfig::new`] loaded, every tile read in range.
+#[inline(always)]
+unsafe fn step(pb: usize, nb: usize, a0: *const u8, a1: *const u8, sa: usize, b: *const u32, sb: usize) {
+    // SAFETY: caller's contract.
+    unsafe {
+        tile!(load 4, a0, sa);
+        if pb == 2 {
+            tile!(load 5, a1, sa);
+        }
+        tile!(load 6, b, sb);
+        tile!(dot 0, 4, 6);
+        if pb == 2 {
+            tile!(dot 2, 5, 6);
+        }
+        if nb >= 2 {
+            tile!(load 7, b.add(16), sb);
+            tile!(dot 1, 4, 7);
+            if pb == 2 {
+                tile!(dot 3, 5, 7);
+            }
+        }
+        if nb >= 3 {
+            tile!(load 6, b.add(32), sb);
+            tile!(dot 2, 4, 6);
+        }
+        if nb >= 4 {
+            tile!(load 7, b.add(48), sb);
+            tile!(dot 3, 4, 7);
+        }
+    }
+}
+
+/// `y (+)= conv(a, w)` for `px` (1..=32) consecutive output pixels and `16 * nb` output channels
+/// (`nb` 1..=4; at most 2 when `px > 16`), like [`super::avx512::conv_tile_bf16`], on AMX
+/// tiles, stepping `kp` pairs at a time (from [`pairs_per_step`]).
 ///
 /// # Safety
 /// - [`supported`] returned true.
@@ -124,77 +249,60 @@ pub unsafe fn conv_tile(
     y: *mut f32,
     accumulate: bool,
 ) {
-    debug_assert!((1..=16).contains(&px) && (1..=2).contains(&nb) && g.pairs.is_multiple_of(kp) && kp <= 16);
-    let key = (px | kp << 8) as u32;
+    let pb = px.div_ceil(16);
+    debug_assert!((1..=32).contains(&px) && (1..=4).contains(&nb) && pb * nb <= 4);
+    debug_assert!(g.pairs.is_multiple_of(kp) && kp <= 16);
+    let (rows0, rows1) = (px.min(16), if pb == 2 { px - 16 } else { px.min(16) });
     let (a_stride, w_stride, y_stride) = (4 * g.a_pixel_stride, 4 * g.cout, 4 * g.cout);
-    // SAFETY (every block below): AMX is supported and permitted (caller's contract) and the
-    // configuration loaded now or by an earlier call on this thread (the same `key`) gives every
-    // tile its shape. Each tile load reads `rows` rows of
-    // `colsb` bytes at the given stride: A tiles the `px` input windows of one tap and `kp`
-    // pairs, B tiles `kp` weight rows of 16 outputs, C tiles the `px` x 16 output block, all
-    // inside the ranges the caller guarantees; the stores write only that output block.
+    // Pixel block 1 starts 16 pixels on: 16 input windows further in the strip.
+    let (y1, a1_offset) = (16 * g.cout, 16 * g.a_pixel_stride);
+    // SAFETY: AMX is usable (caller's contract) and every tile gets its shape from the layout
+    // ensured here. Accumulator (p, j) is output pixels 16p.., channels 16j.. of the caller's
+    // output block; A tiles read the windows of the block's pixels for one tap and `kp` pairs,
+    // B tiles `kp` weight rows of 16 outputs: all inside the caller's ranges. Stores write only
+    // the output block.
     unsafe {
-        if LOADED.get() != key {
-            let cfg = TileConfig::new(px, kp);
-            asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
-            LOADED.set(key);
-        }
-        if accumulate {
-            asm!("tileloadd tmm0, [{p} + {s} * 1]", p = in(reg) y, s = in(reg) y_stride, options(nostack, readonly));
-            if nb == 2 {
-                asm!("tileloadd tmm1, [{p} + {s} * 1]", p = in(reg) y.add(16), s = in(reg) y_stride, options(nostack, readonly));
+        TileConfig::ensure(rows0, rows1, kp);
+        for (p, j) in accumulators(pb, nb) {
+            let c = y.add(p * y1 + 16 * j);
+            if accumulate {
+                acc_load(p, j, c, y_stride);
+            } else {
+                acc_zero(p, j);
             }
-        } else {
-            asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
         }
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let tap = ky * g.kw + kx;
                 for p0 in (0..g.pairs).step_by(kp) {
-                    let ap = a.add(ky * g.a_row_stride + kx * g.pairs + p0);
+                    let a0 = a.add(ky * g.a_row_stride + kx * g.pairs + p0);
+                    let a1 = a0.wrapping_add(a1_offset);
                     let wp = w.add((tap * g.pairs + p0) * g.cout);
-                    asm!(
-                        "tileloadd tmm2, [{a} + {sa} * 1]",
-                        "tileloadd tmm3, [{w} + {sw} * 1]",
-                        "tdpbf16ps tmm0, tmm2, tmm3",
-                        a = in(reg) ap,
-                        sa = in(reg) a_stride,
-                        w = in(reg) wp,
-                        sw = in(reg) w_stride,
-                        options(nostack, readonly)
-                    );
-                    if nb == 2 {
-                        asm!(
-                            "tileloadd tmm4, [{w} + {sw} * 1]",
-                            "tdpbf16ps tmm1, tmm2, tmm4",
-                            w = in(reg) wp.add(16),
-                            sw = in(reg) w_stride,
-                            options(nostack, readonly)
-                        );
-                    }
+                    step(pb, nb, a0.cast(), a1.cast(), a_stride, wp, w_stride);
                 }
             }
         }
-        asm!("tilestored [{p} + {s} * 1], tmm0", p = in(reg) y, s = in(reg) y_stride, options(nostack));
-        if nb == 2 {
-            asm!("tilestored [{p} + {s} * 1], tmm1", p = in(reg) y.add(16), s = in(reg) y_stride, options(nostack));
+        for (p, j) in accumulators(pb, nb) {
+            acc_store(p, j, y.add(p * y1 + 16 * j), y_stride);
         }
     }
 }
 
-/// `c (16 x 16 * nb f32, row stride c_stride floats) += a x b` with `a` 16 rows of `32 * kb`
-/// bf16 (row stride `a_stride` bf16) and `b` `16 * kb` rows of `16 * nb` bf16 pairs (row stride
-/// `b_stride` pairs; row `j` pairs columns `2j` and `2j + 1` of `a`). The weight gradient's
-/// product: `a` is the output gradient transposed (channels x pixels), `b` the input's pixel
-/// pairs.
+/// `c (16 * pb rows x 16 * nb f32, row stride c_stride floats) += a x b` with `a` `16 * pb` rows
+/// of `32 * kb` bf16 (row stride `a_stride` bf16) and `b` `16 * kb` rows of `16 * nb` bf16 pairs
+/// (row stride `b_stride` pairs; row `k` pairs columns `2k` and `2k + 1` of `a`). The weight
+/// gradient's product: `a` is the output gradient transposed (channels x pixels), `b` the
+/// input's pixel pairs.
 ///
 /// # Safety
-/// - [`supported`] returned true; `nb` is 1 or 2.
-/// - `a` is readable for 16 rows of `32 * kb` bf16, `b` for `16 * kb` rows of `16 * nb` pairs,
-///   and `c` readable and writable for 16 rows of `16 * nb` floats, at the given strides.
+/// - [`supported`] returned true; `pb * nb <= 4`, `nb <= 4`, `pb <= 2`.
+/// - `a` is readable for `16 * pb` rows of `32 * kb` bf16, `b` for `16 * kb` rows of `16 * nb`
+///   pairs, and `c` readable and writable for `16 * pb` rows of `16 * nb` floats, at the given
+///   strides.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_tile(
     kb: usize,
+    pb: usize,
     nb: usize,
     a: *const u16,
     a_stride: usize,
@@ -203,49 +311,23 @@ pub unsafe fn gemm_tile(
     c: *mut f32,
     c_stride: usize,
 ) {
-    debug_assert!((1..=2).contains(&nb));
-    let key = (16 | 16 << 8) as u32;
+    debug_assert!((1..=2).contains(&pb) && (1..=4).contains(&nb) && pb * nb <= 4);
     let (sa, sb, sc) = (2 * a_stride, 4 * b_stride, 4 * c_stride);
-    // SAFETY (every block below): AMX is supported and permitted (caller's contract), and every
-    // tile is 16 rows of 64 bytes in the configuration loaded now or by an earlier call with the
-    // same `key`. The loads read 16 rows of 64 bytes at the given strides: `a` columns
-    // `32 * i .. 32 * (i + 1)`, `b` rows `16 * i ..` and the `c` block, all within the caller's
+    // SAFETY: AMX is usable (caller's contract) and every tile is 16 rows of 64 bytes in the
+    // layout ensured here. Accumulator (p, j) is rows 16p.., columns 16j.. of `c`; the loads read
+    // `a` rows 16p.. columns 32i.. and `b` rows 16i.., columns 16j.., all within the caller's
     // ranges; the stores write only the `c` block.
     unsafe {
-        if LOADED.get() != key {
-            let cfg = TileConfig::new(16, 16);
-            asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
-            LOADED.set(key);
-        }
-        asm!("tileloadd tmm0, [{p} + {s} * 1]", p = in(reg) c, s = in(reg) sc, options(nostack, readonly));
-        if nb == 2 {
-            asm!("tileloadd tmm1, [{p} + {s} * 1]", p = in(reg) c.add(16), s = in(reg) sc, options(nostack, readonly));
+        TileConfig::ensure(16, 16, 16);
+        for (p, j) in accumulators(pb, nb) {
+            acc_load(p, j, c.add(16 * p * c_stride + 16 * j), sc);
         }
         for i in 0..kb {
-            let (ap, bp) = (a.add(32 * i), b.add(16 * i * b_stride));
-            asm!(
-                "tileloadd tmm2, [{a} + {sa} * 1]",
-                "tileloadd tmm3, [{b} + {sb} * 1]",
-                "tdpbf16ps tmm0, tmm2, tmm3",
-                a = in(reg) ap,
-                sa = in(reg) sa,
-                b = in(reg) bp,
-                sb = in(reg) sb,
-                options(nostack, readonly)
-            );
-            if nb == 2 {
-                asm!(
-                    "tileloadd tmm4, [{b} + {sb} * 1]",
-                    "tdpbf16ps tmm1, tmm2, tmm4",
-                    b = in(reg) bp.add(16),
-                    sb = in(reg) sb,
-                    options(nostack, readonly)
-                );
-            }
+            let a0 = a.add(32 * i);
+            step(pb, nb, a0.cast(), a0.wrapping_add(16 * a_stride).cast(), sa, b.add(16 * i * b_stride), sb);
         }
-        asm!("tilestored [{p} + {s} * 1], tmm0", p = in(reg) c, s = in(reg) sc, options(nostack));
-        if nb == 2 {
-            asm!("tilestored [{p} + {s} * 1], tmm1", p = in(reg) c.add(16), s = in(reg) sc, options(nostack));
+        for (p, j) in accumulators(pb, nb) {
+            acc_store(p, j, c.add(16 * p * c_stride + 16 * j), sc);
         }
     }
 }
@@ -262,7 +344,7 @@ mod tests {
             eprintln!("skipped: this CPU (or kernel) has no AMX bf16 tiles");
             return;
         }
-        let (kh, kw, pairs, cout, stride, wp) = (3, 3, 32, 32, 1, 20);
+        let (kh, kw, pairs, cout, stride, wp) = (3, 3, 32, 64, 1, 36);
         let g = ConvTileArgsBf16 { a_pixel_stride: stride * pairs, a_row_stride: wp * pairs, pairs, kh, kw, cout };
         // Small integers are exact in bf16 and their products sum exactly in f32.
         let bf = |v: i32| (v as f32).to_bits() >> 16;
@@ -271,13 +353,15 @@ mod tests {
         let w: Vec<u32> = (0..kh * kw * pairs * cout).map(|i| bf(val(i, 7)) | (bf(val(i + 3, 5)) << 16)).collect();
         let lo = |u: u32| f32::from_bits(u << 16);
         let hi = |u: u32| f32::from_bits(u & 0xFFFF_0000);
-        for (px, nb, accumulate) in [(16, 2, false), (7, 1, true), (16, 1, false), (1, 2, true)] {
+        for (px, nb, accumulate) in
+            [(16, 2, false), (7, 1, true), (16, 4, false), (1, 3, true), (32, 2, false), (21, 1, true), (29, 2, true)]
+        {
             let kp = pairs_per_step(pairs, cout).unwrap();
-            let mut y = vec![1.0f32; 16 * cout];
-            // SAFETY: AMX checked above; kp divides pairs; the windows of 16 pixels over 3 x 3
-            // taps reach (2 * wp + 15 + 2) * pairs + pairs <= a.len(); w and y are whole.
+            let mut y = vec![1.0f32; 32 * cout];
+            // SAFETY: AMX checked above; kp divides pairs; the windows of 32 pixels over 3 x 3
+            // taps reach (2 * wp + 31 + 2) * pairs + pairs <= a.len(); w and y are whole.
             unsafe { conv_tile(px, nb, kp, &g, a.as_ptr(), w.as_ptr(), y.as_mut_ptr(), accumulate) };
-            for p in 0..16 {
+            for p in 0..32 {
                 for o in 0..cout {
                     let want = if p < px && o < 16 * nb {
                         let mut s = if accumulate { 1.0f32 } else { 0.0 };
@@ -308,29 +392,29 @@ mod tests {
             return;
         }
         let bf = |v: i32| ((v as f32).to_bits() >> 16) as u16;
-        let (kb, a_stride, b_stride, c_stride) = (3, 100, 40, 36);
-        let a: Vec<u16> = (0..16 * a_stride).map(|i| bf((i * 5 % 9) as i32 - 4)).collect();
+        let (kb, a_stride, b_stride, c_stride) = (3, 100, 72, 68);
+        let a: Vec<u16> = (0..32 * a_stride).map(|i| bf((i * 5 % 9) as i32 - 4)).collect();
         let b: Vec<u32> = (0..16 * kb * b_stride)
             .map(|i| u32::from(bf((i * 3 % 7) as i32 - 3)) | u32::from(bf((i % 5) as i32 - 2)) << 16)
             .collect();
         let val = |u: u16| f32::from_bits(u32::from(u) << 16);
-        for nb in [1, 2] {
-            let mut c: Vec<f32> = (0..16 * c_stride).map(|i| (i % 11) as f32).collect();
+        for (pb, nb) in [(1, 1), (1, 2), (2, 2), (1, 4), (2, 1), (1, 3)] {
+            let mut c: Vec<f32> = (0..32 * c_stride).map(|i| (i % 11) as f32).collect();
             let before = c.clone();
-            // SAFETY: AMX checked above; a has 16 rows of 100 >= 96 bf16, b 48 rows of 40 >= 32
-            // pairs, c 16 rows of 36 >= 32 floats.
-            unsafe { gemm_tile(kb, nb, a.as_ptr(), a_stride, b.as_ptr(), b_stride, c.as_mut_ptr(), c_stride) };
-            for i in 0..16 {
+            // SAFETY: AMX checked above; a has 32 rows of 100 >= 96 bf16, b 48 rows of 72 >= 64
+            // pairs, c 32 rows of 68 >= 64 floats.
+            unsafe { gemm_tile(kb, pb, nb, a.as_ptr(), a_stride, b.as_ptr(), b_stride, c.as_mut_ptr(), c_stride) };
+            for i in 0..32 {
                 for j in 0..c_stride {
                     let mut want = before[i * c_stride + j];
-                    if j < 16 * nb {
+                    if i < 16 * pb && j < 16 * nb {
                         for k in 0..32 * kb {
                             let pair = b[(k / 2) * b_stride + j];
                             let bv = if k % 2 == 0 { pair as u16 } else { (pair >> 16) as u16 };
                             want += val(a[i * a_stride + k]) * val(bv);
                         }
                     }
-                    assert_eq!(c[i * c_stride + j], want, "row {i} column {j} (nb {nb})");
+                    assert_eq!(c[i * c_stride + j], want, "row {i} column {j} (pb {pb}, nb {nb})");
                 }
             }
         }

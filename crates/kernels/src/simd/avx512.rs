@@ -479,3 +479,61 @@ pub unsafe fn to_bf16(src: *const f32, dst: *mut u16, n: usize) {
         }
     }
 }
+
+/// Permutation indices of one stage of [`transpose16_bf16`]: with rows `x` (row `i`) and `y`
+/// (row `i + b`), the new row `i` takes `x`'s even `b`-blocks and `y`'s even ones, the new row
+/// `i + b` their odd ones, which swaps the off-diagonal `b x b` blocks.
+/// The two index vectors of one block-swap stage.
+type SwapIndices = ([i32; 16], [i32; 16]);
+
+const fn swap_indices(b: usize) -> SwapIndices {
+    let (mut lo, mut hi) = ([0; 16], [0; 16]);
+    let mut j = 0;
+    while j < 16 {
+        if j & b == 0 {
+            lo[j] = j as i32;
+            hi[j] = (j + b) as i32;
+        } else {
+            lo[j] = (16 + j - b) as i32;
+            hi[j] = (16 + j) as i32;
+        }
+        j += 1;
+    }
+    (lo, hi)
+}
+
+/// A 16 x 16 block of floats (`src` rows `src_stride` apart) transposed and rounded to bf16:
+/// row `c` of `dst` (rows `dst_stride` apart) holds column `c` of the block. Four stages of
+/// block swaps (8, 4, 2, 1), each a two-source permutation per pair of rows.
+///
+/// # Safety
+/// The CPU supports AVX-512F and AVX512_BF16; `src` is readable for 16 rows of 16 floats and
+/// `dst` writable for 16 rows of 16 bf16 at the given strides.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn transpose16_bf16(src: *const f32, src_stride: usize, dst: *mut u16, dst_stride: usize) {
+    const STAGES: [(usize, SwapIndices); 4] =
+        [(8, swap_indices(8)), (4, swap_indices(4)), (2, swap_indices(2)), (1, swap_indices(1))];
+    let mut r = [_mm512_setzero_ps(); 16];
+    for (i, v) in r.iter_mut().enumerate() {
+        // SAFETY: row i of the source block (caller's contract).
+        *v = unsafe { _mm512_loadu_ps(src.add(i * src_stride)) };
+    }
+    for (b, (lo, hi)) in STAGES {
+        // SAFETY: the index arrays are 16 i32 each.
+        let (lo, hi) = unsafe { (_mm512_loadu_si512(lo.as_ptr().cast()), _mm512_loadu_si512(hi.as_ptr().cast())) };
+        for i in (0..16).filter(|i| i & b == 0) {
+            let (x, y) = (r[i], r[i + b]);
+            r[i] = _mm512_permutex2var_ps(x, lo, y);
+            r[i + b] = _mm512_permutex2var_ps(x, hi, y);
+        }
+    }
+    for (i, v) in r.iter().enumerate() {
+        // SAFETY: row i of the destination block (caller's contract).
+        unsafe {
+            _mm256_storeu_si256(
+                dst.add(i * dst_stride) as *mut __m256i,
+                std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(*v)),
+            )
+        };
+    }
+}
