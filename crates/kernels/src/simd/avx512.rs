@@ -480,12 +480,12 @@ pub unsafe fn to_bf16(src: *const f32, dst: *mut u16, n: usize) {
     }
 }
 
-/// Permutation indices of one stage of [`transpose16_bf16`]: with rows `x` (row `i`) and `y`
-/// (row `i + b`), the new row `i` takes `x`'s even `b`-blocks and `y`'s even ones, the new row
-/// `i + b` their odd ones, which swaps the off-diagonal `b x b` blocks.
 /// The two index vectors of one block-swap stage.
 type SwapIndices = ([i32; 16], [i32; 16]);
 
+/// Permutation indices of one stage of [`transpose16_bf16`]: with rows `x` (row `i`) and `y`
+/// (row `i + b`), the new row `i` takes `x`'s even `b`-blocks and `y`'s even ones, the new row
+/// `i + b` their odd ones, which swaps the off-diagonal `b x b` blocks.
 const fn swap_indices(b: usize) -> SwapIndices {
     let (mut lo, mut hi) = ([0; 16], [0; 16]);
     let mut j = 0;
