@@ -143,50 +143,38 @@ fn accumulators(pb: usize, nb: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..pb).flat_map(move |p| (0..nb).map(move |j| (p, j)))
 }
 
-/// Loads (or zeroes) accumulator `(p, j)` from `c + p * rows_stride + 16 * j`.
-///
-/// # Safety
-/// AMX usable, a layout loaded, and the block readable.
-unsafe fn acc_load(p: usize, j: usize, c: *const f32, stride: usize) {
-    // SAFETY: caller's contract; the match picks the literal tile number 2p + j.
-    unsafe {
-        match 2 * p + j {
-            0 => tile!(load 0, c, stride),
-            1 => tile!(load 1, c, stride),
-            2 => tile!(load 2, c, stride),
-            _ => tile!(load 3, c, stride),
-        }
-    }
+/// What [`accumulator`] does with a C tile.
+#[derive(Clone, Copy)]
+enum AccOp {
+    /// Load it from memory.
+    Load,
+    /// Set it to zero (no memory access).
+    Zero,
+    /// Store it to memory.
+    Store,
 }
 
-/// Zeroes accumulator `(p, j)`.
+/// Loads, zeroes or stores accumulator `(p, j)` (tile `2p + j`) at `c`, rows `stride` bytes apart.
 ///
 /// # Safety
-/// AMX usable and a layout loaded.
-unsafe fn acc_zero(p: usize, j: usize) {
-    // SAFETY: caller's contract.
-    unsafe {
-        match 2 * p + j {
-            0 => tile!(zero 0),
-            1 => tile!(zero 1),
-            2 => tile!(zero 2),
-            _ => tile!(zero 3),
-        }
+/// AMX usable, a layout loaded, and for a load (store) the block readable (writable).
+unsafe fn accumulator(op: AccOp, p: usize, j: usize, c: *mut f32, stride: usize) {
+    macro_rules! on {
+        ($t:literal) => {
+            match op {
+                AccOp::Load => tile!(load $t, c, stride),
+                AccOp::Zero => tile!(zero $t),
+                AccOp::Store => tile!(store $t, c, stride),
+            }
+        };
     }
-}
-
-/// Stores accumulator `(p, j)` to `c`.
-///
-/// # Safety
-/// AMX usable, a layout loaded, and the block writable.
-unsafe fn acc_store(p: usize, j: usize, c: *mut f32, stride: usize) {
-    // SAFETY: caller's contract.
+    // SAFETY: caller's contract; the match spells out the tile number 2p + j.
     unsafe {
         match 2 * p + j {
-            0 => tile!(store 0, c, stride),
-            1 => tile!(store 1, c, stride),
-            2 => tile!(store 2, c, stride),
-            _ => tile!(store 3, c, stride),
+            0 => on!(0),
+            1 => on!(1),
+            2 => on!(2),
+            _ => on!(3),
         }
     }
 }
@@ -263,13 +251,9 @@ pub unsafe fn conv_tile(
     // the output block.
     unsafe {
         TileConfig::ensure(rows0, rows1, kp);
+        let first = if accumulate { AccOp::Load } else { AccOp::Zero };
         for (p, j) in accumulators(pb, nb) {
-            let c = y.add(p * y1 + 16 * j);
-            if accumulate {
-                acc_load(p, j, c, y_stride);
-            } else {
-                acc_zero(p, j);
-            }
+            accumulator(first, p, j, y.add(p * y1 + 16 * j), y_stride);
         }
         for ky in 0..g.kh {
             for kx in 0..g.kw {
@@ -283,7 +267,7 @@ pub unsafe fn conv_tile(
             }
         }
         for (p, j) in accumulators(pb, nb) {
-            acc_store(p, j, y.add(p * y1 + 16 * j), y_stride);
+            accumulator(AccOp::Store, p, j, y.add(p * y1 + 16 * j), y_stride);
         }
     }
 }
@@ -320,14 +304,14 @@ pub unsafe fn gemm_tile(
     unsafe {
         TileConfig::ensure(16, 16, 16);
         for (p, j) in accumulators(pb, nb) {
-            acc_load(p, j, c.add(16 * p * c_stride + 16 * j), sc);
+            accumulator(AccOp::Load, p, j, c.add(16 * p * c_stride + 16 * j), sc);
         }
         for i in 0..kb {
             let a0 = a.add(32 * i);
             step(pb, nb, a0.cast(), a0.wrapping_add(16 * a_stride).cast(), sa, b.add(16 * i * b_stride), sb);
         }
         for (p, j) in accumulators(pb, nb) {
-            acc_store(p, j, c.add(16 * p * c_stride + 16 * j), sc);
+            accumulator(AccOp::Store, p, j, c.add(16 * p * c_stride + 16 * j), sc);
         }
     }
 }
