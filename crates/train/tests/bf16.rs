@@ -37,8 +37,10 @@ fn bf16_training_learns_like_fp32() {
         finals.push(last.clone());
         std::fs::remove_dir_all(&d).unwrap();
     }
-    // The same run in both precisions: bf16 rounding moves the trajectory, not the outcome.
+    // The same run in both precisions: bf16 rounding moves the trajectory, not the outcome
+    // (both well below the 90% error of chance after 80 steps, and close to each other).
     let (f, b) = (&finals[0], &finals[1]);
     assert!((f.train_loss - b.train_loss).abs() < 0.25 * f.train_loss, "fp32 {f:?}, bf16 {b:?}");
-    assert!(b.test_error < 70.0, "bf16 test error {}", b.test_error);
+    assert!(f.test_error < 80.0 && b.test_error < 80.0, "fp32 {f:?}, bf16 {b:?}");
+    assert!((f.test_error - b.test_error).abs() <= 10.0, "fp32 {f:?}, bf16 {b:?}");
 }
