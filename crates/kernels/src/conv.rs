@@ -676,30 +676,19 @@ fn forward_with(
     }
     match algo {
         #[cfg(target_arch = "x86_64")]
-        #[cfg(target_arch = "x86_64")]
-        ConvAlgorithm::Direct => {
+        ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
             let co = s.cout;
             let bands = s.out_h().div_ceil(band_rows(s));
-            let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
-            forward_direct(s, x, t, w, None, false, y, accumulate, stats.is_some(), partials);
-            if let Some(out) = stats {
-                out.fill(0.0);
-                for p in partials.chunks_exact(2 * co) {
-                    out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
-                }
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
-            let co = s.cout;
-            let bands = s.out_h().div_ceil(band_rows(s));
-            let mut packed = std::mem::take(&mut ws.bf16);
-            pack_weights_bf16(s, w, take(&mut packed, s.kh * s.kw * s.cin.div_ceil(2) * co));
-            let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
-            let wb = &packed[..s.kh * s.kw * s.cin.div_ceil(2) * co];
-            let amx = algo == ConvAlgorithm::AmxBf16;
+            let (bf16, amx) = (algo != ConvAlgorithm::Direct, algo == ConvAlgorithm::AmxBf16);
             assert!(!amx || amx_supported(), "AMX convolution needs AMX-BF16 tiles");
-            forward_direct(s, x, t, w, Some(wb), amx, y, accumulate, stats.is_some(), partials);
+            let pairs_len = s.kh * s.kw * s.cin.div_ceil(2) * co;
+            let mut packed = std::mem::take(&mut ws.bf16);
+            if bf16 {
+                pack_weights_bf16(s, w, take(&mut packed, pairs_len));
+            }
+            let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
+            let wb = bf16.then(|| &packed[..pairs_len]);
+            forward_direct(s, x, t, w, wb, amx, y, accumulate, stats.is_some(), partials);
             if let Some(out) = stats {
                 out.fill(0.0);
                 for p in partials.chunks_exact(2 * co) {
@@ -962,6 +951,21 @@ fn backward_weight_gemm(
     });
 }
 
+/// The bands of output rows `(image, oy0, rows)` covering the flat rows `range` (`image * oh +
+/// oy`), at most `band` rows each and never crossing an image.
+#[cfg(target_arch = "x86_64")]
+fn row_bands(range: std::ops::Range<usize>, oh: usize, band: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut row = range.start;
+    std::iter::from_fn(move || {
+        (row < range.end).then(|| {
+            let (img, oy0) = (row / oh, row % oh);
+            let nrows = band.min(oh - oy0).min(range.end - row);
+            row += nrows;
+            (img, oy0, nrows)
+        })
+    })
+}
+
 /// Per-part weight gradients with the AVX-512 micro-kernel. Parts split the output rows
 /// `(image, oy)`; within a part, bands of rows small enough to stay in cache get their padded
 /// input strip built once and are then swept once per kernel tap and channel block.
@@ -985,10 +989,7 @@ fn backward_weight_direct(
     threads::install(|| {
         partials.par_chunks_mut(k * co).zip(ranges).for_each(|(acc, range)| {
             acc.fill(0.0);
-            let mut row = range.start;
-            while row < range.end {
-                let (img, oy0) = (row / oh, row % oh);
-                let nrows = band.min(oh - oy0).min(range.end - row);
+            for (img, oy0, nrows) in row_bands(range, oh, band) {
                 let strip_rows = (nrows - 1) * s.stride + s.kh;
                 let args = WgradTileArgs {
                     rows: nrows,
@@ -1099,7 +1100,6 @@ fn backward_weight_direct(
                         }
                     }
                 });
-                row += nrows;
             }
         });
     });
@@ -1138,10 +1138,7 @@ fn backward_weight_amx(
         partials.par_chunks_mut(k * co).zip(transposed.par_chunks_mut(k * co)).zip(ranges).for_each(
             |((acc, acc_t), range)| {
                 acc_t.fill(0.0);
-                let mut row = range.start;
-                while row < range.end {
-                    let (img, oy0) = (row / oh, row % oh);
-                    let nrows = band.min(oh - oy0).min(range.end - row);
+                for (img, oy0, nrows) in row_bands(range, oh, band) {
                     let strip_rows = nrows - 1 + s.kh;
                     let pixels = nrows * ow;
                     let padded = pixels.next_multiple_of(32);
@@ -1203,7 +1200,6 @@ fn backward_weight_amx(
                             }
                         });
                     });
-                    row += nrows;
                 }
                 for tap in 0..taps {
                     transpose(&acc_t[tap * co * ci..][..co * ci], co, ci, &mut acc[tap * ci * co..][..ci * co]);
