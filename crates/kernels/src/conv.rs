@@ -884,16 +884,19 @@ pub fn conv2d_backward_weight_with(
     let parts = threads::num_threads().min(rows).max(1);
     let mut partials = std::mem::take(&mut ws.partials);
     {
-        let amx = algo == ConvAlgorithm::AmxBf16 && amx_weight_gradient_fits(s);
-        // The AMX path keeps each part's gradient transposed beside it.
-        let partials = take(&mut partials, if amx { 2 } else { 1 } * parts * k * co);
+        let bf16 = matches!(algo, ConvAlgorithm::AmxBf16 | ConvAlgorithm::DirectBf16);
+        let pairs = bf16 && pairs_weight_gradient_fits(s);
+        // The pixel-pair paths keep each part's gradient transposed beside it.
+        let partials = take(&mut partials, if pairs { 2 } else { 1 } * parts * k * co);
         let (partials, transposed) = partials.split_at_mut(parts * k * co);
         match algo {
             #[cfg(target_arch = "x86_64")]
-            ConvAlgorithm::AmxBf16 if amx => backward_weight_amx(s, x, t, dy, partials, transposed, parts),
+            _ if pairs => {
+                let amx = algo == ConvAlgorithm::AmxBf16;
+                backward_weight_pairs(s, x, t, dy, partials, transposed, parts, amx)
+            }
             #[cfg(target_arch = "x86_64")]
-            // Without AMX the weight gradient stays f32 in bf16 mode: `vdpbf16ps` pairs input
-            // channels, while this reduction runs over pixels.
+            // Other shapes keep an f32 weight gradient in bf16 mode.
             ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
                 backward_weight_direct(s, x, t, dy, partials, parts)
             }
@@ -1107,17 +1110,19 @@ fn backward_weight_direct(
 
 /// Whether the AMX weight-gradient path takes a layer: stride 1, channels in blocks of 16, and
 /// an even output width (pixel pairs never straddle two rows).
-fn amx_weight_gradient_fits(s: &ConvShape) -> bool {
+fn pairs_weight_gradient_fits(s: &ConvShape) -> bool {
     s.stride == 1 && s.cin.is_multiple_of(16) && s.cout.is_multiple_of(16) && s.out_w().is_multiple_of(2)
 }
 
-/// Per-part weight gradients on AMX tiles (bf16 products, f32 sums), computed transposed:
-/// `dw[tap]^T (cout x cin) += dy^T (cout x pixels) * x_tap (pixels x cin)`, the pixels of a band
-/// of output rows being the reduction. Per band, dy is transposed to bf16 once, and for each
-/// kernel column `kx` the input strip is repacked as pixel pairs in rows of the output width,
-/// so that every kernel row `ky` is a fixed offset into it.
+/// Per-part weight gradients in bf16 (bf16 products, f32 sums) on AMX tiles or with
+/// `vdpbf16ps`, computed transposed: `dw[tap]^T (cout x cin) += dy^T (cout x pixels) * x_tap
+/// (pixels x cin)`, the pixels of a band of output rows being the reduction, taken in pairs.
+/// Per band, dy is transposed to bf16 once, and for each kernel column `kx` the input strip is
+/// repacked as pixel pairs in rows of the output width, so that every kernel row `ky` is a
+/// fixed offset into it.
 #[cfg(target_arch = "x86_64")]
-fn backward_weight_amx(
+#[allow(clippy::too_many_arguments)]
+fn backward_weight_pairs(
     s: &ConvShape,
     x: &[f32],
     t: Option<&InputTransform<'_>>,
@@ -1125,9 +1130,11 @@ fn backward_weight_amx(
     partials: &mut [f32],
     transposed: &mut [f32],
     parts: usize,
+    amx: bool,
 ) {
     use crate::scratch::with_bf16;
-    assert!(amx_supported() && amx_weight_gradient_fits(s), "AMX weight gradient on {s:?}");
+    assert!(bf16_supported() && pairs_weight_gradient_fits(s), "bf16 weight gradient on {s:?}");
+    assert!(!amx || amx_supported(), "AMX weight gradient without AMX");
     let (oh, ow, co, ci) = (s.out_h(), s.out_w(), s.cout, s.cin);
     let wp = s.w + 2 * s.pad;
     let (k, rows, taps) = (s.patch(), s.n * oh, s.kh * s.kw);
@@ -1161,6 +1168,35 @@ fn backward_weight_amx(
                                     pixel_pairs_bf16(&strip[at..at + ow * ci], ci, dst);
                                 }
                                 rest.fill(0);
+                                if !amx {
+                                    let g = crate::simd::avx512::WgradPairsArgs {
+                                        pairs: pixels / 2,
+                                        dy_stride: padded,
+                                        x_pair_stride: ci,
+                                        x_tap_stride: ow / 2 * ci,
+                                        acc_row_stride: ci,
+                                        acc_tap_stride: s.kw * co * ci,
+                                    };
+                                    let acc_kx = &mut acc_t[kx * co * ci..];
+                                    debug_assert!(acc_kx.len() >= (s.kh - 1) * s.kw * co * ci + co * ci);
+                                    debug_assert!(xp.len() >= (s.kh - 1) * ow / 2 * ci + pixels / 2 * ci);
+                                    // SAFETY: bf16 support was checked above; dy_t holds co rows
+                                    // of `padded` >= pixels values; xp holds the pairs of every ky
+                                    // offset plus a band (`pairs` counts them), ci channels each;
+                                    // acc_kx holds the taps (ky, kx) of this part's own buffer.
+                                    unsafe {
+                                        direct::wgrad_pairs(
+                                            &g,
+                                            s.kh,
+                                            co,
+                                            ci,
+                                            dy_t.as_ptr(),
+                                            xp.as_ptr(),
+                                            acc_kx.as_mut_ptr(),
+                                        )
+                                    };
+                                    continue;
+                                }
                                 for ky in 0..s.kh {
                                     let tap = ky * s.kw + kx;
                                     let b0 = ky * ow / 2 * ci;
@@ -1223,6 +1259,58 @@ mod direct {
                 _ => unreachable!("tile of {} rows", $rows),
             }
         };
+    }
+
+    /// [`avx512::wgrad_pairs_bf16`] over `kh` taps (one kernel column), `co` output and `ci`
+    /// input channels, both multiples of 16: the three rows of a 3x3 kernel share each
+    /// broadcast; 24 accumulators or fewer per call.
+    ///
+    /// # Safety
+    /// The kernel's contract for the whole block (`R`, `T` and `NB` cover it).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn wgrad_pairs(
+        g: &avx512::WgradPairsArgs,
+        kh: usize,
+        co: usize,
+        ci: usize,
+        dy: *const u16,
+        x: *const u32,
+        acc: *mut f32,
+    ) {
+        use avx512::wgrad_pairs_bf16 as k;
+        debug_assert!(co.is_multiple_of(16) && ci.is_multiple_of(16));
+        let three = kh == 3;
+        let mut c0 = 0;
+        while c0 < ci {
+            let nb = ((ci - c0) / 16).min(if three { 2 } else { 4 });
+            // Row blocks divide 16, so they tile co exactly.
+            let rows = match (three, nb) {
+                (true, 1) => 8,
+                (true, _) => 4,
+                (false, 1) => 16,
+                (false, 2 | 3) => 8,
+                _ => 4,
+            };
+            for ky in 0..if three { 1 } else { kh } {
+                for o0 in (0..co).step_by(rows) {
+                    // SAFETY: block (ky.., o0.., c0..) of the caller's ranges (contract).
+                    unsafe {
+                        let dy = dy.add(o0 * g.dy_stride);
+                        let x = x.add(ky * g.x_tap_stride + c0);
+                        let acc = acc.add(ky * g.acc_tap_stride + o0 * g.acc_row_stride + c0);
+                        match (three, nb) {
+                            (true, 1) => k::<3, 8, 1>(g, dy, x, acc),
+                            (true, _) => k::<3, 4, 2>(g, dy, x, acc),
+                            (false, 1) => k::<1, 16, 1>(g, dy, x, acc),
+                            (false, 2) => k::<1, 8, 2>(g, dy, x, acc),
+                            (false, 3) => k::<1, 8, 3>(g, dy, x, acc),
+                            _ => k::<1, 4, 4>(g, dy, x, acc),
+                        }
+                    }
+                }
+            }
+            c0 += 16 * nb;
+        }
     }
 
     /// Output pixels per forward tile for `nb` channel vectors (accumulators stay <= 24).
@@ -1670,6 +1758,12 @@ mod tests {
             c(2, 6, 32, 16, 3, 1),
             c(3, 34, 16, 32, 3, 1),
             c(2, 8, 64, 48, 1, 1),
+            // Pixel-pair weight-gradient blocks: 3x3 with one and two channel vectors at once,
+            // 1x1 with one to four.
+            c(2, 8, 48, 32, 3, 1),
+            c(2, 6, 48, 16, 1, 1),
+            c(1, 4, 32, 64, 1, 1),
+            c(2, 10, 16, 48, 1, 1),
         ];
         for algo in algos {
             for s in shapes().into_iter().chain(tiled) {

@@ -441,6 +441,77 @@ pub unsafe fn conv_tile_s1k3_bf16<const R: usize, const NB: usize>(
     }
 }
 
+/// Geometry of [`wgrad_pairs_bf16`], the weight gradient computed transposed over pixel pairs:
+/// `acc[t][o][c] += sum_m dy[o][2m] x[t][m][c].lo + dy[o][2m + 1] x[t][m][c].hi`.
+#[derive(Clone, Copy, Debug)]
+pub struct WgradPairsArgs {
+    /// Pixel pairs the sum runs over.
+    pub pairs: usize,
+    /// bf16 values between consecutive output channels' rows of the transposed `dy`.
+    pub dy_stride: usize,
+    /// Pairs between consecutive pixel pairs of `x` (the input channels).
+    pub x_pair_stride: usize,
+    /// Pairs between the first pixel pairs of consecutive taps of `x`.
+    pub x_tap_stride: usize,
+    /// Floats between consecutive output channels' rows of `acc`.
+    pub acc_row_stride: usize,
+    /// Floats between consecutive taps of `acc`.
+    pub acc_tap_stride: usize,
+}
+
+/// The weight gradient's product with `vdpbf16ps`, for `T` taps, `R` output channels and `NB`
+/// vectors of 16 input channels: lanes run over input channels, each output channel's pair of
+/// pixels is broadcast once and serves every tap. `dy` is the output gradient transposed
+/// (channels x pixels, bf16), `x` the input's pixel pairs (the low half holds the even pixel).
+///
+/// # Safety
+/// - The CPU supports AVX-512F and AVX512_BF16.
+/// - `dy + r * dy_stride + 2 * m` is readable for two values for `r < R`, `m < pairs`.
+/// - `x + t * x_tap_stride + m * x_pair_stride + 16 * j` is readable for 16 pairs for `t < T`,
+///   `m < pairs`, `j < NB`.
+/// - `acc + t * acc_tap_stride + r * acc_row_stride + 16 * j` is readable and writable for 16
+///   floats likewise, and overlaps neither input.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn wgrad_pairs_bf16<const T: usize, const R: usize, const NB: usize>(
+    g: &WgradPairsArgs,
+    dy: *const u16,
+    x: *const u32,
+    acc: *mut f32,
+) {
+    let mut sum = [[[_mm512_setzero_ps(); NB]; R]; T];
+    for m in 0..g.pairs {
+        let mut xv = [[_mm512_setzero_ps().into_bh(); NB]; T];
+        for (t, taps) in xv.iter_mut().enumerate() {
+            for (j, v) in taps.iter_mut().enumerate() {
+                // SAFETY: pixel pair m of tap t, channels 16 * j.. (contract).
+                let at = unsafe { x.add(t * g.x_tap_stride + m * g.x_pair_stride + 16 * j) };
+                *v = _mm512_castsi512_ps(unsafe { _mm512_loadu_si512(at.cast()) }).into_bh();
+            }
+        }
+        for r in 0..R {
+            // SAFETY: pixels 2m and 2m + 1 of output channel r (contract); read unaligned.
+            let two = unsafe { dy.add(r * g.dy_stride + 2 * m).cast::<u32>().read_unaligned() };
+            let b = _mm512_castsi512_ps(_mm512_set1_epi32(two as i32)).into_bh();
+            for (t, taps) in xv.iter().enumerate() {
+                for (v, xj) in sum[t][r].iter_mut().zip(taps) {
+                    *v = _mm512_dpbf16_ps(*v, b, *xj);
+                }
+            }
+        }
+    }
+    for (t, rows) in sum.iter().enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                // SAFETY: accumulator block (t, r, j) (contract).
+                unsafe {
+                    let at = acc.add(t * g.acc_tap_stride + r * g.acc_row_stride + 16 * j);
+                    _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *v));
+                }
+            }
+        }
+    }
+}
+
 /// Reinterprets 32 packed bf16 values held in a float vector's bits.
 trait IntoBh {
     fn into_bh(self) -> __m512bh;
