@@ -2,7 +2,7 @@
 # Side-by-side throughput of `resnet bench` and PyTorch on this machine, in one sitting, runs
 # alternating (absolute times drift between runs; ratios measured together do not).
 #
-#   PYTHON=../torchenv/bin/python bench/compare.sh [ROUNDS] [CONFIG...]
+#   PYTHON=../torchenv/bin/python [BIN=resnet] bench/compare.sh [ROUNDS] [CONFIG...]
 #
 # Prints, per configuration: our median images/s, PyTorch's (fp32 NCHW, fp32 channels-last, and
 # bf16 autocast), the ratio to the best PyTorch fp32 (to PyTorch bf16 for a `-bf16` configuration),
@@ -15,8 +15,11 @@ shift || true
 CONFIGS=("$@")
 [ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(train-resnet20 train-resnet56 train-resnet110 train-resnet20-bf16 infer-resnet20 infer-resnet50-b16 infer-resnet50-b1)
 THREADS="${THREADS:-2}"
-cargo build --release -q -p resnet-cli
-BIN=target/release/resnet
+# BIN=path runs that binary instead of building this checkout's.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p resnet-cli
+  BIN=target/release/resnet
+fi
 ours_args() {
   case "${1%-bf16}" in
     train-resnet20) echo "--model resnet20 --batch 128 --mode train" ;;
