@@ -1108,8 +1108,8 @@ fn backward_weight_direct(
     });
 }
 
-/// Whether the AMX weight-gradient path takes a layer: stride 1, channels in blocks of 16, and
-/// an even output width (pixel pairs never straddle two rows).
+/// Whether the bf16 pixel-pair weight-gradient path (AMX or `vdpbf16ps`) takes a layer: stride
+/// 1, channels in blocks of 16, and an even output width (pixel pairs never straddle two rows).
 fn pairs_weight_gradient_fits(s: &ConvShape) -> bool {
     s.stride == 1 && s.cin.is_multiple_of(16) && s.cout.is_multiple_of(16) && s.out_w().is_multiple_of(2)
 }
@@ -1279,17 +1279,19 @@ mod direct {
     ) {
         use avx512::wgrad_pairs_bf16 as k;
         debug_assert!(co.is_multiple_of(16) && ci.is_multiple_of(16));
+        type Kernel = unsafe fn(&avx512::WgradPairsArgs, *const u16, *const u32, *mut f32);
         let three = kh == 3;
         let mut c0 = 0;
         while c0 < ci {
             let nb = ((ci - c0) / 16).min(if three { 2 } else { 4 });
-            // Row blocks divide 16, so they tile co exactly.
-            let rows = match (three, nb) {
-                (true, 1) => 8,
-                (true, _) => 4,
-                (false, 1) => 16,
-                (false, 2 | 3) => 8,
-                _ => 4,
+            // (output channels per call, kernel): the row counts divide 16, so they tile co.
+            let (rows, kernel): (usize, Kernel) = match (three, nb) {
+                (true, 1) => (8, k::<3, 8, 1>),
+                (true, _) => (4, k::<3, 4, 2>),
+                (false, 1) => (16, k::<1, 16, 1>),
+                (false, 2) => (8, k::<1, 8, 2>),
+                (false, 3) => (8, k::<1, 8, 3>),
+                _ => (4, k::<1, 4, 4>),
             };
             for ky in 0..if three { 1 } else { kh } {
                 for o0 in (0..co).step_by(rows) {
@@ -1298,14 +1300,7 @@ mod direct {
                         let dy = dy.add(o0 * g.dy_stride);
                         let x = x.add(ky * g.x_tap_stride + c0);
                         let acc = acc.add(ky * g.acc_tap_stride + o0 * g.acc_row_stride + c0);
-                        match (three, nb) {
-                            (true, 1) => k::<3, 8, 1>(g, dy, x, acc),
-                            (true, _) => k::<3, 4, 2>(g, dy, x, acc),
-                            (false, 1) => k::<1, 16, 1>(g, dy, x, acc),
-                            (false, 2) => k::<1, 8, 2>(g, dy, x, acc),
-                            (false, 3) => k::<1, 8, 3>(g, dy, x, acc),
-                            _ => k::<1, 4, 4>(g, dy, x, acc),
-                        }
+                        kernel(g, dy, x, acc)
                     }
                 }
             }
