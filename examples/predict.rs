@@ -3,7 +3,6 @@
 //! `cargo run --release -p resnet-examples --example predict CHECKPOINT IMAGE`
 
 use resnet_data::{prepare_views, read_image};
-use resnet_models::BatchNormMode;
 use resnet_nn::ops::softmax_rows;
 use resnet_nn::Tensor;
 use resnet_train::checkpoint::Checkpoint;
@@ -19,7 +18,7 @@ fn main() -> anyhow::Result<()> {
     let p = &ckpt.preprocess;
     let img = read_image(&image, p.channels)?;
     let (x, shape) = prepare_views(&img, &p.eval_view, &p.normalize, p.input_size)?;
-    let logits = net.forward(&Tensor::from_vec(shape, x), BatchNormMode::Eval);
+    let logits = net.infer(&Tensor::from_vec(shape, x));
     let k = ckpt.classes.len();
     let mut probs = vec![0.0; logits.len()];
     softmax_rows(logits.data(), k, &mut probs);

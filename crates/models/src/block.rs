@@ -271,6 +271,23 @@ impl Block {
         }
     }
 
+    /// The activations a forward pass writes besides the block output: each unit's convolution
+    /// output and the shortcut's.
+    pub fn inner_activations_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut out: Vec<&mut Tensor> = self.units.iter_mut().map(|u| &mut u.y).collect();
+        match &mut self.shortcut {
+            ShortcutPath::Pad(_, t) => out.push(t),
+            ShortcutPath::Projection(p) => out.extend([&mut p.y, &mut p.z]),
+            ShortcutPath::None | ShortcutPath::Identity => {}
+        }
+        out
+    }
+
+    /// The block output, mutable (to lend it a buffer or take it back).
+    pub fn output_mut(&mut self) -> &mut Tensor {
+        &mut self.units.last_mut().expect("a block has units").z
+    }
+
     /// Longest activation the block keeps.
     pub fn max_activation_len(&self) -> usize {
         let mut m = 0;

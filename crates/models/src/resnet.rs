@@ -7,7 +7,7 @@ use resnet_kernels::profile;
 use resnet_nn::ops::{
     global_avg_pool_backward, global_avg_pool_forward, BatchNorm2d, BatchNormMode, Linear, MaxPool2d,
 };
-use resnet_nn::{Param, Tensor};
+use resnet_nn::{Param, Tensor, TensorPool};
 
 /// The first layers: a convolution with batch norm and ReLU, then (ImageNet nets) 3x3/2 max
 /// pooling.
@@ -30,6 +30,14 @@ impl StemLayers {
             &self.unit.z
         }
     }
+
+    fn output_mut(&mut self) -> &mut Tensor {
+        if self.pool.is_some() {
+            &mut self.pooled
+        } else {
+            &mut self.unit.z
+        }
+    }
 }
 
 /// A ResNet (or plain network) with its parameters and the activations of its last forward pass.
@@ -46,6 +54,7 @@ pub struct ResNet {
     logits: Tensor,
     d_features: Vec<f32>,
     grads: [Vec<f32>; 5],
+    spare: TensorPool,
 }
 
 impl ResNet {
@@ -79,6 +88,7 @@ impl ResNet {
             logits: Tensor::default(),
             d_features: Vec::new(),
             grads: Default::default(),
+            spare: TensorPool::default(),
         })
     }
 
@@ -107,29 +117,66 @@ impl ResNet {
         Ok(())
     }
 
-    /// Forward pass; returns the logits `[n, 1, 1, classes]`. In [`BatchNormMode::Train`] the
-    /// batch statistics normalise and every activation is kept for [`ResNet::backward`].
+    /// Forward pass; returns the logits `[n, 1, 1, classes]`. Every activation is kept: in
+    /// [`BatchNormMode::Train`] for [`ResNet::backward`], in eval mode for a look inside (each
+    /// unit's `y`). For predictions alone, [`ResNet::infer`] needs far less memory.
     ///
     /// # Panics
     /// If the input does not fit (see [`ResNet::check_input`]).
     pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode) -> &Tensor {
+        self.run(x, mode, false)
+    }
+
+    /// Eval-mode forward pass (running batch-norm statistics) that keeps an activation only
+    /// until the next block has read it, passing its buffer on: the memory of a few activations
+    /// instead of all of them. Returns the same logits as `forward(x, BatchNormMode::Eval)`.
+    ///
+    /// # Panics
+    /// If the input does not fit (see [`ResNet::check_input`]).
+    pub fn infer(&mut self, x: &Tensor) -> &Tensor {
+        self.run(x, BatchNormMode::Eval, true)
+    }
+
+    /// The forward pass; `release` hands each activation back to the pool once it is dead.
+    fn run(&mut self, x: &Tensor, mode: BatchNormMode, release: bool) -> &Tensor {
         if let Err(e) = self.check_input(x.shape()) {
             panic!("{e}");
         }
+        let spare = &mut self.spare;
         let stem = &mut self.stem;
+        spare.lend(&mut stem.unit.y);
+        spare.lend(&mut stem.unit.z);
         stem.unit.forward(x, mode, None, true);
         if let Some(pool) = &mut stem.pool {
+            spare.lend(&mut stem.pooled);
             pool.forward(&stem.unit.z, &mut stem.pooled);
+            if release {
+                spare.reclaim(&mut stem.unit.z);
+            }
+        }
+        if release {
+            spare.reclaim(&mut stem.unit.y);
         }
         for i in 0..self.blocks.len() {
             let (done, rest) = self.blocks.split_at_mut(i);
+            let block = &mut rest[0];
+            block.inner_activations_mut().into_iter().for_each(|t| spare.lend(t));
+            spare.lend(block.output_mut());
             let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
-            rest[0].forward(input, mode);
+            block.forward(input, mode);
+            if release {
+                block.inner_activations_mut().into_iter().for_each(|t| spare.reclaim(t));
+                // The block's input has had its last reader.
+                spare.reclaim(if i == 0 { self.stem.output_mut() } else { done[i - 1].output_mut() });
+            }
         }
         let last = self.blocks.last().map_or(self.stem.output(), Block::output);
         let _p = profile::scope("avg pool");
         global_avg_pool_forward(last, &mut self.features);
         drop(_p);
+        if release {
+            spare.reclaim(self.blocks.last_mut().map_or(self.stem.output_mut(), Block::output_mut));
+        }
         self.fc.forward(&self.features, &mut self.logits);
         &self.logits
     }
@@ -233,11 +280,12 @@ impl ResNet {
         self.params().iter().map(|p| p.len() as u64).sum()
     }
 
-    /// Bytes held by activations and gradient buffers (the memory that grows with the batch).
+    /// Bytes held by activations, spare activation buffers and gradient buffers (the memory that
+    /// grows with the batch).
     pub fn activation_bytes(&self) -> usize {
         let stem = self.stem.unit.y.bytes() + self.stem.unit.z.bytes() + self.stem.pooled.bytes();
         let blocks: usize = self.blocks.iter().map(Block::activation_bytes).sum();
         let grads: usize = self.grads.iter().map(|g| g.capacity() * 4).sum();
-        stem + blocks + grads + self.features.bytes() + self.logits.bytes()
+        stem + blocks + grads + self.spare.bytes() + self.features.bytes() + self.logits.bytes()
     }
 }

@@ -109,6 +109,23 @@ fn check_fixture(file: &str) {
     });
     let eval = net.forward(&x, BatchNormMode::Eval).clone();
     assert_close(&format!("{file} eval logits"), eval.data(), &floats(&st, "eval_logits"));
+
+    // Inference passes buffers from layer to layer; it computes exactly what the eval forward
+    // does, again and again, and a training pass after it gets its buffers back intact.
+    for round in 0..2 {
+        assert_eq!(net.infer(&x), &eval, "{file}: inference round {round}");
+    }
+    let half = x.n() / 2;
+    let per_image = x.len() / x.n();
+    let first = Tensor::from_vec([half, x.h(), x.w(), x.c()], x.data()[..half * per_image].to_vec());
+    let classes = eval.len() / eval.n();
+    assert_close(
+        &format!("{file} inference on half the batch"),
+        net.infer(&first).data(),
+        &eval.data()[..half * classes],
+    );
+    // Last, as it moves the running statistics.
+    assert_eq!(net.forward(&x, BatchNormMode::Train), &logits, "{file}: training forward after inference");
 }
 
 #[test]

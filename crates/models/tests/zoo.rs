@@ -1,7 +1,8 @@
 //! The networks have exactly the paper's (and torchvision's) sizes.
 
 use resnet_models::zoo::{spec, ModelOptions};
-use resnet_models::{ResNet, Shortcut};
+use resnet_models::{BatchNormMode, InitConfig, ResNet, Shortcut};
+use resnet_nn::Tensor;
 
 fn opts(shortcut: Option<Shortcut>) -> ModelOptions {
     ModelOptions { shortcut, ..ModelOptions::default() }
@@ -83,4 +84,33 @@ fn any_classes_and_input_channels() {
     assert_eq!(net.fc.outputs(), 100);
     assert!(net.check_input([1, 28, 28, 1]).is_ok());
     assert!(net.check_input([1, 28, 28, 3]).is_err());
+}
+
+#[test]
+fn inference_keeps_a_few_activations_whatever_the_depth() {
+    let input = |n: usize, side: usize| {
+        Tensor::from_vec([n, side, side, 3], (0..n * side * side * 3).map(|i| (i % 7) as f32 - 3.0).collect())
+    };
+    for (name, side) in [("resnet56", 32), ("resnet50", 64)] {
+        let s = spec(name, &ModelOptions::default()).unwrap();
+        let mut kept = ResNet::new(s.clone()).unwrap();
+        kept.init(&InitConfig::default());
+        let mut lean = kept.clone();
+        let x = input(4, side);
+        let want = kept.forward(&x, BatchNormMode::Eval).clone();
+        assert_eq!(lean.infer(&x), &want, "{name}");
+        let (all, few) = (kept.activation_bytes(), lean.activation_bytes());
+        // The largest activation, in bytes; inference holds a handful of buffers that size.
+        let largest = 4 * 4 * side * side * 16;
+        assert!(few <= 8 * largest, "{name}: inference holds {few} bytes, more than 8 of the largest activation");
+        assert!(few * 3 < all, "{name}: inference holds {few} bytes against {all} for the full forward");
+        // Buffers grow to the largest role they are given, then repeated calls allocate nothing.
+        let mut sizes = vec![few];
+        for _ in 0..4 {
+            assert_eq!(lean.infer(&x), &want, "{name}");
+            sizes.push(lean.activation_bytes());
+        }
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]) && sizes[3] == sizes[4], "{name}: sizes {sizes:?}");
+        assert!(sizes[4] <= 8 * largest, "{name}: inference settles at {} bytes", sizes[4]);
+    }
 }

@@ -20,4 +20,4 @@ mod param;
 mod tensor;
 
 pub use param::{Param, ParamKind};
-pub use tensor::Tensor;
+pub use tensor::{Tensor, TensorPool};

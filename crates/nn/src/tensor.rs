@@ -2,10 +2,21 @@
 
 /// An `[n, h, w, c]` tensor of `f32` in channels-last order. Vectors (logits, pooled features)
 /// are `[n, 1, 1, c]`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// The storage only grows: a tensor given a smaller shape keeps the rest of its buffer as spare
+/// room, so a buffer passed between layers of different sizes is initialised once, not on every
+/// use.
+#[derive(Clone, Debug, Default)]
 pub struct Tensor {
     shape: [usize; 4],
+    /// At least `shape`'s product long; elements past it are spare.
     data: Vec<f32>,
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data() == other.data()
+    }
 }
 
 impl Tensor {
@@ -28,7 +39,7 @@ impl Tensor {
     pub fn reshape_for(&mut self, shape: [usize; 4]) {
         self.shape = shape;
         let len = shape.iter().product();
-        if self.data.len() != len {
+        if self.data.len() < len {
             self.data.resize(len, 0.0);
         }
     }
@@ -55,27 +66,73 @@ impl Tensor {
     }
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.shape.iter().product()
     }
     /// True when the tensor holds no element.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
     /// The elements, NHWC order.
     pub fn data(&self) -> &[f32] {
-        &self.data
+        &self.data[..self.len()]
     }
     /// The elements, mutable.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        &mut self.data
+        let len = self.len();
+        &mut self.data[..len]
     }
     /// Consumes the tensor, returning its elements.
-    pub fn into_vec(self) -> Vec<f32> {
+    pub fn into_vec(mut self) -> Vec<f32> {
+        self.data.truncate(self.len());
         self.data
     }
     /// Bytes held by the allocation.
     pub fn bytes(&self) -> usize {
         self.data.capacity() * 4
+    }
+}
+
+/// Activation buffers that no layer holds at the moment, lent to the next layer that needs one.
+/// It is the memory plan of inference, where an activation is dead once the next block has read
+/// it: the buffers in use stay a handful, whatever the depth.
+#[derive(Clone, Debug, Default)]
+pub struct TensorPool {
+    spare: Vec<Tensor>,
+}
+
+impl TensorPool {
+    /// Gives `t` the largest spare buffer, unless it has storage of its own. Largest first,
+    /// because in inference every buffer ends up holding the largest activation anyway: a buffer
+    /// then grows at most once.
+    pub fn lend(&mut self, t: &mut Tensor) {
+        if t.bytes() > 0 {
+            return;
+        }
+        if let Some(i) = (0..self.spare.len()).max_by_key(|&i| self.spare[i].bytes()) {
+            *t = self.spare.swap_remove(i);
+        }
+    }
+
+    /// Takes `t`'s storage back, leaving `t` empty.
+    pub fn reclaim(&mut self, t: &mut Tensor) {
+        if t.bytes() > 0 {
+            self.spare.push(std::mem::take(t));
+        }
+    }
+
+    /// Number of spare buffers.
+    pub fn len(&self) -> usize {
+        self.spare.len()
+    }
+
+    /// True when no buffer is spare.
+    pub fn is_empty(&self) -> bool {
+        self.spare.is_empty()
+    }
+
+    /// Bytes held by the spare buffers.
+    pub fn bytes(&self) -> usize {
+        self.spare.iter().map(Tensor::bytes).sum()
     }
 }
 
@@ -93,5 +150,42 @@ mod tests {
         t.reshape_for([4, 2, 2, 3]);
         assert_eq!(t.bytes(), cap);
         assert_eq!((t.n(), t.h(), t.w(), t.c()), (4, 2, 2, 3));
+    }
+
+    #[test]
+    fn a_smaller_shape_sees_only_its_elements() {
+        let mut t = Tensor::from_vec([1, 1, 2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        t.reshape_for([1, 1, 1, 2]);
+        assert_eq!(t.data(), &[1.0, 2.0]);
+        assert_eq!(t.data_mut().len(), 2);
+        assert_eq!(t.clone().into_vec(), vec![1.0, 2.0]);
+        // Equality ignores the spare elements.
+        assert_eq!(t, Tensor::from_vec([1, 1, 1, 2], vec![1.0, 2.0]));
+        assert_ne!(t, Tensor::from_vec([1, 1, 2, 1], vec![1.0, 2.0]));
+        t.reshape_for([0, 0, 0, 0]);
+        assert!(t.is_empty());
+        assert_eq!(t.bytes(), 24);
+    }
+
+    #[test]
+    fn the_pool_lends_its_largest_buffer_to_empty_tensors_only() {
+        let mut pool = TensorPool::default();
+        let (mut small, mut big) = (Tensor::zeros([1, 1, 1, 2]), Tensor::zeros([1, 1, 1, 8]));
+        pool.reclaim(&mut small);
+        pool.reclaim(&mut big);
+        assert!(small.is_empty() && small.bytes() == 0 && big.bytes() == 0);
+        assert_eq!((pool.len(), pool.bytes()), (2, 40));
+        let mut own = Tensor::zeros([1, 1, 1, 1]);
+        pool.lend(&mut own);
+        assert_eq!((own.bytes(), pool.len()), (4, 2), "a tensor with storage keeps it");
+        let mut t = Tensor::default();
+        pool.lend(&mut t);
+        assert_eq!((t.bytes(), pool.len()), (32, 1));
+        t.reshape_for([1, 1, 2, 3]);
+        assert_eq!((t.len(), t.bytes()), (6, 32), "no new allocation for a smaller shape");
+        let mut u = Tensor::default();
+        pool.lend(&mut u);
+        pool.lend(&mut Tensor::default());
+        assert_eq!((u.bytes(), pool.len()), (8, 0));
     }
 }

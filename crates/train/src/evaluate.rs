@@ -3,7 +3,7 @@
 //! "we adopt the standard 10-crop testing"), whose softmax outputs are averaged.
 
 use resnet_data::{DataError, Loader};
-use resnet_models::{BatchNormMode, ResNet};
+use resnet_models::ResNet;
 use resnet_nn::ops::{label_rank, softmax_rows};
 use resnet_nn::Tensor;
 use serde::Serialize;
@@ -114,7 +114,7 @@ pub fn evaluate(net: &mut ResNet, loader: &Loader, mut progress: impl FnMut(usiz
     for (i, batch) in loader.epoch(0, 0).enumerate() {
         let batch = batch?;
         let x = Tensor::from_vec(batch.shape, batch.images);
-        let logits = net.forward(&x, BatchNormMode::Eval);
+        let logits = net.infer(&x);
         acc.add(logits.data(), batch.views, &batch.labels);
         progress(i + 1);
     }

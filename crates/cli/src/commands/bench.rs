@@ -4,7 +4,7 @@ use super::ModelArgs;
 use anyhow::bail;
 use resnet_kernels::rng::Rng;
 use resnet_kernels::{profile, threads};
-use resnet_models::{BatchNormMode, InitConfig, ResNet};
+use resnet_models::{InitConfig, ResNet};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
 use resnet_train::step::{train_step, StepBuffers};
@@ -80,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             train_step(net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers);
         }
         Mode::Infer => {
-            net.forward(&x, BatchNormMode::Eval);
+            net.infer(&x);
         }
     };
     for _ in 0..args.warmup {

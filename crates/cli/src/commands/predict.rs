@@ -2,7 +2,6 @@
 
 use super::weights::WeightsArgs;
 use resnet_data::{prepare_views, read_image};
-use resnet_models::BatchNormMode;
 use resnet_nn::ops::softmax_rows;
 use resnet_nn::Tensor;
 use std::path::PathBuf;
@@ -43,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         };
         let views = shape[0];
-        let logits = net.forward(&Tensor::from_vec(shape, x), BatchNormMode::Eval);
+        let logits = net.infer(&Tensor::from_vec(shape, x));
         let mut probs = vec![0.0; logits.len()];
         softmax_rows(logits.data(), k, &mut probs);
         // Multi-view presets average the views' softmax outputs, as evaluation does.
