@@ -271,16 +271,18 @@ impl Block {
         }
     }
 
-    /// The activations a forward pass writes besides the block output: each unit's convolution
-    /// output and the shortcut's.
-    pub fn inner_activations_mut(&mut self) -> Vec<&mut Tensor> {
-        let mut out: Vec<&mut Tensor> = self.units.iter_mut().map(|u| &mut u.y).collect();
+    /// Visits the activations a forward pass writes besides the block output: each unit's
+    /// convolution output and the shortcut's.
+    pub fn for_each_inner_activation(&mut self, mut f: impl FnMut(&mut Tensor)) {
+        self.units.iter_mut().for_each(|u| f(&mut u.y));
         match &mut self.shortcut {
-            ShortcutPath::Pad(_, t) => out.push(t),
-            ShortcutPath::Projection(p) => out.extend([&mut p.y, &mut p.z]),
+            ShortcutPath::Pad(_, t) => f(t),
+            ShortcutPath::Projection(p) => {
+                f(&mut p.y);
+                f(&mut p.z);
+            }
             ShortcutPath::None | ShortcutPath::Identity => {}
         }
-        out
     }
 
     /// The block output, mutable (to lend it a buffer or take it back).

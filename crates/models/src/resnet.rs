@@ -160,12 +160,12 @@ impl ResNet {
         for i in 0..self.blocks.len() {
             let (done, rest) = self.blocks.split_at_mut(i);
             let block = &mut rest[0];
-            block.inner_activations_mut().into_iter().for_each(|t| spare.lend(t));
+            block.for_each_inner_activation(|t| spare.lend(t));
             spare.lend(block.output_mut());
             let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
             block.forward(input, mode);
             if release {
-                block.inner_activations_mut().into_iter().for_each(|t| spare.reclaim(t));
+                block.for_each_inner_activation(|t| spare.reclaim(t));
                 // The block's input has had its last reader.
                 spare.reclaim(if i == 0 { self.stem.output_mut() } else { done[i - 1].output_mut() });
             }

@@ -102,8 +102,8 @@ pub struct TensorPool {
 
 impl TensorPool {
     /// Gives `t` the largest spare buffer, unless it has storage of its own. Largest first,
-    /// because in inference every buffer ends up holding the largest activation anyway: a buffer
-    /// then grows at most once.
+    /// because in inference every buffer ends up serving the largest activations anyway: the
+    /// buffers reach that size within a few calls and are not grown again.
     pub fn lend(&mut self, t: &mut Tensor) {
         if t.bytes() > 0 {
             return;
