@@ -128,6 +128,9 @@ CASES = [
     (spec("bottleneck_v1_b", "ImageNet", "Bottleneck", [1, 2], [2, 4], 4, shortcut="B", classes=5, cin=1), 3, 36),
     (spec("bottleneck_v15_b", "ImageNet", "Bottleneck", [1, 2], [2, 4], 4, shortcut="B", placement="V1_5", classes=5, cin=1), 3, 36),
     (spec("bottleneck_v1_a", "ImageNet", "Bottleneck", [1, 2], [2, 4], 4, shortcut="A", classes=5), 3, 33),
+    # Channels in multiples of 16 and enough 4x4 output tiles (32 or more per layer) that every
+    # 3x3 stride-1 layer runs on the Winograd kernels.
+    (spec("cifar_wide_b", "Cifar", "Basic", [1, 1, 1], [16, 32, 32], 16, shortcut="B"), 8, 32),
 ]
 
 

@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
     let mut algos = vec![ConvAlgorithm::Im2colGemm];
     if simd::isa() >= Isa::Avx512 {
         algos.insert(0, ConvAlgorithm::Direct);
+        algos.insert(1, ConvAlgorithm::Winograd);
     }
     if resnet_kernels::conv::bf16_supported() {
         algos.push(ConvAlgorithm::DirectBf16);

@@ -8,7 +8,9 @@
 //! - **direct** (AVX-512): the input is zero-padded once, then register-blocked micro-kernels
 //!   ([`crate::simd::avx512`]) read it in place: no im2col matrix at all;
 //! - **im2col + GEMM** (portable): the im2col matrix is packed one tile of output rows at a time
-//!   into a per-thread buffer small enough to stay in cache, then multiplied by the GEMM backend.
+//!   into a per-thread buffer small enough to stay in cache, then multiplied by the GEMM backend;
+//! - **Winograd F(4x4, 3x3)** (AVX-512, f32, 3x3 stride-1 layers): a quarter of the direct
+//!   multiply-adds, in all three passes ([`winograd`]).
 //!
 //! Passes:
 //! - forward: either algorithm;
@@ -17,6 +19,9 @@
 //! - backward data, strided: GEMM into column tiles, scattered back per image (col2im);
 //! - backward weight: either algorithm, accumulated per thread over a fixed split of the rows,
 //!   then summed in order (reproducible for a given thread count).
+
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 use crate::gemm::{matmul, MatMut, MatRef, Parallelism};
 use crate::scratch::with_tile;
@@ -318,6 +323,10 @@ pub enum ConvAlgorithm {
     AmxBf16,
     /// Tiled im2col and the GEMM backend (any CPU).
     Im2colGemm,
+    /// Winograd F(4x4, 3x3) for all three passes of 3x3 stride-1 layers whose channels come in
+    /// multiples of 16 (f32, needs AVX-512); other shapes run [`ConvAlgorithm::Direct`]. `RESNET_WINOGRAD=0` keeps it from being
+    /// chosen (to compare paths).
+    Winograd,
 }
 
 /// Arithmetic of the convolutions.
@@ -392,7 +401,9 @@ impl ConvAlgorithm {
     /// The faster algorithm for one layer (every pass), from the kernel benchmarks
     /// (`cargo bench -p resnet-kernels --bench conv`): the direct kernels win on 3x3 layers whose
     /// weights stay in cache (every CIFAR layer, early ImageNet stages); the GEMM backend, which
-    /// packs its operands, wins on 1x1 layers and on weight matrices far beyond the cache.
+    /// packs its operands, wins on 1x1 layers and on weight matrices far beyond the cache. In
+    /// f32, Winograd takes the 3x3 stride-1 layers with channels in multiples of 16 and enough
+    /// output (32 tiles of 4x4 pixels or more), whatever their width.
     ///
     /// In bf16 mode the AMX tiles take every layer whose channels fit them and whose bf16
     /// weights stay in cache, 1x1 layers included (a tile step is 16 times a `vdpbf16ps`).
@@ -411,10 +422,30 @@ impl ConvAlgorithm {
                 ConvAlgorithm::AmxBf16
             }
             Precision::Bf16 if direct => ConvAlgorithm::DirectBf16,
+            Precision::F32 if winograd_enabled() && winograd_fits(s) => ConvAlgorithm::Winograd,
             Precision::F32 if direct => ConvAlgorithm::Direct,
             _ => ConvAlgorithm::Im2colGemm,
         }
     }
+}
+
+/// Whether the Winograd path runs this shape (on this CPU) and is worth it.
+fn winograd_fits(s: &ConvShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        winograd::fits(s) && winograd::pays_off(s)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = s;
+        false
+    }
+}
+
+/// Whether [`ConvAlgorithm::for_shape`] may choose Winograd (`RESNET_WINOGRAD=0` says no).
+fn winograd_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("RESNET_WINOGRAD").as_deref() != Ok("0"))
 }
 
 /// Whether the AMX tiles fit a layer's forward pass (its backward-data pass swaps the channel
@@ -676,6 +707,14 @@ fn forward_with(
     }
     match algo {
         #[cfg(target_arch = "x86_64")]
+        ConvAlgorithm::Winograd if winograd::fits(s) => {
+            winograd::forward(s, x, t, w, y, accumulate, ws);
+            if let Some(out) = stats {
+                crate::batch_norm::channel_sums(y, s.cout, out, ws);
+            }
+        }
+        ConvAlgorithm::Winograd => forward_with(ConvAlgorithm::Direct, s, x, t, w, y, accumulate, stats, ws),
+        #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
             let co = s.cout;
             let bands = s.out_h().div_ceil(band_rows(s));
@@ -879,6 +918,12 @@ pub fn conv2d_backward_weight_with(
     }
     let t = t.as_ref();
     check_lens(s, x.len(), dw.len(), dy.len());
+    #[cfg(target_arch = "x86_64")]
+    if algo == ConvAlgorithm::Winograd && winograd::fits(s) {
+        winograd::backward_weight(s, x, t, dy, dw, accumulate, ws);
+        return;
+    }
+    let algo = if algo == ConvAlgorithm::Winograd { ConvAlgorithm::Direct } else { algo };
     let (k, co) = (s.patch(), s.cout);
     let rows = s.n * s.out_h();
     let parts = threads::num_threads().min(rows).max(1);
@@ -1587,6 +1632,7 @@ mod tests {
         let mut v = vec![ConvAlgorithm::Im2colGemm];
         if simd::isa() >= Isa::Avx512 {
             v.push(ConvAlgorithm::Direct);
+            v.push(ConvAlgorithm::Winograd);
         }
         v
     }
@@ -1608,6 +1654,15 @@ mod tests {
             c(1, 7, 7, 130, 20, 1, 1, 0),
             c(2, 6, 7, 9, 24, 3, 1, 1),
             c(2, 5, 6, 5, 40, 3, 1, 1),
+            // Winograd's shapes: whole tiles, cut tiles, one tile wider than the image, and
+            // paddings 0 and 2 (whose backward-data passes have paddings 2 and 0).
+            c(2, 8, 8, 16, 16, 3, 1, 1),
+            c(2, 9, 11, 32, 48, 3, 1, 1),
+            c(3, 3, 2, 16, 32, 3, 1, 1),
+            c(1, 7, 9, 32, 16, 3, 1, 0),
+            c(2, 6, 5, 16, 32, 3, 1, 2),
+            // Many tiles: several tasks and several runs of tiles per thread.
+            c(8, 16, 16, 16, 32, 3, 1, 1),
             // Weights beyond the cache budget: the channel-group order (3x3 and 1x1 strided).
             c(2, 5, 5, 128, 130, 3, 1, 1),
             c(1, 6, 6, 700, 200, 1, 2, 0),
@@ -1811,9 +1866,16 @@ mod tests {
             assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), ConvAlgorithm::Im2colGemm);
             return;
         }
-        assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), ConvAlgorithm::Direct);
-        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 28, 128, 128, 3)), ConvAlgorithm::Direct);
-        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), ConvAlgorithm::Im2colGemm);
+        let winograd = if winograd_enabled() { ConvAlgorithm::Winograd } else { ConvAlgorithm::Direct };
+        assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), winograd);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 28, 128, 128, 3)), winograd);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 14, 256, 256, 3)), winograd);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(1, 7, 512, 512, 3)), ConvAlgorithm::Im2colGemm);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(1, 8, 64, 64, 3)), ConvAlgorithm::Direct);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 3, 16, 3)), ConvAlgorithm::Direct);
+        let strided = ConvShape { stride: 2, ..c3(128, 32, 16, 32, 3) };
+        assert_eq!(ConvAlgorithm::for_shape(&strided), ConvAlgorithm::Direct);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), winograd);
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
         if amx_supported() {
             let (small, stem, wide) = (c3(128, 32, 16, 16, 3), c3(128, 32, 3, 16, 3), c3(16, 7, 512, 512, 3));

@@ -15,6 +15,8 @@ pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod portable;
+#[cfg(target_arch = "x86_64")]
+pub mod winograd;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,395 @@
+//! 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3): each 4x4 block of output pixels costs
+//! 36 multiply-adds per (input, output) channel pair instead of 144, for a few adds per pixel
+//! in the transforms ([`crate::simd::winograd`]).
+//!
+//! The output is cut into 4x4 tiles, numbered over the whole batch; each task takes a run of
+//! tiles and
+//! 1. transforms their 6x6 input tiles into `v = [36, tiles, cin]` (applying the fused batch
+//!    norm and ReLU of the input as it reads it; the padding stays zero);
+//! 2. multiplies, for each of the 36 positions, `v[p]` (`tiles x cin`) by the transformed filter
+//!    `u[p]` (`cin x cout`) into `m[p]`, with the direct convolution's register-blocked
+//!    micro-kernel seen as a 1x1 convolution;
+//! 3. transforms `m` back into 4x4 output tiles, cut at the image's edge.
+//!
+//! The weight gradient runs the adjoint: the same transformed inputs, the output gradient's 4x4
+//! tiles through `A dy A^T`, their products summed over the tiles per position, then `G^T du G`.
+//!
+//! Both buffers of a task stay in the per-thread scratch tile, sized to stay in L2. The
+//! transformed filter is computed once per call. Errors are those of f32 arithmetic on a few
+//! more terms than the direct sum (the transforms' constants are at most 8 in size).
+
+use super::{ConvShape, InputTransform};
+use crate::scratch::with_tile;
+use crate::simd::avx512::ConvTileArgs;
+use crate::simd::winograd::{filter_gradient, input_tile, output_grad_tile, output_tile, transform_filter, TileWindow};
+use crate::simd::{self, Isa};
+use crate::threads;
+use crate::workspace::take;
+use crate::Workspace;
+use rayon::prelude::*;
+
+/// Output pixels per tile side, and positions (input pixels) per tile.
+const M: usize = 4;
+const POSITIONS: usize = 36;
+
+/// Floats of per-task scratch (transformed input and products): 128 KiB, so that narrow layers
+/// keep their tiles close to L1 (measured with ResNet-20: 16-channel layers ran faster with
+/// about 28 tiles a task than with 64)...
+const TASK_FLOATS: usize = 32 * 1024;
+/// ...but at least this many tiles, over which wide layers spread the reading of their
+/// transformed filter (64-channel layers ran faster with 28 tiles than with 7).
+const MIN_TILES: usize = 16;
+
+/// Most floats of transformed filter (ResNet-50's widest 3x3 layers, 512 channels: 38 MB).
+const FILTER_FLOATS: usize = 36 * 512 * 512;
+
+/// Fewest tiles for which transforming the filter on every call pays: measured on ResNet-50 at
+/// batch 1, its 14x14 layers (16 tiles) ran as fast as the GEMM path and its 7x7 ones (4
+/// tiles) three times slower, while at batch 16 (64 tiles) the 7x7 ones ran faster.
+const MIN_TILES_TO_PAY: usize = 32;
+
+/// Whether a layer's shape runs here: 3x3, stride 1, padding up to 2, channel counts in whole
+/// vectors, transformed filter small enough, and an AVX-512 CPU.
+pub(super) fn fits(s: &ConvShape) -> bool {
+    s.kh == 3
+        && s.kw == 3
+        && s.stride == 1
+        && s.pad <= 2
+        && s.cin.is_multiple_of(16)
+        && s.cout.is_multiple_of(16)
+        && POSITIONS * s.cin * s.cout <= FILTER_FLOATS
+        && simd::isa() >= Isa::Avx512
+}
+
+/// Whether Winograd is worth choosing for a shape that [`fits`]: enough output tiles to repay
+/// the filter transform.
+pub(super) fn pays_off(s: &ConvShape) -> bool {
+    s.n * s.out_h().div_ceil(M) * s.out_w().div_ceil(M) >= MIN_TILES_TO_PAY
+}
+
+/// Tiles per task: as many as the scratch budget holds (at least [`MIN_TILES`]), but at least
+/// four tasks per thread.
+fn tiles_per_task(s: &ConvShape, tiles: usize) -> usize {
+    let fit = (TASK_FLOATS / (POSITIONS * (s.cin + s.cout))).max(MIN_TILES);
+    let spread = tiles.div_ceil(4 * threads::num_threads());
+    fit.min(spread).max(1)
+}
+
+/// A pointer the tasks share; each writes only the pixels of its own tiles.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+// SAFETY: the tasks write disjoint pixels (each output pixel belongs to exactly one tile).
+unsafe impl Send for Output {}
+// SAFETY: as above.
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// The output `offset` floats in (a method, so closures capture the whole `Output`).
+    ///
+    /// # Safety
+    /// `offset` is within the output.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// `y (+)= conv(t(x), w)` for a shape that [`fits`].
+///
+/// # Panics
+/// If the shape does not fit or a slice length disagrees with `s` (checked by the caller).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    w: &[f32],
+    y: &mut [f32],
+    accumulate: bool,
+    ws: &mut Workspace,
+) {
+    assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
+    assert_eq!((x.len(), w.len(), y.len()), (s.input_len(), s.weight_len(), s.output_len()));
+    let (ci, co) = (s.cin, s.cout);
+    let u = take(&mut ws.winograd, POSITIONS * ci * co);
+    // SAFETY: AVX-512 was checked by `fits`, co is a multiple of 16 and the lengths match.
+    unsafe { transform_filter(w.as_ptr(), ci, co, u.as_mut_ptr()) };
+    let u = &*u;
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let tiles = s.n * oh.div_ceil(M) * ow.div_ceil(M);
+    let per = tiles_per_task(s, tiles);
+    let out = Output(y.as_mut_ptr());
+    let gemm = ConvTileArgs { a_pixel_stride: ci, a_row_stride: 0, cin: ci, kh: 1, kw: 1, cout: co };
+    threads::install(|| {
+        (0..tiles.div_ceil(per)).into_par_iter().for_each(|task| {
+            let first = task * per;
+            let count = per.min(tiles - first);
+            with_tile(POSITIONS * count * (ci + co), |scratch| {
+                let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
+                for k in 0..count {
+                    let (img, win) = window(s, s.h, s.w, ci, s.pad, first + k);
+                    // SAFETY: AVX-512 and whole vectors of channels (fits); image `img` of `x`
+                    // (length checked) and the transform's `ci` floats; positions p < 36 of
+                    // row k at `v[(p * count + k) * ci ..]`, inside `v` since k < count.
+                    unsafe {
+                        input_tile(
+                            x[img * s.h * s.w * ci..].as_ptr(),
+                            &win,
+                            t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr())),
+                            v[k * ci..].as_mut_ptr(),
+                            count * ci,
+                        )
+                    };
+                }
+                for p in 0..POSITIONS {
+                    let (vp, mp, up) = (&v[p * count * ci..], &mut m[p * count * co..], &u[p * ci * co..]);
+                    for c0 in (0..co).step_by(64) {
+                        let channels = (co - c0).min(64);
+                        let rows = super::direct::conv_pixels(channels.div_ceil(16));
+                        for r0 in (0..count).step_by(rows) {
+                            let r = rows.min(count - r0);
+                            // SAFETY: AVX-512 (fits). As a 1x1 convolution: rows r0..r0 + r of
+                            // `v[p]` (count x ci), channels c0..c0 + channels of `u[p]` (ci x co)
+                            // and of rows r0.. of `m[p]` (count x co), all inside their slices;
+                            // `m` overlaps neither `v` nor `u`.
+                            unsafe {
+                                super::direct::conv_tile(
+                                    r,
+                                    channels,
+                                    &gemm,
+                                    vp[r0 * ci..].as_ptr(),
+                                    up[c0..].as_ptr(),
+                                    mp[r0 * co + c0..].as_mut_ptr(),
+                                    false,
+                                )
+                            };
+                        }
+                    }
+                }
+                for k in 0..count {
+                    let (img, win) = window(s, oh, ow, co, 0, first + k);
+                    // SAFETY: AVX-512 and whole vectors (fits); positions of row k of `m` as
+                    // for `v`; image `img` of `y` (length checked), whose pixels of this tile
+                    // no other task writes (each pixel lies in one tile).
+                    unsafe {
+                        output_tile(m[k * co..].as_ptr(), count * co, out.at(img * oh * ow * co), &win, accumulate)
+                    };
+                }
+            });
+        });
+    });
+}
+
+/// `dw (+)= im2col(t(x))^T dy` for a shape that [`fits`]: per position, the product of the
+/// transformed inputs and the transformed output gradients summed over the tiles, then taken
+/// back through the filter transform. Each thread sums a fixed run of tiles into its own
+/// partial, and the partials are added in order (reproducible for a given thread count).
+///
+/// # Panics
+/// If the shape does not fit or a slice length disagrees with `s`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_weight(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    dy: &[f32],
+    dw: &mut [f32],
+    accumulate: bool,
+    ws: &mut Workspace,
+) {
+    assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
+    assert_eq!((x.len(), dw.len(), dy.len()), (s.input_len(), s.weight_len(), s.output_len()));
+    let (ci, co) = (s.cin, s.cout);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let tiles = s.n * oh.div_ceil(M) * ow.div_ceil(M);
+    let per = tiles_per_task(s, tiles);
+    let parts = threads::num_threads().min(tiles).max(1);
+    let plane = POSITIONS * ci * co;
+    let partials = take(&mut ws.winograd, parts * plane);
+    threads::install(|| {
+        partials.par_chunks_mut(plane).zip(threads::split_even(tiles, parts).collect::<Vec<_>>()).for_each(
+            |(du, range)| {
+                du.fill(0.0);
+                let mut first = range.start;
+                while first < range.end {
+                    let count = per.min(range.end - first);
+                    with_tile(POSITIONS * count * (ci + co), |scratch| {
+                        let (v, g) = scratch.split_at_mut(POSITIONS * count * ci);
+                        for k in 0..count {
+                            let (img, win) = window(s, s.h, s.w, ci, s.pad, first + k);
+                            // SAFETY: as in `forward`.
+                            unsafe {
+                                input_tile(
+                                    x[img * s.h * s.w * ci..].as_ptr(),
+                                    &win,
+                                    t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr())),
+                                    v[k * ci..].as_mut_ptr(),
+                                    count * ci,
+                                )
+                            };
+                            let (img, win) = window(s, oh, ow, co, 0, first + k);
+                            // SAFETY: AVX-512 and whole vectors (fits); image `img` of `dy`
+                            // (length checked); positions of row k of `g` as for `v`.
+                            unsafe {
+                                output_grad_tile(
+                                    dy[img * oh * ow * co..].as_ptr(),
+                                    &win,
+                                    g[k * co..].as_mut_ptr(),
+                                    count * co,
+                                )
+                            };
+                        }
+                        // du[p] (ci x co) += v[p]^T (ci x count) g[p] (count x co): the micro-kernel
+                        // with the tiles as its taps (`kh = count`), one input channel per tap.
+                        let args =
+                            ConvTileArgs { a_pixel_stride: 1, a_row_stride: ci, cin: 1, kh: count, kw: 1, cout: co };
+                        for p in 0..POSITIONS {
+                            let (vp, gp) = (&v[p * count * ci..], &g[p * count * co..]);
+                            let dup = &mut du[p * ci * co..(p + 1) * ci * co];
+                            for o0 in (0..co).step_by(64) {
+                                let channels = (co - o0).min(64);
+                                let rows = super::direct::conv_pixels(channels.div_ceil(16));
+                                for c0 in (0..ci).step_by(rows) {
+                                    let r = rows.min(ci - c0);
+                                    // SAFETY: AVX-512 (fits). Row r' < r, tap k < count reads
+                                    // v[p][k][c0 + r'] (inside `vp`); the weights are rows k of
+                                    // g[p], lanes o0..o0 + channels (inside `gp`); the output is
+                                    // rows c0.. of du[p], lanes o0.. (inside `dup`), which
+                                    // overlaps neither.
+                                    unsafe {
+                                        super::direct::conv_tile(
+                                            r,
+                                            channels,
+                                            &args,
+                                            vp[c0..].as_ptr(),
+                                            gp[o0..].as_ptr(),
+                                            dup[c0 * co + o0..].as_mut_ptr(),
+                                            true,
+                                        )
+                                    };
+                                }
+                            }
+                        }
+                    });
+                    first += count;
+                }
+            },
+        );
+    });
+    let (total, rest) = partials.split_at_mut(plane);
+    for part in rest.chunks_exact(plane) {
+        total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    // SAFETY: AVX-512 (fits), co a multiple of 16, `total` is [36, ci, co] and `dw` [9, ci, co].
+    unsafe { filter_gradient(total.as_ptr(), ci, co, dw.as_mut_ptr(), accumulate) };
+}
+
+/// Image and window of tile `i` (tiles numbered image by image, row by row, over the output of
+/// `s`) in an image of `h x w` pixels of `c` channels, the window starting `pad` pixels before
+/// the tile.
+fn window(s: &ConvShape, h: usize, w: usize, c: usize, pad: usize, i: usize) -> (usize, TileWindow) {
+    let (th, tw) = (s.out_h().div_ceil(M), s.out_w().div_ceil(M));
+    let (img, ty, tx) = (i / (th * tw), i / tw % th, i % tw);
+    let (y0, x0) = ((M * ty) as isize - pad as isize, (M * tx) as isize - pad as isize);
+    (img, TileWindow { h, w, c, y0, x0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The error against a double-precision sum, relative to the output's largest value, for
+    /// layers of the sizes the networks have (up to 1152 terms per output). F(4x4, 3x3) adds
+    /// rounding in its transforms: measured 3e-6 to 1e-5 here, against 4e-7 to 1.2e-6 for the
+    /// direct kernels on the same data (about 50 to 90 f32 ulps of the largest output).
+    #[test]
+    fn error_stays_near_f32_rounding() {
+        if simd::isa() < Isa::Avx512 {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        for (cin, cout) in [(64, 64), (128, 128), (16, 32)] {
+            let s = ConvShape { n: 2, h: 14, w: 14, cin, cout, kh: 3, kw: 3, stride: 1, pad: 1 };
+            let mut rng = Rng::new(5);
+            let x: Vec<f32> = (0..s.input_len()).map(|_| rng.normal() as f32).collect();
+            let w: Vec<f32> =
+                (0..s.weight_len()).map(|_| rng.normal() as f32 * (2.0 / (9 * cin) as f32).sqrt()).collect();
+            let mut y = vec![f32::NAN; s.output_len()];
+            forward(&s, &x, None, &w, &mut y, false, &mut Workspace::new());
+            let (mut err, mut top) = (0.0f64, 0.0f64);
+            for (p, row) in y.chunks_exact(cout).enumerate() {
+                let (img, oy, ox) = (p / (s.h * s.w), p / s.w % s.h, p % s.w);
+                for (o, &got) in row.iter().enumerate() {
+                    let mut want = 0.0f64;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (iy, ix) = ((oy + ky) as isize - 1, (ox + kx) as isize - 1);
+                            if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                continue;
+                            }
+                            let xi = ((img * s.h + iy as usize) * s.w + ix as usize) * cin;
+                            for c in 0..cin {
+                                want += f64::from(x[xi + c]) * f64::from(w[((ky * 3 + kx) * cin + c) * cout + o]);
+                            }
+                        }
+                    }
+                    err = err.max((f64::from(got) - want).abs());
+                    top = top.max(want.abs());
+                }
+            }
+            eprintln!("{cin}->{cout}: error {:e} of the largest output", err / top);
+            assert!(err / top < 2e-5, "{cin}->{cout}: error {err:e} against outputs up to {top}");
+        }
+    }
+
+    /// All three passes, element by element against the GEMM path, on shapes with many tasks and
+    /// several runs of tiles per thread, with the fused input transform, the output statistics
+    /// and accumulation into existing values.
+    #[test]
+    fn every_pass_matches_gemm_element_by_element() {
+        if simd::isa() < Isa::Avx512 {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        use super::super::{
+            conv2d_backward_data_with as data, conv2d_backward_weight_with as weight, conv2d_forward_with as fwd,
+            ConvAlgorithm,
+        };
+        for s in [
+            ConvShape { n: 8, h: 8, w: 8, cin: 32, cout: 32, kh: 3, kw: 3, stride: 1, pad: 1 },
+            ConvShape { n: 8, h: 15, w: 17, cin: 16, cout: 48, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ] {
+            let mut rng = Rng::new(3);
+            let mut r = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+            let (w, g, x, scale, shift) = (r(s.weight_len()), r(s.output_len()), r(s.input_len()), r(s.cin), r(s.cin));
+            let t = InputTransform { scale: &scale, shift: &shift };
+            let mut ws = Workspace::new();
+            for pass in ["forward", "backward data", "backward weight"] {
+                let len = match pass {
+                    "forward" => s.output_len(),
+                    "backward data" => s.input_len(),
+                    _ => s.weight_len(),
+                };
+                let base = r(len);
+                let mut out = [base.clone(), base];
+                let mut stats = [vec![0.0f64; 2 * s.cout], vec![0.0f64; 2 * s.cout]];
+                for (k, algo) in [ConvAlgorithm::Im2colGemm, ConvAlgorithm::Winograd].into_iter().enumerate() {
+                    let (o, st) = (&mut out[k], &mut stats[k]);
+                    match pass {
+                        "forward" => fwd(algo, &s, &x, Some(t), &w, o, Some(st), &mut ws),
+                        "backward data" => data(algo, &s, &g, &w, o, true, &mut ws),
+                        _ => weight(algo, &s, &x, Some(t), &g, o, true, &mut ws),
+                    }
+                }
+                let top = out[0].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for (i, (want, got)) in out[0].iter().zip(&out[1]).enumerate() {
+                    assert!((want - got).abs() <= 2e-5 * top, "{pass} {s:?} [{i}]: {got} vs {want} (largest {top})");
+                }
+                for (want, got) in stats[0].iter().zip(&stats[1]) {
+                    assert!((want - got).abs() <= 1e-5 * (1.0 + want.abs()), "{pass} statistics: {got} vs {want}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The three transforms of Winograd's minimal filtering F(4x4, 3x3) (Lavin and Gray, "Fast
+//! Algorithms for Convolutional Neural Networks", 2016) on AVX-512, 16 channels per vector.
+//!
+//! A 6x6 input tile `d` and a 3x3 filter `g` give the 4x4 output tile
+//! `Y = A^T [(G g G^T) ⊙ (B^T d B)] A` of the correlation the convolutions compute, with
+//!
+//! ```text
+//! B^T = [4  0 -5  0 1 0]   G = [ 1/4     0     0 ]   A^T = [1 1  1 1  1 0]
+//!       [0 -4 -4  1 1 0]       [-1/6  -1/6  -1/6 ]         [0 1 -1 2 -2 0]
+//!       [0  4 -4 -1 1 0]       [-1/6   1/6  -1/6 ]         [0 1  1 4  4 0]
+//!       [0 -2 -1  2 1 0]       [1/24  1/12   1/6 ]         [0 1 -1 8 -8 1]
+//!       [0  2 -1 -2 1 0]       [1/24 -1/12   1/6 ]
+//!       [0  4  0 -5 0 1]       [ 0      0     1  ]
+//! ```
+//!
+//! Channels are the vector lanes (NHWC keeps them contiguous), so every transform is the same
+//! few adds on 16 channels at once; the 36 products per tile are then 36 independent matrix
+//! products over the channels, which the caller runs on the direct convolution's micro-kernel.
+
+use std::arch::x86_64::*;
+
+/// `B^T d` along one axis.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn input_1d(d: [__m512; 6]) -> [__m512; 6] {
+    let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0), _mm512_set1_ps(2.0));
+    let s12 = _mm512_add_ps(d[1], d[2]);
+    let d12 = _mm512_sub_ps(d[1], d[2]);
+    let s34 = _mm512_add_ps(d[3], d[4]);
+    let d43 = _mm512_sub_ps(d[4], d[3]);
+    let d31 = _mm512_sub_ps(d[3], d[1]);
+    let d42 = _mm512_sub_ps(d[4], d[2]);
+    [
+        _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
+        _mm512_fnmadd_ps(four, s12, s34),
+        _mm512_fmadd_ps(four, d12, d43),
+        _mm512_fmadd_ps(two, d31, d42),
+        _mm512_fnmadd_ps(two, d31, d42),
+        _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
+    ]
+}
+
+/// `A^T m` along one axis.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn output_1d(m: [__m512; 6]) -> [__m512; 4] {
+    let s12 = _mm512_add_ps(m[1], m[2]);
+    let d12 = _mm512_sub_ps(m[1], m[2]);
+    let s34 = _mm512_add_ps(m[3], m[4]);
+    let d34 = _mm512_sub_ps(m[3], m[4]);
+    [
+        _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
+        _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
+        _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
+        _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
+    ]
+}
+
+/// `G g` along one axis.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn filter_1d(g: [__m512; 3]) -> [__m512; 6] {
+    let s02 = _mm512_add_ps(g[0], g[2]);
+    let sixth = _mm512_set1_ps(1.0 / 6.0);
+    let a = _mm512_fmadd_ps(_mm512_set1_ps(1.0 / 24.0), g[0], _mm512_mul_ps(sixth, g[2]));
+    let b = _mm512_mul_ps(_mm512_set1_ps(1.0 / 12.0), g[1]);
+    [
+        _mm512_mul_ps(_mm512_set1_ps(0.25), g[0]),
+        _mm512_mul_ps(_mm512_set1_ps(-1.0 / 6.0), _mm512_add_ps(s02, g[1])),
+        _mm512_mul_ps(_mm512_set1_ps(-1.0 / 6.0), _mm512_sub_ps(s02, g[1])),
+        _mm512_add_ps(a, b),
+        _mm512_sub_ps(a, b),
+        g[2],
+    ]
+}
+
+/// Transforms a 3x3 weight `[3, 3, cin, cout]` into `u = [36, cin, cout]`: `G g G^T` for every
+/// (input, output) channel pair, position `6 * row + column` of the 6x6 result first.
+///
+/// # Safety
+/// - The CPU supports AVX-512F; `cout` is a multiple of 16.
+/// - `w` holds `9 * cin * cout` readable floats and `u` `36 * cin * cout` writable ones.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transform_filter(w: *const f32, cin: usize, cout: usize, u: *mut f32) {
+    debug_assert!(cout.is_multiple_of(16));
+    let plane = cin * cout;
+    for ci in 0..cin {
+        for co in (0..cout).step_by(16) {
+            let at = ci * cout + co;
+            let mut g = [_mm512_setzero_ps(); 9];
+            for (k, v) in g.iter_mut().enumerate() {
+                // SAFETY: tap `k` of pair (ci, co..co + 16) lies in the weight (contract).
+                *v = unsafe { _mm512_loadu_ps(w.add(k * plane + at)) };
+            }
+            // Columns of the filter through G (rows: ky), then its rows. (Plain arrays rather
+            // than closures, which would be calls without this function's target features.)
+            let mut cols = [[_mm512_setzero_ps(); 6]; 3];
+            for (kx, col) in cols.iter_mut().enumerate() {
+                *col = filter_1d([g[kx], g[3 + kx], g[6 + kx]]);
+            }
+            for a in 0..6 {
+                let row = filter_1d([cols[0][a], cols[1][a], cols[2][a]]);
+                for (b, v) in row.into_iter().enumerate() {
+                    // SAFETY: position (a, b) of pair (ci, co..co + 16) lies in `u` (contract).
+                    unsafe { _mm512_storeu_ps(u.add((6 * a + b) * plane + at), v) };
+                }
+            }
+        }
+    }
+}
+
+/// Where one tile's input is read and its output written: a window of an NHWC image.
+#[derive(Clone, Copy, Debug)]
+pub struct TileWindow {
+    /// Image height and width.
+    pub h: usize,
+    /// Image width.
+    pub w: usize,
+    /// Channels of a pixel.
+    pub c: usize,
+    /// Top row and left column of the window (negative or past the edge: zero padding on
+    /// input, nothing written on output).
+    pub y0: isize,
+    /// Left column of the window.
+    pub x0: isize,
+}
+
+/// Reads the 6x6 input window `win` of the image at `img` (zero outside the image; through
+/// `max(x * scale + shift, 0)` per channel when `transform` is given) and stores `B^T d B` of
+/// every 16-channel block `c0`, position `p`, at `v + p * stride + c0`.
+///
+/// # Safety
+/// - The CPU supports AVX-512F; `win.c` is a multiple of 16.
+/// - `img` holds the `win.h * win.w * win.c` floats of the image; `transform`'s pointers hold
+///   `win.c` floats each.
+/// - `v + p * stride + c0 .. + 16` is writable for every `p < 36` and block `c0 < win.c`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn input_tile(
+    img: *const f32,
+    win: &TileWindow,
+    transform: Option<(*const f32, *const f32)>,
+    v: *mut f32,
+    stride: usize,
+) {
+    let zero = _mm512_setzero_ps();
+    for c0 in (0..win.c).step_by(16) {
+        let mut d = [zero; 36];
+        // SAFETY: channel block c0 of the transform (contract).
+        let t = transform.map(|(a, b)| unsafe { (_mm512_loadu_ps(a.add(c0)), _mm512_loadu_ps(b.add(c0))) });
+        for a in 0..6 {
+            let iy = win.y0 + a as isize;
+            if iy < 0 || iy >= win.h as isize {
+                continue;
+            }
+            for b in 0..6 {
+                let ix = win.x0 + b as isize;
+                if ix < 0 || ix >= win.w as isize {
+                    continue;
+                }
+                // SAFETY: pixel (iy, ix) is inside the image (bounds above), block c0 inside
+                // the pixel.
+                let x = unsafe { _mm512_loadu_ps(img.add((iy as usize * win.w + ix as usize) * win.c + c0)) };
+                d[6 * a + b] = match t {
+                    None => x,
+                    Some((k, s)) => _mm512_max_ps(_mm512_fmadd_ps(x, k, s), zero),
+                };
+            }
+        }
+        let mut cols = [[zero; 6]; 6];
+        for (b, col) in cols.iter_mut().enumerate() {
+            *col = input_1d([d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b]]);
+        }
+        for a in 0..6 {
+            let row = input_1d([cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a]]);
+            for (b, x) in row.into_iter().enumerate() {
+                // SAFETY: position 6a + b < 36, block c0 (contract).
+                unsafe { _mm512_storeu_ps(v.add((6 * a + b) * stride + c0), x) };
+            }
+        }
+    }
+}
+
+/// `A^T m A` of every 16-channel block `c0` of one tile (position `p` at `m + p * stride +
+/// c0`), written (or added, when `accumulate`) to the pixels of the 4x4 output window `win` of
+/// the image at `img` that lie inside it.
+///
+/// # Safety
+/// - The CPU supports AVX-512F; `win.c` is a multiple of 16.
+/// - `m + p * stride + c0 .. + 16` is readable for every `p < 36` and block `c0 < win.c`.
+/// - `img` holds the `win.h * win.w * win.c` floats of the output image, writable, and no other
+///   thread touches the window's pixels meanwhile.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn output_tile(m: *const f32, stride: usize, img: *mut f32, win: &TileWindow, accumulate: bool) {
+    let rows = (win.h as isize - win.y0).clamp(0, 4) as usize;
+    let cols = (win.w as isize - win.x0).clamp(0, 4) as usize;
+    for c0 in (0..win.c).step_by(16) {
+        let mut d = [_mm512_setzero_ps(); 36];
+        for (p, v) in d.iter_mut().enumerate() {
+            // SAFETY: position p < 36, block c0 (contract).
+            *v = unsafe { _mm512_loadu_ps(m.add(p * stride + c0)) };
+        }
+        let mut t = [[_mm512_setzero_ps(); 4]; 6];
+        for (b, col) in t.iter_mut().enumerate() {
+            *col = output_1d([d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b]]);
+        }
+        for i in 0..rows {
+            let o = output_1d([t[0][i], t[1][i], t[2][i], t[3][i], t[4][i], t[5][i]]);
+            for (j, v) in o.into_iter().take(cols).enumerate() {
+                let px = (win.y0 as usize + i) * win.w + win.x0 as usize + j;
+                // SAFETY: pixel (y0 + i, x0 + j) is inside the image (rows and cols above),
+                // block c0 inside the pixel; this thread owns the window (contract).
+                unsafe {
+                    let p = img.add(px * win.c + c0);
+                    let v = if accumulate { _mm512_add_ps(_mm512_loadu_ps(p), v) } else { v };
+                    _mm512_storeu_ps(p, v);
+                }
+            }
+        }
+    }
+}
+
+/// `A m` along one axis: the adjoint of [`output_1d`], four vectors to six.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn output_adjoint_1d(o: [__m512; 4]) -> [__m512; 6] {
+    let (two, four, eight) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(8.0));
+    let e = _mm512_add_ps(o[0], _mm512_mul_ps(four, o[2]));
+    let f = _mm512_fmadd_ps(eight, o[3], _mm512_mul_ps(two, o[1]));
+    let s02 = _mm512_add_ps(o[0], o[2]);
+    let s13 = _mm512_add_ps(o[1], o[3]);
+    [o[0], _mm512_add_ps(s02, s13), _mm512_sub_ps(s02, s13), _mm512_add_ps(e, f), _mm512_sub_ps(e, f), o[3]]
+}
+
+/// `G^T u` along one axis: the adjoint of [`filter_1d`], six vectors to three.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn filter_adjoint_1d(u: [__m512; 6]) -> [__m512; 3] {
+    let s12 = _mm512_add_ps(u[1], u[2]);
+    let s34 = _mm512_add_ps(u[3], u[4]);
+    let sixth = _mm512_set1_ps(1.0 / 6.0);
+    [
+        _mm512_fmadd_ps(
+            _mm512_set1_ps(0.25),
+            u[0],
+            _mm512_fmadd_ps(_mm512_set1_ps(1.0 / 24.0), s34, _mm512_mul_ps(_mm512_set1_ps(-1.0 / 6.0), s12)),
+        ),
+        _mm512_fmadd_ps(
+            sixth,
+            _mm512_sub_ps(u[2], u[1]),
+            _mm512_mul_ps(_mm512_set1_ps(1.0 / 12.0), _mm512_sub_ps(u[3], u[4])),
+        ),
+        _mm512_add_ps(_mm512_mul_ps(sixth, _mm512_sub_ps(s34, s12)), u[5]),
+    ]
+}
+
+/// Reads the 4x4 output-gradient window `win` of the image at `img` (zero outside the image)
+/// and stores `A dy A^T` of every 16-channel block `c0`, position `p`, at `v + p * stride + c0`:
+/// the gradient of the tile's 36 products.
+///
+/// # Safety
+/// - The CPU supports AVX-512F; `win.c` is a multiple of 16.
+/// - `img` holds the `win.h * win.w * win.c` floats of the gradient image.
+/// - `v + p * stride + c0 .. + 16` is writable for every `p < 36` and block `c0 < win.c`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn output_grad_tile(img: *const f32, win: &TileWindow, v: *mut f32, stride: usize) {
+    let zero = _mm512_setzero_ps();
+    let rows = (win.h as isize - win.y0).clamp(0, 4) as usize;
+    let cols = (win.w as isize - win.x0).clamp(0, 4) as usize;
+    for c0 in (0..win.c).step_by(16) {
+        let mut d = [[zero; 4]; 4];
+        for (i, row) in d.iter_mut().enumerate().take(rows) {
+            for (j, v) in row.iter_mut().enumerate().take(cols) {
+                let px = (win.y0 as usize + i) * win.w + win.x0 as usize + j;
+                // SAFETY: pixel (y0 + i, x0 + j) is inside the image (rows and cols above).
+                *v = unsafe { _mm512_loadu_ps(img.add(px * win.c + c0)) };
+            }
+        }
+        let mut cols = [[zero; 6]; 4];
+        for (j, col) in cols.iter_mut().enumerate() {
+            *col = output_adjoint_1d([d[0][j], d[1][j], d[2][j], d[3][j]]);
+        }
+        for a in 0..6 {
+            let row = output_adjoint_1d([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]);
+            for (b, x) in row.into_iter().enumerate() {
+                // SAFETY: position 6a + b < 36, block c0 (contract).
+                unsafe { _mm512_storeu_ps(v.add((6 * a + b) * stride + c0), x) };
+            }
+        }
+    }
+}
+
+/// The weight gradient from the gradient of the transformed filter: `dw (+)= G^T du G` for every
+/// (input, output) channel pair, `du` as [`transform_filter`] writes `u` (`[36, cin, cout]`),
+/// `dw` as `[3, 3, cin, cout]`.
+///
+/// # Safety
+/// - The CPU supports AVX-512F; `cout` is a multiple of 16.
+/// - `du` holds `36 * cin * cout` readable floats and `dw` `9 * cin * cout` writable ones.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn filter_gradient(du: *const f32, cin: usize, cout: usize, dw: *mut f32, accumulate: bool) {
+    debug_assert!(cout.is_multiple_of(16));
+    let plane = cin * cout;
+    for ci in 0..cin {
+        for co in (0..cout).step_by(16) {
+            let at = ci * cout + co;
+            let mut d = [_mm512_setzero_ps(); 36];
+            for (p, v) in d.iter_mut().enumerate() {
+                // SAFETY: position p < 36 of pair (ci, co..co + 16) lies in `du` (contract).
+                *v = unsafe { _mm512_loadu_ps(du.add(p * plane + at)) };
+            }
+            let mut rows = [[_mm512_setzero_ps(); 3]; 6];
+            for (a, row) in rows.iter_mut().enumerate() {
+                *row =
+                    filter_adjoint_1d([d[6 * a], d[6 * a + 1], d[6 * a + 2], d[6 * a + 3], d[6 * a + 4], d[6 * a + 5]]);
+            }
+            for kx in 0..3 {
+                let col =
+                    filter_adjoint_1d([rows[0][kx], rows[1][kx], rows[2][kx], rows[3][kx], rows[4][kx], rows[5][kx]]);
+                for (ky, v) in col.into_iter().enumerate() {
+                    // SAFETY: tap (ky, kx) of pair (ci, co..co + 16) lies in `dw` (contract).
+                    unsafe {
+                        let p = dw.add((3 * ky + kx) * plane + at);
+                        let v = if accumulate { _mm512_add_ps(_mm512_loadu_ps(p), v) } else { v };
+                        _mm512_storeu_ps(p, v);
+                    }
+                }
+            }
+        }
+    }
+}
