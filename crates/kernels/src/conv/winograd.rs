@@ -126,8 +126,8 @@ pub(super) fn forward(
             let count = per.min(tiles - first);
             with_tile(POSITIONS * count * (ci + co), |scratch| {
                 let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
-                for k in 0..count {
-                    let (img, win) = window(s, s.h, s.w, ci, s.pad, first + k);
+                for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
+                    let win = window(s.h, s.w, ci, s.pad, oy, ox);
                     // SAFETY: AVX-512 and whole vectors of channels (fits); image `img` of `x`
                     // (length checked) and the transform's `ci` floats; positions p < 36 of
                     // row k at `v[(p * count + k) * ci ..]`, inside `v` since k < count.
@@ -166,8 +166,8 @@ pub(super) fn forward(
                         }
                     }
                 }
-                for k in 0..count {
-                    let (img, win) = window(s, oh, ow, co, 0, first + k);
+                for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
+                    let win = window(oh, ow, co, 0, oy, ox);
                     // SAFETY: AVX-512 and whole vectors (fits); positions of row k of `m` as
                     // for `v`; image `img` of `y` (length checked), whose pixels of this tile
                     // no other task writes (each pixel lies in one tile).
@@ -215,8 +215,8 @@ pub(super) fn backward_weight(
                     let count = per.min(range.end - first);
                     with_tile(POSITIONS * count * (ci + co), |scratch| {
                         let (v, g) = scratch.split_at_mut(POSITIONS * count * ci);
-                        for k in 0..count {
-                            let (img, win) = window(s, s.h, s.w, ci, s.pad, first + k);
+                        for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
+                            let win = window(s.h, s.w, ci, s.pad, oy, ox);
                             // SAFETY: as in `forward`.
                             unsafe {
                                 input_tile(
@@ -227,7 +227,7 @@ pub(super) fn backward_weight(
                                     count * ci,
                                 )
                             };
-                            let (img, win) = window(s, oh, ow, co, 0, first + k);
+                            let win = window(oh, ow, co, 0, oy, ox);
                             // SAFETY: AVX-512 and whole vectors (fits); image `img` of `dy`
                             // (length checked); positions of row k of `g` as for `v`.
                             unsafe {
@@ -284,14 +284,30 @@ pub(super) fn backward_weight(
     unsafe { filter_gradient(total.as_ptr(), ci, co, dw.as_mut_ptr(), accumulate) };
 }
 
-/// Image and window of tile `i` (tiles numbered image by image, row by row, over the output of
-/// `s`) in an image of `h x w` pixels of `c` channels, the window starting `pad` pixels before
-/// the tile.
-fn window(s: &ConvShape, h: usize, w: usize, c: usize, pad: usize, i: usize) -> (usize, TileWindow) {
+/// Tiles `first..first + count` in order (numbered image by image, row by row over the output
+/// of `s`): for each, its image and the top-left output pixel, without a division per tile.
+fn tile_corners(s: &ConvShape, first: usize, count: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let (th, tw) = (s.out_h().div_ceil(M), s.out_w().div_ceil(M));
-    let (img, ty, tx) = (i / (th * tw), i / tw % th, i % tw);
-    let (y0, x0) = ((M * ty) as isize - pad as isize, (M * tx) as isize - pad as isize);
-    (img, TileWindow { h, w, c, y0, x0 })
+    let (mut img, mut ty, mut tx) = (first / (th * tw), first / tw % th, first % tw);
+    (0..count).map(move |_| {
+        let at = (img, M * ty, M * tx);
+        tx += 1;
+        if tx == tw {
+            tx = 0;
+            ty += 1;
+            if ty == th {
+                ty = 0;
+                img += 1;
+            }
+        }
+        at
+    })
+}
+
+/// The window of an image of `h x w` pixels of `c` channels starting `pad` pixels before
+/// output pixel (oy, ox).
+fn window(h: usize, w: usize, c: usize, pad: usize, oy: usize, ox: usize) -> TileWindow {
+    TileWindow { h, w, c, y0: oy as isize - pad as isize, x0: ox as isize - pad as isize }
 }
 
 #[cfg(test)]

@@ -143,23 +143,39 @@ pub unsafe fn input_tile(
     stride: usize,
 ) {
     let zero = _mm512_setzero_ps();
+    // Rows and columns of the window inside the image.
+    let (a0, a1) = ((-win.y0).clamp(0, 6) as usize, (win.h as isize - win.y0).clamp(0, 6) as usize);
+    let (b0, b1) = ((-win.x0).clamp(0, 6) as usize, (win.w as isize - win.x0).clamp(0, 6) as usize);
+    let inside = (a0, a1, b0, b1) == (0, 6, 0, 6);
+    // The next tile to the right reads four new columns: ask for them now (the loads of a
+    // tile are latency-bound when its input is not yet in cache).
+    let next = win.x0 + 6;
+    if next < win.w as isize && a1 > a0 {
+        for a in a0..a1 {
+            for b in next as usize..(next as usize + 4).min(win.w) {
+                let px = (win.y0 + a as isize) as usize * win.w + b;
+                for c0 in (0..win.c).step_by(16) {
+                    // SAFETY: a prefetch of an address inside the image (row and column in
+                    // range); prefetches never fault.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(img.add(px * win.c + c0) as *const i8) };
+                }
+            }
+        }
+    }
     for c0 in (0..win.c).step_by(16) {
+        // Every position is loaded for a tile inside the image; only edge tiles need zeros.
         let mut d = [zero; 36];
         // SAFETY: channel block c0 of the transform (contract).
         let t = transform.map(|(a, b)| unsafe { (_mm512_loadu_ps(a.add(c0)), _mm512_loadu_ps(b.add(c0))) });
-        for a in 0..6 {
-            let iy = win.y0 + a as isize;
-            if iy < 0 || iy >= win.h as isize {
-                continue;
-            }
-            for b in 0..6 {
-                let ix = win.x0 + b as isize;
-                if ix < 0 || ix >= win.w as isize {
-                    continue;
-                }
-                // SAFETY: pixel (iy, ix) is inside the image (bounds above), block c0 inside
-                // the pixel.
-                let x = unsafe { _mm512_loadu_ps(img.add((iy as usize * win.w + ix as usize) * win.c + c0)) };
+        let rows = if inside { 0..6 } else { a0..a1 };
+        for a in rows {
+            let row = (win.y0 + a as isize) as usize * win.w;
+            let cols = if inside { 0..6 } else { b0..b1 };
+            for b in cols {
+                let ix = (win.x0 + b as isize) as usize;
+                // SAFETY: row a and column b are inside the image (a0..a1, b0..b1), block c0
+                // inside the pixel.
+                let x = unsafe { _mm512_loadu_ps(img.add((row + ix) * win.c + c0)) };
                 d[6 * a + b] = match t {
                     None => x,
                     Some((k, s)) => _mm512_max_ps(_mm512_fmadd_ps(x, k, s), zero),
