@@ -1,4 +1,4 @@
-//! Per-thread scratch memory for kernels (im2col tiles, transposed weights).
+//! Per-thread scratch memory for kernels (im2col tiles, bf16 rows, Winograd filters).
 //!
 //! Each worker keeps its buffers between calls, so after the first step of a network no kernel
 //! allocates: the buffers only grow to the largest tile they have seen.
@@ -8,6 +8,7 @@ use std::cell::RefCell;
 thread_local! {
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BF16: RefCell<(Vec<u16>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static FILTER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with this thread's tile buffer resized to at least `len` floats.
@@ -41,5 +42,21 @@ pub(crate) fn with_bf16<R>(len16: usize, len32: usize, f: impl FnOnce(&mut [u16]
             b.resize(len32, 0);
         }
         f(&mut a[..len16], &mut b[..len32])
+    })
+}
+
+/// Runs `f` with this thread's filter buffer resized to at least `len` floats: a transformed
+/// filter the calling thread prepares and the workers read, one buffer for all layers rather
+/// than one per layer. The contents are unspecified on entry.
+///
+/// # Panics
+/// If called re-entrantly on the same thread.
+pub(crate) fn with_filter<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    FILTER.with(|cell| {
+        let mut buf = cell.try_borrow_mut().expect("filter scratch used re-entrantly on one thread");
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
     })
 }

@@ -14,8 +14,6 @@ pub struct Workspace {
     pub(crate) sums: Vec<f64>,
     /// Weights packed as bf16 channel pairs.
     pub(crate) bf16: Vec<u32>,
-    /// Filters transformed for the Winograd convolution.
-    pub(crate) winograd: Vec<f32>,
 }
 
 /// Grows `buf` to at least `len` and returns its first `len` elements.
@@ -34,7 +32,7 @@ impl Workspace {
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        (self.weights.capacity() + self.partials.capacity() + self.bf16.capacity() + self.winograd.capacity()) * 4
+        (self.weights.capacity() + self.partials.capacity() + self.bf16.capacity()) * 4
             + (self.f64s.capacity() + self.sums.capacity()) * 8
     }
 }

@@ -19,13 +19,11 @@
 //! more terms than the direct sum (the transforms' constants are at most 8 in size).
 
 use super::{ConvShape, InputTransform};
-use crate::scratch::with_tile;
+use crate::scratch::{with_filter, with_tile};
 use crate::simd::avx512::ConvTileArgs;
 use crate::simd::winograd::{filter_gradient, input_tile, output_grad_tile, output_tile, transform_filter, TileWindow};
 use crate::simd::{self, Isa};
 use crate::threads;
-use crate::workspace::take;
-use crate::Workspace;
 use rayon::prelude::*;
 
 /// Output pixels per tile side, and positions (input pixels) per tile.
@@ -40,12 +38,16 @@ const TASK_FLOATS: usize = 32 * 1024;
 /// transformed filter (64-channel layers ran faster with 28 tiles than with 7).
 const MIN_TILES: usize = 16;
 
-/// Most floats of transformed filter (ResNet-50's widest 3x3 layers, 512 channels: 38 MB).
-const FILTER_FLOATS: usize = 36 * 512 * 512;
+/// Most floats of transformed filter: up to 256 channels in and out (ResNet-50's third stage,
+/// 9.4 MB; a thread's buffer for it, and for the weight gradient's per-thread partials, is
+/// shared by all layers). The 512-channel layers ran 1.3x faster at batch 16 on Winograd, but
+/// would take four times that memory.
+const FILTER_FLOATS: usize = 36 * 256 * 256;
 
 /// Fewest tiles for which transforming the filter on every call pays: measured on ResNet-50 at
 /// batch 1, its 14x14 layers (16 tiles) ran as fast as the GEMM path and its 7x7 ones (4
-/// tiles) three times slower, while at batch 16 (64 tiles) the 7x7 ones ran faster.
+/// tiles) three times slower, while at batch 16 (64 tiles) the 7x7 ones ran faster; its 56x56
+/// and 28x28 layers (196 and 49 tiles) ran twice as fast.
 const MIN_TILES_TO_PAY: usize = 32;
 
 /// Whether a layer's shape runs here: 3x3, stride 1, padding up to 2, channel counts in whole
@@ -106,12 +108,23 @@ pub(super) fn forward(
     w: &[f32],
     y: &mut [f32],
     accumulate: bool,
-    ws: &mut Workspace,
 ) {
     assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
     assert_eq!((x.len(), w.len(), y.len()), (s.input_len(), s.weight_len(), s.output_len()));
+    with_filter(POSITIONS * s.cin * s.cout, |u| forward_into(s, x, t, w, y, accumulate, u));
+}
+
+/// [`forward`] with `u` (`[36, cin, cout]`) for the transformed filter.
+fn forward_into(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    w: &[f32],
+    y: &mut [f32],
+    accumulate: bool,
+    u: &mut [f32],
+) {
     let (ci, co) = (s.cin, s.cout);
-    let u = take(&mut ws.winograd, POSITIONS * ci * co);
     // SAFETY: AVX-512 was checked by `fits`, co is a multiple of 16 and the lengths match.
     unsafe { transform_filter(w.as_ptr(), ci, co, u.as_mut_ptr()) };
     let u = &*u;
@@ -195,17 +208,33 @@ pub(super) fn backward_weight(
     dy: &[f32],
     dw: &mut [f32],
     accumulate: bool,
-    ws: &mut Workspace,
 ) {
     assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
     assert_eq!((x.len(), dw.len(), dy.len()), (s.input_len(), s.weight_len(), s.output_len()));
+    let tiles = s.n * s.out_h().div_ceil(M) * s.out_w().div_ceil(M);
+    let parts = threads::num_threads().min(tiles).max(1);
+    with_filter(parts * POSITIONS * s.cin * s.cout, |partials| {
+        backward_weight_into(s, x, t, dy, dw, accumulate, parts, partials)
+    });
+}
+
+/// [`backward_weight`] summing `parts` partial transformed-filter gradients in `partials`.
+#[allow(clippy::too_many_arguments)]
+fn backward_weight_into(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    dy: &[f32],
+    dw: &mut [f32],
+    accumulate: bool,
+    parts: usize,
+    partials: &mut [f32],
+) {
     let (ci, co) = (s.cin, s.cout);
     let (oh, ow) = (s.out_h(), s.out_w());
     let tiles = s.n * oh.div_ceil(M) * ow.div_ceil(M);
     let per = tiles_per_task(s, tiles);
-    let parts = threads::num_threads().min(tiles).max(1);
     let plane = POSITIONS * ci * co;
-    let partials = take(&mut ws.winograd, parts * plane);
     threads::install(|| {
         partials.par_chunks_mut(plane).zip(threads::split_even(tiles, parts).collect::<Vec<_>>()).for_each(
             |(du, range)| {
@@ -332,7 +361,7 @@ mod tests {
             let w: Vec<f32> =
                 (0..s.weight_len()).map(|_| rng.normal() as f32 * (2.0 / (9 * cin) as f32).sqrt()).collect();
             let mut y = vec![f32::NAN; s.output_len()];
-            forward(&s, &x, None, &w, &mut y, false, &mut Workspace::new());
+            forward(&s, &x, None, &w, &mut y, false);
             let (mut err, mut top) = (0.0f64, 0.0f64);
             for (p, row) in y.chunks_exact(cout).enumerate() {
                 let (img, oy, ox) = (p / (s.h * s.w), p / s.w % s.h, p % s.w);
@@ -380,7 +409,7 @@ mod tests {
             let mut r = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
             let (w, g, x, scale, shift) = (r(s.weight_len()), r(s.output_len()), r(s.input_len()), r(s.cin), r(s.cin));
             let t = InputTransform { scale: &scale, shift: &shift };
-            let mut ws = Workspace::new();
+            let mut ws = crate::Workspace::new();
             for pass in ["forward", "backward data", "backward weight"] {
                 let len = match pass {
                     "forward" => s.output_len(),
