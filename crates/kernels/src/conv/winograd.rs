@@ -139,21 +139,7 @@ fn forward_into(
             let count = per.min(tiles - first);
             with_tile(POSITIONS * count * (ci + co), |scratch| {
                 let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
-                for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
-                    let win = window(s.h, s.w, ci, s.pad, oy, ox);
-                    // SAFETY: AVX-512 and whole vectors of channels (fits); image `img` of `x`
-                    // (length checked) and the transform's `ci` floats; positions p < 36 of
-                    // row k at `v[(p * count + k) * ci ..]`, inside `v` since k < count.
-                    unsafe {
-                        input_tile(
-                            x[img * s.h * s.w * ci..].as_ptr(),
-                            &win,
-                            t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr())),
-                            v[k * ci..].as_mut_ptr(),
-                            count * ci,
-                        )
-                    };
-                }
+                transform_inputs(s, x, t, first, count, v);
                 for p in 0..POSITIONS {
                     let (vp, mp, up) = (&v[p * count * ci..], &mut m[p * count * co..], &u[p * ci * co..]);
                     for c0 in (0..co).step_by(64) {
@@ -244,18 +230,8 @@ fn backward_weight_into(
                     let count = per.min(range.end - first);
                     with_tile(POSITIONS * count * (ci + co), |scratch| {
                         let (v, g) = scratch.split_at_mut(POSITIONS * count * ci);
+                        transform_inputs(s, x, t, first, count, v);
                         for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
-                            let win = window(s.h, s.w, ci, s.pad, oy, ox);
-                            // SAFETY: as in `forward`.
-                            unsafe {
-                                input_tile(
-                                    x[img * s.h * s.w * ci..].as_ptr(),
-                                    &win,
-                                    t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr())),
-                                    v[k * ci..].as_mut_ptr(),
-                                    count * ci,
-                                )
-                            };
                             let win = window(oh, ow, co, 0, oy, ox);
                             // SAFETY: AVX-512 and whole vectors (fits); image `img` of `dy`
                             // (length checked); positions of row k of `g` as for `v`.
@@ -311,6 +287,35 @@ fn backward_weight_into(
     }
     // SAFETY: AVX-512 (fits), co a multiple of 16, `total` is [36, ci, co] and `dw` [9, ci, co].
     unsafe { filter_gradient(total.as_ptr(), ci, co, dw.as_mut_ptr(), accumulate) };
+}
+
+/// The transformed input tiles of tiles `first..first + count` into `v` (`[36, count, cin]`).
+fn transform_inputs(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    first: usize,
+    count: usize,
+    v: &mut [f32],
+) {
+    let ci = s.cin;
+    assert!(v.len() >= POSITIONS * count * ci, "transformed-input buffer too short");
+    for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
+        let win = window(s.h, s.w, ci, s.pad, oy, ox);
+        // SAFETY: AVX-512 and whole vectors of channels (the callers run only shapes that
+        // fit); image `img` of `x` (length checked by the callers) and the transform's `ci`
+        // floats; positions p < 36 of row k at `v[(p * count + k) * ci ..]`, inside `v`
+        // (asserted) since k < count.
+        unsafe {
+            input_tile(
+                x[img * s.h * s.w * ci..].as_ptr(),
+                &win,
+                t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr())),
+                v[k * ci..].as_mut_ptr(),
+                count * ci,
+            )
+        };
+    }
 }
 
 /// Tiles `first..first + count` in order (numbered image by image, row by row over the output
