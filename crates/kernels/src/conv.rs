@@ -708,7 +708,10 @@ fn forward_with(
     match algo {
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Winograd if winograd::fits(s) => {
-            winograd::forward(s, x, t, w, y, accumulate, stats);
+            winograd::forward(s, x, t, w, y, accumulate);
+            if let Some(out) = stats {
+                crate::batch_norm::channel_sums(y, s.cout, out, ws);
+            }
         }
         ConvAlgorithm::Winograd => forward_with(ConvAlgorithm::Direct, s, x, t, w, y, accumulate, stats, ws),
         #[cfg(target_arch = "x86_64")]

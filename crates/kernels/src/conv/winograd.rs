@@ -108,17 +108,13 @@ pub(super) fn forward(
     w: &[f32],
     y: &mut [f32],
     accumulate: bool,
-    stats: Option<&mut [f64]>,
 ) {
     assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
     assert_eq!((x.len(), w.len(), y.len()), (s.input_len(), s.weight_len(), s.output_len()));
-    with_filter(POSITIONS * s.cin * s.cout, |u| forward_into(s, x, t, w, y, accumulate, stats, u));
+    with_filter(POSITIONS * s.cin * s.cout, |u| forward_into(s, x, t, w, y, accumulate, u));
 }
 
-/// [`forward`] with `u` (`[36, cin, cout]`) for the transformed filter. With `stats`
-/// (`[2 * cout]`), each task also sums its output pixels per channel (sums, then sums of
-/// squares) while they are in cache, and the tasks' sums are added in order.
-#[allow(clippy::too_many_arguments)]
+/// [`forward`] with `u` (`[36, cin, cout]`) for the transformed filter.
 fn forward_into(
     s: &ConvShape,
     x: &[f32],
@@ -126,7 +122,6 @@ fn forward_into(
     w: &[f32],
     y: &mut [f32],
     accumulate: bool,
-    stats: Option<&mut [f64]>,
     u: &mut [f32],
 ) {
     let (ci, co) = (s.cin, s.cout);
@@ -138,77 +133,50 @@ fn forward_into(
     let per = tiles_per_task(s, tiles);
     let out = Output(y.as_mut_ptr());
     let gemm = ConvTileArgs { a_pixel_stride: ci, a_row_stride: 0, cin: ci, kh: 1, kw: 1, cout: co };
-    let want_stats = stats.is_some();
-    let sums: Vec<Vec<f64>> = threads::install(|| {
-        (0..tiles.div_ceil(per))
-            .into_par_iter()
-            .map(|task| {
-                let first = task * per;
-                let count = per.min(tiles - first);
-                let mut sums = vec![0.0f64; if want_stats { 2 * co } else { 0 }];
-                let mut scratch_sums = vec![0.0f32; if want_stats { 2 * co } else { 0 }];
-                with_tile(POSITIONS * count * (ci + co), |scratch| {
-                    let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
-                    transform_inputs(s, x, t, first, count, v);
-                    for p in 0..POSITIONS {
-                        let (vp, mp, up) = (&v[p * count * ci..], &mut m[p * count * co..], &u[p * ci * co..]);
-                        for c0 in (0..co).step_by(64) {
-                            let channels = (co - c0).min(64);
-                            let rows = super::direct::conv_pixels(channels.div_ceil(16));
-                            for r0 in (0..count).step_by(rows) {
-                                let r = rows.min(count - r0);
-                                // SAFETY: AVX-512 (fits). As a 1x1 convolution: rows r0..r0 + r of
-                                // `v[p]` (count x ci), channels c0..c0 + channels of `u[p]` (ci x co)
-                                // and of rows r0.. of `m[p]` (count x co), all inside their slices;
-                                // `m` overlaps neither `v` nor `u`.
-                                unsafe {
-                                    super::direct::conv_tile(
-                                        r,
-                                        channels,
-                                        &gemm,
-                                        vp[r0 * ci..].as_ptr(),
-                                        up[c0..].as_ptr(),
-                                        mp[r0 * co + c0..].as_mut_ptr(),
-                                        false,
-                                    )
-                                };
-                            }
+    threads::install(|| {
+        (0..tiles.div_ceil(per)).into_par_iter().for_each(|task| {
+            let first = task * per;
+            let count = per.min(tiles - first);
+            with_tile(POSITIONS * count * (ci + co), |scratch| {
+                let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
+                transform_inputs(s, x, t, first, count, v);
+                for p in 0..POSITIONS {
+                    let (vp, mp, up) = (&v[p * count * ci..], &mut m[p * count * co..], &u[p * ci * co..]);
+                    for c0 in (0..co).step_by(64) {
+                        let channels = (co - c0).min(64);
+                        let rows = super::direct::conv_pixels(channels.div_ceil(16));
+                        for r0 in (0..count).step_by(rows) {
+                            let r = rows.min(count - r0);
+                            // SAFETY: AVX-512 (fits). As a 1x1 convolution: rows r0..r0 + r of
+                            // `v[p]` (count x ci), channels c0..c0 + channels of `u[p]` (ci x co)
+                            // and of rows r0.. of `m[p]` (count x co), all inside their slices;
+                            // `m` overlaps neither `v` nor `u`.
+                            unsafe {
+                                super::direct::conv_tile(
+                                    r,
+                                    channels,
+                                    &gemm,
+                                    vp[r0 * ci..].as_ptr(),
+                                    up[c0..].as_ptr(),
+                                    mp[r0 * co + c0..].as_mut_ptr(),
+                                    false,
+                                )
+                            };
                         }
                     }
-                    for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
-                        let win = window(oh, ow, co, 0, oy, ox);
-                        // SAFETY: AVX-512 and whole vectors (fits); positions of row k of `m` as
-                        // for `v`; image `img` of `y` (length checked), whose pixels of this tile
-                        // no other task writes (each pixel lies in one tile).
-                        unsafe {
-                            output_tile(m[k * co..].as_ptr(), count * co, out.at(img * oh * ow * co), &win, accumulate)
-                        };
-                        if want_stats {
-                            let (s1, s2) = sums.split_at_mut(co);
-                            let (t1, t2) = scratch_sums.split_at_mut(co);
-                            let cols = (ow - ox).min(M);
-                            for oy in oy..(oy + M).min(oh) {
-                                // SAFETY: the tile's pixels (oy, ox..ox + cols) of image `img`,
-                                // inside the output, just written by this task, which alone
-                                // touches them.
-                                let row = unsafe {
-                                    std::slice::from_raw_parts(out.at(((img * oh + oy) * ow + ox) * co), cols * co)
-                                };
-                                crate::batch_norm::add_sums(row, s1, s2, t1, t2);
-                            }
-                        }
-                    }
-                });
-                sums
-            })
-            .collect()
+                }
+                for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
+                    let win = window(oh, ow, co, 0, oy, ox);
+                    // SAFETY: AVX-512 and whole vectors (fits); positions of row k of `m` as
+                    // for `v`; image `img` of `y` (length checked), whose pixels of this tile
+                    // no other task writes (each pixel lies in one tile).
+                    unsafe {
+                        output_tile(m[k * co..].as_ptr(), count * co, out.at(img * oh * ow * co), &win, accumulate)
+                    };
+                }
+            });
+        });
     });
-    if let Some(out) = stats {
-        out.fill(0.0);
-        for part in &sums {
-            out.iter_mut().zip(part).for_each(|(o, v)| *o += v);
-        }
-    }
 }
 
 /// `dw (+)= im2col(t(x))^T dy` for a shape that [`fits`]: per position, the product of the
@@ -398,7 +366,7 @@ mod tests {
             let w: Vec<f32> =
                 (0..s.weight_len()).map(|_| rng.normal() as f32 * (2.0 / (9 * cin) as f32).sqrt()).collect();
             let mut y = vec![f32::NAN; s.output_len()];
-            forward(&s, &x, None, &w, &mut y, false, None);
+            forward(&s, &x, None, &w, &mut y, false);
             let (mut err, mut top) = (0.0f64, 0.0f64);
             for (p, row) in y.chunks_exact(cout).enumerate() {
                 let (img, oy, ox) = (p / (s.h * s.w), p / s.w % s.h, p % s.w);
