@@ -3,7 +3,9 @@
 //! Each worker keeps its buffers between calls, so after the first step of a network no kernel
 //! allocates: the buffers only grow to the largest tile they have seen.
 
+use crate::workspace::take;
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 thread_local! {
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -17,12 +19,14 @@ thread_local! {
 /// # Panics
 /// If called re-entrantly on the same thread (kernels never nest tile use).
 pub(crate) fn with_tile<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    TILE.with(|cell| {
-        let mut buf = cell.try_borrow_mut().expect("scratch tile used re-entrantly on one thread");
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
+    lend(&TILE, "scratch tile", len, f)
+}
+
+/// Runs `f` with the first `len` floats of this thread's buffer `key`, grown if needed.
+fn lend<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, what: &str, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    key.with(|cell| {
+        let mut buf = cell.try_borrow_mut().unwrap_or_else(|_| panic!("{what} used re-entrantly on one thread"));
+        f(take(&mut buf, len))
     })
 }
 
@@ -52,11 +56,5 @@ pub(crate) fn with_bf16<R>(len16: usize, len32: usize, f: impl FnOnce(&mut [u16]
 /// # Panics
 /// If called re-entrantly on the same thread.
 pub(crate) fn with_filter<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    FILTER.with(|cell| {
-        let mut buf = cell.try_borrow_mut().expect("filter scratch used re-entrantly on one thread");
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
-    })
+    lend(&FILTER, "filter scratch", len, f)
 }

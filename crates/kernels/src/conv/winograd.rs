@@ -140,30 +140,10 @@ fn forward_into(
             with_tile(POSITIONS * count * (ci + co), |scratch| {
                 let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
                 transform_inputs(s, x, t, first, count, v);
+                // m[p] (count x co) = v[p] (count x ci) u[p] (ci x co): a 1x1 convolution.
                 for p in 0..POSITIONS {
-                    let (vp, mp, up) = (&v[p * count * ci..], &mut m[p * count * co..], &u[p * ci * co..]);
-                    for c0 in (0..co).step_by(64) {
-                        let channels = (co - c0).min(64);
-                        let rows = super::direct::conv_pixels(channels.div_ceil(16));
-                        for r0 in (0..count).step_by(rows) {
-                            let r = rows.min(count - r0);
-                            // SAFETY: AVX-512 (fits). As a 1x1 convolution: rows r0..r0 + r of
-                            // `v[p]` (count x ci), channels c0..c0 + channels of `u[p]` (ci x co)
-                            // and of rows r0.. of `m[p]` (count x co), all inside their slices;
-                            // `m` overlaps neither `v` nor `u`.
-                            unsafe {
-                                super::direct::conv_tile(
-                                    r,
-                                    channels,
-                                    &gemm,
-                                    vp[r0 * ci..].as_ptr(),
-                                    up[c0..].as_ptr(),
-                                    mp[r0 * co + c0..].as_mut_ptr(),
-                                    false,
-                                )
-                            };
-                        }
-                    }
+                    let (vp, up) = (&v[p * count * ci..(p + 1) * count * ci], &u[p * ci * co..(p + 1) * ci * co]);
+                    multiply(count, &gemm, vp, up, &mut m[p * count * co..(p + 1) * count * co], false);
                 }
                 for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
                     let win = window(oh, ow, co, 0, oy, ox);
@@ -243,36 +223,14 @@ fn backward_weight_into(
                                 )
                             };
                         }
-                        // du[p] (ci x co) += v[p]^T (ci x count) g[p] (count x co): the micro-kernel
-                        // with the tiles as its taps (`kh = count`), one input channel per tap.
+                        // du[p] (ci x co) += v[p]^T (ci x count) g[p] (count x co): the tiles as
+                        // taps (`kh = count`), one input channel per row.
                         let args =
                             ConvTileArgs { a_pixel_stride: 1, a_row_stride: ci, cin: 1, kh: count, kw: 1, cout: co };
                         for p in 0..POSITIONS {
-                            let (vp, gp) = (&v[p * count * ci..], &g[p * count * co..]);
-                            let dup = &mut du[p * ci * co..(p + 1) * ci * co];
-                            for o0 in (0..co).step_by(64) {
-                                let channels = (co - o0).min(64);
-                                let rows = super::direct::conv_pixels(channels.div_ceil(16));
-                                for c0 in (0..ci).step_by(rows) {
-                                    let r = rows.min(ci - c0);
-                                    // SAFETY: AVX-512 (fits). Row r' < r, tap k < count reads
-                                    // v[p][k][c0 + r'] (inside `vp`); the weights are rows k of
-                                    // g[p], lanes o0..o0 + channels (inside `gp`); the output is
-                                    // rows c0.. of du[p], lanes o0.. (inside `dup`), which
-                                    // overlaps neither.
-                                    unsafe {
-                                        super::direct::conv_tile(
-                                            r,
-                                            channels,
-                                            &args,
-                                            vp[c0..].as_ptr(),
-                                            gp[o0..].as_ptr(),
-                                            dup[c0 * co + o0..].as_mut_ptr(),
-                                            true,
-                                        )
-                                    };
-                                }
-                            }
+                            let (vp, gp) =
+                                (&v[p * count * ci..(p + 1) * count * ci], &g[p * count * co..(p + 1) * count * co]);
+                            multiply(ci, &args, vp, gp, &mut du[p * ci * co..(p + 1) * ci * co], true);
                         }
                     });
                     first += count;
@@ -286,6 +244,42 @@ fn backward_weight_into(
     }
     // SAFETY: AVX-512 (fits), co a multiple of 16, `total` is [36, ci, co] and `dw` [9, ci, co].
     unsafe { filter_gradient(total.as_ptr(), ci, co, dw.as_mut_ptr(), accumulate) };
+}
+
+/// `y (+)= a w` on the direct convolution's micro-kernel, for `rows` output rows of `g.cout`
+/// channels: row `r` of `a` starts at `r * g.a_pixel_stride`, and its `g.kh` taps (of `g.cin`
+/// values, `g.a_row_stride` apart) meet rows `tap * g.cin ..` of `w` (`[g.kh * g.cin, cout]`).
+/// The forward pass uses it as a 1x1 convolution over the tiles; the weight gradient with the
+/// tiles as taps and the input channels as rows.
+///
+/// # Panics
+/// If a slice is too short for that geometry (`g.kw` must be 1), or without AVX-512.
+fn multiply(rows: usize, g: &ConvTileArgs, a: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
+    assert!(simd::isa() >= Isa::Avx512 && g.kw == 1 && rows > 0, "micro-kernel product of {rows} rows, {g:?}");
+    assert!(a.len() >= (rows - 1) * g.a_pixel_stride + (g.kh - 1) * g.a_row_stride + g.cin, "left operand too short");
+    assert!(w.len() >= g.kh * g.cin * g.cout && y.len() >= rows * g.cout, "operands too short");
+    let co = g.cout;
+    for c0 in (0..co).step_by(64) {
+        let channels = (co - c0).min(64);
+        let block = super::direct::conv_pixels(channels.div_ceil(16));
+        for r0 in (0..rows).step_by(block) {
+            let r = block.min(rows - r0);
+            // SAFETY: AVX-512 (asserted). Rows r0..r0 + r of `a` with all their taps, rows of
+            // `w` with lanes c0..c0 + channels, and rows r0..r0 + r of `y` with those lanes lie
+            // in their slices (lengths asserted above); `y` overlaps neither input.
+            unsafe {
+                super::direct::conv_tile(
+                    r,
+                    channels,
+                    g,
+                    a[r0 * g.a_pixel_stride..].as_ptr(),
+                    w[c0..].as_ptr(),
+                    y[r0 * co + c0..].as_mut_ptr(),
+                    accumulate,
+                )
+            };
+        }
+    }
 }
 
 /// The transformed input tiles of tiles `first..first + count` into `v` (`[36, count, cin]`).
