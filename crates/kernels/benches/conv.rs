@@ -1,5 +1,5 @@
 //! Convolution passes on the layer shapes of ResNet-20 (CIFAR, batch 128) and ResNet-50
-//! (ImageNet, batch 16), for every algorithm this CPU runs (the bf16 ones where it has them). Throughput is reported in multiply-adds.
+//! (ImageNet, batch 16, and its deep layers at batch 1), for every algorithm this CPU runs (the bf16 ones where it has them). Throughput is reported in multiply-adds.
 //!
 //! `cargo bench -p resnet-kernels --bench conv [-- FILTER]`
 
@@ -24,6 +24,11 @@ fn shapes() -> Vec<(&'static str, ConvShape)> {
         ("r50-3x3-56", c(16, 56, 64, 64, 3, 1)),
         ("r50-3x3-28", c(16, 28, 128, 128, 3, 1)),
         ("r50-3x3-7", c(16, 7, 512, 512, 3, 1)),
+        ("r50-b1-3x3-14", c(1, 14, 256, 256, 3, 1)),
+        ("r50-b1-3x3-7", c(1, 7, 512, 512, 3, 1)),
+        ("r50-b1-1x1-7-up", c(1, 7, 512, 2048, 1, 1)),
+        ("r50-b1-1x1-7-down", c(1, 7, 2048, 512, 1, 1)),
+        ("r50-b1-1x1-14-down", c(1, 14, 1024, 256, 1, 1)),
     ]
 }
 

@@ -399,31 +399,54 @@ impl ConvAlgorithm {
     }
 
     /// The faster algorithm for one layer (every pass), from the kernel benchmarks
-    /// (`cargo bench -p resnet-kernels --bench conv`): the direct kernels win on 3x3 layers whose
-    /// weights stay in cache (every CIFAR layer, early ImageNet stages); the GEMM backend, which
-    /// packs its operands, wins on 1x1 layers and on weight matrices far beyond the cache. In
-    /// f32, Winograd takes the 3x3 stride-1 layers with channels in multiples of 16 and enough
-    /// output (32 tiles of 4x4 pixels or more), whatever their width.
-    ///
-    /// In bf16 mode the AMX tiles take every layer whose channels fit them and whose bf16
+    /// (`cargo bench -p resnet-kernels --bench conv`). In f32: Winograd takes the 3x3 stride-1
+    /// layers with channels in multiples of 16 and enough output (32 tiles of 4x4 pixels or
+    /// more), whatever their width; the direct kernels the other layers but 1x1 ones, strided
+    /// ones only while their weights stay in cache (the forward pass cuts larger weights into
+    /// runs of channels: 1.1-1.2x faster than the GEMM on ResNet-50's stride-1 7x7 and 14x14
+    /// layers at batch 1, its backward passes too at batch 16, but 1.1x slower at stride 2);
+    /// the GEMM backend, which packs its operands, the rest. In bf16
+    /// mode the direct kernels take the layers other than 1x1 whose weights stay in cache, and
+    /// where the CPU has AMX its tiles take every layer whose channels fit them and whose bf16
     /// weights stay in cache, 1x1 layers included (a tile step is 16 times a `vdpbf16ps`).
     pub fn for_shape(s: &ConvShape) -> Self {
         Self::for_precision(s, precision())
     }
 
+    /// [`Self::for_shape`] for the forward pass alone: the same, but stride-1 1x1 layers with few
+    /// output pixels (up to 4096 in the batch: ResNet-50 at batch 1) go to the direct kernels in
+    /// f32, measured 1.1-1.3x faster than the GEMM there (the strided ones, read row by row,
+    /// were slower); their backward passes are not
+    /// (the weight gradient up to 2.7x slower), so [`Self::for_shape`] keeps them on the GEMM.
+    pub fn for_forward(s: &ConvShape) -> Self {
+        const FEW_PIXELS: usize = 4096;
+        let few = s.n * s.out_h() * s.out_w() <= FEW_PIXELS;
+        match Self::for_shape(s) {
+            ConvAlgorithm::Im2colGemm
+                if precision() == Precision::F32
+                    && s.is_pointwise()
+                    && s.stride == 1
+                    && few
+                    && Self::preferred() == ConvAlgorithm::Direct =>
+            {
+                ConvAlgorithm::Direct
+            }
+            algo => algo,
+        }
+    }
+
     /// [`Self::for_shape`] for a given arithmetic.
     pub fn for_precision(s: &ConvShape, p: Precision) -> Self {
         const DIRECT_WEIGHT_LIMIT: usize = 2 << 20;
-        let pointwise = s.kh == 1 && s.kw == 1;
-        let direct =
-            Self::preferred() == ConvAlgorithm::Direct && !pointwise && 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT;
+        let direct = Self::preferred() == ConvAlgorithm::Direct && !s.is_pointwise();
+        let cached = 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT;
         match p {
             Precision::Bf16 if amx_supported() && amx_fits(s) && 2 * s.weight_len() <= DIRECT_WEIGHT_LIMIT => {
                 ConvAlgorithm::AmxBf16
             }
-            Precision::Bf16 if direct => ConvAlgorithm::DirectBf16,
+            Precision::Bf16 if direct && cached => ConvAlgorithm::DirectBf16,
             Precision::F32 if winograd_enabled() && winograd_fits(s) => ConvAlgorithm::Winograd,
-            Precision::F32 if direct => ConvAlgorithm::Direct,
+            Precision::F32 if direct && (cached || s.stride == 1) => ConvAlgorithm::Direct,
             _ => ConvAlgorithm::Im2colGemm,
         }
     }
@@ -550,18 +573,89 @@ fn fill_strip(
     }
 }
 
-/// Output rows per parallel task of the direct forward pass: bands of at most 8 rows, smaller
-/// when there are few images, so every thread gets several tasks.
-fn band_rows(s: &ConvShape) -> usize {
-    let oh = s.out_h();
-    let want_tasks = 4 * threads::num_threads();
-    let per_image = want_tasks.div_ceil(s.n).max(1);
-    oh.div_ceil(per_image).clamp(1, 8)
+/// Weight bytes a task of the direct forward pass may stream from its own L2 cache: the micro-
+/// kernels read a weight vector per handful of multiply-adds, which only the L2 feeds fast
+/// enough (measured on ResNet-50's 7x7 and 14x14 layers at batch 1, whose weights are 2-9 MB).
+const TASK_WEIGHT_BYTES: usize = 512 << 10;
+
+/// How the direct forward pass cuts a layer into parallel tasks: bands of output rows of one
+/// image, times runs of output channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DirectPlan {
+    /// Output rows per band (the last band may be shorter).
+    band: usize,
+    /// Bands per image.
+    bands: usize,
+    /// Output channels per task: all of them while their weights fit [`TASK_WEIGHT_BYTES`],
+    /// else whole micro-kernel blocks that do, so each task reads its slice of a large weight
+    /// once from memory and reuses it for every pixel of its band.
+    chunk: usize,
+    /// Channel runs per band.
+    chunks: usize,
 }
 
-/// `y (+)= conv(t(x), w)` with the AVX-512 micro-kernels. When `want_stats`, each band also
-/// sums its output per channel (sum, then sum of squares) into its slot of `partials`
-/// (`[n * bands per image, 2 * cout]`), while the rows are still in cache.
+impl DirectPlan {
+    /// The plan for `s` with micro-kernel channel blocks of `block` and weights of
+    /// `weight_bytes` per (tap, input channel, output channel). Bands have at most 8 rows,
+    /// fewer when there are few images, so every thread gets several tasks, and as many.
+    fn new(s: &ConvShape, block: usize, weight_bytes: usize) -> Self {
+        let per_channel = s.kh * s.kw * s.cin * weight_bytes;
+        // Runs of at least two vectors (the micro-kernels take fewer channels than their block
+        // with more pixels; at one vector they wait on loads, not multiply-adds).
+        let step = block.min(32);
+        let chunk = if s.cout * per_channel <= TASK_WEIGHT_BYTES {
+            s.cout
+        } else {
+            (TASK_WEIGHT_BYTES / per_channel / step * step).clamp(step, s.cout)
+        };
+        let chunks = s.cout.div_ceil(chunk);
+        let (oh, threads) = (s.out_h(), threads::num_threads());
+        let per_image = (4 * threads).div_ceil(s.n * chunks).max(1);
+        let widest = oh.div_ceil(per_image).clamp(1, 8);
+        // Down to half that height, a band that gives every thread as many tasks (ResNet-50's
+        // 28-row layers at batch 1: 10 bands of 3 rather than 7 of 4).
+        let balanced =
+            (widest.div_ceil(2)..=widest).rev().find(|&b| (s.n * chunks * oh.div_ceil(b)).is_multiple_of(threads));
+        let band = balanced.unwrap_or(widest);
+        DirectPlan { band, bands: oh.div_ceil(band), chunk, chunks }
+    }
+
+    /// Tasks in all: channel runs outermost, so that a thread's consecutive tasks share their
+    /// weight slice.
+    fn tasks(&self, n: usize) -> usize {
+        self.chunks * n * self.bands
+    }
+
+    /// Image, band and channel run of task `i`.
+    fn task(&self, n: usize, i: usize) -> (usize, usize, usize) {
+        let (ch, rest) = (i / (n * self.bands), i % (n * self.bands));
+        (rest / self.bands, rest % self.bands, ch)
+    }
+}
+
+/// An output that parallel tasks share, each writing only its own elements (the direct forward
+/// pass: a band's rows in a run of channels; Winograd: the pixels of its tiles).
+#[derive(Clone, Copy)]
+struct SharedOutput(*mut f32);
+// SAFETY: the tasks write disjoint elements (see the users).
+unsafe impl Send for SharedOutput {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    /// The element `offset` floats in (a method, so closures capture the whole wrapper).
+    ///
+    /// # Safety
+    /// `offset` is within the output.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// `y (+)= conv(t(x), w)` with the AVX-512 micro-kernels, in the tasks of a [`DirectPlan`].
+/// With `stats`, the per-channel sums of the output (sum, then sum of squares): while the rows
+/// are still in cache when each task computes whole rows, by another pass otherwise.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn forward_direct(
@@ -573,8 +667,8 @@ fn forward_direct(
     amx: bool,
     y: &mut [f32],
     accumulate: bool,
-    want_stats: bool,
-    partials: &mut [f64],
+    stats: Option<&mut [f64]>,
+    ws: &mut Workspace,
 ) {
     use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16};
     assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
@@ -595,97 +689,135 @@ fn forward_direct(
     let args_bf16 =
         ConvTileArgsBf16 { a_pixel_stride: s.stride * e, a_row_stride: wp * e, pairs: e, kh: s.kh, kw: s.kw, cout: co };
     let row_len = ow * co;
-    let band = band_rows(s);
-    let bands = oh.div_ceil(band);
-    debug_assert_eq!(partials.len(), s.n * bands * 2 * co);
     let amx_step = if amx && bf16 { crate::simd::amx::pairs_per_step(e, co) } else { None };
     let kernel = match amx_step {
         Some(kp) => direct::ConvKernel::Amx { kp, wide: ow > 16 },
         None => direct::ConvKernel::choose(s),
     };
     let block = kernel.channel_block(co);
+    let plan = DirectPlan::new(s, block, if bf16 { 2 } else { 4 });
+    // A 1x1 stride-1 layer without padding reads its band's pixels as one long row, so the
+    // micro-kernel's pixel blocks are not cut at the end of each (short) image row.
+    let long_rows = s.kh == 1 && s.kw == 1 && s.stride == 1 && s.pad == 0;
+    let fused = stats.is_some() && plan.chunks == 1;
+    let mut partials = std::mem::take(&mut ws.f64s);
+    // A slot of sums per task (used when fused).
+    let task_sums = take(&mut partials, plan.tasks(s.n) * 2 * co);
+    let out = SharedOutput(y.as_mut_ptr());
     threads::install(|| {
-        y.par_chunks_mut(oh * row_len).zip(partials.par_chunks_mut(bands * 2 * co)).enumerate().for_each(
-            |(img, (y_img, p_img))| {
-                y_img.par_chunks_mut(band * row_len).zip(p_img.par_chunks_mut(2 * co)).enumerate().for_each(
-                    |(b, (y_band, sums))| {
-                        let oy0 = b * band;
-                        let rows = y_band.len() / row_len;
-                        let strip_rows = (rows - 1) * s.stride + s.kh;
-                        let strip_len = strip_rows * wp * e;
-                        let row_len_in = if bf16 { s.w * s.cin } else { 0 };
-                        with_tile(strip_len + 2 * co + row_len_in, |tile| {
-                            let (strip, rest) = tile.split_at_mut(strip_len);
-                            let (scratch, in_row) = rest.split_at_mut(2 * co);
-                            let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
-                            fill_strip(s, x, t, img, iy0, strip_rows, strip, bf16, in_row);
-                            let (s1, s2) = sums.split_at_mut(co);
-                            s1.fill(0.0);
-                            s2.fill(0.0);
-                            for (r, yrow) in y_band.chunks_exact_mut(row_len).enumerate() {
-                                let a_row = r * s.stride * wp * e;
-                                for co0 in (0..co).step_by(block) {
-                                    let channels = (co - co0).min(block);
-                                    let r_max = kernel.max_pixels(channels);
-                                    let mut ox = 0;
-                                    while ox < ow {
-                                        let px = r_max.min(ow - ox);
-                                        // The window of the last pixel, last tap, last channel
-                                        // ends at a_row + (kh - 1) * wp * cin
-                                        // + ((ox + px - 1) * stride + kw) * cin
-                                        // <= (r * stride + kh) * wp * cin <= strip.len(): the
-                                        // strip holds the padded input rows of the whole band.
-                                        debug_assert!(
-                                            a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e
-                                                <= strip.len()
-                                        );
-                                        let a = a_row + ox * s.stride * e;
-                                        let out = yrow[ox * co + co0..].as_mut_ptr();
-                                        // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was
-                                        // checked above; the input windows lie in the strip
-                                        // (bound above), the weight rows `tap * cin + ci` (or
-                                        // pairs) with lanes `co0..co0 + channels` lie in the
-                                        // weights (`kh * kw * cin * cout` floats or pairs,
-                                        // checked by the caller), and the output tile lies in
-                                        // this row of this task's band, which overlaps neither
-                                        // input. The bf16 strip holds u32 pair patterns in f32
-                                        // slots of the same size.
-                                        unsafe {
-                                            match w_bf16 {
-                                                None => kernel.run(
-                                                    px,
-                                                    channels,
-                                                    &args,
-                                                    strip[a..].as_ptr(),
-                                                    w[co0..].as_ptr(),
-                                                    out,
-                                                    accumulate,
-                                                ),
-                                                Some(wb) => kernel.run_bf16(
-                                                    px,
-                                                    channels,
-                                                    &args_bf16,
-                                                    strip[a..].as_ptr() as *const u32,
-                                                    wb[co0..].as_ptr(),
-                                                    out,
-                                                    accumulate,
-                                                ),
-                                            }
-                                        }
-                                        ox += px;
-                                    }
-                                }
-                                if want_stats {
-                                    let (t1, t2) = scratch.split_at_mut(co);
-                                    crate::batch_norm::add_sums(yrow, s1, s2, t1, t2);
-                                }
+        task_sums.par_chunks_mut(2 * co).enumerate().for_each(|(i, sums)| {
+            let (img, b, ch) = plan.task(s.n, i);
+            let oy0 = b * plan.band;
+            let rows = plan.band.min(oh - oy0);
+            let (c_lo, c_hi) = (ch * plan.chunk, ((ch + 1) * plan.chunk).min(co));
+            let strip_rows = (rows - 1) * s.stride + s.kh;
+            let strip_len = strip_rows * wp * e;
+            let row_len_in = if bf16 { s.w * s.cin } else { 0 };
+            with_tile(strip_len + 2 * co + row_len_in, |tile| {
+                let (strip, rest) = tile.split_at_mut(strip_len);
+                let (scratch, in_row) = rest.split_at_mut(2 * co);
+                let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
+                fill_strip(s, x, t, img, iy0, strip_rows, strip, bf16, in_row);
+                let band_at = (img * oh + oy0) * row_len;
+                let (line_count, line_px) = if long_rows { (1, rows * ow) } else { (rows, ow) };
+                // Output line `r` (an image row, or the whole band for long rows), channels
+                // co0 .. co0 + channels: the micro-kernel over its pixel blocks.
+                let line = |r: usize, co0: usize, channels: usize| {
+                    let a_row = r * s.stride * wp * e;
+                    let r_max = kernel.max_pixels(channels);
+                    let mut ox = 0;
+                    while ox < line_px {
+                        let px = r_max.min(line_px - ox);
+                        // The window of the last pixel, last tap, last channel ends at
+                        // a_row + (kh - 1) * wp * cin + ((ox + px - 1) * stride + kw) * cin
+                        // <= (r * stride + kh) * wp * cin <= strip.len(): the strip holds the
+                        // padded input rows of the whole band (for long rows: kh = kw =
+                        // stride = 1, no padding, and rows * ow pixels in the strip).
+                        debug_assert!(
+                            a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e <= strip.len()
+                        );
+                        let a = a_row + ox * s.stride * e;
+                        // SAFETY (of `at`): pixel ox of line r lies in this band of the output.
+                        let out = unsafe { out.at(band_at + (r * line_px + ox) * co + co0) };
+                        // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was
+                        // checked above; the input windows lie in the strip
+                        // (bound above), the weight rows `tap * cin + ci` (or
+                        // pairs) with lanes `co0..co0 + channels` lie in the
+                        // weights (`kh * kw * cin * cout` floats or pairs,
+                        // checked by the caller), and the output tile lies in
+                        // this row of this task's band, which overlaps neither
+                        // input. The bf16 strip holds u32 pair patterns in f32
+                        // slots of the same size.
+                        unsafe {
+                            match w_bf16 {
+                                None => kernel.run(
+                                    px,
+                                    channels,
+                                    &args,
+                                    strip[a..].as_ptr(),
+                                    w[co0..].as_ptr(),
+                                    out,
+                                    accumulate,
+                                ),
+                                Some(wb) => kernel.run_bf16(
+                                    px,
+                                    channels,
+                                    &args_bf16,
+                                    strip[a..].as_ptr() as *const u32,
+                                    wb[co0..].as_ptr(),
+                                    out,
+                                    accumulate,
+                                ),
                             }
-                        });
-                    },
-                );
-            },
-        );
+                        }
+                        ox += px;
+                    }
+                };
+                if plan.chunks == 1 {
+                    // Whole rows: each is summed for the statistics right after it is written.
+                    for r in 0..line_count {
+                        for co0 in (0..co).step_by(block) {
+                            line(r, co0, (co - co0).min(block));
+                        }
+                        if fused {
+                            let (s1, s2) = sums.split_at_mut(co);
+                            if r == 0 {
+                                s1.fill(0.0);
+                                s2.fill(0.0);
+                            }
+                            let len = line_px * co;
+                            // SAFETY: with one channel run this task alone writes its band's
+                            // rows, and line r lies in them; the writes above are done.
+                            let written = unsafe { std::slice::from_raw_parts(out.at(band_at + r * len), len) };
+                            let (t1, t2) = scratch.split_at_mut(co);
+                            crate::batch_norm::add_sums(written, s1, s2, t1, t2);
+                        }
+                    }
+                } else {
+                    // A slice of the channels: its weights stay in L2 while every row uses them.
+                    for co0 in (c_lo..c_hi).step_by(block) {
+                        for r in 0..line_count {
+                            line(r, co0, (c_hi - co0).min(block));
+                        }
+                    }
+                }
+            });
+        });
     });
+    if let Some(total) = stats {
+        if fused {
+            total.fill(0.0);
+            for p in task_sums.chunks_exact(2 * co) {
+                total.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+            }
+            ws.f64s = partials;
+        } else {
+            ws.f64s = partials;
+            crate::batch_norm::channel_sums(y, co, total, ws);
+        }
+    } else {
+        ws.f64s = partials;
+    }
 }
 
 /// Forward pass with a chosen algorithm (writes, or adds into, `y`), optionally returning the
@@ -717,7 +849,6 @@ fn forward_with(
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
             let co = s.cout;
-            let bands = s.out_h().div_ceil(band_rows(s));
             let (bf16, amx) = (algo != ConvAlgorithm::Direct, algo == ConvAlgorithm::AmxBf16);
             assert!(!amx || amx_supported(), "AMX convolution needs AMX-BF16 tiles");
             let pairs_len = s.kh * s.kw * s.cin.div_ceil(2) * co;
@@ -725,15 +856,8 @@ fn forward_with(
             if bf16 {
                 pack_weights_bf16(s, w, take(&mut packed, pairs_len));
             }
-            let partials = take(&mut ws.f64s, s.n * bands * 2 * co);
             let wb = bf16.then(|| &packed[..pairs_len]);
-            forward_direct(s, x, t, w, wb, amx, y, accumulate, stats.is_some(), partials);
-            if let Some(out) = stats {
-                out.fill(0.0);
-                for p in partials.chunks_exact(2 * co) {
-                    out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
-                }
-            }
+            forward_direct(s, x, t, w, wb, amx, y, accumulate, stats, ws);
             ws.bf16 = packed;
         }
         _ => {
@@ -753,7 +877,7 @@ fn forward_with(
 /// # Panics
 /// If a slice length disagrees with `s`.
 pub fn conv2d_forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], ws: &mut Workspace) {
-    conv2d_forward_with(ConvAlgorithm::for_shape(s), s, x, None, w, y, None, ws);
+    conv2d_forward_with(ConvAlgorithm::for_forward(s), s, x, None, w, y, None, ws);
 }
 
 /// Forward convolution of the transformed input, `y = conv(t(x), w)` (see [`InputTransform`]),
@@ -1666,6 +1790,12 @@ mod tests {
             // Weights beyond the cache budget: the channel-group order (3x3 and 1x1 strided).
             c(2, 5, 5, 128, 130, 3, 1, 1),
             c(1, 6, 6, 700, 200, 1, 2, 0),
+            // The direct forward pass in runs of output channels (weights past its L2 budget):
+            // one image of 7x7 as ResNet-50's last stage at batch 1 (a last run of 40
+            // channels; not a Winograd shape, whose rounding on 1152-term sums exceeds the
+            // per-element tolerance here), and a 1x1 layer whose band is read as one long row.
+            c(1, 7, 7, 128, 136, 3, 1, 1),
+            c(2, 5, 7, 512, 300, 1, 1, 0),
         ]
     }
 
@@ -1870,19 +2000,51 @@ mod tests {
         assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), winograd);
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 28, 128, 128, 3)), winograd);
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 14, 256, 256, 3)), winograd);
-        assert_eq!(ConvAlgorithm::for_shape(&c3(1, 7, 512, 512, 3)), ConvAlgorithm::Im2colGemm);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(1, 7, 512, 512, 3)), ConvAlgorithm::Direct);
         assert_eq!(ConvAlgorithm::for_shape(&c3(1, 8, 64, 64, 3)), ConvAlgorithm::Direct);
         assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 3, 16, 3)), ConvAlgorithm::Direct);
         let strided = ConvShape { stride: 2, ..c3(128, 32, 16, 32, 3) };
         assert_eq!(ConvAlgorithm::for_shape(&strided), ConvAlgorithm::Direct);
-        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), ConvAlgorithm::Im2colGemm);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), ConvAlgorithm::Direct);
+        let strided_wide = ConvShape { stride: 2, ..c3(1, 14, 512, 512, 3) };
+        assert_eq!(ConvAlgorithm::for_shape(&strided_wide), ConvAlgorithm::Im2colGemm);
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
+        // 1x1 layers: the direct forward pass at batch 1, the GEMM otherwise.
+        assert_eq!(ConvAlgorithm::for_forward(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(1, 7, 2048, 512, 1)), ConvAlgorithm::Im2colGemm);
+        let pointwise = if precision() == Precision::F32 { ConvAlgorithm::Direct } else { ConvAlgorithm::Im2colGemm };
+        assert_eq!(ConvAlgorithm::for_forward(&c3(1, 7, 2048, 512, 1)), pointwise);
+        assert_eq!(ConvAlgorithm::for_forward(&c3(1, 56, 64, 256, 1)), pointwise);
         if amx_supported() {
             let (small, stem, wide) = (c3(128, 32, 16, 16, 3), c3(128, 32, 3, 16, 3), c3(16, 7, 512, 512, 3));
             let got =
                 [small, stem, wide, c3(16, 56, 64, 256, 1)].map(|s| ConvAlgorithm::for_precision(&s, Precision::Bf16));
             use ConvAlgorithm::*;
             assert_eq!(got, [AmxBf16, DirectBf16, Im2colGemm, AmxBf16]);
+        }
+    }
+
+    #[test]
+    fn direct_plan_cuts_large_weights_into_runs_of_channels() {
+        let plan = |s: ConvShape, block| DirectPlan::new(&s, block, 4);
+        // Weights within the budget: every channel in one run, as before.
+        assert_eq!(plan(c3(128, 32, 16, 16, 3), 16).chunks, 1);
+        // ResNet-50's last 3x3 layer at batch 1: 9.4 MB of weights in runs of 32 channels
+        // (590 KB each).
+        let last = plan(c3(1, 7, 512, 512, 3), 32);
+        assert_eq!((last.chunk, last.chunks), (32, 16));
+        // An uneven last run, and a 1x1 layer's runs of whole blocks.
+        assert_eq!((plan(c3(1, 7, 128, 136, 3), 32).chunk, plan(c3(1, 7, 128, 136, 3), 32).chunks), (96, 2));
+        assert_eq!(plan(c3(2, 7, 512, 300, 1), 64).chunk, 256);
+        // Every task is one (image, band, run), and every such triple is one task.
+        for (s, block) in [(c3(3, 28, 512, 300, 3), 32), (c3(1, 28, 512, 128, 1), 64), (c3(5, 9, 64, 64, 3), 32)] {
+            let p = plan(s, block);
+            let mut seen: Vec<_> = (0..p.tasks(s.n)).map(|i| p.task(s.n, i)).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), s.n * p.bands * p.chunks, "{s:?}");
+            assert!(seen.iter().all(|&(img, b, ch)| img < s.n && b < p.bands && ch < p.chunks));
+            assert!(p.band * p.bands >= s.out_h() && p.band * (p.bands - 1) < s.out_h());
         }
     }
 

@@ -19,7 +19,7 @@
 //! direct sum's (measured about 8x in the tests below: the transforms' constants reach 8), still
 //! around 1e-5 of the largest output.
 
-use super::{ConvShape, InputTransform};
+use super::{ConvShape, InputTransform, SharedOutput};
 use crate::scratch::{with_filter, with_tile};
 use crate::simd::avx512::ConvTileArgs;
 use crate::simd::winograd::{filter_gradient, input_tile, output_grad_tile, output_tile, transform_filter, TileWindow};
@@ -78,25 +78,6 @@ fn tiles_per_task(s: &ConvShape, tiles: usize) -> usize {
     fit.min(spread).max(1)
 }
 
-/// A pointer the tasks share; each writes only the pixels of its own tiles.
-#[derive(Clone, Copy)]
-struct Output(*mut f32);
-// SAFETY: the tasks write disjoint pixels (each output pixel belongs to exactly one tile).
-unsafe impl Send for Output {}
-// SAFETY: as above.
-unsafe impl Sync for Output {}
-
-impl Output {
-    /// The output `offset` floats in (a method, so closures capture the whole `Output`).
-    ///
-    /// # Safety
-    /// `offset` is within the output.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: forwarded contract.
-        unsafe { self.0.add(offset) }
-    }
-}
-
 /// `y (+)= conv(t(x), w)` for a shape that [`fits`].
 ///
 /// # Panics
@@ -131,7 +112,7 @@ fn forward_into(
     let (oh, ow) = (s.out_h(), s.out_w());
     let tiles = s.n * oh.div_ceil(M) * ow.div_ceil(M);
     let per = tiles_per_task(s, tiles);
-    let out = Output(y.as_mut_ptr());
+    let out = SharedOutput(y.as_mut_ptr());
     let gemm = ConvTileArgs { a_pixel_stride: ci, a_row_stride: 0, cin: ci, kh: 1, kw: 1, cout: co };
     threads::install(|| {
         (0..tiles.div_ceil(per)).into_par_iter().for_each(|task| {

@@ -88,7 +88,7 @@ impl Conv2d {
         y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
         let _p = profile::layer_scope("conv forward", &self.weight.name);
         conv::conv2d_forward_with(
-            ConvAlgorithm::for_shape(&s),
+            ConvAlgorithm::for_forward(&s),
             &s,
             x.data(),
             t,
