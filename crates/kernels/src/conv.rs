@@ -413,21 +413,19 @@ impl ConvAlgorithm {
         Self::for_precision(s, precision())
     }
 
-    /// [`Self::for_shape`] for the forward pass alone: the same, but stride-1 1x1 layers with few
-    /// output pixels (up to 4096 in the batch: ResNet-50 at batch 1) go to the direct kernels in
-    /// f32, measured 1.1-1.3x faster than the GEMM there (the strided ones, read row by row,
-    /// were slower); their backward passes are not
+    /// [`Self::for_shape`] for the forward pass alone: the same, but 1x1 layers and strided
+    /// layers with weights beyond the cache go to the direct kernels in f32 when they have few
+    /// output pixels (up to 4096 in the batch: ResNet-50 at batch 1), the strided ones through
+    /// gathered windows (see [`gathers_windows`]): measured 1.1-1.3x faster than the GEMM
+    /// there. Their backward passes are not
     /// (the weight gradient up to 2.7x slower), so [`Self::for_shape`] keeps them on the GEMM.
     pub fn for_forward(s: &ConvShape) -> Self {
-        const FEW_PIXELS: usize = 4096;
-        let few = s.n * s.out_h() * s.out_w() <= FEW_PIXELS;
         match Self::for_shape(s) {
             ConvAlgorithm::Im2colGemm
                 if precision() == Precision::F32
-                    && s.is_pointwise()
-                    && s.stride == 1
-                    && few
-                    && Self::preferred() == ConvAlgorithm::Direct =>
+                    && Self::preferred() == ConvAlgorithm::Direct
+                    && s.rows() <= FEW_PIXELS
+                    && (s.stride == 1 && s.is_pointwise() || gathers_windows(s)) =>
             {
                 ConvAlgorithm::Direct
             }
@@ -450,6 +448,32 @@ impl ConvAlgorithm {
             _ => ConvAlgorithm::Im2colGemm,
         }
     }
+}
+
+/// Bytes of input a pass of the direct forward pass over a long row reads at most (its pixels'
+/// windows, or a run of their channels): with a task's weight slice, within L2.
+const LINE_INPUT_BYTES: usize = 256 << 10;
+
+/// Output pixels in a batch up to which [`ConvAlgorithm::for_forward`] may prefer the direct
+/// kernels for layers the GEMM otherwise takes.
+const FEW_PIXELS: usize = 4096;
+
+/// Most floats of gathered windows (4 MB: every strided layer of ResNet-50 at batch 1; at batch
+/// 16 its two widest ones would take 43 MB more memory for no measured gain).
+const WINDOW_FLOATS: usize = 1 << 20;
+
+/// Whether the direct forward pass gathers a strided layer's input windows into rows first and
+/// runs a 1x1 stride-1 pass over them as long rows: for 1x1 layers (whose windows are single
+/// pixels) and those with weights well beyond the cache, when the windows are few enough. Read
+/// in place, their short strided rows cut the micro-kernel's pixel blocks (ResNet-50's 7x7
+/// stride-2 layers at batch 1 ran 1.1x slower on them than on the GEMM; gathered, 1.05-1.1x
+/// faster than the GEMM in the kernel benchmark; its 28x28 layer, with 590 KB of weights,
+/// 1.1x slower gathered than the GEMM).
+fn gathers_windows(s: &ConvShape) -> bool {
+    s.stride > 1
+        && s.rows() <= FEW_PIXELS
+        && s.rows() * s.patch() <= WINDOW_FLOATS
+        && (s.is_pointwise() || 4 * s.weight_len() > 2 * TASK_WEIGHT_BYTES)
 }
 
 /// Whether the Winograd path runs this shape (on this CPU) and is worth it.
@@ -697,8 +721,10 @@ fn forward_direct(
     let block = kernel.channel_block(co);
     let plan = DirectPlan::new(s, block, if bf16 { 2 } else { 4 });
     // A 1x1 stride-1 layer without padding reads its band's pixels as one long row, so the
-    // micro-kernel's pixel blocks are not cut at the end of each (short) image row.
+    // micro-kernel's pixel blocks are not cut at the end of each (short) image row; in f32 and
+    // without an input transform it reads them in place rather than from a copy.
     let long_rows = s.kh == 1 && s.kw == 1 && s.stride == 1 && s.pad == 0;
+    let in_place = long_rows && t.is_none() && !bf16;
     let fused = stats.is_some() && plan.chunks == 1;
     let mut partials = std::mem::take(&mut ws.f64s);
     // A slot of sums per task (used when fused).
@@ -711,66 +737,89 @@ fn forward_direct(
             let rows = plan.band.min(oh - oy0);
             let (c_lo, c_hi) = (ch * plan.chunk, ((ch + 1) * plan.chunk).min(co));
             let strip_rows = (rows - 1) * s.stride + s.kh;
-            let strip_len = strip_rows * wp * e;
+            let strip_len = if in_place { 0 } else { strip_rows * wp * e };
             let row_len_in = if bf16 { s.w * s.cin } else { 0 };
             with_tile(strip_len + 2 * co + row_len_in, |tile| {
                 let (strip, rest) = tile.split_at_mut(strip_len);
                 let (scratch, in_row) = rest.split_at_mut(2 * co);
-                let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
-                fill_strip(s, x, t, img, iy0, strip_rows, strip, bf16, in_row);
+                let strip: &[f32] = if in_place {
+                    let at = (img * s.h + oy0) * s.w * s.cin;
+                    &x[at..at + rows * s.w * s.cin]
+                } else {
+                    let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
+                    fill_strip(s, x, t, img, iy0, strip_rows, strip, bf16, in_row);
+                    strip
+                };
                 let band_at = (img * oh + oy0) * row_len;
                 let (line_count, line_px) = if long_rows { (1, rows * ow) } else { (rows, ow) };
+                // Input channels per pass over a line: all of them, but for long rows of many
+                // channels runs whose part of the line (and of the weights) stays in L2, the
+                // later runs adding to the output.
+                let k_run = if long_rows && !bf16 {
+                    let runs = (4 * line_px * s.cin).div_ceil(LINE_INPUT_BYTES);
+                    s.cin.div_ceil(runs).next_multiple_of(16).min(s.cin)
+                } else {
+                    s.cin
+                };
                 // Output line `r` (an image row, or the whole band for long rows), channels
                 // co0 .. co0 + channels: the micro-kernel over its pixel blocks.
                 let line = |r: usize, co0: usize, channels: usize| {
                     let a_row = r * s.stride * wp * e;
                     let r_max = kernel.max_pixels(channels);
-                    let mut ox = 0;
-                    while ox < line_px {
-                        let px = r_max.min(line_px - ox);
-                        // The window of the last pixel, last tap, last channel ends at
-                        // a_row + (kh - 1) * wp * cin + ((ox + px - 1) * stride + kw) * cin
-                        // <= (r * stride + kh) * wp * cin <= strip.len(): the strip holds the
-                        // padded input rows of the whole band (for long rows: kh = kw =
-                        // stride = 1, no padding, and rows * ow pixels in the strip).
-                        debug_assert!(
-                            a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e <= strip.len()
-                        );
-                        let a = a_row + ox * s.stride * e;
-                        // SAFETY (of `at`): pixel ox of line r lies in this band of the output.
-                        let out = unsafe { out.at(band_at + (r * line_px + ox) * co + co0) };
-                        // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was
-                        // checked above; the input windows lie in the strip
-                        // (bound above), the weight rows `tap * cin + ci` (or
-                        // pairs) with lanes `co0..co0 + channels` lie in the
-                        // weights (`kh * kw * cin * cout` floats or pairs,
-                        // checked by the caller), and the output tile lies in
-                        // this row of this task's band, which overlaps neither
-                        // input. The bf16 strip holds u32 pair patterns in f32
-                        // slots of the same size.
-                        unsafe {
-                            match w_bf16 {
-                                None => kernel.run(
-                                    px,
-                                    channels,
-                                    &args,
-                                    strip[a..].as_ptr(),
-                                    w[co0..].as_ptr(),
-                                    out,
-                                    accumulate,
-                                ),
-                                Some(wb) => kernel.run_bf16(
-                                    px,
-                                    channels,
-                                    &args_bf16,
-                                    strip[a..].as_ptr() as *const u32,
-                                    wb[co0..].as_ptr(),
-                                    out,
-                                    accumulate,
-                                ),
+                    for k0 in (0..s.cin).step_by(k_run) {
+                        // In f32 only (k_run = cin otherwise): channels k0.. of every window
+                        // and weight rows k0.. of the 1x1 weight.
+                        let args = ConvTileArgs { cin: k_run.min(s.cin - k0), ..args };
+                        let (a_run, w_run) = (a_row + k0, k0 * co + co0);
+                        let accumulate = accumulate || k0 > 0;
+                        let mut ox = 0;
+                        while ox < line_px {
+                            let px = r_max.min(line_px - ox);
+                            // The window of the last pixel, last tap, last channel ends at
+                            // a_row + (kh - 1) * wp * cin + ((ox + px - 1) * stride + kw) * cin
+                            // <= (r * stride + kh) * wp * cin <= strip.len(): the strip holds
+                            // the padded input rows of the whole band (for long rows: kh = kw =
+                            // stride = 1, no padding, and rows * ow pixels in the strip, whose
+                            // channel runs end by the pixel's end).
+                            debug_assert!(
+                                a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e <= strip.len()
+                            );
+                            let a = a_run + ox * s.stride * e;
+                            // SAFETY (of `at`): pixel ox of line r lies in this band of the
+                            // output.
+                            let out = unsafe { out.at(band_at + (r * line_px + ox) * co + co0) };
+                            // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was checked above;
+                            // the input windows lie in the strip (bound above), the weight rows
+                            // `tap * cin + ci` (or pairs; from row k0 on) with lanes
+                            // `co0..co0 + channels` lie in the weights (`kh * kw * cin * cout`
+                            // floats or pairs, checked by the caller), and the output tile lies
+                            // in this row of this task's band, which overlaps neither input.
+                            // The bf16 strip holds u32 pair patterns in f32 slots of the same
+                            // size.
+                            unsafe {
+                                match w_bf16 {
+                                    None => kernel.run(
+                                        px,
+                                        channels,
+                                        &args,
+                                        strip[a..].as_ptr(),
+                                        w[w_run..].as_ptr(),
+                                        out,
+                                        accumulate,
+                                    ),
+                                    Some(wb) => kernel.run_bf16(
+                                        px,
+                                        channels,
+                                        &args_bf16,
+                                        strip[a..].as_ptr() as *const u32,
+                                        wb[w_run..].as_ptr(),
+                                        out,
+                                        accumulate,
+                                    ),
+                                }
                             }
+                            ox += px;
                         }
-                        ox += px;
                     }
                 };
                 if plan.chunks == 1 {
@@ -846,6 +895,23 @@ fn forward_with(
             }
         }
         ConvAlgorithm::Winograd => forward_with(ConvAlgorithm::Direct, s, x, t, w, y, accumulate, stats, ws),
+        #[cfg(target_arch = "x86_64")]
+        ConvAlgorithm::Direct if gathers_windows(s) => {
+            // Rows of the im2col matrix [n * oh * ow, kh * kw * cin] are the pixels of a 1x1
+            // layer with kh * kw * cin input channels and the same weight matrix.
+            let mut windows = std::mem::take(&mut ws.windows);
+            let cols = take(&mut windows, s.rows() * s.patch());
+            let k = s.patch();
+            let per = s.rows().div_ceil(4 * threads::num_threads());
+            threads::install(|| {
+                cols.par_chunks_mut(per * k).enumerate().for_each(|(i, part)| {
+                    im2col(s, x, t, i * per, part.len() / k, part);
+                });
+            });
+            let pointwise = ConvShape { h: s.out_h(), w: s.out_w(), cin: k, kh: 1, kw: 1, stride: 1, pad: 0, ..*s };
+            forward_direct(&pointwise, cols, None, w, None, false, y, accumulate, stats, ws);
+            ws.windows = windows;
+        }
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
             let co = s.cout;
@@ -1796,6 +1862,10 @@ mod tests {
             // per-element tolerance here), and a 1x1 layer whose band is read as one long row.
             c(1, 7, 7, 128, 136, 3, 1, 1),
             c(2, 5, 7, 512, 300, 1, 1, 0),
+            // Strided layers whose direct forward pass gathers its windows first: 3x3 with
+            // weights well past the budget, and 1x1 (also the stride-2 shapes above).
+            c(1, 9, 9, 256, 144, 3, 2, 1),
+            c(2, 7, 7, 64, 40, 1, 2, 0),
         ]
     }
 
@@ -2008,6 +2078,9 @@ mod tests {
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), ConvAlgorithm::Direct);
         let strided_wide = ConvShape { stride: 2, ..c3(1, 14, 512, 512, 3) };
         assert_eq!(ConvAlgorithm::for_shape(&strided_wide), ConvAlgorithm::Im2colGemm);
+        let gathered = if precision() == Precision::F32 { ConvAlgorithm::Direct } else { ConvAlgorithm::Im2colGemm };
+        assert_eq!(ConvAlgorithm::for_forward(&strided_wide), gathered);
+        assert_eq!(ConvAlgorithm::for_forward(&ConvShape { n: 128, ..strided_wide }), ConvAlgorithm::Im2colGemm);
         assert_eq!(ConvAlgorithm::for_shape(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
         // 1x1 layers: the direct forward pass at batch 1, the GEMM otherwise.
         assert_eq!(ConvAlgorithm::for_forward(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);

@@ -14,6 +14,8 @@ pub struct Workspace {
     pub(crate) sums: Vec<f64>,
     /// Weights packed as bf16 channel pairs.
     pub(crate) bf16: Vec<u32>,
+    /// Gathered input windows (im2col rows) of a strided layer's direct forward pass.
+    pub(crate) windows: Vec<f32>,
 }
 
 /// Grows `buf` to at least `len` and returns its first `len` elements.
@@ -32,7 +34,7 @@ impl Workspace {
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        (self.weights.capacity() + self.partials.capacity() + self.bf16.capacity()) * 4
+        (self.weights.capacity() + self.partials.capacity() + self.bf16.capacity() + self.windows.capacity()) * 4
             + (self.f64s.capacity() + self.sums.capacity()) * 8
     }
 }
