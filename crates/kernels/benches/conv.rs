@@ -1,9 +1,11 @@
 //! Convolution passes on the layer shapes of ResNet-20 (CIFAR, batch 128) and ResNet-50
-//! (ImageNet, batch 16, and its deep layers at batch 1), for every algorithm this CPU runs (the bf16 ones where it has them). Throughput is reported in multiply-adds.
+//! (ImageNet, batch 16, and its deep layers at batch 1, whose forward pass is also timed with
+//! the weights evicted from the caches), for every algorithm this CPU runs (the bf16 ones where
+//! it has them). Throughput is reported in multiply-adds.
 //!
 //! `cargo bench -p resnet-kernels --bench conv [-- FILTER]`
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use resnet_kernels::conv::{
     conv2d_backward_data_with, conv2d_backward_weight_with, conv2d_forward_with, ConvAlgorithm, ConvShape,
 };
@@ -67,6 +69,18 @@ fn bench(c: &mut Criterion) {
             group.bench_function(id("backward-weight"), |b| {
                 b.iter(|| conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw, false, &mut ws))
             });
+            // At batch 1 a network reads each layer's weights from memory, not from cache:
+            // the forward pass again after writing 96 MB elsewhere (not timed) to evict them.
+            if name.starts_with("r50-b1") && matches!(algo, ConvAlgorithm::Direct | ConvAlgorithm::Im2colGemm) {
+                let mut flush = vec![0u8; 96 << 20];
+                group.bench_function(id("forward-cold"), |b| {
+                    b.iter_batched(
+                        || flush.iter_mut().step_by(64).for_each(|v| *v = v.wrapping_add(1)),
+                        |()| conv2d_forward_with(algo, &s, &x, None, &w, &mut y, None, &mut ws),
+                        BatchSize::PerIteration,
+                    )
+                });
+            }
         }
         group.finish();
     }
