@@ -1866,6 +1866,8 @@ mod tests {
             // weights well past the budget, and 1x1 (also the stride-2 shapes above).
             c(1, 9, 9, 256, 144, 3, 2, 1),
             c(2, 7, 7, 64, 40, 1, 2, 0),
+            // A 1x1 layer whose long rows are read in two runs of input channels (560 + 540).
+            c(8, 8, 8, 1100, 32, 1, 1, 0),
         ]
     }
 
