@@ -405,10 +405,10 @@ impl ConvAlgorithm {
     /// ones only while their weights stay in cache (the forward pass cuts larger weights into
     /// runs of channels: 1.1-1.2x faster than the GEMM on ResNet-50's stride-1 7x7 and 14x14
     /// layers at batch 1, its backward passes too at batch 16, but 1.1x slower at stride 2);
-    /// the GEMM backend, which packs its operands, the rest. In bf16
-    /// mode the direct kernels take the layers other than 1x1 whose weights stay in cache, and
-    /// where the CPU has AMX its tiles take every layer whose channels fit them and whose bf16
-    /// weights stay in cache, 1x1 layers included (a tile step is 16 times a `vdpbf16ps`).
+    /// the GEMM backend, which packs its operands, the rest. In bf16 mode the direct kernels
+    /// take the layers other than 1x1 whose weights stay in cache, and where the CPU has AMX
+    /// its tiles take every layer whose channels fit them and whose bf16 weights stay in
+    /// cache, 1x1 layers included (a tile step is 16 times a `vdpbf16ps`).
     pub fn for_shape(s: &ConvShape) -> Self {
         Self::for_precision(s, precision())
     }
@@ -417,8 +417,8 @@ impl ConvAlgorithm {
     /// layers with weights beyond the cache go to the direct kernels in f32 when they have few
     /// output pixels (up to 4096 in the batch: ResNet-50 at batch 1), the strided ones through
     /// gathered windows (see [`gathers_windows`]): measured 1.1-1.3x faster than the GEMM
-    /// there. Their backward passes are not
-    /// (the weight gradient up to 2.7x slower), so [`Self::for_shape`] keeps them on the GEMM.
+    /// there. Their backward passes are not (the weight gradient up to 2.7x slower), so
+    /// [`Self::for_shape`] keeps them on the GEMM.
     pub fn for_forward(s: &ConvShape) -> Self {
         match Self::for_shape(s) {
             ConvAlgorithm::Im2colGemm
@@ -449,10 +449,6 @@ impl ConvAlgorithm {
         }
     }
 }
-
-/// Bytes of input a pass of the direct forward pass over a long row reads at most (its pixels'
-/// windows, or a run of their channels): with a task's weight slice, within L2.
-const LINE_INPUT_BYTES: usize = 256 << 10;
 
 /// Output pixels in a batch up to which [`ConvAlgorithm::for_forward`] may prefer the direct
 /// kernels for layers the GEMM otherwise takes.
@@ -601,6 +597,10 @@ fn fill_strip(
 /// kernels read a weight vector per handful of multiply-adds, which only the L2 feeds fast
 /// enough (measured on ResNet-50's 7x7 and 14x14 layers at batch 1, whose weights are 2-9 MB).
 const TASK_WEIGHT_BYTES: usize = 512 << 10;
+
+/// Bytes of input a pass of the direct forward pass over a long row reads at most (its pixels'
+/// windows, or a run of their channels): with a task's weight slice, within L2.
+const LINE_INPUT_BYTES: usize = 256 << 10;
 
 /// How the direct forward pass cuts a layer into parallel tasks: bands of output rows of one
 /// image, times runs of output channels.
