@@ -112,6 +112,8 @@ impl ConvShape {
         );
     }
 
+    /// A 1x1 stride-1 layer without padding, whose input is its own im2col matrix (a strided
+    /// 1x1 layer is not).
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride == 1
     }
@@ -401,8 +403,8 @@ impl ConvAlgorithm {
     /// The faster algorithm for one layer (every pass), from the kernel benchmarks
     /// (`cargo bench -p resnet-kernels --bench conv`). In f32: Winograd takes the 3x3 stride-1
     /// layers with channels in multiples of 16 and enough output (32 tiles of 4x4 pixels or
-    /// more), whatever their width; the direct kernels the other layers but 1x1 ones, strided
-    /// ones only while their weights stay in cache (the forward pass cuts larger weights into
+    /// more), whatever their width; the direct kernels the other layers but stride-1 1x1 ones
+    /// (strided 1x1 layers included), strided ones only while their weights stay in cache (the forward pass cuts larger weights into
     /// runs of channels: 1.1-1.2x faster than the GEMM on ResNet-50's stride-1 7x7 and 14x14
     /// layers at batch 1, its backward passes too at batch 16, but 1.1x slower at stride 2);
     /// the GEMM backend, which packs its operands, the rest. In bf16 mode the direct kernels
@@ -413,19 +415,19 @@ impl ConvAlgorithm {
         Self::for_precision(s, precision())
     }
 
-    /// [`Self::for_shape`] for the forward pass alone: the same, but 1x1 layers and strided
-    /// layers with weights beyond the cache go to the direct kernels in f32 when they have few
-    /// output pixels (up to 4096 in the batch: ResNet-50 at batch 1), the strided ones through
-    /// gathered windows (see [`gathers_windows`]): measured 1.1-1.3x faster than the GEMM
-    /// there. Their backward passes are not (the weight gradient up to 2.7x slower), so
-    /// [`Self::for_shape`] keeps them on the GEMM.
+    /// [`Self::for_shape`] for the forward pass alone: the same, but stride-1 1x1 layers and
+    /// strided layers with weights well beyond the cache go to the direct kernels in f32 when
+    /// they have few output pixels (up to 4096 in the batch: ResNet-50 at batch 1), the strided
+    /// ones through gathered windows (see [`gathers_windows`]): measured 1.1-1.3x faster than
+    /// the GEMM there. Their backward passes are not (the weight gradient up to 2.7x slower),
+    /// so [`Self::for_shape`] keeps them on the GEMM.
     pub fn for_forward(s: &ConvShape) -> Self {
         match Self::for_shape(s) {
             ConvAlgorithm::Im2colGemm
                 if precision() == Precision::F32
                     && Self::preferred() == ConvAlgorithm::Direct
                     && s.rows() <= FEW_PIXELS
-                    && (s.stride == 1 && s.is_pointwise() || gathers_windows(s)) =>
+                    && (s.is_pointwise() || gathers_windows(s)) =>
             {
                 ConvAlgorithm::Direct
             }
@@ -459,9 +461,8 @@ const FEW_PIXELS: usize = 4096;
 const WINDOW_FLOATS: usize = 1 << 20;
 
 /// Whether the direct forward pass gathers a strided layer's input windows into rows first and
-/// runs a 1x1 stride-1 pass over them as long rows: for 1x1 layers (whose windows are single
-/// pixels) and those with weights well beyond the cache, when the windows are few enough. Read
-/// in place, their short strided rows cut the micro-kernel's pixel blocks (ResNet-50's 7x7
+/// runs a 1x1 stride-1 pass over them as long rows: for layers (1x1 or wider) with weights well
+/// beyond the cache, when the windows are few enough. Read in place, their short strided rows cut the micro-kernel's pixel blocks (ResNet-50's 7x7
 /// stride-2 layers at batch 1 ran 1.1x slower on them than on the GEMM; gathered, 1.05-1.1x
 /// faster than the GEMM in the kernel benchmark; its 28x28 layer, with 590 KB of weights,
 /// 1.1x slower gathered than the GEMM).
@@ -469,7 +470,7 @@ fn gathers_windows(s: &ConvShape) -> bool {
     s.stride > 1
         && s.rows() <= FEW_PIXELS
         && s.rows() * s.patch() <= WINDOW_FLOATS
-        && (s.is_pointwise() || 4 * s.weight_len() > 2 * TASK_WEIGHT_BYTES)
+        && 4 * s.weight_len() > 2 * TASK_WEIGHT_BYTES
 }
 
 /// Whether the Winograd path runs this shape (on this CPU) and is worth it.
@@ -723,7 +724,7 @@ fn forward_direct(
     // A 1x1 stride-1 layer without padding reads its band's pixels as one long row, so the
     // micro-kernel's pixel blocks are not cut at the end of each (short) image row; in f32 and
     // without an input transform it reads them in place rather than from a copy.
-    let long_rows = s.kh == 1 && s.kw == 1 && s.stride == 1 && s.pad == 0;
+    let long_rows = s.is_pointwise();
     let in_place = long_rows && t.is_none() && !bf16;
     let fused = stats.is_some() && plan.chunks == 1;
     let mut partials = std::mem::take(&mut ws.f64s);
@@ -1862,8 +1863,8 @@ mod tests {
             // per-element tolerance here), and a 1x1 layer whose band is read as one long row.
             c(1, 7, 7, 128, 136, 3, 1, 1),
             c(2, 5, 7, 512, 300, 1, 1, 0),
-            // Strided layers whose direct forward pass gathers its windows first: 3x3 with
-            // weights well past the budget, and 1x1 (also the stride-2 shapes above).
+            // A strided 3x3 layer whose direct forward pass gathers its windows first (weights
+            // well past the budget), and a strided 1x1 layer read in place, row by row.
             c(1, 9, 9, 256, 144, 3, 2, 1),
             c(2, 7, 7, 64, 40, 1, 2, 0),
             // A 1x1 layer whose long rows are read in two runs of input channels (560 + 540).

@@ -39,13 +39,7 @@ pub(crate) fn with_bf16<R>(len16: usize, len32: usize, f: impl FnOnce(&mut [u16]
     BF16.with(|cell| {
         let mut bufs = cell.try_borrow_mut().expect("bf16 scratch used re-entrantly on one thread");
         let (a, b) = &mut *bufs;
-        if a.len() < len16 {
-            a.resize(len16, 0);
-        }
-        if b.len() < len32 {
-            b.resize(len32, 0);
-        }
-        f(&mut a[..len16], &mut b[..len32])
+        f(take(a, len16), take(b, len32))
     })
 }
 
