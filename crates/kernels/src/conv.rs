@@ -579,13 +579,20 @@ fn fill_strip(
             (false, _) => load_pixels(from, to, t),
             // An even channel count makes the pair layout the plain bf16 array of the row.
             #[cfg(target_arch = "x86_64")]
+            // Without a transform the row is converted straight from the input.
             (true, _) if c % 2 == 0 => {
-                let row = &mut row[..s.w * c];
-                load_pixels(from, row, t);
+                let row: &[f32] = match t {
+                    Some(_) => {
+                        let row = &mut row[..s.w * c];
+                        load_pixels(from, row, t);
+                        row
+                    }
+                    None => from,
+                };
                 debug_assert_eq!(2 * to.len(), row.len());
                 // SAFETY: bf16 support was checked by the caller; `to` holds `w * c / 2` f32
-                // slots, i.e. `w * c` u16 slots, exactly the converted row, and does not
-                // overlap `row`.
+                // slots, i.e. `w * c` u16 slots, exactly the converted row, and overlaps
+                // neither the input nor the scratch row.
                 unsafe { crate::simd::avx512::to_bf16(row.as_ptr(), to.as_mut_ptr() as *mut u16, row.len()) };
             }
             (true, Some(t)) => pack_pairs(from, c, t.scale, t.shift, true, to),

@@ -163,25 +163,30 @@ pub unsafe fn input_tile(
         }
     }
     for c0 in (0..win.c).step_by(16) {
-        // Every position is loaded for a tile inside the image; only edge tiles need zeros.
-        let mut d = [zero; 36];
         // SAFETY: channel block c0 of the transform (contract).
         let t = transform.map(|(a, b)| unsafe { (_mm512_loadu_ps(a.add(c0)), _mm512_loadu_ps(b.add(c0))) });
-        let rows = if inside { 0..6 } else { a0..a1 };
-        for a in rows {
-            let row = (win.y0 + a as isize) as usize * win.w;
-            let cols = if inside { 0..6 } else { b0..b1 };
-            for b in cols {
-                let ix = (win.x0 + b as isize) as usize;
-                // SAFETY: row a and column b are inside the image (a0..a1, b0..b1), block c0
-                // inside the pixel.
-                let x = unsafe { _mm512_loadu_ps(img.add((row + ix) * win.c + c0)) };
-                d[6 * a + b] = match t {
-                    None => x,
-                    Some((k, s)) => _mm512_max_ps(_mm512_fmadd_ps(x, k, s), zero),
-                };
+        // Every position is written once, loaded or (outside the image) zero, so the array is
+        // not zeroed first (that was a `memset` call per tile).
+        let mut d = [std::mem::MaybeUninit::<__m512>::uninit(); 36];
+        for a in 0..6 {
+            for b in 0..6 {
+                d[6 * a + b].write(if inside || ((a0..a1).contains(&a) && (b0..b1).contains(&b)) {
+                    let (row, ix) = ((win.y0 + a as isize) as usize * win.w, (win.x0 + b as isize) as usize);
+                    // SAFETY: row a and column b are inside the image (a0..a1, b0..b1), block
+                    // c0 inside the pixel.
+                    let x = unsafe { _mm512_loadu_ps(img.add((row + ix) * win.c + c0)) };
+                    match t {
+                        None => x,
+                        Some((k, s)) => _mm512_max_ps(_mm512_fmadd_ps(x, k, s), zero),
+                    }
+                } else {
+                    zero
+                });
             }
         }
+        // SAFETY: the loops above wrote all 36 positions (a and b over 0..6); `MaybeUninit<T>`
+        // has the layout of `T`.
+        let d = unsafe { std::mem::transmute::<[std::mem::MaybeUninit<__m512>; 36], [__m512; 36]>(d) };
         let mut cols = [[zero; 6]; 6];
         for (b, col) in cols.iter_mut().enumerate() {
             *col = input_1d([d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b]]);
