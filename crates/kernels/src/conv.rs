@@ -716,7 +716,8 @@ fn forward_direct(
         cin: s.cin,
         kh: s.kh,
         kw: s.kw,
-        cout: co,
+        w_row_stride: co,
+        y_pixel_stride: co,
     };
     let args_bf16 =
         ConvTileArgsBf16 { a_pixel_stride: s.stride * e, a_row_stride: wp * e, pairs: e, kh: s.kh, kw: s.kw, cout: co };

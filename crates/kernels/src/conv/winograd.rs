@@ -7,8 +7,8 @@
 //! 1. transforms their 6x6 input tiles into `v = [tiles, 36, cin]` (applying the fused batch
 //!    norm and ReLU of the input as it reads it; the padding stays zero);
 //! 2. multiplies, for each of the 36 positions, `v[:, p]` (`tiles x cin`) by the transformed filter
-//!    `u[p]` (`cin x cout`) into `m[p]`, with the direct convolution's register-blocked
-//!    micro-kernel seen as a 1x1 convolution;
+//!    `u[p]` (`cin x cout`) into `m[:, p]` (`m = [tiles, 36, cout]`), with the direct
+//!    convolution's register-blocked micro-kernel seen as a 1x1 convolution;
 //! 3. transforms `m` back into 4x4 output tiles, cut at the image's edge.
 //!
 //! The weight gradient runs the adjoint: the same transformed inputs, the output gradient's 4x4
@@ -113,7 +113,15 @@ fn forward_into(
     let tiles = s.n * oh.div_ceil(M) * ow.div_ceil(M);
     let per = tiles_per_task(s, tiles);
     let out = SharedOutput(y.as_mut_ptr());
-    let gemm = ConvTileArgs { a_pixel_stride: POSITIONS * ci, a_row_stride: 0, cin: ci, kh: 1, kw: 1, cout: co };
+    let gemm = ConvTileArgs {
+        a_pixel_stride: POSITIONS * ci,
+        a_row_stride: 0,
+        cin: ci,
+        kh: 1,
+        kw: 1,
+        w_row_stride: co,
+        y_pixel_stride: POSITIONS * co,
+    };
     threads::install(|| {
         (0..tiles.div_ceil(per)).into_par_iter().for_each(|task| {
             let first = task * per;
@@ -121,19 +129,19 @@ fn forward_into(
             with_tile(POSITIONS * count * (ci + co), |scratch| {
                 let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
                 transform_inputs(s, x, t, first, count, v);
-                // m[p] (count x co) = v[:, p] (count x ci) u[p] (ci x co): a 1x1 convolution
-                // whose pixels (tiles) lie 36 * ci apart.
+                // m[:, p] (count x co) = v[:, p] (count x ci) u[p] (ci x co): a 1x1 convolution
+                // whose pixels (tiles) lie 36 * ci apart in `v` and 36 * co apart in `m`.
                 for p in 0..POSITIONS {
                     let (vp, up) = (&v[p * ci..], &u[p * ci * co..(p + 1) * ci * co]);
-                    multiply(count, &gemm, vp, up, &mut m[p * count * co..(p + 1) * count * co], false);
+                    multiply(count, co, &gemm, vp, up, &mut m[p * co..], false);
                 }
                 for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
                     let win = window(oh, ow, co, 0, oy, ox);
-                    // SAFETY: AVX-512 and whole vectors (fits); positions of row k of `m` as
+                    // SAFETY: AVX-512 and whole vectors (fits); positions of tile k of `m` as
                     // for `v`; image `img` of `y` (length checked), whose pixels of this tile
                     // no other task writes (each pixel lies in one tile).
                     unsafe {
-                        output_tile(m[k * co..].as_ptr(), count * co, out.at(img * oh * ow * co), &win, accumulate)
+                        output_tile(m[k * POSITIONS * co..].as_ptr(), co, out.at(img * oh * ow * co), &win, accumulate)
                     };
                 }
             });
@@ -200,24 +208,26 @@ fn backward_weight_into(
                                 output_grad_tile(
                                     dy[img * oh * ow * co..].as_ptr(),
                                     &win,
-                                    g[k * co..].as_mut_ptr(),
-                                    count * co,
+                                    g[k * POSITIONS * co..].as_mut_ptr(),
+                                    co,
                                 )
                             };
                         }
-                        // du[p] (ci x co) += v[:, p]^T (ci x count) g[p] (count x co): the tiles as
-                        // taps (`kh = count`), one input channel per row.
+                        // du[p] (ci x co) += v[:, p]^T (ci x count) g[:, p] (count x co): the tiles
+                        // as taps (`kh = count`, 36 * ci apart in `v`, 36 * co in `g`), one input
+                        // channel per row.
                         let args = ConvTileArgs {
                             a_pixel_stride: 1,
                             a_row_stride: POSITIONS * ci,
                             cin: 1,
                             kh: count,
                             kw: 1,
-                            cout: co,
+                            w_row_stride: POSITIONS * co,
+                            y_pixel_stride: co,
                         };
                         for p in 0..POSITIONS {
-                            let (vp, gp) = (&v[p * ci..], &g[p * count * co..(p + 1) * count * co]);
-                            multiply(ci, &args, vp, gp, &mut du[p * ci * co..(p + 1) * ci * co], true);
+                            let du = &mut du[p * ci * co..(p + 1) * ci * co];
+                            multiply(ci, co, &args, &v[p * ci..], &g[p * co..], du, true);
                         }
                     });
                     first += count;
@@ -233,19 +243,20 @@ fn backward_weight_into(
     unsafe { filter_gradient(total.as_ptr(), ci, co, dw.as_mut_ptr(), accumulate) };
 }
 
-/// `y (+)= a w` on the direct convolution's micro-kernel, for `rows` output rows of `g.cout`
-/// channels: row `r` of `a` starts at `r * g.a_pixel_stride`, and its `g.kh` taps (of `g.cin`
-/// values, `g.a_row_stride` apart) meet rows `tap * g.cin ..` of `w` (`[g.kh * g.cin, cout]`).
-/// The forward pass uses it as a 1x1 convolution over the tiles; the weight gradient with the
-/// tiles as taps and the input channels as rows.
+/// `y (+)= a w` on the direct convolution's micro-kernel, for `rows` output rows of `co`
+/// channels (`g.y_pixel_stride` apart): row `r` of `a` starts at `r * g.a_pixel_stride`, and its
+/// `g.kh` taps (of `g.cin` values, `g.a_row_stride` apart) meet rows `tap * g.cin ..` of `w`
+/// (`g.kh * g.cin` rows of `co` values, `g.w_row_stride` apart). The forward pass uses it as a
+/// 1x1 convolution over the tiles; the weight gradient with the tiles as taps and the input
+/// channels as rows.
 ///
 /// # Panics
 /// If a slice is too short for that geometry (`g.kw` must be 1), or without AVX-512.
-fn multiply(rows: usize, g: &ConvTileArgs, a: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
-    assert!(simd::isa() >= Isa::Avx512 && g.kw == 1 && rows > 0, "micro-kernel product of {rows} rows, {g:?}");
+fn multiply(rows: usize, co: usize, g: &ConvTileArgs, a: &[f32], w: &[f32], y: &mut [f32], accumulate: bool) {
+    assert!(simd::isa() >= Isa::Avx512 && g.kw == 1 && rows > 0 && co > 0, "product of {rows} x {co}, {g:?}");
     assert!(a.len() >= (rows - 1) * g.a_pixel_stride + (g.kh - 1) * g.a_row_stride + g.cin, "left operand too short");
-    assert!(w.len() >= g.kh * g.cin * g.cout && y.len() >= rows * g.cout, "operands too short");
-    let co = g.cout;
+    assert!(w.len() >= (g.kh * g.cin - 1) * g.w_row_stride + co, "right operand too short");
+    assert!(y.len() >= (rows - 1) * g.y_pixel_stride + co, "output too short");
     for c0 in (0..co).step_by(64) {
         let channels = (co - c0).min(64);
         let block = super::direct::conv_pixels(channels.div_ceil(16));
@@ -261,7 +272,7 @@ fn multiply(rows: usize, g: &ConvTileArgs, a: &[f32], w: &[f32], y: &mut [f32], 
                     g,
                     a[r0 * g.a_pixel_stride..].as_ptr(),
                     w[c0..].as_ptr(),
-                    y[r0 * co + c0..].as_mut_ptr(),
+                    y[r0 * g.y_pixel_stride + c0..].as_mut_ptr(),
                     accumulate,
                 )
             };
@@ -270,8 +281,9 @@ fn multiply(rows: usize, g: &ConvTileArgs, a: &[f32], w: &[f32], y: &mut [f32], 
 }
 
 /// The transformed input tiles of tiles `first..first + count` into `v` (`[count, 36, cin]`:
-/// each tile's 36 positions written together, which measured 1.05x faster for a whole ResNet-20
-/// training step than position-major `[36, count, cin]`, whose stores land 36 rows apart).
+/// each tile's 36 positions written together; position-major `[36, count, cin]`, whose stores
+/// land a position's whole row of tiles apart, was 1.05x slower for a ResNet-20 training step,
+/// and as much again with the products and output gradients kept that way too).
 fn transform_inputs(
     s: &ConvShape,
     x: &[f32],

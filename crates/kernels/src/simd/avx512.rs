@@ -36,8 +36,10 @@ pub struct ConvTileArgs {
     pub kh: usize,
     /// Kernel width.
     pub kw: usize,
-    /// Output channels (row length of the weight matrix and of an output pixel).
-    pub cout: usize,
+    /// Floats between consecutive weight rows (`cout` for a `[kh, kw, cin, cout]` weight).
+    pub w_row_stride: usize,
+    /// Floats between consecutive output pixels (`cout` for an NHWC output).
+    pub y_pixel_stride: usize,
 }
 
 /// `y[r, j] (+)= sum_{ky, kx, ci} a[r, ky, kx, ci] * w[ky, kx, ci, j]` for `R` output pixels and
@@ -48,10 +50,10 @@ pub struct ConvTileArgs {
 /// - `a` points at input element `(row 0, column 0, channel 0)` of pixel 0's window, and for every
 ///   `r < R`, `ky < kh`, `kx < kw`, `ci < cin` the element
 ///   `a + r * a_pixel_stride + ky * a_row_stride + kx * cin + ci` is readable.
-/// - `w + ((ky * kw + kx) * cin + ci) * cout + 16 * j + lane` is readable for every tap, input
-///   channel, `j < NB` and lane set in `masks[j]`.
-/// - `y + r * cout + 16 * j + lane` is readable and writable likewise, and does not overlap `a`
-///   or `w`.
+/// - `w + ((ky * kw + kx) * cin + ci) * w_row_stride + 16 * j + lane` is readable for every tap,
+///   input channel, `j < NB` and lane set in `masks[j]`.
+/// - `y + r * y_pixel_stride + 16 * j + lane` is readable and writable likewise, and does not
+///   overlap `a` or `w`.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn conv_tile<const R: usize, const NB: usize>(
     g: &ConvTileArgs,
@@ -66,7 +68,7 @@ pub unsafe fn conv_tile<const R: usize, const NB: usize>(
         for (r, row) in acc.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 // SAFETY: within the output tile (caller's contract).
-                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.cout + 16 * j)) };
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.y_pixel_stride + 16 * j)) };
             }
         }
     }
@@ -75,12 +77,12 @@ pub unsafe fn conv_tile<const R: usize, const NB: usize>(
             let tap = ky * g.kw + kx;
             // SAFETY: offsets stay inside the window and weight ranges of the contract.
             let a_tap = unsafe { a.add(ky * g.a_row_stride + kx * g.cin) };
-            let w_tap = unsafe { w.add(tap * g.cin * g.cout) };
+            let w_tap = unsafe { w.add(tap * g.cin * g.w_row_stride) };
             for ci in 0..g.cin {
                 let mut wv = [_mm512_setzero_ps(); NB];
                 for (j, v) in wv.iter_mut().enumerate() {
                     // SAFETY: weight row `ci` of this tap, lanes limited by the mask.
-                    *v = unsafe { _mm512_maskz_loadu_ps(masks[j], w_tap.add(ci * g.cout + 16 * j)) };
+                    *v = unsafe { _mm512_maskz_loadu_ps(masks[j], w_tap.add(ci * g.w_row_stride + 16 * j)) };
                 }
                 for (r, row) in acc.iter_mut().enumerate() {
                     // SAFETY: input element of pixel r, this tap, channel ci.
@@ -95,7 +97,7 @@ pub unsafe fn conv_tile<const R: usize, const NB: usize>(
     for (r, row) in acc.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
             // SAFETY: within the output tile.
-            unsafe { _mm512_mask_storeu_ps(y.add(r * g.cout + 16 * j), masks[j], *v) };
+            unsafe { _mm512_mask_storeu_ps(y.add(r * g.y_pixel_stride + 16 * j), masks[j], *v) };
         }
     }
 }
@@ -193,20 +195,22 @@ pub unsafe fn conv_tile_s1k3<const R: usize, const NB: usize>(
         for (r, row) in acc.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 // SAFETY: within the output tile (caller's contract).
-                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.cout + 16 * j)) };
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.y_pixel_stride + 16 * j)) };
             }
         }
     }
     for ky in 0..g.kh {
         // SAFETY: row ky of every window and the weights of taps (ky, 0..3) (contract).
         let a_row = unsafe { a.add(ky * g.a_row_stride) };
-        let w_row = unsafe { w.add(ky * 3 * g.cin * g.cout) };
+        let w_row = unsafe { w.add(ky * 3 * g.cin * g.w_row_stride) };
         for ci in 0..g.cin {
             let mut wv = [[_mm512_setzero_ps(); NB]; 3];
             for (kx, taps) in wv.iter_mut().enumerate() {
                 for (j, v) in taps.iter_mut().enumerate() {
                     // SAFETY: weight (ky, kx, ci), lanes limited by the mask.
-                    *v = unsafe { _mm512_maskz_loadu_ps(masks[j], w_row.add((kx * g.cin + ci) * g.cout + 16 * j)) };
+                    *v = unsafe {
+                        _mm512_maskz_loadu_ps(masks[j], w_row.add((kx * g.cin + ci) * g.w_row_stride + 16 * j))
+                    };
                 }
             }
             // Pixel r needs input columns r, r + 1, r + 2 (taps 0, 1, 2): keep a sliding window
@@ -229,7 +233,7 @@ pub unsafe fn conv_tile_s1k3<const R: usize, const NB: usize>(
     for (r, row) in acc.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
             // SAFETY: within the output tile.
-            unsafe { _mm512_mask_storeu_ps(y.add(r * g.cout + 16 * j), masks[j], *v) };
+            unsafe { _mm512_mask_storeu_ps(y.add(r * g.y_pixel_stride + 16 * j), masks[j], *v) };
         }
     }
 }
