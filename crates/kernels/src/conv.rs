@@ -579,8 +579,8 @@ fn fill_strip(
             (false, _) => load_pixels(from, to, t),
             // An even channel count makes the pair layout the plain bf16 array of the row.
             #[cfg(target_arch = "x86_64")]
-            // Without a transform the row is converted straight from the input.
             (true, _) if c % 2 == 0 => {
+                // Without a transform the row is converted straight from the input.
                 let row: &[f32] = match t {
                     Some(_) => {
                         let row = &mut row[..s.w * c];
