@@ -862,19 +862,20 @@ fn forward_direct(
             });
         });
     });
-    if let Some(total) = stats {
-        if fused {
+    // Fused sums are added up from the task slots; otherwise another pass over the output.
+    let unfused = match stats {
+        Some(total) if fused => {
             total.fill(0.0);
             for p in task_sums.chunks_exact(2 * co) {
                 total.iter_mut().zip(p).for_each(|(o, v)| *o += v);
             }
-            ws.f64s = partials;
-        } else {
-            ws.f64s = partials;
-            crate::batch_norm::channel_sums(y, co, total, ws);
+            None
         }
-    } else {
-        ws.f64s = partials;
+        other => other,
+    };
+    ws.f64s = partials;
+    if let Some(total) = unfused {
+        crate::batch_norm::channel_sums(y, co, total, ws);
     }
 }
 
