@@ -18,11 +18,33 @@ use rayon::prelude::*;
 /// Rows handled per parallel task in the elementwise passes.
 const ROWS_PER_TASK: usize = 1024;
 /// Rows summed in `f32` before the block total moves into the `f64` sums.
-const ROWS_PER_BLOCK: usize = 64;
+pub(crate) const ROWS_PER_BLOCK: usize = 64;
+
+/// Runs `simd::batch_norm::$f::<G>(args)` (16 G channels) and evaluates to `true` when the CPU
+/// has AVX-512 and `$c` is 16, 32 or 64; evaluates to `false`, running nothing, otherwise.
+macro_rules! avx512_rows {
+    ($c:expr, $f:ident($($arg:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::simd::{batch_norm as rows, isa, Isa};
+            match (isa(), $c) {
+                // SAFETY (each arm): `Isa::Avx512` is only detected where the CPU has AVX-512F.
+                (Isa::Avx512, 16) => { unsafe { rows::$f::<1>($($arg),*) }; true }
+                (Isa::Avx512, 32) => { unsafe { rows::$f::<2>($($arg),*) }; true }
+                (Isa::Avx512, 64) => { unsafe { rows::$f::<4>($($arg),*) }; true }
+                _ => false,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }};
+}
 
 crate::multiversion! {
     /// Adds `sum(x - shift)` and `sum((x - shift)^2)` over the rows of `x` into `s1`, `s2`.
-    fn shifted_sums / shifted_sums_on(x: &[f32], shift: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+    fn shifted_sums_loop / shifted_sums_loop_on(x: &[f32], shift: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
         let c = shift.len();
         for block in x.chunks(ROWS_PER_BLOCK * c) {
             t1.fill(0.0);
@@ -45,7 +67,7 @@ crate::multiversion! {
 crate::multiversion! {
     /// Adds `sum(x)` and `sum(x^2)` per channel over the rows of `x` into `s1`, `s2` (through
     /// `f32` block sums `t1`, `t2`).
-    pub(crate) fn add_sums / add_sums_on(x: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+    fn add_sums_loop / add_sums_loop_on(x: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
         let c = s1.len();
         for block in x.chunks(ROWS_PER_BLOCK * c) {
             t1.fill(0.0);
@@ -61,6 +83,22 @@ crate::multiversion! {
                 *b += f64::from(v);
             }
         }
+    }
+}
+
+/// `sum(x - shift)` and `sum((x - shift)^2)` per channel over the rows of `x`, added into `s1`,
+/// `s2` (`t1`, `t2`: `f32` scratch of `c` for the general loop).
+fn shifted_sums(x: &[f32], shift: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+    if !avx512_rows!(shift.len(), shifted_sums(x, shift, s1, s2)) {
+        shifted_sums_loop(x, shift, s1, s2, t1, t2);
+    }
+}
+
+/// `sum(x)` and `sum(x^2)` per channel over the rows of `x`, added into `s1`, `s2` (`t1`, `t2`:
+/// `f32` scratch of `c` for the general loop).
+pub(crate) fn add_sums(x: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+    if !avx512_rows!(s1.len(), add_sums(x, s1, s2)) {
+        add_sums_loop(x, s1, s2, t1, t2);
     }
 }
 
@@ -144,7 +182,7 @@ pub fn channel_mean_var(x: &[f32], c: usize, mean: &mut [f32], var: &mut [f32], 
 
 crate::multiversion! {
     /// `y = act(x * scale + shift (+ r))` over rows.
-    fn scale_shift_rows / scale_shift_rows_on(x: &[f32], scale: &[f32], shift: &[f32], residual: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+    fn scale_shift_rows_loop / scale_shift_rows_loop_on(x: &[f32], scale: &[f32], shift: &[f32], residual: Option<&[f32]>, relu: bool, y: &mut [f32]) {
         let c = scale.len();
         let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
         match residual {
@@ -163,6 +201,13 @@ crate::multiversion! {
                 }
             }
         }
+    }
+}
+
+/// `y = act(x * scale + shift (+ r))` over rows.
+fn scale_shift_rows(x: &[f32], scale: &[f32], shift: &[f32], residual: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+    if !avx512_rows!(scale.len(), scale_shift_rows(x, scale, shift, residual, relu, y)) {
+        scale_shift_rows_loop(x, scale, shift, residual, relu, y);
     }
 }
 
@@ -226,7 +271,7 @@ impl<'a> ReluMask<'a> {
 
 crate::multiversion! {
     /// Adds `sum(g)` and `sum(g * (x - mean))` per channel over rows, `g` masked by the ReLU.
-    fn backward_rows / backward_rows_on(x: &[f32], mean: &[f32], dy: &[f32], mask: ReluMask<'_>, s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+    fn backward_rows_loop / backward_rows_loop_on(x: &[f32], mean: &[f32], dy: &[f32], mask: ReluMask<'_>, s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
         let c = mean.len();
         for (b, (xb, gb)) in x.chunks(ROWS_PER_BLOCK * c).zip(dy.chunks(ROWS_PER_BLOCK * c)).enumerate() {
             t1.fill(0.0);
@@ -268,6 +313,23 @@ crate::multiversion! {
     }
 }
 
+/// `sum(g)` and `sum(g * (x - mean))` per channel over rows, added into `s1`, `s2`.
+#[allow(clippy::too_many_arguments)]
+fn backward_rows(
+    x: &[f32],
+    mean: &[f32],
+    dy: &[f32],
+    mask: ReluMask<'_>,
+    s1: &mut [f64],
+    s2: &mut [f64],
+    t1: &mut [f32],
+    t2: &mut [f32],
+) {
+    if !avx512_rows!(mean.len(), backward_rows(x, mean, dy, mask, s1, s2)) {
+        backward_rows_loop(x, mean, dy, mask, s1, s2, t1, t2);
+    }
+}
+
 /// The two reductions batch-norm backward needs: `sum(g)` and `sum(g * xhat)` per channel, where
 /// `xhat = (x - mean) * rstd` and `g` is `dy` masked by the ReLU that followed (see [`ReluMask`]).
 ///
@@ -303,7 +365,7 @@ pub fn backward_sums(
 crate::multiversion! {
     /// `dx (+)= a * g + b + k * x` per channel over rows, `g` masked by the ReLU. One loop per
     /// mask kind keeps every inner loop branch-free, so it vectorises.
-    fn input_grad_rows / input_grad_rows_on(x: &[f32], dy: &[f32], mask: ReluMask<'_>, a: &[f32], b: &[f32], k: &[f32], dx: &mut [f32], accumulate: bool) {
+    fn input_grad_rows_loop / input_grad_rows_loop_on(x: &[f32], dy: &[f32], mask: ReluMask<'_>, a: &[f32], b: &[f32], k: &[f32], dx: &mut [f32], accumulate: bool) {
         let c = a.len();
         let keep = if accumulate { 1.0f32 } else { 0.0 };
         let rows = dx.chunks_exact_mut(c).zip(x.chunks_exact(c).zip(dy.chunks_exact(c)));
@@ -334,6 +396,23 @@ crate::multiversion! {
                 }
             }
         }
+    }
+}
+
+/// `dx (+)= a * g + b + k * x` per channel over rows, `g` masked by the ReLU.
+#[allow(clippy::too_many_arguments)]
+fn input_grad_rows(
+    x: &[f32],
+    dy: &[f32],
+    mask: ReluMask<'_>,
+    a: &[f32],
+    b: &[f32],
+    k: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+) {
+    if !avx512_rows!(a.len(), input_grad_rows(x, dy, mask, a, b, k, dx, accumulate)) {
+        input_grad_rows_loop(x, dy, mask, a, b, k, dx, accumulate);
     }
 }
 
@@ -422,6 +501,63 @@ mod tests {
         assert_eq!(y, [2.0, -1.0, 6.0, -3.0]);
     }
 
+    /// The AVX-512 passes for 16, 32 and 64 channels give exactly what the baseline loops give
+    /// (same operations, same summation order), for every mask, residual and accumulation.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_rows_match_the_loops_exactly() {
+        use crate::simd::batch_norm as fast;
+        if simd::isa() < simd::Isa::Avx512 {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let base = simd::Isa::Scalar;
+        for c in [16, 32, 64] {
+            // 200 rows: three full blocks of 64 and a partial one.
+            let rows = 200;
+            let mut rng = Rng::new(c as u64);
+            let mut v = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+            let (x, dy, z, a, b, k) = (v(rows * c), v(rows * c), v(rows * c), v(c), v(c), v(c));
+            let masks = [ReluMask::None, ReluMask::Output(&z), ReluMask::Affine { scale: &a, shift: &b }];
+            let fresh = || (vec![0.5f64; c], vec![-0.5f64; c]);
+            let mut scratch = (vec![0.0f32; c], vec![0.0f32; c]);
+            macro_rules! with_g {
+                ($f:ident($($arg:expr),*)) => {
+                    // SAFETY: the CPU has AVX-512 (checked above).
+                    unsafe { match c { 16 => fast::$f::<1>($($arg),*), 32 => fast::$f::<2>($($arg),*), _ => fast::$f::<4>($($arg),*) } }
+                };
+            }
+            let (mut p, mut q) = (fresh(), fresh());
+            add_sums_loop_on(base, &x, &mut p.0, &mut p.1, &mut scratch.0, &mut scratch.1);
+            with_g!(add_sums(&x, &mut q.0, &mut q.1));
+            assert_eq!(p, q, "add_sums, {c} channels");
+            let (mut p, mut q) = (fresh(), fresh());
+            shifted_sums_loop_on(base, &x, &k, &mut p.0, &mut p.1, &mut scratch.0, &mut scratch.1);
+            with_g!(shifted_sums(&x, &k, &mut q.0, &mut q.1));
+            assert_eq!(p, q, "shifted_sums, {c} channels");
+            for (m, mask) in masks.iter().enumerate() {
+                let (mut p, mut q) = (fresh(), fresh());
+                backward_rows_loop_on(base, &x, &k, &dy, *mask, &mut p.0, &mut p.1, &mut scratch.0, &mut scratch.1);
+                with_g!(backward_rows(&x, &k, &dy, *mask, &mut q.0, &mut q.1));
+                assert_eq!(p, q, "backward_rows, mask {m}, {c} channels");
+                for acc in [false, true] {
+                    let (mut d0, mut d1) = (z.clone(), z.clone());
+                    input_grad_rows_loop_on(base, &x, &dy, *mask, &a, &b, &k, &mut d0, acc);
+                    with_g!(input_grad_rows(&x, &dy, *mask, &a, &b, &k, &mut d1, acc));
+                    assert_eq!(d0, d1, "input_grad_rows, mask {m}, accumulate {acc}, {c} channels");
+                }
+            }
+            for resid in [None, Some(z.as_slice())] {
+                for relu in [false, true] {
+                    let (mut y0, mut y1) = (vec![0.0; rows * c], vec![1.0; rows * c]);
+                    scale_shift_rows_loop_on(base, &x, &a, &b, resid, relu, &mut y0);
+                    with_g!(scale_shift_rows(&x, &a, &b, resid, relu, &mut y1));
+                    assert_eq!(y0, y1, "scale_shift_rows, residual {}, relu {relu}, {c} channels", resid.is_some());
+                }
+            }
+        }
+    }
+
     /// Every instruction-set version of every pass agrees with the baseline one.
     #[test]
     fn every_isa_version_agrees() {
@@ -436,14 +572,14 @@ mod tests {
             {
                 for relu in [false, true] {
                     let (mut y0, mut y1) = (vec![0.0; rows * c], vec![0.0; rows * c]);
-                    scale_shift_rows_on(base, &x, &a, &b, resid, relu, &mut y0);
-                    scale_shift_rows_on(isa, &x, &a, &b, resid, relu, &mut y1);
+                    scale_shift_rows_loop_on(base, &x, &a, &b, resid, relu, &mut y0);
+                    scale_shift_rows_loop_on(isa, &x, &a, &b, resid, relu, &mut y1);
                     assert_eq!(y0, y1, "{isa:?}");
                 }
                 for acc in [false, true] {
                     let (mut d0, mut d1) = (dy.clone(), dy.clone());
-                    input_grad_rows_on(base, &x, &dy, mask, &a, &b, &k, &mut d0, acc);
-                    input_grad_rows_on(isa, &x, &dy, mask, &a, &b, &k, &mut d1, acc);
+                    input_grad_rows_loop_on(base, &x, &dy, mask, &a, &b, &k, &mut d0, acc);
+                    input_grad_rows_loop_on(isa, &x, &dy, mask, &a, &b, &k, &mut d1, acc);
                     for (p, q) in d0.iter().zip(&d1) {
                         assert!((p - q).abs() <= 1e-5 * (1.0 + p.abs()), "{isa:?}");
                     }
@@ -451,9 +587,9 @@ mod tests {
                 let sums = |isa| {
                     let (mut s1, mut s2) = (vec![0.0; c], vec![0.0; c]);
                     let (mut t1, mut t2) = (vec![0.0; c], vec![0.0; c]);
-                    backward_rows_on(isa, &x, &a, &dy, mask, &mut s1, &mut s2, &mut t1, &mut t2);
-                    add_sums_on(isa, &x, &mut s1, &mut s2, &mut t1, &mut t2);
-                    shifted_sums_on(isa, &x, &a, &mut s1, &mut s2, &mut t1, &mut t2);
+                    backward_rows_loop_on(isa, &x, &a, &dy, mask, &mut s1, &mut s2, &mut t1, &mut t2);
+                    add_sums_loop_on(isa, &x, &mut s1, &mut s2, &mut t1, &mut t2);
+                    shifted_sums_loop_on(isa, &x, &a, &mut s1, &mut s2, &mut t1, &mut t2);
                     (s1, s2)
                 };
                 let (p, q) = (sums(base), sums(isa));

@@ -14,6 +14,8 @@
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod batch_norm;
 pub mod portable;
 #[cfg(target_arch = "x86_64")]
 pub mod winograd;
