@@ -24,10 +24,10 @@
 mod winograd;
 
 use crate::gemm::{matmul, MatMut, MatRef, Parallelism};
-use crate::scratch::with_tile;
+use crate::scratch::{with_filter, with_tile};
 use crate::simd::{self, Isa};
 use crate::threads::{self, split_even};
-use crate::workspace::take;
+use crate::workspace::{take, PanelCache};
 use crate::Workspace;
 use rayon::prelude::*;
 
@@ -665,6 +665,43 @@ impl DirectPlan {
     }
 }
 
+/// Copies the weight `w` (`[k, cout]`) into panels of `chunk` output channels (the last one
+/// narrower if `chunk` does not divide `cout`): panel `p` is `[k, width]`, contiguous, from
+/// `p * chunk * k` in `dst`.
+///
+/// A task of the direct forward pass reads one run of channels of every weight row; in the
+/// `[k, cout]` layout those are a few hundred bytes every `4 * cout` bytes, a page apart or
+/// nearly, which neither the hardware prefetchers nor the TLB follow: ResNet-50's 7x7 layers at
+/// batch 1 ran 1.3x slower from L2 and 2x slower from memory than from a panel
+/// (`cargo bench -p resnet-kernels --bench conv -- r50-b1`). The copy reads `w` front to back,
+/// each thread a range of rows.
+fn pack_panels(w: &[f32], k: usize, cout: usize, chunk: usize, dst: &mut [f32]) {
+    assert_eq!(w.len(), k * cout);
+    let ranges: Vec<_> = split_even(k, threads::num_threads()).collect();
+    // Every thread's rows of every panel: (first channel, width, destination rows).
+    let mut pieces: Vec<Vec<(usize, usize, &mut [f32])>> = ranges.iter().map(|_| Vec::new()).collect();
+    let mut rest = &mut dst[..k * cout];
+    for c_lo in (0..cout).step_by(chunk) {
+        let width = chunk.min(cout - c_lo);
+        let (mut panel, tail) = rest.split_at_mut(k * width);
+        rest = tail;
+        for (range, part) in ranges.iter().zip(&mut pieces) {
+            let (rows, tail) = panel.split_at_mut(range.len() * width);
+            panel = tail;
+            part.push((c_lo, width, rows));
+        }
+    }
+    threads::install(|| {
+        pieces.into_par_iter().zip(ranges).for_each(|(mut part, range)| {
+            for (i, row) in w[range.start * cout..range.end * cout].chunks_exact(cout).enumerate() {
+                for (c_lo, width, rows) in part.iter_mut() {
+                    rows[i * *width..(i + 1) * *width].copy_from_slice(&row[*c_lo..*c_lo + *width]);
+                }
+            }
+        });
+    });
+}
+
 /// An output that parallel tasks share, each writing only its own elements (the direct forward
 /// pass: a band's rows in a run of channels; Winograd: the pixels of its tiles).
 #[derive(Clone, Copy)]
@@ -695,6 +732,7 @@ fn forward_direct(
     x: &[f32],
     t: Option<&InputTransform<'_>>,
     w: &[f32],
+    version: Option<u64>,
     w_bf16: Option<&[u32]>,
     amx: bool,
     y: &mut [f32],
@@ -739,129 +777,163 @@ fn forward_direct(
     // A slot of sums per task (used when fused).
     let task_sums = take(&mut partials, plan.tasks(s.n) * 2 * co);
     let out = SharedOutput(y.as_mut_ptr());
-    threads::install(|| {
-        task_sums.par_chunks_mut(2 * co).enumerate().for_each(|(i, sums)| {
-            let (img, b, ch) = plan.task(s.n, i);
-            let oy0 = b * plan.band;
-            let rows = plan.band.min(oh - oy0);
-            let (c_lo, c_hi) = (ch * plan.chunk, ((ch + 1) * plan.chunk).min(co));
-            let strip_rows = (rows - 1) * s.stride + s.kh;
-            let strip_len = if in_place { 0 } else { strip_rows * wp * e };
-            let row_len_in = if bf16 { s.w * s.cin } else { 0 };
-            with_tile(strip_len + 2 * co + row_len_in, |tile| {
-                let (strip, rest) = tile.split_at_mut(strip_len);
-                let (scratch, in_row) = rest.split_at_mut(2 * co);
-                let strip: &[f32] = if in_place {
-                    let at = (img * s.h + oy0) * s.w * s.cin;
-                    &x[at..at + rows * s.w * s.cin]
-                } else {
-                    let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
-                    fill_strip(s, x, t, img, iy0, strip_rows, strip, bf16, in_row);
-                    strip
-                };
-                let band_at = (img * oh + oy0) * row_len;
-                let (line_count, line_px) = if long_rows { (1, rows * ow) } else { (rows, ow) };
-                // Input channels per pass over a line: all of them, but for long rows of many
-                // channels runs whose part of the line (and of the weights) stays in L2, the
-                // later runs adding to the output.
-                let k_run = if long_rows && !bf16 {
-                    let runs = (4 * line_px * s.cin).div_ceil(LINE_INPUT_BYTES);
-                    s.cin.div_ceil(runs).next_multiple_of(16).min(s.cin)
-                } else {
-                    s.cin
-                };
-                // Output line `r` (an image row, or the whole band for long rows), channels
-                // co0 .. co0 + channels: the micro-kernel over its pixel blocks.
-                let line = |r: usize, co0: usize, channels: usize| {
-                    let a_row = r * s.stride * wp * e;
-                    let r_max = kernel.max_pixels(channels);
-                    for k0 in (0..s.cin).step_by(k_run) {
-                        // In f32 only (k_run = cin otherwise): channels k0.. of every window
-                        // and weight rows k0.. of the 1x1 weight.
-                        let args = ConvTileArgs { cin: k_run.min(s.cin - k0), ..args };
-                        let (a_run, w_run) = (a_row + k0, k0 * co + co0);
-                        let accumulate = accumulate || k0 > 0;
-                        let mut ox = 0;
-                        while ox < line_px {
-                            let px = r_max.min(line_px - ox);
-                            // The window of the last pixel, last tap, last channel ends at
-                            // a_row + (kh - 1) * wp * cin + ((ox + px - 1) * stride + kw) * cin
-                            // <= (r * stride + kh) * wp * cin <= strip.len(): the strip holds
-                            // the padded input rows of the whole band (for long rows: kh = kw =
-                            // stride = 1, no padding, and rows * ow pixels in the strip, whose
-                            // channel runs end by the pixel's end).
-                            debug_assert!(
-                                a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e <= strip.len()
-                            );
-                            let a = a_run + ox * s.stride * e;
-                            // SAFETY (of `at`): pixel ox of line r lies in this band of the
-                            // output.
-                            let out = unsafe { out.at(band_at + (r * line_px + ox) * co + co0) };
-                            // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was checked above;
-                            // the input windows lie in the strip (bound above), the weight rows
-                            // `tap * cin + ci` (or pairs; from row k0 on) with lanes
-                            // `co0..co0 + channels` lie in the weights (`kh * kw * cin * cout`
-                            // floats or pairs, checked by the caller), and the output tile lies
-                            // in this row of this task's band, which overlaps neither input.
-                            // The bf16 strip holds u32 pair patterns in f32 slots of the same
-                            // size.
-                            unsafe {
-                                match w_bf16 {
-                                    None => kernel.run(
-                                        px,
-                                        channels,
-                                        &args,
-                                        strip[a..].as_ptr(),
-                                        w[w_run..].as_ptr(),
-                                        out,
-                                        accumulate,
-                                    ),
-                                    Some(wb) => kernel.run_bf16(
-                                        px,
-                                        channels,
-                                        &args_bf16,
-                                        strip[a..].as_ptr() as *const u32,
-                                        wb[w_run..].as_ptr(),
-                                        out,
-                                        accumulate,
-                                    ),
+    // Weight rows of `kh * kw * cin` taps and channels; with several channel runs (f32), each
+    // run's slice is first copied into a contiguous panel (see `pack_panels`).
+    let k_rows = s.kh * s.kw * s.cin;
+    let panels = plan.chunks > 1 && !bf16;
+    let mut run_tasks = |w: &[f32]| {
+        threads::install(|| {
+            task_sums.par_chunks_mut(2 * co).enumerate().for_each(|(i, sums)| {
+                let (img, b, ch) = plan.task(s.n, i);
+                let oy0 = b * plan.band;
+                let rows = plan.band.min(oh - oy0);
+                let (c_lo, c_hi) = (ch * plan.chunk, ((ch + 1) * plan.chunk).min(co));
+                let strip_rows = (rows - 1) * s.stride + s.kh;
+                let strip_len = if in_place { 0 } else { strip_rows * wp * e };
+                let row_len_in = if bf16 { s.w * s.cin } else { 0 };
+                with_tile(strip_len + 2 * co + row_len_in, |tile| {
+                    let (strip, rest) = tile.split_at_mut(strip_len);
+                    let (scratch, in_row) = rest.split_at_mut(2 * co);
+                    let strip: &[f32] = if in_place {
+                        let at = (img * s.h + oy0) * s.w * s.cin;
+                        &x[at..at + rows * s.w * s.cin]
+                    } else {
+                        let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
+                        fill_strip(s, x, t, img, iy0, strip_rows, strip, bf16, in_row);
+                        strip
+                    };
+                    let band_at = (img * oh + oy0) * row_len;
+                    let (line_count, line_px) = if long_rows { (1, rows * ow) } else { (rows, ow) };
+                    // Input channels per pass over a line: all of them, but for long rows of many
+                    // channels runs whose part of the line (and of the weights) stays in L2, the
+                    // later runs adding to the output.
+                    let k_run = if long_rows && !bf16 {
+                        let runs = (4 * line_px * s.cin).div_ceil(LINE_INPUT_BYTES);
+                        s.cin.div_ceil(runs).next_multiple_of(16).min(s.cin)
+                    } else {
+                        s.cin
+                    };
+                    // Output line `r` (an image row, or the whole band for long rows), channels
+                    // co0 .. co0 + channels: the micro-kernel over its pixel blocks.
+                    let line = |r: usize, co0: usize, channels: usize| {
+                        let a_row = r * s.stride * wp * e;
+                        let r_max = kernel.max_pixels(channels);
+                        for k0 in (0..s.cin).step_by(k_run) {
+                            // In f32 only (k_run = cin otherwise): channels k0.. of every window
+                            // and weight rows k0.. of the 1x1 weight.
+                            // Weight row k0, lane co0: in the run's panel, or in the whole weight.
+                            let (w_run, w_row_stride) = if panels {
+                                let width = c_hi - c_lo;
+                                (c_lo * k_rows + k0 * width + co0 - c_lo, width)
+                            } else {
+                                (k0 * co + co0, co)
+                            };
+                            let args = ConvTileArgs { cin: k_run.min(s.cin - k0), w_row_stride, ..args };
+                            let a_run = a_row + k0;
+                            let accumulate = accumulate || k0 > 0;
+                            let mut ox = 0;
+                            while ox < line_px {
+                                let px = r_max.min(line_px - ox);
+                                // The window of the last pixel, last tap, last channel ends at
+                                // a_row + (kh - 1) * wp * cin + ((ox + px - 1) * stride + kw) * cin
+                                // <= (r * stride + kh) * wp * cin <= strip.len(): the strip holds
+                                // the padded input rows of the whole band (for long rows: kh = kw =
+                                // stride = 1, no padding, and rows * ow pixels in the strip, whose
+                                // channel runs end by the pixel's end).
+                                debug_assert!(
+                                    a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e <= strip.len()
+                                );
+                                let a = a_run + ox * s.stride * e;
+                                // SAFETY (of `at`): pixel ox of line r lies in this band of the
+                                // output.
+                                let out = unsafe { out.at(band_at + (r * line_px + ox) * co + co0) };
+                                // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was checked above;
+                                // the input windows lie in the strip (bound above), the weight rows
+                                // `tap * cin + ci` (or pairs; from row k0 on) with lanes
+                                // `co0..co0 + channels` lie in the weights (`kh * kw * cin * cout`
+                                // floats or pairs, checked by the caller), and the output tile lies
+                                // in this row of this task's band, which overlaps neither input.
+                                // The bf16 strip holds u32 pair patterns in f32 slots of the same
+                                // size.
+                                unsafe {
+                                    match w_bf16 {
+                                        None => kernel.run(
+                                            px,
+                                            channels,
+                                            &args,
+                                            strip[a..].as_ptr(),
+                                            w[w_run..].as_ptr(),
+                                            out,
+                                            accumulate,
+                                        ),
+                                        Some(wb) => kernel.run_bf16(
+                                            px,
+                                            channels,
+                                            &args_bf16,
+                                            strip[a..].as_ptr() as *const u32,
+                                            wb[w_run..].as_ptr(),
+                                            out,
+                                            accumulate,
+                                        ),
+                                    }
                                 }
+                                ox += px;
                             }
-                            ox += px;
                         }
-                    }
-                };
-                if plan.chunks == 1 {
-                    // Whole rows: each is summed for the statistics right after it is written.
-                    for r in 0..line_count {
-                        for co0 in (0..co).step_by(block) {
-                            line(r, co0, (co - co0).min(block));
-                        }
-                        if fused {
-                            let (s1, s2) = sums.split_at_mut(co);
-                            if r == 0 {
-                                s1.fill(0.0);
-                                s2.fill(0.0);
-                            }
-                            let len = line_px * co;
-                            // SAFETY: with one channel run this task alone writes its band's
-                            // rows, and line r lies in them; the writes above are done.
-                            let written = unsafe { std::slice::from_raw_parts(out.at(band_at + r * len), len) };
-                            let (t1, t2) = scratch.split_at_mut(co);
-                            crate::batch_norm::add_sums(written, s1, s2, t1, t2);
-                        }
-                    }
-                } else {
-                    // A slice of the channels: its weights stay in L2 while every row uses them.
-                    for co0 in (c_lo..c_hi).step_by(block) {
+                    };
+                    if plan.chunks == 1 {
+                        // Whole rows: each is summed for the statistics right after it is written.
                         for r in 0..line_count {
-                            line(r, co0, (c_hi - co0).min(block));
+                            for co0 in (0..co).step_by(block) {
+                                line(r, co0, (co - co0).min(block));
+                            }
+                            if fused {
+                                let (s1, s2) = sums.split_at_mut(co);
+                                if r == 0 {
+                                    s1.fill(0.0);
+                                    s2.fill(0.0);
+                                }
+                                let len = line_px * co;
+                                // SAFETY: with one channel run this task alone writes its band's
+                                // rows, and line r lies in them; the writes above are done.
+                                let written = unsafe { std::slice::from_raw_parts(out.at(band_at + r * len), len) };
+                                let (t1, t2) = scratch.split_at_mut(co);
+                                crate::batch_norm::add_sums(written, s1, s2, t1, t2);
+                            }
+                        }
+                    } else {
+                        // A slice of the channels: its weights stay in L2 while every row uses them.
+                        for co0 in (c_lo..c_hi).step_by(block) {
+                            for r in 0..line_count {
+                                line(r, co0, (c_hi - co0).min(block));
+                            }
                         }
                     }
-                }
+                });
             });
         });
-    });
+    };
+    if panels {
+        let cache = &mut ws.panels;
+        match version {
+            Some(v) if cache.key == Some((v, plan.chunk)) => run_tasks(&cache.data[..k_rows * co]),
+            Some(v) if cache.last_version == Some(v) => {
+                // The second pass of this weight version: keep its panels.
+                pack_panels(w, k_rows, co, plan.chunk, take(&mut cache.data, k_rows * co));
+                cache.key = Some((v, plan.chunk));
+                run_tasks(&cache.data[..k_rows * co]);
+            }
+            _ => {
+                *cache = PanelCache { last_version: version, ..PanelCache::default() };
+                with_filter(k_rows * co, |packed| {
+                    pack_panels(w, k_rows, co, plan.chunk, packed);
+                    run_tasks(packed);
+                });
+            }
+        }
+    } else {
+        run_tasks(w);
+    }
     // Fused sums are added up from the task slots; otherwise another pass over the output.
     let unfused = match stats {
         Some(total) if fused => {
@@ -888,6 +960,7 @@ fn forward_with(
     x: &[f32],
     t: Option<&InputTransform<'_>>,
     w: &[f32],
+    version: Option<u64>,
     y: &mut [f32],
     accumulate: bool,
     stats: Option<&mut [f64]>,
@@ -904,7 +977,7 @@ fn forward_with(
                 crate::batch_norm::channel_sums(y, s.cout, out, ws);
             }
         }
-        ConvAlgorithm::Winograd => forward_with(ConvAlgorithm::Direct, s, x, t, w, y, accumulate, stats, ws),
+        ConvAlgorithm::Winograd => forward_with(ConvAlgorithm::Direct, s, x, t, w, version, y, accumulate, stats, ws),
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct if gathers_windows(s) => {
             // Rows of the im2col matrix [n * oh * ow, kh * kw * cin] are the pixels of a 1x1
@@ -919,7 +992,7 @@ fn forward_with(
                 });
             });
             let pointwise = ConvShape { h: s.out_h(), w: s.out_w(), cin: k, kh: 1, kw: 1, stride: 1, pad: 0, ..*s };
-            forward_direct(&pointwise, cols, None, w, None, false, y, accumulate, stats, ws);
+            forward_direct(&pointwise, cols, None, w, version, None, false, y, accumulate, stats, ws);
             ws.windows = windows;
         }
         #[cfg(target_arch = "x86_64")]
@@ -933,7 +1006,7 @@ fn forward_with(
                 pack_weights_bf16(s, w, take(&mut packed, pairs_len));
             }
             let wb = bf16.then(|| &packed[..pairs_len]);
-            forward_direct(s, x, t, w, wb, amx, y, accumulate, stats, ws);
+            forward_direct(s, x, t, w, version, wb, amx, y, accumulate, stats, ws);
             ws.bf16 = packed;
         }
         _ => {
@@ -973,11 +1046,49 @@ pub fn conv2d_forward_with(
     stats: Option<&mut [f64]>,
     ws: &mut Workspace,
 ) {
+    forward_checked(algo, s, x, t, w, None, y, stats, ws);
+}
+
+/// [`conv2d_forward_with`] for a weight that carries a version (as `resnet_nn::Param` does):
+/// calls with the same version promise the same weight values, so the forward pass may keep
+/// what it derives from the weight in `ws` (the panels of ResNet-50's large layers, see
+/// `pack_panels`) and reuse it rather than derive it again.
+///
+/// # Panics
+/// As [`conv2d_forward_with`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_versioned(
+    algo: ConvAlgorithm,
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<InputTransform<'_>>,
+    w: &[f32],
+    version: u64,
+    y: &mut [f32],
+    stats: Option<&mut [f64]>,
+    ws: &mut Workspace,
+) {
+    forward_checked(algo, s, x, t, w, Some(version), y, stats, ws);
+}
+
+/// The public forward passes, after checking their arguments.
+#[allow(clippy::too_many_arguments)]
+fn forward_checked(
+    algo: ConvAlgorithm,
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<InputTransform<'_>>,
+    w: &[f32],
+    version: Option<u64>,
+    y: &mut [f32],
+    stats: Option<&mut [f64]>,
+    ws: &mut Workspace,
+) {
     check_lens(s, x.len(), w.len(), y.len());
     if let Some(st) = &stats {
         assert_eq!(st.len(), 2 * s.cout, "stats hold a sum and a sum of squares per output channel");
     }
-    forward_with(algo, s, x, t.as_ref(), w, y, false, stats, ws);
+    forward_with(algo, s, x, t.as_ref(), w, version, y, false, stats, ws);
 }
 
 /// Gradient of the input: `dx (+)= conv2d_forward` adjoint applied to `dy`.
@@ -1018,7 +1129,7 @@ pub fn conv2d_backward_data_with(
         let mut wt = std::mem::take(&mut ws.weights);
         transpose(w, ci, co, take(&mut wt, ci * co));
         let t = ConvShape { cin: co, cout: ci, ..*s };
-        forward_with(algo, &t, dy, None, &wt[..ci * co], dx, accumulate, None, ws);
+        forward_with(algo, &t, dy, None, &wt[..ci * co], None, dx, accumulate, None, ws);
         ws.weights = wt;
         return;
     }
@@ -1049,7 +1160,7 @@ pub fn conv2d_backward_data_with(
             pad: s.kh - 1 - s.pad,
         };
         debug_assert_eq!((t.out_h(), t.out_w()), (s.h, s.w));
-        forward_with(algo, &t, dy, None, &flipped[..s.weight_len()], dx, accumulate, None, ws);
+        forward_with(algo, &t, dy, None, &flipped[..s.weight_len()], None, dx, accumulate, None, ws);
         ws.weights = flipped;
         return;
     }
@@ -1878,6 +1989,8 @@ mod tests {
             c(2, 7, 7, 64, 40, 1, 2, 0),
             // A 1x1 layer whose long rows are read in two runs of input channels (560 + 540).
             c(8, 8, 8, 1100, 32, 1, 1, 0),
+            // Both: two runs of input channels into weight panels of 96 and 64 channels.
+            c(2, 8, 8, 1100, 160, 1, 1, 0),
         ]
     }
 
@@ -1892,6 +2005,50 @@ mod tests {
                 conv2d_forward_with(algo, &s, &x, None, &w, &mut y, None, &mut Workspace::new());
                 assert_close(&y, &reference_forward(&s, &x, &w), &format!("{algo:?} {s:?}"));
             }
+        }
+    }
+
+    /// A versioned weight's panels are kept from its second pass on and reused while the
+    /// version stays; a new version (new values) is packed afresh and the old panels dropped;
+    /// a backward-data pass in between (other weights, unversioned) does not disturb them.
+    #[test]
+    fn versioned_weights_reuse_their_panels_until_the_version_changes() {
+        if simd::isa() < Isa::Avx512 {
+            eprintln!("skipped: the direct pass needs AVX-512");
+            return;
+        }
+        let c =
+            |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
+        // Runs of channels in panels: 3x3 (a last run of 40 channels), strided 3x3 read as
+        // gathered windows, and 1x1 read as long rows.
+        for s in [c(1, 7, 128, 136, 3, 1), c(1, 9, 256, 144, 3, 2), c(2, 5, 512, 300, 1, 1)] {
+            let mut rng = Rng::new(3);
+            let x = random(s.input_len(), &mut rng);
+            let weights = [random(s.weight_len(), &mut rng), random(s.weight_len(), &mut rng)];
+            let mut ws = Workspace::new();
+            let mut y = vec![0.0; s.output_len()];
+            // (version, weight, version of the panels kept after the pass)
+            let passes = [(7, 0, None), (7, 0, Some(7)), (7, 0, Some(7)), (8, 1, None), (8, 1, Some(8))];
+            for (version, i, kept) in passes {
+                y.fill(f32::NAN);
+                conv2d_forward_versioned(
+                    ConvAlgorithm::Direct,
+                    &s,
+                    &x,
+                    None,
+                    &weights[i],
+                    version,
+                    &mut y,
+                    None,
+                    &mut ws,
+                );
+                assert_close(&y, &reference_forward(&s, &x, &weights[i]), &format!("version {version} {s:?}"));
+                assert_eq!(ws.panels.key.map(|k| k.0), kept, "version {version} {s:?}");
+            }
+            // An unversioned pass of other weights leaves no panels behind to be mistaken.
+            conv2d_forward_with(ConvAlgorithm::Direct, &s, &x, None, &weights[0], &mut y, None, &mut ws);
+            assert_close(&y, &reference_forward(&s, &x, &weights[0]), &format!("unversioned {s:?}"));
+            assert_eq!(ws.panels.key, None);
         }
     }
 

@@ -46,18 +46,18 @@ impl ResNet {
                         _ => p.shape[1],
                     };
                     let std = (2.0 / fan as f64).sqrt();
-                    p.value.iter_mut().for_each(|v| *v = (rng.normal() * std) as f32);
+                    p.value_mut().iter_mut().for_each(|v| *v = (rng.normal() * std) as f32);
                 }
                 // Drawn below, where the classifier's fan-in is known.
                 ParamKind::LinearBias => {}
-                ParamKind::BnWeight => p.value.fill(1.0),
-                ParamKind::BnBias => p.value.fill(0.0),
+                ParamKind::BnWeight => p.value_mut().fill(1.0),
+                ParamKind::BnBias => p.value_mut().fill(0.0),
             }
             p.zero_grad();
         });
         let bound = 1.0 / (self.fc.inputs() as f32).sqrt();
         let mut rng = Rng::derive(cfg.seed, &[u64::MAX]);
-        self.fc.bias.value.iter_mut().for_each(|v| *v = rng.uniform(-bound, bound));
+        self.fc.bias.value_mut().iter_mut().for_each(|v| *v = rng.uniform(-bound, bound));
         self.for_each_batch_norm(|bn| {
             bn.running_mean.fill(0.0);
             bn.running_var.fill(1.0);
@@ -66,7 +66,7 @@ impl ResNet {
         if cfg.zero_init_residual {
             for b in &mut self.blocks {
                 if !matches!(b.shortcut, ShortcutPath::None) {
-                    b.units.last_mut().expect("units").bn.weight.value.fill(0.0);
+                    b.units.last_mut().expect("units").bn.weight.value_mut().fill(0.0);
                 }
             }
         }

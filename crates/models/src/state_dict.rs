@@ -124,8 +124,8 @@ impl ResNet {
         });
         for p in self.params() {
             let data = match p.kind {
-                ParamKind::ConvWeight => convert_kernel(&p.value, &p.shape, true),
-                _ => p.value.clone(),
+                ParamKind::ConvWeight => convert_kernel(p.value(), &p.shape, true),
+                _ => p.value().to_vec(),
             };
             out.push(NamedTensor {
                 name: p.name.clone(),
@@ -197,10 +197,11 @@ impl ResNet {
         };
         self.for_each_param(|p| {
             let v = f32s(&p.name);
-            p.value = match p.kind {
+            let value = match p.kind {
                 ParamKind::ConvWeight => convert_kernel(&v, &p.shape, false),
                 _ => v,
             };
+            p.set_value(value);
         });
         self.for_each_batch_norm(|bn| {
             let prefix = bn.weight.name.trim_end_matches(".weight").to_string();

@@ -69,7 +69,7 @@ fn check_fixture_with(file: &str, grad_tolerance: f64) {
 
     let mut loaded = 0;
     net.for_each_param(|p| {
-        p.value = floats(&st, &format!("param.{}", p.name));
+        p.set_value(floats(&st, &format!("param.{}", p.name)));
         loaded += 1;
     });
     assert_eq!(loaded, st.names().iter().filter(|n| n.starts_with("param.")).count(), "{file}: parameter sets differ");

@@ -26,8 +26,8 @@ fn check_network(s: ResNetSpec, hw: usize, batch: usize, eps: f32, rel: f64) {
         if p.kind == resnet_nn::ParamKind::BnWeight || p.kind == resnet_nn::ParamKind::BnBias {
             let base = if p.kind == resnet_nn::ParamKind::BnWeight { 1.0 } else { 0.0 };
             let seed = p.name.len() as u64;
-            randomize(&mut p.value, seed);
-            p.value.iter_mut().for_each(|v| *v = base + 0.3 * *v);
+            randomize(p.value_mut(), seed);
+            p.value_mut().iter_mut().for_each(|v| *v = base + 0.3 * *v);
         }
     });
     let mut x = Tensor::zeros([batch, hw, hw, s.in_channels]);
@@ -40,7 +40,7 @@ fn check_network(s: ResNetSpec, hw: usize, batch: usize, eps: f32, rel: f64) {
     net.zero_grad();
     net.backward(&x, &dlogits);
     let params: Vec<(String, Vec<f32>, Vec<f32>)> =
-        net.params().iter().map(|p| (p.name.clone(), p.value.clone(), p.grad.clone())).collect();
+        net.params().iter().map(|p| (p.name.clone(), p.value().to_vec(), p.grad.clone())).collect();
     let along_gradient = Tolerance { eps, rel, abs: 1e-5, samples: 1 };
     for (i, (name, value, grad)) in params.iter().enumerate() {
         let mut probe = net.clone();
@@ -48,7 +48,7 @@ fn check_network(s: ResNetSpec, hw: usize, batch: usize, eps: f32, rel: f64) {
             let mut k = 0;
             probe.for_each_param(|p| {
                 if k == i {
-                    p.value.copy_from_slice(v);
+                    p.value_mut().copy_from_slice(v);
                 }
                 k += 1;
             });

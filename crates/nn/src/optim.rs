@@ -56,7 +56,8 @@ impl Sgd {
         }
         let c = self.config;
         let wd = if p.kind.is_weight() || c.decay_bn_and_bias { c.weight_decay } else { 0.0 };
-        for ((w, g), v) in p.value.iter_mut().zip(&p.grad).zip(v.iter_mut()) {
+        let (value, grad) = p.value_mut_and_grad();
+        for ((w, g), v) in value.iter_mut().zip(grad).zip(v.iter_mut()) {
             let g = g + wd * *w;
             *v = c.momentum * *v + g;
             let step = if c.nesterov { g + c.momentum * *v } else { *v };
@@ -78,10 +79,10 @@ mod tests {
         p.grad[0] = 1.0;
         sgd.update(0, &mut p, 0.1);
         // g = 1.01, v = 1.01, w = 1 - 0.101 = 0.899
-        assert!((p.value[0] - 0.899).abs() < 1e-6);
+        assert!((p.value()[0] - 0.899).abs() < 1e-6);
         sgd.update(0, &mut p, 0.1);
         // g = 1 + 0.00899, v = 0.9 * 1.01 + 1.00899 = 1.91799, w = 0.899 - 0.191799
-        assert!((p.value[0] - (0.899 - 0.191_799)).abs() < 1e-6);
+        assert!((p.value()[0] - (0.899 - 0.191_799)).abs() < 1e-6);
     }
 
     #[test]
@@ -90,6 +91,6 @@ mod tests {
         let mut sgd =
             Sgd::new(SgdConfig { momentum: 0.0, weight_decay: 0.5, decay_bn_and_bias: false, nesterov: false });
         sgd.update(0, &mut p, 1.0);
-        assert_eq!(p.value[0], 1.0);
+        assert_eq!(p.value()[0], 1.0);
     }
 }

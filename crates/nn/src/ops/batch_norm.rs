@@ -98,8 +98,8 @@ impl BatchNorm2d {
                 BatchNormMode::Train => (self.mean[ch], self.rstd[ch]),
                 BatchNormMode::Eval => (self.running_mean[ch], 1.0 / (self.running_var[ch] + self.eps).sqrt()),
             };
-            scale[ch] = self.weight.value[ch] * rstd;
-            shift[ch] = self.bias.value[ch] - mean * scale[ch];
+            scale[ch] = self.weight.value()[ch] * rstd;
+            shift[ch] = self.bias.value()[ch] - mean * scale[ch];
         }
     }
 
@@ -212,7 +212,7 @@ impl BatchNorm2d {
             c,
             &self.mean,
             &self.rstd,
-            &self.weight.value,
+            self.weight.value(),
             dy,
             mask,
             &self.sum_g,
@@ -231,8 +231,8 @@ mod tests {
 
     fn layer() -> BatchNorm2d {
         let mut bn = BatchNorm2d::new("bn", 3);
-        randomize(&mut bn.weight.value, 11);
-        randomize(&mut bn.bias.value, 12);
+        randomize(bn.weight.value_mut(), 11);
+        randomize(bn.bias.value_mut(), 12);
         bn
     }
 
@@ -264,14 +264,14 @@ mod tests {
             check_gradient("bn dx", x.data(), &dx, tol, |xv| {
                 weighted_sum(run(&bn, &Tensor::from_vec(x.shape(), xv.to_vec()), res, relu).data(), &r)
             });
-            check_gradient("bn dgamma", &bn.weight.value, &trained.weight.grad, tol, |g| {
+            check_gradient("bn dgamma", bn.weight.value(), &trained.weight.grad, tol, |g| {
                 let mut b = bn.clone();
-                b.weight.value.copy_from_slice(g);
+                b.weight.value_mut().copy_from_slice(g);
                 weighted_sum(run(&b, &x, res, relu).data(), &r)
             });
-            check_gradient("bn dbeta", &bn.bias.value, &trained.bias.grad, tol, |g| {
+            check_gradient("bn dbeta", bn.bias.value(), &trained.bias.grad, tol, |g| {
                 let mut b = bn.clone();
-                b.bias.value.copy_from_slice(g);
+                b.bias.value_mut().copy_from_slice(g);
                 weighted_sum(run(&b, &x, res, relu).data(), &r)
             });
             if let Some(res) = res {

@@ -87,12 +87,13 @@ impl Conv2d {
         let s = self.shape_for(x.shape());
         y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
         let _p = profile::layer_scope("conv forward", &self.weight.name);
-        conv::conv2d_forward_with(
+        conv::conv2d_forward_versioned(
             ConvAlgorithm::for_forward(&s),
             &s,
             x.data(),
             t,
-            &self.weight.value,
+            self.weight.value(),
+            self.weight.version(),
             y.data_mut(),
             stats,
             &mut self.ws,
@@ -116,7 +117,7 @@ impl Conv2d {
         drop(p);
         if let Some(dx) = dx {
             let _p = profile::layer_scope("conv backward data", &self.weight.name);
-            conv::conv2d_backward_data(&s, dy, &self.weight.value, dx, accumulate, &mut self.ws);
+            conv::conv2d_backward_data(&s, dy, self.weight.value(), dx, accumulate, &mut self.ws);
         }
     }
 
@@ -143,7 +144,7 @@ mod tests {
             &[(3, 1, 1, 5), (3, 2, 1, 5), (1, 1, 0, 4), (1, 2, 0, 4), (7, 2, 3, 7), (3, 1, 0, 4)]
         {
             let mut layer = Conv2d::new("conv", 3, 4, k, stride, pad);
-            randomize(&mut layer.weight.value, 1);
+            randomize(layer.weight.value_mut(), 1);
             let mut x = Tensor::zeros([2, h, h, 3]);
             randomize(x.data_mut(), 2);
             let r = probe(run(&layer, &x).len(), 3);
@@ -154,9 +155,9 @@ mod tests {
             check_gradient("conv dx", x.data(), &dx, tol, |xv| {
                 weighted_sum(run(&layer, &Tensor::from_vec(x.shape(), xv.to_vec())).data(), &r)
             });
-            check_gradient("conv dw", &layer.weight.value, &l.weight.grad, tol, |w| {
+            check_gradient("conv dw", layer.weight.value(), &l.weight.grad, tol, |w| {
                 let mut m = layer.clone();
-                m.weight.value.copy_from_slice(w);
+                m.weight.value_mut().copy_from_slice(w);
                 weighted_sum(run(&m, &x).data(), &r)
             });
         }
@@ -167,7 +168,7 @@ mod tests {
     #[test]
     fn fused_input_transform_gradients() {
         let mut layer = Conv2d::new("conv", 3, 4, 3, 1, 1);
-        randomize(&mut layer.weight.value, 5);
+        randomize(layer.weight.value_mut(), 5);
         let mut x = Tensor::zeros([2, 5, 5, 3]);
         randomize(x.data_mut(), 6);
         let (scale, shift) = (vec![1.5, -0.5, 0.8], vec![0.1, 0.2, -0.3]);

@@ -39,9 +39,9 @@ impl Linear {
         assert_eq!(x.len(), n * i, "{}: input is not [{n}, {i}]", self.weight.name);
         y.reshape_for([n, 1, 1, o]);
         for row in y.data_mut().chunks_exact_mut(o) {
-            row.copy_from_slice(&self.bias.value);
+            row.copy_from_slice(self.bias.value());
         }
-        let w = MatRef::row_major(&self.weight.value, o, i).t();
+        let w = MatRef::row_major(self.weight.value(), o, i).t();
         matmul(MatMut::row_major(y.data_mut(), n, o), MatRef::row_major(x.data(), n, i), w, true, Parallelism::Pool);
     }
 
@@ -65,7 +65,7 @@ impl Linear {
             matmul(
                 MatMut::row_major(dx, n, i),
                 g,
-                MatRef::row_major(&self.weight.value, o, i),
+                MatRef::row_major(self.weight.value(), o, i),
                 accumulate,
                 Parallelism::Pool,
             );
@@ -87,8 +87,8 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let mut l = Linear::new("fc", 5, 3);
-        randomize(&mut l.weight.value, 1);
-        randomize(&mut l.bias.value, 2);
+        randomize(l.weight.value_mut(), 1);
+        randomize(l.bias.value_mut(), 2);
         let mut x = Tensor::zeros([4, 1, 1, 5]);
         randomize(x.data_mut(), 3);
         let r = probe(12, 4);
@@ -99,14 +99,14 @@ mod tests {
         check_gradient("fc dx", x.data(), &dx, tol, |v| {
             weighted_sum(run(&l, &Tensor::from_vec(x.shape(), v.to_vec())).data(), &r)
         });
-        check_gradient("fc dw", &l.weight.value, &g.weight.grad, tol, |v| {
+        check_gradient("fc dw", l.weight.value(), &g.weight.grad, tol, |v| {
             let mut m = l.clone();
-            m.weight.value.copy_from_slice(v);
+            m.weight.value_mut().copy_from_slice(v);
             weighted_sum(run(&m, &x).data(), &r)
         });
-        check_gradient("fc db", &l.bias.value, &g.bias.grad, tol, |v| {
+        check_gradient("fc db", l.bias.value(), &g.bias.grad, tol, |v| {
             let mut m = l.clone();
-            m.bias.value.copy_from_slice(v);
+            m.bias.value_mut().copy_from_slice(v);
             weighted_sum(run(&m, &x).data(), &r)
         });
     }
