@@ -54,6 +54,14 @@ crate::multiversion! {
     }
 }
 
+crate::multiversion! {
+    fn add_assign_masked_chunk / add_assign_masked_chunk_on(y: &mut [f32], x: &[f32], r: &[f32]) {
+        for ((o, p), v) in y.iter_mut().zip(x).zip(r) {
+            *o = if *v > 0.0 { *o + p } else { 0.0 };
+        }
+    }
+}
+
 /// `y = max(x, 0)`.
 pub fn relu_forward(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
@@ -92,6 +100,18 @@ pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
 pub fn add_assign(y: &mut [f32], x: &[f32]) {
     assert_eq!(x.len(), y.len());
     threads::install(|| y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| add_assign_chunk(yc, xc)));
+}
+
+/// `y = (y + x) * [r > 0]`: a residual block's input gradient (branch plus identity shortcut)
+/// with the ReLU mask of that input, `r`, applied in the same sweep.
+pub fn add_assign_relu_mask(y: &mut [f32], x: &[f32], r: &[f32]) {
+    assert_eq!(x.len(), y.len());
+    assert_eq!(r.len(), y.len());
+    threads::install(|| {
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(r.par_chunks(CHUNK)))
+            .for_each(|(yc, (xc, rc))| add_assign_masked_chunk(yc, xc, rc));
+    });
 }
 
 /// Geometry of an option-A shortcut: subsample by `stride`, then zero-pad channels from `cin` to
@@ -194,6 +214,8 @@ mod tests {
         assert_eq!(dx, [-1.0, 4.0]);
         add_assign(&mut dx, &[1.0, 1.0]);
         assert_eq!(dx, [0.0, 5.0]);
+        add_assign_relu_mask(&mut dx, &[1.0, 1.0], &[0.5, 0.0]);
+        assert_eq!(dx, [1.0, 0.0]);
     }
 
     #[test]
@@ -215,6 +237,10 @@ mod tests {
             mask_chunk_on(crate::simd::Isa::Scalar, &x, &mut a);
             mask_chunk_on(isa, &x, &mut b);
             assert_eq!(a, b);
+            let (mut c, mut d) = (g.clone(), g.clone());
+            add_assign_masked_chunk_on(crate::simd::Isa::Scalar, &mut c, &x, &g);
+            add_assign_masked_chunk_on(isa, &mut d, &x, &g);
+            assert_eq!(c, d);
             add_chunk_on(isa, &x, &g, &mut a);
             add_assign_chunk_on(isa, &mut b, &x);
             let want: Vec<f32> = x.iter().zip(&g).map(|(p, q)| p + q).collect();

@@ -211,13 +211,27 @@ impl Block {
     /// (it is overwritten: it becomes the gradient of the pre-ReLU sum); the input gradient is
     /// written into `dx`. `scratch` holds three buffers, each at least as long as any activation
     /// of the block.
-    pub fn backward(&mut self, x: &Tensor, d_out: &mut [f32], dx: &mut [f32], scratch: [&mut [f32]; 3]) {
+    ///
+    /// The ReLU masks at block boundaries: `d_out_masked` says that `d_out` already carries the
+    /// mask of this block's output ReLU (the block above applied it); with `input_is_relu` (`x`
+    /// is a ReLU output, or a max pool of one, as every block input of a ResNet is) a block with
+    /// an identity shortcut applies the mask of `x` to `dx` in its final addition, where it costs
+    /// one more read instead of a pass of its own in the block below. Returns whether it did.
+    pub fn backward(
+        &mut self,
+        x: &Tensor,
+        d_out: &mut [f32],
+        dx: &mut [f32],
+        scratch: [&mut [f32]; 3],
+        d_out_masked: bool,
+        input_is_relu: bool,
+    ) -> bool {
         let [t1, mut cur, mut next] = scratch;
         let last = self.units.len() - 1;
         let has_shortcut = !matches!(self.shortcut, ShortcutPath::None);
         let d_out = &mut d_out[..self.output().len()];
         let dx = &mut dx[..x.len()];
-        if has_shortcut {
+        if has_shortcut && !d_out_masked {
             // out = relu(s) with s = bn(y) + shortcut(x): both branches receive ds = d_out * [out > 0].
             let _p = profile::scope("relu mask");
             elementwise::relu_mask_in_place(self.output().data(), d_out);
@@ -230,8 +244,9 @@ impl Block {
             let unit = &mut rest[0];
             let dz: &[f32] = if i == last { d_out } else { &cur[..unit.y.len()] };
             // Inner units' ReLUs were fused into the next convolution; the last one's mask is
-            // still to apply without a shortcut, and was applied above with one.
-            let relu = match (i < last, has_shortcut) {
+            // still to apply without a shortcut, unless it was applied already (above, with a
+            // shortcut, or by the block above).
+            let relu = match (i < last, has_shortcut || d_out_masked) {
                 (true, _) => ReluAfter::Fused,
                 (false, false) => ReluAfter::Stored,
                 (false, true) => ReluAfter::None,
@@ -244,11 +259,16 @@ impl Block {
             ShortcutPath::None => {}
             ShortcutPath::Identity => {
                 let _p = profile::scope("shortcut identity");
+                if input_is_relu {
+                    elementwise::add_assign_relu_mask(dx, d_out, x.data());
+                    return true;
+                }
                 elementwise::add_assign(dx, d_out)
             }
             ShortcutPath::Pad(op, _) => op.backward(x.shape(), d_out, dx, true),
             ShortcutPath::Projection(p) => p.backward(x, None, d_out, ReluAfter::None, t1, Some(dx), true),
         }
+        false
     }
 
     /// Visits parameters in torchvision's state-dict order.

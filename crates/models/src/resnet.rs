@@ -210,10 +210,13 @@ impl ResNet {
         let p = profile::scope("avg pool");
         global_avg_pool_backward(last_shape, &self.d_features, &mut d_out[..len], false);
         drop(p);
+        // Whether `d_out` carries the mask of the ReLU that produced its activation (every
+        // block input is a ReLU output: the stem's, maybe max-pooled, or a block's).
+        let mut masked = false;
         for i in (0..self.blocks.len()).rev() {
             let (done, rest) = self.blocks.split_at_mut(i);
             let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
-            rest[0].backward(input, d_out, d_in, [t1, t2, t3]);
+            masked = rest[0].backward(input, d_out, d_in, [t1, t2, t3], masked, true);
             std::mem::swap(&mut d_out, &mut d_in);
         }
         let stem = &mut self.stem;
@@ -225,8 +228,11 @@ impl ResNet {
             }
             None => &d_out[..stem.unit.z.len()],
         };
+        // A mask applied to the max pool's output gradient is the stem ReLU's: each pooled
+        // value goes back to the window element it came from, positive exactly when it is.
+        let relu = if masked { crate::block::ReluAfter::None } else { crate::block::ReluAfter::Stored };
         // The input needs no gradient.
-        stem.unit.backward(x, None, dz, crate::block::ReluAfter::Stored, t1, None, false);
+        stem.unit.backward(x, None, dz, relu, t1, None, false);
     }
 
     fn max_activation_len(&self) -> usize {
