@@ -8,6 +8,10 @@ use resnet_train::checkpoint::Checkpoint;
 use resnet_train::evaluate::evaluate;
 use std::path::PathBuf;
 
+/// Cache-line-aligned large blocks: the kernels' vectors then never straddle two lines.
+#[global_allocator]
+static ALLOC: resnet_kernels::alloc::CacheAligned = resnet_kernels::alloc::CacheAligned;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let path: PathBuf = args.next().ok_or_else(|| anyhow::anyhow!("usage: evaluate CHECKPOINT [IMAGEFOLDER]"))?.into();

@@ -8,6 +8,10 @@ use resnet_train::config::{RunLength, TrainConfig};
 use resnet_train::trainer::{self, Observer};
 use std::sync::atomic::AtomicBool;
 
+/// Cache-line-aligned large blocks: the kernels' vectors then never straddle two lines.
+#[global_allocator]
+static ALLOC: resnet_kernels::alloc::CacheAligned = resnet_kernels::alloc::CacheAligned;
+
 /// Prints one line per epoch.
 struct Log;
 impl Observer for Log {

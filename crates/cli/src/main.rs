@@ -8,6 +8,10 @@ mod commands;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// Cache-line-aligned large blocks: the kernels' vectors then never straddle two lines.
+#[global_allocator]
+static ALLOC: resnet_kernels::alloc::CacheAligned = resnet_kernels::alloc::CacheAligned;
+
 /// Deep residual networks (He et al. 2015) on the CPU.
 #[derive(Parser, Debug)]
 #[command(name = "resnet", version, about, long_about = None, propagate_version = true)]

@@ -13,6 +13,10 @@ use resnet_kernels::rng::Rng;
 use resnet_kernels::simd::{self, Isa};
 use resnet_kernels::Workspace;
 
+/// Cache-line-aligned large blocks: the kernels' vectors then never straddle two lines.
+#[global_allocator]
+static ALLOC: resnet_kernels::alloc::CacheAligned = resnet_kernels::alloc::CacheAligned;
+
 fn shapes() -> Vec<(&'static str, ConvShape)> {
     let c = |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
     vec![
