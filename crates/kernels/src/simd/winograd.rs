@@ -109,18 +109,26 @@ pub unsafe fn transform_filter(w: *const f32, cin: usize, cout: usize, u: *mut f
     }
 }
 
-/// Asks for the cache lines of the pixels in `rows` and in the four columns from `first` (those
-/// inside the image `win` describes), for writing when `WRITE`: what the next tile to the right
-/// will read or write, one tile ahead, since a tile's loads and stores wait on memory when its
-/// pixels are not yet in cache.
+/// Asks for the cache lines of the pixels in `rows` x `cols` (those inside the image `win`
+/// describes), for writing when `WRITE`: what the next tile will read or write, one tile ahead,
+/// since a tile's loads and stores wait on memory when its pixels are not yet in cache.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn prefetch_pixels<const WRITE: bool>(img: *const f32, win: &TileWindow, rows: std::ops::Range<usize>, first: usize) {
+fn prefetch_pixels<const WRITE: bool>(
+    img: *const f32,
+    win: &TileWindow,
+    rows: std::ops::Range<isize>,
+    cols: std::ops::Range<isize>,
+) {
+    let clip = |r: std::ops::Range<isize>, n: usize| {
+        r.start.clamp(0, n as isize) as usize..r.end.clamp(0, n as isize) as usize
+    };
+    let (rows, cols) = (clip(rows, win.h), clip(cols, win.w));
     for y in rows {
-        for x in first..(first + 4).min(win.w) {
+        for x in cols.clone() {
             for c0 in (0..win.c).step_by(16) {
                 // A prefetch never faults; the address, formed by wrapping arithmetic, is only a
-                // hint (and inside the image: row and column in range).
+                // hint (and inside the image: row and column clipped to it).
                 let p = img.wrapping_add((y * win.w + x) * win.c + c0) as *const i8;
                 if WRITE {
                     _mm_prefetch::<_MM_HINT_ET0>(p)
@@ -129,6 +137,24 @@ fn prefetch_pixels<const WRITE: bool>(img: *const f32, win: &TileWindow, rows: s
                 }
             }
         }
+    }
+}
+
+/// The pixels the next tile of the same row of tiles reads or writes beyond a tile whose
+/// window is `size` pixels square and starts at `win`, tiles being 4 pixels apart; at the end of
+/// a row of tiles, those of the first tile of the next row that the row above did not touch.
+fn next_tile_pixels(win: &TileWindow, size: isize) -> (std::ops::Range<isize>, std::ops::Range<isize>) {
+    let (y0, x0) = (win.y0, win.x0);
+    if x0 + size < win.w as isize {
+        (y0..y0 + size, x0 + size..x0 + size + 4)
+    } else {
+        // The first window of a row starts at column 0 or left of it, in the padding, less
+        // than 4 to the left (windows being 4 apart): the column congruent to `x0` mod 4.
+        let first = match x0.rem_euclid(4) {
+            0 => 0,
+            r => r - 4,
+        };
+        (y0 + size..y0 + size + 4, first..first + size)
     }
 }
 
@@ -170,12 +196,9 @@ pub unsafe fn input_tile(
     let (a0, a1) = ((-win.y0).clamp(0, 6) as usize, (win.h as isize - win.y0).clamp(0, 6) as usize);
     let (b0, b1) = ((-win.x0).clamp(0, 6) as usize, (win.w as isize - win.x0).clamp(0, 6) as usize);
     let inside = (a0, a1, b0, b1) == (0, 6, 0, 6);
-    // The next tile to the right reads four new columns (without this, 0.95-0.97x).
-    let next = win.x0 + 6;
-    if next >= 0 {
-        let rows = (win.y0 + a0 as isize) as usize..(win.y0 + a1 as isize).max(0) as usize;
-        prefetch_pixels::<false>(img, win, rows, next as usize);
-    }
+    // The next tile's new input pixels (without this, 0.95-0.97x).
+    let (rows, cols) = next_tile_pixels(win, 6);
+    prefetch_pixels::<false>(img, win, rows, cols);
     for c0 in (0..win.c).step_by(16) {
         // SAFETY: channel block c0 of the transform (contract).
         let t = transform.map(|(a, b)| unsafe { (_mm512_loadu_ps(a.add(c0)), _mm512_loadu_ps(b.add(c0))) });
@@ -228,10 +251,10 @@ pub unsafe fn input_tile(
 pub unsafe fn output_tile(m: *const f32, stride: usize, img: *mut f32, win: &TileWindow, accumulate: bool) {
     let rows = (win.h as isize - win.y0).clamp(0, 4) as usize;
     let cols = (win.w as isize - win.x0).clamp(0, 4) as usize;
-    // The next tile to the right writes the four pixels after these in each row (1.024x for a
-    // ResNet-20 training step, 8 paired rounds, all above 1).
-    let y0 = win.y0 as usize;
-    prefetch_pixels::<true>(img, win, y0..y0 + rows, win.x0 as usize + 4);
+    // The next tile's output pixels, for writing (1.024x for a ResNet-20 training step, 8
+    // paired rounds, all above 1).
+    let (next_rows, next_cols) = next_tile_pixels(win, 4);
+    prefetch_pixels::<true>(img, win, next_rows, next_cols);
     for c0 in (0..win.c).step_by(16) {
         let mut d = [_mm512_setzero_ps(); 36];
         for (p, v) in d.iter_mut().enumerate() {
@@ -305,9 +328,9 @@ pub unsafe fn output_grad_tile(img: *const f32, win: &TileWindow, v: *mut f32, s
     let zero = _mm512_setzero_ps();
     let rows = (win.h as isize - win.y0).clamp(0, 4) as usize;
     let cols = (win.w as isize - win.x0).clamp(0, 4) as usize;
-    // The next tile to the right reads the four pixels after these in each row.
-    let y0 = win.y0 as usize;
-    prefetch_pixels::<false>(img, win, y0..y0 + rows, win.x0 as usize + 4);
+    // The next tile's output-gradient pixels.
+    let (next_rows, next_cols) = next_tile_pixels(win, 4);
+    prefetch_pixels::<false>(img, win, next_rows, next_cols);
     for c0 in (0..win.c).step_by(16) {
         let mut d = [[zero; 4]; 4];
         for (i, row) in d.iter_mut().enumerate().take(rows) {
