@@ -672,9 +672,9 @@ impl DirectPlan {
 /// A task of the direct forward pass reads one run of channels of every weight row; in the
 /// `[k, cout]` layout those are a few hundred bytes every `4 * cout` bytes, a page apart or
 /// nearly, which neither the hardware prefetchers nor the TLB follow: ResNet-50's 7x7 layers at
-/// batch 1 ran 1.3x slower from L2 and 2x slower from memory than from a panel
-/// (`cargo bench -p resnet-kernels --bench conv -- r50-b1`). The copy reads `w` front to back,
-/// each thread a range of rows.
+/// batch 1 ran 1.4x slower from L2 and 2.2x slower from memory than from panels kept between
+/// calls (`cargo bench -p resnet-kernels --bench conv -- r50-b1-3x3-7/forward`). The copy reads
+/// `w` front to back, each thread a range of rows.
 fn pack_panels(w: &[f32], k: usize, cout: usize, chunk: usize, dst: &mut [f32]) {
     assert_eq!(w.len(), k * cout);
     let ranges: Vec<_> = split_even(k, threads::num_threads()).collect();
