@@ -242,6 +242,58 @@ pub fn scale_shift_act(
     });
 }
 
+crate::multiversion! {
+    /// `y = act(y * scale + shift (+ r))` over rows, in place: the arithmetic of
+    /// `scale_shift_rows`, so a convolution that applies it to its output as it writes it (see
+    /// [`crate::conv::OutputTransform`]) gives the same values as a pass of batch norm after it.
+    pub(crate) fn scale_shift_rows_in_place / scale_shift_rows_in_place_on(y: &mut [f32], scale: &[f32], shift: &[f32], residual: Option<&[f32]>, relu: bool) {
+        let c = scale.len();
+        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+        match residual {
+            Some(r) => {
+                for (yr, rr) in y.chunks_exact_mut(c).zip(r.chunks_exact(c)) {
+                    for (((o, &a), &b), &q) in yr.iter_mut().zip(scale).zip(shift).zip(rr) {
+                        *o = (*o * a + b + q).max(floor);
+                    }
+                }
+            }
+            None => {
+                for yr in y.chunks_exact_mut(c) {
+                    for ((o, &a), &b) in yr.iter_mut().zip(scale).zip(shift) {
+                        *o = (*o * a + b).max(floor);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`scale_shift_act`] in place: `y = act(y * scale + shift (+ residual))`.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn scale_shift_act_in_place(
+    y: &mut [f32],
+    c: usize,
+    scale: &[f32],
+    shift: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+) {
+    assert!(c > 0 && y.len().is_multiple_of(c));
+    assert_eq!((scale.len(), shift.len()), (c, c));
+    if let Some(r) = residual {
+        assert_eq!(r.len(), y.len(), "residual length");
+    }
+    let chunk = ROWS_PER_TASK * c;
+    threads::install(|| {
+        y.par_chunks_mut(chunk).enumerate().for_each(|(t, yc)| {
+            let span = t * chunk..t * chunk + yc.len();
+            scale_shift_rows_in_place(yc, scale, shift, residual.map(|r| &r[span]), relu);
+        });
+    });
+}
+
 /// Which ReLU, if any, followed the batch norm in the forward pass, i.e. how its output
 /// gradient is to be masked.
 #[derive(Clone, Copy, Debug)]

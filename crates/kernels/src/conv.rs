@@ -135,6 +135,57 @@ pub struct InputTransform<'a> {
     pub shift: &'a [f32],
 }
 
+/// What follows a convolution in an eval-mode network, applied to its output as it is written:
+/// `y = act(conv * scale + shift (+ residual))` per output channel, with `act` a ReLU or nothing.
+/// That is a batch norm with fixed statistics, the residual addition of a block and its ReLU, so
+/// the convolution's raw output is never stored and read again. The arithmetic is the batch
+/// norm pass's ([`crate::batch_norm::scale_shift_act`]), so the values are the same.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputTransform<'a> {
+    /// Per-channel multiplier.
+    pub scale: &'a [f32],
+    /// Per-channel offset.
+    pub shift: &'a [f32],
+    /// Added after the affine, same shape as the output.
+    pub residual: Option<&'a [f32]>,
+    /// ReLU last.
+    pub relu: bool,
+}
+
+impl OutputTransform<'_> {
+    /// Transforms `y`, rows of output channels `c0..c0 + width` whose first element is element
+    /// `at` of the output: either whole pixels (`c0 = 0`, `width = cout`) or one pixel's run.
+    fn apply(&self, y: &mut [f32], at: usize, c0: usize, width: usize) {
+        let residual = self.residual.map(|r| &r[at..at + y.len()]);
+        let (scale, shift) = (&self.scale[c0..c0 + width], &self.shift[c0..c0 + width]);
+        crate::batch_norm::scale_shift_rows_in_place(y, scale, shift, residual, self.relu);
+    }
+}
+
+/// What the forward pass does to its output besides writing it.
+enum Epilogue<'s, 'a> {
+    /// Nothing.
+    None,
+    /// Sums it per channel into `[2 * cout]` (sums, then sums of squares): a training-mode
+    /// batch norm's statistics.
+    Stats(&'s mut [f64]),
+    /// Transforms it (an eval-mode batch norm, residual and ReLU).
+    Output(&'s OutputTransform<'a>),
+}
+
+impl Epilogue<'_, '_> {
+    /// The epilogue as a pass of its own over a finished output `y` of `cout` channels.
+    fn run_after(self, y: &mut [f32], cout: usize, ws: &mut Workspace) {
+        match self {
+            Epilogue::None => {}
+            Epilogue::Stats(out) => crate::batch_norm::channel_sums(y, cout, out, ws),
+            Epilogue::Output(o) => {
+                crate::batch_norm::scale_shift_act_in_place(y, cout, o.scale, o.shift, o.residual, o.relu)
+            }
+        }
+    }
+}
+
 crate::multiversion! {
     /// `dst = max(src * scale + shift, 0)` over whole pixels.
     fn bn_relu_copy / bn_relu_copy_on(src: &[f32], scale: &[f32], shift: &[f32], dst: &mut [f32]) {
@@ -722,9 +773,10 @@ impl SharedOutput {
     }
 }
 
-/// `y (+)= conv(t(x), w)` with the AVX-512 micro-kernels, in the tasks of a [`DirectPlan`].
-/// With `stats`, the per-channel sums of the output (sum, then sum of squares): while the rows
-/// are still in cache when each task computes whole rows, by another pass otherwise.
+/// `y (+)= conv(t(x), w)` with the AVX-512 micro-kernels, in the tasks of a [`DirectPlan`],
+/// and the epilogue while the output is still in cache: the output transform on each line a
+/// task writes, the per-channel sums when each task computes whole rows (by another pass
+/// otherwise).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn forward_direct(
@@ -737,7 +789,7 @@ fn forward_direct(
     amx: bool,
     y: &mut [f32],
     accumulate: bool,
-    stats: Option<&mut [f64]>,
+    epilogue: Epilogue<'_, '_>,
     ws: &mut Workspace,
 ) {
     use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16};
@@ -772,7 +824,11 @@ fn forward_direct(
     // without an input transform it reads them in place rather than from a copy.
     let long_rows = s.is_pointwise();
     let in_place = long_rows && t.is_none() && !bf16;
-    let fused = stats.is_some() && plan.chunks == 1;
+    let fused = matches!(epilogue, Epilogue::Stats(_)) && plan.chunks == 1;
+    let transform = match &epilogue {
+        Epilogue::Output(o) => Some(*o),
+        _ => None,
+    };
     let mut partials = std::mem::take(&mut ws.f64s);
     // A slot of sums per task (used when fused).
     let task_sums = take(&mut partials, plan.tasks(s.n) * 2 * co);
@@ -882,10 +938,18 @@ fn forward_direct(
                         }
                     };
                     if plan.chunks == 1 {
-                        // Whole rows: each is summed for the statistics right after it is written.
+                        // Whole rows: each is summed for the statistics, or transformed, right after
+                        // it is written.
                         for r in 0..line_count {
                             for co0 in (0..co).step_by(block) {
                                 line(r, co0, (co - co0).min(block));
+                            }
+                            if let Some(o) = transform {
+                                let (at, len) = (band_at + r * line_px * co, line_px * co);
+                                // SAFETY: with one channel run this task alone writes its band's
+                                // rows, and line r lies in them; the writes above are done.
+                                let written = unsafe { std::slice::from_raw_parts_mut(out.at(at), len) };
+                                o.apply(written, at, 0, co);
                             }
                             if fused {
                                 let (s1, s2) = sums.split_at_mut(co);
@@ -904,8 +968,20 @@ fn forward_direct(
                     } else {
                         // A slice of the channels: its weights stay in L2 while every row uses them.
                         for co0 in (c_lo..c_hi).step_by(block) {
+                            let channels = (c_hi - co0).min(block);
                             for r in 0..line_count {
-                                line(r, co0, (c_hi - co0).min(block));
+                                line(r, co0, channels);
+                                if let Some(o) = transform {
+                                    for p in 0..line_px {
+                                        let at = band_at + (r * line_px + p) * co + co0;
+                                        // SAFETY: pixel p of line r lies in this task's band, and
+                                        // this task alone writes its channels co0..co0 + channels
+                                        // (other tasks write other channels of the pixel); the
+                                        // writes above are done.
+                                        let px = unsafe { std::slice::from_raw_parts_mut(out.at(at), channels) };
+                                        o.apply(px, at, co0, channels);
+                                    }
+                                }
                             }
                         }
                     }
@@ -935,24 +1011,23 @@ fn forward_direct(
         run_tasks(w);
     }
     // Fused sums are added up from the task slots; otherwise another pass over the output.
-    let unfused = match stats {
-        Some(total) if fused => {
+    match epilogue {
+        Epilogue::Stats(total) if fused => {
             total.fill(0.0);
             for p in task_sums.chunks_exact(2 * co) {
                 total.iter_mut().zip(p).for_each(|(o, v)| *o += v);
             }
-            None
+            ws.f64s = partials;
         }
-        other => other,
-    };
-    ws.f64s = partials;
-    if let Some(total) = unfused {
-        crate::batch_norm::channel_sums(y, co, total, ws);
+        Epilogue::Output(_) => ws.f64s = partials,
+        other => {
+            ws.f64s = partials;
+            other.run_after(y, co, ws);
+        }
     }
 }
 
-/// Forward pass with a chosen algorithm (writes, or adds into, `y`), optionally returning the
-/// per-channel sums of the output in `stats` (`[2 * cout]`: sums, then sums of squares).
+/// Forward pass with a chosen algorithm (writes, or adds into, `y`), then the epilogue.
 #[allow(clippy::too_many_arguments)]
 fn forward_with(
     algo: ConvAlgorithm,
@@ -963,7 +1038,7 @@ fn forward_with(
     version: Option<u64>,
     y: &mut [f32],
     accumulate: bool,
-    stats: Option<&mut [f64]>,
+    epilogue: Epilogue<'_, '_>,
     ws: &mut Workspace,
 ) {
     if let Some(t) = t {
@@ -973,11 +1048,11 @@ fn forward_with(
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Winograd if winograd::fits(s) => {
             winograd::forward(s, x, t, w, y, accumulate);
-            if let Some(out) = stats {
-                crate::batch_norm::channel_sums(y, s.cout, out, ws);
-            }
+            epilogue.run_after(y, s.cout, ws);
         }
-        ConvAlgorithm::Winograd => forward_with(ConvAlgorithm::Direct, s, x, t, w, version, y, accumulate, stats, ws),
+        ConvAlgorithm::Winograd => {
+            forward_with(ConvAlgorithm::Direct, s, x, t, w, version, y, accumulate, epilogue, ws)
+        }
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct if gathers_windows(s) => {
             // Rows of the im2col matrix [n * oh * ow, kh * kw * cin] are the pixels of a 1x1
@@ -992,7 +1067,7 @@ fn forward_with(
                 });
             });
             let pointwise = ConvShape { h: s.out_h(), w: s.out_w(), cin: k, kh: 1, kw: 1, stride: 1, pad: 0, ..*s };
-            forward_direct(&pointwise, cols, None, w, version, None, false, y, accumulate, stats, ws);
+            forward_direct(&pointwise, cols, None, w, version, None, false, y, accumulate, epilogue, ws);
             ws.windows = windows;
         }
         #[cfg(target_arch = "x86_64")]
@@ -1006,14 +1081,12 @@ fn forward_with(
                 pack_weights_bf16(s, w, take(&mut packed, pairs_len));
             }
             let wb = bf16.then(|| &packed[..pairs_len]);
-            forward_direct(s, x, t, w, version, wb, amx, y, accumulate, stats, ws);
+            forward_direct(s, x, t, w, version, wb, amx, y, accumulate, epilogue, ws);
             ws.bf16 = packed;
         }
         _ => {
             forward_gemm(s, x, t, w, y, accumulate);
-            if let Some(out) = stats {
-                crate::batch_norm::channel_sums(y, s.cout, out, ws);
-            }
+            epilogue.run_after(y, s.cout, ws);
         }
     }
 }
@@ -1046,7 +1119,7 @@ pub fn conv2d_forward_with(
     stats: Option<&mut [f64]>,
     ws: &mut Workspace,
 ) {
-    forward_checked(algo, s, x, t, w, None, y, stats, ws);
+    forward_checked(algo, s, x, t, w, None, y, stats.map_or(Epilogue::None, Epilogue::Stats), ws);
 }
 
 /// [`conv2d_forward_with`] for a weight that carries a version (as `resnet_nn::Param` does):
@@ -1068,7 +1141,30 @@ pub fn conv2d_forward_versioned(
     stats: Option<&mut [f64]>,
     ws: &mut Workspace,
 ) {
-    forward_checked(algo, s, x, t, w, Some(version), y, stats, ws);
+    let epilogue = stats.map_or(Epilogue::None, Epilogue::Stats);
+    forward_checked(algo, s, x, t, w, Some(version), y, epilogue, ws);
+}
+
+/// Forward convolution with what follows it in an eval-mode network applied to the output as
+/// it is written: `y = act(conv(t(x), w) * scale + shift (+ residual))` (see
+/// [`OutputTransform`]). `version`, when given, is the weight's (see
+/// [`conv2d_forward_versioned`]).
+///
+/// # Panics
+/// As [`conv2d_forward_with`], and if the transform's lengths disagree with the output.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_transformed(
+    algo: ConvAlgorithm,
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<InputTransform<'_>>,
+    w: &[f32],
+    version: Option<u64>,
+    out: OutputTransform<'_>,
+    y: &mut [f32],
+    ws: &mut Workspace,
+) {
+    forward_checked(algo, s, x, t, w, version, y, Epilogue::Output(&out), ws);
 }
 
 /// The public forward passes, after checking their arguments.
@@ -1081,14 +1177,23 @@ fn forward_checked(
     w: &[f32],
     version: Option<u64>,
     y: &mut [f32],
-    stats: Option<&mut [f64]>,
+    epilogue: Epilogue<'_, '_>,
     ws: &mut Workspace,
 ) {
     check_lens(s, x.len(), w.len(), y.len());
-    if let Some(st) = &stats {
-        assert_eq!(st.len(), 2 * s.cout, "stats hold a sum and a sum of squares per output channel");
+    match &epilogue {
+        Epilogue::None => {}
+        Epilogue::Stats(st) => {
+            assert_eq!(st.len(), 2 * s.cout, "stats hold a sum and a sum of squares per output channel")
+        }
+        Epilogue::Output(o) => {
+            assert_eq!((o.scale.len(), o.shift.len()), (s.cout, s.cout), "output transform of the wrong length");
+            if let Some(r) = o.residual {
+                assert_eq!(r.len(), y.len(), "residual of {} floats for an output of {}", r.len(), y.len());
+            }
+        }
     }
-    forward_with(algo, s, x, t.as_ref(), w, version, y, false, stats, ws);
+    forward_with(algo, s, x, t.as_ref(), w, version, y, false, epilogue, ws);
 }
 
 /// Gradient of the input: `dx (+)= conv2d_forward` adjoint applied to `dy`.
@@ -1129,7 +1234,7 @@ pub fn conv2d_backward_data_with(
         let mut wt = std::mem::take(&mut ws.weights);
         transpose(w, ci, co, take(&mut wt, ci * co));
         let t = ConvShape { cin: co, cout: ci, ..*s };
-        forward_with(algo, &t, dy, None, &wt[..ci * co], None, dx, accumulate, None, ws);
+        forward_with(algo, &t, dy, None, &wt[..ci * co], None, dx, accumulate, Epilogue::None, ws);
         ws.weights = wt;
         return;
     }
@@ -1160,7 +1265,7 @@ pub fn conv2d_backward_data_with(
             pad: s.kh - 1 - s.pad,
         };
         debug_assert_eq!((t.out_h(), t.out_w()), (s.h, s.w));
-        forward_with(algo, &t, dy, None, &flipped[..s.weight_len()], None, dx, accumulate, None, ws);
+        forward_with(algo, &t, dy, None, &flipped[..s.weight_len()], None, dx, accumulate, Epilogue::None, ws);
         ws.weights = flipped;
         return;
     }
@@ -2098,6 +2203,42 @@ mod tests {
                 *v = dot(&reference_forward(&s, &x, &e), &g) as f32;
             }
             assert_close(&dw, &want_dw, &format!("dw {s:?}"));
+        }
+    }
+
+    /// The output transform gives exactly what a batch-norm pass over the output gives (the same
+    /// arithmetic), for every algorithm and shape: with and without residual and ReLU, an input
+    /// transform, and repeated versioned calls (the second keeps weight panels).
+    #[test]
+    fn output_transform_equals_a_batch_norm_pass_after() {
+        let mut algos = algorithms();
+        if bf16_supported() {
+            algos.push(ConvAlgorithm::DirectBf16);
+        }
+        for (s, algo) in shapes().into_iter().flat_map(|s| algos.clone().into_iter().map(move |a| (s, a))) {
+            let mut rng = Rng::new(9);
+            let x = random(s.input_len(), &mut rng);
+            let w = random(s.weight_len(), &mut rng);
+            let residual = random(s.output_len(), &mut rng);
+            let (scale, shift) = (random(s.cout, &mut rng), random(s.cout, &mut rng));
+            let (t_scale, t_shift) = (random(s.cin, &mut rng), random(s.cin, &mut rng));
+            let mut ws = Workspace::new();
+            for (round, (res, relu)) in
+                [(None, true), (Some(&residual[..]), true), (Some(&residual[..]), false)].into_iter().enumerate()
+            {
+                let t = (round == 1).then_some(InputTransform { scale: &t_scale, shift: &t_shift });
+                let mut want = vec![f32::NAN; s.output_len()];
+                conv2d_forward_with(algo, &s, &x, t, &w, &mut want, None, &mut ws);
+                let raw = want.clone();
+                crate::batch_norm::scale_shift_act(&raw, s.cout, &scale, &shift, res, relu, &mut want);
+                let out = OutputTransform { scale: &scale, shift: &shift, residual: res, relu };
+                for call in 0..3 {
+                    let mut y = vec![f32::NAN; s.output_len()];
+                    conv2d_forward_transformed(algo, &s, &x, t, &w, Some(7), out, &mut y, &mut ws);
+                    let what = format!("{algo:?} {s:?} round {round} call {call}");
+                    assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+                }
+            }
         }
     }
 

@@ -63,6 +63,15 @@ impl ConvBn {
         self.bn.prepare(mode, train.then_some((&self.sums[..], rows)));
     }
 
+    /// `z = act(bn(conv(t(x))) (+ residual))` in eval mode, with the batch norm, the residual
+    /// and the ReLU applied by the convolution as it writes its output: `y` is not written,
+    /// saving a pass over the output (inference has no use for the batch norm's input).
+    pub fn infer(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, residual: Option<&[f32]>, relu: bool) {
+        self.bn.prepare(BatchNormMode::Eval, None);
+        let out = self.bn.output_transform(residual, relu);
+        self.conv.forward_transformed(x, t, out, &mut self.z);
+    }
+
     /// `z = act(bn(y) (+ residual))`.
     pub fn materialize(&mut self, residual: Option<&[f32]>, relu: bool) {
         self.bn.apply(&self.y, residual, relu, &mut self.z);
@@ -106,6 +115,15 @@ impl ConvBn {
 
     fn activation_bytes(&self) -> usize {
         self.y.bytes() + self.z.bytes()
+    }
+}
+
+/// The input of unit `i` of a block whose input is `x`, given the units before it: `x`, or the
+/// previous unit's convolution output with its batch norm and ReLU as the input transform.
+fn unit_input<'a>(x: &'a Tensor, before: &'a [ConvBn], i: usize) -> (&'a Tensor, Option<InputTransform<'a>>) {
+    match i {
+        0 => (x, None),
+        _ => (&before[i - 1].y, Some(before[i - 1].bn.transform())),
     }
 }
 
@@ -182,10 +200,23 @@ impl Block {
 
     /// `out = relu(F(x) + shortcut(x))`, or `relu(F(x))` for a plain block.
     pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode) {
+        self.run(x, mode, false);
+    }
+
+    /// [`Self::forward`] in eval mode writing the block output alone: the last unit's batch
+    /// norm, the shortcut addition and the ReLU are applied by its convolution as it writes
+    /// (see [`ConvBn::infer`]), so that unit's `y` is never stored and read again; the
+    /// projection shortcut likewise. The same values as `forward(x, BatchNormMode::Eval)`.
+    pub fn infer(&mut self, x: &Tensor) {
+        self.run(x, BatchNormMode::Eval, true);
+    }
+
+    /// The forward pass; `fuse` applies each unit output's batch norm in its convolution.
+    fn run(&mut self, x: &Tensor, mode: BatchNormMode, fuse: bool) {
         let last = self.units.len() - 1;
-        for i in 0..=last {
+        for i in 0..last {
             let (done, rest) = self.units.split_at_mut(i);
-            let (input, t) = if i == 0 { (x, None) } else { (&done[i - 1].y, Some(done[i - 1].bn.transform())) };
+            let (input, t) = unit_input(x, done, i);
             rest[0].convolve(input, t, mode);
         }
         let residual: Option<&[f32]> = match &mut self.shortcut {
@@ -196,15 +227,27 @@ impl Block {
                 Some(out.data())
             }
             ShortcutPath::Projection(p) => {
-                p.forward(x, mode, None, false);
+                if fuse {
+                    p.infer(x, None, None, false);
+                } else {
+                    p.forward(x, mode, None, false);
+                }
                 Some(p.z.data())
             }
         };
-        let unit = &mut self.units[last];
+        let (done, rest) = self.units.split_at_mut(last);
+        let (input, t) = unit_input(x, done, last);
+        let unit = &mut rest[0];
         if let Some(r) = residual {
-            assert_eq!(r.len(), unit.y.len(), "{}: shortcut and residual branch shapes differ", self.name);
+            let len: usize = unit.conv.output_shape(input.shape()).iter().product();
+            assert_eq!(r.len(), len, "{}: shortcut and residual branch shapes differ", self.name);
         }
-        unit.materialize(residual, true);
+        if fuse {
+            unit.infer(input, t, residual, true);
+        } else {
+            unit.convolve(input, t, mode);
+            unit.materialize(residual, true);
+        }
     }
 
     /// Backward of a training-mode forward on `x`. `d_out` is the gradient of the block output
@@ -240,7 +283,7 @@ impl Block {
         // output, and the unit writes its input's gradient into `next` (or `dx` for the first).
         for i in (0..=last).rev() {
             let (done, rest) = self.units.split_at_mut(i);
-            let (input, t) = if i == 0 { (x, None) } else { (&done[i - 1].y, Some(done[i - 1].bn.transform())) };
+            let (input, t) = unit_input(x, done, i);
             let unit = &mut rest[0];
             let dz: &[f32] = if i == last { d_out } else { &cur[..unit.y.len()] };
             // Inner units' ReLUs were fused into the next convolution; the last one's mask is

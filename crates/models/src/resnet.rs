@@ -146,7 +146,11 @@ impl ResNet {
         let stem = &mut self.stem;
         spare.lend(&mut stem.unit.y);
         spare.lend(&mut stem.unit.z);
-        stem.unit.forward(x, mode, None, true);
+        if release {
+            stem.unit.infer(x, None, None, true);
+        } else {
+            stem.unit.forward(x, mode, None, true);
+        }
         if let Some(pool) = &mut stem.pool {
             spare.lend(&mut stem.pooled);
             pool.forward(&stem.unit.z, &mut stem.pooled);
@@ -163,7 +167,11 @@ impl ResNet {
             block.for_each_inner_activation(|t| spare.lend(t));
             spare.lend(block.output_mut());
             let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
-            block.forward(input, mode);
+            if release {
+                block.infer(input);
+            } else {
+                block.forward(input, mode);
+            }
             if release {
                 block.for_each_inner_activation(|t| spare.reclaim(t));
                 // The block's input has had its last reader.

@@ -7,7 +7,7 @@
 
 use crate::{Param, ParamKind, Tensor};
 use resnet_kernels::batch_norm::{self as kernel, ReluMask};
-use resnet_kernels::conv::InputTransform;
+use resnet_kernels::conv::{InputTransform, OutputTransform};
 use resnet_kernels::{profile, Workspace};
 
 /// Which statistics normalise the batch.
@@ -172,6 +172,13 @@ impl BatchNorm2d {
     /// ReLU, as a transform the next convolution applies to its input.
     pub fn transform(&self) -> InputTransform<'_> {
         InputTransform { scale: &self.scale, shift: &self.shift }
+    }
+
+    /// The normalisation fixed by the last [`Self::prepare`] or [`Self::forward`], then the
+    /// `residual` and a ReLU if `relu`, as a transform the convolution before applies to its
+    /// output: [`Self::apply`] done by the convolution as it writes.
+    pub fn output_transform<'a>(&'a self, residual: Option<&'a [f32]>, relu: bool) -> OutputTransform<'a> {
+        OutputTransform { scale: &self.scale, shift: &self.shift, residual, relu }
     }
 
     /// Backward of a training-mode forward pass on `x`. In the forward pass:

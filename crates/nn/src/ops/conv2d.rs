@@ -2,7 +2,7 @@
 //! shift makes a bias redundant; He et al. 2015, Section 3.4).
 
 use crate::{Param, ParamKind, Tensor};
-use resnet_kernels::conv::{self, ConvAlgorithm, ConvShape, InputTransform};
+use resnet_kernels::conv::{self, ConvAlgorithm, ConvShape, InputTransform, OutputTransform};
 use resnet_kernels::{profile, Workspace};
 
 /// A square-kernel convolution layer.
@@ -96,6 +96,32 @@ impl Conv2d {
             self.weight.version(),
             y.data_mut(),
             stats,
+            &mut self.ws,
+        );
+    }
+
+    /// `y = out(conv(t(x), weight))`: the eval-mode batch norm, residual and ReLU that follow
+    /// the layer, applied to its output as it is written (see [`OutputTransform`]); the raw
+    /// convolution output is never stored.
+    pub fn forward_transformed(
+        &mut self,
+        x: &Tensor,
+        t: Option<InputTransform<'_>>,
+        out: OutputTransform<'_>,
+        y: &mut Tensor,
+    ) {
+        let s = self.shape_for(x.shape());
+        y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
+        let _p = profile::layer_scope("conv forward", &self.weight.name);
+        conv::conv2d_forward_transformed(
+            ConvAlgorithm::for_forward(&s),
+            &s,
+            x.data(),
+            t,
+            self.weight.value(),
+            Some(self.weight.version()),
+            out,
+            y.data_mut(),
             &mut self.ws,
         );
     }
