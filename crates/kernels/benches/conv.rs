@@ -1,13 +1,15 @@
 //! Convolution passes on the layer shapes of ResNet-20 (CIFAR, batch 128) and ResNet-50
 //! (ImageNet, batch 16, and its deep layers at batch 1, whose forward pass is also timed with
-//! the weights evicted from the caches), for every algorithm this CPU runs (the bf16 ones where
+//! the weights evicted from the caches, and as inference runs it, with the batch norms and
+//! residual fused in), for every algorithm this CPU runs (the bf16 ones where
 //! it has them). Throughput is reported in multiply-adds.
 //!
 //! `cargo bench -p resnet-kernels --bench conv [-- FILTER]`
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use resnet_kernels::conv::{
-    conv2d_backward_data_with, conv2d_backward_weight_with, conv2d_forward_versioned, ConvAlgorithm, ConvShape,
+    conv2d_backward_data_with, conv2d_backward_weight_with, conv2d_forward_transformed, conv2d_forward_versioned,
+    ConvAlgorithm, ConvShape, InputTransform, OutputTransform,
 };
 use resnet_kernels::rng::Rng;
 use resnet_kernels::simd::{self, Isa};
@@ -30,6 +32,8 @@ fn shapes() -> Vec<(&'static str, ConvShape)> {
         ("r50-3x3-56", c(16, 56, 64, 64, 3, 1)),
         ("r50-3x3-28", c(16, 28, 128, 128, 3, 1)),
         ("r50-3x3-7", c(16, 7, 512, 512, 3, 1)),
+        ("r50-b1-1x1-56-up", c(1, 56, 64, 256, 1, 1)),
+        ("r50-b1-1x1-56-down", c(1, 56, 256, 64, 1, 1)),
         ("r50-b1-3x3-14", c(1, 14, 256, 256, 3, 1)),
         ("r50-b1-3x3-7", c(1, 7, 512, 512, 3, 1)),
         ("r50-b1-1x1-7-up", c(1, 7, 512, 2048, 1, 1)),
@@ -72,6 +76,34 @@ fn bench(c: &mut Criterion) {
             group.bench_function(id("forward"), |b| {
                 b.iter(|| conv2d_forward_versioned(algo, &s, &x, None, &w, WEIGHT_VERSION, &mut y, None, &mut ws))
             });
+            // As an inference network runs it: the batch norm and ReLU of the layer before
+            // applied to the input as it is read, its own batch norm, a residual and ReLU to
+            // the output as it is written.
+            if name.starts_with("r50-b1") {
+                let (scale, shift) = (vec![0.9; s.cout.max(s.cin)], vec![0.1; s.cout.max(s.cin)]);
+                let t = InputTransform { scale: &scale[..s.cin], shift: &shift[..s.cin] };
+                let out = OutputTransform {
+                    scale: &scale[..s.cout],
+                    shift: &shift[..s.cout],
+                    residual: Some(&g),
+                    relu: true,
+                };
+                group.bench_function(id("forward-infer"), |b| {
+                    b.iter(|| {
+                        conv2d_forward_transformed(
+                            algo,
+                            &s,
+                            &x,
+                            Some(t),
+                            &w,
+                            Some(WEIGHT_VERSION),
+                            out,
+                            &mut y,
+                            &mut ws,
+                        )
+                    })
+                });
+            }
             group.bench_function(id("backward-data"), |b| {
                 b.iter(|| conv2d_backward_data_with(algo, &s, &g, &w, &mut dx, false, &mut ws))
             });
