@@ -19,10 +19,12 @@
 //! direct sum's (measured about 8x in the tests below: the transforms' constants reach 8), still
 //! around 1e-5 of the largest output.
 
-use super::{ConvShape, InputTransform, SharedOutput};
+use super::{ConvShape, Epilogue, InputTransform, SharedOutput};
 use crate::scratch::{with_filter, with_tile};
 use crate::simd::avx512::ConvTileArgs;
-use crate::simd::winograd::{filter_gradient, input_tile, output_grad_tile, output_tile, transform_filter, TileWindow};
+use crate::simd::winograd::{
+    filter_gradient, input_tile, output_grad_tile, output_tile, transform_filter, TileOutput, TileWindow,
+};
 use crate::simd::{self, Isa};
 use crate::threads;
 use rayon::prelude::*;
@@ -78,7 +80,8 @@ fn tiles_per_task(s: &ConvShape, tiles: usize) -> usize {
     fit.min(spread).max(1)
 }
 
-/// `y (+)= conv(t(x), w)` for a shape that [`fits`].
+/// `y (+)= conv(t(x), w)` for a shape that [`fits`], with an elementwise epilogue applied in the
+/// output transform (the others are the caller's).
 ///
 /// # Panics
 /// If the shape does not fit or a slice length disagrees with `s`.
@@ -89,20 +92,24 @@ pub(super) fn forward(
     w: &[f32],
     y: &mut [f32],
     accumulate: bool,
+    epilogue: &Epilogue<'_, '_>,
 ) {
     assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
     assert_eq!((x.len(), w.len(), y.len()), (s.input_len(), s.weight_len(), s.output_len()));
-    with_filter(POSITIONS * s.cin * s.cout, |u| forward_into(s, x, t, w, y, accumulate, u));
+    // The epilogue's images are checked to be as long as `y` here.
+    let out = epilogue.tile_output(accumulate, y.len(), s.cout);
+    with_filter(POSITIONS * s.cin * s.cout, |u| forward_into(s, x, t, w, y, out, u));
 }
 
-/// [`forward`] with `u` (`[36, cin, cout]`) for the transformed filter.
+/// [`forward`] with `u` (`[36, cin, cout]`) for the transformed filter, and the output
+/// transform's epilogue `epilogue`, whose images are as long as `y`.
 fn forward_into(
     s: &ConvShape,
     x: &[f32],
     t: Option<&InputTransform<'_>>,
     w: &[f32],
     y: &mut [f32],
-    accumulate: bool,
+    epilogue: TileOutput,
     u: &mut [f32],
 ) {
     let (ci, co) = (s.cin, s.cout);
@@ -137,12 +144,12 @@ fn forward_into(
                 }
                 for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
                     let win = window(oh, ow, co, 0, oy, ox);
+                    let at = img * oh * ow * co;
                     // SAFETY: AVX-512 and whole vectors (fits); positions of tile k of `m` as
                     // for `v`; image `img` of `y` (length checked), whose pixels of this tile
-                    // no other task writes (each pixel lies in one tile).
-                    unsafe {
-                        output_tile(m[k * POSITIONS * co..].as_ptr(), co, out.at(img * oh * ow * co), &win, accumulate)
-                    };
+                    // no other task writes (each pixel lies in one tile); the epilogue's images
+                    // are as long as `y` (the caller's contract).
+                    unsafe { output_tile(m[k * POSITIONS * co..].as_ptr(), co, out.at(at), &win, epilogue.offset(at)) };
                 }
             });
         });
@@ -360,7 +367,7 @@ mod tests {
             let w: Vec<f32> =
                 (0..s.weight_len()).map(|_| rng.normal() as f32 * (2.0 / (9 * cin) as f32).sqrt()).collect();
             let mut y = vec![f32::NAN; s.output_len()];
-            forward(&s, &x, None, &w, &mut y, false);
+            forward(&s, &x, None, &w, &mut y, false, &Epilogue::None);
             let (mut err, mut top) = (0.0f64, 0.0f64);
             for (p, row) in y.chunks_exact(cout).enumerate() {
                 let (img, oy, ox) = (p / (s.h * s.w), p / s.w % s.h, p % s.w);

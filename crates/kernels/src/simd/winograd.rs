@@ -238,29 +238,103 @@ pub unsafe fn input_tile(
     }
 }
 
+/// What [`output_tile`] does with each output vector it computes: the epilogues a convolution
+/// fuses into its output. The pointers are to images laid out as the output's (offset `p` of a
+/// pixel's block in the output is offset `p` in them).
+#[derive(Clone, Copy, Debug)]
+pub enum TileOutput {
+    /// `y = v`.
+    Store,
+    /// `y += v`.
+    Accumulate,
+    /// `y = act(v * scale + shift (+ residual))` per channel, as
+    /// [`crate::conv::OutputTransform`] (the same operations in the same order).
+    Affine {
+        /// Per-channel multiplier (`win.c` floats).
+        scale: *const f32,
+        /// Per-channel offset (`win.c` floats).
+        shift: *const f32,
+        /// The residual image, if any.
+        residual: Option<*const f32>,
+        /// ReLU last.
+        relu: bool,
+    },
+    /// `y = (v + add) * [mask_of > 0]`, or `v + add` without `mask_of`, as
+    /// [`crate::conv::ShortcutGradient`].
+    Shortcut {
+        /// The image added.
+        add: *const f32,
+        /// The image whose sign masks the sum, if any.
+        mask_of: Option<*const f32>,
+    },
+}
+
+// SAFETY: the images a `TileOutput` points to are only read, and outlive the parallel
+// tasks that share it (the convolution's arguments); the output is written through other
+// pointers, per tile, by the task that owns it.
+unsafe impl Send for TileOutput {}
+// SAFETY: as above.
+unsafe impl Sync for TileOutput {}
+
+impl TileOutput {
+    /// The same epilogue for the image `offset` floats further on (its own pointers moved).
+    pub fn offset(self, offset: usize) -> Self {
+        let at = |p: *const f32| p.wrapping_add(offset);
+        match self {
+            TileOutput::Affine { scale, shift, residual, relu } => {
+                TileOutput::Affine { scale, shift, residual: residual.map(at), relu }
+            }
+            TileOutput::Shortcut { add, mask_of } => TileOutput::Shortcut { add: at(add), mask_of: mask_of.map(at) },
+            other => other,
+        }
+    }
+
+    /// The images it reads besides the output.
+    fn inputs(self) -> [Option<*const f32>; 2] {
+        match self {
+            TileOutput::Affine { residual, .. } => [residual, None],
+            TileOutput::Shortcut { add, mask_of } => [Some(add), mask_of],
+            _ => [None, None],
+        }
+    }
+}
+
 /// `A^T m A` of every 16-channel block `c0` of one tile (position `p` at `m + p * stride +
-/// c0`), written (or added, when `accumulate`) to the pixels of the 4x4 output window `win` of
-/// the image at `img` that lie inside it.
+/// c0`), written to the pixels of the 4x4 output window `win` of the image at `img` that lie
+/// inside it, through the epilogue `out`.
 ///
 /// # Safety
 /// - The CPU supports AVX-512F; `win.c` is a multiple of 16.
 /// - `m + p * stride + c0 .. + 16` is readable for every `p < 36` and block `c0 < win.c`.
 /// - `img` holds the `win.h * win.w * win.c` floats of the output image, writable, and no other
 ///   thread touches the window's pixels meanwhile.
+/// - The images `out` points to hold `win.h * win.w * win.c` readable floats (for this image)
+///   and its per-channel parameters `win.c`; none overlaps the window's output pixels.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn output_tile(m: *const f32, stride: usize, img: *mut f32, win: &TileWindow, accumulate: bool) {
+pub unsafe fn output_tile(m: *const f32, stride: usize, img: *mut f32, win: &TileWindow, out: TileOutput) {
     let rows = (win.h as isize - win.y0).clamp(0, 4) as usize;
     let cols = (win.w as isize - win.x0).clamp(0, 4) as usize;
     // The next tile's output pixels, for writing (1.024x for a ResNet-20 training step, 8
-    // paired rounds, all above 1).
+    // paired rounds, all above 1), and those of the images the epilogue reads.
     let (next_rows, next_cols) = next_tile_pixels(win, 4);
-    prefetch_pixels::<true>(img, win, next_rows, next_cols);
+    prefetch_pixels::<true>(img, win, next_rows.clone(), next_cols.clone());
+    for src in out.inputs().into_iter().flatten() {
+        prefetch_pixels::<false>(src, win, next_rows.clone(), next_cols.clone());
+    }
+    let zero = _mm512_setzero_ps();
     for c0 in (0..win.c).step_by(16) {
         let mut d = [_mm512_setzero_ps(); 36];
         for (p, v) in d.iter_mut().enumerate() {
             // SAFETY: position p < 36, block c0 (contract).
             *v = unsafe { _mm512_loadu_ps(m.add(p * stride + c0)) };
         }
+        let (a, b) = match out {
+            // SAFETY: block c0 of the per-channel parameters (contract).
+            TileOutput::Affine { scale, shift, .. } => unsafe {
+                (_mm512_loadu_ps(scale.add(c0)), _mm512_loadu_ps(shift.add(c0)))
+            },
+            _ => (zero, zero),
+        };
         let mut t = [[_mm512_setzero_ps(); 4]; 6];
         for (b, col) in t.iter_mut().enumerate() {
             *col = output_1d([d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b]]);
@@ -268,12 +342,37 @@ pub unsafe fn output_tile(m: *const f32, stride: usize, img: *mut f32, win: &Til
         for i in 0..rows {
             let o = output_1d([t[0][i], t[1][i], t[2][i], t[3][i], t[4][i], t[5][i]]);
             for (j, v) in o.into_iter().take(cols).enumerate() {
-                let px = (win.y0 as usize + i) * win.w + win.x0 as usize + j;
+                let at = ((win.y0 as usize + i) * win.w + win.x0 as usize + j) * win.c + c0;
                 // SAFETY: pixel (y0 + i, x0 + j) is inside the image (rows and cols above),
-                // block c0 inside the pixel; this thread owns the window (contract).
+                // block c0 inside the pixel; this thread owns the window, and the epilogue's
+                // images hold the same pixel (contract).
                 unsafe {
-                    let p = img.add(px * win.c + c0);
-                    let v = if accumulate { _mm512_add_ps(_mm512_loadu_ps(p), v) } else { v };
+                    let p = img.add(at);
+                    let v = match out {
+                        TileOutput::Store => v,
+                        TileOutput::Accumulate => _mm512_add_ps(_mm512_loadu_ps(p), v),
+                        TileOutput::Affine { residual, relu, .. } => {
+                            let mut r = _mm512_add_ps(_mm512_mul_ps(v, a), b);
+                            if let Some(q) = residual {
+                                r = _mm512_add_ps(r, _mm512_loadu_ps(q.add(at)));
+                            }
+                            if relu {
+                                _mm512_max_ps(r, zero)
+                            } else {
+                                r
+                            }
+                        }
+                        TileOutput::Shortcut { add, mask_of } => {
+                            let sum = _mm512_add_ps(v, _mm512_loadu_ps(add.add(at)));
+                            match mask_of {
+                                Some(r) => {
+                                    let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_loadu_ps(r.add(at)), zero);
+                                    _mm512_maskz_mov_ps(keep, sum)
+                                }
+                                None => sum,
+                            }
+                        }
+                    };
                     _mm512_storeu_ps(p, v);
                 }
             }
