@@ -152,17 +152,14 @@ pub struct OutputTransform<'a> {
     pub relu: bool,
 }
 
-/// What follows the backward-data pass of a residual block's first convolution: the gradient
-/// that reaches the block input through the identity shortcut is added, and the ReLU mask of
-/// that input (a ReLU output) applied: `dx = (conv^T(dy, w) + add) * [mask_of > 0]`, or
-/// without the mask `conv^T(dy, w) + add`. Fused, the input gradient is written once instead of
-/// written, read and written again.
-#[derive(Clone, Copy, Debug)]
-pub struct ShortcutGradient<'a> {
-    /// The shortcut's gradient (the block output's), same shape as the input gradient.
-    pub add: &'a [f32],
-    /// The block input, whose positive elements pass the gradient, if it is a ReLU output.
-    pub mask_of: Option<&'a [f32]>,
+impl OutputTransform<'_> {
+    /// Transforms `y`, rows of output channels `c0..c0 + width` whose first element is element
+    /// `at` of the output: either whole pixels (`c0 = 0`, `width = cout`) or one pixel's run.
+    fn apply(&self, y: &mut [f32], at: usize, c0: usize, width: usize) {
+        let residual = self.residual.map(|r| &r[at..at + y.len()]);
+        let (scale, shift) = (&self.scale[c0..c0 + width], &self.shift[c0..c0 + width]);
+        crate::batch_norm::scale_shift_rows_in_place(y, scale, shift, residual, self.relu);
+    }
 }
 
 /// What the forward pass does to its output besides writing it.
@@ -174,8 +171,6 @@ enum Epilogue<'s, 'a> {
     Stats(&'s mut [f64]),
     /// Transforms it (an eval-mode batch norm, residual and ReLU).
     Output(&'s OutputTransform<'a>),
-    /// Adds a shortcut's gradient and masks (the backward-data pass run as a forward one).
-    Shortcut(&'s ShortcutGradient<'a>),
 }
 
 impl Epilogue<'_, '_> {
@@ -196,34 +191,6 @@ impl Epilogue<'_, '_> {
                 assert_eq!((o.scale.len(), o.shift.len()), (cout, cout), "output transform of the wrong length");
                 o.residual.inspect(|r| image("residual", r));
             }
-            Epilogue::Shortcut(g) => {
-                image("shortcut gradient", g.add);
-                g.mask_of.inspect(|r| image("mask source", r));
-            }
-        }
-    }
-
-    /// Whether it maps each output element on its own (so it may run on any part of the output
-    /// as soon as that is written).
-    fn is_elementwise(&self) -> bool {
-        matches!(self, Epilogue::Output(_) | Epilogue::Shortcut(_))
-    }
-
-    /// An elementwise epilogue on `y`, rows of output channels `c0..c0 + width` whose first
-    /// element is element `at` of the output: either whole pixels (`c0 = 0`, `width = cout`)
-    /// or one pixel's run. Does nothing for the others.
-    fn apply(&self, y: &mut [f32], at: usize, c0: usize, width: usize) {
-        let span = at..at + y.len();
-        match self {
-            Epilogue::Output(o) => {
-                let (scale, shift) = (&o.scale[c0..c0 + width], &o.shift[c0..c0 + width]);
-                let residual = o.residual.map(|r| &r[span]);
-                crate::batch_norm::scale_shift_rows_in_place(y, scale, shift, residual, o.relu);
-            }
-            Epilogue::Shortcut(g) => {
-                crate::elementwise::add_then_mask(y, &g.add[span.clone()], g.mask_of.map(|r| &r[span]))
-            }
-            Epilogue::None | Epilogue::Stats(_) => {}
         }
     }
 
@@ -235,31 +202,24 @@ impl Epilogue<'_, '_> {
             Epilogue::Output(o) => {
                 crate::batch_norm::scale_shift_act_in_place(y, cout, o.scale, o.shift, o.residual, o.relu)
             }
-            Epilogue::Shortcut(g) => match g.mask_of {
-                Some(r) => crate::elementwise::add_assign_relu_mask(y, g.add, r),
-                None => crate::elementwise::add_assign(y, g.add),
-            },
         }
     }
 
-    /// The Winograd output transform's form of an elementwise epilogue (of an output of `len`
+    /// The Winograd output transform's form of the output transform (for an output of `len`
     /// floats, `cout` channels), or of none: writing, or adding when `accumulate`. The
     /// statistics are left to [`Self::run_after`].
     ///
     /// # Panics
-    /// If an elementwise epilogue's images are not `len` floats, or it is asked to accumulate.
+    /// If the transform's buffers do not fit, or it would follow an accumulating pass.
     #[cfg(target_arch = "x86_64")]
     fn tile_output(&self, accumulate: bool, len: usize, cout: usize) -> crate::simd::winograd::TileOutput {
         use crate::simd::winograd::TileOutput;
-        assert!(!(accumulate && self.is_elementwise()), "an elementwise epilogue after an accumulating pass");
+        assert!(!(accumulate && matches!(self, Epilogue::Output(_))), "an output transform after an accumulating pass");
         self.check(cout, len);
         match self {
             Epilogue::Output(o) => {
                 let residual = o.residual.map(<[f32]>::as_ptr);
                 TileOutput::Affine { scale: o.scale.as_ptr(), shift: o.shift.as_ptr(), residual, relu: o.relu }
-            }
-            Epilogue::Shortcut(g) => {
-                TileOutput::Shortcut { add: g.add.as_ptr(), mask_of: g.mask_of.map(<[f32]>::as_ptr) }
             }
             _ if accumulate => TileOutput::Accumulate,
             _ => TileOutput::Store,
@@ -906,7 +866,10 @@ fn forward_direct(
     let long_rows = s.is_pointwise();
     let in_place = long_rows && t.is_none() && !bf16;
     let fused = matches!(epilogue, Epilogue::Stats(_)) && plan.chunks == 1;
-    let elementwise = epilogue.is_elementwise();
+    let transform = match &epilogue {
+        Epilogue::Output(o) => Some(*o),
+        _ => None,
+    };
     let mut partials = std::mem::take(&mut ws.f64s);
     // A slot of sums per task (used when fused).
     let task_sums = take(&mut partials, plan.tasks(s.n) * 2 * co);
@@ -1022,12 +985,12 @@ fn forward_direct(
                             for co0 in (0..co).step_by(block) {
                                 line(r, co0, (co - co0).min(block));
                             }
-                            if elementwise {
+                            if let Some(o) = transform {
                                 let (at, len) = (band_at + r * line_px * co, line_px * co);
                                 // SAFETY: with one channel run this task alone writes its band's
                                 // rows, and line r lies in them; the writes above are done.
                                 let written = unsafe { std::slice::from_raw_parts_mut(out.at(at), len) };
-                                epilogue.apply(written, at, 0, co);
+                                o.apply(written, at, 0, co);
                             }
                             if fused {
                                 let (s1, s2) = sums.split_at_mut(co);
@@ -1049,7 +1012,7 @@ fn forward_direct(
                             let channels = (c_hi - co0).min(block);
                             for r in 0..line_count {
                                 line(r, co0, channels);
-                                if elementwise {
+                                if let Some(o) = transform {
                                     for p in 0..line_px {
                                         let at = band_at + (r * line_px + p) * co + co0;
                                         // SAFETY: pixel p of line r lies in this task's band, and
@@ -1057,7 +1020,7 @@ fn forward_direct(
                                         // (other tasks write other channels of the pixel); the
                                         // writes above are done.
                                         let px = unsafe { std::slice::from_raw_parts_mut(out.at(at), channels) };
-                                        epilogue.apply(px, at, co0, channels);
+                                        o.apply(px, at, co0, channels);
                                     }
                                 }
                             }
@@ -1097,7 +1060,7 @@ fn forward_direct(
             }
             ws.f64s = partials;
         }
-        Epilogue::Output(_) | Epilogue::Shortcut(_) => ws.f64s = partials,
+        Epilogue::Output(_) => ws.f64s = partials,
         other => {
             ws.f64s = partials;
             other.run_after(y, co, ws);
@@ -1296,49 +1259,14 @@ pub fn conv2d_backward_data_with(
     accumulate: bool,
     ws: &mut Workspace,
 ) {
-    let out = if accumulate { DataGradient::Accumulate } else { DataGradient::Write };
-    conv2d_backward_data_into(algo, s, dy, w, dx, out, ws);
-}
-
-/// What the backward-data pass does with the input gradient it computes.
-#[derive(Clone, Copy, Debug)]
-pub enum DataGradient<'a> {
-    /// Writes it.
-    Write,
-    /// Adds it to what is there.
-    Accumulate,
-    /// Adds a shortcut's gradient and applies a ReLU mask as it writes (see
-    /// [`ShortcutGradient`]).
-    Shortcut(ShortcutGradient<'a>),
-}
-
-/// [`conv2d_backward_data_with`] with what becomes of the gradient spelled out, `out`.
-///
-/// # Panics
-/// As [`conv2d_backward_data_with`], and if the shortcut's buffers are not as long as `dx`.
-pub fn conv2d_backward_data_into(
-    algo: ConvAlgorithm,
-    s: &ConvShape,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-    out: DataGradient<'_>,
-    ws: &mut Workspace,
-) {
     check_lens(s, dx.len(), w.len(), dy.len());
-    let (accumulate, epilogue) = match &out {
-        DataGradient::Write => (false, Epilogue::None),
-        DataGradient::Accumulate => (true, Epilogue::None),
-        DataGradient::Shortcut(g) => (false, Epilogue::Shortcut(g)),
-    };
-    epilogue.check(s.cin, dx.len());
     let (k, co, ci) = (s.patch(), s.cout, s.cin);
     if s.is_pointwise() {
         // dx[m, ci] = sum_co dy[m, co] * w[ci, co]: a forward 1x1 convolution with w transposed.
         let mut wt = std::mem::take(&mut ws.weights);
         transpose(w, ci, co, take(&mut wt, ci * co));
         let t = ConvShape { cin: co, cout: ci, ..*s };
-        forward_with(algo, &t, dy, None, &wt[..ci * co], None, dx, accumulate, epilogue, ws);
+        forward_with(algo, &t, dy, None, &wt[..ci * co], None, dx, accumulate, Epilogue::None, ws);
         ws.weights = wt;
         return;
     }
@@ -1369,7 +1297,7 @@ pub fn conv2d_backward_data_into(
             pad: s.kh - 1 - s.pad,
         };
         debug_assert_eq!((t.out_h(), t.out_w()), (s.h, s.w));
-        forward_with(algo, &t, dy, None, &flipped[..s.weight_len()], None, dx, accumulate, epilogue, ws);
+        forward_with(algo, &t, dy, None, &flipped[..s.weight_len()], None, dx, accumulate, Epilogue::None, ws);
         ws.weights = flipped;
         return;
     }
@@ -1396,7 +1324,6 @@ pub fn conv2d_backward_data_into(
             });
         });
     });
-    epilogue.run_after(dx, ci, ws);
 }
 
 /// Gradient of the weight: `dw (+)= im2col(t(x))^T * dy`, where `t` is the input transform the
@@ -2343,37 +2270,6 @@ mod tests {
                     let what = format!("{algo:?} {s:?} round {round} call {call}");
                     assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
                 }
-            }
-        }
-    }
-
-    /// The shortcut gradient added and masked by the backward-data pass gives exactly what the
-    /// elementwise pass after it gives, for every algorithm and shape, with and without mask.
-    #[test]
-    fn shortcut_gradient_equals_the_pass_after() {
-        let mut algos = algorithms();
-        if bf16_supported() {
-            algos.push(ConvAlgorithm::DirectBf16);
-        }
-        for (s, algo) in shapes().into_iter().flat_map(|s| algos.clone().into_iter().map(move |a| (s, a))) {
-            let mut rng = Rng::new(10);
-            let dy = random(s.output_len(), &mut rng);
-            let w = random(s.weight_len(), &mut rng);
-            let (add, mask_of) = (random(s.input_len(), &mut rng), random(s.input_len(), &mut rng));
-            let mut ws = Workspace::new();
-            for masked in [true, false] {
-                let mut want = vec![f32::NAN; s.input_len()];
-                conv2d_backward_data_with(algo, &s, &dy, &w, &mut want, false, &mut ws);
-                match masked {
-                    true => crate::elementwise::add_assign_relu_mask(&mut want, &add, &mask_of),
-                    false => crate::elementwise::add_assign(&mut want, &add),
-                }
-                let g = ShortcutGradient { add: &add, mask_of: masked.then_some(&mask_of[..]) };
-                let mut dx = vec![f32::NAN; s.input_len()];
-                conv2d_backward_data_into(algo, &s, &dy, &w, &mut dx, DataGradient::Shortcut(g), &mut ws);
-                let what = format!("{algo:?} {s:?} masked {masked}");
-                assert!(dx.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
-                assert!(!masked || dx.iter().zip(&mask_of).all(|(d, r)| *r > 0.0 || *d == 0.0), "{what}");
             }
         }
     }

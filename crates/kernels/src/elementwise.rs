@@ -114,19 +114,6 @@ pub fn add_assign_relu_mask(y: &mut [f32], x: &[f32], r: &[f32]) {
     });
 }
 
-/// [`add_assign_relu_mask`] (or [`add_assign`] without `r`) on this thread alone: the part of
-/// it a convolution applies to the lines of its output as it writes them.
-pub(crate) fn add_then_mask(y: &mut [f32], x: &[f32], r: Option<&[f32]>) {
-    assert_eq!(x.len(), y.len());
-    match r {
-        Some(r) => {
-            assert_eq!(r.len(), y.len());
-            add_assign_masked_chunk(y, x, r);
-        }
-        None => add_assign_chunk(y, x),
-    }
-}
-
 /// Geometry of an option-A shortcut: subsample by `stride`, then zero-pad channels from `cin` to
 /// `cout`, `(cout - cin) / 2` before and the rest after (the symmetric padding of the widely used
 /// CIFAR reference implementation).

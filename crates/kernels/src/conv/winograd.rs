@@ -80,8 +80,9 @@ fn tiles_per_task(s: &ConvShape, tiles: usize) -> usize {
     fit.min(spread).max(1)
 }
 
-/// `y (+)= conv(t(x), w)` for a shape that [`fits`], with an elementwise epilogue applied in the
-/// output transform (the others are the caller's).
+/// `y (+)= conv(t(x), w)` for a shape that [`fits`], with the epilogue's output transform (an
+/// eval-mode batch norm, residual and ReLU) applied in the Winograd output transform; the
+/// statistics are the caller's.
 ///
 /// # Panics
 /// If the shape does not fit or a slice length disagrees with `s`.
@@ -96,13 +97,13 @@ pub(super) fn forward(
 ) {
     assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
     assert_eq!((x.len(), w.len(), y.len()), (s.input_len(), s.weight_len(), s.output_len()));
-    // The epilogue's images are checked to be as long as `y` here.
+    // The epilogue's buffers are checked against `y` here.
     let out = epilogue.tile_output(accumulate, y.len(), s.cout);
     with_filter(POSITIONS * s.cin * s.cout, |u| forward_into(s, x, t, w, y, out, u));
 }
 
-/// [`forward`] with `u` (`[36, cin, cout]`) for the transformed filter, and the output
-/// transform's epilogue `epilogue`, whose images are as long as `y`.
+/// [`forward`] with `u` (`[36, cin, cout]`) for the transformed filter, and the tile epilogue
+/// `epilogue`, whose buffers fit `y`.
 fn forward_into(
     s: &ConvShape,
     x: &[f32],
