@@ -703,10 +703,16 @@ const TASK_WEIGHT_BYTES: usize = 512 << 10;
 const LINE_INPUT_BYTES: usize = 256 << 10;
 /// Output bytes a transformed long row (see [`LINE_INPUT_BYTES`]) is written in before the
 /// transform reads them back, so that they are still in L2 (or L1): transforming each band of a
-/// 56x56 1x1 layer of ResNet-50 at batch 1 (392 pixels, 400 KB) after writing all of it took 2.3-2.7
-/// ms on a Skylake-SP Xeon, in runs of 128 pixels 1.5-1.6 (`cargo bench -p resnet-kernels --bench
-/// conv -- r50-b1-1x1-56-up/forward-infer`).
+/// 56x56 1x1 layer of ResNet-50 at batch 1 (392 pixels, 400 KB) after writing all of it took
+/// 2.15-3.17 ms on a Skylake-SP Xeon, in runs of 128 pixels 1.47-1.73 (`cargo bench -p
+/// resnet-kernels --bench conv -- r50-b1-1x1-56-up/forward-infer`, two sittings).
 const TRANSFORM_RUN_BYTES: usize = 128 << 10;
+
+/// Pixels of a transformed long row of `cout` channels written before the transform reads them
+/// back (see [`TRANSFORM_RUN_BYTES`]), in whole 16-pixel micro-kernel blocks.
+fn transform_run_pixels(cout: usize) -> usize {
+    (TRANSFORM_RUN_BYTES / (4 * cout)).next_multiple_of(16)
+}
 
 /// How the direct forward pass cuts a layer into parallel tasks: bands of output rows of one
 /// image, times runs of output channels.
@@ -990,7 +996,7 @@ fn forward_direct(
                         // it is written; a long row that is transformed goes in runs of pixels whose
                         // output stays in L2 until the transform has read it.
                         let px_run = match transform {
-                            Some(_) if long_rows => (TRANSFORM_RUN_BYTES / (4 * co)).next_multiple_of(16).min(line_px),
+                            Some(_) if long_rows => transform_run_pixels(co).min(line_px),
                             _ => line_px,
                         };
                         for r in 0..line_count {
@@ -2267,7 +2273,7 @@ mod tests {
         // And a 1x1 layer whose long row is transformed in several runs of pixels, the last one cut.
         let runs = ConvShape { n: 1, h: 16, w: 200, cin: 16, cout: 272, kh: 1, kw: 1, stride: 1, pad: 0 };
         let band_px = DirectPlan::new(&runs, 64, 4).band * runs.w;
-        let px_run = (TRANSFORM_RUN_BYTES / (4 * runs.cout)).next_multiple_of(16);
+        let px_run = transform_run_pixels(runs.cout);
         assert!(band_px > px_run && !band_px.is_multiple_of(px_run), "{band_px} pixels a band, runs of {px_run}");
         let shapes = shapes().into_iter().chain([runs]);
         for (s, algo) in shapes.flat_map(|s| algos.clone().into_iter().map(move |a| (s, a))) {
