@@ -1,7 +1,8 @@
 //! Convolution passes on the layer shapes of ResNet-20 (CIFAR, batch 128) and ResNet-50
 //! (ImageNet, batch 16, and its deep layers at batch 1, whose forward pass is also timed with
 //! the weights evicted from the caches, and as inference runs it, with the batch norms and
-//! residual fused in), for every algorithm this CPU runs (the bf16 ones where
+//! residual fused in; ResNet-20's also as training runs them, with the input's batch norm and
+//! the output's statistics fused in), for every algorithm this CPU runs (the bf16 ones where
 //! it has them). Throughput is reported in multiply-adds.
 //!
 //! `cargo bench -p resnet-kernels --bench conv [-- FILTER]`
@@ -102,6 +103,32 @@ fn bench(c: &mut Criterion) {
                             &mut ws,
                         )
                     })
+                });
+            }
+            // As a training network runs it: the batch norm and ReLU of the layer before
+            // applied to the input as it is read, the batch-norm sums of the output gathered as
+            // it is written; the weight gradient reads the input through the same transform.
+            if name.starts_with("r20") {
+                let (scale, shift) = (vec![0.9; s.cin], vec![0.1; s.cin]);
+                let t = InputTransform { scale: &scale, shift: &shift };
+                let mut stats = vec![0.0f64; 2 * s.cout];
+                group.bench_function(id("forward-train"), |b| {
+                    b.iter(|| {
+                        conv2d_forward_versioned(
+                            algo,
+                            &s,
+                            &x,
+                            Some(t),
+                            &w,
+                            WEIGHT_VERSION,
+                            &mut y,
+                            Some(&mut stats),
+                            &mut ws,
+                        )
+                    })
+                });
+                group.bench_function(id("backward-weight-train"), |b| {
+                    b.iter(|| conv2d_backward_weight_with(algo, &s, &x, Some(t), &g, &mut dw, true, &mut ws))
                 });
             }
             group.bench_function(id("backward-data"), |b| {

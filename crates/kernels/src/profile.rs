@@ -89,6 +89,12 @@ pub fn by_layer() -> Vec<Row> {
     aggregate(|(op, layer)| if layer.is_empty() { format!("({op})") } else { layer.clone() })
 }
 
+/// Time per operator within each layer (`"layer: operator"`, or the operator alone outside
+/// layers), largest first.
+pub fn by_operator_and_layer() -> Vec<Row> {
+    aggregate(|(op, layer)| if layer.is_empty() { format!("({op})") } else { format!("{layer}: {op}") })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +114,8 @@ mod tests {
         let layers = by_layer();
         assert!(layers.iter().any(|r| r.name == "layer1.0.conv1"));
         assert!(layers.iter().any(|r| r.name == "(on)"));
+        let both = by_operator_and_layer();
+        assert_eq!(both.iter().find(|r| r.name == "layer1.0.conv2: conv").map(|r| r.calls), Some(1));
+        assert!(both.iter().any(|r| r.name == "(on)"));
     }
 }

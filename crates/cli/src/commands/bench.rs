@@ -120,8 +120,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .map(|r| serde_json::json!({"name": r.name, "ms_per_step": 1e3 * r.time.as_secs_f64() / args.steps as f64, "calls": r.calls}))
                     .collect()
             };
-            v["profile"] =
-                serde_json::json!({"by_operator": rows(profile::by_operator()), "by_layer": rows(profile::by_layer())});
+            v["profile"] = serde_json::json!({"by_operator": rows(profile::by_operator()), "by_layer": rows(profile::by_layer()),
+                "by_operator_and_layer": rows(profile::by_operator_and_layer())});
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -161,6 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         print("operator", profile::by_operator());
         print("layer", profile::by_layer());
+        print("layer: operator", profile::by_operator_and_layer());
     }
     Ok(())
 }

@@ -488,3 +488,96 @@ pub unsafe fn filter_gradient(du: *const f32, cin: usize, cout: usize, dw: *mut 
         }
     }
 }
+
+/// The middle step for `R` tiles at one position, with the input channel count known when
+/// compiling: `m[r * m_stride + 16 j ..] = sum_{ci < CIN} v[r * 36 * CIN + ci] * u[ci * u_stride + 16 j ..]`
+/// for `j < NB`, where `v` points at the position's first input channel in the first tile's
+/// `[36, CIN]` block. With the tile stride a constant, each step's `R` broadcasts address `v` by
+/// immediate offsets; the general micro-kernel computes them at run time, which cost a third of
+/// its speed at 16 channels on a Skylake-SP core (isolated on cached data: 24 against 36 GFLOP/s;
+/// 37 against 43 at 32 channels).
+///
+/// # Safety
+/// - The CPU supports AVX-512F.
+/// - `v + r * 36 * CIN + ci` is readable for `r < R`, `ci < CIN`; `u + ci * u_stride + 16 * j`
+///   for 16 floats, `ci < CIN`, `j < NB`; `m + r * m_stride + 16 * j` writable for 16 floats,
+///   overlapping neither input.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn product_tile<const R: usize, const NB: usize, const CIN: usize>(
+    v: *const f32,
+    u: *const f32,
+    u_stride: usize,
+    m: *mut f32,
+    m_stride: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    for ci in 0..CIN {
+        let mut w = [_mm512_setzero_ps(); NB];
+        for (j, w) in w.iter_mut().enumerate() {
+            // SAFETY: row ci of `u`, vector j (contract).
+            *w = unsafe { _mm512_loadu_ps(u.add(ci * u_stride + 16 * j)) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: channel ci of tile r (contract).
+            let b = _mm512_set1_ps(unsafe { *v.add(r * 36 * CIN + ci) });
+            for (a, w) in row.iter_mut().zip(&w) {
+                *a = _mm512_fmadd_ps(b, *w, *a);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            // SAFETY: vector j of output row r (contract).
+            unsafe { _mm512_storeu_ps(m.add(r * m_stride + 16 * j), *a) };
+        }
+    }
+}
+
+/// The weight gradient's middle step for `R` input and `16 NB` output channels at one position of
+/// a layer with `CIN` channels in and out, known when compiling: `du[r * du_stride + 16 j ..] +=
+/// sum_{t < tiles} v[t * 36 * CIN + r] * g[t * 36 * CIN + 16 j ..]` for `j < NB`, where `v` and
+/// `g` point at the block's first channels in the first tile. The tile stride as a constant gives
+/// immediate offsets, as in [`product_tile`] (isolated on cached data on a Skylake-SP core:
+/// 1.7x the general micro-kernel's speed at 16 channels, 1.5x at 32, 1.4-2x at 64).
+///
+/// # Safety
+/// - The CPU supports AVX-512F.
+/// - `v + t * 36 * CIN + r` is readable for `t < tiles`, `r < R`; `g + t * 36 * CIN + 16 * j`
+///   for 16 floats, `t < tiles`, `j < NB`; `du + r * du_stride + 16 * j` readable and writable for
+///   16 floats, overlapping neither input.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn gradient_product_tile<const R: usize, const NB: usize, const CIN: usize>(
+    v: *const f32,
+    g: *const f32,
+    tiles: usize,
+    du: *mut f32,
+    du_stride: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    for (r, row) in acc.iter_mut().enumerate() {
+        for (j, a) in row.iter_mut().enumerate() {
+            // SAFETY: vector j of row r of `du` (contract).
+            *a = unsafe { _mm512_loadu_ps(du.add(r * du_stride + 16 * j)) };
+        }
+    }
+    for t in 0..tiles {
+        let mut w = [_mm512_setzero_ps(); NB];
+        for (j, w) in w.iter_mut().enumerate() {
+            // SAFETY: vector j of tile t's output gradient (contract).
+            *w = unsafe { _mm512_loadu_ps(g.add(t * 36 * CIN + 16 * j)) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: channel r of tile t's transformed input (contract).
+            let b = _mm512_set1_ps(unsafe { *v.add(t * 36 * CIN + r) });
+            for (a, w) in row.iter_mut().zip(&w) {
+                *a = _mm512_fmadd_ps(b, *w, *a);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            // SAFETY: vector j of row r of `du` (contract).
+            unsafe { _mm512_storeu_ps(du.add(r * du_stride + 16 * j), *a) };
+        }
+    }
+}
