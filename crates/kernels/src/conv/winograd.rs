@@ -475,9 +475,9 @@ mod tests {
         }
     }
 
-    /// The products with the channel count built in, for every tile count of their tables and
-    /// several blocks of tiles, equal the general micro-kernel's bit for bit (same sums in the
-    /// same order).
+    /// The products on kernels with the strides built in, forward and weight gradient (which
+    /// accumulates into existing values), for every tile count of their tables and several
+    /// blocks, equal the general micro-kernel's bit for bit (the same sums in the same order).
     #[test]
     fn square_products_equal_the_general_kernel() {
         if simd::isa() < Isa::Avx512 {
@@ -485,58 +485,40 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(11);
-        for c in [16, 32] {
-            for rows in 1..=40 {
-                let v: Vec<f32> = (0..rows * POSITIONS * c).map(|_| rng.normal() as f32).collect();
-                let u: Vec<f32> = (0..c * c).map(|_| rng.normal() as f32).collect();
-                let g = ConvTileArgs {
-                    a_pixel_stride: POSITIONS * c,
+        for c in [16, 32, 64] {
+            for tiles in 1..=40 {
+                let mut r = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+                let (v, u, g, du) = (r(tiles * POSITIONS * c), r(c * c), r(tiles * POSITIONS * c), r(c * c));
+                let (row, at) = (POSITIONS * c, 5 * c);
+                let forward = ConvTileArgs {
+                    a_pixel_stride: row,
                     a_row_stride: 0,
                     cin: c,
                     kh: 1,
                     kw: 1,
                     w_row_stride: c,
-                    y_pixel_stride: POSITIONS * c,
+                    y_pixel_stride: row,
                 };
-                let (mut want, mut got) = (vec![f32::NAN; rows * POSITIONS * c], vec![f32::NAN; rows * POSITIONS * c]);
-                // Position 5 of each tile: the products touch only its c floats per tile.
-                let at = 5 * c;
-                multiply(rows, c, &g, &v[at..], &u, &mut want[at..], false);
-                product(rows, c, c, &g, &v[at..], &u, &mut got[at..]);
-                for (i, (w, x)) in want.iter().zip(&got).enumerate() {
-                    assert!(w.to_bits() == x.to_bits(), "{c} channels, {rows} tiles, [{i}]: {x} vs {w}");
-                }
-            }
-        }
-    }
-
-    /// Likewise the weight gradient's products, accumulating into existing values.
-    #[test]
-    fn square_gradient_products_equal_the_general_kernel() {
-        if simd::isa() < Isa::Avx512 {
-            eprintln!("skipped: no AVX-512 on this CPU");
-            return;
-        }
-        let mut rng = Rng::new(12);
-        for c in [16, 32, 64] {
-            for tiles in 1..=40 {
-                let mut r = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
-                let (v, g, base) = (r(tiles * POSITIONS * c), r(tiles * POSITIONS * c), r(c * c));
-                let args = ConvTileArgs {
+                let gradient = ConvTileArgs {
                     a_pixel_stride: 1,
-                    a_row_stride: POSITIONS * c,
+                    a_row_stride: row,
                     cin: 1,
                     kh: tiles,
                     kw: 1,
-                    w_row_stride: POSITIONS * c,
+                    w_row_stride: row,
                     y_pixel_stride: c,
                 };
-                let (mut want, mut got) = (base.clone(), base);
-                let at = 7 * c;
-                multiply(c, c, &args, &v[at..], &g[at..], &mut want, true);
-                gradient_product(tiles, c, c, &args, &v[at..], &g[at..], &mut got);
-                for (i, (w, x)) in want.iter().zip(&got).enumerate() {
-                    assert!(w.to_bits() == x.to_bits(), "{c} channels, {tiles} tiles, [{i}]: {x} vs {w}");
+                // Position 5 of each tile: the forward products touch only its c floats a tile.
+                let (mut want, mut got) = (vec![f32::NAN; tiles * row], vec![f32::NAN; tiles * row]);
+                multiply(tiles, c, &forward, &v[at..], &u, &mut want[at..], false);
+                product(tiles, c, c, &forward, &v[at..], &u, &mut got[at..]);
+                let (mut want_du, mut got_du) = (du.clone(), du);
+                multiply(c, c, &gradient, &v[at..], &g[at..], &mut want_du, true);
+                gradient_product(tiles, c, c, &gradient, &v[at..], &g[at..], &mut got_du);
+                for (pass, want, got) in [("forward", want, got), ("weight gradient", want_du, got_du)] {
+                    for (i, (w, x)) in want.iter().zip(&got).enumerate() {
+                        assert!(w.to_bits() == x.to_bits(), "{pass}, {c} channels, {tiles} tiles, [{i}]: {x} vs {w}");
+                    }
                 }
             }
         }
