@@ -270,25 +270,22 @@ const PRODUCT_32: [ProductTile; 12] = product_tiles!(2, 32, [1 2 3 4 5 6 7 8 9 1
 /// with `g`): on [`product_tile`] where the layer is square with 16 or 32 channels (CIFAR
 /// ResNets' first two stages; 1.5x and 1.16x faster there in isolation), else on [`multiply`].
 fn product(rows: usize, ci: usize, co: usize, g: &ConvTileArgs, v: &[f32], u: &[f32], m: &mut [f32]) {
-    match (ci, co) {
-        (16, 16) => product_blocks(rows, 16, &PRODUCT_16, v, u, m),
-        (32, 32) => product_blocks(rows, 32, &PRODUCT_32, v, u, m),
-        _ => multiply(rows, co, g, v, u, m, false),
-    }
-}
-
-/// [`product`] for `c` channels in and out on `kernels` (entry `r - 1` computes `r` tiles of
-/// `c` channels), in blocks of as many tiles as the longest takes.
-fn product_blocks(rows: usize, c: usize, kernels: &[ProductTile], v: &[f32], u: &[f32], m: &mut [f32]) {
+    let kernels: &[ProductTile] = match (ci, co) {
+        (16, 16) => &PRODUCT_16,
+        (32, 32) => &PRODUCT_32,
+        _ => return multiply(rows, co, g, v, u, m, false),
+    };
+    let c = ci;
     assert!(simd::isa() >= Isa::Avx512 && rows > 0, "{rows} tiles of {c} channels");
     assert!(v.len() >= (rows - 1) * POSITIONS * c + c, "transformed inputs too short");
     assert!(u.len() >= c * c, "transformed filter too short");
     assert!(m.len() >= (rows - 1) * POSITIONS * c + c, "products too short");
+    // Blocks of as many tiles as the table's longest kernel takes.
     let block = kernels.len();
     for r0 in (0..rows).step_by(block) {
         let r = block.min(rows - r0);
         // SAFETY: AVX-512 (asserted); `kernels[r - 1]` is `product_tile::<r, _, c>` (the
-        // callers' tables), whose tiles r0..r0 + r of `v` and `m` (36 * c floats apart, the
+        // tables above), whose tiles r0..r0 + r of `v` and `m` (36 * c floats apart, the
         // last one's c floats included) and c x c filter lie in their slices (lengths
         // asserted); `m` is a buffer apart from `v` and `u`.
         unsafe {
