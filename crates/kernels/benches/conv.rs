@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
     }
     if resnet_kernels::conv::bf16_supported() {
         algos.push(ConvAlgorithm::DirectBf16);
+        algos.push(ConvAlgorithm::WinogradBf16);
     }
     if resnet_kernels::conv::amx_supported() {
         algos.push(ConvAlgorithm::AmxBf16);

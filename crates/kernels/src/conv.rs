@@ -421,6 +421,12 @@ pub enum ConvAlgorithm {
     /// multiples of 16 (f32, needs AVX-512); other shapes run [`ConvAlgorithm::Direct`]. `RESNET_WINOGRAD=0` keeps it from being
     /// chosen (to compare paths).
     Winograd,
+    /// [`ConvAlgorithm::Winograd`] with bf16 products (`vdpbf16ps`, f32 sums; needs
+    /// AVX512_BF16) in the forward and backward-data passes of square 3x3 stride-1 layers of
+    /// 16, 32 or 64 channels: the transforms stay f32, the transformed input and filter are
+    /// rounded to bf16. The weight gradient runs f32 Winograd. Other shapes run
+    /// [`ConvAlgorithm::DirectBf16`].
+    WinogradBf16,
 }
 
 /// Arithmetic of the convolutions.
@@ -499,10 +505,12 @@ impl ConvAlgorithm {
     /// (strided 1x1 layers included), strided ones only while their weights stay in cache (the forward pass cuts larger weights into
     /// runs of channels: 1.1-1.2x faster than the GEMM on ResNet-50's stride-1 7x7 and 14x14
     /// layers at batch 1, its backward passes too at batch 16, but 1.1x slower at stride 2);
-    /// the GEMM backend, which packs its operands, the rest. In bf16 mode the direct kernels
-    /// take the layers other than 1x1 whose weights stay in cache, and where the CPU has AMX
-    /// its tiles take every layer whose channels fit them and whose bf16 weights stay in
-    /// cache, 1x1 layers included (a tile step is 16 times a `vdpbf16ps`).
+    /// the GEMM backend, which packs its operands, the rest. In bf16 mode, where the CPU has
+    /// AMX its tiles take every layer whose channels fit them and whose bf16 weights stay in
+    /// cache, 1x1 layers included (a tile step is 16 times a `vdpbf16ps`); Winograd with bf16
+    /// products the square 3x3 stride-1 layers of 16, 32 and 64 channels (1.2-1.7x the f32
+    /// Winograd's forward and backward-data passes on a Zen 4); the direct kernels the other
+    /// layers but 1x1 ones whose weights stay in cache.
     pub fn for_shape(s: &ConvShape) -> Self {
         Self::for_precision(s, precision())
     }
@@ -535,6 +543,9 @@ impl ConvAlgorithm {
         match p {
             Precision::Bf16 if amx_supported() && amx_fits(s) && 2 * s.weight_len() <= DIRECT_WEIGHT_LIMIT => {
                 ConvAlgorithm::AmxBf16
+            }
+            Precision::Bf16 if winograd_enabled() && winograd_fits(s) && winograd_bf16_fits(s) => {
+                ConvAlgorithm::WinogradBf16
             }
             Precision::Bf16 if direct && cached => ConvAlgorithm::DirectBf16,
             Precision::F32 if winograd_enabled() && winograd_fits(s) => ConvAlgorithm::Winograd,
@@ -570,6 +581,19 @@ fn winograd_fits(s: &ConvShape) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         winograd::fits(s) && winograd::pays_off(s)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = s;
+        false
+    }
+}
+
+/// Whether the Winograd path runs this shape with bf16 products (on this CPU).
+fn winograd_bf16_fits(s: &ConvShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        winograd::fits_bf16(s)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -1111,13 +1135,23 @@ fn forward_with(
     match algo {
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Winograd if winograd::fits(s) => {
-            winograd::forward(s, x, t, w, y, accumulate, &epilogue);
+            winograd::forward(s, x, t, w, y, accumulate, &epilogue, false);
+            if let Epilogue::Stats(_) = epilogue {
+                epilogue.run_after(y, s.cout, ws);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        ConvAlgorithm::WinogradBf16 if winograd::fits_bf16(s) => {
+            winograd::forward(s, x, t, w, y, accumulate, &epilogue, true);
             if let Epilogue::Stats(_) = epilogue {
                 epilogue.run_after(y, s.cout, ws);
             }
         }
         ConvAlgorithm::Winograd => {
             forward_with(ConvAlgorithm::Direct, s, x, t, w, version, y, accumulate, epilogue, ws)
+        }
+        ConvAlgorithm::WinogradBf16 => {
+            forward_with(ConvAlgorithm::DirectBf16, s, x, t, w, version, y, accumulate, epilogue, ws)
         }
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct if gathers_windows(s) => {
@@ -1390,11 +1424,15 @@ pub fn conv2d_backward_weight_with(
     let t = t.as_ref();
     check_lens(s, x.len(), dw.len(), dy.len());
     #[cfg(target_arch = "x86_64")]
-    if algo == ConvAlgorithm::Winograd && winograd::fits(s) {
+    if matches!(algo, ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16) && winograd::fits(s) {
         winograd::backward_weight(s, x, t, dy, dw, accumulate);
         return;
     }
-    let algo = if algo == ConvAlgorithm::Winograd { ConvAlgorithm::Direct } else { algo };
+    let algo = match algo {
+        ConvAlgorithm::Winograd => ConvAlgorithm::Direct,
+        ConvAlgorithm::WinogradBf16 => ConvAlgorithm::DirectBf16,
+        other => other,
+    };
     let (k, co) = (s.patch(), s.cout);
     let rows = s.n * s.out_h();
     let parts = threads::num_threads().min(rows).max(1);
@@ -2268,7 +2306,7 @@ mod tests {
     fn output_transform_equals_a_batch_norm_pass_after() {
         let mut algos = algorithms();
         if bf16_supported() {
-            algos.push(ConvAlgorithm::DirectBf16);
+            algos.extend([ConvAlgorithm::DirectBf16, ConvAlgorithm::WinogradBf16]);
         }
         // And a 1x1 layer whose long row is transformed in several runs of pixels, the last one cut.
         let runs = ConvShape { n: 1, h: 16, w: 200, cin: 16, cout: 272, kh: 1, kw: 1, stride: 1, pad: 0 };
@@ -2349,7 +2387,9 @@ mod tests {
         }
     }
 
-    /// bf16 products (8-bit mantissas) with f32 sums: within about 1% of the largest output.
+    /// bf16 products (8-bit mantissas) with f32 sums: within about 1% of the largest output
+    /// (Winograd's bf16 products, whose transforms grow the rounding, within 15%; the error is
+    /// measured against the direct kernels' in the Winograd module).
     #[test]
     fn bf16_kernels_match_f32_within_bf16_rounding() {
         if !bf16_supported() {
@@ -2359,9 +2399,10 @@ mod tests {
         let close = |got: &[f32], want: &[f32], what: &str| {
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
             let err = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(err <= 0.02 * scale, "{what}: error {err} of {scale}");
+            let bound = if what.starts_with("WinogradBf16") { 0.15 } else { 0.02 };
+            assert!(err <= bound * scale, "{what}: error {err} of {scale}");
         };
-        let mut algos = vec![ConvAlgorithm::DirectBf16];
+        let mut algos = vec![ConvAlgorithm::DirectBf16, ConvAlgorithm::WinogradBf16];
         if amx_supported() {
             algos.push(ConvAlgorithm::AmxBf16);
         } else {
@@ -2384,6 +2425,11 @@ mod tests {
             c(2, 8, 48, 32, 3, 1),
             c(2, 6, 48, 16, 1, 1),
             c(1, 4, 32, 64, 1, 1),
+            // Winograd's bf16 products (square 3x3 layers of 16, 32 and 64 channels): tile
+            // counts beyond one block of each product kernel, partial tiles at the edge.
+            c(3, 13, 16, 16, 3, 1),
+            c(2, 10, 32, 32, 3, 1),
+            c(1, 11, 64, 64, 3, 1),
             c(2, 10, 16, 48, 1, 1),
         ];
         for algo in algos {
@@ -2465,6 +2511,15 @@ mod tests {
                 [small, stem, wide, c3(16, 56, 64, 256, 1)].map(|s| ConvAlgorithm::for_precision(&s, Precision::Bf16));
             use ConvAlgorithm::*;
             assert_eq!(got, [AmxBf16, DirectBf16, Im2colGemm, AmxBf16]);
+        } else if bf16_supported() && winograd_enabled() {
+            // Without AMX: Winograd with bf16 products for the square layers it has kernels
+            // for (16, 32, 64 channels), the direct bf16 kernels for the others.
+            let shapes =
+                [c3(128, 32, 16, 16, 3), c3(128, 16, 32, 32, 3), c3(128, 8, 64, 64, 3), c3(16, 28, 128, 128, 3)];
+            let got = shapes.map(|s| ConvAlgorithm::for_precision(&s, Precision::Bf16));
+            use ConvAlgorithm::*;
+            assert_eq!(got, [WinogradBf16, WinogradBf16, WinogradBf16, DirectBf16]);
+            assert_eq!(ConvAlgorithm::for_precision(&c3(128, 32, 3, 16, 3), Precision::Bf16), DirectBf16);
         }
     }
 

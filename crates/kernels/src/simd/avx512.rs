@@ -517,7 +517,7 @@ pub unsafe fn wgrad_pairs_bf16<const T: usize, const R: usize, const NB: usize>(
 }
 
 /// Reinterprets 32 packed bf16 values held in a float vector's bits.
-trait IntoBh {
+pub(crate) trait IntoBh {
     fn into_bh(self) -> __m512bh;
 }
 

@@ -17,6 +17,7 @@
 //! few adds on 16 channels at once; the 36 products per tile are then 36 independent matrix
 //! products over the channels, which the caller runs on the direct convolution's micro-kernel.
 
+use super::avx512::IntoBh;
 use std::arch::x86_64::*;
 
 /// `B^T d` along one axis.
@@ -177,68 +178,117 @@ pub struct TileWindow {
     pub x0: isize,
 }
 
-/// Reads the 6x6 input window `win` of the image at `img` (zero outside the image; through
-/// `max(x * scale + shift, 0)` per channel when `transform` is given) and stores `B^T d B` of
-/// every 16-channel block `c0`, position `p`, at `v + p * stride + c0`.
+/// Defines an input-tile transform that stores each transformed vector with `$store`.
+macro_rules! input_tile_fn {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $elem:ty, $store:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(
+            img: *const f32,
+            win: &TileWindow,
+            transform: Option<(*const f32, *const f32)>,
+            v: *mut $elem,
+            stride: usize,
+        ) {
+            let zero = _mm512_setzero_ps();
+            // Rows and columns of the window inside the image.
+            let (a0, a1) = ((-win.y0).clamp(0, 6) as usize, (win.h as isize - win.y0).clamp(0, 6) as usize);
+            let (b0, b1) = ((-win.x0).clamp(0, 6) as usize, (win.w as isize - win.x0).clamp(0, 6) as usize);
+            let inside = (a0, a1, b0, b1) == (0, 6, 0, 6);
+            // The next tile's new input pixels (without this, 0.95-0.97x).
+            let (rows, cols) = next_tile_pixels(win, 6);
+            prefetch_pixels::<false>(img, win, rows, cols);
+            for c0 in (0..win.c).step_by(16) {
+                // SAFETY: channel block c0 of the transform (contract).
+                let t = transform.map(|(a, b)| unsafe { (_mm512_loadu_ps(a.add(c0)), _mm512_loadu_ps(b.add(c0))) });
+                // Every position is written once, loaded or (outside the image) zero, so the array is
+                // not zeroed first (that was a `memset` call per tile).
+                let mut d = [std::mem::MaybeUninit::<__m512>::uninit(); 36];
+                for a in 0..6 {
+                    for b in 0..6 {
+                        d[6 * a + b].write(if inside || ((a0..a1).contains(&a) && (b0..b1).contains(&b)) {
+                            let (row, ix) = ((win.y0 + a as isize) as usize * win.w, (win.x0 + b as isize) as usize);
+                            // SAFETY: row a and column b are inside the image (a0..a1, b0..b1), block
+                            // c0 inside the pixel.
+                            let x = unsafe { _mm512_loadu_ps(img.add((row + ix) * win.c + c0)) };
+                            match t {
+                                None => x,
+                                Some((k, s)) => _mm512_max_ps(_mm512_fmadd_ps(x, k, s), zero),
+                            }
+                        } else {
+                            zero
+                        });
+                    }
+                }
+                // SAFETY: the loops above wrote all 36 positions (a and b over 0..6); `MaybeUninit<T>`
+                // has the layout of `T`.
+                let d = unsafe { std::mem::transmute::<[std::mem::MaybeUninit<__m512>; 36], [__m512; 36]>(d) };
+                let mut cols = [[zero; 6]; 6];
+                for (b, col) in cols.iter_mut().enumerate() {
+                    *col = input_1d([d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b]]);
+                }
+                for a in 0..6 {
+                    let row = input_1d([cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a]]);
+                    for (b, x) in row.into_iter().enumerate() {
+                        // SAFETY: position 6a + b < 36, block c0 (contract).
+                        unsafe { $store(v.add((6 * a + b) * stride + c0), x) };
+                    }
+                }
+            }
+        }
+    };
+}
+
+input_tile_fn!(
+    /// Reads the 6x6 input window `win` of the image at `img` (zero outside the image; through
+    /// `max(x * scale + shift, 0)` per channel when `transform` is given) and stores `B^T d B` of
+    /// every 16-channel block `c0`, position `p`, at `v + p * stride + c0`.
+    ///
+    /// # Safety
+    /// - The CPU supports AVX-512F; `win.c` is a multiple of 16.
+    /// - `img` holds the `win.h * win.w * win.c` floats of the image; `transform`'s pointers hold
+    ///   `win.c` floats each.
+    /// - `v + p * stride + c0 .. + 16` is writable for every `p < 36` and block `c0 < win.c`.
+    input_tile,
+    "avx512f",
+    f32,
+    store_f32
+);
+
+input_tile_fn!(
+    /// [`input_tile`] storing the transformed tile in bf16 (nearest, ties to even): 16
+    /// channels of one position as 16 consecutive bf16 values, so that consecutive channel
+    /// pairs are the `u32` pairs the bf16 products broadcast. `v` and `stride` count bf16
+    /// values.
+    ///
+    /// # Safety
+    /// As [`input_tile`], and the CPU supports AVX512_BF16.
+    input_tile_bf16,
+    "avx512f,avx512bf16",
+    u16,
+    store_bf16
+);
+
+/// Stores 16 floats at `p`.
 ///
 /// # Safety
-/// - The CPU supports AVX-512F; `win.c` is a multiple of 16.
-/// - `img` holds the `win.h * win.w * win.c` floats of the image; `transform`'s pointers hold
-///   `win.c` floats each.
-/// - `v + p * stride + c0 .. + 16` is writable for every `p < 36` and block `c0 < win.c`.
+/// The CPU supports AVX-512F; `p` is writable for 16 floats.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn input_tile(
-    img: *const f32,
-    win: &TileWindow,
-    transform: Option<(*const f32, *const f32)>,
-    v: *mut f32,
-    stride: usize,
-) {
-    let zero = _mm512_setzero_ps();
-    // Rows and columns of the window inside the image.
-    let (a0, a1) = ((-win.y0).clamp(0, 6) as usize, (win.h as isize - win.y0).clamp(0, 6) as usize);
-    let (b0, b1) = ((-win.x0).clamp(0, 6) as usize, (win.w as isize - win.x0).clamp(0, 6) as usize);
-    let inside = (a0, a1, b0, b1) == (0, 6, 0, 6);
-    // The next tile's new input pixels (without this, 0.95-0.97x).
-    let (rows, cols) = next_tile_pixels(win, 6);
-    prefetch_pixels::<false>(img, win, rows, cols);
-    for c0 in (0..win.c).step_by(16) {
-        // SAFETY: channel block c0 of the transform (contract).
-        let t = transform.map(|(a, b)| unsafe { (_mm512_loadu_ps(a.add(c0)), _mm512_loadu_ps(b.add(c0))) });
-        // Every position is written once, loaded or (outside the image) zero, so the array is
-        // not zeroed first (that was a `memset` call per tile).
-        let mut d = [std::mem::MaybeUninit::<__m512>::uninit(); 36];
-        for a in 0..6 {
-            for b in 0..6 {
-                d[6 * a + b].write(if inside || ((a0..a1).contains(&a) && (b0..b1).contains(&b)) {
-                    let (row, ix) = ((win.y0 + a as isize) as usize * win.w, (win.x0 + b as isize) as usize);
-                    // SAFETY: row a and column b are inside the image (a0..a1, b0..b1), block
-                    // c0 inside the pixel.
-                    let x = unsafe { _mm512_loadu_ps(img.add((row + ix) * win.c + c0)) };
-                    match t {
-                        None => x,
-                        Some((k, s)) => _mm512_max_ps(_mm512_fmadd_ps(x, k, s), zero),
-                    }
-                } else {
-                    zero
-                });
-            }
-        }
-        // SAFETY: the loops above wrote all 36 positions (a and b over 0..6); `MaybeUninit<T>`
-        // has the layout of `T`.
-        let d = unsafe { std::mem::transmute::<[std::mem::MaybeUninit<__m512>; 36], [__m512; 36]>(d) };
-        let mut cols = [[zero; 6]; 6];
-        for (b, col) in cols.iter_mut().enumerate() {
-            *col = input_1d([d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b]]);
-        }
-        for a in 0..6 {
-            let row = input_1d([cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a]]);
-            for (b, x) in row.into_iter().enumerate() {
-                // SAFETY: position 6a + b < 36, block c0 (contract).
-                unsafe { _mm512_storeu_ps(v.add((6 * a + b) * stride + c0), x) };
-            }
-        }
-    }
+#[inline]
+unsafe fn store_f32(p: *mut f32, x: __m512) {
+    // SAFETY: contract.
+    unsafe { _mm512_storeu_ps(p, x) }
+}
+
+/// Stores 16 floats rounded to bf16 at `p`.
+///
+/// # Safety
+/// The CPU supports AVX-512F and AVX512_BF16; `p` is writable for 16 bf16 values.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+unsafe fn store_bf16(p: *mut u16, x: __m512) {
+    // SAFETY: contract; `__m256bh` and `__m256i` are both 256 bits.
+    unsafe { _mm256_storeu_si256(p as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x))) }
 }
 
 /// What [`output_tile`] does with each output vector it computes: the epilogues a convolution
@@ -525,6 +575,49 @@ pub unsafe fn product_tile<const R: usize, const NB: usize, const CIN: usize>(
             let b = _mm512_set1_ps(unsafe { *v.add(r * 36 * CIN + ci) });
             for (a, w) in row.iter_mut().zip(&w) {
                 *a = _mm512_fmadd_ps(b, *w, *a);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            // SAFETY: vector j of output row r (contract).
+            unsafe { _mm512_storeu_ps(m.add(r * m_stride + 16 * j), *a) };
+        }
+    }
+}
+
+/// [`product_tile`] on bf16 channel pairs with `vdpbf16ps` (two multiply-adds per lane per
+/// instruction, summed in f32): `m[r * m_stride + 16 j ..] = sum_{p < PAIRS} v[r * 36 * PAIRS + p]
+/// . u[p * u_stride + 16 j ..]`, where each `u32` of `v` holds channels `2p` (low half) and
+/// `2p + 1` of a tile and each of `u` the same two channels' weights for one output channel.
+/// [`product_tile`]'s loop with the other instruction; apart from it because it needs the
+/// AVX512_BF16 target feature, which the f32 kernel must not.
+///
+/// # Safety
+/// - The CPU supports AVX-512F and AVX512_BF16.
+/// - `v + r * 36 * PAIRS + p` is readable for `r < R`, `p < PAIRS`; `u + p * u_stride + 16 * j`
+///   for 16 `u32`, `p < PAIRS`, `j < NB`; `m + r * m_stride + 16 * j` writable for 16 floats,
+///   overlapping neither input.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn product_tile_bf16<const R: usize, const NB: usize, const PAIRS: usize>(
+    v: *const u32,
+    u: *const u32,
+    u_stride: usize,
+    m: *mut f32,
+    m_stride: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    for p in 0..PAIRS {
+        let mut w = [_mm512_setzero_si512(); NB];
+        for (j, w) in w.iter_mut().enumerate() {
+            // SAFETY: row p of `u`, vector j (contract).
+            *w = unsafe { _mm512_loadu_si512(u.add(p * u_stride + 16 * j) as *const __m512i) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: pair p of tile r (contract).
+            let b = _mm512_castsi512_ps(_mm512_set1_epi32(unsafe { *v.add(r * 36 * PAIRS + p) } as i32));
+            for (a, w) in row.iter_mut().zip(&w) {
+                *a = _mm512_dpbf16_ps(*a, b.into_bh(), _mm512_castsi512_ps(*w).into_bh());
             }
         }
     }
