@@ -535,6 +535,27 @@ impl ConvAlgorithm {
         }
     }
 
+    /// The direct algorithm of the same arithmetic for a Winograd one (the path of shapes
+    /// Winograd does not run); any other algorithm as it is.
+    fn without_winograd(self) -> Self {
+        match self {
+            ConvAlgorithm::Winograd => ConvAlgorithm::Direct,
+            ConvAlgorithm::WinogradBf16 => ConvAlgorithm::DirectBf16,
+            other => other,
+        }
+    }
+
+    /// Whether this Winograd algorithm runs `s` (f32 Winograd what [`winograd::fits`], the bf16
+    /// products what [`winograd::fits_bf16`]).
+    #[cfg(target_arch = "x86_64")]
+    fn winograd_runs(self, s: &ConvShape) -> bool {
+        match self {
+            ConvAlgorithm::Winograd => winograd::fits(s),
+            ConvAlgorithm::WinogradBf16 => winograd::fits_bf16(s),
+            _ => false,
+        }
+    }
+
     /// [`Self::for_shape`] for a given arithmetic.
     pub fn for_precision(s: &ConvShape, p: Precision) -> Self {
         const DIRECT_WEIGHT_LIMIT: usize = 2 << 20;
@@ -1134,24 +1155,14 @@ fn forward_with(
     }
     match algo {
         #[cfg(target_arch = "x86_64")]
-        ConvAlgorithm::Winograd if winograd::fits(s) => {
-            winograd::forward(s, x, t, w, y, accumulate, &epilogue, false);
+        ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16 if algo.winograd_runs(s) => {
+            winograd::forward(s, x, t, w, y, accumulate, &epilogue, algo == ConvAlgorithm::WinogradBf16);
             if let Epilogue::Stats(_) = epilogue {
                 epilogue.run_after(y, s.cout, ws);
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        ConvAlgorithm::WinogradBf16 if winograd::fits_bf16(s) => {
-            winograd::forward(s, x, t, w, y, accumulate, &epilogue, true);
-            if let Epilogue::Stats(_) = epilogue {
-                epilogue.run_after(y, s.cout, ws);
-            }
-        }
-        ConvAlgorithm::Winograd => {
-            forward_with(ConvAlgorithm::Direct, s, x, t, w, version, y, accumulate, epilogue, ws)
-        }
-        ConvAlgorithm::WinogradBf16 => {
-            forward_with(ConvAlgorithm::DirectBf16, s, x, t, w, version, y, accumulate, epilogue, ws)
+        ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16 => {
+            forward_with(algo.without_winograd(), s, x, t, w, version, y, accumulate, epilogue, ws)
         }
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct if gathers_windows(s) => {
@@ -1428,11 +1439,7 @@ pub fn conv2d_backward_weight_with(
         winograd::backward_weight(s, x, t, dy, dw, accumulate);
         return;
     }
-    let algo = match algo {
-        ConvAlgorithm::Winograd => ConvAlgorithm::Direct,
-        ConvAlgorithm::WinogradBf16 => ConvAlgorithm::DirectBf16,
-        other => other,
-    };
+    let algo = algo.without_winograd();
     let (k, co) = (s.patch(), s.cout);
     let rows = s.n * s.out_h();
     let parts = threads::num_threads().min(rows).max(1);

@@ -135,12 +135,10 @@ fn forward_into(
     // SAFETY: AVX-512 was checked by `fits`, co is a multiple of 16 and the lengths match.
     unsafe { transform_filter(w.as_ptr(), ci, co, u.as_mut_ptr()) };
     if bf16 {
-        // The 36 positions as the taps of a 6x6 filter, packed as the direct bf16 kernels'.
-        let taps = ConvShape { kh: 6, kw: 6, ..*s };
-        // SAFETY: u32 and f32 have the same size and alignment, and every bit pattern is a
-        // valid value of both: the slots hold the pairs' bits.
-        let pairs = unsafe { std::slice::from_raw_parts_mut(u_pairs.as_mut_ptr() as *mut u32, plane / 2) };
-        super::pack_weights_bf16(&taps, u, pairs);
+        // Rows `2p` and `2p + 1` of each position's `[ci, co]` block as bf16 pairs: the rows as
+        // pixels of `co` channels (ci is even), paired as the bf16 weight gradient pairs pixels
+        // (vectorised: 8x the per-element packing of the direct kernels' weights here).
+        super::pixel_pairs_bf16(u, co, bits_mut(u_pairs));
     }
     let (u, u_pairs) = (&*u, &*u_pairs);
     let (oh, ow) = (s.out_h(), s.out_w());
@@ -320,7 +318,8 @@ fn product(rows: usize, ci: usize, co: usize, g: &ConvTileArgs, v: &[f32], u: &[
         _ => return multiply(rows, co, g, v, u, m, false),
     };
     assert!(simd::isa() >= Isa::Avx512, "Winograd products need AVX-512");
-    product_blocks(kernels, rows, ci, ci, v, u, m);
+    // SAFETY: AVX-512 (asserted) runs these tables.
+    unsafe { product_blocks(kernels, rows, ci, ci, v, u, m) };
 }
 
 /// `m = v u` at one position for `rows` tiles of a square layer of `c` = 16, 32 or 64 channels
@@ -335,22 +334,42 @@ fn product_bf16(rows: usize, c: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
         _ => panic!("no bf16 Winograd product for {c} channels"),
     };
     assert!(super::bf16_supported(), "bf16 Winograd products need AVX512_BF16");
+    // SAFETY: AVX-512 and AVX512_BF16 (asserted and checked by `fits_bf16`) run these tables.
+    unsafe { product_blocks(kernels, rows, c / 2, c, bits(v), bits(u), m) };
+}
+
+/// The bit patterns of `v`'s floats (slots that hold bf16 pairs).
+fn bits(v: &[f32]) -> &[u32] {
     // SAFETY: u32 and f32 have the same size and alignment, and every bit pattern is a valid
     // value of both.
-    let (v, u) = unsafe {
-        (
-            std::slice::from_raw_parts(v.as_ptr() as *const u32, v.len()),
-            std::slice::from_raw_parts(u.as_ptr() as *const u32, u.len()),
-        )
-    };
-    product_blocks(kernels, rows, c / 2, c, v, u, m);
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u32, v.len()) }
+}
+
+/// [`bits`], writable.
+fn bits_mut(v: &mut [f32]) -> &mut [u32] {
+    // SAFETY: as in `bits`; the borrow of `v` is handed on whole.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u32, v.len()) }
 }
 
 /// Runs a table of product kernels for a square layer of `c` channels (entry `r - 1` takes `r`
 /// tiles of `k` values a position: `c` floats, or `c / 2` bf16 pairs) over `rows` tiles, in
 /// blocks of as many tiles as the table's longest kernel takes: tile `r` of `v` at `r * 36 * k`,
-/// of `m` at `r * 36 * c`, the filter `[k, c]`. The caller checked the CPU for the table.
-fn product_blocks<T>(kernels: &[ProductTile<T>], rows: usize, k: usize, c: usize, v: &[T], u: &[T], m: &mut [f32]) {
+/// of `m` at `r * 36 * c`, the filter `[k, c]`.
+///
+/// # Safety
+/// The CPU runs the table's kernels (AVX-512, and AVX512_BF16 for the bf16 ones).
+///
+/// # Panics
+/// If a slice is too short for `rows` tiles.
+unsafe fn product_blocks<T>(
+    kernels: &[ProductTile<T>],
+    rows: usize,
+    k: usize,
+    c: usize,
+    v: &[T],
+    u: &[T],
+    m: &mut [f32],
+) {
     assert!(rows > 0, "no tiles");
     assert!(v.len() >= (rows - 1) * POSITIONS * k + k, "transformed inputs too short");
     assert!(u.len() >= k * c, "transformed filter too short");
@@ -358,7 +377,7 @@ fn product_blocks<T>(kernels: &[ProductTile<T>], rows: usize, k: usize, c: usize
     let block = kernels.len();
     for r0 in (0..rows).step_by(block) {
         let r = block.min(rows - r0);
-        // SAFETY: the CPU runs the table (the callers' checks); `kernels[r - 1]` takes r tiles
+        // SAFETY: the CPU runs the table (contract); `kernels[r - 1]` takes r tiles
         // (the tables above), whose tiles r0..r0 + r of `v` (36 * k values apart) and `m` (36 *
         // c floats apart), the last one's k values and c floats included, and k x c filter lie
         // in their slices (lengths asserted); `m` is a buffer apart from `v` and `u`.
