@@ -207,7 +207,7 @@ impl Epilogue<'_, '_> {
 
     /// The Winograd output transform's form of the output transform (for an output of `len`
     /// floats, `cout` channels), or of none: writing, or adding when `accumulate`. The
-    /// statistics are left to [`Self::run_after`].
+    /// statistics are gathered beside it.
     ///
     /// # Panics
     /// If the transform's buffers do not fit, or it would follow an accumulating pass.
@@ -1156,10 +1156,7 @@ fn forward_with(
     match algo {
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16 if algo.winograd_runs(s) => {
-            winograd::forward(s, x, t, w, y, accumulate, &epilogue, algo == ConvAlgorithm::WinogradBf16);
-            if let Epilogue::Stats(_) = epilogue {
-                epilogue.run_after(y, s.cout, ws);
-            }
+            winograd::forward(s, x, t, w, y, accumulate, epilogue, algo == ConvAlgorithm::WinogradBf16);
         }
         ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16 => {
             forward_with(algo.without_winograd(), s, x, t, w, version, y, accumulate, epilogue, ws)

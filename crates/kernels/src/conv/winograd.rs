@@ -9,7 +9,8 @@
 //! 2. multiplies, for each of the 36 positions, `v[:, p]` (`tiles x cin`) by the transformed filter
 //!    `u[p]` (`cin x cout`) into `m[:, p]` (`m = [tiles, 36, cout]`), with the direct
 //!    convolution's register-blocked micro-kernel seen as a 1x1 convolution;
-//! 3. transforms `m` back into 4x4 output tiles, cut at the image's edge.
+//! 3. transforms `m` back into 4x4 output tiles, cut at the image's edge (gathering a
+//!    training-mode batch norm's sums of the output as it writes it).
 //!
 //! The weight gradient runs the adjoint: the same transformed inputs, the output gradient's 4x4
 //! tiles through `A dy A^T`, their products summed over the tiles per position, then `G^T du G`.
@@ -87,9 +88,10 @@ fn tiles_per_task(s: &ConvShape, tiles: usize) -> usize {
     fit.min(spread).max(1)
 }
 
-/// `y (+)= conv(t(x), w)` for a shape that [`fits`], with the epilogue's output transform (an
-/// eval-mode batch norm, residual and ReLU) applied in the Winograd output transform; the
-/// statistics are the caller's. With `bf16` (a shape that [`fits_bf16`]), the transformed
+/// `y (+)= conv(t(x), w)` for a shape that [`fits`], with the epilogue applied in the Winograd
+/// output transform: the output transform (an eval-mode batch norm, residual and ReLU), or the
+/// statistics (per task in f32, at most a few hundred pixels, then added in task order in f64,
+/// reproducible for a given thread count). With `bf16` (a shape that [`fits_bf16`]), the transformed
 /// input and filter are rounded to bf16 and multiplied with `vdpbf16ps`, summed in f32; the
 /// transforms stay f32.
 ///
@@ -103,7 +105,7 @@ pub(super) fn forward(
     w: &[f32],
     y: &mut [f32],
     accumulate: bool,
-    epilogue: &Epilogue<'_, '_>,
+    epilogue: Epilogue<'_, '_>,
     bf16: bool,
 ) {
     assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
@@ -111,13 +113,18 @@ pub(super) fn forward(
     assert_eq!((x.len(), w.len(), y.len()), (s.input_len(), s.weight_len(), s.output_len()));
     // The epilogue's buffers are checked against `y` here.
     let out = epilogue.tile_output(accumulate, y.len(), s.cout);
+    let stats = match epilogue {
+        Epilogue::Stats(total) => Some(total),
+        _ => None,
+    };
     let plane = POSITIONS * s.cin * s.cout;
     // The bf16 filter, as pairs of input channels, follows the f32 one (as f32 bit patterns).
-    with_filter(if bf16 { plane + plane / 2 } else { plane }, |u| forward_into(s, x, t, w, y, out, u, bf16));
+    with_filter(if bf16 { plane + plane / 2 } else { plane }, |u| forward_into(s, x, t, w, y, out, stats, u, bf16));
 }
 
 /// [`forward`] with `u` (`[36, cin, cout]`, then with `bf16` its `[36, cin / 2, cout]` pairs)
-/// for the transformed filter, and the tile epilogue `epilogue`, whose buffers fit `y`.
+/// for the transformed filter, the tile epilogue `epilogue`, whose buffers fit `y`, and the
+/// output's sums and sums of squares (`[2 * cout]`) written to `stats` if given.
 #[allow(clippy::too_many_arguments)]
 fn forward_into(
     s: &ConvShape,
@@ -126,6 +133,7 @@ fn forward_into(
     w: &[f32],
     y: &mut [f32],
     epilogue: TileOutput,
+    stats: Option<&mut [f64]>,
     u: &mut [f32],
     bf16: bool,
 ) {
@@ -154,11 +162,17 @@ fn forward_into(
         w_row_stride: co,
         y_pixel_stride: POSITIONS * co,
     };
+    // Each task's sums, when gathered (one unused slot per task otherwise).
+    let slot = if stats.is_some() { 2 * co } else { 1 };
+    let mut task_sums = vec![0.0f64; tiles.div_ceil(per) * slot];
     threads::install(|| {
-        (0..tiles.div_ceil(per)).into_par_iter().for_each(|task| {
+        task_sums.par_chunks_mut(slot).enumerate().for_each(|(task, task_sums)| {
             let first = task * per;
             let count = per.min(tiles - first);
-            with_tile(POSITIONS * count * (ci + co), |scratch| {
+            let sums_len = if stats.is_some() { 2 * co } else { 0 };
+            with_tile(POSITIONS * count * (ci + co) + sums_len, |scratch| {
+                let (scratch, sums) = scratch.split_at_mut(POSITIONS * count * (ci + co));
+                sums.fill(0.0);
                 let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
                 if bf16 {
                     // `v` holds bf16 values, two to an f32 slot: [count, 36, ci] of them.
@@ -180,15 +194,26 @@ fn forward_into(
                 for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
                     let win = window(oh, ow, co, 0, oy, ox);
                     let at = img * oh * ow * co;
+                    let sums = (!sums.is_empty()).then_some(sums.as_mut_ptr());
                     // SAFETY: AVX-512 and whole vectors (fits); positions of tile k of `m` as
                     // for `v`; image `img` of `y` (length checked), whose pixels of this tile
                     // no other task writes (each pixel lies in one tile); the epilogue's images
-                    // are as long as `y` (the caller's contract).
-                    unsafe { output_tile(m[k * POSITIONS * co..].as_ptr(), co, out.at(at), &win, epilogue.offset(at)) };
+                    // are as long as `y` (the caller's contract); `sums`, if any, is this
+                    // task's `2 * co` floats.
+                    unsafe {
+                        output_tile(m[k * POSITIONS * co..].as_ptr(), co, out.at(at), &win, epilogue.offset(at), sums)
+                    };
                 }
+                task_sums.iter_mut().zip(sums.iter()).for_each(|(total, &part)| *total = f64::from(part));
             });
         });
     });
+    if let Some(stats) = stats {
+        stats.fill(0.0);
+        for part in task_sums.chunks_exact(2 * co) {
+            stats.iter_mut().zip(part).for_each(|(total, &part)| *total += part);
+        }
+    }
 }
 
 /// `dw (+)= im2col(t(x))^T dy` for a shape that [`fits`]: per position, the product of the
@@ -577,7 +602,7 @@ mod tests {
         for (cin, cout) in [(64, 64), (128, 128), (16, 32)] {
             let (s, x, w) = layer(cin, cout);
             let mut y = vec![f32::NAN; s.output_len()];
-            forward(&s, &x, None, &w, &mut y, false, &Epilogue::None, false);
+            forward(&s, &x, None, &w, &mut y, false, Epilogue::None, false);
             let err = relative_error(&s, &x, &w, &y);
             eprintln!("{cin}->{cout}: error {err:e} of the largest output");
             assert!(err < 2e-5, "{cin}->{cout}: error {err:e}");
@@ -597,7 +622,7 @@ mod tests {
         for c in [16, 32, 64] {
             let (s, x, w) = layer(c, c);
             let mut y = vec![f32::NAN; s.output_len()];
-            forward(&s, &x, None, &w, &mut y, false, &Epilogue::None, true);
+            forward(&s, &x, None, &w, &mut y, false, Epilogue::None, true);
             let err = relative_error(&s, &x, &w, &y);
             let mut direct = vec![f32::NAN; s.output_len()];
             let mut ws = crate::Workspace::new();

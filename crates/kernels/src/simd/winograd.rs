@@ -344,9 +344,12 @@ impl TileOutput {
 
 /// `A^T m A` of every 16-channel block `c0` of one tile (position `p` at `m + p * stride +
 /// c0`), written to the pixels of the 4x4 output window `win` of the image at `img` that lie
-/// inside it, through the epilogue `out`.
+/// inside it, through the epilogue `out`. With `sums`, the written values are also added per
+/// channel into `sums[..win.c]` and their squares into `sums[win.c..]` (a training-mode batch
+/// norm's statistics, gathered while the output is in registers rather than in a pass after).
 ///
 /// # Safety
+/// - `sums`, if given, holds `2 * win.c` writable floats that nothing else touches meanwhile.
 /// - The CPU supports AVX-512F; `win.c` is a multiple of 16.
 /// - `m + p * stride + c0 .. + 16` is readable for every `p < 36` and block `c0 < win.c`.
 /// - `img` holds the `win.h * win.w * win.c` floats of the output image, writable, and no other
@@ -354,7 +357,14 @@ impl TileOutput {
 /// - The images `out` points to hold `win.h * win.w * win.c` readable floats (for this image)
 ///   and its per-channel parameters `win.c`; none overlaps the window's output pixels.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn output_tile(m: *const f32, stride: usize, img: *mut f32, win: &TileWindow, out: TileOutput) {
+pub unsafe fn output_tile(
+    m: *const f32,
+    stride: usize,
+    img: *mut f32,
+    win: &TileWindow,
+    out: TileOutput,
+    sums: Option<*mut f32>,
+) {
     // The next tile's output pixels, for writing (1.024x for a ResNet-20 training step, 8
     // paired rounds, all above 1), and those of the images the epilogue reads.
     let (next_rows, next_cols) = next_tile_pixels(win, 4);
@@ -370,12 +380,12 @@ pub unsafe fn output_tile(m: *const f32, stride: usize, img: *mut f32, win: &Til
     // epilogue reads offset `at` of its images and block `c0` of its parameters.
     unsafe {
         match out {
-            TileOutput::Store => output_tile_with(m, stride, img, win, |_, _, v| v),
+            TileOutput::Store => output_tile_with(m, stride, img, win, sums, |_, _, v| v),
             TileOutput::Accumulate => {
-                output_tile_with(m, stride, img, win, |at, _, v| _mm512_add_ps(_mm512_loadu_ps(img.add(at)), v))
+                output_tile_with(m, stride, img, win, sums, |at, _, v| _mm512_add_ps(_mm512_loadu_ps(img.add(at)), v))
             }
             TileOutput::Affine { scale, shift, residual, relu } => {
-                output_tile_with(m, stride, img, win, |at, c0, v| {
+                output_tile_with(m, stride, img, win, sums, |at, c0, v| {
                     let mut r =
                         _mm512_add_ps(_mm512_mul_ps(v, _mm512_loadu_ps(scale.add(c0))), _mm512_loadu_ps(shift.add(c0)));
                     if let Some(q) = residual {
@@ -392,7 +402,8 @@ pub unsafe fn output_tile(m: *const f32, stride: usize, img: *mut f32, win: &Til
     }
 }
 
-/// [`output_tile`]'s transform with the epilogue `f` (see there) and no prefetch.
+/// [`output_tile`]'s transform with the epilogue `f` (see there) and the sums, without the
+/// prefetch.
 ///
 /// # Safety
 /// As [`output_tile`], for what `f` reads too.
@@ -403,6 +414,7 @@ unsafe fn output_tile_with(
     stride: usize,
     img: *mut f32,
     win: &TileWindow,
+    sums: Option<*mut f32>,
     f: impl Fn(usize, usize, __m512) -> __m512,
 ) {
     let rows = (win.h as isize - win.y0).clamp(0, 4) as usize;
@@ -417,13 +429,27 @@ unsafe fn output_tile_with(
         for (b, col) in t.iter_mut().enumerate() {
             *col = output_1d([d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b]]);
         }
+        let (mut sum, mut squares) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         for i in 0..rows {
             let o = output_1d([t[0][i], t[1][i], t[2][i], t[3][i], t[4][i], t[5][i]]);
             for (j, v) in o.into_iter().take(cols).enumerate() {
                 let at = ((win.y0 as usize + i) * win.w + win.x0 as usize + j) * win.c + c0;
+                let y = f(at, c0, v);
                 // SAFETY: pixel (y0 + i, x0 + j) is inside the image (rows and cols above),
                 // block c0 inside the pixel; this thread owns the window (contract).
-                unsafe { _mm512_storeu_ps(img.add(at), f(at, c0, v)) };
+                unsafe { _mm512_storeu_ps(img.add(at), y) };
+                if sums.is_some() {
+                    sum = _mm512_add_ps(sum, y);
+                    squares = _mm512_fmadd_ps(y, y, squares);
+                }
+            }
+        }
+        if let Some(sums) = sums {
+            // SAFETY: channels c0..c0 + 16 of both halves of `sums` (contract).
+            unsafe {
+                let (s, q) = (sums.add(c0), sums.add(win.c + c0));
+                _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), sum));
+                _mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), squares));
             }
         }
     }
