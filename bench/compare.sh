@@ -6,7 +6,9 @@
 #
 # Prints, per configuration: our median images/s, PyTorch's (fp32 NCHW, fp32 channels-last, and
 # bf16 autocast), the ratio to the best PyTorch fp32 (to PyTorch bf16 for a `-bf16` configuration),
-# our achieved GFLOP/s and the peak memory of both processes. Also writes bench/last-compare.json.
+# our achieved GFLOP/s and the peak memory of both processes, and the range of the ratio taken
+# round by round (ours against the PyTorch runs of the same round: how much of the median
+# ratio is this machine's drift). Also writes bench/last-compare.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -42,10 +44,10 @@ field() { "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 json="["
-printf "%-24s %9s %10s %10s %10s %7s %8s %9s %8s\n" \
-  config ours torch-fp32 torch-cl torch-bf16 ratio GFLOP/s ours-MiB cl-MiB
+printf "%-24s %9s %10s %10s %10s %7s %12s %8s %9s %8s\n" \
+  config ours torch-fp32 torch-cl torch-bf16 ratio round-ratios GFLOP/s ours-MiB cl-MiB
 for cfg in "${CONFIGS[@]}"; do
-  ours=(); fp=(); cl=(); bf=(); gf=(); mem=(); clmem=()
+  ours=(); fp=(); cl=(); bf=(); gf=(); mem=(); clmem=(); rounds=()
   for _ in $(seq "$ROUNDS"); do
     # A configuration this CPU cannot run (bf16 without AVX512_BF16) is skipped, not fatal.
     if ! out=$($BIN --threads "$THREADS" bench $(ours_args "$cfg") --json); then
@@ -59,7 +61,12 @@ for cfg in "${CONFIGS[@]}"; do
       v=$(field images_per_sec <<<"$t")
       case $mode in fp32) fp+=("$v") ;; fp32-cl) cl+=("$v"); clmem+=("$(field peak_rss_bytes <<<"$t")") ;; bf16) bf+=("$v") ;; esac
     done
+    # This round's ratio, against the same yardstick as the medians' (below).
+    i=$((${#ours[@]} - 1))
+    case "$cfg" in *-bf16) yard=${bf[$i]} ;; *) yard=$(printf "%s\n%s\n" "${fp[$i]}" "${cl[$i]}" | sort -g | tail -1) ;; esac
+    rounds+=("$(awk -v o="${ours[$i]}" -v b="$yard" 'BEGIN {printf "%.2f", o / b}')")
   done
+  lo=$(printf "%s\n" "${rounds[@]}" | sort -g | head -1); hi=$(printf "%s\n" "${rounds[@]}" | sort -g | tail -1)
   o=$(printf "%s\n" "${ours[@]}" | median); f=$(printf "%s\n" "${fp[@]}" | median)
   c=$(printf "%s\n" "${cl[@]}" | median); b=$(printf "%s\n" "${bf[@]}" | median)
   g=$(printf "%s\n" "${gf[@]}" | median)
@@ -67,8 +74,8 @@ for cfg in "${CONFIGS[@]}"; do
   # The yardstick: the faster PyTorch fp32 layout, or PyTorch bf16 autocast for a bf16 configuration.
   case "$cfg" in *-bf16) best=$b ;; *) best=$(printf "%s\n%s\n" "$f" "$c" | sort -g | tail -1) ;; esac
   ratio=$(awk -v o="$o" -v b="$best" 'BEGIN {printf "%.2f", o / b}')
-  printf "%-24s %9.1f %10.1f %10.1f %10.1f %6sx %8.1f %9s %8s\n" "$cfg" "$o" "$f" "$c" "$b" "$ratio" "$g" "$(mib "$m")" "$(mib "$cm")"
-  json+="{\"config\":\"$cfg\",\"ours\":$o,\"torch_fp32\":$f,\"torch_fp32_cl\":$c,\"torch_bf16\":$b,\"ratio\":$ratio,\"gflops\":$g,\"peak_rss_bytes\":$m,\"torch_fp32_cl_peak_rss_bytes\":$cm},"
+  printf "%-24s %9.1f %10.1f %10.1f %10.1f %6sx %12s %8.1f %9s %8s\n" "$cfg" "$o" "$f" "$c" "$b" "$ratio" "$lo-${hi}x" "$g" "$(mib "$m")" "$(mib "$cm")"
+  json+="{\"config\":\"$cfg\",\"ours\":$o,\"torch_fp32\":$f,\"torch_fp32_cl\":$c,\"torch_bf16\":$b,\"ratio\":$ratio,\"round_ratios\":[$(IFS=,; echo "${rounds[*]}")],\"gflops\":$g,\"peak_rss_bytes\":$m,\"torch_fp32_cl_peak_rss_bytes\":$cm},"
 done
 json="${json%,}]"
 echo "$json" > bench/last-compare.json
