@@ -127,8 +127,14 @@ fn reduce_rows(
             });
         });
     });
+    sum_parts_in_order(partials, out);
+}
+
+/// `out` = the sum of the consecutive `out.len()`-long parts of `parts`, added in order (so
+/// that per-task partial sums give the same total for a given split).
+pub(crate) fn sum_parts_in_order(parts: &[f64], out: &mut [f64]) {
     out.fill(0.0);
-    for p in partials.chunks_exact(2 * c) {
+    for p in parts.chunks_exact(out.len()) {
         out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
     }
 }

@@ -1122,10 +1122,7 @@ fn forward_direct(
     // Fused sums are added up from the task slots; otherwise another pass over the output.
     match epilogue {
         Epilogue::Stats(total) if fused => {
-            total.fill(0.0);
-            for p in task_sums.chunks_exact(2 * co) {
-                total.iter_mut().zip(p).for_each(|(o, v)| *o += v);
-            }
+            crate::batch_norm::sum_parts_in_order(task_sums, total);
             ws.f64s = partials;
         }
         Epilogue::Output(_) => ws.f64s = partials,

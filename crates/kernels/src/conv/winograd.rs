@@ -162,58 +162,60 @@ fn forward_into(
         w_row_stride: co,
         y_pixel_stride: POSITIONS * co,
     };
-    // Each task's sums, when gathered (one unused slot per task otherwise).
-    let slot = if stats.is_some() { 2 * co } else { 1 };
-    let mut task_sums = vec![0.0f64; tiles.div_ceil(per) * slot];
-    threads::install(|| {
-        task_sums.par_chunks_mut(slot).enumerate().for_each(|(task, task_sums)| {
-            let first = task * per;
-            let count = per.min(tiles - first);
-            let sums_len = if stats.is_some() { 2 * co } else { 0 };
-            with_tile(POSITIONS * count * (ci + co) + sums_len, |scratch| {
-                let (scratch, sums) = scratch.split_at_mut(POSITIONS * count * (ci + co));
-                sums.fill(0.0);
-                let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
-                if bf16 {
-                    // `v` holds bf16 values, two to an f32 slot: [count, 36, ci] of them.
-                    transform_inputs(s, x, t, first, count, v, true);
-                    for p in 0..POSITIONS {
-                        let up = &u_pairs[p * ci / 2 * co..(p + 1) * ci / 2 * co];
-                        product_bf16(count, ci, &v[p * ci / 2..], up, &mut m[p * co..]);
-                    }
-                } else {
-                    transform_inputs(s, x, t, first, count, v, false);
-                    // m[:, p] (count x co) = v[:, p] (count x ci) u[p] (ci x co): a 1x1
-                    // convolution whose pixels (tiles) lie 36 * ci apart in `v` and 36 * co
-                    // apart in `m`.
-                    for p in 0..POSITIONS {
-                        let (vp, up) = (&v[p * ci..], &u[p * ci * co..(p + 1) * ci * co]);
-                        product(count, ci, co, &gemm, vp, up, &mut m[p * co..]);
-                    }
+    // Task `task`, its output's per-channel sums (and sums of squares) into `total` if given.
+    let run_task = |task: usize, total: Option<&mut [f64]>| {
+        let first = task * per;
+        let count = per.min(tiles - first);
+        let sums_len = if total.is_some() { 2 * co } else { 0 };
+        with_tile(POSITIONS * count * (ci + co) + sums_len, |scratch| {
+            let (scratch, sums) = scratch.split_at_mut(POSITIONS * count * (ci + co));
+            sums.fill(0.0);
+            let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
+            if bf16 {
+                // `v` holds bf16 values, two to an f32 slot: [count, 36, ci] of them.
+                transform_inputs(s, x, t, first, count, v, true);
+                for p in 0..POSITIONS {
+                    let up = &u_pairs[p * ci / 2 * co..(p + 1) * ci / 2 * co];
+                    product_bf16(count, ci, &v[p * ci / 2..], up, &mut m[p * co..]);
                 }
-                for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
-                    let win = window(oh, ow, co, 0, oy, ox);
-                    let at = img * oh * ow * co;
-                    let sums = (!sums.is_empty()).then_some(sums.as_mut_ptr());
-                    // SAFETY: AVX-512 and whole vectors (fits); positions of tile k of `m` as
-                    // for `v`; image `img` of `y` (length checked), whose pixels of this tile
-                    // no other task writes (each pixel lies in one tile); the epilogue's images
-                    // are as long as `y` (the caller's contract); `sums`, if any, is this
-                    // task's `2 * co` floats.
-                    unsafe {
-                        output_tile(m[k * POSITIONS * co..].as_ptr(), co, out.at(at), &win, epilogue.offset(at), sums)
-                    };
+            } else {
+                transform_inputs(s, x, t, first, count, v, false);
+                // m[:, p] (count x co) = v[:, p] (count x ci) u[p] (ci x co): a 1x1
+                // convolution whose pixels (tiles) lie 36 * ci apart in `v` and 36 * co
+                // apart in `m`.
+                for p in 0..POSITIONS {
+                    let (vp, up) = (&v[p * ci..], &u[p * ci * co..(p + 1) * ci * co]);
+                    product(count, ci, co, &gemm, vp, up, &mut m[p * co..]);
                 }
-                task_sums.iter_mut().zip(sums.iter()).for_each(|(total, &part)| *total = f64::from(part));
-            });
+            }
+            let sums_at = (!sums.is_empty()).then_some(sums.as_mut_ptr());
+            for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
+                let win = window(oh, ow, co, 0, oy, ox);
+                let at = img * oh * ow * co;
+                // SAFETY: AVX-512 and whole vectors (fits); positions of tile k of `m` as for
+                // `v`; image `img` of `y` (length checked), whose pixels of this tile no other
+                // task writes (each pixel lies in one tile); the epilogue's images are as long
+                // as `y` (the caller's contract); `sums_at`, if any, is this task's `2 * co`
+                // floats.
+                unsafe {
+                    output_tile(m[k * POSITIONS * co..].as_ptr(), co, out.at(at), &win, epilogue.offset(at), sums_at)
+                };
+            }
+            if let Some(total) = total {
+                total.iter_mut().zip(sums.iter()).for_each(|(t, &part)| *t = f64::from(part));
+            }
         });
-    });
-    if let Some(stats) = stats {
-        stats.fill(0.0);
-        for part in task_sums.chunks_exact(2 * co) {
-            stats.iter_mut().zip(part).for_each(|(total, &part)| *total += part);
+    };
+    let tasks = tiles.div_ceil(per);
+    threads::install(|| match stats {
+        Some(stats) => {
+            // One slot of sums per task, added in task order.
+            let mut task_sums = vec![0.0f64; tasks * 2 * co];
+            task_sums.par_chunks_mut(2 * co).enumerate().for_each(|(task, slot)| run_task(task, Some(slot)));
+            crate::batch_norm::sum_parts_in_order(&task_sums, stats);
         }
-    }
+        None => (0..tasks).into_par_iter().for_each(|task| run_task(task, None)),
+    });
 }
 
 /// `dw (+)= im2col(t(x))^T dy` for a shape that [`fits`]: per position, the product of the
