@@ -1429,7 +1429,7 @@ pub fn conv2d_backward_weight_with(
     let t = t.as_ref();
     check_lens(s, x.len(), dw.len(), dy.len());
     #[cfg(target_arch = "x86_64")]
-    if matches!(algo, ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16) && winograd::fits(s) {
+    if matches!(algo, ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16) && winograd::fits_weight_gradient(s) {
         winograd::backward_weight(s, x, t, dy, dw, accumulate);
         return;
     }
@@ -2493,7 +2493,11 @@ mod tests {
         assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 3, 16, 3)), ConvAlgorithm::Direct);
         let strided = ConvShape { stride: 2, ..c3(128, 32, 16, 32, 3) };
         assert_eq!(ConvAlgorithm::for_shape(&strided), ConvAlgorithm::Direct);
-        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), ConvAlgorithm::Direct);
+        // Few tiles: by channel blocks from 16 tiles (a 14x14 layer at batch 1), a 512-channel
+        // layer too.
+        assert_eq!(ConvAlgorithm::for_shape(&c3(1, 14, 256, 256, 3)), winograd);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), winograd);
+        assert_eq!(ConvAlgorithm::for_shape(&c3(1, 16, 32, 32, 3)), ConvAlgorithm::Direct);
         let strided_wide = ConvShape { stride: 2, ..c3(1, 14, 512, 512, 3) };
         assert_eq!(ConvAlgorithm::for_shape(&strided_wide), ConvAlgorithm::Im2colGemm);
         let gathered = if precision() == Precision::F32 { ConvAlgorithm::Direct } else { ConvAlgorithm::Im2colGemm };

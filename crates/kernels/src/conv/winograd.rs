@@ -12,6 +12,10 @@
 //! 3. transforms `m` back into 4x4 output tiles, cut at the image's edge (gathering a
 //!    training-mode batch norm's sums of the output as it writes it).
 //!
+//! With few tiles (ResNet-50's deep layers at small batches) the forward pass runs by blocks
+//! of output channels instead ([`forward_by_channels`]): all tiles transformed once, then each
+//! task transforms its block's part of the filter and runs steps 2 and 3 for its channels.
+//!
 //! The weight gradient runs the adjoint: the same transformed inputs, the output gradient's 4x4
 //! tiles through `A dy A^T`, their products summed over the tiles per position, then `G^T du G`.
 //!
@@ -25,7 +29,7 @@ use crate::scratch::{with_filter, with_tile};
 use crate::simd::avx512::ConvTileArgs;
 use crate::simd::winograd::{
     filter_gradient, gradient_product_tile, input_tile, input_tile_bf16, output_grad_tile, output_tile, product_tile,
-    product_tile_bf16, transform_filter, TileOutput, TileWindow,
+    product_tile_bf16, transform_filter, transform_filter_block, TileOutput, TileWindow,
 };
 use crate::simd::{self, Isa};
 use crate::threads;
@@ -43,20 +47,34 @@ const TASK_FLOATS: usize = 32 * 1024;
 /// transformed filter (64-channel layers ran faster with 28 tiles than with 7).
 const MIN_TILES: usize = 16;
 
-/// Most floats of transformed filter: up to 256 channels in and out (ResNet-50's third stage,
-/// 9.4 MB; a thread's buffer for it, and for the weight gradient's per-thread partials, is
-/// shared by all layers). The 512-channel layers ran 1.3x faster at batch 16 on Winograd, but
-/// would take four times that memory.
+/// Most floats of a whole transformed filter: up to 256 channels in and out (ResNet-50's third
+/// stage, 9.4 MB; a thread's buffer for it, and for the weight gradient's per-thread partials, is
+/// shared by all layers). Wider layers run here only by channel blocks ([`runs_by_channels`]),
+/// which never hold the whole transformed filter (ResNet-50's 512-channel 7x7 layers at batch 16
+/// 1.9x faster than the direct kernels so).
 const FILTER_FLOATS: usize = 36 * 256 * 256;
 
-/// Fewest tiles for which transforming the filter on every call pays: measured on ResNet-50 at
-/// batch 1, its 56x56 and 28x28 layers (196 and 49 tiles) ran twice as fast as the direct
-/// kernels, its 14x14 ones (16 tiles) only as fast as the GEMM path, its 7x7 ones (4 tiles)
-/// three times slower.
+/// Fewest tiles for which transforming the filter on every call pays, run by runs of tiles:
+/// measured on ResNet-50 at batch 1, its 56x56 layers (196 tiles) ran twice as fast as the
+/// direct kernels; with 16 tiles (a 16-channel CIFAR layer at batch 1) 0.65x.
 const MIN_TILES_TO_PAY: usize = 32;
 
+/// The same run by channel blocks: 16 tiles (ResNet-50's 14x14 layers at batch 1, 256
+/// channels) ran 1.65-1.75x faster than the direct kernels; 4 tiles (its 7x7 layers, 512
+/// channels, whose 9.4 MB weight both read from memory) 1.0-1.1x, and 0.6-0.8x at 64 channels.
+const MIN_TILES_BY_CHANNELS: usize = 16;
+
+/// Most output tiles for which [`forward`] runs by blocks of output channels
+/// ([`forward_by_channels`]) rather than by runs of tiles: up to 64 tiles the channel blocks
+/// ran 1.2-1.5x faster (128 and 256 channels); at 98 and 196 tiles the two were even.
+const FEW_TILES: usize = 64;
+
+/// Floats of a channel block's transformed filter chunk (256 KiB: it stays in L2 with the
+/// transformed inputs it meets).
+const BLOCK_FILTER_FLOATS: usize = 64 * 1024;
+
 /// Whether a layer's shape runs here: 3x3, stride 1, padding up to 2, channel counts in whole
-/// vectors, transformed filter small enough, and an AVX-512 CPU.
+/// vectors, transformed filter small enough (or never held whole), and an AVX-512 CPU.
 pub(super) fn fits(s: &ConvShape) -> bool {
     s.kh == 3
         && s.kw == 3
@@ -64,8 +82,14 @@ pub(super) fn fits(s: &ConvShape) -> bool {
         && s.pad <= 2
         && s.cin.is_multiple_of(16)
         && s.cout.is_multiple_of(16)
-        && POSITIONS * s.cin * s.cout <= FILTER_FLOATS
+        && (POSITIONS * s.cin * s.cout <= FILTER_FLOATS || runs_by_channels(s))
         && simd::isa() >= Isa::Avx512
+}
+
+/// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter is
+/// small enough to hold whole (one per thread, summed).
+pub(super) fn fits_weight_gradient(s: &ConvShape) -> bool {
+    fits(s) && POSITIONS * s.cin * s.cout <= FILTER_FLOATS
 }
 
 /// Whether a shape that [`fits`] runs with bf16 products ([`forward`] with `bf16`): square
@@ -77,7 +101,13 @@ pub(super) fn fits_bf16(s: &ConvShape) -> bool {
 /// Whether Winograd is worth choosing for a shape that [`fits`]: enough output tiles to repay
 /// the filter transform.
 pub(super) fn pays_off(s: &ConvShape) -> bool {
-    s.n * s.out_h().div_ceil(M) * s.out_w().div_ceil(M) >= MIN_TILES_TO_PAY
+    let tiles = tile_count(s);
+    tiles >= if runs_by_channels(s) { MIN_TILES_BY_CHANNELS } else { MIN_TILES_TO_PAY }
+}
+
+/// Output tiles of a layer, over the whole batch.
+fn tile_count(s: &ConvShape) -> usize {
+    s.n * s.out_h().div_ceil(M) * s.out_w().div_ceil(M)
 }
 
 /// Tiles per task: as many as the scratch budget holds (at least [`MIN_TILES`]), but at least
@@ -117,6 +147,9 @@ pub(super) fn forward(
         Epilogue::Stats(total) => Some(total),
         _ => None,
     };
+    if !bf16 && runs_by_channels(s) {
+        return forward_by_channels(s, x, t, w, y, out, stats);
+    }
     let plane = POSITIONS * s.cin * s.cout;
     // The bf16 filter, as pairs of input channels, follows the f32 one (as f32 bit patterns).
     with_filter(if bf16 { plane + plane / 2 } else { plane }, |u| forward_into(s, x, t, w, y, out, stats, u, bf16));
@@ -149,8 +182,7 @@ fn forward_into(
         super::pixel_pairs_bf16(u, co, bits_mut(u_pairs));
     }
     let (u, u_pairs) = (&*u, &*u_pairs);
-    let (oh, ow) = (s.out_h(), s.out_w());
-    let tiles = s.n * oh.div_ceil(M) * ow.div_ceil(M);
+    let tiles = tile_count(s);
     let per = tiles_per_task(s, tiles);
     let out = SharedOutput(y.as_mut_ptr());
     let gemm = ConvTileArgs {
@@ -189,18 +221,10 @@ fn forward_into(
                 }
             }
             let sums_at = (!sums.is_empty()).then_some(sums.as_mut_ptr());
-            for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
-                let win = window(oh, ow, co, 0, oy, ox);
-                let at = img * oh * ow * co;
-                // SAFETY: AVX-512 and whole vectors (fits); positions of tile k of `m` as for
-                // `v`; image `img` of `y` (length checked), whose pixels of this tile no other
-                // task writes (each pixel lies in one tile); the epilogue's images are as long
-                // as `y` (the caller's contract); `sums_at`, if any, is this task's `2 * co`
-                // floats.
-                unsafe {
-                    output_tile(m[k * POSITIONS * co..].as_ptr(), co, out.at(at), &win, epilogue.offset(at), sums_at)
-                };
-            }
+            // SAFETY: `m` holds the tiles' products, `co` floats a position; `y` (behind `out`)
+            // has the shape's length (checked), and no other task writes these tiles' pixels
+            // (each pixel lies in one tile); `sums_at`, if any, is this task's `2 * co` floats.
+            unsafe { output_tiles(s, m, co, first, count, out, epilogue, sums_at, 0..co) };
             if let Some(total) = total {
                 total.iter_mut().zip(sums.iter()).for_each(|(t, &part)| *t = f64::from(part));
             }
@@ -218,6 +242,154 @@ fn forward_into(
     });
 }
 
+/// Whether [`forward`] runs `s` by blocks of output channels: few tiles (ResNet-50's 14x14 and
+/// 7x7 layers at small batches), where each run of tiles would read the whole transformed filter
+/// for a handful of tiles, and at least 64 output channels (four blocks or more to share out;
+/// narrower layers ran 0.7-0.9x as fast so).
+fn runs_by_channels(s: &ConvShape) -> bool {
+    tile_count(s) <= FEW_TILES && s.cout >= 64
+}
+
+/// Output channels of a block of [`forward_by_channels`]: one vector where there are enough tiles
+/// to fill the micro-kernel's rows, up to four for fewer, so that a block keeps about 16
+/// accumulators.
+fn channel_block(tiles: usize, co: usize) -> usize {
+    let vectors = match tiles {
+        12.. => 1,
+        6.. => 2,
+        _ => 4,
+    };
+    (1..=vectors).rev().map(|v| 16 * v).find(|b| co.is_multiple_of(*b)).unwrap_or(16)
+}
+
+/// [`forward`] by blocks of output channels: all tiles' inputs transformed once into a shared
+/// `v = [36, tiles, cin]`; then each task takes a block of output channels, transforms its part
+/// of the filter a chunk of input channels at a time (in L2), multiplies all tiles by it, and
+/// takes its channels of every tile back through the output transform. The filter is
+/// transformed once in all, in parallel, and never written out whole; the statistics of a
+/// block's channels are its task's (in f32 over at most `16 * FEW_TILES` pixels).
+fn forward_by_channels(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    w: &[f32],
+    y: &mut [f32],
+    epilogue: TileOutput,
+    stats: Option<&mut [f64]>,
+) {
+    let (ci, co) = (s.cin, s.cout);
+    let tiles = tile_count(s);
+    let block = channel_block(tiles, co);
+    let chunk = (BLOCK_FILTER_FLOATS / (POSITIONS * block) / 16 * 16).clamp(16, ci);
+    let out = SharedOutput(y.as_mut_ptr());
+    with_filter(tiles * POSITIONS * ci, |v| {
+        // Position-major (`[36, tiles, cin]`): a position's tiles `cin` floats apart. Tile-major,
+        // they lay `36 * cin` apart, 9 pages at 256 channels: every tile's row in one L1 set.
+        transform_inputs_laid_out(s, x, t, 0, tiles, v, false, [ci, tiles * ci]);
+        let v = &*v;
+        // Block `b`'s channels of every tile, their sums and sums of squares into `sums`
+        // (`2 * block` floats) if given.
+        let run_block = |b: usize, sums: Option<&mut [f32]>| {
+            let c_first = b * block;
+            with_tile(POSITIONS * (chunk * block + tiles * block), |scratch| {
+                let (u, m) = scratch.split_at_mut(POSITIONS * chunk * block);
+                for c0 in (0..ci).step_by(chunk) {
+                    let k = chunk.min(ci - c0);
+                    // SAFETY: AVX-512 (fits); input channels c0..c0 + k and output channels
+                    // c_first..c_first + block (a multiple of 16 dividing co) of the [9, ci, co]
+                    // weight (length checked by `forward`); `u` holds 36 * chunk * block floats.
+                    unsafe {
+                        let at = w[c0 * co + c_first..].as_ptr();
+                        transform_filter_block(at, co, ci * co, k, block, u.as_mut_ptr(), [POSITIONS * block, block])
+                    };
+                    // m[:, p] (tiles x block) (+)= v[p, :, c0..c0 + k] u[p] (k x block).
+                    let args = ConvTileArgs {
+                        a_pixel_stride: ci,
+                        a_row_stride: 0,
+                        cin: k,
+                        kh: 1,
+                        kw: 1,
+                        w_row_stride: POSITIONS * block,
+                        y_pixel_stride: POSITIONS * block,
+                    };
+                    for p in 0..POSITIONS {
+                        let up = &u[p * block..];
+                        multiply(tiles, block, &args, &v[p * tiles * ci + c0..], up, &mut m[p * block..], c0 > 0);
+                    }
+                }
+                let sums_at = sums.map(|sums| {
+                    sums.fill(0.0);
+                    sums.as_mut_ptr()
+                });
+                // SAFETY: `m` holds every tile's products of this block, `block` floats a
+                // position; `y` (behind `out`) has the shape's length (checked by `forward`),
+                // and no other task writes this block's channels; `sums_at`, if any, is this
+                // block's `2 * block` floats.
+                unsafe { output_tiles(s, m, block, 0, tiles, out, epilogue, sums_at, c_first..c_first + block) };
+            });
+        };
+        let blocks = co / block;
+        threads::install(|| match stats {
+            Some(stats) => {
+                let mut block_sums = vec![0.0f32; blocks * 2 * block];
+                block_sums.par_chunks_mut(2 * block).enumerate().for_each(|(b, sums)| run_block(b, Some(sums)));
+                for (b, sums) in block_sums.chunks_exact(2 * block).enumerate() {
+                    let (sum, squares) = sums.split_at(block);
+                    let at = b * block;
+                    stats[at..at + block].iter_mut().zip(sum).for_each(|(t, &v)| *t = f64::from(v));
+                    stats[co + at..co + at + block].iter_mut().zip(squares).for_each(|(t, &v)| *t = f64::from(v));
+                }
+            }
+            None => (0..blocks).into_par_iter().for_each(|b| run_block(b, None)),
+        });
+    });
+}
+
+/// Takes the products `m` of tiles `first..first + count` (tile `k`'s position `p` at `(36 * k +
+/// p) * stride` floats, the first of the channels `channels`) back through the output transform
+/// into those channels of the output behind `y`, through `epilogue`, adding the written values'
+/// per-channel sums and sums of squares into `sums` if given.
+///
+/// # Safety
+/// - AVX-512; the shape [`fits`]; `channels` starts and ends at multiples of 16 within `cout`.
+/// - `y` points to an output of `s.output_len()` floats, whose pixels of these tiles in these
+///   channels no other thread touches meanwhile; the epilogue's images are as long.
+/// - `sums`, if given, holds `2 * channels.len()` writable floats no other thread touches.
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_tiles(
+    s: &ConvShape,
+    m: &[f32],
+    stride: usize,
+    first: usize,
+    count: usize,
+    y: SharedOutput,
+    epilogue: TileOutput,
+    sums: Option<*mut f32>,
+    channels: std::ops::Range<usize>,
+) {
+    let (oh, ow, co) = (s.out_h(), s.out_w(), s.cout);
+    assert!(m.len() >= count * POSITIONS * stride && channels.len() <= stride, "products too short");
+    for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
+        let win = window(oh, ow, co, 0, oy, ox);
+        let at = img * oh * ow * co;
+        // SAFETY: AVX-512, whole vectors and the channels (contract); tile k of `m` holds its 36
+        // positions of these channels (length asserted); image `img` of the output and of the
+        // epilogue's images, whose window pixels in these channels this thread alone writes
+        // (contract).
+        unsafe {
+            output_tile(
+                m[k * POSITIONS * stride..].as_ptr(),
+                stride,
+                y.at(at),
+                &win,
+                epilogue.offset(at),
+                sums,
+                channels.clone(),
+            )
+        };
+    }
+}
+
 /// `dw (+)= im2col(t(x))^T dy` for a shape that [`fits`]: per position, the product of the
 /// transformed inputs and the transformed output gradients summed over the tiles, then taken
 /// back through the filter transform. Each thread sums a fixed run of tiles into its own
@@ -233,9 +405,9 @@ pub(super) fn backward_weight(
     dw: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
+    assert!(fits_weight_gradient(s), "Winograd F(4x4, 3x3) does not run the weight gradient of {s:?}");
     assert_eq!((x.len(), dw.len(), dy.len()), (s.input_len(), s.weight_len(), s.output_len()));
-    let tiles = s.n * s.out_h().div_ceil(M) * s.out_w().div_ceil(M);
+    let tiles = tile_count(s);
     let parts = threads::num_threads().min(tiles).max(1);
     with_filter(parts * POSITIONS * s.cin * s.cout, |partials| {
         backward_weight_into(s, x, t, dy, dw, accumulate, parts, partials)
@@ -256,7 +428,7 @@ fn backward_weight_into(
 ) {
     let (ci, co) = (s.cin, s.cout);
     let (oh, ow) = (s.out_h(), s.out_w());
-    let tiles = s.n * oh.div_ceil(M) * ow.div_ceil(M);
+    let tiles = tile_count(s);
     let per = tiles_per_task(s, tiles);
     let plane = POSITIONS * ci * co;
     threads::install(|| {
@@ -499,8 +671,28 @@ fn transform_inputs(
     bf16: bool,
 ) {
     let ci = s.cin;
+    transform_inputs_laid_out(s, x, t, first, count, v, bf16, [POSITIONS * ci, ci]);
+}
+
+/// [`transform_inputs`] with tile `k`'s position `p` at `k * stride[0] + p * stride[1]` values
+/// into `v` (f32, or bf16 two to a slot), both strides multiples of `cin`, no two places
+/// overlapping.
+#[allow(clippy::too_many_arguments)]
+fn transform_inputs_laid_out(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    first: usize,
+    count: usize,
+    v: &mut [f32],
+    bf16: bool,
+    [tile_stride, position_stride]: [usize; 2],
+) {
+    let ci = s.cin;
+    assert!(count > 0 && tile_stride.is_multiple_of(ci) && position_stride.is_multiple_of(ci));
+    let values = (count - 1) * tile_stride + (POSITIONS - 1) * position_stride + ci;
     // In bf16, two values to an f32 slot.
-    let slots = if bf16 { POSITIONS * count * ci / 2 } else { POSITIONS * count * ci };
+    let slots = if bf16 { values.div_ceil(2) } else { values };
     assert!(v.len() >= slots, "transformed-input buffer too short");
     assert!(!bf16 || super::bf16_supported(), "bf16 transforms need AVX512_BF16");
     let (v32, v16) = (v.as_mut_ptr(), v.as_mut_ptr() as *mut u16);
@@ -509,14 +701,14 @@ fn transform_inputs(
         let (img, t) = (x[img * s.h * s.w * ci..].as_ptr(), t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr())));
         // SAFETY: AVX-512 (and AVX512_BF16 for bf16, asserted) and whole vectors of channels
         // (the callers run only shapes that fit); image `img` of `x` (length checked by the
-        // callers) and the transform's `ci` floats; positions p < 36 of tile k at
-        // `(k * 36 + p) * ci` values into `v` (f32, or bf16 two to a slot), inside it
-        // (asserted) since k < count.
+        // callers) and the transform's `ci` floats; positions p < 36 of tile k < count at
+        // `k * tile_stride + p * position_stride` values into `v` (f32, or bf16 two to a
+        // slot), their `ci` values inside it (asserted).
         unsafe {
             if bf16 {
-                input_tile_bf16(img, &win, t, v16.add(k * POSITIONS * ci), ci)
+                input_tile_bf16(img, &win, t, v16.add(k * tile_stride), position_stride)
             } else {
-                input_tile(img, &win, t, v32.add(k * POSITIONS * ci), ci)
+                input_tile(img, &win, t, v32.add(k * tile_stride), position_stride)
             }
         };
     }
@@ -687,9 +879,11 @@ mod tests {
         }
     }
 
-    /// All three passes, element by element against the GEMM path, on shapes with many tasks and
-    /// several runs of tiles per thread, with the fused input transform, the output statistics
-    /// and accumulation into existing values.
+    /// All three passes, element by element against the GEMM path, with the fused input
+    /// transform, the output statistics and accumulation into existing values: by runs of tiles
+    /// (shapes with many tasks and several runs per thread) and by channel blocks (blocks of one,
+    /// two and four vectors, several chunks of input channels, and a layer too wide to hold its
+    /// transformed filter, whose weight gradient runs on the direct kernels).
     #[test]
     fn every_pass_matches_gemm_element_by_element() {
         if simd::isa() < Isa::Avx512 {
@@ -700,12 +894,24 @@ mod tests {
             conv2d_backward_data_with as data, conv2d_backward_weight_with as weight, conv2d_forward_with as fwd,
             ConvAlgorithm,
         };
-        for s in [
-            ConvShape { n: 8, h: 8, w: 8, cin: 32, cout: 32, kh: 3, kw: 3, stride: 1, pad: 1 },
-            ConvShape { n: 4, h: 16, w: 13, cin: 16, cout: 16, kh: 3, kw: 3, stride: 1, pad: 1 },
-            ConvShape { n: 2, h: 9, w: 8, cin: 64, cout: 64, kh: 3, kw: 3, stride: 1, pad: 1 },
-            ConvShape { n: 8, h: 15, w: 17, cin: 16, cout: 48, kh: 3, kw: 3, stride: 1, pad: 1 },
+        let shape = |n, h, w, cin, cout| ConvShape { n, h, w, cin, cout, kh: 3, kw: 3, stride: 1, pad: 1 };
+        for (s, by_channels) in [
+            (shape(8, 8, 8, 32, 32), false),
+            (shape(4, 16, 13, 16, 16), false),
+            (shape(8, 15, 17, 16, 48), false),
+            (shape(3, 18, 18, 64, 64), false),
+            // 12 tiles: blocks of 16 channels.
+            (shape(2, 9, 8, 64, 64), true),
+            // 6 tiles: blocks of 32 channels, input channels in chunks of 48 (128 -> 64 here, the
+            // other way round in the data gradient).
+            (shape(1, 12, 8, 128, 64), true),
+            // 4 tiles: blocks of 64 channels, chunks of 16.
+            (shape(1, 5, 7, 64, 128), true),
+            // 512 channels: no whole transformed filter.
+            (shape(1, 4, 4, 512, 512), true),
         ] {
+            assert_eq!(runs_by_channels(&s), by_channels, "{s:?}");
+            assert_eq!(fits_weight_gradient(&s), s.cin < 512, "{s:?}");
             let mut rng = Rng::new(3);
             let mut r = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
             let (w, g, x, scale, shift) = (r(s.weight_len()), r(s.output_len()), r(s.input_len()), r(s.cin), r(s.cin));
@@ -732,8 +938,27 @@ mod tests {
                 for (i, (want, got)) in out[0].iter().zip(&out[1]).enumerate() {
                     assert!((want - got).abs() <= 2e-5 * top, "{pass} {s:?} [{i}]: {got} vs {want} (largest {top})");
                 }
-                for (want, got) in stats[0].iter().zip(&stats[1]) {
-                    assert!((want - got).abs() <= 1e-5 * (1.0 + want.abs()), "{pass} statistics: {got} vs {want}");
+                if pass == "forward" {
+                    // The fused statistics against those of the output written (the output
+                    // itself checked above), up to f32 summing: per channel, relative to the sum
+                    // of magnitudes.
+                    let co = s.cout;
+                    let mut want = vec![[0.0f64; 3]; co];
+                    for (i, &y) in out[1].iter().enumerate() {
+                        let (y, c) = (f64::from(y), &mut want[i % co]);
+                        *c = [c[0] + y, c[1] + y.abs(), c[2] + y * y];
+                    }
+                    for (c, [sum, magnitude, squares]) in want.into_iter().enumerate() {
+                        let (got_sum, got_squares) = (stats[1][c], stats[1][co + c]);
+                        assert!(
+                            (got_sum - sum).abs() <= 1e-5 * (1.0 + magnitude),
+                            "{s:?} sum [{c}]: {got_sum} vs {sum}"
+                        );
+                        assert!(
+                            (got_squares - squares).abs() <= 1e-5 * (1.0 + squares),
+                            "{s:?} sum of squares [{c}]: {got_squares} vs {squares}"
+                        );
+                    }
                 }
             }
         }

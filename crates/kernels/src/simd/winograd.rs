@@ -83,27 +83,50 @@ fn filter_1d(g: [__m512; 3]) -> [__m512; 6] {
 /// - `w` holds `9 * cin * cout` readable floats and `u` `36 * cin * cout` writable ones.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn transform_filter(w: *const f32, cin: usize, cout: usize, u: *mut f32) {
-    debug_assert!(cout.is_multiple_of(16));
-    let plane = cin * cout;
+    // SAFETY: the whole weight is the block of all its channels (contract).
+    unsafe { transform_filter_block(w, cout, cin * cout, cin, cout, u, [cout, cin * cout]) }
+}
+
+/// [`transform_filter`] of a block of a weight: `cin` input channels by `cols` output channels
+/// starting at `w`, in a weight of `w_cols` output channels whose taps lie `w_tap` floats apart
+/// (`w_cols` times its input channels), written to `u` with input channel `ci`'s position `p`
+/// at `ci * u_strides[0] + p * u_strides[1]` (`[36, cin, cols]`: `[cols, cin * cols]`).
+///
+/// # Safety
+/// - The CPU supports AVX-512F; `cols` is a multiple of 16.
+/// - `w` is input channel `ci0` and output channel `co0` of a `[3, 3, w_tap / w_cols, w_cols]`
+///   weight, readable, with `ci0 + cin <= w_tap / w_cols` and `co0 + cols <= w_cols`.
+/// - `u` holds the `cols` floats at each of those places, writable, none overlapping.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transform_filter_block(
+    w: *const f32,
+    w_cols: usize,
+    w_tap: usize,
+    cin: usize,
+    cols: usize,
+    u: *mut f32,
+    [row, position]: [usize; 2],
+) {
+    debug_assert!(cols.is_multiple_of(16));
     for ci in 0..cin {
-        for co in (0..cout).step_by(16) {
-            let at = ci * cout + co;
+        for co in (0..cols).step_by(16) {
             let mut g = [_mm512_setzero_ps(); 9];
             for (k, v) in g.iter_mut().enumerate() {
                 // SAFETY: tap `k` of pair (ci, co..co + 16) lies in the weight (contract).
-                *v = unsafe { _mm512_loadu_ps(w.add(k * plane + at)) };
+                *v = unsafe { _mm512_loadu_ps(w.add(k * w_tap + ci * w_cols + co)) };
             }
             // Columns of the filter through G (rows: ky), then its rows. (Plain arrays rather
             // than closures, which would be calls without this function's target features.)
-            let mut cols = [[_mm512_setzero_ps(); 6]; 3];
-            for (kx, col) in cols.iter_mut().enumerate() {
+            let mut cols_g = [[_mm512_setzero_ps(); 6]; 3];
+            for (kx, col) in cols_g.iter_mut().enumerate() {
                 *col = filter_1d([g[kx], g[3 + kx], g[6 + kx]]);
             }
+            let at = ci * row + co;
             for a in 0..6 {
-                let row = filter_1d([cols[0][a], cols[1][a], cols[2][a]]);
+                let row = filter_1d([cols_g[0][a], cols_g[1][a], cols_g[2][a]]);
                 for (b, v) in row.into_iter().enumerate() {
                     // SAFETY: position (a, b) of pair (ci, co..co + 16) lies in `u` (contract).
-                    unsafe { _mm512_storeu_ps(u.add((6 * a + b) * plane + at), v) };
+                    unsafe { _mm512_storeu_ps(u.add((6 * a + b) * position + at), v) };
                 }
             }
         }
@@ -342,18 +365,20 @@ impl TileOutput {
     }
 }
 
-/// `A^T m A` of every 16-channel block `c0` of one tile (position `p` at `m + p * stride +
-/// c0`), written to the pixels of the 4x4 output window `win` of the image at `img` that lie
-/// inside it, through the epilogue `out`. With `sums`, the written values are also added per
-/// channel into `sums[..win.c]` and their squares into `sums[win.c..]` (a training-mode batch
-/// norm's statistics, gathered while the output is in registers rather than in a pass after).
+/// `A^T m A` of every 16-channel block `c0` in `channels` of one tile (position `p` at `m + p *
+/// stride + c0 - channels.start`), written to the pixels of the 4x4 output window `win` of the
+/// image at `img` that lie inside it, through the epilogue `out`. With `sums`, the written values
+/// are also added per channel into `sums[..len]` and their squares into `sums[len..]`, where
+/// `len` is `channels.len()` (a training-mode batch norm's statistics, gathered while the output
+/// is in registers rather than in a pass after).
 ///
 /// # Safety
-/// - `sums`, if given, holds `2 * win.c` writable floats that nothing else touches meanwhile.
-/// - The CPU supports AVX-512F; `win.c` is a multiple of 16.
-/// - `m + p * stride + c0 .. + 16` is readable for every `p < 36` and block `c0 < win.c`.
+/// - `sums`, if given, holds `2 * channels.len()` writable floats that nothing else touches
+///   meanwhile.
+/// - The CPU supports AVX-512F; `channels` starts and ends at multiples of 16 within `win.c`.
+/// - `m + p * stride + c .. + 16` is readable for every `p < 36` and block `c < channels.len()`.
 /// - `img` holds the `win.h * win.w * win.c` floats of the output image, writable, and no other
-///   thread touches the window's pixels meanwhile.
+///   thread touches the window's pixels of these channels meanwhile.
 /// - The images `out` points to hold `win.h * win.w * win.c` readable floats (for this image)
 ///   and its per-channel parameters `win.c`; none overlaps the window's output pixels.
 #[target_feature(enable = "avx512f")]
@@ -364,6 +389,7 @@ pub unsafe fn output_tile(
     win: &TileWindow,
     out: TileOutput,
     sums: Option<*mut f32>,
+    channels: std::ops::Range<usize>,
 ) {
     // The next tile's output pixels, for writing (1.024x for a ResNet-20 training step, 8
     // paired rounds, all above 1), and those of the images the epilogue reads.
@@ -380,12 +406,12 @@ pub unsafe fn output_tile(
     // epilogue reads offset `at` of its images and block `c0` of its parameters.
     unsafe {
         match out {
-            TileOutput::Store => output_tile_with(m, stride, img, win, sums, |_, _, v| v),
-            TileOutput::Accumulate => {
-                output_tile_with(m, stride, img, win, sums, |at, _, v| _mm512_add_ps(_mm512_loadu_ps(img.add(at)), v))
-            }
+            TileOutput::Store => output_tile_with(m, stride, img, win, sums, channels, |_, _, v| v),
+            TileOutput::Accumulate => output_tile_with(m, stride, img, win, sums, channels, |at, _, v| {
+                _mm512_add_ps(_mm512_loadu_ps(img.add(at)), v)
+            }),
             TileOutput::Affine { scale, shift, residual, relu } => {
-                output_tile_with(m, stride, img, win, sums, |at, c0, v| {
+                output_tile_with(m, stride, img, win, sums, channels, |at, c0, v| {
                     let mut r =
                         _mm512_add_ps(_mm512_mul_ps(v, _mm512_loadu_ps(scale.add(c0))), _mm512_loadu_ps(shift.add(c0)));
                     if let Some(q) = residual {
@@ -415,15 +441,17 @@ unsafe fn output_tile_with(
     img: *mut f32,
     win: &TileWindow,
     sums: Option<*mut f32>,
+    channels: std::ops::Range<usize>,
     f: impl Fn(usize, usize, __m512) -> __m512,
 ) {
     let rows = (win.h as isize - win.y0).clamp(0, 4) as usize;
     let cols = (win.w as isize - win.x0).clamp(0, 4) as usize;
-    for c0 in (0..win.c).step_by(16) {
+    let (first, len) = (channels.start, channels.len());
+    for c0 in channels.step_by(16) {
         let mut d = [_mm512_setzero_ps(); 36];
         for (p, v) in d.iter_mut().enumerate() {
-            // SAFETY: position p < 36, block c0 (contract).
-            *v = unsafe { _mm512_loadu_ps(m.add(p * stride + c0)) };
+            // SAFETY: position p < 36, block c0 of `channels` (contract).
+            *v = unsafe { _mm512_loadu_ps(m.add(p * stride + c0 - first)) };
         }
         let mut t = [[_mm512_setzero_ps(); 4]; 6];
         for (b, col) in t.iter_mut().enumerate() {
@@ -447,7 +475,7 @@ unsafe fn output_tile_with(
         if let Some(sums) = sums {
             // SAFETY: channels c0..c0 + 16 of both halves of `sums` (contract).
             unsafe {
-                let (s, q) = (sums.add(c0), sums.add(win.c + c0));
+                let (s, q) = (sums.add(c0 - first), sums.add(len + c0 - first));
                 _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), sum));
                 _mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), squares));
             }
