@@ -4,7 +4,7 @@
 //! `[kh, kw, cin, cout]` ("HWIO"), so that a convolution is the product of the im2col matrix
 //! `[n*oh*ow, kh*kw*cin]` with the weight matrix `[kh*kw*cin, cout]`.
 //!
-//! Two algorithms ([`ConvAlgorithm`]):
+//! Three algorithms ([`ConvAlgorithm`]; the direct and Winograd ones also with bf16 products):
 //! - **direct** (AVX-512): the input is zero-padded once, then register-blocked micro-kernels
 //!   ([`crate::simd::avx512`]) read it in place: no im2col matrix at all;
 //! - **im2col + GEMM** (portable): the im2col matrix is packed one tile of output rows at a time
