@@ -140,7 +140,9 @@ fn bench(c: &mut Criterion) {
             });
             // At batch 1 a network reads each layer's weights from memory, not from cache:
             // the forward pass again after writing 96 MB elsewhere (not timed) to evict them.
-            if name.starts_with("r50-b1") && matches!(algo, ConvAlgorithm::Direct | ConvAlgorithm::Im2colGemm) {
+            if name.starts_with("r50-b1")
+                && matches!(algo, ConvAlgorithm::Direct | ConvAlgorithm::Im2colGemm | ConvAlgorithm::Winograd)
+            {
                 let mut flush = vec![0u8; 96 << 20];
                 group.bench_function(id("forward-cold"), |b| {
                     b.iter_batched(
