@@ -284,7 +284,7 @@ fn forward_by_channels(
     let out = SharedOutput(y.as_mut_ptr());
     with_filter(tiles * POSITIONS * ci, |v| {
         // Position-major (`[36, tiles, cin]`): a position's tiles `cin` floats apart. Tile-major,
-        // they lay `36 * cin` apart, 9 pages at 256 channels: every tile's row in one L1 set.
+        // they lie `36 * cin` apart, 9 pages at 256 channels: every tile's row in one L1 set.
         transform_inputs_laid_out(s, x, t, 0, tiles, v, false, [ci, tiles * ci]);
         let v = &*v;
         // Block `b`'s channels of every tile, their sums and sums of squares into `sums`
