@@ -230,16 +230,32 @@ fn forward_into(
             }
         });
     };
-    let tasks = tiles.div_ceil(per);
-    threads::install(|| match stats {
-        Some(stats) => {
-            // One slot of sums per task, added in task order.
-            let mut task_sums = vec![0.0f64; tasks * 2 * co];
-            task_sums.par_chunks_mut(2 * co).enumerate().for_each(|(task, slot)| run_task(task, Some(slot)));
-            crate::batch_norm::sum_parts_in_order(&task_sums, stats);
+    // One slot of sums per task, added in task order.
+    let task_sums = run_tasks(tiles.div_ceil(per), stats.is_some().then_some(2 * co), run_task);
+    if let Some(stats) = stats {
+        crate::batch_norm::sum_parts_in_order(&task_sums, stats);
+    }
+}
+
+/// Runs `run(task, slot)` for tasks `0..tasks` in parallel; with `slot_len`, each task gets a
+/// zeroed slot of that many values of its own, and the slots come back in task order (empty
+/// without).
+fn run_tasks<T: Copy + Default + Send>(
+    tasks: usize,
+    slot_len: Option<usize>,
+    run: impl Fn(usize, Option<&mut [T]>) + Sync,
+) -> Vec<T> {
+    threads::install(|| match slot_len {
+        Some(len) => {
+            let mut slots = vec![T::default(); tasks * len];
+            slots.par_chunks_mut(len).enumerate().for_each(|(task, slot)| run(task, Some(slot)));
+            slots
         }
-        None => (0..tasks).into_par_iter().for_each(|task| run_task(task, None)),
-    });
+        None => {
+            (0..tasks).into_par_iter().for_each(|task| run(task, None));
+            Vec::new()
+        }
+    })
 }
 
 /// Whether [`forward`] runs `s` by blocks of output channels: few tiles (ResNet-50's 14x14 and
@@ -287,8 +303,8 @@ fn forward_by_channels(
         // they lie `36 * cin` apart, 9 pages at 256 channels: every tile's row in one L1 set.
         transform_inputs_laid_out(s, x, t, 0, tiles, v, false, [ci, tiles * ci]);
         let v = &*v;
-        // Block `b`'s channels of every tile, their sums and sums of squares into `sums`
-        // (`2 * block` floats) if given.
+        // Block `b`'s channels of every tile, their sums and sums of squares added into `sums`
+        // (`2 * block` zeroed floats) if given.
         let run_block = |b: usize, sums: Option<&mut [f32]>| {
             let c_first = b * block;
             with_tile(POSITIONS * (chunk * block + tiles * block), |scratch| {
@@ -317,10 +333,7 @@ fn forward_by_channels(
                         multiply(tiles, block, &args, &v[p * tiles * ci + c0..], up, &mut m[p * block..], c0 > 0);
                     }
                 }
-                let sums_at = sums.map(|sums| {
-                    sums.fill(0.0);
-                    sums.as_mut_ptr()
-                });
+                let sums_at = sums.map(|sums| sums.as_mut_ptr());
                 // SAFETY: `m` holds every tile's products of this block, `block` floats a
                 // position; `y` (behind `out`) has the shape's length (checked by `forward`),
                 // and no other task writes this block's channels; `sums_at`, if any, is this
@@ -328,20 +341,15 @@ fn forward_by_channels(
                 unsafe { output_tiles(s, m, block, 0, tiles, out, epilogue, sums_at, c_first..c_first + block) };
             });
         };
-        let blocks = co / block;
-        threads::install(|| match stats {
-            Some(stats) => {
-                let mut block_sums = vec![0.0f32; blocks * 2 * block];
-                block_sums.par_chunks_mut(2 * block).enumerate().for_each(|(b, sums)| run_block(b, Some(sums)));
-                for (b, sums) in block_sums.chunks_exact(2 * block).enumerate() {
-                    let (sum, squares) = sums.split_at(block);
-                    let at = b * block;
-                    stats[at..at + block].iter_mut().zip(sum).for_each(|(t, &v)| *t = f64::from(v));
-                    stats[co + at..co + at + block].iter_mut().zip(squares).for_each(|(t, &v)| *t = f64::from(v));
-                }
+        let block_sums = run_tasks::<f32>(co / block, stats.is_some().then_some(2 * block), run_block);
+        if let Some(stats) = stats {
+            for (b, sums) in block_sums.chunks_exact(2 * block).enumerate() {
+                let (sum, squares) = sums.split_at(block);
+                let at = b * block;
+                stats[at..at + block].iter_mut().zip(sum).for_each(|(t, &v)| *t = f64::from(v));
+                stats[co + at..co + at + block].iter_mut().zip(squares).for_each(|(t, &v)| *t = f64::from(v));
             }
-            None => (0..blocks).into_par_iter().for_each(|b| run_block(b, None)),
-        });
+        }
     });
 }
 

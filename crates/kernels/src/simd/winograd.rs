@@ -90,7 +90,7 @@ pub unsafe fn transform_filter(w: *const f32, cin: usize, cout: usize, u: *mut f
 /// [`transform_filter`] of a block of a weight: `cin` input channels by `cols` output channels
 /// starting at `w`, in a weight of `w_cols` output channels whose taps lie `w_tap` floats apart
 /// (`w_cols` times its input channels), written to `u` with input channel `ci`'s position `p`
-/// at `ci * u_strides[0] + p * u_strides[1]` (`[36, cin, cols]`: `[cols, cin * cols]`).
+/// at `ci * row + p * position` (`[36, cin, cols]`: `[row, position] = [cols, cin * cols]`).
 ///
 /// # Safety
 /// - The CPU supports AVX-512F; `cols` is a multiple of 16.
@@ -133,9 +133,10 @@ pub unsafe fn transform_filter_block(
     }
 }
 
-/// Asks for the cache lines of the pixels in `rows` x `cols` (those inside the image `win`
-/// describes), for writing when `WRITE`: what the next tile will read or write, one tile ahead,
-/// since a tile's loads and stores wait on memory when its pixels are not yet in cache.
+/// Asks for the cache lines of channels `channels` of the pixels in `rows` x `cols` (those
+/// inside the image `win` describes), for writing when `WRITE`: what the next tile will read or
+/// write, one tile ahead, since a tile's loads and stores wait on memory when its pixels are not
+/// yet in cache.
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn prefetch_pixels<const WRITE: bool>(
@@ -143,25 +144,29 @@ fn prefetch_pixels<const WRITE: bool>(
     win: &TileWindow,
     rows: std::ops::Range<isize>,
     cols: std::ops::Range<isize>,
+    channels: std::ops::Range<usize>,
 ) {
     let clip = |r: std::ops::Range<isize>, n: usize| {
         r.start.clamp(0, n as isize) as usize..r.end.clamp(0, n as isize) as usize
     };
     let (rows, cols) = (clip(rows, win.h), clip(cols, win.w));
-    // NHWC: a row's pixels are one contiguous run of floats, so one line every 16 floats: the
-    // lines a loop over pixels and channel blocks asks for, in one loop instead of three (the
-    // 16-channel input transform alone ran 1.15-1.2x faster so; no change in a network).
-    let run = cols.len() * win.c;
+    // NHWC: with every channel, a row's pixels are one contiguous run of floats, so one line
+    // every 16 floats: the lines a loop over pixels and channel blocks asks for, in one loop
+    // instead of three (the 16-channel input transform alone ran 1.15-1.2x faster so; no change
+    // in a network). With some channels, a run per pixel.
+    let (runs, run) = if channels.len() == win.c { (1, cols.len() * win.c) } else { (cols.len(), channels.len()) };
     for y in rows {
-        let start = img.wrapping_add((y * win.w + cols.start) * win.c);
-        for at in (0..run).step_by(16) {
-            // A prefetch never faults; the address, formed by wrapping arithmetic, is only a
-            // hint (and inside the image: row and column clipped to it).
-            let p = start.wrapping_add(at) as *const i8;
-            if WRITE {
-                _mm_prefetch::<_MM_HINT_ET0>(p)
-            } else {
-                _mm_prefetch::<_MM_HINT_T0>(p)
+        for x in cols.start..cols.start + runs {
+            let start = img.wrapping_add((y * win.w + x) * win.c + channels.start);
+            for at in (0..run).step_by(16) {
+                // A prefetch never faults; the address, formed by wrapping arithmetic, is only
+                // a hint (and inside the image: row and column clipped to it).
+                let p = start.wrapping_add(at) as *const i8;
+                if WRITE {
+                    _mm_prefetch::<_MM_HINT_ET0>(p)
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(p)
+                }
             }
         }
     }
@@ -220,7 +225,7 @@ macro_rules! input_tile_fn {
             let inside = (a0, a1, b0, b1) == (0, 6, 0, 6);
             // The next tile's new input pixels (without this, 0.95-0.97x).
             let (rows, cols) = next_tile_pixels(win, 6);
-            prefetch_pixels::<false>(img, win, rows, cols);
+            prefetch_pixels::<false>(img, win, rows, cols, 0..win.c);
             for c0 in (0..win.c).step_by(16) {
                 // SAFETY: channel block c0 of the transform (contract).
                 let t = transform.map(|(a, b)| unsafe { (_mm512_loadu_ps(a.add(c0)), _mm512_loadu_ps(b.add(c0))) });
@@ -391,12 +396,12 @@ pub unsafe fn output_tile(
     sums: Option<*mut f32>,
     channels: std::ops::Range<usize>,
 ) {
-    // The next tile's output pixels, for writing (1.024x for a ResNet-20 training step, 8
-    // paired rounds, all above 1), and those of the images the epilogue reads.
+    // The next tile's output pixels in these channels, for writing (1.024x for a ResNet-20
+    // training step, 8 paired rounds, all above 1), and those of the images the epilogue reads.
     let (next_rows, next_cols) = next_tile_pixels(win, 4);
-    prefetch_pixels::<true>(img, win, next_rows.clone(), next_cols.clone());
+    prefetch_pixels::<true>(img, win, next_rows.clone(), next_cols.clone(), channels.clone());
     if let Some(src) = out.input() {
-        prefetch_pixels::<false>(src, win, next_rows, next_cols);
+        prefetch_pixels::<false>(src, win, next_rows, next_cols, channels.clone());
     }
     let zero = _mm512_setzero_ps();
     // One loop per epilogue, each with its epilogue inlined: `f(at, c0, v)` is the vector stored
@@ -532,7 +537,7 @@ pub unsafe fn output_grad_tile(img: *const f32, win: &TileWindow, v: *mut f32, s
     let cols = (win.w as isize - win.x0).clamp(0, 4) as usize;
     // The next tile's output-gradient pixels.
     let (next_rows, next_cols) = next_tile_pixels(win, 4);
-    prefetch_pixels::<false>(img, win, next_rows, next_cols);
+    prefetch_pixels::<false>(img, win, next_rows, next_cols, 0..win.c);
     for c0 in (0..win.c).step_by(16) {
         let mut d = [[zero; 4]; 4];
         for (i, row) in d.iter_mut().enumerate().take(rows) {
