@@ -1,6 +1,6 @@
 //! One optimisation step: forward in training mode, softmax cross-entropy, backward, SGD.
 
-use resnet_kernels::profile;
+use resnet_kernels::{profile, threads};
 use resnet_models::{BatchNormMode, ResNet};
 use resnet_nn::ops::{softmax_cross_entropy, CrossEntropy};
 use resnet_nn::optim::Sgd;
@@ -15,6 +15,21 @@ pub struct StepBuffers {
 /// Runs one SGD step on `(x, labels)` with learning rate `lr`; returns the batch's loss and
 /// errors (measured on the forward pass before the update, as every training log does).
 pub fn train_step(
+    net: &mut ResNet,
+    sgd: &mut Sgd,
+    x: &Tensor,
+    labels: &[u32],
+    lr: f32,
+    label_smoothing: f32,
+    buffers: &mut StepBuffers,
+) -> CrossEntropy {
+    // The whole step on a worker of the compute pool (see `ResNet::forward`): the loss, the
+    // zeroing of gradients and the update between the passes then start their parallel parts
+    // there too.
+    threads::install(|| step_in_pool(net, sgd, x, labels, lr, label_smoothing, buffers))
+}
+
+fn step_in_pool(
     net: &mut ResNet,
     sgd: &mut Sgd,
     x: &Tensor,
