@@ -890,7 +890,7 @@ fn forward_direct(
     epilogue: Epilogue<'_, '_>,
     ws: &mut Workspace,
 ) {
-    use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16};
+    use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16, TileAffine};
     assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
     let bf16 = w_bf16.is_some();
     assert!(!bf16 || bf16_supported(), "bf16 convolution needs AVX512_BF16");
@@ -923,9 +923,12 @@ fn forward_direct(
     let long_rows = s.is_pointwise();
     let in_place = long_rows && t.is_none() && !bf16;
     let fused = matches!(epilogue, Epilogue::Stats(_)) && plan.chunks == 1;
-    let transform = match &epilogue {
-        Epilogue::Output(o) => Some(*o),
-        _ => None,
+    // An output transform is applied in registers by the f32 general kernel, by a pass over
+    // what was written otherwise (`transform`).
+    let (fused_affine, transform) = match &epilogue {
+        Epilogue::Output(o) if !bf16 && kernel.fuses_affine() => (Some(*o), None),
+        Epilogue::Output(o) => (None, Some(*o)),
+        _ => (None, None),
     };
     let mut partials = std::mem::take(&mut ws.f64s);
     // A slot of sums per task (used when fused).
@@ -986,6 +989,7 @@ fn forward_direct(
                             let args = ConvTileArgs { cin: k_run.min(s.cin - k0), w_row_stride, ..args };
                             let a_run = a_row + k0;
                             let accumulate = accumulate || k0 > 0;
+                            let last_run = k0 + k_run >= s.cin;
                             let mut ox = px_lo;
                             while ox < px_hi {
                                 let px = r_max.min(px_hi - ox);
@@ -999,9 +1003,17 @@ fn forward_direct(
                                     a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e <= strip.len()
                                 );
                                 let a = a_run + ox * s.stride * e;
+                                let at = band_at + (r * line_px + ox) * co + co0;
                                 // SAFETY (of `at`): pixel ox of line r lies in this band of the
                                 // output.
-                                let out = unsafe { out.at(band_at + (r * line_px + ox) * co + co0) };
+                                let out = unsafe { out.at(at) };
+                                // The output transform of these sums, once they are complete.
+                                let affine = fused_affine.filter(|_| last_run).map(|o| TileAffine {
+                                    scale: o.scale[co0..].as_ptr(),
+                                    shift: o.shift[co0..].as_ptr(),
+                                    residual: o.residual.map(|q| q[at..].as_ptr()),
+                                    relu: o.relu,
+                                });
                                 // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was checked above;
                                 // the input windows lie in the strip (bound above), the weight rows
                                 // `tap * cin + ci` (or pairs; from row k0 on) with lanes
@@ -1020,6 +1032,7 @@ fn forward_direct(
                                             w[w_run..].as_ptr(),
                                             out,
                                             accumulate,
+                                            affine.as_ref(),
                                         ),
                                         Some(wb) => kernel.run_bf16(
                                             px,
@@ -1038,12 +1051,13 @@ fn forward_direct(
                     };
                     if plan.chunks == 1 {
                         // Whole rows: each is summed for the statistics, or transformed, right after
-                        // it is written; a long row that is transformed goes in runs of pixels whose
-                        // output stays in L2 until the transform has read it.
-                        let px_run = match transform {
-                            Some(_) if long_rows => transform_run_pixels(co).min(line_px),
-                            _ => line_px,
-                        };
+                        // it is written (or as, by the general kernel); a long row that is
+                        // transformed goes in runs of pixels whose output stays in L2 until the
+                        // transform has read it (and whose input stays in cache for every block
+                        // of channels).
+                        let transformed = transform.is_some() || fused_affine.is_some();
+                        let px_run =
+                            if long_rows && transformed { transform_run_pixels(co).min(line_px) } else { line_px };
                         for r in 0..line_count {
                             for px_lo in (0..line_px).step_by(px_run) {
                                 let px_hi = (px_lo + px_run).min(line_px);
@@ -1804,7 +1818,7 @@ fn backward_weight_pairs(
 #[cfg(target_arch = "x86_64")]
 mod direct {
     use crate::simd::amx;
-    use crate::simd::avx512::{self, lane_mask, ConvTileArgs, ConvTileArgsBf16, WgradTileArgs};
+    use crate::simd::avx512::{self, lane_mask, ConvTileArgs, ConvTileArgsBf16, TileAffine, WgradTileArgs};
     use std::arch::x86_64::__mmask16;
 
     macro_rules! by_rows {
@@ -1920,8 +1934,15 @@ mod direct {
             }
         }
 
+        /// Whether [`Self::run`] applies an output transform in registers (only the general
+        /// kernel does; the others leave it to a pass over what they wrote).
+        pub(super) fn fuses_affine(self) -> bool {
+            self == ConvKernel::General
+        }
+
         /// # Safety
-        /// The contract of the chosen kernel for `r <= self.max_pixels(channels)` pixels.
+        /// The contract of the chosen kernel for `r <= self.max_pixels(channels)` pixels; an
+        /// `affine` only where [`Self::fuses_affine`].
         #[allow(clippy::too_many_arguments)]
         pub(super) unsafe fn run(
             self,
@@ -1932,12 +1953,14 @@ mod direct {
             w: *const f32,
             y: *mut f32,
             accumulate: bool,
+            affine: Option<&TileAffine>,
         ) {
+            debug_assert!(affine.is_none() || self.fuses_affine());
             use avx512::conv_tile_s1k3 as k;
             // SAFETY: forwarded contract.
             unsafe {
                 match self {
-                    ConvKernel::General => conv_tile(r, channels, g, a, w, y, accumulate),
+                    ConvKernel::General => conv_tile(r, channels, g, a, w, y, accumulate, affine),
                     ConvKernel::S1K3 => match channels.div_ceil(16) {
                         1 => {
                             by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
@@ -2029,6 +2052,7 @@ mod direct {
 
     /// # Safety
     /// The contract of [`avx512::conv_tile`] for `r` pixels and `channels` output channels.
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn conv_tile(
         r: usize,
         channels: usize,
@@ -2037,17 +2061,20 @@ mod direct {
         w: *const f32,
         y: *mut f32,
         accumulate: bool,
+        affine: Option<&TileAffine>,
     ) {
         use avx512::conv_tile as k;
         // SAFETY: forwarded contract; `r` is within the table of conv_pixels for this `nb`.
         unsafe {
             match channels.div_ceil(16) {
                 1 => {
-                    by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
+                    by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate, affine))
                 }
-                2 => by_rows!(k, r, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, a, w, y, &masks::<2>(channels), accumulate)),
-                3 => by_rows!(k, r, 3, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<3>(channels), accumulate)),
-                4 => by_rows!(k, r, 4, [1 2 3 4 5 6], (g, a, w, y, &masks::<4>(channels), accumulate)),
+                2 => {
+                    by_rows!(k, r, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, a, w, y, &masks::<2>(channels), accumulate, affine))
+                }
+                3 => by_rows!(k, r, 3, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<3>(channels), accumulate, affine)),
+                4 => by_rows!(k, r, 4, [1 2 3 4 5 6], (g, a, w, y, &masks::<4>(channels), accumulate, affine)),
                 nb => unreachable!("{nb} channel vectors"),
             }
         }

@@ -659,6 +659,7 @@ fn multiply(rows: usize, co: usize, g: &ConvTileArgs, a: &[f32], w: &[f32], y: &
                     w[c0..].as_ptr(),
                     y[r0 * g.y_pixel_stride + c0..].as_mut_ptr(),
                     accumulate,
+                    None,
                 )
             };
         }

@@ -42,8 +42,24 @@ pub struct ConvTileArgs {
     pub y_pixel_stride: usize,
 }
 
+/// The eval-mode output transform a [`conv_tile`] may apply to its sums before it stores them:
+/// `act(sum * scale + shift (+ residual))` per output channel, with the arithmetic (multiply,
+/// then add; no fused multiply-add) of the batch-norm pass it replaces, so the values are the
+/// same. Applying it in registers saves writing the raw tile and reading it back.
+#[derive(Clone, Copy, Debug)]
+pub struct TileAffine {
+    /// Multiplier of the tile's first output channel (the others follow).
+    pub scale: *const f32,
+    /// Offset of the tile's first output channel (the others follow).
+    pub shift: *const f32,
+    /// The residual added to the tile's first output element, laid out as the output; or none.
+    pub residual: Option<*const f32>,
+    /// ReLU last.
+    pub relu: bool,
+}
+
 /// `y[r, j] (+)= sum_{ky, kx, ci} a[r, ky, kx, ci] * w[ky, kx, ci, j]` for `R` output pixels and
-/// the `NB` channel vectors starting at `w`/`y`.
+/// the `NB` channel vectors starting at `w`/`y`, through `affine` when given.
 ///
 /// # Safety
 /// - The CPU supports AVX-512F.
@@ -54,6 +70,8 @@ pub struct ConvTileArgs {
 ///   input channel, `j < NB` and lane set in `masks[j]`.
 /// - `y + r * y_pixel_stride + 16 * j + lane` is readable and writable likewise, and does not
 ///   overlap `a` or `w`.
+/// - With `affine`: `scale + 16 * j + lane` and `shift + 16 * j + lane` are readable for every
+///   lane set in `masks[j]`, and `residual + r * y_pixel_stride + 16 * j + lane` likewise.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn conv_tile<const R: usize, const NB: usize>(
     g: &ConvTileArgs,
@@ -62,7 +80,19 @@ pub unsafe fn conv_tile<const R: usize, const NB: usize>(
     y: *mut f32,
     masks: &[__mmask16; NB],
     accumulate: bool,
+    affine: Option<&TileAffine>,
 ) {
+    // The residual is read after the sums are complete: ask for it now, so that it arrives
+    // (from L3 or memory) while they are computed rather than stalling the stores.
+    if let Some(q) = affine.and_then(|e| e.residual) {
+        for r in 0..R {
+            for j in 0..NB {
+                // SAFETY: a prefetch does not fault, and the address lies in the residual
+                // (contract).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(q.add(r * g.y_pixel_stride + 16 * j) as *const i8) };
+            }
+        }
+    }
     let mut acc = [[_mm512_setzero_ps(); NB]; R];
     if accumulate {
         for (r, row) in acc.iter_mut().enumerate() {
@@ -91,6 +121,30 @@ pub unsafe fn conv_tile<const R: usize, const NB: usize>(
                         *v = _mm512_fmadd_ps(b, *wj, *v);
                     }
                 }
+            }
+        }
+    }
+    if let Some(e) = affine {
+        for j in 0..NB {
+            // SAFETY: the channels of vector j, lanes limited by the mask (contract).
+            let (scale, shift) = unsafe {
+                (
+                    _mm512_maskz_loadu_ps(masks[j], e.scale.add(16 * j)),
+                    _mm512_maskz_loadu_ps(masks[j], e.shift.add(16 * j)),
+                )
+            };
+            for (r, row) in acc.iter_mut().enumerate() {
+                let mut v = _mm512_add_ps(_mm512_mul_ps(row[j], scale), shift);
+                if let Some(q) = e.residual {
+                    // SAFETY: the residual element of this output vector (contract).
+                    v = _mm512_add_ps(v, unsafe {
+                        _mm512_maskz_loadu_ps(masks[j], q.add(r * g.y_pixel_stride + 16 * j))
+                    });
+                }
+                if e.relu {
+                    v = _mm512_max_ps(v, _mm512_setzero_ps());
+                }
+                row[j] = v;
             }
         }
     }
