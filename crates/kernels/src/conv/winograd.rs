@@ -301,7 +301,22 @@ fn forward_by_channels(
     with_filter(tiles * POSITIONS * ci, |v| {
         // Position-major (`[36, tiles, cin]`): a position's tiles `cin` floats apart. Tile-major,
         // they lie `36 * cin` apart, 9 pages at 256 channels: every tile's row in one L1 set.
-        transform_inputs_laid_out(s, x, t, 0, tiles, v, false, [ci, tiles * ci]);
+        // In parallel runs of tiles, each writing its tiles' rows of every position (on one
+        // thread, the other idle, ResNet-50's 28x28 and 14x14 layers at batch 1 took 1.15-1.30x
+        // and 1.11-1.18x as long on two threads).
+        let runs: Vec<_> = threads::split_even(tiles, threads::num_threads()).filter(|r| !r.is_empty()).collect();
+        assert!(v.len() >= tiles * POSITIONS * ci);
+        let v_at = SharedOutput(v.as_mut_ptr());
+        threads::install(|| {
+            runs.par_iter().for_each(|r| {
+                // SAFETY: tile k of the run goes to positions `(r.start + k) * ci + p * tiles *
+                // ci`, inside `v` (asserted); the runs are disjoint, so no two threads write the
+                // same values.
+                unsafe {
+                    transform_inputs_to(s, x, t, r.start, r.len(), v_at.at(r.start * ci), false, [ci, tiles * ci])
+                }
+            })
+        });
         let v = &*v;
         // Block `b`'s channels of every tile, their sums and sums of squares added into `sums`
         // (`2 * block` zeroed floats) if given.
@@ -703,8 +718,31 @@ fn transform_inputs_laid_out(
     // In bf16, two values to an f32 slot.
     let slots = if bf16 { values.div_ceil(2) } else { values };
     assert!(v.len() >= slots, "transformed-input buffer too short");
+    // SAFETY: the places written lie within `v` (asserted above), which nothing else uses.
+    unsafe { transform_inputs_to(s, x, t, first, count, v.as_mut_ptr(), bf16, [tile_stride, position_stride]) }
+}
+
+/// [`transform_inputs_laid_out`] into the buffer at `v`.
+///
+/// # Safety
+/// The places written (`(count - 1) * tile_stride + 35 * position_stride + cin` values from `v`,
+/// two to a slot in bf16, at the strides' multiples) are writable and no other thread touches
+/// them meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_inputs_to(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    first: usize,
+    count: usize,
+    v: *mut f32,
+    bf16: bool,
+    [tile_stride, position_stride]: [usize; 2],
+) {
+    let ci = s.cin;
+    assert!(tile_stride.is_multiple_of(ci) && position_stride.is_multiple_of(ci));
     assert!(!bf16 || super::bf16_supported(), "bf16 transforms need AVX512_BF16");
-    let (v32, v16) = (v.as_mut_ptr(), v.as_mut_ptr() as *mut u16);
+    let (v32, v16) = (v, v as *mut u16);
     for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
         let win = window(s.h, s.w, ci, s.pad, oy, ox);
         let (img, t) = (x[img * s.h * s.w * ci..].as_ptr(), t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr())));
@@ -712,7 +750,7 @@ fn transform_inputs_laid_out(
         // (the callers run only shapes that fit); image `img` of `x` (length checked by the
         // callers) and the transform's `ci` floats; positions p < 36 of tile k < count at
         // `k * tile_stride + p * position_stride` values into `v` (f32, or bf16 two to a
-        // slot), their `ci` values inside it (asserted).
+        // slot), their `ci` values writable (contract).
         unsafe {
             if bf16 {
                 input_tile_bf16(img, &win, t, v16.add(k * tile_stride), position_stride)
