@@ -16,6 +16,18 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time all live threads of this process have run, in seconds (the sum of each thread's
+/// `/proc/self/task/*/schedstat`), where the OS reports it. Over an interval, its growth
+/// divided by the wall time is how many threads were busy on average.
+pub fn cpu_seconds() -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 * 1e-9)
+}
+
 /// The CPU model name, for reports.
 pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -27,4 +39,26 @@ pub fn cpu_name() -> String {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The process's CPU time grows while a thread computes (Linux reports it; elsewhere none).
+    #[test]
+    fn cpu_time_grows_while_computing() {
+        let Some(before) = cpu_seconds() else {
+            assert!(!cfg!(target_os = "linux"), "Linux reports per-thread CPU time");
+            return;
+        };
+        let start = std::time::Instant::now();
+        let mut x = 1u64;
+        while cpu_seconds().unwrap() < before + 0.01 {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            assert!(start.elapsed().as_secs() < 30, "no CPU time counted after 30 s of computing");
+        }
+    }
 }

@@ -89,6 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     profile::reset();
     profile::enable(args.profile);
     let mut times = Vec::with_capacity(args.steps);
+    let cpu_start = system::cpu_seconds();
     let start = Instant::now();
     for _ in 0..args.steps {
         let t = Instant::now();
@@ -96,6 +97,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         times.push(t.elapsed().as_secs_f64());
     }
     let total = start.elapsed().as_secs_f64();
+    // Threads busy on average over the timed steps (waiting workers spin briefly, then sleep).
+    let busy = cpu_start.zip(system::cpu_seconds()).map(|(a, b)| (b - a) / total);
     profile::enable(false);
     times.sort_by(|a, b| a.total_cmp(b));
     let images_per_sec = (args.batch * args.steps) as f64 / total;
@@ -112,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "model": spec.name, "mode": mode, "batch": args.batch, "input": size, "precision": format!("{:?}", args.precision).to_lowercase(),
             "threads": threads::num_threads(), "steps": args.steps, "warmup": args.warmup,
             "images_per_sec": images_per_sec, "ms_per_step": ms_mean, "ms_per_step_median": ms_median,
-            "gflops": gflops, "peak_rss_bytes": peak, "cpu": system::cpu_name(),
+            "gflops": gflops, "peak_rss_bytes": peak, "cpu": system::cpu_name(), "busy_threads": busy,
         });
         if args.profile {
             let rows = |r: Vec<profile::Row>| -> serde_json::Value {
@@ -137,6 +140,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("  {images_per_sec:.1} images/s, {ms_mean:.2} ms/step (median {ms_median:.2}), {gflops:.1} GFLOP/s");
     if let Some(p) = peak {
         println!("  peak RSS {:.1} MiB", p as f64 / (1024.0 * 1024.0));
+    }
+    if let Some(b) = busy {
+        println!("  busy threads {b:.2} of {} on average", threads::num_threads());
     }
     if args.profile {
         let print = |title: &str, rows: Vec<profile::Row>| {
