@@ -16,39 +16,64 @@ thread_local! {
 /// Runs `f` with this thread's tile buffer resized to at least `len` floats.
 /// The contents are unspecified on entry.
 ///
-/// # Panics
-/// If called re-entrantly on the same thread (kernels never nest tile use).
+/// A buffer already lent on this thread is not lent again: a nested use gets a fresh one (see
+/// [`lend`]).
 pub(crate) fn with_tile<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    lend(&TILE, "scratch tile", len, f)
+    lend(&TILE, len, f)
 }
 
-/// Runs `f` with the first `len` floats of this thread's buffer `key`, grown if needed.
-fn lend<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, what: &str, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    key.with(|cell| {
-        let mut buf = cell.try_borrow_mut().unwrap_or_else(|_| panic!("{what} used re-entrantly on one thread"));
-        f(take(&mut buf, len))
+/// Runs `f` with the first `len` floats of this thread's buffer `key`, grown if needed; if that
+/// buffer is already lent further up this thread's stack, with a fresh buffer instead.
+///
+/// Nesting happens when passes run on pool workers: a worker that holds a buffer while it waits
+/// for a parallel part of its kernel may meanwhile run another job, such as a kernel of a second
+/// network that another thread runs at the same time, which asks for the same buffer.
+fn lend<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(take(&mut buf, len)),
+        Err(_) => f(&mut vec![0.0; len]),
     })
 }
 
 /// Runs `f` with this thread's bf16 buffers resized to at least `len16` bf16 values and `len32`
-/// bf16 pairs (usable inside [`with_tile`]). The contents are unspecified on entry.
-///
-/// # Panics
-/// If called re-entrantly on the same thread.
+/// bf16 pairs (usable inside [`with_tile`]). The contents are unspecified on entry; a nested use
+/// gets fresh buffers (see [`lend`]).
 pub(crate) fn with_bf16<R>(len16: usize, len32: usize, f: impl FnOnce(&mut [u16], &mut [u32]) -> R) -> R {
-    BF16.with(|cell| {
-        let mut bufs = cell.try_borrow_mut().expect("bf16 scratch used re-entrantly on one thread");
-        let (a, b) = &mut *bufs;
-        f(take(a, len16), take(b, len32))
+    BF16.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (a, b) = &mut *bufs;
+            f(take(a, len16), take(b, len32))
+        }
+        Err(_) => f(&mut vec![0; len16], &mut vec![0; len32]),
     })
 }
 
 /// Runs `f` with this thread's filter buffer resized to at least `len` floats: a transformed
 /// filter the calling thread prepares and the workers read, one buffer for all layers rather
-/// than one per layer. The contents are unspecified on entry.
-///
-/// # Panics
-/// If called re-entrantly on the same thread.
+/// than one per layer. The contents are unspecified on entry; a nested use gets a fresh buffer
+/// (see [`lend`]).
 pub(crate) fn with_filter<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    lend(&FILTER, "filter scratch", len, f)
+    lend(&FILTER, len, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A nested use of a buffer gets a separate one of its own length, and the outer one keeps
+    /// its contents.
+    #[test]
+    fn nested_uses_get_their_own_buffers() {
+        with_filter(8, |outer| {
+            outer.fill(1.0);
+            with_filter(5, |inner| {
+                assert_eq!(inner.len(), 5);
+                inner.fill(2.0);
+                with_tile(3, |tile| tile.fill(3.0));
+                with_tile(3, |tile| with_tile(4, |nested| assert_eq!((tile.len(), nested.len()), (3, 4))));
+            });
+            assert!(outer.iter().all(|&v| v == 1.0));
+        });
+        with_bf16(4, 2, |a, b| with_bf16(6, 3, |c, d| assert_eq!((a.len(), b.len(), c.len(), d.len()), (4, 2, 6, 3))));
+    }
 }
