@@ -5,6 +5,7 @@
 //! pool has started, because reductions partition their work by it and changing it midway would
 //! change results in the last bits.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
@@ -86,6 +87,60 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(f)
 }
 
+thread_local! {
+    /// Whether this thread runs a pass inside [`install_awake`] (a nested call adds no spinners).
+    static IN_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a network's pass: dozens of kernels one after another) on a worker of the pool
+/// while the other workers keep looking for its kernels' parallel parts instead of sleeping
+/// between them.
+///
+/// A rayon worker that finds no work spins for some 30 µs and then sleeps; the next kernel then
+/// waits for it to wake. Here each other worker runs a job that takes pending work as soon as
+/// it appears (`rayon::yield_now`) and otherwise yields to the OS (so other threads of the
+/// process, such as data loaders, still run), until `f` returns. Nested calls run `f` directly.
+pub fn install_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    pool().install(|| {
+        let threads = pool().current_num_threads();
+        if threads == 1 || IN_PASS.get() {
+            return f();
+        }
+        let owner = rayon::current_thread_index();
+        let done = AtomicBool::new(false);
+        rayon::in_place_scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|_| keep_awake(&done, owner));
+            }
+            // Ends the spinners even if `f` panics (the scope waits for them).
+            struct Finish<'a>(&'a AtomicBool);
+            impl Drop for Finish<'_> {
+                fn drop(&mut self) {
+                    IN_PASS.set(false);
+                    self.0.store(true, Ordering::Release);
+                }
+            }
+            let _finish = Finish(&done);
+            IN_PASS.set(true);
+            f()
+        })
+    })
+}
+
+/// Runs pending pool work until `done`. On the thread that runs the pass itself (which may pick
+/// this job up while it waits for a parallel part), it returns at once: spinning there would
+/// hold the pass up.
+fn keep_awake(done: &AtomicBool, owner: Option<usize>) {
+    if rayon::current_thread_index() == owner {
+        return;
+    }
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// Splits `len` items into `parts` contiguous ranges of near-equal size (the first ones one larger).
 pub fn split_even(len: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let parts = parts.max(1);
@@ -101,6 +156,25 @@ pub fn split_even(len: usize, parts: usize) -> impl Iterator<Item = std::ops::Ra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pass with the other workers kept awake computes what it computes without them, nests,
+    /// passes a panic on to its caller without hanging, and can run again after one.
+    #[test]
+    fn passes_with_workers_kept_awake() {
+        use rayon::prelude::*;
+        let sum = |n: u64| (0..n).into_par_iter().map(|i| i * i).sum::<u64>();
+        let want: u64 = (0..100_000u64).map(|i| i * i).sum();
+        assert_eq!(install_awake(|| (0..50).map(|_| sum(100_000)).collect::<Vec<_>>()), vec![want; 50]);
+        assert_eq!(install_awake(|| install_awake(|| sum(100_000))), want);
+        let caught = std::panic::catch_unwind(|| install_awake(|| -> u64 { panic!("a failing pass") }));
+        assert!(caught.is_err());
+        assert_eq!(install_awake(|| sum(100_000)), want);
+        // From several threads at once (each pass's spinners may run the other passes).
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..3).map(|_| s.spawn(|| install_awake(|| sum(100_000)))).collect();
+            runs.into_iter().for_each(|r| assert_eq!(r.join().unwrap(), want));
+        });
+    }
 
     #[test]
     fn split_even_covers_everything_once() {

@@ -124,7 +124,7 @@ impl ResNet {
     /// # Panics
     /// If the input does not fit (see [`ResNet::check_input`]).
     pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode) -> &Tensor {
-        threads::install(|| self.run(x, mode, false));
+        threads::install_awake(|| self.run(x, mode, false));
         &self.logits
     }
 
@@ -135,7 +135,7 @@ impl ResNet {
     /// # Panics
     /// If the input does not fit (see [`ResNet::check_input`]).
     pub fn infer(&mut self, x: &Tensor) -> &Tensor {
-        threads::install(|| self.run(x, BatchNormMode::Eval, true));
+        threads::install_awake(|| self.run(x, BatchNormMode::Eval, true));
         &self.logits
     }
 
@@ -210,7 +210,7 @@ impl ResNet {
     /// gradient of the loss whose logit gradient is `dlogits` (`[n * classes]`).
     pub fn backward(&mut self, x: &Tensor, dlogits: &[f32]) {
         // On a worker of the compute pool, as the forward pass (see `run`).
-        threads::install(|| self.backward_in_pool(x, dlogits));
+        threads::install_awake(|| self.backward_in_pool(x, dlogits));
     }
 
     fn backward_in_pool(&mut self, x: &Tensor, dlogits: &[f32]) {

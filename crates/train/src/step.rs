@@ -26,7 +26,7 @@ pub fn train_step(
     // The whole step on a worker of the compute pool (see `ResNet::forward`): the loss, the
     // zeroing of gradients and the update between the passes then start their parallel parts
     // there too.
-    threads::install(|| step_in_pool(net, sgd, x, labels, lr, label_smoothing, buffers))
+    threads::install_awake(|| step_in_pool(net, sgd, x, labels, lr, label_smoothing, buffers))
 }
 
 fn step_in_pool(
