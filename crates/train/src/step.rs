@@ -23,34 +23,24 @@ pub fn train_step(
     label_smoothing: f32,
     buffers: &mut StepBuffers,
 ) -> CrossEntropy {
-    // The whole step on a worker of the compute pool (see `ResNet::forward`): the loss, the
-    // zeroing of gradients and the update between the passes then start their parallel parts
-    // there too.
-    threads::install_awake(|| step_in_pool(net, sgd, x, labels, lr, label_smoothing, buffers))
-}
-
-fn step_in_pool(
-    net: &mut ResNet,
-    sgd: &mut Sgd,
-    x: &Tensor,
-    labels: &[u32],
-    lr: f32,
-    label_smoothing: f32,
-    buffers: &mut StepBuffers,
-) -> CrossEntropy {
-    let logits = net.forward(x, BatchNormMode::Train);
-    buffers.dlogits.resize(logits.len(), 0.0);
-    let ce = {
-        let _p = profile::scope("loss");
-        softmax_cross_entropy(logits, labels, label_smoothing, Some(&mut buffers.dlogits))
-    };
-    net.zero_grad();
-    net.backward(x, &buffers.dlogits);
-    let _p = profile::scope("sgd update");
-    let mut index = 0;
-    net.for_each_param(|p| {
-        sgd.update(index, p, lr);
-        index += 1;
-    });
-    ce
+    // The whole step on a worker of the compute pool, the others kept awake (see
+    // `ResNet::forward`): the loss, the zeroing of gradients and the update between the passes
+    // then start their parallel parts there too.
+    threads::install_awake(|| {
+        let logits = net.forward(x, BatchNormMode::Train);
+        buffers.dlogits.resize(logits.len(), 0.0);
+        let ce = {
+            let _p = profile::scope("loss");
+            softmax_cross_entropy(logits, labels, label_smoothing, Some(&mut buffers.dlogits))
+        };
+        net.zero_grad();
+        net.backward(x, &buffers.dlogits);
+        let _p = profile::scope("sgd update");
+        let mut index = 0;
+        net.for_each_param(|p| {
+            sgd.update(index, p, lr);
+            index += 1;
+        });
+        ce
+    })
 }
