@@ -153,6 +153,18 @@ pub struct OutputTransform<'a> {
 }
 
 impl OutputTransform<'_> {
+    /// The transform as the kernels take it, for output channels from `c0` on and the output
+    /// element `at` (whose residual element it points to).
+    #[cfg(target_arch = "x86_64")]
+    fn tile_affine(&self, c0: usize, at: usize) -> crate::simd::avx512::TileAffine {
+        crate::simd::avx512::TileAffine {
+            scale: self.scale[c0..].as_ptr(),
+            shift: self.shift[c0..].as_ptr(),
+            residual: self.residual.map(|r| r[at..].as_ptr()),
+            relu: self.relu,
+        }
+    }
+
     /// Transforms `y`, rows of output channels `c0..c0 + width` whose first element is element
     /// `at` of the output: either whole pixels (`c0 = 0`, `width = cout`) or one pixel's run.
     fn apply(&self, y: &mut [f32], at: usize, c0: usize, width: usize) {
@@ -217,10 +229,7 @@ impl Epilogue<'_, '_> {
         assert!(!(accumulate && matches!(self, Epilogue::Output(_))), "an output transform after an accumulating pass");
         self.check(cout, len);
         match self {
-            Epilogue::Output(o) => {
-                let residual = o.residual.map(<[f32]>::as_ptr);
-                TileOutput::Affine { scale: o.scale.as_ptr(), shift: o.shift.as_ptr(), residual, relu: o.relu }
-            }
+            Epilogue::Output(o) => TileOutput::Affine(o.tile_affine(0, 0)),
             _ if accumulate => TileOutput::Accumulate,
             _ => TileOutput::Store,
         }
@@ -890,7 +899,7 @@ fn forward_direct(
     epilogue: Epilogue<'_, '_>,
     ws: &mut Workspace,
 ) {
-    use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16, TileAffine};
+    use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16};
     assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
     let bf16 = w_bf16.is_some();
     assert!(!bf16 || bf16_supported(), "bf16 convolution needs AVX512_BF16");
@@ -1008,12 +1017,7 @@ fn forward_direct(
                                 // output.
                                 let out = unsafe { out.at(at) };
                                 // The output transform of these sums, once they are complete.
-                                let affine = fused_affine.filter(|_| last_run).map(|o| TileAffine {
-                                    scale: o.scale[co0..].as_ptr(),
-                                    shift: o.shift[co0..].as_ptr(),
-                                    residual: o.residual.map(|q| q[at..].as_ptr()),
-                                    relu: o.relu,
-                                });
+                                let affine = fused_affine.filter(|_| last_run).map(|o| o.tile_affine(co0, at));
                                 // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was checked above;
                                 // the input windows lie in the strip (bound above), the weight rows
                                 // `tap * cin + ci` (or pairs; from row k0 on) with lanes

@@ -695,34 +695,15 @@ fn transform_inputs(
     bf16: bool,
 ) {
     let ci = s.cin;
-    transform_inputs_laid_out(s, x, t, first, count, v, bf16, [POSITIONS * ci, ci]);
-}
-
-/// [`transform_inputs`] with tile `k`'s position `p` at `k * stride[0] + p * stride[1]` values
-/// into `v` (f32, or bf16 two to a slot), both strides multiples of `cin`, no two places
-/// overlapping.
-#[allow(clippy::too_many_arguments)]
-fn transform_inputs_laid_out(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    first: usize,
-    count: usize,
-    v: &mut [f32],
-    bf16: bool,
-    [tile_stride, position_stride]: [usize; 2],
-) {
-    let ci = s.cin;
-    assert!(count > 0 && tile_stride.is_multiple_of(ci) && position_stride.is_multiple_of(ci));
-    let values = (count - 1) * tile_stride + (POSITIONS - 1) * position_stride + ci;
     // In bf16, two values to an f32 slot.
-    let slots = if bf16 { values.div_ceil(2) } else { values };
+    let slots = if bf16 { POSITIONS * count * ci / 2 } else { POSITIONS * count * ci };
     assert!(v.len() >= slots, "transformed-input buffer too short");
     // SAFETY: the places written lie within `v` (asserted above), which nothing else uses.
-    unsafe { transform_inputs_to(s, x, t, first, count, v.as_mut_ptr(), bf16, [tile_stride, position_stride]) }
+    unsafe { transform_inputs_to(s, x, t, first, count, v.as_mut_ptr(), bf16, [POSITIONS * ci, ci]) }
 }
 
-/// [`transform_inputs_laid_out`] into the buffer at `v`.
+/// [`transform_inputs`] into the buffer at `v`, tile `k`'s position `p` at `k * stride[0] + p *
+/// stride[1]` values (f32, or bf16 two to a slot), both strides multiples of `cin`.
 ///
 /// # Safety
 /// The places written (`(count - 1) * tile_stride + 35 * position_stride + cin` values from `v`,

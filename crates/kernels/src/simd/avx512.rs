@@ -58,6 +58,33 @@ pub struct TileAffine {
     pub relu: bool,
 }
 
+// SAFETY (of Send and Sync): the parameters and the residual a `TileAffine` points to are only
+// read, and outlive the parallel tasks that share it (the convolution's arguments).
+unsafe impl Send for TileAffine {}
+// SAFETY: as above.
+unsafe impl Sync for TileAffine {}
+
+impl TileAffine {
+    /// `act(v * scale + shift (+ residual))` of one vector: the arithmetic every kernel that
+    /// applies the transform shares, so that all of them give the batch-norm pass's values.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F (a safe call from the kernels, which enable it).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn apply(&self, v: __m512, scale: __m512, shift: __m512, residual: Option<__m512>) -> __m512 {
+        let mut r = _mm512_add_ps(_mm512_mul_ps(v, scale), shift);
+        if let Some(q) = residual {
+            r = _mm512_add_ps(r, q);
+        }
+        if self.relu {
+            _mm512_max_ps(r, _mm512_setzero_ps())
+        } else {
+            r
+        }
+    }
+}
+
 /// `y[r, j] (+)= sum_{ky, kx, ci} a[r, ky, kx, ci] * w[ky, kx, ci, j]` for `R` output pixels and
 /// the `NB` channel vectors starting at `w`/`y`, through `affine` when given.
 ///
@@ -134,17 +161,11 @@ pub unsafe fn conv_tile<const R: usize, const NB: usize>(
                 )
             };
             for (r, row) in acc.iter_mut().enumerate() {
-                let mut v = _mm512_add_ps(_mm512_mul_ps(row[j], scale), shift);
-                if let Some(q) = e.residual {
-                    // SAFETY: the residual element of this output vector (contract).
-                    v = _mm512_add_ps(v, unsafe {
-                        _mm512_maskz_loadu_ps(masks[j], q.add(r * g.y_pixel_stride + 16 * j))
-                    });
-                }
-                if e.relu {
-                    v = _mm512_max_ps(v, _mm512_setzero_ps());
-                }
-                row[j] = v;
+                // SAFETY: the residual element of this output vector (contract).
+                let q = e
+                    .residual
+                    .map(|q| unsafe { _mm512_maskz_loadu_ps(masks[j], q.add(r * g.y_pixel_stride + 16 * j)) });
+                row[j] = e.apply(row[j], scale, shift, q);
             }
         }
     }

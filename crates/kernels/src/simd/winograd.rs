@@ -17,7 +17,7 @@
 //! few adds on 16 channels at once; the 36 products per tile are then 36 independent matrix
 //! products over the channels, which the caller runs on the direct convolution's micro-kernel.
 
-use super::avx512::IntoBh;
+use super::avx512::{IntoBh, TileAffine};
 use std::arch::x86_64::*;
 
 /// `B^T d` along one axis.
@@ -329,34 +329,17 @@ pub enum TileOutput {
     /// `y += v`.
     Accumulate,
     /// `y = act(v * scale + shift (+ residual))` per channel, as
-    /// [`crate::conv::OutputTransform`] (the same operations in the same order).
-    Affine {
-        /// Per-channel multiplier (`win.c` floats).
-        scale: *const f32,
-        /// Per-channel offset (`win.c` floats).
-        shift: *const f32,
-        /// The residual image, if any.
-        residual: Option<*const f32>,
-        /// ReLU last.
-        relu: bool,
-    },
+    /// [`crate::conv::OutputTransform`] (the same operations in the same order): the parameters
+    /// of every channel (`win.c` floats), and the residual image if any.
+    Affine(TileAffine),
 }
-
-// SAFETY: the images a `TileOutput` points to are only read, and outlive the parallel
-// tasks that share it (the convolution's arguments); the output is written through other
-// pointers, per tile, by the task that owns it.
-unsafe impl Send for TileOutput {}
-// SAFETY: as above.
-unsafe impl Sync for TileOutput {}
 
 impl TileOutput {
     /// The same epilogue for the image `offset` floats further on (its own pointers moved).
     pub fn offset(self, offset: usize) -> Self {
         let at = |p: *const f32| p.wrapping_add(offset);
         match self {
-            TileOutput::Affine { scale, shift, residual, relu } => {
-                TileOutput::Affine { scale, shift, residual: residual.map(at), relu }
-            }
+            TileOutput::Affine(a) => TileOutput::Affine(TileAffine { residual: a.residual.map(at), ..a }),
             other => other,
         }
     }
@@ -364,7 +347,7 @@ impl TileOutput {
     /// The image it reads besides the output, if any.
     fn input(self) -> Option<*const f32> {
         match self {
-            TileOutput::Affine { residual, .. } => residual,
+            TileOutput::Affine(a) => a.residual,
             _ => None,
         }
     }
@@ -403,7 +386,6 @@ pub unsafe fn output_tile(
     if let Some(src) = out.input() {
         prefetch_pixels::<false>(src, win, next_rows, next_cols, channels.clone());
     }
-    let zero = _mm512_setzero_ps();
     // One loop per epilogue, each with its epilogue inlined: `f(at, c0, v)` is the vector stored
     // at offset `at` (block `c0`) for the transform's `v`. (A `match` per vector inside one loop
     // ran the plain store 1.1-1.3x slower.)
@@ -415,20 +397,10 @@ pub unsafe fn output_tile(
             TileOutput::Accumulate => output_tile_with(m, stride, img, win, sums, channels, |at, _, v| {
                 _mm512_add_ps(_mm512_loadu_ps(img.add(at)), v)
             }),
-            TileOutput::Affine { scale, shift, residual, relu } => {
-                output_tile_with(m, stride, img, win, sums, channels, |at, c0, v| {
-                    let mut r =
-                        _mm512_add_ps(_mm512_mul_ps(v, _mm512_loadu_ps(scale.add(c0))), _mm512_loadu_ps(shift.add(c0)));
-                    if let Some(q) = residual {
-                        r = _mm512_add_ps(r, _mm512_loadu_ps(q.add(at)));
-                    }
-                    if relu {
-                        _mm512_max_ps(r, zero)
-                    } else {
-                        r
-                    }
-                })
-            }
+            TileOutput::Affine(a) => output_tile_with(m, stride, img, win, sums, channels, |at, c0, v| {
+                let (scale, shift) = (_mm512_loadu_ps(a.scale.add(c0)), _mm512_loadu_ps(a.shift.add(c0)));
+                a.apply(v, scale, shift, a.residual.map(|q| _mm512_loadu_ps(q.add(at))))
+            }),
         }
     }
 }
