@@ -793,20 +793,26 @@ impl DirectPlan {
         // Runs of at least two vectors (the micro-kernels take fewer channels than their block
         // with more pixels; at one vector they wait on loads, not multiply-adds).
         let step = block.min(32);
-        let chunk = if s.cout * per_channel <= TASK_WEIGHT_BYTES {
+        let widest_run = if s.cout * per_channel <= TASK_WEIGHT_BYTES {
             s.cout
         } else {
             (TASK_WEIGHT_BYTES / per_channel / step * step).clamp(step, s.cout)
         };
+        // Runs as wide as each other (in whole steps), so that their tasks take as long (a
+        // 128-channel layer ran as 96 and 32 channels, one thread waiting for the other).
+        let chunk = s.cout.div_ceil(s.cout.div_ceil(widest_run)).next_multiple_of(step).min(s.cout);
         let chunks = s.cout.div_ceil(chunk);
         let (oh, threads) = (s.out_h(), threads::num_threads());
         let per_image = (4 * threads).div_ceil(s.n * chunks).max(1);
         let widest = oh.div_ceil(per_image).clamp(1, 8);
-        // Down to half that height, a band that gives every thread as many tasks (ResNet-50's
-        // 28-row layers at batch 1: 10 bands of 3 rather than 7 of 4).
-        let balanced =
-            (widest.div_ceil(2)..=widest).rev().find(|&b| (s.n * chunks * oh.div_ceil(b)).is_multiple_of(threads));
-        let band = balanced.unwrap_or(widest);
+        // Down to half that height, a band that gives every thread as many tasks, all of as
+        // many rows where one does (ResNet-50's 28-row layers at batch 1: 14 bands of 2 rather
+        // than 10 of 3, the last of 1, which left a thread waiting a row in 14 for the other).
+        let even_split = |b: usize| (s.n * chunks * oh.div_ceil(b)).is_multiple_of(threads);
+        let heights = (widest.div_ceil(2)..=widest).rev();
+        let band = (heights.clone().find(|&b| oh.is_multiple_of(b) && even_split(b)))
+            .or_else(|| heights.clone().find(|&b| even_split(b)))
+            .unwrap_or(widest);
         DirectPlan { band, bands: oh.div_ceil(band), chunk, chunks }
     }
 
@@ -2568,9 +2574,18 @@ mod tests {
         // (590 KB each).
         let last = plan(c3(1, 7, 512, 512, 3), 32);
         assert_eq!((last.chunk, last.chunks), (32, 16));
-        // An uneven last run, and a 1x1 layer's runs of whole blocks.
+        // An uneven last run, and a 1x1 layer's runs of whole steps (160 + 140 channels, not
+        // 256 + 44).
         assert_eq!((plan(c3(1, 7, 128, 136, 3), 32).chunk, plan(c3(1, 7, 128, 136, 3), 32).chunks), (96, 2));
-        assert_eq!(plan(c3(2, 7, 512, 300, 1), 64).chunk, 256);
+        assert_eq!(plan(c3(2, 7, 512, 300, 1), 64).chunk, 160);
+        // Runs as wide as each other where whole steps allow: 2 x 64 channels, not 96 + 32.
+        let halves = plan(c3(1, 7, 128, 128, 3), 32);
+        assert_eq!((halves.chunk, halves.chunks), (64, 2));
+        // Bands of equal height that share out evenly among the threads (ResNet-50's 28-row
+        // 1x1 layers at batch 1).
+        let rows = plan(c3(1, 28, 512, 128, 1), 64);
+        assert_eq!(rows.band * rows.bands, 28, "{rows:?}");
+        assert!(rows.tasks(1).is_multiple_of(threads::num_threads()), "{rows:?}");
         // Every task is one (image, band, run), and every such triple is one task.
         for (s, block) in [(c3(3, 28, 512, 300, 3), 32), (c3(1, 28, 512, 128, 1), 64), (c3(5, 9, 64, 64, 3), 32)] {
             let p = plan(s, block);
