@@ -118,6 +118,12 @@ impl ConvShape {
         self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride == 1
     }
 
+    /// The 1x1 stride-1 layer over this layer's gathered input windows (its im2col rows as
+    /// pixels of `patch()` channels), with the same weight matrix and output.
+    fn gathered(&self) -> ConvShape {
+        ConvShape { h: self.out_h(), w: self.out_w(), cin: self.patch(), kh: 1, kw: 1, stride: 1, pad: 0, ..*self }
+    }
+
     /// Output rows per im2col tile.
     fn tile_rows(&self) -> usize {
         (TILE_FLOATS / self.patch()).clamp(16, 2048)
@@ -183,6 +189,10 @@ enum Epilogue<'s, 'a> {
     Stats(&'s mut [f64]),
     /// Transforms it (an eval-mode batch norm, residual and ReLU).
     Output(&'s OutputTransform<'a>),
+    /// Transforms it, adding the residual the output buffer holds on entry, each value read
+    /// before the sum is stored over it (the transform has no residual of its own). Only the
+    /// direct pass's general micro-kernel does this (see [`adds_residual_in_place`]).
+    OntoResidual(&'s OutputTransform<'a>),
 }
 
 impl Epilogue<'_, '_> {
@@ -203,6 +213,10 @@ impl Epilogue<'_, '_> {
                 assert_eq!((o.scale.len(), o.shift.len()), (cout, cout), "output transform of the wrong length");
                 o.residual.inspect(|r| image("residual", r));
             }
+            Epilogue::OntoResidual(o) => {
+                assert_eq!((o.scale.len(), o.shift.len()), (cout, cout), "output transform of the wrong length");
+                assert!(o.residual.is_none(), "a residual besides the one in the output");
+            }
         }
     }
 
@@ -214,6 +228,7 @@ impl Epilogue<'_, '_> {
             Epilogue::Output(o) => {
                 crate::batch_norm::scale_shift_act_in_place(y, cout, o.scale, o.shift, o.residual, o.relu)
             }
+            Epilogue::OntoResidual(_) => unreachable!("the residual in the output is overwritten by the pass"),
         }
     }
 
@@ -230,6 +245,7 @@ impl Epilogue<'_, '_> {
         self.check(cout, len);
         match self {
             Epilogue::Output(o) => TileOutput::Affine(o.tile_affine(0, 0)),
+            Epilogue::OntoResidual(_) => unreachable!("Winograd takes no residual from its output"),
             _ if accumulate => TileOutput::Accumulate,
             _ => TileOutput::Store,
         }
@@ -762,6 +778,14 @@ const LINE_INPUT_BYTES: usize = 256 << 10;
 /// resnet-kernels --bench conv -- r50-b1-1x1-56-up/forward-infer`, two sittings).
 const TRANSFORM_RUN_BYTES: usize = 128 << 10;
 
+/// Input channels per pass of the direct forward pass over a long row of `pixels` pixels and
+/// `cin` channels: all of them, or runs of whole vectors whose part of the row stays within
+/// [`LINE_INPUT_BYTES`].
+fn input_run(cin: usize, pixels: usize) -> usize {
+    let runs = (4 * pixels * cin).div_ceil(LINE_INPUT_BYTES);
+    cin.div_ceil(runs).next_multiple_of(16).min(cin)
+}
+
 /// Pixels of a transformed long row of `cout` channels written before the transform reads them
 /// back (see [`TRANSFORM_RUN_BYTES`]), in whole 16-pixel micro-kernel blocks.
 fn transform_run_pixels(cout: usize) -> usize {
@@ -905,7 +929,7 @@ fn forward_direct(
     epilogue: Epilogue<'_, '_>,
     ws: &mut Workspace,
 ) {
-    use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16};
+    use crate::simd::avx512::{ConvTileArgs, ConvTileArgsBf16, TileAffine};
     assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
     let bf16 = w_bf16.is_some();
     assert!(!bf16 || bf16_supported(), "bf16 convolution needs AVX512_BF16");
@@ -941,10 +965,13 @@ fn forward_direct(
     // An output transform is applied in registers by the f32 general kernel, by a pass over
     // what was written otherwise (`transform`).
     let (fused_affine, transform) = match &epilogue {
-        Epilogue::Output(o) if !bf16 && kernel.fuses_affine() => (Some(*o), None),
+        Epilogue::Output(o) | Epilogue::OntoResidual(o) if !bf16 && kernel.fuses_affine() => (Some(*o), None),
         Epilogue::Output(o) => (None, Some(*o)),
+        Epilogue::OntoResidual(_) => unreachable!("checked by adds_residual_in_place"),
         _ => (None, None),
     };
+    let onto_residual = matches!(epilogue, Epilogue::OntoResidual(_));
+    assert!(!(onto_residual && accumulate), "a residual in an output being added to");
     let mut partials = std::mem::take(&mut ws.f64s);
     // A slot of sums per task (used when fused).
     let task_sums = take(&mut partials, plan.tasks(s.n) * 2 * co);
@@ -979,12 +1006,8 @@ fn forward_direct(
                     // Input channels per pass over a line: all of them, but for long rows of many
                     // channels runs whose part of the line (and of the weights) stays in L2, the
                     // later runs adding to the output.
-                    let k_run = if long_rows && !bf16 {
-                        let runs = (4 * line_px * s.cin).div_ceil(LINE_INPUT_BYTES);
-                        s.cin.div_ceil(runs).next_multiple_of(16).min(s.cin)
-                    } else {
-                        s.cin
-                    };
+                    let k_run = if long_rows && !bf16 { input_run(s.cin, line_px) } else { s.cin };
+                    debug_assert!(!onto_residual || k_run == s.cin, "checked by adds_residual_in_place");
                     // Pixels px_lo .. px_hi of output line `r` (an image row, or the whole band
                     // for long rows), channels co0 .. co0 + channels: the micro-kernel over their
                     // pixel blocks.
@@ -1023,13 +1046,24 @@ fn forward_direct(
                                 // output.
                                 let out = unsafe { out.at(at) };
                                 // The output transform of these sums, once they are complete.
-                                let affine = fused_affine.filter(|_| last_run).map(|o| o.tile_affine(co0, at));
+                                let affine = fused_affine.filter(|_| last_run).map(|o| {
+                                    let a = o.tile_affine(co0, at);
+                                    // The residual in the output: the tile's own elements, each
+                                    // read before the sum is stored over it.
+                                    if onto_residual {
+                                        TileAffine { residual: Some(out.cast_const()), ..a }
+                                    } else {
+                                        a
+                                    }
+                                });
                                 // SAFETY: AVX-512 (and, for bf16, AVX512_BF16) was checked above;
                                 // the input windows lie in the strip (bound above), the weight rows
                                 // `tap * cin + ci` (or pairs; from row k0 on) with lanes
                                 // `co0..co0 + channels` lie in the weights (`kh * kw * cin * cout`
                                 // floats or pairs, checked by the caller), and the output tile lies
-                                // in this row of this task's band, which overlaps neither input.
+                                // in this row of this task's band, which overlaps neither input;
+                                // the residual is another buffer of the output's shape, or (onto
+                                // the residual) the tile itself, read before it is stored over.
                                 // The bf16 strip holds u32 pair patterns in f32 slots of the same
                                 // size.
                                 unsafe {
@@ -1149,7 +1183,7 @@ fn forward_direct(
             crate::batch_norm::sum_parts_in_order(task_sums, total);
             ws.f64s = partials;
         }
-        Epilogue::Output(_) => ws.f64s = partials,
+        Epilogue::Output(_) | Epilogue::OntoResidual(_) => ws.f64s = partials,
         other => {
             ws.f64s = partials;
             other.run_after(y, co, ws);
@@ -1195,8 +1229,7 @@ fn forward_with(
                     im2col(s, x, t, i * per, part.len() / k, part);
                 });
             });
-            let pointwise = ConvShape { h: s.out_h(), w: s.out_w(), cin: k, kh: 1, kw: 1, stride: 1, pad: 0, ..*s };
-            forward_direct(&pointwise, cols, None, w, version, None, false, y, accumulate, epilogue, ws);
+            forward_direct(&s.gathered(), cols, None, w, version, None, false, y, accumulate, epilogue, ws);
             ws.windows = windows;
         }
         #[cfg(target_arch = "x86_64")]
@@ -1294,6 +1327,52 @@ pub fn conv2d_forward_transformed(
     ws: &mut Workspace,
 ) {
     forward_checked(algo, s, x, t, w, version, y, Epilogue::Output(&out), ws);
+}
+
+/// Whether [`conv2d_forward_onto_residual`] runs `s` with `algo`: the direct pass whose general
+/// micro-kernel applies the output transform in registers, in one pass over the input channels
+/// (on AVX-512: the 1x1 layers that end ResNet-50's bottleneck blocks at batch 1, whose
+/// forward pass the direct kernels run; at batch 16 the GEMM runs them).
+pub fn adds_residual_in_place(algo: ConvAlgorithm, s: &ConvShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if algo != ConvAlgorithm::Direct || simd::isa() < Isa::Avx512 {
+            return false;
+        }
+        let s = if gathers_windows(s) { s.gathered() } else { *s };
+        let kernel = direct::ConvKernel::choose(&s);
+        let band = DirectPlan::new(&s, kernel.channel_block(s.cout), 4).band;
+        kernel.fuses_affine() && (!s.is_pointwise() || input_run(s.cin, band * s.out_w()) == s.cin)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (algo, s);
+        false
+    }
+}
+
+/// `y = act(y + bn(conv(t(x), w)))`: [`conv2d_forward_transformed`] whose residual is the
+/// output buffer's own content, each value read just before the output is stored over it. A
+/// bottleneck block's last layer at inference, whose shortcut is dead after the addition, so
+/// writes no second buffer of the output's size (whose lines the CPU would first fetch).
+///
+/// # Panics
+/// If [`adds_residual_in_place`] is false for `algo` and `s`, `out` has a residual of its own,
+/// or a slice length disagrees with `s`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_onto_residual(
+    algo: ConvAlgorithm,
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<InputTransform<'_>>,
+    w: &[f32],
+    version: Option<u64>,
+    out: OutputTransform<'_>,
+    y: &mut [f32],
+    ws: &mut Workspace,
+) {
+    assert!(adds_residual_in_place(algo, s), "{algo:?} does not add a residual in place for {s:?}");
+    forward_checked(algo, s, x, t, w, version, y, Epilogue::OntoResidual(&out), ws);
 }
 
 /// The public forward passes, after checking their arguments.
@@ -2373,6 +2452,58 @@ mod tests {
                     let mut y = vec![f32::NAN; s.output_len()];
                     conv2d_forward_transformed(algo, &s, &x, t, &w, Some(7), out, &mut y, &mut ws);
                     let what = format!("{algo:?} {s:?} round {round} call {call}");
+                    assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+                }
+            }
+        }
+    }
+
+    /// The residual taken from the output buffer itself gives, bit for bit, what the same
+    /// residual in a buffer of its own gives, on every shape the direct pass runs so: 1x1
+    /// layers (one task and many; several channel runs, with and without kept panels), strided
+    /// layers read in place and through gathered windows, channels in part vectors.
+    #[test]
+    fn residual_in_place_equals_a_separate_residual() {
+        let c =
+            |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
+        let runs = [c(1, 14, 64, 256, 1, 1), c(2, 7, 512, 1024, 1, 1), c(3, 9, 24, 40, 1, 1), c(1, 14, 128, 256, 3, 2)];
+        let strided = [c(2, 9, 16, 32, 3, 2), c(1, 12, 8, 20, 1, 2)];
+        // Not in place: the 3-wide stride-1 kernel, a long row in several runs of input
+        // channels (the first runs' sums would overwrite the residual), other algorithms.
+        let others = [
+            (ConvAlgorithm::Direct, c(1, 8, 16, 32, 3, 1)),
+            (ConvAlgorithm::Direct, c(1, 56, 512, 64, 1, 1)),
+            (ConvAlgorithm::Winograd, c(1, 8, 16, 32, 3, 1)),
+            (ConvAlgorithm::Im2colGemm, c(1, 14, 64, 256, 1, 1)),
+        ];
+        for (algo, s) in others {
+            assert!(!adds_residual_in_place(algo, &s), "{algo:?} {s:?}");
+        }
+        if simd::isa() < Isa::Avx512 {
+            assert!(runs.iter().chain(&strided).all(|s| !adds_residual_in_place(ConvAlgorithm::Direct, s)));
+            eprintln!("skipped: no AVX-512, so no residual in place");
+            return;
+        }
+        assert!(gathers_windows(&runs[3]), "a layer of gathered windows");
+        for s in runs.into_iter().chain(strided) {
+            assert!(adds_residual_in_place(ConvAlgorithm::Direct, &s), "{s:?}");
+            let mut rng = Rng::new(11);
+            let x = random(s.input_len(), &mut rng);
+            let w = random(s.weight_len(), &mut rng);
+            let residual = random(s.output_len(), &mut rng);
+            let (scale, shift) = (random(s.cout, &mut rng), random(s.cout, &mut rng));
+            let mut ws = Workspace::new();
+            for relu in [true, false] {
+                let with = OutputTransform { scale: &scale, shift: &shift, residual: Some(&residual), relu };
+                let mut want = vec![f32::NAN; s.output_len()];
+                conv2d_forward_transformed(ConvAlgorithm::Direct, &s, &x, None, &w, None, with, &mut want, &mut ws);
+                let without = OutputTransform { residual: None, ..with };
+                // Three calls of one weight version: the second makes panels, the third uses them.
+                for call in 0..3 {
+                    let mut y = residual.clone();
+                    let algo = ConvAlgorithm::Direct;
+                    conv2d_forward_onto_residual(algo, &s, &x, None, &w, Some(3), without, &mut y, &mut ws);
+                    let what = format!("{s:?} relu {relu} call {call}");
                     assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
                 }
             }

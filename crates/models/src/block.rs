@@ -72,6 +72,22 @@ impl ConvBn {
         self.conv.forward_transformed(x, t, out, &mut self.z);
     }
 
+    /// [`Self::infer`] with the residual in `residual`'s own buffer, which becomes the unit's
+    /// output `z`; `residual` gets the buffer `z` had. Only where the convolution adds a residual
+    /// in place ([`Conv2d::adds_residual_in_place`]).
+    pub fn infer_onto_residual(
+        &mut self,
+        x: &Tensor,
+        t: Option<InputTransform<'_>>,
+        residual: &mut Tensor,
+        relu: bool,
+    ) {
+        self.bn.prepare(BatchNormMode::Eval, None);
+        let out = self.bn.output_transform(None, relu);
+        self.conv.forward_onto_residual(x, t, out, residual);
+        std::mem::swap(&mut self.z, residual);
+    }
+
     /// `z = act(bn(y) (+ residual))`.
     pub fn materialize(&mut self, residual: Option<&[f32]>, relu: bool) {
         self.bn.apply(&self.y, residual, relu, &mut self.z);
@@ -211,30 +227,70 @@ impl Block {
         self.run(x, BatchNormMode::Eval, true);
     }
 
+    /// [`Self::infer`] for an input the caller has no further use for. Where the last unit
+    /// adds the shortcut in place ([`ConvBn::infer_onto_residual`]), the block output is written
+    /// over the shortcut's buffer: the input's own for an identity shortcut, whose lines are
+    /// then read and written once instead of a second buffer's being fetched and written too.
+    /// On return `x` holds a buffer for the caller to reuse: its own, or the one the block
+    /// output had.
+    pub fn infer_consuming(&mut self, x: &mut Tensor) {
+        let in_place = self.writes_over_shortcut(x.shape());
+        self.run_head(x, BatchNormMode::Eval, true);
+        if !in_place {
+            return self.run_last(x, BatchNormMode::Eval, true);
+        }
+        let last = self.units.len() - 1;
+        let (done, rest) = self.units.split_at_mut(last);
+        let before = done.last().expect("a residual branch has two units or more");
+        let residual = match &mut self.shortcut {
+            ShortcutPath::Identity => x,
+            ShortcutPath::Projection(p) => &mut p.z,
+            ShortcutPath::None | ShortcutPath::Pad(..) => unreachable!("no residual buffer to write over"),
+        };
+        rest[0].infer_onto_residual(&before.y, Some(before.bn.transform()), residual, true);
+    }
+
+    /// Whether [`Self::infer_consuming`] writes the output of an input of shape `input` over the
+    /// shortcut's buffer (so the block output needs no buffer of its own).
+    pub fn writes_over_shortcut(&self, input: [usize; 4]) -> bool {
+        let (last, inner) = self.units.split_last().expect("a block has units");
+        let last_input = inner.iter().fold(input, |shape, unit| unit.conv.output_shape(shape));
+        !inner.is_empty()
+            && matches!(self.shortcut, ShortcutPath::Identity | ShortcutPath::Projection(_))
+            && last.conv.adds_residual_in_place(last_input)
+    }
+
     /// The forward pass; `fuse` applies each unit output's batch norm in its convolution.
     fn run(&mut self, x: &Tensor, mode: BatchNormMode, fuse: bool) {
+        self.run_head(x, mode, fuse);
+        self.run_last(x, mode, fuse);
+    }
+
+    /// The residual branch but its last unit, and the shortcut's own layers.
+    fn run_head(&mut self, x: &Tensor, mode: BatchNormMode, fuse: bool) {
         let last = self.units.len() - 1;
         for i in 0..last {
             let (done, rest) = self.units.split_at_mut(i);
             let (input, t) = unit_input(x, done, i);
             rest[0].convolve(input, t, mode);
         }
-        let residual: Option<&[f32]> = match &mut self.shortcut {
+        match &mut self.shortcut {
+            ShortcutPath::None | ShortcutPath::Identity => {}
+            ShortcutPath::Pad(op, out) => op.forward(x, out),
+            ShortcutPath::Projection(p) if fuse => p.infer(x, None, None, false),
+            ShortcutPath::Projection(p) => p.forward(x, mode, None, false),
+        }
+    }
+
+    /// The last unit of the residual branch, with the shortcut added and the ReLU.
+    fn run_last(&mut self, x: &Tensor, mode: BatchNormMode, fuse: bool) {
+        let residual: Option<&[f32]> = match &self.shortcut {
             ShortcutPath::None => None,
             ShortcutPath::Identity => Some(x.data()),
-            ShortcutPath::Pad(op, out) => {
-                op.forward(x, out);
-                Some(out.data())
-            }
-            ShortcutPath::Projection(p) => {
-                if fuse {
-                    p.infer(x, None, None, false);
-                } else {
-                    p.forward(x, mode, None, false);
-                }
-                Some(p.z.data())
-            }
+            ShortcutPath::Pad(_, out) => Some(out.data()),
+            ShortcutPath::Projection(p) => Some(p.z.data()),
         };
+        let last = self.units.len() - 1;
         let (done, rest) = self.units.split_at_mut(last);
         let (input, t) = unit_input(x, done, last);
         let unit = &mut rest[0];

@@ -172,18 +172,20 @@ impl ResNet {
         for i in 0..self.blocks.len() {
             let (done, rest) = self.blocks.split_at_mut(i);
             let block = &mut rest[0];
+            let input = if i == 0 { self.stem.output_mut() } else { done[i - 1].output_mut() };
             block.for_each_inner_activation(|t| spare.lend(t));
-            spare.lend(block.output_mut());
-            let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
-            if release {
-                block.infer(input);
-            } else {
-                block.forward(input, mode);
+            // A block that writes its output over its shortcut needs no buffer for it.
+            if !(release && block.writes_over_shortcut(input.shape())) {
+                spare.lend(block.output_mut());
             }
             if release {
+                // The block is its input's last reader: it may write its output over it.
+                let mut input = std::mem::take(input);
+                block.infer_consuming(&mut input);
                 block.for_each_inner_activation(|t| spare.reclaim(t));
-                // The block's input has had its last reader.
-                spare.reclaim(if i == 0 { self.stem.output_mut() } else { done[i - 1].output_mut() });
+                spare.reclaim(&mut input);
+            } else {
+                block.forward(if i == 0 { self.stem.output() } else { done[i - 1].output() }, mode);
             }
         }
         let last = self.blocks.last().map_or(self.stem.output(), Block::output);

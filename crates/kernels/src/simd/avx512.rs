@@ -98,7 +98,9 @@ impl TileAffine {
 /// - `y + r * y_pixel_stride + 16 * j + lane` is readable and writable likewise, and does not
 ///   overlap `a` or `w`.
 /// - With `affine`: `scale + 16 * j + lane` and `shift + 16 * j + lane` are readable for every
-///   lane set in `masks[j]`, and `residual + r * y_pixel_stride + 16 * j + lane` likewise.
+///   lane set in `masks[j]`, and `residual + r * y_pixel_stride + 16 * j + lane` likewise. The
+///   residual is either `y` itself (each element is read before the tile is stored over it) or
+///   does not overlap the tile.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn conv_tile<const R: usize, const NB: usize>(
     g: &ConvTileArgs,

@@ -5,6 +5,19 @@ use crate::{Param, ParamKind, Tensor};
 use resnet_kernels::conv::{self, ConvAlgorithm, ConvShape, InputTransform, OutputTransform};
 use resnet_kernels::{profile, Workspace};
 
+/// The signature of the kernels' forward passes with an output transform.
+type TransformedPass = fn(
+    ConvAlgorithm,
+    &ConvShape,
+    &[f32],
+    Option<InputTransform<'_>>,
+    &[f32],
+    Option<u64>,
+    OutputTransform<'_>,
+    &mut [f32],
+    &mut Workspace,
+);
+
 /// A square-kernel convolution layer.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
@@ -112,18 +125,47 @@ impl Conv2d {
     ) {
         let s = self.shape_for(x.shape());
         y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
+        self.forward_through(conv::conv2d_forward_transformed, &s, x, t, out, y);
+    }
+
+    /// Whether [`Self::forward_onto_residual`] runs for an input of shape `input`.
+    pub fn adds_residual_in_place(&self, input: [usize; 4]) -> bool {
+        let s = self.shape_for(input);
+        conv::adds_residual_in_place(ConvAlgorithm::for_forward(&s), &s)
+    }
+
+    /// [`Self::forward_transformed`] whose residual is `y` itself (`out` has none): `y =
+    /// out(conv(t(x), weight)) + y`, each value read just before it is overwritten, so the
+    /// layer writes no second buffer of its output's size.
+    ///
+    /// # Panics
+    /// Unless [`Self::adds_residual_in_place`], or if `y` does not have the output's shape.
+    pub fn forward_onto_residual(
+        &mut self,
+        x: &Tensor,
+        t: Option<InputTransform<'_>>,
+        out: OutputTransform<'_>,
+        y: &mut Tensor,
+    ) {
+        let s = self.shape_for(x.shape());
+        assert_eq!(y.shape(), [s.n, s.out_h(), s.out_w(), s.cout], "{}: residual of the wrong shape", self.weight.name);
+        self.forward_through(conv::conv2d_forward_onto_residual, &s, x, t, out, y);
+    }
+
+    /// An eval-mode forward pass of shape `s` through `pass`, one of the kernels' passes with
+    /// an output transform.
+    fn forward_through(
+        &mut self,
+        pass: TransformedPass,
+        s: &ConvShape,
+        x: &Tensor,
+        t: Option<InputTransform<'_>>,
+        out: OutputTransform<'_>,
+        y: &mut Tensor,
+    ) {
         let _p = profile::layer_scope("conv forward", &self.weight.name);
-        conv::conv2d_forward_transformed(
-            ConvAlgorithm::for_forward(&s),
-            &s,
-            x.data(),
-            t,
-            self.weight.value(),
-            Some(self.weight.version()),
-            out,
-            y.data_mut(),
-            &mut self.ws,
-        );
+        let (w, version) = (self.weight.value(), Some(self.weight.version()));
+        pass(ConvAlgorithm::for_forward(s), s, x.data(), t, w, version, out, y.data_mut(), &mut self.ws);
     }
 
     /// In the forward pass: `y = conv(t(x), w)`. Adds `dL/dw = im2col(t(x))^T dy` into
