@@ -801,8 +801,9 @@ struct DirectPlan {
     /// Bands per image.
     bands: usize,
     /// Output channels per task: all of them while their weights fit [`TASK_WEIGHT_BYTES`],
-    /// else whole micro-kernel blocks that do, so each task reads its slice of a large weight
-    /// once from memory and reuses it for every pixel of its band.
+    /// else runs of whole steps (see [`DirectPlan::new`]) that do, as near the same width as
+    /// whole steps allow, so each task reads its slice of a large weight once from memory and
+    /// reuses it for every pixel of its band.
     chunk: usize,
     /// Channel runs per band.
     chunks: usize,
@@ -813,6 +814,11 @@ impl DirectPlan {
     /// `weight_bytes` per (tap, input channel, output channel). Bands have at most 8 rows,
     /// fewer when there are few images, so every thread gets several tasks, and as many.
     fn new(s: &ConvShape, block: usize, weight_bytes: usize) -> Self {
+        Self::for_threads(s, block, weight_bytes, threads::num_threads())
+    }
+
+    /// [`Self::new`] for a pool of `threads` threads.
+    fn for_threads(s: &ConvShape, block: usize, weight_bytes: usize, threads: usize) -> Self {
         let per_channel = s.kh * s.kw * s.cin * weight_bytes;
         // Runs of at least two vectors (the micro-kernels take fewer channels than their block
         // with more pixels; at one vector they wait on loads, not multiply-adds).
@@ -820,13 +826,13 @@ impl DirectPlan {
         let widest_run = if s.cout * per_channel <= TASK_WEIGHT_BYTES {
             s.cout
         } else {
-            (TASK_WEIGHT_BYTES / per_channel / step * step).clamp(step, s.cout)
+            (TASK_WEIGHT_BYTES / per_channel / step * step).max(step).min(s.cout)
         };
-        // Runs as wide as each other (in whole steps), so that their tasks take as long (a
-        // 128-channel layer ran as 96 and 32 channels, one thread waiting for the other).
+        // Runs as near the same width as whole steps allow, so that their tasks take about as
+        // long (a 128-channel layer ran as 96 and 32 channels, one thread waiting for the other).
         let chunk = s.cout.div_ceil(s.cout.div_ceil(widest_run)).next_multiple_of(step).min(s.cout);
         let chunks = s.cout.div_ceil(chunk);
-        let (oh, threads) = (s.out_h(), threads::num_threads());
+        let oh = s.out_h();
         let per_image = (4 * threads).div_ceil(s.n * chunks).max(1);
         let widest = oh.div_ceil(per_image).clamp(1, 8);
         // Down to half that height, a band that gives every thread as many tasks, all of as
@@ -1007,7 +1013,9 @@ fn forward_direct(
                     // channels runs whose part of the line (and of the weights) stays in L2, the
                     // later runs adding to the output.
                     let k_run = if long_rows && !bf16 { input_run(s.cin, line_px) } else { s.cin };
-                    debug_assert!(!onto_residual || k_run == s.cin, "checked by adds_residual_in_place");
+                    // A first run's raw sums would overwrite the residual (checked by
+                    // adds_residual_in_place; once a task, so checked in release builds too).
+                    assert!(!onto_residual || k_run == s.cin, "a residual in an output written in runs");
                     // Pixels px_lo .. px_hi of output line `r` (an image row, or the whole band
                     // for long rows), channels co0 .. co0 + channels: the micro-kernel over their
                     // pixel blocks.
@@ -1331,8 +1339,9 @@ pub fn conv2d_forward_transformed(
 
 /// Whether [`conv2d_forward_onto_residual`] runs `s` with `algo`: the direct pass whose general
 /// micro-kernel applies the output transform in registers, in one pass over the input channels
-/// (on AVX-512: the 1x1 layers that end ResNet-50's bottleneck blocks at batch 1, whose
-/// forward pass the direct kernels run; at batch 16 the GEMM runs them).
+/// (on AVX-512: strided and 1x1 layers among others, e.g. the 1x1 layers that end ResNet-50's
+/// bottleneck blocks at batch 1, whose forward pass the direct kernels run; at batch 16 the
+/// GEMM runs them).
 pub fn adds_residual_in_place(algo: ConvAlgorithm, s: &ConvShape) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -2461,7 +2470,7 @@ mod tests {
     /// The residual taken from the output buffer itself gives, bit for bit, what the same
     /// residual in a buffer of its own gives, on every shape the direct pass runs so: 1x1
     /// layers (one task and many; several channel runs, with and without kept panels), strided
-    /// layers read in place and through gathered windows, channels in part vectors.
+    /// layers read from a copied strip and through gathered windows, channels in part vectors.
     #[test]
     fn residual_in_place_equals_a_separate_residual() {
         let c =
@@ -2472,7 +2481,7 @@ mod tests {
         // channels (the first runs' sums would overwrite the residual), other algorithms.
         let others = [
             (ConvAlgorithm::Direct, c(1, 8, 16, 32, 3, 1)),
-            (ConvAlgorithm::Direct, c(1, 56, 512, 64, 1, 1)),
+            (ConvAlgorithm::Direct, c(1, 56, 2048, 64, 1, 1)),
             (ConvAlgorithm::Winograd, c(1, 8, 16, 32, 3, 1)),
             (ConvAlgorithm::Im2colGemm, c(1, 14, 64, 256, 1, 1)),
         ];
@@ -2712,11 +2721,14 @@ mod tests {
         // Runs as wide as each other where whole steps allow: 2 x 64 channels, not 96 + 32.
         let halves = plan(c3(1, 7, 128, 128, 3), 32);
         assert_eq!((halves.chunk, halves.chunks), (64, 2));
-        // Bands of equal height that share out evenly among the threads (ResNet-50's 28-row
-        // 1x1 layers at batch 1).
-        let rows = plan(c3(1, 28, 512, 128, 1), 64);
-        assert_eq!(rows.band * rows.bands, 28, "{rows:?}");
-        assert!(rows.tasks(1).is_multiple_of(threads::num_threads()), "{rows:?}");
+        // Bands of equal height that share out evenly among the threads, where the height
+        // allows (ResNet-50's 28-row 1x1 layers at batch 1: 4 bands of 7 on one thread, 14 of 2
+        // on two, 28 of 1 on four).
+        for (threads, band) in [(1, 7), (2, 2), (4, 1)] {
+            let rows = DirectPlan::for_threads(&c3(1, 28, 512, 128, 1), 64, 4, threads);
+            assert_eq!((rows.band, rows.band * rows.bands), (band, 28), "{threads} threads: {rows:?}");
+            assert!(rows.tasks(1).is_multiple_of(threads), "{threads} threads: {rows:?}");
+        }
         // Every task is one (image, band, run), and every such triple is one task.
         for (s, block) in [(c3(3, 28, 512, 300, 3), 32), (c3(1, 28, 512, 128, 1), 64), (c3(5, 9, 64, 64, 3), 32)] {
             let p = plan(s, block);

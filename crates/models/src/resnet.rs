@@ -185,7 +185,7 @@ impl ResNet {
                 block.for_each_inner_activation(|t| spare.reclaim(t));
                 spare.reclaim(&mut input);
             } else {
-                block.forward(if i == 0 { self.stem.output() } else { done[i - 1].output() }, mode);
+                block.forward(input, mode);
             }
         }
         let last = self.blocks.last().map_or(self.stem.output(), Block::output);

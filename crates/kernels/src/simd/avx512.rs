@@ -58,8 +58,9 @@ pub struct TileAffine {
     pub relu: bool,
 }
 
-// SAFETY (of Send and Sync): the parameters and the residual a `TileAffine` points to are only
-// read, and outlive the parallel tasks that share it (the convolution's arguments).
+// SAFETY (of Send and Sync): the parameters and the residual a `TileAffine` shared by parallel
+// tasks points to are only read, and outlive those tasks (the convolution's arguments); one
+// whose residual is the output tile itself is made and used by one task alone.
 unsafe impl Send for TileAffine {}
 // SAFETY: as above.
 unsafe impl Sync for TileAffine {}

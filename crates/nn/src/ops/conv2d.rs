@@ -135,8 +135,8 @@ impl Conv2d {
     }
 
     /// [`Self::forward_transformed`] whose residual is `y` itself (`out` has none): `y =
-    /// out(conv(t(x), weight)) + y`, each value read just before it is overwritten, so the
-    /// layer writes no second buffer of its output's size.
+    /// act(conv(t(x), weight) * scale + shift + y)`, each value read just before it is
+    /// overwritten, so the layer writes no second buffer of its output's size.
     ///
     /// # Panics
     /// Unless [`Self::adds_residual_in_place`], or if `y` does not have the output's shape.
