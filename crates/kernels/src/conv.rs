@@ -209,13 +209,15 @@ impl Epilogue<'_, '_> {
             Epilogue::Stats(st) => {
                 assert_eq!(st.len(), 2 * cout, "stats hold a sum and a sum of squares per output channel")
             }
-            Epilogue::Output(o) => {
+            Epilogue::Output(o) | Epilogue::OntoResidual(o) => {
                 assert_eq!((o.scale.len(), o.shift.len()), (cout, cout), "output transform of the wrong length");
-                o.residual.inspect(|r| image("residual", r));
-            }
-            Epilogue::OntoResidual(o) => {
-                assert_eq!((o.scale.len(), o.shift.len()), (cout, cout), "output transform of the wrong length");
-                assert!(o.residual.is_none(), "a residual besides the one in the output");
+                match o.residual {
+                    Some(r) if matches!(self, Epilogue::OntoResidual(_)) => {
+                        panic!("a residual of {} floats besides the one in the output", r.len())
+                    }
+                    Some(r) => image("residual", r),
+                    None => {}
+                }
             }
         }
     }
