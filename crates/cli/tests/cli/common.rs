@@ -1,0 +1,78 @@
+//! Running the `resnet` binary in a scratch directory and reading what it did.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// What one run of the binary did.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(out: Output) -> Run {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts a clean success and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, Some(0), "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts an ordinary failure (exit 1 or 2, never a panic's 101 or an abort) whose standard
+    /// error contains every one of `needles`, and returns self.
+    #[track_caller]
+    pub fn fails_with(self, needles: &[&str]) -> Run {
+        assert!(
+            matches!(self.code, Some(1) | Some(2)),
+            "expected exit 1 or 2, got {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "a panic reached the user:\n{}", self.stderr);
+        for n in needles {
+            assert!(self.stderr.contains(n), "stderr lacks {n:?}:\n{}", self.stderr);
+        }
+        self
+    }
+}
+
+/// The binary under test.
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_resnet"))
+}
+
+/// A `resnet` command run in `dir` with one compute thread (tests run side by side).
+pub fn command(dir: &Path) -> Command {
+    let mut c = Command::new(binary());
+    c.current_dir(dir).env("RESNET_NUM_THREADS", "1").env_remove("RUST_BACKTRACE").stdin(Stdio::null());
+    c
+}
+
+/// Runs `resnet ARGS` in `dir` to the end.
+pub fn run<I, S>(dir: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Run::from_output(command(dir).args(args).output().expect("the resnet binary runs"))
+}
+
+/// A fresh scratch directory, removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// `dir/name`.
+pub fn path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

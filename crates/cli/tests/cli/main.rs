@@ -1,0 +1,10 @@
+//! End-to-end tests of the `resnet` binary: the commands a new user or a hostile input runs,
+//! checked by exit code and message. One integration binary (as ripgrep's `tests/tests.rs`);
+//! each file holds one area.
+
+mod common;
+
+mod data_input;
+mod front_door;
+mod interop_files;
+mod train_runs;
