@@ -53,6 +53,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`resnet info X | head -1`) would panic;
+    // with the default action the process ends silently, as every Unix tool does.
+    sigpipe::reset();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         if n == 0 {
