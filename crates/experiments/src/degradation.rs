@@ -38,7 +38,7 @@ pub fn cifar_name(depth: usize, residual: bool) -> String {
 /// outputs then cover every part finished so far.
 ///
 /// # Errors
-/// A part's training error, or invalid depths.
+/// A part's training error, invalid depths, or an `only` entry that names no part.
 pub fn degradation(
     depths: &[usize],
     base: &TrainConfig,
@@ -52,6 +52,9 @@ pub fn degradation(
             return Err(ExperimentError::Config(format!("CIFAR depths are 6n+2 (20, 32, 44, 56, 110); {d} is not")));
         }
     }
+    let names: Vec<String> =
+        [false, true].iter().flat_map(|&residual| depths.iter().map(move |&d| cifar_name(d, residual))).collect();
+    crate::check_selection(only, &names)?;
     let mut parts = Vec::new();
     let mut complete = true;
     for residual in [false, true] {

@@ -54,6 +54,24 @@ pub enum ExperimentError {
     Config(String),
 }
 
+/// Refuses a selection (`--only`) with an entry that names none of `parts`, before anything is
+/// trained: a misspelt name would otherwise train nothing and look like success.
+fn check_selection(only: Option<&[String]>, parts: &[String]) -> Result<(), ExperimentError> {
+    let Some(only) = only else { return Ok(()) };
+    if only.is_empty() {
+        return Err(ExperimentError::Config(format!("--only names no part; the parts are {}", parts.join(", "))));
+    }
+    for name in only {
+        if !parts.contains(name) {
+            return Err(ExperimentError::Config(format!(
+                "--only {name:?} is not a part of this experiment; the parts are {}",
+                parts.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Formats a markdown table.
 pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out =

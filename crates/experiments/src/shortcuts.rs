@@ -35,7 +35,7 @@ pub struct ShortcutsReport {
 /// `summary.md` / `summary.json` with errors and parameter counts.
 ///
 /// # Errors
-/// A part's training error.
+/// A part's training error, or an `only` entry that names no part.
 pub fn shortcuts(
     base: &TrainConfig,
     out: &Path,
@@ -43,8 +43,12 @@ pub fn shortcuts(
     stop: &AtomicBool,
     observer: &mut dyn Observer,
 ) -> Result<ShortcutsReport, ExperimentError> {
+    const OPTIONS: [Shortcut; 3] = [Shortcut::A, Shortcut::B, Shortcut::C];
+    let names: Vec<String> =
+        OPTIONS.iter().flat_map(|option| [format!("{}-{option}", base.model), option.to_string()]).collect();
+    crate::check_selection(only, &names)?;
     let mut rows = Vec::new();
-    for option in [Shortcut::A, Shortcut::B, Shortcut::C] {
+    for option in OPTIONS {
         let name = format!("{}-{option}", base.model);
         let selected = only.is_none_or(|o| o.iter().any(|n| n == &name || n == &option.to_string()));
         if (!selected && !out.join(&name).join("finished.json").exists())

@@ -33,7 +33,7 @@ fn degradation_then_responses() {
     let out = dir("degradation");
     let stop = AtomicBool::new(false);
     // First only the residual nets, then everything: the residual parts are skipped.
-    let only = vec!["cifar-resnet8".to_string(), "resnet14".to_string(), "cifar-resnet14".to_string()];
+    let only = vec!["cifar-resnet8".to_string(), "cifar-resnet14".to_string()];
     let r = degradation(&[8, 14], &tiny(), &out, Some(&only), &stop, &mut Silent).unwrap();
     assert!(!r.complete);
     assert_eq!(r.parts.len(), 2);
@@ -81,4 +81,17 @@ fn shortcut_options_table() {
     assert!(params[0] < params[1] && params[1] < params[2], "{params:?}");
     assert!(r.finding.contains("ordering"), "{}", r.finding);
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_selection_naming_no_part_is_refused_before_training() {
+    let out = dir("only-unknown");
+    let stop = AtomicBool::new(false);
+    let base = TrainConfig { model: "cifar-resnet8".into(), ..tiny() };
+    let err = shortcuts(&base, &out, Some(&["D".to_string()]), &stop, &mut Silent).unwrap_err().to_string();
+    assert!(err.contains("\"D\"") && err.contains("cifar-resnet8-A") && err.contains("C"), "{err}");
+    let only = vec!["cifar-resnet8".to_string(), "resnet14".to_string()];
+    let err = degradation(&[8, 14], &tiny(), &out, Some(&only), &stop, &mut Silent).unwrap_err().to_string();
+    assert!(err.contains("\"resnet14\"") && err.contains("cifar-resnet14"), "{err}");
+    assert!(!out.exists(), "nothing is trained or written for a bad selection");
 }
