@@ -28,6 +28,6 @@ pub use error::ModelError;
 pub use init::InitConfig;
 pub use resnet::{ResNet, StemLayers};
 pub use resnet_nn::ops::BatchNormMode;
-pub use spec::{BlockKind, Family, ResNetSpec, Shortcut, StridePlacement};
+pub use spec::{limits, BlockKind, Family, ResNetSpec, Shortcut, StridePlacement};
 pub use state_dict::{NamedTensor, StateDictError, TensorData};
 pub use summary::{StageRow, Summary};

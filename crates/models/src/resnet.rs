@@ -114,6 +114,10 @@ impl ResNet {
         if h < min || w < min {
             return bad(format!("inputs must be at least {min}x{min}"));
         }
+        let max = crate::limits::MAX_INPUT_SIDE;
+        if h > max || w > max {
+            return bad(format!("inputs may be at most {max}x{max}"));
+        }
         Ok(())
     }
 

@@ -82,6 +82,26 @@ pub enum Family {
     Cifar,
 }
 
+/// The largest network [`ResNetSpec::validate`] accepts: far beyond every network of the paper
+/// (ResNet-1202 has 600 blocks, ResNet-152 60 million parameters), small enough that building
+/// one cannot exhaust memory on a sizing mistake or a damaged file.
+pub mod limits {
+    /// Stages.
+    pub const MAX_STAGES: usize = 8;
+    /// Blocks over all stages (`cifar-resnet6002` has 3,000).
+    pub const MAX_BLOCKS: usize = 3_000;
+    /// Filters of the stem or of a stage's 3x3 layers.
+    pub const MAX_WIDTH: usize = 8_192;
+    /// Classes of the classifier.
+    pub const MAX_CLASSES: usize = 1_000_000;
+    /// Input channels.
+    pub const MAX_IN_CHANNELS: usize = 64;
+    /// Trainable parameters (4 GB of `f32`).
+    pub const MAX_PARAMS: u64 = 1_000_000_000;
+    /// Input height or width in pixels.
+    pub const MAX_INPUT_SIDE: usize = 8_192;
+}
+
 /// Everything that defines a network's structure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResNetSpec {
@@ -171,6 +191,27 @@ impl ResNetSpec {
         if self.depths.is_empty() || self.depths.len() != self.widths.len() {
             return bad(format!("{} stage depths for {} stage widths", self.depths.len(), self.widths.len()));
         }
+        // Sizes are bounded before anything is allocated from them.
+        if self.depths.len() > limits::MAX_STAGES {
+            return bad(format!("{} stages; at most {} are supported", self.depths.len(), limits::MAX_STAGES));
+        }
+        let blocks = self.depths.iter().fold(0usize, |a, &d| a.saturating_add(d));
+        if blocks > limits::MAX_BLOCKS {
+            return bad(format!("{blocks} blocks; at most {} are supported", limits::MAX_BLOCKS));
+        }
+        if let Some(&w) = self.widths.iter().chain([&self.stem_width]).find(|&&w| w > limits::MAX_WIDTH) {
+            return bad(format!("a layer of {w} filters; at most {} are supported", limits::MAX_WIDTH));
+        }
+        if self.num_classes > limits::MAX_CLASSES {
+            return bad(format!("{} classes; at most {} are supported", self.num_classes, limits::MAX_CLASSES));
+        }
+        if self.in_channels > limits::MAX_IN_CHANNELS {
+            return bad(format!(
+                "{} input channels; at most {} are supported",
+                self.in_channels,
+                limits::MAX_IN_CHANNELS
+            ));
+        }
         if self.depths.contains(&0) || self.widths.contains(&0) || self.stem_width == 0 {
             return bad("every stage needs at least one block and one filter".into());
         }
@@ -184,6 +225,10 @@ impl ResNetSpec {
             if b.shortcut == ShortcutPlan::Pad && b.cout < b.cin {
                 return bad(format!("option A cannot shrink {} channels to {} in {}", b.cin, b.cout, b.name));
             }
+        }
+        let params = self.summary(self.default_input_size(), self.default_input_size()).params;
+        if params > limits::MAX_PARAMS {
+            return bad(format!("{params} parameters; at most {} are supported", limits::MAX_PARAMS));
         }
         Ok(())
     }

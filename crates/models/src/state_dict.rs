@@ -50,6 +50,9 @@ pub struct StateDictError {
     pub unexpected: Vec<String>,
     /// `(key, expected shape, found shape)`.
     pub mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// `(key, element type found)` for tensors of the right shape but an integer type where
+    /// floats are needed.
+    pub wrong_type: Vec<(String, &'static str)>,
 }
 
 impl fmt::Display for StateDictError {
@@ -74,6 +77,11 @@ impl fmt::Display for StateDictError {
                 .map(|(k, want, got)| format!("{k} (expected {want:?}, found {got:?})"))
                 .collect();
             parts.push(format!("{} tensor(s) of the wrong shape: {}", self.mismatched.len(), shown.join(", ")));
+        }
+        if !self.wrong_type.is_empty() {
+            let shown: Vec<String> =
+                self.wrong_type.iter().take(8).map(|(k, found)| format!("{k} ({found}, expected F32)")).collect();
+            parts.push(format!("{} tensor(s) of the wrong element type: {}", self.wrong_type.len(), shown.join(", ")));
         }
         write!(f, "the weights do not fit this network: {}", parts.join("; "))
     }
@@ -177,8 +185,10 @@ impl ResNet {
                 Some(t) => {
                     let shape_ok = t.shape == e.shape || (optional && t.data.len() == 1);
                     let kind_ok = matches!((&t.data, &e.data), (TensorData::F32(_), TensorData::F32(_))) || optional;
-                    if !shape_ok || !kind_ok || t.data.len() != e.data.len() {
+                    if !shape_ok || t.data.len() != e.data.len() {
                         err.mismatched.push((e.name.clone(), e.shape.clone(), t.shape.clone()));
+                    } else if !kind_ok {
+                        err.wrong_type.push((e.name.clone(), "I64"));
                     }
                 }
             }
@@ -188,7 +198,11 @@ impl ResNet {
                 err.unexpected.push(t.name.clone());
             }
         }
-        if !(err.missing.is_empty() && err.unexpected.is_empty() && err.mismatched.is_empty()) {
+        if !(err.missing.is_empty()
+            && err.unexpected.is_empty()
+            && err.mismatched.is_empty()
+            && err.wrong_type.is_empty())
+        {
             return Err(err);
         }
         let f32s = |name: &str| match &by_name[name].data {
