@@ -55,7 +55,7 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, InteropE
         return Err(not(format!("expected one <name>/data.pkl entry, found {}", pickles.len())));
     };
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    if let Ok(order) = read_entry(&mut zip, &format!("{prefix}byteorder"), 16, path) {
+    if let Ok(order) = read_entry(&mut zip, bytes.len() as u64, &format!("{prefix}byteorder"), 16, path) {
         if order != b"little" {
             return Err(not(format!(
                 "byte order '{}'; only little-endian archives are read",
@@ -63,7 +63,7 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, InteropE
             )));
         }
     }
-    let pkl = read_entry(&mut zip, pkl_name, MAX_PICKLE, path)?;
+    let pkl = read_entry(&mut zip, bytes.len() as u64, pkl_name, MAX_PICKLE, path)?;
     let entries = pickle::load_state_dict(&pkl)
         .map_err(|e| match e {
             PickleError::Opcode { name, code, offset } => {
@@ -89,7 +89,7 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, InteropE
         let want = t.storage.numel.checked_mul(size).ok_or_else(|| bad("storage size overflows".into()))?;
         if !storages.contains_key(&t.storage.key) {
             let entry = format!("{prefix}data/{}", t.storage.key);
-            let data = read_entry(&mut zip, &entry, want, path)?;
+            let data = read_entry(&mut zip, bytes.len() as u64, &entry, want, path)?;
             if data.len() as u64 != want {
                 return Err(InteropError::Truncated {
                     path: path.to_path_buf(),
@@ -113,9 +113,11 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, InteropE
     Ok(out)
 }
 
-/// An entry's bytes, at most `limit` (more means the entry is not what it claims to be).
+/// An entry's bytes, at most `limit` (more means the entry is not what it claims to be) and at
+/// most the `archive`'s length.
 fn read_entry(
     zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    archive: u64,
     name: &str,
     limit: u64,
     path: &Path,
@@ -124,6 +126,13 @@ fn read_entry(
     let mut f = zip.by_name(name).map_err(|e| not(format!("entry {name}: {e}")))?;
     if f.size() > limit {
         return Err(not(format!("entry {name} is {} bytes, more than the {limit} expected", f.size())));
+    }
+    // torch.save stores entries uncompressed: an entry cannot hold more than the whole archive.
+    if f.size() > archive || f.compressed_size() > archive {
+        return Err(InteropError::Truncated {
+            path: path.to_path_buf(),
+            detail: format!("entry {name} claims {} bytes in an archive of {archive} bytes", f.size()),
+        });
     }
     let mut out = Vec::with_capacity(f.size() as usize);
     f.by_ref().take(limit).read_to_end(&mut out).map_err(|e| InteropError::Truncated {

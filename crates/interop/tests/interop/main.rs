@@ -6,4 +6,5 @@ mod common;
 mod errors;
 mod files;
 mod generated;
+mod hostile;
 mod onnx;
