@@ -566,7 +566,7 @@ mod tests {
     fn avx512_rows_match_the_loops_exactly() {
         use crate::simd::batch_norm as fast;
         if simd::isa() < simd::Isa::Avx512 {
-            eprintln!("skipped: this CPU has no AVX-512");
+            crate::skip::skip("this CPU has no AVX-512");
             return;
         }
         let base = simd::Isa::Scalar;

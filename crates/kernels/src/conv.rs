@@ -2270,6 +2270,8 @@ mod tests {
         if simd::isa() >= Isa::Avx512 {
             v.push(ConvAlgorithm::Direct);
             v.push(ConvAlgorithm::Winograd);
+        } else {
+            crate::skip::skip("the Direct and Winograd paths: no AVX-512 on this CPU (only the GEMM path is tested)");
         }
         v
     }
@@ -2340,7 +2342,7 @@ mod tests {
     #[test]
     fn versioned_weights_reuse_their_panels_until_the_version_changes() {
         if simd::isa() < Isa::Avx512 {
-            eprintln!("skipped: the direct pass needs AVX-512");
+            crate::skip::skip("the direct pass needs AVX-512");
             return;
         }
         let c =
@@ -2435,6 +2437,8 @@ mod tests {
         let mut algos = algorithms();
         if bf16_supported() {
             algos.extend([ConvAlgorithm::DirectBf16, ConvAlgorithm::WinogradBf16]);
+        } else {
+            crate::skip::skip("the bf16 paths: this CPU lacks AVX512_BF16");
         }
         // And a 1x1 layer whose long row is transformed in several runs of pixels, the last one cut.
         let runs = ConvShape { n: 1, h: 16, w: 200, cin: 16, cout: 272, kh: 1, kw: 1, stride: 1, pad: 0 };
@@ -2492,7 +2496,7 @@ mod tests {
         }
         if simd::isa() < Isa::Avx512 {
             assert!(runs.iter().chain(&strided).all(|s| !adds_residual_in_place(ConvAlgorithm::Direct, s)));
-            eprintln!("skipped: no AVX-512, so no residual in place");
+            crate::skip::skip("no AVX-512, so no residual in place");
             return;
         }
         assert!(gathers_windows(&runs[3]), "a layer of gathered windows");
@@ -2573,7 +2577,7 @@ mod tests {
     #[test]
     fn bf16_kernels_match_f32_within_bf16_rounding() {
         if !bf16_supported() {
-            eprintln!("skipped: this CPU lacks AVX512_BF16");
+            crate::skip::skip("this CPU lacks AVX512_BF16");
             return;
         }
         let close = |got: &[f32], want: &[f32], what: &str| {
@@ -2586,7 +2590,7 @@ mod tests {
         if amx_supported() {
             algos.push(ConvAlgorithm::AmxBf16);
         } else {
-            eprintln!("AMX part skipped: this CPU (or kernel) has no AMX bf16 tiles");
+            crate::skip::skip("the AMX part: this CPU (or kernel) has no AMX bf16 tiles");
         }
         // Besides the general shapes, ones the AMX tiles take: 8 and 16 pairs a step, one and
         // two output blocks, partial pixel blocks, stride 2, 1x1.
@@ -2661,6 +2665,7 @@ mod tests {
     fn algorithm_choice_follows_the_measurements() {
         if simd::isa() < Isa::Avx512 {
             assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), ConvAlgorithm::Im2colGemm);
+            crate::skip::skip("the AVX-512 algorithm choices: no AVX-512 on this CPU");
             return;
         }
         let winograd = if winograd_enabled() { ConvAlgorithm::Winograd } else { ConvAlgorithm::Direct };
@@ -2704,6 +2709,8 @@ mod tests {
             use ConvAlgorithm::*;
             assert_eq!(got, [WinogradBf16, WinogradBf16, WinogradBf16, DirectBf16]);
             assert_eq!(ConvAlgorithm::for_precision(&c3(128, 32, 3, 16, 3), Precision::Bf16), DirectBf16);
+        } else {
+            crate::skip::skip("the bf16 algorithm choices: no AVX512_BF16 on this CPU, or RESNET_WINOGRAD=0");
         }
     }
 

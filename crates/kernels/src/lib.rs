@@ -22,6 +22,7 @@ pub mod profile;
 pub mod rng;
 mod scratch;
 pub mod simd;
+pub mod skip;
 pub mod threads;
 mod workspace;
 

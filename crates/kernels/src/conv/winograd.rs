@@ -818,7 +818,7 @@ mod tests {
     #[test]
     fn error_stays_near_f32_rounding() {
         if simd::isa() < Isa::Avx512 {
-            eprintln!("skipped: no AVX-512 on this CPU");
+            crate::skip::skip("no AVX-512 on this CPU");
             return;
         }
         for (cin, cout) in [(64, 64), (128, 128), (16, 32)] {
@@ -838,7 +838,7 @@ mod tests {
     #[test]
     fn bf16_products_error_against_the_direct_bf16_kernels() {
         if !super::super::bf16_supported() {
-            eprintln!("skipped: this CPU lacks AVX512_BF16");
+            crate::skip::skip("this CPU lacks AVX512_BF16");
             return;
         }
         for c in [16, 32, 64] {
@@ -864,7 +864,7 @@ mod tests {
     #[test]
     fn square_products_equal_the_general_kernel() {
         if simd::isa() < Isa::Avx512 {
-            eprintln!("skipped: no AVX-512 on this CPU");
+            crate::skip::skip("no AVX-512 on this CPU");
             return;
         }
         let mut rng = Rng::new(11);
@@ -915,7 +915,7 @@ mod tests {
     #[test]
     fn every_pass_matches_gemm_element_by_element() {
         if simd::isa() < Isa::Avx512 {
-            eprintln!("skipped: no AVX-512 on this CPU");
+            crate::skip::skip("no AVX-512 on this CPU");
             return;
         }
         use super::super::{

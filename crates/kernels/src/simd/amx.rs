@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn tile_matches_scalar_products() {
         if !supported() {
-            eprintln!("skipped: this CPU (or kernel) has no AMX bf16 tiles");
+            crate::skip::skip("this CPU (or kernel) has no AMX bf16 tiles");
             return;
         }
         let (kh, kw, pairs, cout, stride, wp) = (3, 3, 32, 64, 1, 36);
@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn gemm_tile_matches_scalar_products() {
         if !supported() {
-            eprintln!("skipped: this CPU (or kernel) has no AMX bf16 tiles");
+            crate::skip::skip("this CPU (or kernel) has no AMX bf16 tiles");
             return;
         }
         let bf = |v: i32| ((v as f32).to_bits() >> 16) as u16;
