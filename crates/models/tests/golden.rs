@@ -2,6 +2,7 @@
 //! `tools/golden/make_fixtures.py`): training-mode logits and loss, every parameter gradient, the
 //! updated running statistics, and eval-mode logits, each within 1e-4 relative error.
 
+use resnet_kernels::conv::{ConvAlgorithm, ConvShape};
 use resnet_models::{BatchNormMode, BlockKind, Family, ResNet, ResNetSpec, Shortcut, StridePlacement};
 use resnet_nn::ops::softmax_cross_entropy;
 use resnet_nn::Tensor;
@@ -39,12 +40,17 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 }
 
 fn assert_close_to(what: &str, got: &[f32], want: &[f32], tolerance: f64) {
+    compare(what, got, want, tolerance, std::env::var_os("GOLDEN_PRINT").is_some());
+}
+
+/// Asserts `got` is within `tolerance` of `want`'s largest value; with `print`, first prints the
+/// relative error too (`GOLDEN_PRINT=1` shows every comparison's margin, failing ones included).
+fn compare(what: &str, got: &[f32], want: &[f32], tolerance: f64, print: bool) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs()))).max(1e-12);
     let err = got.iter().zip(want).fold(0.0f64, |m, (a, b)| m.max(f64::from(a - b).abs()));
-    if std::env::var("GOLDEN_PRINT").is_ok() {
+    if print {
         eprintln!("{what}: {:.3e}", err / scale);
-        return;
     }
     assert!(
         err / scale <= tolerance,
@@ -53,14 +59,28 @@ fn assert_close_to(what: &str, got: &[f32], want: &[f32], tolerance: f64) {
     );
 }
 
+/// The network and input shape of a fixture.
+fn fixture_spec(file: &str) -> (ResNetSpec, [usize; 4]) {
+    let bytes = read_fixture(file);
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta: Value = serde_json::from_str(&header.metadata().as_ref().unwrap()["spec"]).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let shape = st.tensor("input").unwrap().shape().to_vec();
+    (spec_from(&meta), [shape[0], shape[1], shape[2], shape[3]])
+}
+
+fn read_fixture(file: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{file}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 fn check_fixture(file: &str) {
     check_fixture_with(file, TOLERANCE);
 }
 
 /// Checks a fixture, the parameter gradients to `grad_tolerance` of each one's largest value.
 fn check_fixture_with(file: &str, grad_tolerance: f64) {
-    let path = format!("{}/tests/fixtures/{file}.safetensors", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let bytes = read_fixture(file);
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta: Value = serde_json::from_str(&header.metadata().as_ref().unwrap()["spec"]).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -174,7 +194,8 @@ fn bottleneck_option_a() {
     check_fixture("bottleneck_v1_a");
 }
 /// Every 3x3 stride-1 layer of this one runs on the Winograd kernels (channels in multiples of
-/// 16, at least 32 output tiles) in f32: all three passes against PyTorch. Logits, loss and
+/// 16, at least 32 output tiles) in f32, as the test first asserts (on an AVX-512 CPU; elsewhere
+/// it says it skipped that): all three passes against PyTorch. Logits, loss and
 /// running statistics to the usual 1e-4; the gradients to 3e-2 of each parameter's largest
 /// value. Each Winograd pass matches the direct sums to about 5e-6 of the largest output
 /// element by element (the kernel tests), while here the gradients of the layers below
@@ -186,5 +207,51 @@ fn bottleneck_option_a() {
 /// leaves the direct path at 3e-6, so it is not a sensitivity of this network to its data.
 #[test]
 fn cifar_winograd_layers() {
+    let (spec, input) = fixture_spec("cifar_wide_b");
+    assert_eq!((spec.family, spec.block), (Family::Cifar, BlockKind::Basic), "the layer list below is for these");
+    let layers = cifar_basic_stride1_3x3_layers(&spec, input);
+    assert!(layers.len() >= 3, "{layers:?}");
+    if resnet_kernels::simd::isa() < resnet_kernels::simd::Isa::Avx512 {
+        resnet_kernels::skip::skip("Winograd: this CPU has no AVX-512, so these layers ran on the GEMM");
+    } else {
+        for (name, s) in &layers {
+            for (pass, algo) in [("forward", ConvAlgorithm::for_forward(s)), ("backward", ConvAlgorithm::for_shape(s))]
+            {
+                assert_eq!(
+                    algo,
+                    ConvAlgorithm::Winograd,
+                    "{name} {pass} ({s:?}) is not on Winograd (RESNET_WINOGRAD=0?)"
+                );
+            }
+        }
+    }
     check_fixture_with("cifar_wide_b", 3e-2);
+}
+
+/// The 3x3 stride-1 convolutions of the blocks of a CIFAR basic-block network on `[n, side, side,
+/// _]` input, by name, with the shape each one runs: every block's second layer, and its first
+/// but where it halves the side.
+fn cifar_basic_stride1_3x3_layers(spec: &ResNetSpec, [n, side, _, _]: [usize; 4]) -> Vec<(String, ConvShape)> {
+    let mut layers = Vec::new();
+    let mut cin = spec.stem_width;
+    for (stage, (&depth, &width)) in spec.depths.iter().zip(&spec.widths).enumerate() {
+        let hw = side >> stage;
+        let shape = |cin| ConvShape { n, h: hw, w: hw, cin, cout: width, kh: 3, kw: 3, stride: 1, pad: 1 };
+        for block in 0..depth {
+            let name = format!("layer{}.{block}", stage + 1);
+            if stage == 0 || block > 0 {
+                layers.push((format!("{name}.conv1"), shape(cin)));
+            }
+            layers.push((format!("{name}.conv2"), shape(width)));
+            cin = width;
+        }
+    }
+    layers
+}
+
+/// Printing the margins (`GOLDEN_PRINT`) still fails a comparison that is out of tolerance.
+#[test]
+#[should_panic(expected = "max error")]
+fn printing_the_errors_still_asserts_them() {
+    compare("one value off by half", &[1.0, 1.5], &[1.0, 1.0], TOLERANCE, true);
 }

@@ -87,6 +87,9 @@ pub fn check_gradient(what: &str, x0: &[f32], analytic: &[f32], tol: Tolerance, 
     assert!(worst.is_finite(), "{what}: non-finite gradient");
 }
 
+/// Seed of the random direction [`check_directional`] probes when the analytic gradient is all zeros.
+const ALL_ZERO_PROBE_SEED: u64 = 0x5EED_0000;
+
 /// Direction of a [`check_directional`] probe.
 #[derive(Clone, Copy, Debug)]
 pub enum Direction {
@@ -102,7 +105,9 @@ pub enum Direction {
 ///
 /// This is the check for whole networks: ReLU kinks crossed by a perturbation make single
 /// coordinates noisy, while along a direction that moves every coordinate their effects
-/// average out. A wrongly wired gradient shows up as a large, systematic error.
+/// average out. A wrongly wired gradient shows up as a large, systematic error. An all-zero
+/// analytic gradient along [`Direction::Gradient`] is checked along a fixed random direction
+/// instead, so it passes only where the loss is flat.
 ///
 /// # Panics
 /// If the two disagree beyond `tol.rel` (relative) plus `tol.abs`.
@@ -115,16 +120,23 @@ pub fn check_directional(
     mut loss: impl FnMut(&[f32]) -> f64,
 ) -> f64 {
     assert_eq!(x0.len(), analytic.len(), "{what}: gradient length");
+    if x0.is_empty() {
+        return 0.0;
+    }
+    let random_signs = |seed: u64| -> Vec<f64> {
+        let mut rng = Rng::new(seed);
+        (0..x0.len()).map(|_| if rng.bernoulli(0.5) { 1.0 } else { -1.0 }).collect()
+    };
     let mut v: Vec<f64> = match dir {
         Direction::Gradient => analytic.iter().map(|g| f64::from(*g)).collect(),
-        Direction::Random(seed) => {
-            let mut rng = Rng::new(seed);
-            (0..x0.len()).map(|_| if rng.bernoulli(0.5) { 1.0 } else { -1.0 }).collect()
-        }
+        Direction::Random(seed) => random_signs(seed),
     };
-    let norm = v.iter().map(|d| d * d).sum::<f64>().sqrt();
+    let mut norm = v.iter().map(|d| d * d).sum::<f64>().sqrt();
     if norm == 0.0 {
-        return 0.0;
+        // An all-zero gradient (one never written, say) gives no direction of its own: probe a
+        // random one, along which the loss must then be flat too.
+        v = random_signs(ALL_ZERO_PROBE_SEED);
+        norm = (x0.len() as f64).sqrt();
     }
     v.iter_mut().for_each(|d| *d /= norm);
     let eps = f64::from(tol.eps);
@@ -138,4 +150,36 @@ pub fn check_directional(
     let allowed = tol.abs + tol.rel * numeric.abs().max(a.abs());
     assert!(err <= allowed, "{what} ({dir:?}): directional derivative analytic {a:.6e}, finite difference {numeric:.6e} (error {err:.3e} > {allowed:.3e})");
     err / numeric.abs().max(a.abs()).max(1e-30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `L(x) = sum x_i^2 / 2`, whose gradient is `x`.
+    fn half_square(x: &[f32]) -> f64 {
+        x.iter().map(|v| 0.5 * f64::from(*v) * f64::from(*v)).sum()
+    }
+
+    #[test]
+    fn directional_check_accepts_a_correct_gradient() {
+        let x = [0.5f32, -1.0, 2.0];
+        check_directional("half square", &x, &x, Tolerance::default(), Direction::Gradient, half_square);
+    }
+
+    /// A parameter whose gradient is never written reads as all zeros: that is no direction to
+    /// probe along, and must not pass where the loss does change.
+    #[test]
+    #[should_panic(expected = "directional derivative")]
+    fn directional_check_rejects_an_all_zero_gradient_of_a_changing_loss() {
+        let x = [0.5f32, -1.0, 2.0];
+        check_directional("half square", &x, &[0.0; 3], Tolerance::default(), Direction::Gradient, half_square);
+    }
+
+    /// An all-zero gradient is right where the loss is flat, and passes there.
+    #[test]
+    fn directional_check_accepts_an_all_zero_gradient_of_a_flat_loss() {
+        let x = [0.5f32, -1.0, 2.0];
+        check_directional("constant", &x, &[0.0; 3], Tolerance::default(), Direction::Gradient, |_| 3.0);
+    }
 }
