@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 #[test]
 fn bf16_training_learns_like_fp32() {
     if !resnet_kernels::conv::bf16_supported() {
-        eprintln!("skipped: this CPU lacks AVX512_BF16 (bf16 mode refuses to start there)");
+        resnet_kernels::skip::skip("this CPU lacks AVX512_BF16 (bf16 mode refuses to start there)");
         return;
     }
     let config = |precision| TrainConfig {

@@ -1,5 +1,5 @@
 //! The real CIFAR-10 (JPEG copy from shared/datasets) opened as an ImageFolder. Skips, saying
-//! so, when the copy is absent.
+//! so, when the copy is absent (under CI=true, which provides it, that is a failure).
 
 use resnet_data::{inspect, open, DatasetKind, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -20,9 +20,9 @@ fn locate() -> Option<PathBuf> {
 #[test]
 fn cifar10_jpeg_copy_has_the_official_counts_classes_and_means() {
     let Some(found) = locate() else {
-        println!(
-            "skipped: CIFAR-10 JPEG copy not found (set RESNET_CIFAR10_JPG, or put it at \
-             ../shared/datasets/cifar10-jpg.tar.gz or ../data/cifar10-jpg)"
+        resnet_kernels::skip::skip_unless_ci(
+            "CIFAR-10 JPEG copy not found (set RESNET_CIFAR10_JPG, or put it at \
+             ../shared/datasets/cifar10-jpg.tar.gz or ../data/cifar10-jpg)",
         );
         return;
     };
