@@ -25,6 +25,9 @@ pub struct EvalResult {
     pub per_class_accuracy: Vec<Option<f64>>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<u64>>,
+    /// Images whose network output had an infinite or NaN logit (counted as errors, left out of
+    /// the loss and the confusion matrix): a network that overflows, whose results mean nothing.
+    pub non_finite: u64,
 }
 
 /// Running sums of an evaluation.
@@ -37,6 +40,7 @@ pub struct EvalAccumulator {
     count: u64,
     views: usize,
     confusion: Vec<Vec<u64>>,
+    non_finite: u64,
     probs: Vec<f32>,
 }
 
@@ -51,6 +55,7 @@ impl EvalAccumulator {
             count: 0,
             views: 1,
             confusion: vec![vec![0; classes]; classes],
+            non_finite: 0,
             probs: Vec::new(),
         }
     }
@@ -64,6 +69,13 @@ impl EvalAccumulator {
         softmax_rows(logits, k, &mut self.probs);
         let mut mean = vec![0.0f32; k];
         for (i, &label) in labels.iter().enumerate() {
+            if logits[i * views * k..(i + 1) * views * k].iter().any(|v| !v.is_finite()) {
+                self.non_finite += 1;
+                self.top1 += 1;
+                self.top5 += 1;
+                self.count += 1;
+                continue;
+            }
             mean.fill(0.0);
             for v in 0..views {
                 let row = &self.probs[(i * views + v) * k..(i * views + v + 1) * k];
@@ -100,6 +112,7 @@ impl EvalAccumulator {
             views: self.views,
             per_class_accuracy,
             confusion: self.confusion.clone(),
+            non_finite: self.non_finite,
         }
     }
 }
@@ -109,13 +122,38 @@ impl EvalAccumulator {
 ///
 /// # Errors
 /// The first data error (a sample that cannot be loaded).
-pub fn evaluate(net: &mut ResNet, loader: &Loader, mut progress: impl FnMut(usize)) -> Result<EvalResult, DataError> {
-    let mut acc = EvalAccumulator::new(net.spec().num_classes);
+pub fn evaluate(net: &mut ResNet, loader: &Loader, progress: impl FnMut(usize)) -> Result<EvalResult, DataError> {
+    let classes = net.spec().num_classes;
+    evaluate_with(loader, classes, |x| net.infer(x).data().to_vec(), progress)
+}
+
+/// [`evaluate`] with any function from an NHWC batch to its logits `[rows, classes]` in place of
+/// a network.
+///
+/// # Errors
+/// The first data error.
+pub fn evaluate_with(
+    loader: &Loader,
+    classes: usize,
+    mut infer: impl FnMut(&Tensor) -> Vec<f32>,
+    mut progress: impl FnMut(usize),
+) -> Result<EvalResult, DataError> {
+    let mut acc = EvalAccumulator::new(classes);
+    let mut logits = Vec::new();
     for (i, batch) in loader.epoch(0, 0).enumerate() {
         let batch = batch?;
-        let x = Tensor::from_vec(batch.shape, batch.images);
-        let logits = net.infer(&x);
-        acc.add(logits.data(), batch.views, &batch.labels);
+        let [rows, h, w, c] = batch.shape;
+        // Views go through the network one batch of images at a time, so 10-crop activations
+        // take the memory of single-view ones rather than ten times it.
+        let chunk = batch.labels.len().max(1);
+        let per_row = h * w * c;
+        logits.clear();
+        for start in (0..rows).step_by(chunk) {
+            let end = (start + chunk).min(rows);
+            let x = Tensor::from_vec([end - start, h, w, c], batch.images[start * per_row..end * per_row].to_vec());
+            logits.extend(infer(&x));
+        }
+        acc.add(&logits, batch.views, &batch.labels);
         progress(i + 1);
     }
     Ok(acc.result())
@@ -124,6 +162,51 @@ pub fn evaluate(net: &mut ResNet, loader: &Loader, mut progress: impl FnMut(usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use resnet_data::{open, DatasetKind, EvalView, LoaderConfig, LoaderMode, Normalize, OpenOptions, SyntheticConfig};
+
+    #[test]
+    fn ten_crop_runs_the_network_on_at_most_a_batch_of_images_at_a_time() {
+        let synthetic = SyntheticConfig { train: 4, test: 21, size: 40, seed: 1 };
+        let splits = open(DatasetKind::Synthetic, None, &OpenOptions { synthetic, ..OpenOptions::default() }).unwrap();
+        let loader = Loader::new(
+            splits.test.clone(),
+            LoaderConfig {
+                batch_size: 8,
+                shuffle: false,
+                drop_last: false,
+                seed: 0,
+                workers: 1,
+                prefetch: 1,
+                mode: LoaderMode::Eval(EvalView::TenCrop { resize: 40, crop: 32 }),
+                normalize: Normalize::None,
+            },
+        )
+        .unwrap();
+        let mut rows = Vec::new();
+        let r = evaluate_with(
+            &loader,
+            10,
+            |x| {
+                rows.push(x.shape()[0]);
+                vec![0.0; x.shape()[0] * 10]
+            },
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!((r.count, r.views), (21, 10));
+        assert_eq!(rows.iter().sum::<usize>(), 210, "every view is evaluated");
+        // Memory follows the network's batch: 8 images' worth, whatever the number of views.
+        assert!(rows.iter().all(|&n| n <= 8), "the network was given batches of {rows:?} views");
+    }
+
+    #[test]
+    fn non_finite_outputs_are_counted() {
+        let mut acc = EvalAccumulator::new(2);
+        acc.add(&[f32::INFINITY, 0.0, 1.0, 0.0, f32::NAN, 0.0], 1, &[0, 0, 1]);
+        let r = acc.result();
+        assert_eq!((r.count, r.non_finite, r.top1_error), (3, 2, 100.0 * 2.0 / 3.0));
+        assert!(r.loss.is_finite());
+    }
 
     #[test]
     fn view_averaging_and_counts() {
