@@ -209,6 +209,7 @@ impl Checkpoint {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, CheckpointError> {
         let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
         let not_ours = |reason: String| CheckpointError::NotACheckpoint { path: path.to_path_buf(), reason };
+        let mismatch = |reason: String| CheckpointError::Mismatch { path: path.to_path_buf(), reason };
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
@@ -230,6 +231,7 @@ impl Checkpoint {
             .map_err(|e| not_ours(format!("classes: {e}")))?;
         let mut preprocess: Preprocess = serde_json::from_value(parse("preprocess", field("preprocess")?)?)
             .map_err(|e| not_ours(format!("preprocess: {e}")))?;
+        check_metadata(&spec, &classes, &preprocess).map_err(mismatch)?;
         let mut state = Vec::new();
         let mut velocity = Vec::new();
         for (name, view) in st.tensors() {
@@ -268,14 +270,18 @@ impl Checkpoint {
                 )));
             }
         }
+        if let Some(name) = first_non_finite(&state, &preprocess.normalize) {
+            return Err(mismatch(format!(
+                "tensor '{name}' holds a value that is not finite (the training diverged); these weights cannot be used"
+            )));
+        }
+        // Every tensor must fit the structure the metadata describes.
+        let mut net = ResNet::new(spec.clone()).map_err(|e| mismatch(e.to_string()))?;
+        net.load_state_dict(&state)
+            .map_err(|e| mismatch(format!("the tensors do not match the model metadata: {e}")))?;
         // Keep torchvision's order (safetensors stores keys sorted).
-        let order: HashMap<String, usize> = ResNet::new(spec.clone())
-            .map_err(|e| not_ours(e.to_string()))?
-            .state_dict()
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| (t.name, i))
-            .collect();
+        let order: HashMap<String, usize> =
+            net.state_dict().into_iter().enumerate().map(|(i, t)| (t.name, i)).collect();
         state.sort_by_key(|t| order.get(&t.name).copied().unwrap_or(usize::MAX));
         velocity.sort_by_key(|(n, _)| order.get(n).copied().unwrap_or(usize::MAX));
         let training = match meta.get("progress") {
@@ -288,6 +294,52 @@ impl Checkpoint {
             None => None,
         };
         Ok(Self { spec, classes, preprocess, state, training })
+    }
+}
+
+/// Checks that the metadata agree with one another and stay within the model bounds, before
+/// anything is allocated from them.
+fn check_metadata(spec: &ResNetSpec, classes: &[String], pre: &Preprocess) -> Result<(), String> {
+    spec.validate().map_err(|e| e.to_string())?;
+    if classes.len() != spec.num_classes {
+        return Err(format!(
+            "the checkpoint lists {} class names but its classifier has {} outputs",
+            classes.len(),
+            spec.num_classes
+        ));
+    }
+    if pre.channels != spec.in_channels {
+        return Err(format!(
+            "the preprocessing is for {} channel(s) but the network takes {}",
+            pre.channels, spec.in_channels
+        ));
+    }
+    let (h, w) = pre.input_size;
+    let max = resnet_models::limits::MAX_INPUT_SIDE;
+    if h == 0 || w == 0 || h > max || w > max {
+        return Err(format!("the input size {h}x{w} is outside 1..={max} pixels"));
+    }
+    Ok(())
+}
+
+/// The name of the first weight, buffer or mean image holding an infinity or a NaN.
+fn first_non_finite(state: &[NamedTensor], normalize: &Normalize) -> Option<String> {
+    let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+    for t in state {
+        if let TensorData::F32(v) = &t.data {
+            if !finite(v) {
+                return Some(t.name.clone());
+            }
+        }
+    }
+    match normalize {
+        Normalize::PixelMean { mean, scale } if !finite(mean) || !scale.is_finite() => {
+            Some("preprocess.pixel_mean".into())
+        }
+        Normalize::ChannelMeanStd { mean, std } if !finite(mean) || !finite(std) => {
+            Some("preprocess (channel mean and std)".into())
+        }
+        _ => None,
     }
 }
 
@@ -321,6 +373,55 @@ mod tests {
         let back = Checkpoint::from_bytes(&c.to_bytes(), Path::new("x")).unwrap();
         assert_eq!(back, c);
         assert!(back.network(Path::new("x")).is_ok());
+    }
+
+    fn refused(c: &Checkpoint) -> String {
+        match Checkpoint::from_bytes(&c.to_bytes(), Path::new("c.safetensors")) {
+            Ok(_) => panic!("the checkpoint must be refused at load"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn metadata_that_disagrees_with_the_tensors_is_refused_at_load() {
+        let mut c = sample();
+        c.classes.truncate(3);
+        let m = refused(&c);
+        assert!(m.contains("c.safetensors") && m.contains("3 class names") && m.contains("10 outputs"), "{m}");
+        let mut c = sample();
+        c.spec.widths = vec![16, 32, 128];
+        let m = refused(&c);
+        assert!(m.contains("c.safetensors") && m.contains("layer3.0.conv1.weight"), "{m}");
+        let mut c = sample();
+        c.spec.depths = vec![3, 3, 4];
+        assert!(refused(&c).contains("missing"));
+        let mut c = sample();
+        c.preprocess.normalize = Normalize::ChannelMeanStd { mean: vec![0.5], std: vec![0.25] };
+        c.preprocess.channels = 1;
+        assert!(refused(&c).contains("channel"));
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_at_load_with_the_tensor_name() {
+        let mut c = sample();
+        let t = c.state.iter_mut().find(|t| t.name == "layer2.1.bn1.running_var").unwrap();
+        if let TensorData::F32(v) = &mut t.data {
+            v[3] = f32::INFINITY;
+        }
+        let m = refused(&c);
+        assert!(m.contains("layer2.1.bn1.running_var") && m.contains("not finite"), "{m}");
+    }
+
+    #[test]
+    fn absurd_depths_in_metadata_are_refused_without_building() {
+        let mut c = sample();
+        c.spec.depths = vec![100_000_000, 3, 3];
+        let m = refused(&c);
+        assert!(m.contains("blocks; at most"), "{m}");
+        let mut c = sample();
+        c.preprocess.normalize = Normalize::ChannelMeanStd { mean: vec![0.5; 3], std: vec![0.25; 3] };
+        c.preprocess.input_size = (usize::MAX / 2, 4);
+        refused(&c);
     }
 
     #[test]
