@@ -50,6 +50,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     Ok(())
 }
 
+/// The id of the process that writes the temporary file `name` (`.{target}.tmp-{pid}`), if
+/// `name` is one.
+fn temporary_owner(name: &str) -> Option<u32> {
+    let (stem, pid) = name.rsplit_once(".tmp-")?;
+    if !stem.starts_with('.') {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` runs. Without `/proc` it cannot be told, and the answer is no: the
+/// caller holds the run directory's lock, so no other run writes there.
+fn process_alive(pid: u32) -> bool {
+    Path::new("/proc/self").exists() && Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes the temporary files that [`write_atomic`] calls of processes that no longer run left
+/// in `dir` (a run killed while writing); returns the files removed.
+///
+/// # Errors
+/// A [`FileError`] when `dir` exists but cannot be listed or a file cannot be removed.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(FileError::new(dir, e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| FileError::new(dir, e))?;
+        let Some(pid) = entry.file_name().to_str().and_then(temporary_owner) else { continue };
+        if pid == std::process::id() || process_alive(pid) || !entry.path().is_file() {
+            continue;
+        }
+        fs::remove_file(entry.path()).map_err(|e| FileError::new(&entry.path(), e))?;
+        removed.push(entry.path());
+    }
+    Ok(removed)
+}
+
 /// Reads a whole file, naming it in the error.
 ///
 /// # Errors
@@ -71,6 +111,24 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporaries_of_dead_processes_are_removed_and_others_kept() {
+        let dir = std::env::temp_dir().join(format!("resnet-fsutil-stale-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir.join(format!(".last.safetensors.tmp-{dead}"));
+        let own = dir.join(format!(".last.safetensors.tmp-{}", std::process::id()));
+        let plain = dir.join("notes.tmp-1");
+        for f in [&stale, &own, &plain] {
+            fs::write(f, b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temporaries(&dir).unwrap(), std::slice::from_ref(&stale));
+        assert!(!stale.exists() && own.exists() && plain.exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 

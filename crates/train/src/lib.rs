@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
 pub mod fsutil;
+pub mod lock;
 pub mod metrics;
 pub mod plot;
 pub mod schedule;

@@ -15,6 +15,13 @@ pub struct EpochMetrics {
     pub iteration: u64,
     /// Learning rate of the epoch's last step.
     pub lr: f64,
+    /// Learning rate of the epoch's first step (absent in rows written before it was logged).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lr_start: Option<f64>,
+    /// Learning rate of the epoch's last step, as `lr` (absent in rows written before it was
+    /// logged); with `lr_start` it shows a drop inside the epoch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lr_end: Option<f64>,
     /// Mean training loss over the epoch's batches (before each update).
     pub train_loss: f64,
     /// Training top-1 error over the epoch's batches (before each update), percent.
@@ -34,12 +41,12 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-const CSV_HEADER: &str =
-    "epoch,iteration,lr,train_loss,train_error,test_loss,test_error,test_top5_error,val_error,images_per_sec,seconds";
+// New columns go at the end, so readers of the older columns by position keep working.
+const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_error,test_loss,test_error,test_top5_error,val_error,images_per_sec,seconds,lr_start,lr_end";
 
 fn csv_row(m: &EpochMetrics) -> String {
     format!(
-        "{},{},{},{:.6},{:.4},{:.6},{:.4},{:.4},{},{:.2},{:.3}",
+        "{},{},{},{:.6},{:.4},{:.6},{:.4},{:.4},{},{:.2},{:.3},{},{}",
         m.epoch,
         m.iteration,
         m.lr,
@@ -50,7 +57,9 @@ fn csv_row(m: &EpochMetrics) -> String {
         m.test_top5_error,
         m.val_error.map(|v| format!("{v:.4}")).unwrap_or_default(),
         m.images_per_sec,
-        m.seconds
+        m.seconds,
+        m.lr_start.map(|v| v.to_string()).unwrap_or_default(),
+        m.lr_end.map(|v| v.to_string()).unwrap_or_default()
     )
 }
 
@@ -143,6 +152,8 @@ mod tests {
             epoch,
             iteration: epoch * 390,
             lr: 0.1,
+            lr_start: Some(0.1),
+            lr_end: Some(0.1),
             train_loss: 1.5,
             train_error: 50.0,
             test_loss: 1.4,
@@ -163,7 +174,9 @@ mod tests {
         let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
         let mut lines = csv.lines();
         assert_eq!(lines.next().unwrap(), CSV_HEADER);
-        assert!(lines.next().unwrap().starts_with("1,390,0.1,1.500000,50.0000"));
+        let first = lines.next().unwrap();
+        assert!(first.starts_with("1,390,0.1,1.500000,50.0000"), "{first}");
+        assert!(first.ends_with(",0.1,0.1"), "{first}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

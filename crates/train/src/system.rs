@@ -28,6 +28,13 @@ pub fn cpu_seconds() -> Option<f64> {
     Some(ns as f64 * 1e-9)
 }
 
+/// The most threads of one kind (compute threads, loader workers) a run may ask for: four per
+/// core. More only queue for the same cores, and an absurd count would exhaust memory creating
+/// them.
+pub fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The CPU model name, for reports.
 pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")

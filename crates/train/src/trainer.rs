@@ -5,7 +5,8 @@
 //! - `config.json`: the resolved [`TrainConfig`];
 //! - `metrics.csv`, `metrics.jsonl`: one row per epoch ([`EpochMetrics`]);
 //! - `curves.png`, `curves.svg`: error against iterations (training dashed, test solid);
-//! - `checkpoints/last.safetensors`, `checkpoints/best.safetensors`, `checkpoints/epoch-K.safetensors`.
+//! - `checkpoints/last.safetensors`, `checkpoints/best.safetensors`, `checkpoints/epoch-K.safetensors`;
+//! - `run.lock`: locked by the process that trains in the directory (see [`crate::lock`]).
 //!
 //! Every draw of randomness derives from `(seed, epoch, sample)`, and the loader's batches from
 //! `(seed, epoch, batch)`, so a run resumed from a checkpoint continues exactly as the
@@ -15,16 +16,17 @@ use crate::checkpoint::{Checkpoint, CheckpointError, EpochSums, Preprocess, Prog
 use crate::config::{Normalization, RunLength, TrainConfig};
 use crate::evaluate::{evaluate, EvalResult};
 use crate::fsutil::{self, FileError};
+use crate::lock::{LockError, RunLock};
 use crate::metrics::{self, EpochMetrics};
 use crate::plot::PlotError;
-use crate::schedule::Schedule;
+use crate::schedule::{Decay, Milestone, Schedule};
 use crate::step::{train_step, StepBuffers};
 use resnet_data::{
     channel_mean_std, open, pixel_mean, validation_split, DataError, DatasetKind, Loader, LoaderConfig, LoaderMode,
     Normalize, OpenOptions, SharedDataset, SyntheticConfig,
 };
 use resnet_models::zoo::{self, ModelOptions};
-use resnet_models::{InitConfig, ModelError, ResNet, ResNetSpec};
+use resnet_models::{InitConfig, ModelError, ResNet, ResNetSpec, TensorData};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,26 @@ pub enum TrainError {
         /// Which checkpoint is kept.
         kept: String,
     },
+    /// A parameter, buffer or momentum of the network stopped being finite (a diverging run whose
+    /// loss was still finite); no checkpoint is written from it.
+    #[error(
+        "{tensor} became non-finite ({count} tensor(s) in all) at iteration {iteration} (epoch {epoch}): the run stopped; {kept}"
+    )]
+    NonFinite {
+        /// The first tensor affected.
+        tensor: String,
+        /// Tensors affected.
+        count: usize,
+        /// Steps done.
+        iteration: u64,
+        /// Epoch (from 1).
+        epoch: u64,
+        /// Which checkpoint is kept.
+        kept: String,
+    },
+    /// Another process trains in the directory.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// `--out` names a directory that already holds a run.
     #[error(
         "{0} already holds a run (checkpoints/last.safetensors): resume it with --resume, or choose another --out"
@@ -86,7 +108,7 @@ pub struct StepReport {
     pub epoch: u64,
     /// Batches of this epoch done.
     pub batch: u64,
-    /// Batches per epoch.
+    /// Batches of this epoch: an epoch's, or fewer when the run ends inside this epoch.
     pub batches: u64,
     /// Steps done in the run.
     pub iteration: u64,
@@ -106,7 +128,8 @@ pub struct StepReport {
 pub trait Observer {
     /// A line worth telling the user.
     fn message(&mut self, _text: &str) {}
-    /// An epoch (from 1) of `batches` batches starts at batch `start`.
+    /// An epoch (from 1) of `batches` batches starts at batch `start` (`batches` is fewer than an
+    /// epoch's when the run ends inside this epoch).
     fn epoch_start(&mut self, _epoch: u64, _batches: u64, _start: u64) {}
     /// A step finished.
     fn step(&mut self, _report: &StepReport) {}
@@ -343,14 +366,113 @@ fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     if !(0.0..1.0).contains(&config.label_smoothing) {
         return bad("label smoothing must lie in [0, 1)");
     }
+    if !(0.0..1.0).contains(&config.momentum) {
+        return bad("the momentum must lie in [0, 1)");
+    }
+    if !(config.weight_decay.is_finite() && config.weight_decay >= 0.0) {
+        return bad("the weight decay must be a number of at least 0");
+    }
+    if let Decay::Step { gamma, .. } | Decay::Plateau { gamma, .. } = &config.decay {
+        if !(gamma.is_finite() && *gamma > 0.0) {
+            return bad("the decay factor gamma must be a positive number");
+        }
+    }
+    let most = crate::system::max_threads();
+    if config.workers > most {
+        return Err(TrainError::Config(format!(
+            "at most {most} loader workers (4 per core of this machine), not {}",
+            config.workers
+        )));
+    }
+    if let Some(d) = &config.data {
+        if d.to_str().is_none() {
+            return Err(TrainError::Config(format!(
+                "the data path {} is not valid UTF-8, which config.json cannot store (the run could not be \
+                 resumed): rename it, or link to it from a UTF-8 path",
+                d.display()
+            )));
+        }
+    }
     Ok(())
 }
 
-/// Trains (or, with `resume`, continues) the run in `dir`. Stops cleanly, with a checkpoint,
-/// when `stop` becomes true.
+/// Checks that the schedule fits a run of `total` iterations: every step milestone given in
+/// iterations or epochs inside the run (one beyond it would never lower the rate; a fraction of
+/// the run is inside it by definition, however short the run) and the milestones in order.
+fn check_schedule(config: &TrainConfig, total: u64, per_epoch: u64) -> Result<(), TrainError> {
+    let Decay::Step { milestones, .. } = &config.decay else { return Ok(()) };
+    let mut previous: Option<u64> = None;
+    for m in milestones {
+        let at = m.iteration(total, per_epoch);
+        if at >= total && !matches!(m, Milestone::Fraction(_)) {
+            return Err(TrainError::Config(format!(
+                "the milestone {m} (iteration {at}) is at or beyond the end of the run ({total} iterations, \
+                 {per_epoch} per epoch), so the learning rate would never drop there; give milestones inside \
+                 the run, as iterations, fractions of the run (0.5,0.75) or epochs (30ep,45ep)"
+            )));
+        }
+        if previous.is_some_and(|p| at < p) {
+            return Err(TrainError::Config(format!(
+                "the milestones must increase: {m} (iteration {at}) does not come after the one before it"
+            )));
+        }
+        previous = Some(at);
+    }
+    Ok(())
+}
+
+/// The first non-finite tensor of a checkpoint (weights, buffers, momentum) and how many are.
+fn non_finite(ckpt: &Checkpoint) -> Option<(String, usize)> {
+    let weights = ckpt.state.iter().filter_map(|t| match &t.data {
+        TensorData::F32(v) => Some((t.name.as_str(), v.as_slice())),
+        TensorData::I64(_) => None,
+    });
+    let velocity = ckpt.training.iter().flat_map(|t| t.velocity.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let bad: Vec<&str> =
+        weights.chain(velocity).filter(|(_, v)| v.iter().any(|x| !x.is_finite())).map(|(n, _)| n).collect();
+    bad.first().map(|first| (first.to_string(), bad.len()))
+}
+
+/// What a resumed run may change: its length (to extend a finished run, or shorten one not yet
+/// past the new end) and its loader workers. Everything else stays as `config.json` says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResumeChanges {
+    /// A new length of the run.
+    pub length: Option<RunLength>,
+    /// A new number of loader workers (the batches do not depend on it).
+    pub workers: Option<usize>,
+}
+
+/// How a run starts.
+enum Start<'a> {
+    /// A new run with this configuration.
+    Fresh(Box<TrainConfig>),
+    /// The run in the directory, from its last checkpoint.
+    Resume(&'a ResumeChanges),
+}
+
+/// Continues the run in `dir` from its last checkpoint with `changes`; a finished run given a
+/// longer length trains on. Stops cleanly, with a checkpoint, when `stop` becomes true.
 ///
 /// # Errors
-/// [`TrainError`]; on divergence the last good checkpoint is kept.
+/// As [`run`]; a length that ends before the iterations already done is a
+/// [`TrainError::Resume`].
+pub fn resume(
+    dir: &Path,
+    changes: &ResumeChanges,
+    stop: &AtomicBool,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary, TrainError> {
+    train(Start::Resume(changes), dir, stop, observer)
+}
+
+/// Trains (or, with `resume`, continues as [`resume`] with no changes; `config` is then
+/// ignored) the run in `dir`. Stops cleanly, with a checkpoint, when `stop` becomes true. The
+/// directory is locked while the run trains.
+///
+/// # Errors
+/// [`TrainError`]; on divergence the last good checkpoint is kept, and no checkpoint with a
+/// non-finite value is ever written.
 pub fn run(
     config: TrainConfig,
     dir: &Path,
@@ -358,13 +480,58 @@ pub fn run(
     stop: &AtomicBool,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary, TrainError> {
+    let start = if resume {
+        Start::Resume(&ResumeChanges { length: None, workers: None })
+    } else {
+        Start::Fresh(Box::new(config))
+    };
+    train(start, dir, stop, observer)
+}
+
+/// The checkpoint a stopped run leaves, in words.
+fn kept(run_dir: &RunDir) -> String {
+    if run_dir.last().exists() {
+        format!("the last good checkpoint {} is kept", run_dir.last().display())
+    } else {
+        "no checkpoint had been written yet".to_string()
+    }
+}
+
+fn train(
+    start: Start<'_>,
+    dir: &Path,
+    stop: &AtomicBool,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary, TrainError> {
     let run_dir = RunDir { root: dir.to_path_buf() };
     let resume_err = |reason: String| TrainError::Resume { dir: dir.to_path_buf(), reason };
-    let (config, checkpoint) = if resume {
+    let resume = matches!(start, Start::Resume(_));
+    if resume && !dir.is_dir() {
+        return Err(resume_err("no such directory".into()));
+    }
+    if let Start::Fresh(config) = &start {
+        validate(config)?;
+    }
+    let _lock = RunLock::acquire(dir)?;
+    let mut removed = fsutil::remove_stale_temporaries(dir)?;
+    removed.extend(fsutil::remove_stale_temporaries(&dir.join("checkpoints"))?);
+    if !removed.is_empty() {
+        observer.message(&format!("removed {} temporary file(s) left by an interrupted run", removed.len()));
+    }
+    let mut changed = Vec::new();
+    let (config, checkpoint) = if let Start::Resume(changes) = start {
         let bytes =
             fsutil::read(&run_dir.config()).map_err(|e| resume_err(format!("no readable config.json ({e})")))?;
-        let config: TrainConfig =
+        let mut config: TrainConfig =
             serde_json::from_slice(&bytes).map_err(|e| resume_err(format!("config.json does not parse: {e}")))?;
+        if let Some(length) = changes.length.filter(|l| *l != config.length) {
+            changed.push(format!("length {:?} (was {:?})", length, config.length));
+            config.length = length;
+        }
+        if let Some(workers) = changes.workers.filter(|w| *w != config.workers) {
+            changed.push(format!("loader workers {workers} (was {})", config.workers));
+            config.workers = workers;
+        }
         let last = run_dir.last();
         if !last.exists() {
             return Err(resume_err("it has no checkpoints/last.safetensors".into()));
@@ -375,17 +542,17 @@ pub fn run(
         }
         (config, Some(ckpt))
     } else {
+        let Start::Fresh(config) = start else { unreachable!("a resume is handled above") };
+        let mut config = *config;
         if run_dir.last().exists() {
             return Err(TrainError::RunExists(dir.to_path_buf()));
         }
+        // Absolute, so that the run resumes from any working directory.
+        config.data = config.data.map(|d| std::path::absolute(&d).unwrap_or(d));
         (config, None)
     };
     validate(&config)?;
     config.precision.activate().map_err(TrainError::Config)?;
-    if checkpoint.is_none() {
-        let text = serde_json::to_string_pretty(&config).expect("config serialises");
-        fsutil::write_atomic(&run_dir.config(), text.as_bytes())?;
-    }
 
     let data = open_data(&config, observer)?;
     let channels = data.train.channels();
@@ -447,7 +614,7 @@ pub fn run(
         )));
     }
     let total = match config.length {
-        RunLength::Epochs(e) => e * per_epoch,
+        RunLength::Epochs(e) => e.saturating_mul(per_epoch),
         RunLength::Iterations(i) => i,
     };
     let mut schedule = Schedule::new(config.lr, config.decay.clone(), config.warmup.clone(), total, per_epoch);
@@ -473,6 +640,15 @@ pub fn run(
         }
         history = metrics::read(dir)?;
         history.truncate(progress.epoch as usize);
+        if progress.iteration > total {
+            return Err(resume_err(format!(
+                "the run has done {} iterations ({} epochs); a length of {total} iterations would end before that",
+                progress.iteration, progress.epoch
+            )));
+        }
+        if !changed.is_empty() {
+            observer.message(&format!("changed: {}; the run is now {total} iterations", changed.join(", ")));
+        }
         observer.message(&format!(
             "resuming {} at epoch {}, iteration {} of {total}",
             dir.display(),
@@ -481,14 +657,32 @@ pub fn run(
         ));
     }
 
+    check_schedule(&config, total, per_epoch)?;
+    let config_json = serde_json::to_value(&config)
+        .map_err(|e| TrainError::Config(format!("the configuration cannot be written as JSON: {e}")))?;
+    if checkpoint.is_none() || !changed.is_empty() {
+        let text = serde_json::to_string_pretty(&config_json).expect("a JSON value prints");
+        fsutil::write_atomic(&run_dir.config(), text.as_bytes())?;
+    }
     let save = |net: &ResNet, sgd: &Sgd, progress: &Progress, path: &Path| -> Result<(), TrainError> {
         let mut ckpt = Checkpoint::from_network(net, data.classes.clone(), preprocess.clone());
         let names = net.params().iter().map(|p| p.name.clone()).collect::<Vec<_>>();
         ckpt.training = Some(TrainingState {
             velocity: names.into_iter().zip(sgd.velocity.iter().cloned()).collect(),
             progress: progress.clone(),
-            config: serde_json::to_value(&config).expect("config serialises"),
+            config: config_json.clone(),
         });
+        // A diverging run can overflow a batch norm's running variance while the loss is still
+        // finite: such a network is not a good checkpoint.
+        if let Some((tensor, count)) = non_finite(&ckpt) {
+            return Err(TrainError::NonFinite {
+                tensor,
+                count,
+                iteration: progress.iteration,
+                epoch: progress.epoch + u64::from(progress.batch > 0),
+                kept: kept(&run_dir),
+            });
+        }
         ckpt.save(path)?;
         Ok(())
     };
@@ -505,9 +699,12 @@ pub fn run(
 
     while progress.iteration < total {
         let epoch = progress.epoch;
-        observer.epoch_start(epoch + 1, per_epoch, progress.batch);
+        let first_step = progress.iteration - progress.batch;
+        let batches = per_epoch.min(total - first_step);
+        observer.epoch_start(epoch + 1, batches, progress.batch);
         let epoch_start = Instant::now();
         let mut sums = progress.partial.clone();
+        let lr_start = schedule.lr(first_step);
         let mut lr = schedule.lr(progress.iteration);
         for batch in train_loader.epoch(epoch, progress.batch as usize) {
             let batch = batch?;
@@ -516,16 +713,11 @@ pub fn run(
             lr = schedule.lr(progress.iteration);
             let ce = train_step(&mut net, &mut sgd, &x, &batch.labels, lr, config.label_smoothing, &mut buffers);
             if !ce.loss.is_finite() {
-                let kept = if run_dir.last().exists() {
-                    format!("the last good checkpoint {} is kept", run_dir.last().display())
-                } else {
-                    "no checkpoint had been written yet".to_string()
-                };
                 return Err(TrainError::Diverged {
                     loss: ce.loss,
                     iteration: progress.iteration + 1,
                     epoch: epoch + 1,
-                    kept,
+                    kept: kept(&run_dir),
                 });
             }
             sums.loss += ce.loss * n as f64;
@@ -538,7 +730,7 @@ pub fn run(
             observer.step(&StepReport {
                 epoch: epoch + 1,
                 batch: progress.batch,
-                batches: per_epoch,
+                batches,
                 iteration: progress.iteration,
                 total_iterations: total,
                 lr,
@@ -573,6 +765,8 @@ pub fn run(
             epoch: epoch + 1,
             iteration: progress.iteration,
             lr: f64::from(lr),
+            lr_start: Some(f64::from(lr_start)),
+            lr_end: Some(f64::from(lr)),
             train_loss: sums.loss / sums.samples.max(1) as f64,
             train_error: 100.0 * sums.errors as f64 / sums.samples.max(1) as f64,
             test_loss: test.loss,

@@ -1,0 +1,153 @@
+//! The edges of a run: schedules that do not fit its length, divergence that reaches the
+//! batch-norm statistics, one run per directory, leftovers of killed runs, extending a finished
+//! run, the epoch lengths the observer is told, and the rates each epoch logs.
+
+use resnet_models::TensorData;
+use resnet_train::checkpoint::Checkpoint;
+use resnet_train::config::{RunLength, TrainConfig};
+use resnet_train::lock::RunLock;
+use resnet_train::schedule::{Decay, Milestone};
+use resnet_train::trainer::{self, Observer, Outcome, ResumeChanges, TrainError};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+/// 10 steps per epoch on 16-pixel images.
+fn tiny() -> TrainConfig {
+    TrainConfig {
+        model: "cifar-resnet8".into(),
+        synthetic_train: 320,
+        synthetic_test: 64,
+        synthetic_size: 16,
+        batch_size: 32,
+        eval_batch_size: 64,
+        length: RunLength::Epochs(1),
+        seed: 3,
+        workers: 1,
+        ..TrainConfig::quickstart()
+    }
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("resnet-edges-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn go(config: TrainConfig, d: &std::path::Path) -> Result<trainer::RunSummary, TrainError> {
+    trainer::run(config, d, false, &AtomicBool::new(false), &mut trainer::Silent)
+}
+
+#[test]
+fn milestones_beyond_the_run_are_an_error() {
+    let d = dir("milestones");
+    let config =
+        TrainConfig { decay: Decay::Step { milestones: vec![Milestone::Iteration(32_000)], gamma: 0.1 }, ..tiny() };
+    let err = go(config, &d).unwrap_err();
+    assert!(matches!(err, TrainError::Config(_)), "{err}");
+    assert!(err.to_string().contains("32000") && err.to_string().contains("10 iterations"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_diverging_run_keeps_no_non_finite_checkpoint() {
+    let d = dir("nonfinite");
+    // Two steps per epoch: epochs end while the loss is still finite and the weights are not.
+    let config = TrainConfig { lr: 1e10, synthetic_train: 64, length: RunLength::Epochs(8), ..tiny() };
+    let err = go(config, &d).unwrap_err();
+    assert!(matches!(err, TrainError::Diverged { .. } | TrainError::NonFinite { .. }), "{err}");
+    for name in ["last", "best"] {
+        let path = d.join(format!("checkpoints/{name}.safetensors"));
+        if !path.exists() {
+            continue;
+        }
+        let ckpt = Checkpoint::load(&path).unwrap();
+        for t in &ckpt.state {
+            if let TensorData::F32(v) = &t.data {
+                assert!(v.iter().all(|x| x.is_finite()), "{name}: {} is not finite", t.name);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_locked_run_directory_is_refused_and_names_the_holder() {
+    let d = dir("lock");
+    let held = RunLock::acquire(&d).unwrap();
+    let err = go(tiny(), &d).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TrainError::Locked { .. }), "{msg}");
+    assert!(msg.contains(&format!("pid {}", std::process::id())) && msg.contains(&d.display().to_string()), "{msg}");
+    drop(held);
+    go(TrainConfig { length: RunLength::Iterations(1), ..tiny() }, &d).unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_finished_run_can_be_extended_and_only_forward() {
+    let d = dir("extend");
+    let first = go(tiny(), &d).unwrap();
+    assert_eq!(first.history.len(), 1);
+    let stop = AtomicBool::new(false);
+    let longer = ResumeChanges { length: Some(RunLength::Epochs(2)), ..ResumeChanges::default() };
+    let s = trainer::resume(&d, &longer, &stop, &mut trainer::Silent).unwrap();
+    assert_eq!(s.outcome, Outcome::Finished);
+    assert_eq!(s.history.iter().map(|m| m.iteration).collect::<Vec<_>>(), [10, 20]);
+    let shorter = ResumeChanges { length: Some(RunLength::Iterations(5)), ..ResumeChanges::default() };
+    let err = trainer::resume(&d, &shorter, &stop, &mut trainer::Silent).unwrap_err();
+    assert!(err.to_string().contains("20 iterations"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn the_data_path_is_stored_absolute() {
+    let d = dir("absolute");
+    let config = TrainConfig { data: Some(PathBuf::from("relative/data")), ..tiny() };
+    go(config, &d).unwrap();
+    let stored: TrainConfig = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+    assert!(stored.data.as_ref().unwrap().is_absolute(), "{:?}", stored.data);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Records the batch counts of each epoch as announced, and the steps seen.
+#[derive(Default)]
+struct Epochs {
+    announced: Vec<u64>,
+    steps: Vec<u64>,
+}
+
+impl Observer for Epochs {
+    fn epoch_start(&mut self, _epoch: u64, batches: u64, _start: u64) {
+        self.announced.push(batches);
+        self.steps.push(0);
+    }
+    fn step(&mut self, _r: &trainer::StepReport) {
+        *self.steps.last_mut().unwrap() += 1;
+    }
+}
+
+#[test]
+fn an_epoch_cut_short_by_the_run_length_is_announced_with_its_real_length() {
+    let d = dir("short-epoch");
+    let mut seen = Epochs::default();
+    let config = TrainConfig { length: RunLength::Iterations(13), ..tiny() };
+    trainer::run(config, &d, false, &AtomicBool::new(false), &mut seen).unwrap();
+    assert_eq!(seen.announced, [10, 3]);
+    assert_eq!(seen.steps, seen.announced);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn each_epoch_logs_the_rate_it_started_and_ended_with() {
+    let d = dir("lr-range");
+    let config = TrainConfig {
+        length: RunLength::Epochs(2),
+        decay: Decay::Step { milestones: vec![Milestone::Iteration(5)], gamma: 0.1 },
+        ..tiny()
+    };
+    let s = go(config, &d).unwrap();
+    let ranges: Vec<_> = s.history.iter().map(|m| (m.lr_start, m.lr_end, m.lr)).collect();
+    let (a, b) = (0.1f32 as f64, (0.1f32 * 0.1) as f64);
+    assert_eq!(ranges, [(Some(a), Some(b), b), (Some(b), Some(b), b)]);
+    let _ = std::fs::remove_dir_all(&d);
+}
