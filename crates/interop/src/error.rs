@@ -146,6 +146,14 @@ pub enum InteropError {
         /// Every missing, unexpected and mis-shaped tensor.
         mismatch: StateDictError,
     },
+    /// A torchvision file was asked for a network torchvision's class does not reproduce.
+    #[error("{model} cannot be written as a torchvision state dict: {reason}")]
+    NotTorchvision {
+        /// The network.
+        model: String,
+        /// What torchvision's class would do differently.
+        reason: String,
+    },
     /// The network cannot be built (unknown name, bad options).
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -35,13 +35,13 @@ mod safetensors_file;
 
 pub use error::InteropError;
 pub use infer::infer_spec;
-pub use onnx::{export_onnx, onnx_model, OnnxOptions};
+pub use onnx::{export_onnx, onnx_model, InputFormat, OnnxOptions, Preprocessing};
 pub use preset::{imagenet_classes, torchvision_preset, IMAGENET_MEAN, IMAGENET_STD};
 pub use pth::{parse_pth, read_pth};
 pub use safetensors_file::{parse_safetensors, read_safetensors, safetensors_bytes, write_safetensors};
 
 use resnet_models::zoo::{self, ModelOptions};
-use resnet_models::{NamedTensor, ResNet};
+use resnet_models::{BlockKind, Family, NamedTensor, ResNet, ResNetSpec, StridePlacement};
 use std::path::Path;
 
 /// How files of `torch.save` before PyTorch 1.6 begin: `PROTO 2`, then `LONG1` of 10 bytes (its
@@ -134,7 +134,28 @@ pub fn load_weights(path: &Path, model: Option<&str>) -> Result<ResNet, InteropE
 /// # Errors
 /// [`InteropError::Write`] naming the file.
 pub fn export_torchvision(net: &ResNet, path: &Path) -> Result<(), InteropError> {
+    if let Some(reason) = torchvision_difference(net.spec()) {
+        return Err(InteropError::NotTorchvision { model: net.spec().name.clone(), reason });
+    }
     write_safetensors(path, &net.state_dict())
+}
+
+/// Why torchvision's class of the same name would compute something else from this network's
+/// state dict, for the one case where every key and shape still matches: the paper's v1 stride
+/// placement in ImageNet bottleneck nets (torchvision's `resnet50/101/152` are v1.5). Every
+/// other difference (shortcut options A and C, plain nets) changes the keys, so torchvision's
+/// strict `load_state_dict` refuses the file by itself.
+pub fn torchvision_difference(spec: &ResNetSpec) -> Option<String> {
+    (spec.family == Family::ImageNet
+        && spec.block == BlockKind::Bottleneck
+        && spec.stride_placement == StridePlacement::V1)
+        .then(|| {
+            "it uses the paper's v1 stride placement (stride 2 on the first 1x1 convolution of a \
+             downsampling bottleneck), while torchvision's ResNet-50/101/152 put it on the 3x3 \
+             convolution (v1.5): every key and shape would match, but torchvision's model would \
+             compute different outputs"
+                .to_string()
+        })
 }
 
 #[cfg(test)]

@@ -16,6 +16,12 @@
 //!
 //! Initializer names are torchvision's state-dict keys (`layer1.0.conv1.weight`), nodes are
 //! named after their layers (`layer1.0.conv1`).
+//!
+//! Without [`OnnxOptions::preprocessing`] the graph takes inputs already normalised the way the
+//! network was trained. With it, the normalisation is inside the graph (see [`Preprocessing`]):
+//! `input` is then raw pixel values, `uint8` NHWC `[batch, height, width, channels]` or `float`
+//! NCHW on the 0..255 scale, and the graph computes `(pixel - offset) * scale` before the first
+//! convolution. Resizing and cropping stay outside: the image must already have the input size.
 
 pub mod proto;
 
@@ -33,11 +39,50 @@ pub const OPSET: i64 = 17;
 pub const IR_VERSION: i64 = 8;
 
 /// Choices for [`onnx_model`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct OnnxOptions {
     /// Fixed `(height, width)` of the input; `None` leaves them symbolic (any size works: the
-    /// network ends in global average pooling).
+    /// network ends in global average pooling). A per-pixel offset fixes them to its size.
     pub input_size: Option<(usize, usize)>,
+    /// Normalisation inside the graph, taking raw pixels; `None`: the input is already normalised.
+    pub preprocessing: Option<Preprocessing>,
+    /// Extra `metadata_props` entries (key, value).
+    pub metadata: Vec<(String, String)>,
+}
+
+/// The layout and type of the graph's `input` when it includes preprocessing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// `uint8` `[batch, height, width, channels]`: decoded image bytes as they come.
+    Uint8Nhwc,
+    /// `float` `[batch, channels, height, width]` holding pixel values on the 0..255 scale.
+    FloatNchw,
+}
+
+impl InputFormat {
+    /// The command-line spelling (`uint8-nhwc`, `float-nchw`).
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Uint8Nhwc => "uint8-nhwc",
+            InputFormat::FloatNchw => "float-nchw",
+        }
+    }
+}
+
+/// Normalisation in the graph: `x = (pixel - offset) * scale` with pixels on the 0..255 scale.
+/// `offset` and `scale` hold one value, one per channel, or (offset only) one per pixel and
+/// channel, HWC order: the paper's per-pixel mean is `offset` = the mean image and `scale` = 1/64;
+/// torchvision's `(p / 255 - mean) / std` is `offset` = 255 mean and `scale` = 1 / (255 std).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocessing {
+    /// The graph input's layout and type.
+    pub format: InputFormat,
+    /// Subtracted from the pixels.
+    pub offset: Vec<f32>,
+    /// `(height, width)` of a per-pixel `offset`; `None` when it is per channel or one value.
+    pub offset_size: Option<(usize, usize)>,
+    /// Multiplies the difference (one value or one per channel).
+    pub scale: Vec<f32>,
 }
 
 fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
@@ -62,6 +107,36 @@ fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
     }
 }
 
+fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: data_type::FLOAT,
+        name: name.into(),
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// `[1, C, H, W]` (or `[1, C, 1, 1]`, `[1]`) broadcast shape of per-pixel HWC, per-channel or
+/// single values, and the values in that NCHW order.
+fn nchw_constant(values: &[f32], channels: usize, size: Option<(usize, usize)>) -> (Vec<usize>, Vec<f32>) {
+    match size {
+        Some((h, w)) => {
+            let mut out = vec![0.0; values.len()];
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..channels {
+                        out[(c * h + y) * w + x] = values[(y * w + x) * channels + c];
+                    }
+                }
+            }
+            (vec![1, channels, h, w], out)
+        }
+        None if values.len() == 1 => (vec![1], values.to_vec()),
+        None => (vec![1, values.len(), 1, 1], values.to_vec()),
+    }
+}
+
 fn dim(size: Option<usize>, param: &str) -> Dimension {
     Dimension {
         value: Some(match size {
@@ -72,13 +147,14 @@ fn dim(size: Option<usize>, param: &str) -> Dimension {
 }
 
 fn float_value(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+    typed_value(name, data_type::FLOAT, dims)
+}
+
+fn typed_value(name: &str, elem_type: i32, dims: Vec<Dimension>) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto { dim: dims }),
-            }),
+            tensor_type: Some(TensorTypeProto { elem_type, shape: Some(TensorShapeProto { dim: dims }) }),
         }),
         doc_string: String::new(),
     }
@@ -208,7 +284,21 @@ pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
         nodes: Vec::new(),
         initializers: Vec::new(),
     };
-    let mut x = b.unit(&net.stem.unit, "input");
+    let mut x = "input".to_string();
+    if let Some(pre) = &opts.preprocessing {
+        let c = spec.in_channels;
+        if pre.format == InputFormat::Uint8Nhwc {
+            x = b.node("Cast", "preprocess.cast", &[&x], vec![attr_int("to", i64::from(data_type::FLOAT))]);
+            x = b.node("Transpose", "preprocess.nchw", &[&x], vec![attr_ints("perm", &[0, 3, 1, 2])]);
+        }
+        let (dims, offset) = nchw_constant(&pre.offset, c, pre.offset_size);
+        b.initializers.push(float_tensor("preprocess.offset", &dims, &offset));
+        let (dims, scale) = nchw_constant(&pre.scale, c, None);
+        b.initializers.push(float_tensor("preprocess.scale", &dims, &scale));
+        x = b.node("Sub", "preprocess.sub", &[&x, "preprocess.offset"], vec![]);
+        x = b.node("Mul", "preprocess.mul", &[&x, "preprocess.scale"], vec![]);
+    }
+    x = b.unit(&net.stem.unit, &x);
     x = b.node("Relu", "relu", &[&x], vec![]);
     if let Some(pool) = &net.stem.pool {
         let (k, s, p) = (pool.k as i64, pool.stride as i64, pool.pad as i64);
@@ -234,14 +324,24 @@ pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
     let left: Vec<&String> = b.state.keys().filter(|k| !k.ends_with("num_batches_tracked")).collect();
     assert!(left.is_empty(), "state tensors missing from the ONNX graph: {left:?}");
 
-    let (h, w) = match opts.input_size {
+    let fixed = opts.preprocessing.as_ref().and_then(|p| p.offset_size).or(opts.input_size);
+    let (h, w) = match fixed {
         Some((h, w)) => (Some(h), Some(w)),
         None => (None, None),
     };
-    let input = float_value(
-        "input",
-        vec![dim(None, "batch"), dim(Some(spec.in_channels), ""), dim(h, "height"), dim(w, "width")],
-    );
+    let c = Some(spec.in_channels);
+    let input = match opts.preprocessing.as_ref().map(|p| p.format) {
+        Some(InputFormat::Uint8Nhwc) => typed_value(
+            "input",
+            data_type::UINT8,
+            vec![dim(None, "batch"), dim(h, "height"), dim(w, "width"), dim(c, "")],
+        ),
+        _ => float_value("input", vec![dim(None, "batch"), dim(c, ""), dim(h, "height"), dim(w, "width")]),
+    };
+    let input_doc = match opts.preprocessing.as_ref().map(|p| p.format) {
+        Some(f) => format!("{} raw pixels (0..255), normalised inside the graph", f.name()),
+        None => "NCHW float, already normalised as in training".to_string(),
+    };
     let output = float_value("logits", vec![dim(None, "batch"), dim(Some(spec.num_classes), "")]);
     let spec_json = serde_json::to_string(spec).expect("a spec serialises");
     ModelProto {
@@ -252,7 +352,7 @@ pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
         domain: String::new(),
         model_version: 1,
         doc_string: format!(
-            "{} (He et al. 2015, Deep Residual Learning for Image Recognition), eval mode; input NCHW float",
+            "{} (He et al. 2015, Deep Residual Learning for Image Recognition), eval mode; input {input_doc}",
             spec.name
         ),
         graph: Some(GraphProto {
@@ -264,7 +364,11 @@ pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
             output: vec![output],
             value_info: Vec::new(),
         }),
-        metadata_props: vec![StringStringEntryProto { key: "resnet.spec".into(), value: spec_json }],
+        metadata_props: std::iter::once(("resnet.spec".to_string(), spec_json))
+            .chain(std::iter::once(("resnet.input".to_string(), input_doc)))
+            .chain(opts.metadata.iter().cloned())
+            .map(|(key, value)| StringStringEntryProto { key, value })
+            .collect(),
     }
 }
 
@@ -311,9 +415,36 @@ mod tests {
         assert!(!ops(&onnx_model(&plain, &OnnxOptions::default())).contains(&"Add"));
         let opts = ModelOptions { shortcut: Some(resnet_models::Shortcut::C), ..Default::default() };
         let c = ResNet::new(spec("resnet20", &opts).unwrap()).unwrap();
-        let m = onnx_model(&c, &OnnxOptions { input_size: Some((32, 32)) });
+        let m = onnx_model(&c, &OnnxOptions { input_size: Some((32, 32)), ..Default::default() });
         let ops = ops(&m);
         assert_eq!(ops.iter().filter(|&&o| o == "Conv").count(), 19 + 9);
         assert!(!ops.contains(&"Pad"));
+    }
+
+    #[test]
+    fn preprocessing_takes_uint8_nhwc_and_fixes_the_size_of_a_mean_image() {
+        let net = ResNet::new(spec("resnet20", &ModelOptions::default()).unwrap()).unwrap();
+        let mean: Vec<f32> = (0..4 * 5 * 3).map(|i| i as f32).collect();
+        let pre = Preprocessing {
+            format: InputFormat::Uint8Nhwc,
+            offset: mean,
+            offset_size: Some((4, 5)),
+            scale: vec![1.0 / 64.0],
+        };
+        let m = onnx_model(&net, &OnnxOptions { preprocessing: Some(pre), ..Default::default() });
+        assert_eq!(&ops(&m)[..5], ["Cast", "Transpose", "Sub", "Mul", "Conv"]);
+        let g = m.graph.unwrap();
+        let t = g.input[0].r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
+        assert_eq!(t.elem_type, data_type::UINT8);
+        let dims: Vec<Option<DimensionValue>> = t.shape.as_ref().unwrap().dim.iter().map(|d| d.value.clone()).collect();
+        assert_eq!(
+            dims[1..],
+            [Some(DimensionValue::DimValue(4)), Some(DimensionValue::DimValue(5)), Some(DimensionValue::DimValue(3))]
+        );
+        let offset = g.initializer.iter().find(|t| t.name == "preprocess.offset").unwrap();
+        assert_eq!(offset.dims, [1, 3, 4, 5]);
+        // NCHW element (c=1, y=0, x=1) is HWC element (0, 1, 1) = 4.
+        let v: Vec<f32> = offset.raw_data.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(v[20 + 1], 4.0);
     }
 }

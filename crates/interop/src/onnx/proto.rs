@@ -162,6 +162,8 @@ pub struct AttributeProto {
 pub mod data_type {
     /// 32-bit float.
     pub const FLOAT: i32 = 1;
+    /// 8-bit unsigned integer.
+    pub const UINT8: i32 = 2;
     /// 64-bit signed integer.
     pub const INT64: i32 = 7;
 }

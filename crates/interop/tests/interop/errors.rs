@@ -142,3 +142,17 @@ fn a_pth_that_would_run_a_shell_command_is_refused() {
     let (e, m) = message(read_state_dict(&path));
     assert!(matches!(e, InteropError::BadPickle { .. }) && m.contains("not a plain name"), "{m}");
 }
+
+#[test]
+fn a_v1_bottleneck_net_is_not_written_as_a_torchvision_file() {
+    // Every key and shape of the paper's ResNet-50 matches torchvision's resnet50, whose v1.5
+    // stride placement computes something else from them.
+    let net = resnet_models::ResNet::new(zoo::spec("resnet50", &ModelOptions::default()).unwrap()).unwrap();
+    let dir = TempDir::new("v1");
+    let path = dir.path("r50.safetensors");
+    let (_, m) = message(resnet_interop::export_torchvision(&net, &path));
+    assert!(m.contains("resnet50") && m.contains("v1 stride placement") && m.contains("v1.5"), "{m}");
+    assert!(!path.exists());
+    let net = resnet_models::ResNet::new(zoo::spec("resnet50-v1.5", &ModelOptions::default()).unwrap()).unwrap();
+    resnet_interop::export_torchvision(&net, &path).unwrap();
+}
