@@ -38,6 +38,7 @@
 mod augment;
 mod cifar;
 mod datasets;
+#[cfg(feature = "download")]
 mod download;
 mod error;
 mod folder;
@@ -54,6 +55,7 @@ mod transform;
 pub use augment::{EvalView, TrainAugment};
 pub use cifar::{parse_cifar, CifarFormat, CifarRecords};
 pub use datasets::{open, validation_split, DatasetKind, OpenOptions, Splits, SyntheticConfig};
+#[cfg(feature = "download")]
 pub use download::{download, download_from, downloadable, fetch_verified, DOWNLOAD_BASE_ENV};
 pub use error::DataError;
 pub use idx::{parse_idx, read_idx, IdxArray};

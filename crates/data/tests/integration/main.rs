@@ -3,6 +3,7 @@
 mod bad_input;
 mod cifar10_jpg;
 mod common;
+#[cfg(feature = "download")]
 mod download;
 mod formats;
 mod loader;
