@@ -62,6 +62,13 @@ fn main() -> ExitCode {
             eprintln!("error: --threads must be at least 1");
             return ExitCode::from(2);
         }
+        // More threads than this only queue for the same cores, and an absurd count would take
+        // minutes (and the memory of every stack) to create.
+        let most = resnet_train::system::max_threads();
+        if n > most {
+            eprintln!("error: --threads (or RESNET_NUM_THREADS) {n}: at most {most} (4 per core of this machine)");
+            return ExitCode::from(2);
+        }
         if let Err(e) = resnet_kernels::threads::set_num_threads(n) {
             eprintln!("error: {e}");
             return ExitCode::from(2);

@@ -16,6 +16,17 @@ pub enum RunLength {
     Iterations(u64),
 }
 
+impl std::fmt::Display for RunLength {
+    /// `1 epoch`, `30 epochs`, `64000 iterations`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (n, unit) = match *self {
+            RunLength::Epochs(n) => (n, "epoch"),
+            RunLength::Iterations(n) => (n, "iteration"),
+        };
+        write!(f, "{n} {unit}{}", if n == 1 { "" } else { "s" })
+    }
+}
+
 /// Input normalisation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Normalization {

@@ -525,7 +525,7 @@ fn train(
         let mut config: TrainConfig =
             serde_json::from_slice(&bytes).map_err(|e| resume_err(format!("config.json does not parse: {e}")))?;
         if let Some(length) = changes.length.filter(|l| *l != config.length) {
-            changed.push(format!("length {:?} (was {:?})", length, config.length));
+            changed.push(format!("length {length} (was {})", config.length));
             config.length = length;
         }
         if let Some(workers) = changes.workers.filter(|w| *w != config.workers) {

@@ -6,7 +6,8 @@ use resnet_data::{EvalView, TrainAugment};
 use resnet_models::{zoo, Shortcut};
 use resnet_train::config::{Normalization, Precision, RunLength, TrainConfig};
 use resnet_train::schedule::{Decay, Milestone, Warmup};
-use resnet_train::trainer::{self, Outcome};
+use resnet_train::system::max_threads;
+use resnet_train::trainer::{self, Outcome, ResumeChanges};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -91,9 +92,9 @@ pub enum NormalizeKind {
 /// Arguments of `resnet train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Recipe the defaults come from.
-    #[arg(long, value_enum, default_value_t = Recipe::Quickstart)]
-    recipe: Recipe,
+    /// Recipe the defaults come from [default: quickstart].
+    #[arg(long, value_enum)]
+    recipe: Option<Recipe>,
     /// Model (see `resnet models`); default resnet20 (resnet50 for imagenet-paper).
     #[arg(long)]
     model: Option<String>,
@@ -143,7 +144,7 @@ pub struct Args {
     #[arg(long)]
     eval_batch_size: Option<usize>,
     /// Base learning rate.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_lr)]
     lr: Option<f32>,
     /// Learning-rate decay.
     #[arg(long, value_enum)]
@@ -151,26 +152,26 @@ pub struct Args {
     /// Step milestones: iterations (32000,48000), fractions of the run (0.5,0.75) or epochs (30ep,60ep).
     #[arg(long, value_delimiter = ',')]
     milestones: Option<Vec<Milestone>>,
-    /// Decay factor of step and plateau schedules.
-    #[arg(long)]
+    /// Decay factor of step and plateau schedules, in (0, 1].
+    #[arg(long, value_parser = decay_factor)]
     gamma: Option<f32>,
     /// Warm-up: none, paper (0.01 until training error < 80%), or a number of iterations (linear).
     #[arg(long)]
     warmup: Option<String>,
-    /// Momentum.
-    #[arg(long)]
+    /// Momentum, in [0, 1).
+    #[arg(long, value_parser = momentum)]
     momentum: Option<f32>,
     /// Nesterov momentum.
     #[arg(long)]
     nesterov: bool,
-    /// Weight decay.
-    #[arg(long)]
+    /// Weight decay, at least 0.
+    #[arg(long, value_parser = weight_decay, allow_hyphen_values = true)]
     weight_decay: Option<f32>,
     /// Do not decay batch-norm parameters and biases.
     #[arg(long)]
     no_decay_bn_bias: bool,
-    /// Label smoothing.
-    #[arg(long)]
+    /// Label smoothing, in [0, 1).
+    #[arg(long, value_parser = label_smoothing)]
     label_smoothing: Option<f32>,
     /// Training augmentation.
     #[arg(long, value_enum)]
@@ -187,8 +188,8 @@ pub struct Args {
     /// Seed of initialisation, shuffling and augmentation.
     #[arg(long)]
     seed: Option<u64>,
-    /// Loader worker threads.
-    #[arg(long)]
+    /// Loader worker threads (at most 4 per core).
+    #[arg(long, value_parser = workers)]
     workers: Option<usize>,
     /// Also keep a checkpoint every K epochs.
     #[arg(long)]
@@ -202,13 +203,136 @@ pub struct Args {
     pub quiet: bool,
 }
 
+fn number(s: &str) -> Result<f32, String> {
+    s.parse::<f32>().ok().filter(|x| x.is_finite()).ok_or_else(|| format!("'{s}' is not a number"))
+}
+
+fn positive_lr(s: &str) -> Result<f32, String> {
+    number(s).and_then(|x| if x > 0.0 { Ok(x) } else { Err("the learning rate must be above 0".into()) })
+}
+
+fn decay_factor(s: &str) -> Result<f32, String> {
+    number(s).and_then(|x| {
+        if x > 0.0 && x <= 1.0 {
+            Ok(x)
+        } else {
+            Err("the decay factor must lie in (0, 1]: the rate is multiplied by it".into())
+        }
+    })
+}
+
+fn momentum(s: &str) -> Result<f32, String> {
+    number(s).and_then(|x| if (0.0..1.0).contains(&x) { Ok(x) } else { Err("the momentum must lie in [0, 1)".into()) })
+}
+
+fn weight_decay(s: &str) -> Result<f32, String> {
+    number(s).and_then(|x| if x >= 0.0 { Ok(x) } else { Err("the weight decay must be at least 0".into()) })
+}
+
+fn label_smoothing(s: &str) -> Result<f32, String> {
+    number(s)
+        .and_then(|x| if (0.0..1.0).contains(&x) { Ok(x) } else { Err("label smoothing must lie in [0, 1)".into()) })
+}
+
+fn workers(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("'{s}' is not a count"))?;
+    let most = max_threads();
+    if n > most {
+        return Err(format!("at most {most} (4 per core of this machine)"));
+    }
+    Ok(n)
+}
+
+/// Flags that contradict each other or the run: `resnet train` reports it as clap reports a
+/// bad flag (exit status 2).
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(message: String) -> anyhow::Error {
+    UsageError(message).into()
+}
+
+/// Milestones of one kind that do not increase (`--milestones 2,1`); milestones of different
+/// kinds are compared once the run's length is known.
+fn check_milestones(milestones: &[Milestone]) -> anyhow::Result<()> {
+    for pair in milestones.windows(2) {
+        let ordered = match (pair[0], pair[1]) {
+            (Milestone::Iteration(a), Milestone::Iteration(b)) | (Milestone::Epoch(a), Milestone::Epoch(b)) => a < b,
+            (Milestone::Fraction(a), Milestone::Fraction(b)) => a < b,
+            _ => true,
+        };
+        if !ordered {
+            return Err(usage(format!(
+                "invalid value for '--milestones': {} does not come after {}; milestones must increase",
+                pair[1], pair[0]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The flags a resumed run refuses: its configuration is the one in `config.json`, and only the
+/// length and the loader workers may change. Every flag of [`Args`] that changes the
+/// configuration belongs in this list.
+fn fixed_flags(a: &Args) -> Vec<&'static str> {
+    let given = [
+        ("--recipe", a.recipe.is_some()),
+        ("--model", a.model.is_some()),
+        ("--shortcut", a.shortcut.is_some()),
+        ("--zero-init-residual", a.zero_init_residual),
+        ("--dataset", a.dataset.is_some()),
+        ("--data", a.data.is_some()),
+        ("--synthetic-train", a.synthetic_train.is_some()),
+        ("--synthetic-test", a.synthetic_test.is_some()),
+        ("--synthetic-size", a.synthetic_size.is_some()),
+        ("--val-split", a.val_split.is_some()),
+        ("--skip-bad", a.skip_bad),
+        ("--batch-size", a.batch_size.is_some()),
+        ("--eval-batch-size", a.eval_batch_size.is_some()),
+        ("--lr", a.lr.is_some()),
+        ("--schedule", a.schedule.is_some()),
+        ("--milestones", a.milestones.is_some()),
+        ("--gamma", a.gamma.is_some()),
+        ("--warmup", a.warmup.is_some()),
+        ("--momentum", a.momentum.is_some()),
+        ("--nesterov", a.nesterov),
+        ("--weight-decay", a.weight_decay.is_some()),
+        ("--no-decay-bn-bias", a.no_decay_bn_bias),
+        ("--label-smoothing", a.label_smoothing.is_some()),
+        ("--augment", a.augment.is_some()),
+        ("--pca", a.pca),
+        ("--eval-view", a.eval_view.is_some()),
+        ("--normalize", a.normalize.is_some()),
+        ("--seed", a.seed.is_some()),
+        ("--checkpoint-every", a.checkpoint_every.is_some()),
+        ("--precision", a.precision.is_some()),
+    ];
+    given.into_iter().filter(|(_, g)| *g).map(|(name, _)| name).collect()
+}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 fn depth_of(model: &str) -> usize {
     zoo::spec(model, &zoo::ModelOptions::default()).map(|s| s.depth()).unwrap_or(0)
 }
 
 /// The configuration the arguments describe.
 pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
-    let mut c = match a.recipe {
+    let mut c = match a.recipe.unwrap_or(Recipe::Quickstart) {
         Recipe::Quickstart => {
             let mut c = TrainConfig::quickstart();
             if let Some(m) = &a.model {
@@ -227,6 +351,9 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
     c.zero_init_residual |= a.zero_init_residual;
     if let Some(d) = &a.dataset {
         c.dataset = d.clone();
+    } else if let Some(path) = &a.data {
+        // Files without a format name: recognise the format or refuse, never fall back silently.
+        c.dataset = super::data::resolve_dataset(None, Some(path))?.to_string();
     }
     c.data = a.data.clone().or(c.data);
     c.synthetic_train = a.synthetic_train.unwrap_or(c.synthetic_train);
@@ -236,6 +363,28 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
     c.skip_bad |= a.skip_bad;
     c.batch_size = a.batch_size.unwrap_or(c.batch_size);
     c.eval_batch_size = a.eval_batch_size.unwrap_or(c.eval_batch_size);
+    // A recipe's milestones in iterations belong to the recipe's length: a shorter or longer run
+    // keeps their place as fractions of the run.
+    if let (RunLength::Iterations(recipe_total), Decay::Step { milestones, .. }) = (c.length, &mut c.decay) {
+        let resized = a.epochs.is_some() || a.iterations.is_some_and(|i| i != recipe_total);
+        if resized && a.milestones.is_none() && milestones.iter().any(|m| matches!(m, Milestone::Iteration(_))) {
+            let before = milestones.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            for m in milestones.iter_mut() {
+                if let Milestone::Iteration(i) = *m {
+                    *m = Milestone::Fraction(i as f64 / recipe_total as f64);
+                }
+            }
+            let after = milestones.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            eprintln!(
+                "the {} recipe's milestones {before} (of its {recipe_total} iterations) are scaled to {after} of this \
+                 run; --milestones sets others",
+                c.recipe
+            );
+        }
+    }
+    if let Some(m) = &a.milestones {
+        check_milestones(m)?;
+    }
     if let Some(e) = a.epochs {
         c.length = RunLength::Epochs(e);
     }
@@ -332,8 +481,29 @@ fn timestamp() -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    match start(args) {
+        Err(e) => match e.downcast::<UsageError>() {
+            Ok(UsageError(message)) => clap::Error::raw(clap::error::ErrorKind::ValueValidation, message + "\n").exit(),
+            Err(e) => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
     let (config, dir, resume) = match &args.resume {
-        Some(dir) => (TrainConfig::quickstart(), dir.clone(), true),
+        Some(dir) => {
+            let fixed = fixed_flags(&args);
+            if !fixed.is_empty() {
+                return Err(usage(format!(
+                    "--resume continues {} as its config.json says; it takes --epochs or --iterations (to extend the \
+                     run) and --workers, not {}",
+                    dir.display(),
+                    fixed.join(", ")
+                )));
+            }
+            (TrainConfig::quickstart(), dir.clone(), true)
+        }
         None => {
             let c = config_from(&args)?;
             let dir = args
@@ -351,15 +521,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("\nsecond interrupt: exiting without a checkpoint");
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupt: finishing the step and writing a checkpoint (Ctrl-C again to quit at once)");
+            eprintln!("\ninterrupt: finishing the step and writing a checkpoint (interrupt again to quit at once)");
         })
-        .context("cannot install the Ctrl-C handler")?;
+        .context("cannot install the interrupt handler")?;
     }
     if !resume {
         eprintln!("training {} on {} ({} recipe) into {}", config.model, config.dataset, config.recipe, dir.display());
     }
     let mut bars = EpochBars::new(args.quiet);
-    let summary = trainer::run(config, &dir, resume, &stop, &mut bars)?;
+    let summary = if resume {
+        let changes = ResumeChanges {
+            length: args.epochs.map(RunLength::Epochs).or(args.iterations.map(RunLength::Iterations)),
+            workers: args.workers,
+        };
+        trainer::resume(&dir, &changes, &stop, &mut bars)?
+    } else {
+        trainer::run(config, &dir, false, &stop, &mut bars)?
+    };
     bars.finish();
     let last = summary.history.last();
     match summary.outcome {
@@ -369,8 +547,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Outcome::Finished => {
             if let Some(m) = last {
                 println!(
-                    "done: {} epochs, {} iterations, final test error {:.2}% (top-5 {:.2}%), training error {:.2}%",
-                    m.epoch, m.iteration, m.test_error, m.test_top5_error, m.train_error
+                    "done: {}, {}, final test error {:.2}% (top-5 {:.2}%), training error {:.2}%",
+                    plural(m.epoch, "epoch"),
+                    plural(m.iteration, "iteration"),
+                    m.test_error,
+                    m.test_top5_error,
+                    m.train_error
                 );
             }
         }
@@ -386,6 +568,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("next:");
         println!("  resnet eval --checkpoint {} --dataset <name> --data <path>", summary.last_checkpoint.display());
         println!("  resnet download cifar10 --data data && resnet train --recipe cifar-paper --data data/cifar-10-batches-bin");
+    }
+    if summary.outcome == Outcome::Interrupted {
+        // 128 + SIGINT, as a shell reports an interrupted command: a script can tell a stopped
+        // run from a finished one.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(130);
     }
     Ok(())
 }
