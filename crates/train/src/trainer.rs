@@ -509,6 +509,10 @@ fn train(
     if resume && !dir.is_dir() {
         return Err(resume_err("no such directory".into()));
     }
+    // Checked before locking, so that a mistyped path gets no lock file.
+    if resume && !run_dir.config().is_file() {
+        return Err(resume_err("it has no config.json: it is not a run directory".into()));
+    }
     if let Start::Fresh(config) = &start {
         validate(config)?;
     }

@@ -151,3 +151,14 @@ fn each_epoch_logs_the_rate_it_started_and_ended_with() {
     assert_eq!(ranges, [(Some(a), Some(b), b), (Some(b), Some(b), b)]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn resuming_a_directory_that_holds_no_run_leaves_nothing_there() {
+    let d = dir("not-a-run");
+    std::fs::create_dir_all(&d).unwrap();
+    let err =
+        trainer::resume(&d, &ResumeChanges::default(), &AtomicBool::new(false), &mut trainer::Silent).unwrap_err();
+    assert!(err.to_string().contains("config.json"), "{err}");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "files were left in {}", d.display());
+    let _ = std::fs::remove_dir_all(&d);
+}
