@@ -144,7 +144,7 @@ pub enum InteropError {
         /// The network they were matched against.
         model: String,
         /// Every missing, unexpected and mis-shaped tensor.
-        mismatch: StateDictError,
+        mismatch: Box<StateDictError>,
     },
     /// A torchvision file was asked for a network torchvision's class does not reproduce.
     #[error("{model} cannot be written as a torchvision state dict: {reason}")]

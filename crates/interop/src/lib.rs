@@ -110,7 +110,7 @@ pub fn network_from_state_dict(tensors: &[NamedTensor], model: Option<&str>) -> 
     net.load_state_dict(tensors).map_err(|mismatch| InteropError::WrongArchitecture {
         path: None,
         model: net.spec().name.clone(),
-        mismatch,
+        mismatch: Box::new(mismatch),
     })?;
     Ok(net)
 }
