@@ -24,10 +24,11 @@ pub struct Args {
     /// The network.
     #[command(flatten)]
     source: super::weights::WeightsArgs,
-    /// Dataset: cifar10, cifar100, imagefolder, mnist, fashion-mnist, kmnist, idx, synthetic.
+    /// Dataset: cifar10, cifar100, imagefolder, mnist, fashion-mnist, kmnist, idx, synthetic
+    /// (default: the one a training checkpoint was trained on).
     #[arg(long)]
-    dataset: String,
-    /// Dataset location.
+    dataset: Option<String>,
+    /// Dataset location (default: the training run's, when --dataset is not given).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Split.
@@ -51,9 +52,9 @@ pub struct Args {
     /// Synthetic dataset: images per split and side (must match the training run's).
     #[arg(long, num_args = 3, value_names = ["TRAIN", "TEST", "SIZE"])]
     synthetic: Option<Vec<usize>>,
-    /// Seed of the synthetic dataset.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the synthetic dataset (default: the training run's, else 0).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Print JSON (`top1_error`, `top5_error` in percent, `loss`, `count`, ...).
     #[arg(long)]
     json: bool,
@@ -62,13 +63,30 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (ckpt, path) = args.source.load()?;
     let mut net = ckpt.network(&path)?;
-    let kind: DatasetKind = args.dataset.parse().map_err(anyhow::Error::msg)?;
-    let mut synthetic = SyntheticConfig { seed: args.seed, ..SyntheticConfig::default() };
+    let run = RunData::of(&ckpt);
+    let (dataset, data) = match (&args.dataset, &run) {
+        (Some(d), _) => (d.clone(), args.data.clone()),
+        (None, Some(run)) => (run.dataset.clone(), args.data.clone().or_else(|| run.data.clone())),
+        (None, None) => bail!(
+            "give --dataset NAME: {} does not record the dataset it was trained on (only `resnet train` \
+             checkpoints do)",
+            path.display()
+        ),
+    };
+    let kind: DatasetKind = dataset.parse().map_err(anyhow::Error::msg)?;
+    let from_run = args.dataset.is_none() || run.as_ref().is_some_and(|r| r.dataset == dataset);
+    let mut synthetic = SyntheticConfig::default();
+    if let (true, Some(run)) = (from_run, &run) {
+        synthetic = run.synthetic.clone();
+    }
+    if let Some(seed) = args.seed {
+        synthetic.seed = seed;
+    }
     if let Some(s) = &args.synthetic {
         (synthetic.train, synthetic.test, synthetic.size) = (s[0], s[1], s[2]);
     }
     let opts = OpenOptions { skip_bad: args.skip_bad, synthetic, ..OpenOptions::default() };
-    let splits = open(kind, args.data.as_deref(), &opts).with_context(|| format!("cannot open the {kind} dataset"))?;
+    let splits = open(kind, data.as_deref(), &opts).with_context(|| format!("cannot open the {kind} dataset"))?;
     for s in &splits.skipped {
         eprintln!("skipped: {s}");
     }
@@ -114,10 +132,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let result = evaluate(&mut net, &loader, |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
+    if result.non_finite > 0 {
+        bail!(
+            "{}: the network's output is not finite on {} of {} images (its weights overflow); no result",
+            path.display(),
+            result.non_finite,
+            result.count
+        );
+    }
     if args.json {
         let mut v = serde_json::to_value(&result)?;
         v["classes"] = serde_json::json!(classes);
-        v["checkpoint"] = serde_json::json!(path);
+        // Lossy: a file name need not be UTF-8, and JSON strings must be.
+        v["checkpoint"] = serde_json::json!(path.to_string_lossy());
         v["view"] = serde_json::to_value(&view)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -126,17 +153,68 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{} on {} {:?} split, {} images, {} view(s) each",
         ckpt.spec.name, kind, args.split, result.count, result.views
     );
-    println!("top-1 error {:.2}%  top-5 error {:.2}%  loss {:.4}", result.top1_error, result.top5_error, result.loss);
+    // Top-5 says nothing with five classes or fewer (it is always 0).
+    if classes.len() > 5 {
+        println!(
+            "top-1 error {:.2}%  top-5 error {:.2}%  loss {:.4}",
+            result.top1_error, result.top5_error, result.loss
+        );
+    } else {
+        println!("top-1 error {:.2}%  loss {:.4}", result.top1_error, result.loss);
+    }
     println!("\n{:<24} {:>9}", "class", "accuracy");
     for (name, acc) in classes.iter().zip(&result.per_class_accuracy) {
-        println!("{:<24} {:>8}", name, acc.map(|a| format!("{a:.2}%")).unwrap_or_else(|| "-".into()));
+        println!("{:<24} {:>9}", name, acc.map(|a| format!("{a:.2}%")).unwrap_or_else(|| "-".into()));
     }
     if classes.len() <= 20 {
-        println!("\nconfusion matrix (rows: true class, columns: predicted)");
-        for (name, row) in classes.iter().zip(&result.confusion) {
-            let cells: Vec<String> = row.iter().map(|c| format!("{c:>6}")).collect();
-            println!("{:<12} {}", name.chars().take(12).collect::<String>(), cells.join(""));
-        }
+        println!("\n{}", confusion_table(&classes, &result.confusion));
     }
     Ok(())
+}
+
+/// The confusion matrix with a header row: columns are predicted classes by index, rows true
+/// classes by index and name.
+fn confusion_table(classes: &[String], confusion: &[Vec<u64>]) -> String {
+    let width =
+        confusion.iter().flatten().max().map_or(1, |m| m.to_string().len()).max(classes.len().to_string().len());
+    let name: Vec<String> =
+        classes.iter().enumerate().map(|(i, n)| format!("{i:>2} {}", n.chars().take(12).collect::<String>())).collect();
+    let label = name.iter().map(|n| n.chars().count()).max().unwrap_or(0).max("true \\ predicted".len());
+    let mut out = String::from("confusion matrix (rows: true class, columns: predicted class by index)\n");
+    out += &format!("{:<label$}", "true \\ predicted");
+    for i in 0..classes.len() {
+        out += &format!(" {i:>width$}");
+    }
+    for (n, row) in name.iter().zip(confusion) {
+        out += &format!("\n{n:<label$}");
+        for c in row {
+            out += &format!(" {c:>width$}");
+        }
+    }
+    out
+}
+
+/// What a training checkpoint records about its data, for `eval` without `--dataset`.
+struct RunData {
+    dataset: String,
+    data: Option<PathBuf>,
+    synthetic: SyntheticConfig,
+}
+
+impl RunData {
+    /// The training run's dataset, location and synthetic settings (none for imported weights).
+    fn of(ckpt: &resnet_train::checkpoint::Checkpoint) -> Option<RunData> {
+        let config = &ckpt.training.as_ref()?.config;
+        let dataset = config.get("dataset")?.as_str()?.to_string();
+        let data = config.get("data").and_then(|d| d.as_str()).map(PathBuf::from);
+        let n = |k: &str, default: u64| config.get(k).and_then(|v| v.as_u64()).unwrap_or(default);
+        let d = SyntheticConfig::default();
+        let synthetic = SyntheticConfig {
+            train: n("synthetic_train", d.train as u64) as usize,
+            test: n("synthetic_test", d.test as u64) as usize,
+            size: n("synthetic_size", d.size as u64) as usize,
+            seed: n("seed", d.seed),
+        };
+        Some(RunData { dataset, data, synthetic })
+    }
 }

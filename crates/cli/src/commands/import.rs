@@ -23,13 +23,17 @@ pub struct Args {
     /// The network, e.g. resnet50-v1.5 (default: inferred from the tensor shapes).
     #[arg(long)]
     model: Option<String>,
-    /// Checkpoint to write.
+    /// Checkpoint to write (never the input; an existing file only with --force).
     #[arg(long)]
     out: PathBuf,
+    /// Overwrite --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Source::Torchvision = args.from;
+    super::weights::check_output(&args.out, &[&args.file], args.force, "--out")?;
     let ckpt = super::weights::checkpoint_from_torchvision(&args.file, args.model.as_deref())?;
     let spec = &ckpt.spec;
     let params = spec.summary(ckpt.preprocess.input_size.0, ckpt.preprocess.input_size.1).params;

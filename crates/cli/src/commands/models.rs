@@ -41,9 +41,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "{:<16} {:<9} {:>5} {:>9} {:>12} {:>10.3}  {}",
             r["name"].as_str().unwrap_or_default(),
             r["family"].as_str().unwrap_or_default(),
-            r["depth"],
+            // As numbers: a JSON value ignores the width and alignment of its format.
+            r["depth"].as_u64().unwrap_or(0),
             if r["residual"] == true { r["shortcut"].as_str().unwrap_or_default() } else { "none" },
-            r["params"],
+            r["params"].as_u64().unwrap_or(0),
             r["macs"].as_u64().unwrap_or(0) as f64 / 1e9,
             r["source"].as_str().unwrap_or_default()
         );

@@ -15,9 +15,9 @@ pub struct Args {
     /// Image files (JPEG or PNG).
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// Classes to list per image.
-    #[arg(long, default_value_t = 5)]
-    top: usize,
+    /// Classes to list per image, at most the network's classes (default: 5, or all when fewer).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    top: Option<u64>,
     /// Print JSON: a list of {"image", "predictions": [{"index", "label", "probability"}]}.
     #[arg(long)]
     json: bool,
@@ -28,6 +28,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut net = ckpt.network(&path)?;
     let pre = &ckpt.preprocess;
     let k = ckpt.classes.len();
+    let top_k = match args.top {
+        None => k.min(5),
+        Some(t) if t > k as u64 => anyhow::bail!("--top {t} is more than the {k} classes of {}", path.display()),
+        Some(t) => t as usize,
+    };
     let mut results = Vec::new();
     let mut failed = 0;
     for image in &args.images {
@@ -43,6 +48,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let views = shape[0];
         let logits = net.infer(&Tensor::from_vec(shape, x));
+        if let Some(bad) = logits.data().iter().find(|v| !v.is_finite()) {
+            eprintln!(
+                "error: {}: the network's output is not finite ({bad}); the weights of {} overflow on this image",
+                image.display(),
+                path.display()
+            );
+            failed += 1;
+            continue;
+        }
         let mut probs = vec![0.0; logits.len()];
         softmax_rows(logits.data(), k, &mut probs);
         // Multi-view presets average the views' softmax outputs, as evaluation does.
@@ -54,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         order.sort_by(|&a, &b| mean[b].total_cmp(&mean[a]).then(a.cmp(&b)));
         let top: Vec<serde_json::Value> = order
             .iter()
-            .take(args.top.max(1))
+            .take(top_k)
             .map(|&i| serde_json::json!({"index": i, "label": ckpt.classes[i], "probability": mean[i]}))
             .collect();
         if !args.json {
@@ -68,13 +82,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
         }
-        results.push(serde_json::json!({"image": image, "predictions": top}));
+        // Lossy: a file name need not be UTF-8, and JSON strings must be.
+        results.push(serde_json::json!({"image": image.to_string_lossy(), "predictions": top}));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
     if failed > 0 {
-        anyhow::bail!("{failed} of {} image(s) could not be read", args.images.len());
+        anyhow::bail!("{failed} of {} image(s) could not be read or classified", args.images.len());
     }
     Ok(())
 }

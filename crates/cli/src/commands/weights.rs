@@ -14,11 +14,12 @@ pub enum Preset {
     Torchvision,
 }
 
-/// The network's source.
+/// The network's source: exactly one of `--checkpoint` and `--weights`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("source").args(["checkpoint", "weights"]).required(true)))]
 pub struct WeightsArgs {
     /// Checkpoint written by `resnet train` or `resnet import`.
-    #[arg(long, conflicts_with = "weights", required_unless_present = "weights")]
+    #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// torchvision weights (.safetensors or .pth state dict) to use directly.
     #[arg(long)]
@@ -49,10 +50,19 @@ pub fn torchvision_preprocess(family: Family, channels: usize) -> Preprocess {
     Preprocess { normalize: Normalize::ChannelMeanStd { mean, std }, input_size, channels, eval_view }
 }
 
-/// A checkpoint made from torchvision weights: ImageNet class names for 1000 outputs.
+/// A checkpoint made from torchvision weights: ImageNet class names for 1000 outputs. Warns
+/// when `model` names a network torchvision's class of that name does not compute (the paper's
+/// v1 bottleneck nets: torchvision files hold v1.5 weights).
 pub fn checkpoint_from_torchvision(file: &Path, model: Option<&str>) -> anyhow::Result<Checkpoint> {
     let net = resnet_interop::load_weights(file, model)?;
     let spec = net.spec();
+    if let (Some(name), Some(reason)) = (model, resnet_interop::torchvision_difference(spec)) {
+        eprintln!(
+            "warning: --model {name}: {reason}; torchvision's weights are for {}-v1.5 (what the architecture \
+             is inferred as without --model), so {name} will not reproduce torchvision's outputs",
+            name.trim_end_matches("-v1")
+        );
+    }
     let classes: Vec<String> = if spec.num_classes == 1000 {
         resnet_interop::imagenet_classes()
     } else {
@@ -79,4 +89,30 @@ impl WeightsArgs {
         }
         Ok((ckpt, path))
     }
+}
+
+/// Refuses to write `out` over one of `inputs` (whatever `force` says), or over an existing file
+/// without `force`: nothing already written is lost by accident.
+pub fn check_output(out: &Path, inputs: &[&Path], force: bool, flag: &str) -> anyhow::Result<()> {
+    for input in inputs {
+        if same_file(out, input) {
+            anyhow::bail!("{flag} {} is an input of this command; refusing to write over it", out.display());
+        }
+    }
+    if !force && std::fs::symlink_metadata(out).is_ok() {
+        anyhow::bail!("{flag} {} already exists; pass --force to overwrite it", out.display());
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same existing file (through links and relative spellings too).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (x.dev(), x.ino()) == (y.dev(), y.ino());
+        }
+    }
+    matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
