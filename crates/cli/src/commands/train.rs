@@ -578,3 +578,82 @@ fn start(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args as _, FromArgMatches};
+
+    /// Every flag of `resnet train` with a value it accepts (none for switches).
+    const FLAGS: &[(&str, Option<&str>)] = &[
+        ("--recipe", Some("cifar-paper")),
+        ("--model", Some("resnet32")),
+        ("--shortcut", Some("B")),
+        ("--zero-init-residual", None),
+        ("--dataset", Some("synthetic")),
+        ("--data", Some("d")),
+        ("--synthetic-train", Some("10")),
+        ("--synthetic-test", Some("10")),
+        ("--synthetic-size", Some("8")),
+        ("--val-split", Some("5")),
+        ("--skip-bad", None),
+        ("--batch-size", Some("4")),
+        ("--eval-batch-size", Some("4")),
+        ("--lr", Some("0.5")),
+        ("--schedule", Some("cosine")),
+        ("--milestones", Some("0.5")),
+        ("--gamma", Some("0.5")),
+        ("--warmup", Some("paper")),
+        ("--momentum", Some("0.5")),
+        ("--nesterov", None),
+        ("--weight-decay", Some("0.5")),
+        ("--no-decay-bn-bias", None),
+        ("--label-smoothing", Some("0.1")),
+        ("--augment", Some("none")),
+        ("--pca", None),
+        ("--eval-view", Some("center")),
+        ("--normalize", Some("none")),
+        ("--seed", Some("1")),
+        ("--workers", Some("1")),
+        ("--checkpoint-every", Some("1")),
+        ("--precision", Some("fp32")),
+        ("--quiet", None),
+        ("--epochs", Some("1")),
+        ("--iterations", Some("1")),
+        ("--out", Some("o")),
+        ("--resume", Some("r")),
+    ];
+
+    /// The flags a resumed run accepts.
+    const RESUMABLE: &[&str] = &["--epochs", "--iterations", "--workers", "--quiet", "--resume", "--out"];
+
+    fn parse(words: &[&str]) -> Args {
+        let command = Args::augment_args(clap::Command::new("train"));
+        let matches = command.try_get_matches_from(words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
+        Args::from_arg_matches(&matches).unwrap()
+    }
+
+    /// A flag added to `Args` but not to `fixed_flags` would be silently ignored on resume.
+    #[test]
+    fn every_flag_but_length_and_workers_is_refused_on_resume() {
+        let command = Args::augment_args(clap::Command::new("train"));
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let flag = format!("--{long}");
+            assert!(FLAGS.iter().any(|(f, _)| *f == flag), "{flag} is missing from this test's table");
+        }
+        for (flag, value) in FLAGS {
+            if *flag == "--resume" || *flag == "--out" {
+                continue;
+            }
+            let mut words = vec!["train", "--resume", "r", flag];
+            words.extend(value);
+            let fixed = fixed_flags(&parse(&words));
+            if RESUMABLE.contains(flag) {
+                assert!(fixed.is_empty(), "{flag} is refused on resume: {fixed:?}");
+            } else {
+                assert_eq!(fixed, [*flag], "{flag} is not refused on resume");
+            }
+        }
+    }
+}
