@@ -67,6 +67,9 @@ impl RunLock {
                 };
                 return Err(LockError::Busy { dir: dir.to_path_buf(), lock, holder });
             }
+            // A file system without file locks (some network mounts): the run goes on unguarded
+            // rather than not at all.
+            Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
