@@ -103,9 +103,9 @@ fn f32_tensor<'a>(c: &'a mut Checkpoint, name: &str) -> &'a mut Vec<f32> {
     }
 }
 
-/// A tiny training run on the synthetic set; returns its run directory.
-fn trained_run(dir: &Path) -> PathBuf {
-    run(
+/// A tiny training run on the synthetic set; returns its run directory and what it printed.
+fn trained_run(dir: &Path) -> (PathBuf, String) {
+    let r = run(
         dir,
         [
             "train",
@@ -129,7 +129,7 @@ fn trained_run(dir: &Path) -> PathBuf {
         ],
     )
     .ok();
-    dir.join("run")
+    (dir.join("run"), r.stdout)
 }
 
 fn checkpoint_arg(p: &Path) -> String {
@@ -350,8 +350,14 @@ fn onnx_with_preprocessing_on_raw_pixels_gives_predicts_probabilities() {
 #[test]
 fn eval_takes_the_dataset_from_a_training_checkpoint_and_names_both_sources() {
     let dir = scratch();
-    let run_dir = trained_run(dir.path());
+    let (run_dir, printed) = trained_run(dir.path());
     let last = checkpoint_arg(&run_dir.join("checkpoints").join("last.safetensors"));
+    // The end-of-run hint is a command that runs as printed.
+    let hint =
+        printed.lines().find(|l| l.trim_start().starts_with("resnet eval")).unwrap_or_else(|| panic!("{printed}"));
+    assert!(!hint.contains('<'), "placeholders in the hint: {hint}");
+    let args: Vec<&str> = hint.split_whitespace().skip(1).collect();
+    run(dir.path(), &args).ok();
     let r = run(dir.path(), ["eval", "--checkpoint", &last, "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["count"], 8);
