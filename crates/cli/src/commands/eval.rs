@@ -150,8 +150,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} on {} {:?} split, {} images, {} view(s) each",
-        ckpt.spec.name, kind, args.split, result.count, result.views
+        "{} on {} {} split, {} images, {} view(s) each",
+        ckpt.spec.name,
+        kind,
+        match args.split {
+            Split::Test => "test",
+            Split::Train => "train",
+        },
+        result.count,
+        result.views
     );
     // Top-5 says nothing with five classes or fewer (it is always 0).
     if classes.len() > 5 {

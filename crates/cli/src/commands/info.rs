@@ -34,9 +34,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let kind = if spec.residual { format!("residual, shortcut option {}", spec.shortcut) } else { "plain".to_string() };
+    let placement = match spec.stride_placement {
+        resnet_models::StridePlacement::V1 => "v1 (paper)",
+        resnet_models::StridePlacement::V1_5 => "v1.5 (torchvision)",
+    };
     println!(
-        "{} ({} layers, {kind}, {:?} stride placement), input {size}x{size}x{}",
-        s.model, s.depth, spec.stride_placement, spec.in_channels
+        "{} ({} layers, {kind}, {placement} stride placement), input {size}x{size}x{}",
+        s.model, s.depth, spec.in_channels
     );
     println!();
     println!("{:<8} {:>9}  {:<60} {:>12} {:>12}", "layer", "output", "blocks", "params", "MMACs");

@@ -403,11 +403,19 @@ fn eval_of_two_classes_shows_no_top5_and_a_labelled_confusion_matrix() {
     let ckpt = checkpoint_arg(&save(dir.path(), "two.safetensors", &c));
     let r = run(dir.path(), ["eval", "--checkpoint", &ckpt, "--dataset", "imagefolder", "--data", "data"]).ok();
     assert!(!r.stdout.contains("top-5"), "{}", r.stdout);
+    assert!(r.stdout.contains("on imagefolder test split"), "internal names: {}", r.stdout);
     assert!(r.stdout.contains("top-1 error"), "{}", r.stdout);
     let header =
         r.stdout.lines().find(|l| l.starts_with("true \\ predicted")).unwrap_or_else(|| panic!("{}", r.stdout));
     assert!(header.split_whitespace().rev().take(2).eq(["1", "0"]), "{header}");
     assert!(r.stdout.lines().any(|l| l.starts_with(" 0 ant")), "{}", r.stdout);
+}
+
+#[test]
+fn info_names_the_stride_placement_as_users_know_it() {
+    let dir = scratch();
+    let r = run(dir.path(), ["info", "resnet50-v1.5"]).ok();
+    assert!(r.stdout.contains("v1.5 (torchvision) stride placement") && !r.stdout.contains("V1_5"), "{}", r.stdout);
 }
 
 #[test]
