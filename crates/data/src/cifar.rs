@@ -6,6 +6,7 @@
 //! Records are converted to HWC on reading and kept in memory (150 MB for CIFAR-10's train split).
 
 use crate::memory::{MemoryDataset, Origin};
+use crate::read::read_capped;
 use crate::{DataError, SharedDataset, Splits};
 use flate2::read::GzDecoder;
 use std::io::Read;
@@ -197,6 +198,31 @@ impl CifarFormat {
         }
     }
 
+    /// Records in the official file `name`: 10000 in each CIFAR-10 batch and in CIFAR-100's
+    /// `test.bin`, 50000 in its `train.bin`. No file of the format holds more, so a file or archive
+    /// member larger than this is refused before it is read.
+    pub fn max_records(self, name: &str) -> u64 {
+        match (self, name) {
+            (CifarFormat::Cifar100 { .. }, "train.bin") => 50_000,
+            _ => 10_000,
+        }
+    }
+
+    /// The most bytes the file `name` can have: [`CifarFormat::max_records`] whole records.
+    fn max_bytes(self, name: &str) -> u64 {
+        self.max_records(name) * self.record_size() as u64
+    }
+
+    /// What [`CifarFormat::max_bytes`] is, for messages.
+    fn max_what(self, name: &str) -> String {
+        format!(
+            "what a {} {name} holds ({} records of {} bytes)",
+            self.name(),
+            self.max_records(name),
+            self.record_size()
+        )
+    }
+
     /// (train files, test file, folder inside the official archive, official archive name).
     fn layout(self) -> (&'static [&'static str], &'static str, &'static str, &'static str) {
         match self {
@@ -322,15 +348,10 @@ pub(crate) fn open(path: &Path, format: CifarFormat, skip_bad: bool) -> Result<S
     if !path.is_dir() {
         return Err(DataError::Missing { path: path.to_path_buf(), what: "no such file or folder".into() });
     }
-    let has_bins = |dir: &Path| train_files.iter().chain([&test_file]).any(|f| dir.join(f).is_file());
-    if has_bins(path) {
-        return open_folder(path, format, skip_bad);
-    }
-    if has_bins(&path.join(subdir)) {
-        return open_folder(&path.join(subdir), format, skip_bad);
-    }
-    if path.join(archive).is_file() {
-        return open_archive(&path.join(archive), format, skip_bad);
+    match locate(path, format) {
+        Some(Located::Folder(dir, _)) => return open_folder(&dir, format, skip_bad),
+        Some(Located::Archive(file)) => return open_archive(&file, format, skip_bad),
+        None => {}
     }
     Err(DataError::Missing {
         path: path.to_path_buf(),
@@ -344,6 +365,33 @@ pub(crate) fn open(path: &Path, format: CifarFormat, skip_bad: bool) -> Result<S
     })
 }
 
+/// Where the data of `format` is under the folder `path`.
+pub(crate) enum Located {
+    /// A folder holding batch files, and the first of them found.
+    Folder(PathBuf, &'static str),
+    /// The official archive.
+    Archive(PathBuf),
+}
+
+/// Finds `format`'s data under the folder `path` as [`open`] would: batch files in it, in the
+/// official archive's folder inside it, or the official archive inside it.
+pub(crate) fn locate(path: &Path, format: CifarFormat) -> Option<Located> {
+    let (train_files, test_file, subdir, archive) = format.layout();
+    let first_bin = |dir: &Path| train_files.iter().chain([&test_file]).copied().find(|f| dir.join(f).is_file());
+    if let Some(f) = first_bin(path) {
+        return Some(Located::Folder(path.to_path_buf(), f));
+    }
+    if let Some(f) = first_bin(&path.join(subdir)) {
+        return Some(Located::Folder(path.join(subdir), f));
+    }
+    path.join(archive).is_file().then(|| Located::Archive(path.join(archive)))
+}
+
+/// The official archive name of `format` (`cifar-10-binary.tar.gz`).
+pub(crate) fn archive_name(format: CifarFormat) -> &'static str {
+    format.layout().3
+}
+
 fn open_folder(dir: &Path, format: CifarFormat, skip_bad: bool) -> Result<Splits, DataError> {
     let (train_files, test_file, _, _) = format.layout();
     let mut skipped = Vec::new();
@@ -352,7 +400,7 @@ fn open_folder(dir: &Path, format: CifarFormat, skip_bad: bool) -> Result<Splits
         if !p.is_file() {
             return Err(DataError::Missing { path: p, what: missing });
         }
-        let bytes = std::fs::read(&p).map_err(|e| DataError::io(&p, e))?;
+        let bytes = read_capped(&p, format.max_bytes(name), &format.max_what(name))?;
         let label = p.display().to_string();
         split.add(label.clone(), parse_cifar(&bytes, &label, format, skip_bad)?, &mut skipped);
         Ok(())
@@ -380,10 +428,22 @@ fn open_archive(path: &Path, format: CifarFormat, skip_bad: bool) -> Result<Spli
         let Some(name) = member.file_name().and_then(|n| n.to_str()) else { continue };
         let Some(slot) = train_files.iter().chain([&test_file]).position(|f| *f == name) else { continue };
         let label = format!("{}:{}", path.display(), member.display());
-        // The tar header's size is not trusted for the allocation: the vector grows with the
-        // bytes that actually arrive.
+        // A member larger than the official file is refused by its header, before any of it is
+        // decompressed; the read is capped too, and the vector grows with the bytes that arrive.
+        let limit = format.max_bytes(name);
+        let size =
+            entry.header().size().map_err(|e| DataError::Archive { file: label.clone(), reason: e.to_string() })?;
+        if size > limit {
+            return Err(DataError::TooLarge {
+                file: label,
+                reason: format!("the archive says {size} bytes, more than {}; nothing was read", format.max_what(name)),
+            });
+        }
         let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| DataError::Archive { file: label.clone(), reason: e.to_string() })?;
+        (&mut entry)
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(|e| DataError::Archive { file: label.clone(), reason: e.to_string() })?;
         found[slot] = Some((label.clone(), parse_cifar(&bytes, &label, format, skip_bad)?));
     }
     let mut skipped = Vec::new();

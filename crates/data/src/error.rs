@@ -98,6 +98,16 @@ pub enum DataError {
         /// The decoder's reason.
         reason: String,
     },
+    /// A file too large for what it claims to be (an image over the per-image limit, a CIFAR batch
+    /// file or archive member over the official size, a download over its published size),
+    /// refused before it is read into memory.
+    #[error("{file}: too large: {reason}")]
+    TooLarge {
+        /// The file, archive member or address.
+        file: String,
+        /// Its size (or how much arrived) and the limit it passes.
+        reason: String,
+    },
     /// A class folder with no file in it.
     #[error("{}: class folder is empty (every class needs at least one image)", path.display())]
     EmptyClass {
@@ -110,6 +120,16 @@ pub enum DataError {
         /// The sample, file or split.
         what: String,
         /// What does not fit.
+        reason: String,
+    },
+
+    /// A folder whose layout cannot be read as a dataset: a symbolic-link loop, nesting past the
+    /// depth limit, a folder reached twice, or a format that cannot be recognised.
+    #[error("{}: {reason}", path.display())]
+    Layout {
+        /// The folder, link or file concerned.
+        path: PathBuf,
+        /// What is wrong and what was expected.
         reason: String,
     },
 

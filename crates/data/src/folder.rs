@@ -3,7 +3,9 @@
 //! position of the folder name in the sorted training class folders; the names travel with the
 //! trained model.
 
+use crate::read::{read_head, read_image_file};
 use crate::transform::decode_rgb;
+use crate::walk::{entries, Found, Walk};
 use crate::{DataError, Dataset, Image};
 use std::path::{Path, PathBuf};
 
@@ -27,7 +29,7 @@ impl FolderDataset {
         let mut pixels = 0u64;
         let mut seen = 0u64;
         for k in 0..probes {
-            if let Ok((w, h)) = image::image_dimensions(&self.files[k * n / probes]) {
+            if let Some((w, h)) = dimensions_from_head(&self.files[k * n / probes]) {
                 pixels += w as u64 * h as u64;
                 seen += 1;
             }
@@ -37,6 +39,17 @@ impl FolderDataset {
         let avg = pixels.checked_div(seen).unwrap_or(500 * 400);
         avg * 3 * n as u64
     }
+}
+
+/// Bytes of a file's start read to find its image size: the size sits in the first few
+/// kilobytes of a PNG, and after any EXIF block (at most 64 KiB) in a JPEG.
+const HEADER_PROBE_BYTES: u64 = 128 << 10;
+
+/// The `(width, height)` an image file's header states, read from its first bytes only (the
+/// decoders' own `image_dimensions` reads a whole JPEG file first).
+fn dimensions_from_head(path: &Path) -> Option<(u32, u32)> {
+    let head = read_head(path, HEADER_PROBE_BYTES).ok()?;
+    image::ImageReader::new(std::io::Cursor::new(head)).with_guessed_format().ok()?.into_dimensions().ok()
 }
 
 impl Dataset for FolderDataset {
@@ -57,8 +70,7 @@ impl Dataset for FolderDataset {
     }
     fn load(&self, index: usize) -> Result<Image, DataError> {
         let path = &self.files[index];
-        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        decode_rgb(&bytes, path)
+        decode_rgb(&read_image_file(path)?, path)
     }
     fn describe(&self, index: usize) -> String {
         let p = &self.files[index];
@@ -66,40 +78,10 @@ impl Dataset for FolderDataset {
     }
 }
 
-fn is_hidden(p: &Path) -> bool {
-    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
-}
-
-/// Sorted entries of `dir` that are not hidden (`.DS_Store`, editors' files).
-fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
-    let mut v = Vec::new();
-    for e in rd {
-        let p = e.map_err(|e| DataError::io(dir, e))?.path();
-        if !is_hidden(&p) {
-            v.push(p);
-        }
-    }
-    v.sort();
-    Ok(v)
-}
-
 fn has_image_extension(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
-}
-
-/// Files under `dir`, recursively, sorted.
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    for p in entries(dir)? {
-        if p.is_dir() {
-            files_under(&p, out)?;
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// Reads one split folder. `classes` is `None` for the training split (its folders define the
@@ -126,26 +108,28 @@ fn read_split(
     };
     let mut files = Vec::new();
     let mut labels = Vec::new();
+    let mut walk = Walk::new(dir)?;
     for (cdir, name) in class_dirs.iter().zip(&names) {
         let label = classes.iter().position(|c| c == name).ok_or_else(|| DataError::Inconsistent {
             what: cdir.display().to_string(),
             reason: format!("class `{name}` is not one of the {} training classes", classes.len()),
         })?;
-        let mut all = Vec::new();
-        files_under(cdir, &mut all)?;
         let mut count = 0;
-        for f in all {
-            if !has_image_extension(&f) {
-                let err = DataError::NotAnImage {
-                    path: f.clone(),
-                    reason: "the extension is not .jpg, .jpeg or .png".into(),
-                };
+        for found in walk.files_under(cdir)? {
+            let bad = match &found {
+                Found::File(f) if has_image_extension(f) => None,
+                Found::File(f) => Some((f.clone(), "the extension is not .jpg, .jpeg or .png".to_string())),
+                Found::Other(f, what) => Some((f.clone(), what.clone())),
+            };
+            if let Some((path, reason)) = bad {
+                let err = DataError::NotAnImage { path, reason };
                 if !skip_bad {
                     return Err(err);
                 }
                 skipped.push(err.to_string());
                 continue;
             }
+            let Found::File(f) = found else { continue };
             files.push(f);
             labels.push(label as u32);
             count += 1;

@@ -7,7 +7,7 @@
 use crate::memory::{MemoryDataset, Origin};
 use crate::{DataError, DatasetKind, SharedDataset, Splits};
 use flate2::read::GzDecoder;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -158,12 +158,26 @@ struct RawSplit {
     label_file: String,
 }
 
+/// Reads an IDX file (raw or gzip) as a stream: the header is checked after its first bytes,
+/// and no more is read or reserved than the header claims and the file's size can hold.
+fn read_idx_file(p: &Path) -> Result<IdxArray, DataError> {
+    let name = p.display().to_string();
+    let file = std::fs::File::open(p).map_err(|e| DataError::io(p, e))?;
+    let meta = file.metadata().map_err(|e| DataError::io(p, e))?;
+    // A pipe or device has no meaningful length: reserve little and let the reads decide.
+    let len = if meta.is_file() { meta.len() } else { 1 << 20 };
+    let mut reader = BufReader::new(file);
+    let head = reader.fill_buf().map_err(|e| DataError::io(p, e))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        read_idx(GzDecoder::new(reader), &name, len.saturating_mul(MAX_DEFLATE_RATIO))
+    } else {
+        read_idx(reader, &name, len)
+    }
+}
+
 fn read_split(images: &Path, labels: &Path) -> Result<RawSplit, DataError> {
-    let parse = |p: &Path| -> Result<(IdxArray, String), DataError> {
-        let bytes = std::fs::read(p).map_err(|e| DataError::io(p, e))?;
-        let name = p.display().to_string();
-        Ok((parse_idx(&bytes, &name)?, name))
-    };
+    let parse =
+        |p: &Path| -> Result<(IdxArray, String), DataError> { Ok((read_idx_file(p)?, p.display().to_string())) };
     let (images, image_file) = parse(images)?;
     let (labels, label_file) = parse(labels)?;
     let bad = |file: &str, reason: String| DataError::Idx { file: file.to_string(), reason };
@@ -228,28 +242,37 @@ impl RawSplit {
     }
 }
 
+const TRAIN_IMAGES: &[&str] = &["train-images-idx3-ubyte", "train-images.idx3-ubyte"];
+const TRAIN_LABELS: &[&str] = &["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"];
+const TEST_IMAGES: &[&str] = &["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte", "test-images-idx3-ubyte"];
+const TEST_LABELS: &[&str] = &["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte", "test-labels-idx1-ubyte"];
+
+/// The folder [`open`] reads `kind`'s files from: `path`, `path/<kind>` or `path/raw`, the first
+/// holding a training or test images file.
+pub(crate) fn locate(path: &Path, kind: DatasetKind) -> Option<PathBuf> {
+    [path.to_path_buf(), path.join(kind.to_string()), path.join("raw")].into_iter().find(|d| holds_images(d))
+}
+
+/// Whether `dir` itself holds a training or test images file.
+pub(crate) fn holds_images(dir: &Path) -> bool {
+    find(dir, TRAIN_IMAGES).is_some() || find(dir, TEST_IMAGES).is_some()
+}
+
 /// Opens an IDX dataset: `PATH` (or `PATH/<name>`, where `resnet download` puts it, or
 /// `PATH/raw`, torchvision's layout) holding `train-images-idx3-ubyte`,
 /// `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, each raw
 /// or `.gz`.
 pub(crate) fn open(path: &Path, kind: DatasetKind, skip_bad: bool) -> Result<Splits, DataError> {
-    const TRAIN_IMAGES: &[&str] = &["train-images-idx3-ubyte", "train-images.idx3-ubyte"];
-    const TRAIN_LABELS: &[&str] = &["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"];
-    const TEST_IMAGES: &[&str] = &["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte", "test-images-idx3-ubyte"];
-    const TEST_LABELS: &[&str] = &["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte", "test-labels-idx1-ubyte"];
     if !path.is_dir() {
         return Err(DataError::Missing { path: path.to_path_buf(), what: "no such folder".into() });
     }
-    let dir = [path.to_path_buf(), path.join(kind.to_string()), path.join("raw")]
-        .into_iter()
-        .find(|d| find(d, TRAIN_IMAGES).is_some() || find(d, TEST_IMAGES).is_some())
-        .ok_or_else(|| DataError::Missing {
-            path: path.to_path_buf(),
-            what: format!(
-                "no {kind} data here: expected train-images-idx3-ubyte, train-labels-idx1-ubyte, \
+    let dir = locate(path, kind).ok_or_else(|| DataError::Missing {
+        path: path.to_path_buf(),
+        what: format!(
+            "no {kind} data here: expected train-images-idx3-ubyte, train-labels-idx1-ubyte, \
                  t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz) in this folder or in {kind}/"
-            ),
-        })?;
+        ),
+    })?;
     let need = |names: &[&str], what: &str| {
         find(&dir, names).ok_or_else(|| DataError::Missing { path: dir.join(names[0]), what: what.to_string() })
     };

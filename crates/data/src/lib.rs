@@ -38,6 +38,7 @@
 mod augment;
 mod cifar;
 mod datasets;
+mod detect;
 #[cfg(feature = "download")]
 mod download;
 mod error;
@@ -48,21 +49,29 @@ mod loader;
 mod memory;
 mod normalize;
 mod par;
+mod read;
 mod single;
 mod synthetic;
 mod transform;
+mod walk;
 
 pub use augment::{EvalView, TrainAugment};
 pub use cifar::{parse_cifar, CifarFormat, CifarRecords};
 pub use datasets::{open, validation_split, DatasetKind, OpenOptions, Splits, SyntheticConfig};
+pub use detect::{detect_format, DetectedFormat};
 #[cfg(feature = "download")]
-pub use download::{download, download_from, downloadable, fetch_verified, DOWNLOAD_BASE_ENV};
+pub use download::{
+    download, download_addresses, download_from, downloadable, fetch_published, fetch_verified, Published,
+    DOWNLOAD_BASE_ENV, MAX_DOWNLOAD_BYTES,
+};
 pub use error::DataError;
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use inspect::{inspect, inspect_with_validation, Inspection, PerClass, SplitCount};
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, LoaderMode};
 pub use normalize::{channel_mean_std, pixel_mean, Normalize};
+pub use read::{read_image_file, MAX_IMAGE_FILE_BYTES};
 pub use single::{prepare_views, read_image};
+pub use walk::MAX_FOLDER_DEPTH;
 
 use std::sync::Arc;
 

@@ -1,17 +1,20 @@
 //! One image outside any dataset, prepared exactly as evaluation prepares a dataset's images:
 //! what `resnet predict` feeds a network.
 
+use crate::read::read_image_file;
 use crate::transform::decode_rgb;
 use crate::{DataError, EvalView, Image, Normalize};
 use std::path::Path;
 
 /// Reads a JPEG or PNG file as an image of `channels` channels (3: RGB; 1: grey, by the
-/// ITU-R 601 luma weights).
+/// ITU-R 601 luma weights). The file is checked before it is read, as
+/// [`read_image_file`](crate::read_image_file) says: a JPEG or PNG signature, at most
+/// [`MAX_IMAGE_FILE_BYTES`](crate::MAX_IMAGE_FILE_BYTES).
 ///
 /// # Errors
-/// A [`DataError`] naming the file: unreadable, not an image, truncated or corrupt.
+/// A [`DataError`] naming the file: unreadable, not an image, too large, truncated or corrupt.
 pub fn read_image(path: &Path, channels: usize) -> Result<Image, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = read_image_file(path)?;
     let rgb = decode_rgb(&bytes, path)?;
     Ok(match channels {
         1 => Image {

@@ -7,26 +7,7 @@ use std::path::Path;
 /// Decodes a JPEG or PNG file into 8-bit RGB (grey, alpha, 16-bit and palette images are
 /// converted; alpha is dropped).
 pub(crate) fn decode_rgb(bytes: &[u8], path: &Path) -> Result<Image, DataError> {
-    let format = match image::guess_format(bytes) {
-        Ok(f @ (image::ImageFormat::Jpeg | image::ImageFormat::Png)) => f,
-        Ok(other) => {
-            return Err(DataError::NotAnImage {
-                path: path.to_path_buf(),
-                reason: format!("it is {other:?}; only JPEG and PNG are read"),
-            })
-        }
-        Err(_) => {
-            let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            return Err(DataError::NotAnImage {
-                path: path.to_path_buf(),
-                reason: if bytes.is_empty() {
-                    "the file is empty".into()
-                } else {
-                    format!("not a JPEG or PNG file (first bytes {})", head.join(" "))
-                },
-            });
-        }
-    };
+    let format = sniff_image(bytes, path)?;
     if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(DataError::Decode {
             path: path.to_path_buf(),
@@ -42,6 +23,29 @@ pub(crate) fn decode_rgb(bytes: &[u8], path: &Path) -> Result<Image, DataError> 
     let rgb = img.to_rgb8();
     let (w, h) = rgb.dimensions();
     Ok(Image { height: h as usize, width: w as usize, channels: 3, pixels: rgb.into_raw() })
+}
+
+/// JPEG or PNG, from the first bytes of a file (its signature); anything else is not an image
+/// this crate reads.
+pub(crate) fn sniff_image(bytes: &[u8], path: &Path) -> Result<image::ImageFormat, DataError> {
+    match image::guess_format(bytes) {
+        Ok(f @ (image::ImageFormat::Jpeg | image::ImageFormat::Png)) => Ok(f),
+        Ok(other) => Err(DataError::NotAnImage {
+            path: path.to_path_buf(),
+            reason: format!("it is {other:?}; only JPEG and PNG are read"),
+        }),
+        Err(_) => {
+            let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            Err(DataError::NotAnImage {
+                path: path.to_path_buf(),
+                reason: if bytes.is_empty() {
+                    "the file is empty".into()
+                } else {
+                    format!("not a JPEG or PNG file (first bytes {})", head.join(" "))
+                },
+            })
+        }
+    }
 }
 
 /// Whether a JPEG stream ends its last scan with an end-of-image marker. The decoder fills a

@@ -2,16 +2,19 @@
 //! statistics), and whether it reads cleanly.
 
 use anyhow::Context;
-use resnet_data::{inspect_with_validation, open, validation_split, DatasetKind, OpenOptions, SyntheticConfig};
+use resnet_data::{
+    detect_format, inspect_with_validation, open, validation_split, DatasetKind, OpenOptions, SyntheticConfig,
+};
 use std::io::Write as _;
 use std::path::PathBuf;
 
 /// Arguments of `resnet data`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Dataset format: cifar10, cifar100, imagefolder, mnist, fashion-mnist, kmnist, idx, synthetic.
-    #[arg(long)]
-    dataset: DatasetKind,
+    /// Dataset format: cifar10, cifar100, imagefolder, mnist, fashion-mnist, kmnist, idx, synthetic
+    /// (default: recognised from the files at --data, or an error saying what was found).
+    #[arg(long, required_unless_present = "data")]
+    dataset: Option<DatasetKind>,
     /// Where the dataset is (not needed for synthetic).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -32,15 +35,28 @@ pub struct Args {
     coarse: bool,
 }
 
+/// The format `--dataset` names, or the one recognised at `--data`, said on standard error.
+pub fn resolve_dataset(dataset: Option<DatasetKind>, data: Option<&std::path::Path>) -> anyhow::Result<DatasetKind> {
+    match (dataset, data) {
+        (Some(kind), _) => Ok(kind),
+        (None, Some(path)) => {
+            let found = detect_format(path)?;
+            eprintln!("--data {}: recognised as {found}", path.display());
+            Ok(found.kind)
+        }
+        (None, None) => anyhow::bail!("name a dataset with --dataset, or its files with --data"),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let kind = resolve_dataset(args.dataset, args.data.as_deref())?;
     let opts = OpenOptions {
         cifar100_coarse: args.coarse,
         skip_bad: args.skip_bad,
         synthetic: SyntheticConfig::default(),
         in_memory: None,
     };
-    let mut splits =
-        open(args.dataset, args.data.as_deref(), &opts).with_context(|| format!("opening {} dataset", args.dataset))?;
+    let mut splits = open(kind, args.data.as_deref(), &opts).with_context(|| format!("opening {kind} dataset"))?;
     let val = match args.val_split {
         Some(n) => {
             let (rest, val) = validation_split(&splits.train, n, args.seed)?;
@@ -50,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let info = inspect_with_validation(&splits, val.as_ref()).context("computing statistics")?;
-    let text = if args.json { serde_json::to_string_pretty(&info)? + "\n" } else { table(&args, &info) };
+    let text = if args.json { serde_json::to_string_pretty(&info)? + "\n" } else { table(&args, kind, &info) };
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         // `resnet data ... | head` closing the pipe early is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -59,11 +75,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The human-readable report.
-fn table(args: &Args, info: &resnet_data::Inspection) -> String {
+fn table(args: &Args, kind: DatasetKind, info: &resnet_data::Inspection) -> String {
     // Lines of the report; joined at the end.
     let mut o: Vec<String> = Vec::new();
     let where_ = args.data.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default();
-    o.push(format!("dataset   {}{where_}", args.dataset));
+    o.push(format!("dataset   {kind}{where_}"));
     let size = info.image_size.map_or_else(|| "varies".to_string(), |[h, w]| format!("{h}x{w}"));
     o.push(format!("images    {size}, {} channel(s)", info.channels));
     let mut splits_line = format!("train {}", info.train.count);

@@ -57,6 +57,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         last = done;
         bar.set_position(done);
     };
+    for base in resnet_data::download_addresses(name).iter().filter(|b| b.starts_with("http://")) {
+        eprintln!(
+            "note: {base} is plain HTTP (its publisher offers no HTTPS); every file is checked against its \
+             published md5 and size before it is kept"
+        );
+    }
     let result = resnet_data::download(name, &args.data, &mut progress);
     bar.finish_and_clear();
     let path = result.with_context(|| format!("downloading {name} into {}", args.data.display()))?;

@@ -76,3 +76,23 @@ pub fn scratch() -> tempfile::TempDir {
 pub fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// Runs a command prepared with [`command`] (extra environment, say) to the end.
+pub fn run_command(mut c: Command) -> Run {
+    Run::from_output(c.output().expect("the resnet binary runs"))
+}
+
+/// Runs `resnet ARGS` in `dir` with its address space capped at `limit_mib` MiB (`ulimit -v`):
+/// a run whose memory would grow without bound then fails instead of taking the machine down,
+/// and a run that stays bounded is unaffected.
+#[cfg(unix)]
+pub fn run_capped<I, S>(dir: &Path, args: I, limit_mib: u64) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new("sh");
+    c.current_dir(dir).env("RESNET_NUM_THREADS", "1").env_remove("RUST_BACKTRACE").stdin(Stdio::null());
+    c.arg("-c").arg(format!("ulimit -v {}; exec \"$0\" \"$@\"", limit_mib * 1024)).arg(binary()).args(args);
+    run_command(c)
+}

@@ -3,7 +3,9 @@
 mod bad_input;
 mod cifar10_jpg;
 mod common;
+mod detect;
 #[cfg(feature = "download")]
 mod download;
+mod folder_walk;
 mod formats;
 mod loader;

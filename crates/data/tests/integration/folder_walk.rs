@@ -1,0 +1,120 @@
+//! An image folder's walk follows symbolic links but never loops: a link back up, two links to
+//! one folder and nesting past the depth limit are errors naming the path; special files (pipes,
+//! devices) are refused as images before anything opens them.
+
+use crate::common::*;
+use resnet_data::{open, DataError, DatasetKind, OpenOptions, MAX_FOLDER_DEPTH};
+use std::path::Path;
+
+fn open_folder(root: &Path, skip_bad: bool) -> Result<resnet_data::Splits, DataError> {
+    open(DatasetKind::ImageFolder, Some(root), &OpenOptions { skip_bad, in_memory: Some(false), ..Default::default() })
+}
+
+fn layout_error(root: &Path) -> String {
+    match open_folder(root, false) {
+        Err(e @ DataError::Layout { .. }) => e.to_string(),
+        Err(e) => panic!("expected a layout error, got: {e}"),
+        Ok(s) => panic!("opened with {} training images but should have failed", s.train.len()),
+    }
+}
+
+fn two_classes(root: &Path) {
+    write_folder(root, "train", &["cat", "dog"], 2, 8);
+    write_folder(root, "val", &["cat", "dog"], 1, 8);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_back_to_a_parent_folder_is_a_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    two_classes(root);
+    std::os::unix::fs::symlink("..", root.join("train/cat/loop")).unwrap();
+    let e = layout_error(root);
+    assert!(e.contains("train/cat/loop") && e.contains("symbolic-link loop"), "{e}");
+    // A link to the class folder itself, and one deeper down.
+    std::fs::remove_file(root.join("train/cat/loop")).unwrap();
+    std::fs::create_dir_all(root.join("train/dog/sub")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("train/dog/sub/up")).unwrap();
+    let e = layout_error(root);
+    assert!(e.contains("train/dog/sub/up") && e.contains("symbolic-link loop"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn two_links_to_one_folder_would_count_its_images_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    two_classes(root);
+    std::os::unix::fs::symlink("../cat", root.join("train/dog/catlink")).unwrap();
+    let e = layout_error(root);
+    assert!(e.contains("train/dog/catlink") && e.contains("already listed") && e.contains("twice"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_issue_layout_ends_with_an_error() {
+    // `ln -s .. train/cat/loop; ln -s ../cat train/dog/catlink`: every level doubles the paths.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    two_classes(root);
+    std::os::unix::fs::symlink("..", root.join("train/cat/loop")).unwrap();
+    std::os::unix::fs::symlink("../cat", root.join("train/dog/catlink")).unwrap();
+    let e = layout_error(root);
+    assert!(e.contains("train/cat/loop") && e.contains("symbolic-link loop"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_to_a_folder_elsewhere_is_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    two_classes(&root);
+    write_folder(tmp.path(), "elsewhere", &["birds"], 3, 8);
+    std::os::unix::fs::symlink(tmp.path().join("elsewhere/birds"), root.join("train/dog/birds")).unwrap();
+    let s = open_folder(&root, false).unwrap();
+    assert_eq!(s.train.len(), 2 + 2 + 3, "the linked folder's images count once, for its class");
+    assert_eq!(s.train.describe(2), "train/dog/000.jpg");
+    assert_eq!(s.train.describe(4), "train/dog/birds/000.jpg");
+}
+
+#[test]
+fn nesting_past_the_depth_limit_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    two_classes(root);
+    let mut deep = root.join("train/cat");
+    for _ in 0..MAX_FOLDER_DEPTH {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("x.jpg"), jpeg_bytes(&rgb(8, 8, 0, 0))).unwrap();
+    let s = open_folder(root, false).unwrap();
+    assert_eq!(s.train.len(), 5, "{MAX_FOLDER_DEPTH} levels below the class folder are read");
+    std::fs::create_dir_all(deep.join("d")).unwrap();
+    let e = layout_error(root);
+    assert!(e.contains(&format!("more than {MAX_FOLDER_DEPTH} deep")), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_are_not_images_and_are_never_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    two_classes(root);
+    // Reading either would never end: /dev/zero has no end, a pipe without a writer blocks.
+    std::os::unix::fs::symlink("/dev/zero", root.join("train/cat/zero.jpg")).unwrap();
+    let fifo = root.join("train/dog/pipe.png");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    let e = match open_folder(root, false) {
+        Err(e @ DataError::NotAnImage { .. }) => e.to_string(),
+        other => panic!("expected a not-an-image error, got {:?}", other.map(|s| s.train.len())),
+    };
+    assert!(e.contains("train/cat/zero.jpg") && e.contains("not a regular file (a device)"), "{e}");
+    let s = open_folder(root, true).unwrap();
+    assert_eq!(s.train.len(), 4);
+    assert_eq!(s.skipped.len(), 1 + usize::from(made), "{:?}", s.skipped);
+    if made {
+        assert!(s.skipped.iter().any(|m| m.contains("pipe.png") && m.contains("a named pipe")), "{:?}", s.skipped);
+    }
+}
