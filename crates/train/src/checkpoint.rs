@@ -319,8 +319,30 @@ fn check_metadata(spec: &ResNetSpec, classes: &[String], pre: &Preprocess) -> Re
     if h == 0 || w == 0 || h > max || w > max {
         return Err(format!("the input size {h}x{w} is outside 1..={max} pixels"));
     }
-    Ok(())
+    check_view(&pre.eval_view)
 }
+
+/// Bounds an evaluation view's sizes (each view is rendered at these sides) and its scale count.
+pub fn check_view(view: &EvalView) -> Result<(), String> {
+    let max = resnet_models::limits::MAX_INPUT_SIDE;
+    let sides: Vec<usize> = match view {
+        EvalView::Full => Vec::new(),
+        EvalView::ResizeCenterCrop { resize, crop } | EvalView::TenCrop { resize, crop } => vec![*resize, *crop],
+        EvalView::MultiScale { scales, crop } => {
+            if scales.len() > MAX_SCALES {
+                return Err(format!("{} scales; at most {MAX_SCALES} are supported", scales.len()));
+            }
+            scales.iter().chain([crop]).copied().collect()
+        }
+    };
+    match sides.iter().find(|&&s| s > max) {
+        Some(s) => Err(format!("an evaluation view of side {s}; at most {max} pixels are supported")),
+        None => Ok(()),
+    }
+}
+
+/// Scales of a multi-scale view (the paper uses five).
+pub const MAX_SCALES: usize = 16;
 
 /// The name of the first weight, buffer or mean image holding an infinity or a NaN.
 fn first_non_finite(state: &[NamedTensor], normalize: &Normalize) -> Option<String> {
@@ -418,6 +440,12 @@ mod tests {
         c.spec.depths = vec![100_000_000, 3, 3];
         let m = refused(&c);
         assert!(m.contains("blocks; at most"), "{m}");
+        let mut c = sample();
+        c.preprocess.eval_view = EvalView::ResizeCenterCrop { resize: 1 << 30, crop: 32 };
+        assert!(refused(&c).contains("1073741824"));
+        let mut c = sample();
+        c.preprocess.eval_view = EvalView::MultiScale { scales: vec![256; 100_000], crop: 32 };
+        assert!(refused(&c).contains("scales"));
         let mut c = sample();
         c.preprocess.normalize = Normalize::ChannelMeanStd { mean: vec![0.5; 3], std: vec![0.25; 3] };
         c.preprocess.input_size = (usize::MAX / 2, 4);

@@ -105,7 +105,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let view = if args.ten_crop {
         EvalView::TenCrop { resize: h * 256 / 224, crop: h }
     } else if let Some(scales) = &args.multi_scale {
-        EvalView::MultiScale { scales: scales.clone(), crop: h }
+        let view = EvalView::MultiScale { scales: scales.clone(), crop: h };
+        resnet_train::checkpoint::check_view(&view).map_err(|e| anyhow::anyhow!("--multi-scale: {e}"))?;
+        view
     } else {
         ckpt.preprocess.eval_view.clone()
     };

@@ -271,6 +271,26 @@ fn absurd_sizes_are_errors_not_aborts() {
     let (img, _) = image(dir.path(), "x.png", 5);
     run(dir.path(), ["predict", "--checkpoint", &ckpt, img.to_str().unwrap()])
         .fails_with(&["deep.safetensors", "blocks; at most"]);
+    run(dir.path(), ["eval", "--checkpoint", "deep.safetensors", "--dataset", "synthetic"])
+        .fails_with(&["blocks; at most"]);
+    let c = checkpoint_arg(&save(dir.path(), "c.safetensors", &checkpoint(10, pixel_mean())));
+    run(
+        dir.path(),
+        [
+            "eval",
+            "--checkpoint",
+            &c,
+            "--dataset",
+            "synthetic",
+            "--synthetic",
+            "4",
+            "4",
+            "32",
+            "--multi-scale",
+            "224,100000",
+        ],
+    )
+    .fails_with(&["--multi-scale", "100000", "at most"]);
     run(dir.path(), ["bench", "--size", "100000", "--steps", "1"]).fails_with(&["100000x100000", "at most"]);
     run(dir.path(), ["bench", "--model", "resnet18", "--classes", "4000000000"])
         .fails_with(&["4000000000 classes", "at most"]);
