@@ -566,7 +566,8 @@ fn start(args: Args) -> anyhow::Result<()> {
     println!("plots           {}  {}", dir.join("curves.png").display(), dir.join("curves.svg").display());
     if summary.outcome == Outcome::Finished {
         println!("next:");
-        println!("  resnet eval --checkpoint {} --dataset <name> --data <path>", summary.last_checkpoint.display());
+        // eval reads the dataset, its location and the synthetic settings from the checkpoint.
+        println!("  resnet eval --checkpoint {}", summary.last_checkpoint.display());
         println!("  resnet download cifar10 --data data && resnet train --recipe cifar-paper --data data/cifar-10-batches-bin");
     }
     if summary.outcome == Outcome::Interrupted {
