@@ -453,3 +453,19 @@ fn the_models_table_is_aligned() {
         }
     }
 }
+
+#[test]
+fn integer_weights_are_named_as_a_type_problem() {
+    let dir = scratch();
+    let net = checkpoint(10, pixel_mean()).network(Path::new("c")).unwrap();
+    let mut state = net.state_dict();
+    let t = state.iter_mut().find(|t| t.name == "conv1.weight").unwrap();
+    t.data = TensorData::I64(vec![0; t.data.len()]);
+    resnet_interop::write_safetensors(&dir.path().join("i64.safetensors"), &state).unwrap();
+    let (img, _) = image(dir.path(), "x.png", 9);
+    run(dir.path(), ["predict", "--weights", "i64.safetensors", img.to_str().unwrap()]).fails_with(&[
+        "i64.safetensors",
+        "wrong element type",
+        "conv1.weight (I64, expected F32)",
+    ]);
+}
