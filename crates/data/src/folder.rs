@@ -160,3 +160,28 @@ pub(crate) fn open(path: &Path, skip_bad: bool) -> Result<(FolderDataset, Folder
     let test = read_split(path, &test_dir, Some(&train.classes), skip_bad, &mut skipped)?;
     Ok((train, test, skipped))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_size_from_the_head_of_a_file_larger_than_the_probe() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Noise compresses badly: the file is several times the probe, its size in the header.
+        let mut state = 1u32;
+        let img = image::RgbImage::from_fn(900, 700, |_, _| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let b = state.to_le_bytes();
+            image::Rgb([b[1], b[2], b[3]])
+        });
+        for (name, format) in [("big.jpg", image::ImageFormat::Jpeg), ("big.png", image::ImageFormat::Png)] {
+            let path = tmp.path().join(name);
+            img.save_with_format(&path, format).unwrap();
+            assert!(std::fs::metadata(&path).unwrap().len() > 2 * HEADER_PROBE_BYTES, "{name} is too small");
+            assert_eq!(dimensions_from_head(&path), Some((900, 700)), "{name}");
+        }
+        std::fs::write(tmp.path().join("zero.jpg"), vec![0u8; 1000]).unwrap();
+        assert_eq!(dimensions_from_head(&tmp.path().join("zero.jpg")), None);
+    }
+}
