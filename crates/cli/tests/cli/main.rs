@@ -5,6 +5,7 @@
 mod common;
 
 mod data_input;
+mod experiment_runs;
 mod front_door;
 mod interop_files;
 mod train_runs;
