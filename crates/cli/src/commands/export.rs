@@ -124,6 +124,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resnet_interop::export_torchvision(&net, path)
             .with_context(|| format!("cannot export {name} from {}", args.checkpoint.display()))?;
         println!("{} -> {}: torchvision safetensors ({name})", args.checkpoint.display(), path.display());
+        if !is_torchvision_model(net.spec()) {
+            eprintln!(
+                "note: {name} is not one of torchvision's models (resnet18/34/50/101/152 with 3 input channels); \
+                 the file holds its state dict under torchvision's key names, for a PyTorch module of the \
+                 same structure (torchvision's own classes refuse it or differ)"
+            );
+        }
     }
     Ok(())
+}
+
+/// Whether torchvision's `resnet18/34/50/101/152` (with `num_classes` set) is this network.
+fn is_torchvision_model(spec: &resnet_models::ResNetSpec) -> bool {
+    let opts = resnet_models::zoo::ModelOptions { num_classes: Some(spec.num_classes), ..Default::default() };
+    ["resnet18", "resnet34", "resnet50-v1.5", "resnet101-v1.5", "resnet152-v1.5"].iter().any(|n| {
+        resnet_models::zoo::spec(n, &opts)
+            .is_ok_and(|tv| resnet_models::ResNetSpec { name: spec.name.clone(), ..tv } == *spec)
+    })
 }

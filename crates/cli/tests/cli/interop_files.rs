@@ -469,3 +469,23 @@ fn integer_weights_are_named_as_a_type_problem() {
         "conv1.weight (I64, expected F32)",
     ]);
 }
+
+#[test]
+fn exporting_a_network_torchvision_lacks_says_so() {
+    let dir = scratch();
+    let ckpt = checkpoint_arg(&save(dir.path(), "c.safetensors", &checkpoint(10, pixel_mean())));
+    let r = run(dir.path(), ["export", "--checkpoint", &ckpt, "--safetensors", "tv.safetensors"]).ok();
+    assert!(r.stderr.contains("note: cifar-resnet8 is not one of torchvision's models"), "{}", r.stderr);
+    let opts = ModelOptions { num_classes: Some(2), ..Default::default() };
+    let net = ResNet::new(spec("resnet18", &opts).unwrap()).unwrap();
+    let pre = Preprocess {
+        normalize: Normalize::ChannelMeanStd { mean: vec![0.5; 3], std: vec![0.25; 3] },
+        input_size: (224, 224),
+        channels: 3,
+        eval_view: EvalView::Full,
+    };
+    let c = Checkpoint::from_network(&net, vec!["a".into(), "b".into()], pre);
+    let ckpt = checkpoint_arg(&save(dir.path(), "r18.safetensors", &c));
+    let r = run(dir.path(), ["export", "--checkpoint", &ckpt, "--safetensors", "r18-tv.safetensors"]).ok();
+    assert!(!r.stderr.contains("note"), "{}", r.stderr);
+}
