@@ -131,11 +131,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} {mode}, batch {}, {size}x{size}, {} threads, {} steps after {} warm-up",
+        "{} {mode}, batch {}, {size}x{size}, {}, {} after {} warm-up",
         spec.name,
         args.batch,
-        threads::num_threads(),
-        args.steps,
+        super::plural(threads::num_threads() as u64, "thread"),
+        super::plural(args.steps as u64, "step"),
         args.warmup
     );
     println!("  {images_per_sec:.1} images/s, {ms_mean:.2} ms/step (median {ms_median:.2}), {gflops:.1} GFLOP/s");

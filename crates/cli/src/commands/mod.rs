@@ -19,6 +19,15 @@ use clap::Args as ClapArgs;
 use resnet_models::zoo::{self, ModelOptions};
 use resnet_models::{ResNetSpec, Shortcut};
 
+/// `n word` or `n words`.
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// How a network is named on the command line.
 #[derive(ClapArgs, Debug, Clone)]
 pub struct ModelArgs {

@@ -1,5 +1,6 @@
 //! `resnet train`: a training run with a paper recipe and any override; the main job.
 
+use super::plural;
 use super::progress::EpochBars;
 use anyhow::{bail, Context};
 use resnet_data::{EvalView, TrainAugment};
@@ -316,14 +317,6 @@ fn fixed_flags(a: &Args) -> Vec<&'static str> {
         ("--precision", a.precision.is_some()),
     ];
     given.into_iter().filter(|(_, g)| *g).map(|(name, _)| name).collect()
-}
-
-fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("{n} {word}")
-    } else {
-        format!("{n} {word}s")
-    }
 }
 
 fn depth_of(model: &str) -> usize {

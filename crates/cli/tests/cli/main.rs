@@ -9,3 +9,4 @@ mod experiment_runs;
 mod front_door;
 mod interop_files;
 mod train_runs;
+mod wording;
