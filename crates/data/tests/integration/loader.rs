@@ -363,8 +363,10 @@ impl Dataset for Slow {
 fn dropping_an_epoch_stops_the_workers_promptly() {
     // Work, not time: once the epoch is being dropped, each worker may start at most the one
     // sample it was about to load (it checked the stop flag just before), never the rest of its
-    // chunk (a whole batch of 64 here) or the batches of the prefetch window.
-    let workers = 4;
+    // chunk (a whole batch of 64 here) or the batches of the prefetch window. With two workers and
+    // four batches of prefetch, the worker that built batch 0 has just started batch 2 when the
+    // drop comes.
+    let workers = 2;
     let slow = Arc::new(Slow::new(Coords::shared(2000, 8, 8), Duration::from_millis(2), None));
     let ds: SharedDataset = slow.clone();
     let c = LoaderConfig { prefetch: 4, ..cfg(LoaderMode::Eval(EvalView::Full), 64, workers) };
