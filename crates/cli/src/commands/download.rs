@@ -59,8 +59,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     for base in resnet_data::download_addresses(name).iter().filter(|b| b.starts_with("http://")) {
         eprintln!(
-            "note: {base} is plain HTTP (its publisher offers no HTTPS); every file is checked against its \
-             published md5 and size before it is kept"
+            "note: {base} is plain HTTP; every file is checked against its published md5 and size before \
+             it is kept"
         );
     }
     let result = resnet_data::download(name, &args.data, &mut progress);
