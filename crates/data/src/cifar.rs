@@ -216,7 +216,7 @@ impl CifarFormat {
     /// What [`CifarFormat::max_bytes`] is, for messages.
     fn max_what(self, name: &str) -> String {
         format!(
-            "what a {} {name} holds ({} records of {} bytes)",
+            "what a {} {name} holds, {} records of {} bytes",
             self.name(),
             self.max_records(name),
             self.record_size()
@@ -436,7 +436,10 @@ fn open_archive(path: &Path, format: CifarFormat, skip_bad: bool) -> Result<Spli
         if size > limit {
             return Err(DataError::TooLarge {
                 file: label,
-                reason: format!("the archive says {size} bytes, more than {}; nothing was read", format.max_what(name)),
+                reason: format!(
+                    "the archive says {size} bytes, more than {} ({limit} bytes); nothing was read",
+                    format.max_what(name)
+                ),
             });
         }
         let mut bytes = Vec::new();
