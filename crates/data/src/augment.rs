@@ -89,8 +89,8 @@ fn need_size(size: Option<(usize, usize)>, what: &str) -> Result<(usize, usize),
     size.ok_or_else(|| {
         DataError::config(
             what,
-            "the dataset's images differ in size; use an augmentation or view that resizes \
-             (ScaleAugment, RandomResizedCrop, ResizeCenterCrop, TenCrop, MultiScale)",
+            "the dataset's images differ in size; choose a training augmentation that resizes \
+             (scale, random-resized-crop) and an evaluation view that does (center, ten-crop, multi-scale)",
         )
     })
 }
@@ -165,20 +165,17 @@ impl TrainAugment {
             ));
         }
         match self {
-            TrainAugment::None => need_size(size, "augmentation None"),
-            TrainAugment::PadCropFlip { .. } => need_size(size, "augmentation PadCropFlip"),
+            TrainAugment::None => need_size(size, "augmentation none"),
+            TrainAugment::PadCropFlip { .. } => need_size(size, "augmentation pad-crop-flip"),
             TrainAugment::ScaleAugment { min, max, crop, .. } => {
                 if min > max {
-                    return Err(DataError::config(
-                        "augmentation ScaleAugment",
-                        format!("min {min} is above max {max}"),
-                    ));
+                    return Err(DataError::config("augmentation scale", format!("min {min} is above max {max}")));
                 }
-                check_crop("augmentation ScaleAugment", *crop, *min)?;
+                check_crop("augmentation scale", *crop, *min)?;
                 Ok((*crop, *crop))
             }
             TrainAugment::RandomResizedCrop { size: s, .. } => {
-                check_crop("augmentation RandomResizedCrop", *s, *s)?;
+                check_crop("augmentation random-resized-crop", *s, *s)?;
                 Ok((*s, *s))
             }
         }
@@ -294,13 +291,13 @@ impl EvalView {
     /// `(h, w)` of each view for a dataset whose images are `size`.
     pub(crate) fn output_size(&self, size: Option<(usize, usize)>) -> Result<(usize, usize), DataError> {
         match self {
-            EvalView::Full => need_size(size, "view Full"),
+            EvalView::Full => need_size(size, "view full"),
             EvalView::ResizeCenterCrop { resize, crop } => {
-                check_crop("view ResizeCenterCrop", *crop, *resize)?;
+                check_crop("view center", *crop, *resize)?;
                 Ok((*crop, *crop))
             }
             EvalView::TenCrop { resize, crop } => {
-                check_crop("view TenCrop", *crop, *resize)?;
+                check_crop("view ten-crop", *crop, *resize)?;
                 Ok((*crop, *crop))
             }
             EvalView::MultiScale { scales, crop } => {
@@ -308,8 +305,8 @@ impl EvalView {
                     .iter()
                     .copied()
                     .min()
-                    .ok_or_else(|| DataError::config("view MultiScale", "needs at least one scale"))?;
-                check_crop("view MultiScale", *crop, smallest)?;
+                    .ok_or_else(|| DataError::config("view multi-scale", "needs at least one scale"))?;
+                check_crop("view multi-scale", *crop, smallest)?;
                 Ok((*crop, *crop))
             }
         }

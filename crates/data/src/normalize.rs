@@ -44,8 +44,9 @@ impl Normalize {
                     return Err(DataError::config(
                         "normalize: pixel mean",
                         format!(
-                            "the mean image has {} values but the loader's output is {h}x{w}x{c} = {}; \
-                             compute it with pixel_mean(dataset, {h}, {w})",
+                            "the mean image has {} values but the images are {h}x{w}x{c} = {}: a per-pixel \
+                             mean fits only images of the size it was computed at (for views that crop or \
+                             resize, normalise by channel: mean-std)",
                             mean.len(),
                             h * w * c
                         ),
@@ -200,4 +201,18 @@ pub fn channel_mean_std(ds: &dyn Dataset) -> Result<(Vec<f32>, Vec<f32>), DataEr
     let mean: Vec<f64> = s.iter().map(|&v| v as f64 / count as f64).collect();
     let std = (0..c).map(|k| ((s2[k] as f64 / count as f64 - mean[k] * mean[k]).max(0.0)).sqrt() as f32).collect();
     Ok((mean.iter().map(|&m| m as f32).collect(), std))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pixel_mean_of_another_size_is_explained_in_users_words() {
+        let n = Normalize::PixelMean { mean: vec![0.0; 4 * 4 * 3], scale: 1.0 };
+        let err = n.check((2, 2, 3)).unwrap_err().to_string();
+        assert!(err.contains("48 values") && err.contains("2x2x3 = 12") && err.contains("mean-std"), "{err}");
+        assert!(!err.contains("pixel_mean("), "no library call in a user's message: {err}");
+        assert!(n.check((4, 4, 3)).is_ok());
+    }
 }

@@ -278,7 +278,10 @@ fn config_errors_are_clear() {
         .err()
         .unwrap()
         .to_string();
-    assert!(m.contains("differ in size") && m.contains("ScaleAugment"), "{m}");
+    assert!(
+        m.contains("augmentation pad-crop-flip") && m.contains("differ in size") && m.contains("random-resized-crop"),
+        "{m}"
+    );
     let ok = Loader::new(s.train, cfg(LoaderMode::Eval(EvalView::ResizeCenterCrop { resize: 8, crop: 8 }), 2, 1));
     assert_eq!(ok.unwrap().epoch(0, 0).next().unwrap().unwrap().shape, [2, 8, 8, 3]);
 
