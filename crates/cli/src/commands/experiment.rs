@@ -1,13 +1,12 @@
 //! `resnet experiment degradation|responses|shortcuts`: the paper's experiments, resumable and
 //! splittable into parts.
 
+use super::interrupt;
 use super::progress::EpochBars;
 use super::train;
-use anyhow::Context;
 use resnet_data::{DatasetKind, OpenOptions, SyntheticConfig};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The experiments.
 #[derive(clap::Subcommand, Debug)]
@@ -81,25 +80,12 @@ fn experiment_dir(t: &train::Args, default: &str) -> anyhow::Result<PathBuf> {
     Ok(t.out.clone().unwrap_or_else(|| PathBuf::from(default)))
 }
 
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    ctrlc::set_handler(move || {
-        if s.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: finishing the step and writing a checkpoint (Ctrl-C again to quit at once)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
-    Ok(stop)
-}
-
 pub fn run(e: Experiment) -> anyhow::Result<()> {
     match e {
         Experiment::Degradation(a) => {
             let base = train::config_from(&a.train)?;
             let out = experiment_dir(&a.train, "runs/degradation")?;
-            let stop = stop_flag()?;
+            let stop = interrupt::stop_flag()?;
             let mut bars = EpochBars::new(a.train.quiet);
             let report = resnet_experiments::degradation(&a.depths, &base, &out, a.only.as_deref(), &stop, &mut bars)?;
             bars.finish();
@@ -109,15 +95,22 @@ pub fn run(e: Experiment) -> anyhow::Result<()> {
             if !report.complete {
                 println!("not every network has finished; run the same command again to continue");
             }
+            if stop.load(Ordering::SeqCst) {
+                interrupt::exit_stopped();
+            }
         }
         Experiment::Shortcuts(a) => {
             let base = train::config_from(&a.train)?;
             let out = experiment_dir(&a.train, "runs/shortcuts")?;
-            let stop = stop_flag()?;
+            let stop = interrupt::stop_flag()?;
             let mut bars = EpochBars::new(a.train.quiet);
             let report = resnet_experiments::shortcuts(&base, &out, a.only.as_deref(), &stop, &mut bars)?;
             bars.finish();
             println!("{}", report.table);
+            if stop.load(Ordering::SeqCst) {
+                println!("stopped; run the same command again to continue");
+                interrupt::exit_stopped();
+            }
         }
         Experiment::Responses(a) => {
             let kind: DatasetKind = a.dataset.parse().map_err(anyhow::Error::msg)?;

@@ -8,6 +8,7 @@ pub mod experiment;
 pub mod export;
 pub mod import;
 pub mod info;
+pub mod interrupt;
 pub mod models;
 pub mod plot;
 pub mod predict;

@@ -1,7 +1,7 @@
 //! `resnet train`: a training run with a paper recipe and any override; the main job.
 
-use super::plural;
 use super::progress::EpochBars;
+use super::{interrupt, plural};
 use anyhow::{bail, Context};
 use resnet_data::{EvalView, TrainAugment};
 use resnet_models::{zoo, Shortcut};
@@ -10,8 +10,6 @@ use resnet_train::schedule::{Decay, Milestone, Warmup};
 use resnet_train::system::max_threads;
 use resnet_train::trainer::{self, Outcome, ResumeChanges};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// Named recipes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -506,18 +504,7 @@ fn start(args: Args) -> anyhow::Result<()> {
             (c, dir, false)
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond interrupt: exiting without a checkpoint");
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupt: finishing the step and writing a checkpoint (interrupt again to quit at once)");
-        })
-        .context("cannot install the interrupt handler")?;
-    }
+    let stop = interrupt::stop_flag()?;
     if !resume {
         eprintln!("training {} on {} ({} recipe) into {}", config.model, config.dataset, config.recipe, dir.display());
     }
@@ -564,11 +551,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         println!("  resnet download cifar10 --data data && resnet train --recipe cifar-paper --data data/cifar-10-batches-bin");
     }
     if summary.outcome == Outcome::Interrupted {
-        // 128 + SIGINT, as a shell reports an interrupted command: a script can tell a stopped
-        // run from a finished one.
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        std::process::exit(130);
+        interrupt::exit_stopped();
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// What one run of the binary did.
 pub struct Run {
@@ -12,7 +13,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(out: Output) -> Run {
+    pub fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -95,4 +96,27 @@ where
     c.current_dir(dir).env("RESNET_NUM_THREADS", "1").env_remove("RUST_BACKTRACE").stdin(Stdio::null());
     c.arg("-c").arg(format!("ulimit -v {}; exec \"$0\" \"$@\"", limit_mib * 1024)).arg(binary()).args(args);
     run_command(c)
+}
+
+/// Waits until `path` exists (a bound, not a timing assert: a run that never writes it fails).
+pub fn wait_for(path: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before writing {}", path.display());
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends signal `name` (`INT`, `TERM`) to `child`.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
+    assert!(status.expect("kill runs").success());
+}
+
+/// Waits for `child` to end and collects what it printed.
+pub fn finish(child: Child) -> Run {
+    Run::from_output(child.wait_with_output().unwrap())
 }

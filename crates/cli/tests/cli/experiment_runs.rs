@@ -1,6 +1,7 @@
 //! `resnet experiment`: a selection that names nothing is refused before any training.
 
-use crate::common::{run, scratch};
+use crate::common::{command, finish, run, scratch, signal, wait_for};
+use std::process::Stdio;
 
 #[test]
 fn shortcuts_only_an_unknown_option_is_an_error() {
@@ -19,4 +20,35 @@ fn degradation_only_an_unknown_network_is_an_error() {
     let dir = scratch();
     run(dir.path(), ["experiment", "degradation", "--depths", "20", "--only", "resnet21", "--out", "exp"])
         .fails_with(&["\"resnet21\"", "plain20", "resnet20"]);
+}
+
+#[test]
+fn a_signal_stops_an_experiment_with_130_after_a_checkpoint() {
+    let dir = scratch();
+    let args = [
+        "experiment",
+        "shortcuts",
+        "--model",
+        "cifar-resnet8",
+        "--synthetic-train",
+        "64",
+        "--synthetic-test",
+        "32",
+        "--synthetic-size",
+        "16",
+        "--batch-size",
+        "32",
+        "--quiet",
+        "--epochs",
+        "100000",
+        "--out",
+        "exp",
+    ];
+    let mut child = command(dir.path()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for(&dir.path().join("exp/cifar-resnet8-A/config.json"), &mut child);
+    signal(&child, "TERM");
+    let r = finish(child);
+    assert_eq!(r.code, Some(130), "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("run the same command again"), "{}", r.stdout);
+    assert!(dir.path().join("exp/cifar-resnet8-A/checkpoints/last.safetensors").exists());
 }

@@ -2,10 +2,9 @@
 //! other changes, from another directory), the run-directory lock, signals, bounds on threads,
 //! the metrics it writes, and the usage errors of its flags.
 
-use crate::common::{command, path, run, scratch, Run};
+use crate::common::{command, finish, path, run, scratch, signal, wait_for, Run};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 /// A tiny CIFAR-style network on a tiny synthetic set: 4 steps per epoch, seconds per run.
 const TINY: &[&str] = &[
@@ -37,32 +36,6 @@ fn spawn_train(dir: &Path, extra: &[&str]) -> Child {
     args.extend_from_slice(TINY);
     args.extend_from_slice(extra);
     command(dir).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("resnet starts")
-}
-
-/// Waits until `path` exists (a bound, not a timing assert: a run that never writes it fails).
-fn wait_for(path: &Path, child: &mut Child) {
-    let start = Instant::now();
-    while !path.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run ended ({status}) before writing {}", path.display());
-        }
-        assert!(start.elapsed() < Duration::from_secs(300), "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = std::process::Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
-    assert!(status.expect("kill runs").success());
-}
-
-fn finish(child: Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn read(path: &Path) -> String {
