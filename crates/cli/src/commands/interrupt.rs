@@ -5,21 +5,29 @@
 use anyhow::Context;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The exit status of a run stopped by a signal.
 pub const STOPPED: i32 = 130;
+
+/// A repeat of the signal sooner than this after the first is the same request delivered twice
+/// (`timeout` and process-group kills signal the process and its group), not a second interrupt.
+const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 
 /// Installs the handler and returns the flag it sets.
 pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let first = OnceLock::new();
     ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+        let first: &Instant = first.get_or_init(Instant::now);
+        if !flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupt: finishing the step and writing a checkpoint (interrupt again to quit at once)");
+        } else if first.elapsed() >= REPEAT_WINDOW {
             eprintln!("\nsecond interrupt: exiting without a checkpoint");
             std::process::exit(STOPPED);
         }
-        eprintln!("\ninterrupt: finishing the step and writing a checkpoint (interrupt again to quit at once)");
     })
     .context("cannot install the interrupt handler")?;
     Ok(stop)

@@ -190,11 +190,15 @@ fn a_lock_left_by_a_dead_process_does_not_block() {
 
 // Item 9: signals.
 
-fn stopped_by(name: &str) {
+/// Stops a run with `times` signals `name` sent back to back (as `timeout` sends one to the
+/// process and one to its group).
+fn stopped_by(name: &str, times: usize) {
     let dir = scratch();
     let mut child = spawn_train(dir.path(), &["--epochs", "100000", "--out", "run"]);
     wait_for(&dir.path().join("run/config.json"), &mut child);
-    signal(&child, name);
+    for _ in 0..times {
+        signal(&child, name);
+    }
     let r = finish(child);
     assert_eq!(r.code, Some(130), "SIG{name}\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("stopped"), "{}", r.stdout);
@@ -203,12 +207,17 @@ fn stopped_by(name: &str) {
 
 #[test]
 fn sigint_writes_a_checkpoint_and_exits_130() {
-    stopped_by("INT");
+    stopped_by("INT", 1);
 }
 
 #[test]
 fn sigterm_writes_a_checkpoint_and_exits_130() {
-    stopped_by("TERM");
+    stopped_by("TERM", 1);
+}
+
+#[test]
+fn a_signal_delivered_twice_at_once_still_writes_a_checkpoint() {
+    stopped_by("INT", 2);
 }
 
 #[test]
