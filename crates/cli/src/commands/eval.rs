@@ -67,11 +67,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (dataset, data) = match (&args.dataset, &run) {
         (Some(d), _) => (d.clone(), args.data.clone()),
         (None, Some(run)) => (run.dataset.clone(), args.data.clone().or_else(|| run.data.clone())),
-        (None, None) => bail!(
-            "give --dataset NAME: {} does not record the dataset it was trained on (only `resnet train` \
-             checkpoints do)",
-            path.display()
-        ),
+        (None, None) => match &args.data {
+            // Weights from elsewhere do not record a dataset; the files say which format they are.
+            Some(data) => (super::data::resolve_dataset(None, Some(data))?.to_string(), Some(data.clone())),
+            None => bail!(
+                "give --data PATH (its format is recognised) or --dataset NAME: {} does not record the \
+                 dataset it was trained on (only `resnet train` checkpoints do)",
+                path.display()
+            ),
+        },
     };
     let kind: DatasetKind = dataset.parse().map_err(anyhow::Error::msg)?;
     let from_run = args.dataset.is_none() || run.as_ref().is_some_and(|r| r.dataset == dataset);

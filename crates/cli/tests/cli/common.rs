@@ -120,3 +120,24 @@ pub fn signal(child: &Child, name: &str) {
 pub fn finish(child: Child) -> Run {
     Run::from_output(child.wait_with_output().unwrap())
 }
+
+/// A CIFAR-10 binary folder of 16 random images per file.
+pub fn tiny_cifar(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 7u32;
+    let mut file = |name: &str| {
+        let mut bytes = Vec::new();
+        for i in 0..16u32 {
+            bytes.push((i % 10) as u8);
+            for _ in 0..3072 {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                bytes.push((state >> 24) as u8);
+            }
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    for name in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"] {
+        file(name);
+    }
+    file("test_batch.bin");
+}

@@ -383,8 +383,17 @@ fn eval_takes_the_dataset_from_a_training_checkpoint_and_names_both_sources() {
     assert_eq!(v["count"], 8);
     run(dir.path(), ["eval", "--dataset", "synthetic"]).fails_with(&["--checkpoint", "--weights"]);
     let imported = save(dir.path(), "imported.safetensors", &checkpoint(10, pixel_mean()));
-    run(dir.path(), ["eval", "--checkpoint", &checkpoint_arg(&imported)])
-        .fails_with(&["--dataset", "imported.safetensors"]);
+    run(dir.path(), ["eval", "--checkpoint", &checkpoint_arg(&imported)]).fails_with(&[
+        "--data",
+        "--dataset",
+        "imported.safetensors",
+    ]);
+    // Weights that record no dataset take the format of --data's files.
+    tiny_cifar(&dir.path().join("cifar"));
+    let r = run(dir.path(), ["eval", "--checkpoint", &checkpoint_arg(&imported), "--data", "cifar", "--json"]).ok();
+    assert!(r.stderr.contains("recognised as cifar10"), "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["count"], 16);
 }
 
 // ----- item 23: polish -----

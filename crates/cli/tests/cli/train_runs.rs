@@ -2,7 +2,7 @@
 //! other changes, from another directory), the run-directory lock, signals, bounds on threads,
 //! the metrics it writes, and the usage errors of its flags.
 
-use crate::common::{command, finish, path, run, scratch, signal, wait_for, Run};
+use crate::common::{command, finish, path, run, scratch, signal, tiny_cifar, wait_for, Run};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
@@ -53,27 +53,6 @@ fn column(run_dir: &Path, name: &str) -> Vec<String> {
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let i = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name} in {header:?}"));
     lines.map(|l| l.split(',').nth(i).unwrap().to_string()).collect()
-}
-
-/// A CIFAR-10 binary folder of 16 random images per file.
-fn tiny_cifar(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut state = 7u32;
-    let mut file = |name: &str| {
-        let mut bytes = Vec::new();
-        for i in 0..16u32 {
-            bytes.push((i % 10) as u8);
-            for _ in 0..3072 {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                bytes.push((state >> 24) as u8);
-            }
-        }
-        std::fs::write(dir.join(name), bytes).unwrap();
-    };
-    for name in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"] {
-        file(name);
-    }
-    file("test_batch.bin");
 }
 
 fn dead_pid() -> u32 {
