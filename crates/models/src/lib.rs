@@ -17,6 +17,7 @@
 mod block;
 mod error;
 mod init;
+mod memory;
 mod resnet;
 mod spec;
 mod state_dict;
@@ -26,6 +27,7 @@ pub mod zoo;
 pub use block::{Block, ConvBn, ReluAfter, ShortcutPath};
 pub use error::ModelError;
 pub use init::InitConfig;
+pub use memory::BatchMemory;
 pub use resnet::{ResNet, StemLayers};
 pub use resnet_nn::ops::BatchNormMode;
 pub use spec::{limits, BlockKind, Family, ResNetSpec, Shortcut, StridePlacement};

@@ -314,11 +314,11 @@ impl ResNet {
     }
 
     /// Bytes held by activations, spare activation buffers and gradient buffers (the memory that
-    /// grows with the batch).
+    /// grows with the batch; [`ResNetSpec::batch_memory`] computes it ahead).
     pub fn activation_bytes(&self) -> usize {
         let stem = self.stem.unit.y.bytes() + self.stem.unit.z.bytes() + self.stem.pooled.bytes();
         let blocks: usize = self.blocks.iter().map(Block::activation_bytes).sum();
-        let grads: usize = self.grads.iter().map(|g| g.capacity() * 4).sum();
+        let grads: usize = self.grads.iter().chain([&self.d_features]).map(|g| g.capacity() * 4).sum();
         stem + blocks + grads + self.spare.bytes() + self.features.bytes() + self.logits.bytes()
     }
 }

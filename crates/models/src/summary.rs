@@ -1,7 +1,7 @@
 //! The stage table of a network (like Table 1 of the paper), its parameter count and its
 //! multiply-adds, computed from the spec alone.
 
-use crate::spec::{BlockKind, Family, ResNetSpec, ShortcutPlan, StridePlacement};
+use crate::spec::{BlockKind, Family, ResNetSpec, ShortcutPlan};
 use serde::Serialize;
 
 /// One row of the stage table.
@@ -36,7 +36,8 @@ pub struct Summary {
     pub stages: Vec<StageRow>,
 }
 
-fn conv_out(size: usize, k: usize, stride: usize, pad: usize) -> usize {
+/// Output side of a convolution or pooling window.
+pub(crate) fn conv_out(size: usize, k: usize, stride: usize, pad: usize) -> usize {
     (size + 2 * pad - k) / stride + 1
 }
 
@@ -85,17 +86,7 @@ impl ResNetSpec {
             for b in plans.iter().filter(|b| b.stage == stage) {
                 width = b.width;
                 let (bh, bw) = (h, w);
-                let convs: Vec<(usize, usize, usize, usize)> = match self.block {
-                    BlockKind::Basic => vec![(b.cin, b.width, 3, b.stride), (b.width, b.cout, 3, 1)],
-                    BlockKind::Bottleneck => {
-                        let (s1, s2) = match self.stride_placement {
-                            StridePlacement::V1 => (b.stride, 1),
-                            StridePlacement::V1_5 => (1, b.stride),
-                        };
-                        vec![(b.cin, b.width, 1, s1), (b.width, b.width, 3, s2), (b.width, b.cout, 1, 1)]
-                    }
-                };
-                for (cin, cout, k, s) in convs {
+                for (cin, cout, k, s) in self.branch_convs(b) {
                     let (oh, ow, m, p) = conv_bn(h, w, cin, cout, k, s);
                     h = oh;
                     w = ow;
