@@ -9,6 +9,7 @@ pub mod config;
 pub mod evaluate;
 pub mod fsutil;
 pub mod lock;
+pub mod memory;
 pub mod metrics;
 pub mod plot;
 pub mod schedule;

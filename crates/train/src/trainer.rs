@@ -17,6 +17,7 @@ use crate::config::{Normalization, RunLength, TrainConfig};
 use crate::evaluate::{evaluate, EvalResult};
 use crate::fsutil::{self, FileError};
 use crate::lock::{LockError, RunLock};
+use crate::memory::{check_batch, BatchPlan, MemoryShortfall, Pass};
 use crate::metrics::{self, EpochMetrics};
 use crate::plot::PlotError;
 use crate::schedule::{Decay, Milestone, Schedule};
@@ -91,6 +92,9 @@ pub enum TrainError {
         "{0} already holds a run (checkpoints/last.safetensors): resume it with --resume, or choose another --out"
     )]
     RunExists(PathBuf),
+    /// A batch whose activations do not fit in the memory available.
+    #[error(transparent)]
+    Memory(#[from] MemoryShortfall),
     /// A run that cannot be resumed.
     #[error("cannot resume {dir}: {reason}")]
     Resume {
@@ -581,6 +585,23 @@ fn train(
     )?;
     let (h, w, _) = probe.output_shape();
     drop(probe);
+    // Before the loaders and the normalisation pass: a batch that cannot fit is refused now,
+    // not killed by the kernel once the first step allocates it. (The evaluation views have
+    // the training views' size, checked below.)
+    net.check_input([1, h, w, channels])?;
+    let prefetched = loader_config(&config, LoaderMode::Train(config.augment.clone()), Normalize::None, true).prefetch;
+    let batch = |batch: usize, pass: Pass, flag: &'static str| BatchPlan {
+        spec: &spec,
+        input: (h, w),
+        batch,
+        pass,
+        flag,
+        prefetched,
+    };
+    check_batch(batch(config.batch_size, Pass::Train, "--batch-size"))?;
+    // An evaluation batch is at most a split's size.
+    let eval_split = data.val.iter().chain([&data.test]).map(|d| d.len()).max().unwrap_or(0);
+    check_batch(batch(config.eval_batch_size.min(eval_split.max(1)), Pass::Infer, "--eval-batch-size"))?;
     let normalize = match &checkpoint {
         Some(ckpt) => ckpt.preprocess.normalize.clone(),
         None => {
@@ -607,7 +628,6 @@ fn train(
             "the evaluation views are {th}x{tw} but the training views are {h}x{w}; choose matching crop sizes"
         )));
     }
-    net.check_input([1, h, w, channels])?;
 
     let per_epoch = train_loader.batches_per_epoch() as u64;
     if per_epoch == 0 {

@@ -7,6 +7,7 @@ use resnet_kernels::{profile, threads};
 use resnet_models::{InitConfig, ResNet};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
+use resnet_train::memory::{check_batch, BatchPlan, Pass};
 use resnet_train::step::{train_step, StepBuffers};
 use resnet_train::system;
 use std::time::Instant;
@@ -63,7 +64,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let size = args.size.unwrap_or_else(|| spec.default_input_size());
     let mut net = ResNet::new(spec.clone())?;
     net.check_input([args.batch, size, size, spec.in_channels])?;
-    check_memory(&spec, args.batch, size)?;
+    let pass = match args.mode {
+        Mode::Train => Pass::Train,
+        Mode::Infer => Pass::Infer,
+    };
+    // One input batch, made before the passes.
+    check_batch(BatchPlan {
+        spec: &spec,
+        input: (size, size),
+        batch: args.batch,
+        pass,
+        flag: "--batch",
+        prefetched: 0,
+    })?;
     if args.mode == Mode::Train && args.batch < 2 {
         bail!("training needs a batch of at least 2 (batch norm statistics)");
     }
@@ -171,37 +184,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print("layer: operator", profile::by_operator_and_layer());
     }
     Ok(())
-}
-
-/// Refuses a batch whose input and first activation alone would not fit in the memory the
-/// system has free, before allocating them: a mistyped `--size` or `--batch` is then an error,
-/// not an abort.
-fn check_memory(spec: &resnet_models::ResNetSpec, batch: usize, size: usize) -> anyhow::Result<()> {
-    let stride = match spec.family {
-        resnet_models::Family::ImageNet => 2,
-        resnet_models::Family::Cifar => 1,
-    };
-    let side = size.div_ceil(stride) as u128;
-    let elements = batch as u128
-        * (size as u128 * size as u128 * spec.in_channels as u128 + side * side * spec.stem_width as u128);
-    let bytes = elements * 4;
-    if let Some(free) = available_memory() {
-        if bytes > u128::from(free) {
-            bail!(
-                "a batch of {batch} {size}x{size} images needs more than {:.1} GB for its input and first \
-                 activation alone, and {:.1} GB are available; use a smaller --batch or --size",
-                bytes as f64 / 1e9,
-                free as f64 / 1e9
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `MemAvailable` of /proc/meminfo, in bytes (Linux only).
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

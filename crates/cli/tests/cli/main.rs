@@ -8,5 +8,6 @@ mod data_input;
 mod experiment_runs;
 mod front_door;
 mod interop_files;
+mod memory;
 mod train_runs;
 mod wording;

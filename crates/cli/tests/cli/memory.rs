@@ -1,0 +1,59 @@
+//! Batches too large for the machine's memory: refused with what fits, before the loaders or the
+//! first step allocate them. Each run is capped (`run_capped`), so that a batch the check let
+//! through would fail its allocation (an abort, not exit 1) instead of taking the machine.
+
+use crate::common::{run_capped, scratch};
+
+/// Far below what the refused batches need, far above what a refusal costs.
+const CAP_MIB: u64 = 4096;
+
+/// ResNet-152 on generated 224x224 images: the synthetic set makes its images on demand, so a
+/// large split costs nothing until a batch of it is built.
+fn resnet152_on_synthetic<'a>(train: &'a str, test: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--model",
+        "resnet152",
+        "--dataset",
+        "synthetic",
+        "--synthetic-train",
+        train,
+        "--synthetic-test",
+        test,
+        "--synthetic-size",
+        "224",
+        "--normalize",
+        "none",
+        "--iterations",
+        "1",
+        "--quiet",
+        "--out",
+        "run",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn a_training_batch_that_cannot_fit_is_refused_with_what_fits() {
+    let dir = scratch();
+    let args = resnet152_on_synthetic("100000", "10", &["--batch-size", "100000"]);
+    let out = run_capped(dir.path(), args, CAP_MIB).fails_with(&[
+        "training resnet152 at batch 100000 on 224x224 images needs about",
+        "GB are available: use a smaller --batch-size (at most",
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(!dir.path().join("run/checkpoints").exists(), "nothing was trained");
+}
+
+#[test]
+fn an_evaluation_batch_that_cannot_fit_is_refused_before_training() {
+    let dir = scratch();
+    let args = resnet152_on_synthetic("8", "100000", &["--batch-size", "2", "--eval-batch-size", "100000"]);
+    let out = run_capped(dir.path(), args, CAP_MIB).fails_with(&[
+        "evaluating resnet152 at batch 100000 on 224x224 images needs about",
+        "use a smaller --eval-batch-size (at most",
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(!dir.path().join("run/checkpoints").exists(), "nothing was trained");
+}
