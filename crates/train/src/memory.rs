@@ -58,7 +58,11 @@ impl MemoryShortfall {
         let advice = if self.fits >= smallest_batch(self.pass) {
             format!("use a smaller {} (at most {} fits)", self.flag, self.fits)
         } else {
-            format!("not even a batch of {} fits: use smaller images or a smaller model", smallest_batch(self.pass))
+            format!(
+                "{} {} does not fit either: use smaller images or a smaller model",
+                self.flag,
+                smallest_batch(self.pass)
+            )
         };
         format!(
             "{verb} {} at batch {} on {h}x{w} images needs about {:.1} GB (activations, input batches and \
@@ -172,6 +176,6 @@ mod tests {
     fn a_model_too_large_for_any_batch_says_so() {
         let s = spec("resnet152", &ModelOptions::default()).unwrap();
         let text = check_batch_within(plan(&s, 2, Pass::Train), 1_000_000).unwrap_err().to_string();
-        assert!(text.contains("not even a batch of 2 fits"), "{text}");
+        assert!(text.contains("--batch-size 2 does not fit either: use smaller images or a smaller model"), "{text}");
     }
 }
