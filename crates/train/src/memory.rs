@@ -31,6 +31,8 @@ pub struct MemoryShortfall {
     pub available: u64,
     /// The largest batch that fits.
     pub fits: u64,
+    /// Images per sample (an evaluation's crops).
+    pub views: usize,
     /// The flag that sets the batch size (`--batch-size`, `--eval-batch-size`, `--batch`).
     pub flag: String,
 }
@@ -55,6 +57,7 @@ impl MemoryShortfall {
             Pass::Infer => "evaluating",
         };
         let (h, w) = self.input;
+        let views = if self.views > 1 { format!(" of {} views each", self.views) } else { String::new() };
         let advice = if self.fits >= smallest_batch(self.pass) {
             format!("use a smaller {} (at most {} fits)", self.flag, self.fits)
         } else {
@@ -65,7 +68,7 @@ impl MemoryShortfall {
             )
         };
         format!(
-            "{verb} {} at batch {} on {h}x{w} images needs about {:.1} GB (activations, input batches and \
+            "{verb} {} at batch {}{views} on {h}x{w} images needs about {:.1} GB (activations, input batches and \
              parameters), and {:.1} GB are available: {advice}",
             self.model,
             self.batch,
@@ -98,6 +101,8 @@ pub struct BatchPlan<'a> {
     pub flag: &'a str,
     /// Input batches held besides the one the pass reads (a loader's batches built ahead).
     pub prefetched: usize,
+    /// Images per sample of the batch (an evaluation's crops; 1 otherwise).
+    pub views: usize,
 }
 
 /// Refuses a batch whose activations (see [`ResNetSpec::batch_memory`]), input batches and
@@ -126,9 +131,10 @@ pub fn check_batch_within(plan: BatchPlan<'_>, available: u64) -> Result<(), Mem
         Pass::Infer => memory.infer_per_image(),
     };
     let per_image = pass_per_image.saturating_add(memory.input.saturating_mul(plan.prefetched as u64));
+    let per_sample = per_image.saturating_mul(plan.views.max(1) as u64);
     let params = plan.spec.summary(h, w).params;
     let fixed = params.saturating_mul(bytes_per_param(plan.pass));
-    let needed = per_image.saturating_mul(plan.batch as u64).saturating_add(fixed);
+    let needed = per_sample.saturating_mul(plan.batch as u64).saturating_add(fixed);
     if needed <= available {
         return Ok(());
     }
@@ -139,7 +145,8 @@ pub fn check_batch_within(plan: BatchPlan<'_>, available: u64) -> Result<(), Mem
         input: plan.input,
         needed,
         available,
-        fits: available.saturating_sub(fixed) / per_image.max(1),
+        fits: available.saturating_sub(fixed) / per_sample.max(1),
+        views: plan.views.max(1),
         flag: plan.flag.to_string(),
     })
 }
@@ -150,7 +157,7 @@ mod tests {
     use resnet_models::zoo::{spec, ModelOptions};
 
     fn plan<'a>(s: &'a ResNetSpec, batch: usize, pass: Pass) -> BatchPlan<'a> {
-        BatchPlan { spec: s, input: (224, 224), batch, pass, flag: "--batch-size", prefetched: 4 }
+        BatchPlan { spec: s, input: (224, 224), batch, pass, flag: "--batch-size", prefetched: 4, views: 1 }
     }
 
     /// The advice names the largest batch that fits, and that batch passes the same check.
@@ -170,6 +177,11 @@ mod tests {
         let infer = check_batch_within(plan(&s, 100_000, Pass::Infer), available).unwrap_err();
         assert!(infer.to_string().starts_with("evaluating resnet50 at batch 100000"), "{infer}");
         assert!(infer.fits > 2 * e.fits, "{infer}");
+        // Ten crops a sample cost ten images.
+        let crops = BatchPlan { views: 10, ..plan(&s, 100_000, Pass::Infer) };
+        let ten = check_batch_within(crops, available).unwrap_err();
+        assert!(ten.to_string().starts_with("evaluating resnet50 at batch 100000 of 10 views each"), "{ten}");
+        assert_eq!(ten.fits, infer.fits / 10, "{ten}");
     }
 
     #[test]

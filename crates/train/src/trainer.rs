@@ -590,18 +590,25 @@ fn train(
     // the training views' size, checked below.)
     net.check_input([1, h, w, channels])?;
     let prefetched = loader_config(&config, LoaderMode::Train(config.augment.clone()), Normalize::None, true).prefetch;
-    let batch = |batch: usize, pass: Pass, flag: &'static str| BatchPlan {
+    let train_batch = BatchPlan {
         spec: &spec,
         input: (h, w),
-        batch,
-        pass,
-        flag,
+        batch: config.batch_size,
+        pass: Pass::Train,
+        flag: "--batch-size",
         prefetched,
+        views: 1,
     };
-    check_batch(batch(config.batch_size, Pass::Train, "--batch-size"))?;
-    // An evaluation batch is at most a split's size.
+    check_batch(train_batch)?;
+    // An evaluation batch is at most a split's size, and each sample may be several crops.
     let eval_split = data.val.iter().chain([&data.test]).map(|d| d.len()).max().unwrap_or(0);
-    check_batch(batch(config.eval_batch_size.min(eval_split.max(1)), Pass::Infer, "--eval-batch-size"))?;
+    check_batch(BatchPlan {
+        batch: config.eval_batch_size.min(eval_split.max(1)),
+        pass: Pass::Infer,
+        flag: "--eval-batch-size",
+        views: config.eval_view.views(),
+        ..train_batch
+    })?;
     let normalize = match &checkpoint {
         Some(ckpt) => ckpt.preprocess.normalize.clone(),
         None => {

@@ -76,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         pass,
         flag: "--batch",
         prefetched: 0,
+        views: 1,
     })?;
     if args.mode == Mode::Train && args.batch < 2 {
         bail!("training needs a batch of at least 2 (batch norm statistics)");
