@@ -37,14 +37,14 @@ pub struct MemoryShortfall {
     pub flag: String,
 }
 
-/// Bytes per parameter that stay whatever the batch: the value and the gradient (kept in
-/// inference too), and in training the momentum, the transposed weight the backward pass
-/// reads and one partial weight gradient per compute thread (the kernels keep both per
-/// layer).
+/// Bytes per parameter that stay whatever the batch: the value and the gradient; in training
+/// the momentum, the transposed weight the backward pass reads and one partial weight
+/// gradient per compute thread; in inference the weight packed in the direct kernels' panels
+/// (the kernels keep those per layer).
 fn bytes_per_param(pass: Pass) -> u64 {
     let copies = match pass {
         Pass::Train => 4 + resnet_kernels::threads::num_threads() as u64,
-        Pass::Infer => 2,
+        Pass::Infer => 3,
     };
     4 * copies
 }
