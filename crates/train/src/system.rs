@@ -31,7 +31,10 @@ pub fn rss_bytes() -> Option<u64> {
 pub fn cpu_seconds() -> Option<f64> {
     let mut ns = 0u64;
     for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        // A thread that ends while the directory is read leaves an entry without a schedstat.
+        let Some(stat) = task.ok().and_then(|t| std::fs::read_to_string(t.path().join("schedstat")).ok()) else {
+            continue;
+        };
         ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(ns as f64 * 1e-9)
@@ -62,6 +65,27 @@ mod tests {
     use super::*;
 
     /// The process's CPU time grows while a thread computes (Linux reports it; elsewhere none).
+    #[test]
+    fn cpu_time_is_reported_while_threads_come_and_go() {
+        if cpu_seconds().is_none() {
+            return;
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let threads: Vec<_> = (0..8).map(|_| std::thread::spawn(|| ())).collect();
+                    threads.into_iter().for_each(|t| t.join().unwrap());
+                }
+            })
+        };
+        let missing = (0..2000).filter(|_| cpu_seconds().is_none()).count();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        assert_eq!(missing, 0, "CPU time went unreported in {missing} of 2000 reads");
+    }
+
     #[test]
     fn cpu_time_grows_while_computing() {
         let reported = cpu_seconds();
