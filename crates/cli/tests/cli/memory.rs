@@ -40,7 +40,7 @@ fn a_training_batch_that_cannot_fit_is_refused_with_what_fits() {
     let args = resnet152_on_synthetic("100000", "10", &["--batch-size", "100000"]);
     let out = run_capped(dir.path(), args, CAP_MIB).fails_with(&[
         "training resnet152 at batch 100000 on 224x224 images needs about",
-        "GB are available: use a smaller --batch-size (at most",
+        "may be planned on: use a smaller --batch-size (at most",
     ]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(!dir.path().join("run/checkpoints").exists(), "nothing was trained");
