@@ -380,6 +380,15 @@ impl Block {
         }
     }
 
+    /// The batch norms in torchvision's order (read-only).
+    pub fn batch_norms(&self) -> impl Iterator<Item = &BatchNorm2d> {
+        let projection = match &self.shortcut {
+            ShortcutPath::Projection(p) => Some(&p.bn),
+            _ => None,
+        };
+        self.units.iter().map(|u| &u.bn).chain(projection)
+    }
+
     /// Visits batch norms in torchvision's order.
     pub fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
         for u in &mut self.units {

@@ -287,6 +287,15 @@ impl ResNet {
         }
     }
 
+    /// Every batch norm in torchvision's order (read-only).
+    pub fn batch_norms(&self) -> Vec<&BatchNorm2d> {
+        let mut out = vec![&self.stem.unit.bn];
+        for b in &self.blocks {
+            out.extend(b.batch_norms());
+        }
+        out
+    }
+
     /// All parameters, in order (read-only).
     pub fn params(&self) -> Vec<&Param> {
         let mut out = vec![&self.stem.unit.conv.weight, &self.stem.unit.bn.weight, &self.stem.unit.bn.bias];

@@ -3,6 +3,7 @@
 //! `num_batches_tracked` buffers. Checkpoints, imports and exports all go through it.
 
 use crate::ResNet;
+use resnet_nn::ops::BatchNorm2d;
 use resnet_nn::ParamKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -124,12 +125,8 @@ impl ResNet {
     /// buffers, exactly as `model.state_dict()`.
     pub fn state_dict(&self) -> Vec<NamedTensor> {
         let mut out = Vec::new();
-        let mut bns = BTreeMap::new();
-        let mut this = self.clone();
-        this.for_each_batch_norm(|bn| {
-            let prefix = bn.weight.name.trim_end_matches(".weight").to_string();
-            bns.insert(prefix, (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked));
-        });
+        let bns: BTreeMap<&str, &BatchNorm2d> =
+            self.batch_norms().into_iter().map(|bn| (bn.weight.name.trim_end_matches(".weight"), bn)).collect();
         for p in self.params() {
             let data = match p.kind {
                 ParamKind::ConvWeight => convert_kernel(p.value(), &p.shape, true),
@@ -142,22 +139,22 @@ impl ResNet {
             });
             if p.kind == ParamKind::BnBias {
                 let prefix = p.name.trim_end_matches(".bias");
-                let (mean, var, tracked) = &bns[prefix];
-                let c = mean.len();
+                let bn = bns[prefix];
+                let c = bn.running_mean.len();
                 out.push(NamedTensor {
                     name: format!("{prefix}.running_mean"),
                     shape: vec![c],
-                    data: TensorData::F32(mean.clone()),
+                    data: TensorData::F32(bn.running_mean.clone()),
                 });
                 out.push(NamedTensor {
                     name: format!("{prefix}.running_var"),
                     shape: vec![c],
-                    data: TensorData::F32(var.clone()),
+                    data: TensorData::F32(bn.running_var.clone()),
                 });
                 out.push(NamedTensor {
                     name: format!("{prefix}.num_batches_tracked"),
                     shape: vec![],
-                    data: TensorData::I64(vec![*tracked as i64]),
+                    data: TensorData::I64(vec![bn.num_batches_tracked as i64]),
                 });
             }
         }
