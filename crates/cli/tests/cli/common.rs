@@ -141,3 +141,13 @@ pub fn tiny_cifar(dir: &Path) {
     }
     file("test_batch.bin");
 }
+
+/// An IDX file of unsigned bytes.
+pub fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend(d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}

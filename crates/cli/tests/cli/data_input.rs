@@ -7,7 +7,7 @@
 //! (`run_capped`), so that they fail rather than take the machine; nothing here is timed.
 
 use crate::common::*;
-use std::io::{Read, Write};
+use crate::stream_server::{serve_stream, Body};
 use std::net::TcpListener;
 use std::path::Path;
 
@@ -28,16 +28,6 @@ fn write_cifar10(dir: &Path) {
     }
     let test: Vec<u8> = [cifar_record(9, 0), cifar_record(0, 1), cifar_record(4, 2)].concat();
     std::fs::write(dir.join("test_batch.bin"), test).unwrap();
-}
-
-/// An IDX file of unsigned bytes.
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        v.extend(d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
 }
 
 /// MNIST's four IDX files in `dir`: 4 training and 2 test images of 4x5.
@@ -178,43 +168,13 @@ fn predict_on_dev_zero_is_refused_from_its_first_bytes() {
         .fails_with(&["/dev/zero", "not an image"]);
 }
 
-/// Serves one request on 127.0.0.1: a 200 response without a length, then `bytes` zeros (or
-/// zeros until the client hangs up); returns the base address.
-fn serve_zeros(bytes: Option<u64>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let Ok((mut s, _)) = listener.accept() else { return };
-        let mut req = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => req.extend_from_slice(&buf[..n]),
-            }
-        }
-        if s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n").is_err() {
-            return;
-        }
-        let chunk = vec![0u8; 64 << 10];
-        let mut sent = 0u64;
-        while bytes.is_none_or(|b| sent < b) {
-            let n = bytes.map_or(chunk.len() as u64, |b| (b - sent).min(chunk.len() as u64)) as usize;
-            if s.write_all(&chunk[..n]).is_err() {
-                return;
-            }
-            sent += n as u64;
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[test]
 fn download_stops_at_the_published_size() {
     // MNIST's first file is published at 9912422 bytes; this server sends a megabyte more.
     let dir = scratch();
     let mut c = command(dir.path());
-    c.args(["download", "mnist", "--data", "d"]).env("RESNET_DOWNLOAD_BASE", serve_zeros(Some(9_912_422 + (1 << 20))));
+    c.args(["download", "mnist", "--data", "d"])
+        .env("RESNET_DOWNLOAD_BASE", serve_stream(Body::Unannounced(9_912_422 + (1 << 20))));
     run_command(c).fails_with(&["train-images-idx3-ubyte.gz", "too large", "more than the 9912422 bytes"]);
     let left: Vec<_> = std::fs::read_dir(dir.path().join("d/mnist")).unwrap().collect();
     assert!(left.is_empty(), "nothing is kept: {left:?}");
@@ -224,7 +184,7 @@ fn download_stops_at_the_published_size() {
 fn download_of_an_endless_stream_ends() {
     let dir = scratch();
     let mut c = command(dir.path());
-    c.args(["download", "mnist", "--data", "d"]).env("RESNET_DOWNLOAD_BASE", serve_zeros(None));
+    c.args(["download", "mnist", "--data", "d"]).env("RESNET_DOWNLOAD_BASE", serve_stream(Body::Endless));
     run_command(c).fails_with(&["too large", "9912422"]);
 }
 

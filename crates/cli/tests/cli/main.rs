@@ -3,6 +3,10 @@
 //! each file holds one area.
 
 mod common;
+// The data crate's test server; these tests use one of its bodies.
+#[allow(dead_code)]
+#[path = "../../../data/tests/integration/stream_server.rs"]
+mod stream_server;
 
 mod data_input;
 mod experiment_runs;

@@ -2,6 +2,7 @@
 //! that serves a generated archive. No other address is contacted.
 
 use crate::common::*;
+use crate::stream_server::{serve_stream, Body};
 use resnet_data::{download, download_from, fetch_verified, open, DataError, DatasetKind, OpenOptions};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -139,53 +140,6 @@ fn offline_fails_fast_saying_where_to_put_the_files() {
     assert!(e.contains(&target.display().to_string()) && e.contains("by hand"), "{e}");
     let e = download_from("imagenet", tmp.path(), None, &mut |_, _| {}).unwrap_err().to_string();
     assert!(e.contains("cifar10, cifar100, mnist, fashion-mnist"), "{e}");
-}
-
-/// How a [`serve_stream`] response sends its body.
-#[derive(Clone, Copy)]
-enum Body {
-    /// `bytes` zeros with a `Content-Length` saying so.
-    Announced(u64),
-    /// `bytes` zeros without a `Content-Length`, ended by closing the connection.
-    Unannounced(u64),
-    /// Zeros without end, until the client hangs up.
-    Endless,
-}
-
-/// Serves one request on 127.0.0.1 with a body of zeros as `body` says, in 64 KiB writes, and
-/// stops writing as soon as the client has gone.
-fn serve_stream(body: Body) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let Ok((mut s, _)) = listener.accept() else { return };
-        let mut req = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => req.extend_from_slice(&buf[..n]),
-            }
-        }
-        let (head, total) = match body {
-            Body::Announced(n) => (format!("Content-Length: {n}\r\n"), Some(n)),
-            Body::Unannounced(n) => (String::new(), Some(n)),
-            Body::Endless => (String::new(), None),
-        };
-        if s.write_all(format!("HTTP/1.1 200 OK\r\n{head}Connection: close\r\n\r\n").as_bytes()).is_err() {
-            return;
-        }
-        let chunk = vec![0u8; 64 << 10];
-        let mut sent = 0u64;
-        while total.is_none_or(|t| sent < t) {
-            let n = total.map_or(chunk.len() as u64, |t| (t - sent).min(chunk.len() as u64)) as usize;
-            if s.write_all(&chunk[..n]).is_err() {
-                return;
-            }
-            sent += n as u64;
-        }
-    });
-    format!("http://{addr}")
 }
 
 /// MNIST's first file and its published size.

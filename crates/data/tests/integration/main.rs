@@ -9,3 +9,5 @@ mod download;
 mod folder_walk;
 mod formats;
 mod loader;
+#[cfg(feature = "download")]
+mod stream_server;
