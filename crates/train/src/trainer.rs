@@ -143,6 +143,8 @@ pub trait Observer {
     fn eval_step(&mut self, _done: usize) {}
     /// An epoch finished with these metrics.
     fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
+    /// The run's number of classes, once its data is open.
+    fn classes(&mut self, _count: usize) {}
 }
 
 /// An observer that ignores everything.
@@ -171,6 +173,8 @@ pub struct RunSummary {
     pub last_checkpoint: PathBuf,
     /// The checkpoint with the lowest monitored error.
     pub best_checkpoint: Option<PathBuf>,
+    /// How many classes the network tells apart (top-5 error means nothing for five or fewer).
+    pub classes: usize,
 }
 
 /// Paths inside a run directory.
@@ -563,6 +567,7 @@ fn train(
     config.precision.activate().map_err(TrainError::Config)?;
 
     let data = open_data(&config, observer)?;
+    observer.classes(data.classes.len());
     let channels = data.train.channels();
     let spec = resolve_spec(&config, data.classes.len(), channels)?;
     let mut net = ResNet::new(spec.clone())?;
@@ -723,6 +728,7 @@ fn train(
         history,
         last_checkpoint: run_dir.last(),
         best_checkpoint,
+        classes: data.classes.len(),
     };
     let title = format!("{} on {}", spec.name, config.dataset);
     let mut buffers = StepBuffers::default();

@@ -16,6 +16,13 @@ pub struct EpochBars {
     last: Option<(u64, u64)>,
     /// When the current evaluation began.
     eval_start: Instant,
+    /// The run's classes, once known: top-5 error is shown only for more than five.
+    classes: Option<usize>,
+}
+
+/// Top-5 error says nothing when there are five classes or fewer (it is always zero).
+pub fn top5_means_something(classes: Option<usize>) -> bool {
+    classes.is_none_or(|c| c > 5)
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -45,7 +52,7 @@ fn lr_range(start: Option<f64>, end: f64) -> String {
 impl EpochBars {
     /// Bars on stderr, or nothing but epoch lines when `quiet`.
     pub fn new(quiet: bool) -> Self {
-        Self { quiet, bar: None, run_start: None, last: None, eval_start: Instant::now() }
+        Self { quiet, bar: None, run_start: None, last: None, eval_start: Instant::now(), classes: None }
     }
 
     fn replace(&mut self, bar: Option<ProgressBar>) {
@@ -137,15 +144,24 @@ impl Observer for EpochBars {
         }
     }
 
+    fn classes(&mut self, count: usize) {
+        self.classes = Some(count);
+    }
+
     fn epoch_end(&mut self, m: &EpochMetrics) {
         self.replace(None);
+        let top5 = if top5_means_something(self.classes) {
+            format!(" top-5 {:5.2}%", m.test_top5_error)
+        } else {
+            String::new()
+        };
         let val = m.val_error.map(|v| format!(" | val error {v:.2}%")).unwrap_or_default();
         let eta = match (self.run_eta(), self.last) {
             (Some(d), Some((done, total))) if done < total => format!(" | run ETA {}", duration(d)),
             _ => String::new(),
         };
         eprintln!(
-            "epoch {:>3} it {:>6} lr {} | train loss {:.4} error {:5.2}% | test loss {:.4} error {:5.2}% top-5 {:5.2}%{val} | {:.0} img/s {:.0}s{eta}",
+            "epoch {:>3} it {:>6} lr {} | train loss {:.4} error {:5.2}% | test loss {:.4} error {:5.2}%{top5}{val} | {:.0} img/s {:.0}s{eta}",
             m.epoch,
             m.iteration,
             lr_range(m.lr_start, m.lr),
@@ -153,7 +169,6 @@ impl Observer for EpochBars {
             m.train_error,
             m.test_loss,
             m.test_error,
-            m.test_top5_error,
             m.images_per_sec,
             m.seconds
         );

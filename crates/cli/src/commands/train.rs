@@ -1,6 +1,6 @@
 //! `resnet train`: a training run with a paper recipe and any override; the main job.
 
-use super::progress::EpochBars;
+use super::progress::{top5_means_something, EpochBars};
 use super::{interrupt, plural};
 use anyhow::{bail, Context};
 use resnet_data::{EvalView, TrainAugment};
@@ -526,12 +526,16 @@ fn start(args: Args) -> anyhow::Result<()> {
         }
         Outcome::Finished => {
             if let Some(m) = last {
+                let top5 = if top5_means_something(Some(summary.classes)) {
+                    format!(" (top-5 {:.2}%)", m.test_top5_error)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "done: {}, {}, final test error {:.2}% (top-5 {:.2}%), training error {:.2}%",
+                    "done: {}, {}, final test error {:.2}%{top5}, training error {:.2}%",
                     plural(m.epoch, "epoch"),
                     plural(m.iteration, "iteration"),
                     m.test_error,
-                    m.test_top5_error,
                     m.train_error
                 );
             }
