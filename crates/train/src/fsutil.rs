@@ -50,24 +50,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     Ok(())
 }
 
+/// Whether `target` is a file a training run writes (see the trainer's run-directory layout):
+/// only those temporaries are a run's to clean up, whatever else shares the directory.
+fn is_run_output(target: &str) -> bool {
+    const FILES: [&str; 7] = [
+        "config.json",
+        "metrics.csv",
+        "metrics.jsonl",
+        "curves.png",
+        "curves.svg",
+        "last.safetensors",
+        "best.safetensors",
+    ];
+    FILES.contains(&target)
+        || target
+            .strip_prefix("epoch-")
+            .and_then(|t| t.strip_suffix(".safetensors"))
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The id of the process that writes the temporary file `name` (`.{target}.tmp-{pid}`), if
-/// `name` is one.
+/// `name` is one of a run output.
 fn temporary_owner(name: &str) -> Option<u32> {
     let (stem, pid) = name.rsplit_once(".tmp-")?;
-    if !stem.starts_with('.') {
-        return None;
-    }
-    pid.parse().ok()
+    is_run_output(stem.strip_prefix('.')?).then(|| pid.parse().ok()).flatten()
 }
 
-/// Whether process `pid` runs. Without `/proc` it cannot be told, and the answer is no: the
-/// caller holds the run directory's lock, so no other run writes there.
+/// Whether process `pid` may be running. Where the OS does not say (no `/proc`), it may: a file
+/// is never removed on a guess.
 fn process_alive(pid: u32) -> bool {
-    Path::new("/proc/self").exists() && Path::new("/proc").join(pid.to_string()).exists()
+    !Path::new("/proc/self").exists() || Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// Removes the temporary files that [`write_atomic`] calls of processes that no longer run left
-/// in `dir` (a run killed while writing); returns the files removed.
+/// Removes the temporary files of run outputs that [`write_atomic`] calls of processes that no
+/// longer run left in `dir` (a run killed while writing); returns the files removed.
 ///
 /// # Errors
 /// A [`FileError`] when `dir` exists but cannot be listed or a file cannot be removed.
@@ -124,11 +140,18 @@ mod tests {
         let stale = dir.join(format!(".last.safetensors.tmp-{dead}"));
         let own = dir.join(format!(".last.safetensors.tmp-{}", std::process::id()));
         let plain = dir.join("notes.tmp-1");
-        for f in [&stale, &own, &plain] {
+        let epoch = dir.join(format!(".epoch-12.safetensors.tmp-{dead}"));
+        let foreign = dir.join(format!(".notes.txt.tmp-{dead}"));
+        for f in [&stale, &own, &plain, &epoch, &foreign] {
             fs::write(f, b"x").unwrap();
         }
-        assert_eq!(remove_stale_temporaries(&dir).unwrap(), std::slice::from_ref(&stale));
-        assert!(!stale.exists() && own.exists() && plain.exists());
+        let mut removed = remove_stale_temporaries(&dir).unwrap();
+        removed.sort();
+        let mut expected = vec![epoch.clone(), stale.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        // Another program's temporary of the same naming is not ours to remove.
+        assert!(!stale.exists() && !epoch.exists() && own.exists() && plain.exists() && foreign.exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
