@@ -17,7 +17,7 @@ static ALLOC: resnet_kernels::alloc::CacheAligned = resnet_kernels::alloc::Cache
 #[command(name = "resnet", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Compute threads (default: RESNET_NUM_THREADS, else all cores).
-    #[arg(long, global = true, env = "RESNET_NUM_THREADS")]
+    #[arg(long, global = true, env = "RESNET_NUM_THREADS", value_parser = commands::thread_count)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
@@ -58,17 +58,6 @@ fn main() -> ExitCode {
     sigpipe::reset();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        if n == 0 {
-            eprintln!("error: --threads must be at least 1");
-            return ExitCode::from(2);
-        }
-        // More threads than this only queue for the same cores, and an absurd count would take
-        // minutes (and the memory of every stack) to create.
-        let most = resnet_train::system::max_threads();
-        if n > most {
-            eprintln!("error: --threads (or RESNET_NUM_THREADS) {n}: at most {most} (4 per core of this machine)");
-            return ExitCode::from(2);
-        }
         if let Err(e) = resnet_kernels::threads::set_num_threads(n) {
             eprintln!("error: {e}");
             return ExitCode::from(2);

@@ -7,6 +7,7 @@ use resnet_data::{
     open, DatasetKind, EvalView, Loader, LoaderConfig, LoaderMode, Normalize, OpenOptions, SyntheticConfig,
 };
 use resnet_train::evaluate::evaluate;
+use resnet_train::memory::{check_batch, BatchPlan, Pass};
 use std::path::PathBuf;
 
 /// Which split to evaluate.
@@ -44,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
     /// Loader worker threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::thread_count)]
     workers: usize,
     /// Skip unreadable samples (and report them).
     #[arg(long)]
@@ -115,6 +116,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         ckpt.preprocess.eval_view.clone()
     };
+    // The batch's activations must fit before the loader and the network allocate them.
+    check_batch(BatchPlan {
+        spec: net.spec(),
+        input: (h, w),
+        batch: args.batch_size.max(1),
+        pass: Pass::Infer,
+        flag: "--batch-size",
+        prefetched: 4,
+        views: view.views(),
+    })?;
     let loader = Loader::new(
         ds,
         LoaderConfig {

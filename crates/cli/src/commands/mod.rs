@@ -20,6 +20,19 @@ use clap::Args as ClapArgs;
 use resnet_models::zoo::{self, ModelOptions};
 use resnet_models::{ResNetSpec, Shortcut};
 
+/// A count of threads (`--threads`, `--workers`): at least 1, at most four per core. More only
+/// queue for the same cores, and an absurd count would take minutes (and the memory of every
+/// stack) to create.
+pub fn thread_count(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("'{s}' is not a count"))?;
+    let most = resnet_train::system::max_threads();
+    match n {
+        0 => Err("at least 1".into()),
+        n if n > most => Err(format!("at most {most} (4 per core of this machine)")),
+        n => Ok(n),
+    }
+}
+
 /// `n word` or `n words`.
 pub fn plural(n: u64, word: &str) -> String {
     if n == 1 {

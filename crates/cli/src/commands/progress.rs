@@ -89,7 +89,8 @@ impl EpochBars {
         let ((start, first), (done, total)) = (self.run_start?, self.last?);
         let steps = done.checked_sub(first).filter(|s| *s > 0)?;
         let per_step = start.elapsed().as_secs_f64() / steps as f64;
-        Some(Duration::from_secs_f64(per_step * total.saturating_sub(done) as f64))
+        // An absurd length (2^64 iterations) is no estimate, not a panic.
+        Duration::try_from_secs_f64(per_step * total.saturating_sub(done) as f64).ok()
     }
 }
 

@@ -7,7 +7,6 @@ use resnet_data::{EvalView, TrainAugment};
 use resnet_models::{zoo, Shortcut};
 use resnet_train::config::{Normalization, Precision, RunLength, TrainConfig};
 use resnet_train::schedule::{Decay, Milestone, Warmup};
-use resnet_train::system::max_threads;
 use resnet_train::trainer::{self, Outcome, ResumeChanges};
 use std::path::PathBuf;
 
@@ -188,7 +187,7 @@ pub struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Loader worker threads (at most 4 per core).
-    #[arg(long, value_parser = workers)]
+    #[arg(long, value_parser = super::thread_count)]
     workers: Option<usize>,
     /// Also keep a checkpoint every K epochs.
     #[arg(long)]
@@ -231,15 +230,6 @@ fn weight_decay(s: &str) -> Result<f32, String> {
 fn label_smoothing(s: &str) -> Result<f32, String> {
     number(s)
         .and_then(|x| if (0.0..1.0).contains(&x) { Ok(x) } else { Err("label smoothing must lie in [0, 1)".into()) })
-}
-
-fn workers(s: &str) -> Result<usize, String> {
-    let n: usize = s.parse().map_err(|_| format!("'{s}' is not a count"))?;
-    let most = max_threads();
-    if n > most {
-        return Err(format!("at most {most} (4 per core of this machine)"));
-    }
-    Ok(n)
 }
 
 /// Flags that contradict each other or the run: `resnet train` reports it as clap reports a
@@ -552,7 +542,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         println!("next:");
         // eval reads the dataset, its location and the synthetic settings from the checkpoint.
         println!("  resnet eval --checkpoint {}", summary.last_checkpoint.display());
-        println!("  resnet download cifar10 --data data && resnet train --recipe cifar-paper --data data/cifar-10-batches-bin");
+        println!("  resnet download cifar10 --data data && resnet train --recipe cifar-paper --data data");
     }
     if summary.outcome == Outcome::Interrupted {
         interrupt::exit_stopped();

@@ -57,3 +57,39 @@ fn an_evaluation_batch_that_cannot_fit_is_refused_before_training() {
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(!dir.path().join("run/checkpoints").exists(), "nothing was trained");
 }
+
+#[test]
+fn an_eval_batch_that_cannot_fit_is_refused_and_workers_are_bounded() {
+    let dir = scratch();
+    let train = [
+        "train",
+        "--model",
+        "resnet18",
+        "--dataset",
+        "synthetic",
+        "--synthetic-train",
+        "4",
+        "--synthetic-test",
+        "2",
+        "--synthetic-size",
+        "224",
+        "--normalize",
+        "none",
+        "--batch-size",
+        "2",
+        "--iterations",
+        "1",
+        "--quiet",
+        "--out",
+        "run",
+    ];
+    run_capped(dir.path(), train, CAP_MIB).ok();
+    let ckpt = "run/checkpoints/last.safetensors";
+    let eval = ["eval", "--checkpoint", ckpt, "--synthetic", "4", "100000", "224", "--batch-size", "100000"];
+    let out = run_capped(dir.path(), eval, CAP_MIB)
+        .fails_with(&["evaluating resnet18 at batch 100000", "use a smaller --batch-size (at most"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let out = run_capped(dir.path(), ["eval", "--checkpoint", ckpt, "--workers", "100000"], CAP_MIB)
+        .fails_with(&["--workers", "at most"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+}
