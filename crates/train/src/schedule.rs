@@ -88,6 +88,46 @@ pub enum Decay {
     Constant,
 }
 
+/// Fraction milestones fixed to the iterations they fell on in a run's old length.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FrozenMilestones {
+    /// Fractions kept, with their iterations.
+    pub kept: Vec<(f64, u64)>,
+    /// Fractions that fall at or after the new end, with their iterations: they would never
+    /// lower the rate.
+    pub dropped: Vec<(f64, u64)>,
+}
+
+impl Decay {
+    /// The name of this decay when its shape is spread over the whole run, so that a new length
+    /// would change the rates of the steps left (and make a finished run's rate jump back up).
+    pub fn spread_over_the_run(&self) -> Option<&'static str> {
+        match self {
+            Decay::Cosine { .. } => Some("cosine"),
+            Decay::Step { .. } | Decay::Plateau { .. } | Decay::Constant => None,
+        }
+    }
+
+    /// Turns fraction milestones into the iterations they fell on in a run of `old_total`
+    /// iterations, so that a run changed to `new_total` keeps its schedule up to the old end.
+    pub fn freeze_fractions(&mut self, old_total: u64, new_total: u64) -> FrozenMilestones {
+        let mut frozen = FrozenMilestones::default();
+        let Decay::Step { milestones, .. } = self else { return frozen };
+        milestones.retain_mut(|m| {
+            let Milestone::Fraction(f) = *m else { return true };
+            let at = m.iteration(old_total, 0);
+            if at >= new_total {
+                frozen.dropped.push((f, at));
+                return false;
+            }
+            frozen.kept.push((f, at));
+            *m = Milestone::Iteration(at);
+            true
+        });
+        frozen
+    }
+}
+
 /// Warm-up at the start of training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Warmup {
@@ -266,6 +306,19 @@ mod tests {
         assert_eq!(m[3], Milestone::Iteration(100));
         assert!("1.5".parse::<Milestone>().is_err());
         assert!("abc".parse::<Milestone>().is_err());
+    }
+
+    #[test]
+    fn fractions_freeze_at_the_old_length_and_past_the_new_end_are_dropped() {
+        let milestones = vec![Milestone::Fraction(0.5), Milestone::Epoch(1), Milestone::Fraction(0.75)];
+        let mut decay = Decay::Step { milestones, gamma: 0.1 };
+        let frozen = decay.freeze_fractions(200, 120);
+        assert_eq!(frozen.kept, [(0.5, 100)]);
+        assert_eq!(frozen.dropped, [(0.75, 150)]);
+        let kept = vec![Milestone::Iteration(100), Milestone::Epoch(1)];
+        assert_eq!(decay, Decay::Step { milestones: kept, gamma: 0.1 });
+        assert_eq!(Decay::Cosine { final_lr: 0.0 }.spread_over_the_run(), Some("cosine"));
+        assert_eq!(Decay::Constant.spread_over_the_run(), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::lock::{LockError, RunLock};
 use crate::memory::{check_batch, BatchPlan, MemoryShortfall, Pass};
 use crate::metrics::{self, EpochMetrics};
 use crate::plot::PlotError;
-use crate::schedule::{Decay, Milestone, Schedule};
+use crate::schedule::{Decay, FrozenMilestones, Milestone, Schedule};
 use crate::step::{train_step, StepBuffers};
 use resnet_data::{
     channel_mean_std, open, pixel_mean, validation_split, DataError, DatasetKind, Loader, LoaderConfig, LoaderMode,
@@ -496,6 +496,28 @@ pub fn run(
     train(start, dir, stop, observer)
 }
 
+/// Says where the fraction milestones of a run whose length changed were fixed.
+fn frozen_milestones(frozen: FrozenMilestones) -> Vec<String> {
+    let list =
+        |pairs: &[(f64, u64)], pick: fn(&(f64, u64)) -> String| pairs.iter().map(pick).collect::<Vec<_>>().join(",");
+    let mut said = Vec::new();
+    if !frozen.kept.is_empty() {
+        said.push(format!(
+            "milestones {} of the old run are kept at iterations {}",
+            list(&frozen.kept, |(f, _)| f.to_string()),
+            list(&frozen.kept, |(_, at)| at.to_string())
+        ));
+    }
+    if !frozen.dropped.is_empty() {
+        said.push(format!(
+            "milestones {} of the old run (iterations {}) fall after the new end and are dropped",
+            list(&frozen.dropped, |(f, _)| f.to_string()),
+            list(&frozen.dropped, |(_, at)| at.to_string())
+        ));
+    }
+    said
+}
+
 /// The checkpoint a stopped run leaves, in words.
 fn kept(run_dir: &RunDir) -> String {
     if run_dir.last().exists() {
@@ -531,13 +553,15 @@ fn train(
         observer.message(&format!("removed {} temporary file(s) left by an interrupted run", removed.len()));
     }
     let mut changed = Vec::new();
-    let (config, checkpoint) = if let Start::Resume(changes) = start {
+    let mut old_length = None;
+    let (mut config, checkpoint) = if let Start::Resume(changes) = start {
         let bytes =
             fsutil::read(&run_dir.config()).map_err(|e| resume_err(format!("no readable config.json ({e})")))?;
         let mut config: TrainConfig =
             serde_json::from_slice(&bytes).map_err(|e| resume_err(format!("config.json does not parse: {e}")))?;
         if let Some(length) = changes.length.filter(|l| *l != config.length) {
             changed.push(format!("length {length} (was {})", config.length));
+            old_length = Some(config.length);
             config.length = length;
         }
         if let Some(workers) = changes.workers.filter(|w| *w != config.workers) {
@@ -649,10 +673,21 @@ fn train(
             config.batch_size
         )));
     }
-    let total = match config.length {
+    let iterations = |length: RunLength| match length {
         RunLength::Epochs(e) => e.saturating_mul(per_epoch),
         RunLength::Iterations(i) => i,
     };
+    let total = iterations(config.length);
+    if let Some(old_total) = old_length.map(iterations).filter(|t| *t != total) {
+        if let Some(name) = config.decay.spread_over_the_run() {
+            return Err(resume_err(format!(
+                "its {name} learning-rate schedule is spread over its {old_total} iterations, so a length of \
+                 {total} would change the rate of every step left (a finished run's rate would jump back up); \
+                 start a new run for another length"
+            )));
+        }
+        changed.extend(frozen_milestones(config.decay.freeze_fractions(old_total, total)));
+    }
     let mut schedule = Schedule::new(config.lr, config.decay.clone(), config.warmup.clone(), total, per_epoch);
     let mut sgd = Sgd::new(SgdConfig {
         momentum: config.momentum,
@@ -683,7 +718,11 @@ fn train(
             )));
         }
         if !changed.is_empty() {
-            observer.message(&format!("changed: {}; the run is now {total} iterations", changed.join(", ")));
+            observer.message(&format!(
+                "changed: {}; the run is now {total} iterations and continues at learning rate {}",
+                changed.join(", "),
+                schedule.lr(progress.iteration)
+            ));
         }
         observer.message(&format!(
             "resuming {} at epoch {}, iteration {} of {total}",

@@ -162,3 +162,51 @@ fn resuming_a_directory_that_holds_no_run_leaves_nothing_there() {
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "files were left in {}", d.display());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Keeps the messages a run prints.
+#[derive(Default)]
+struct Messages(Vec<String>);
+
+impl Observer for Messages {
+    fn message(&mut self, text: &str) {
+        self.0.push(text.to_string());
+    }
+}
+
+#[test]
+fn extending_a_run_keeps_its_fraction_milestones_where_they_fell() {
+    let d = dir("extend-fractions");
+    // 20 iterations: the rate drops at 10 and 15 and the run ends at 0.001.
+    let milestones = vec![Milestone::Fraction(0.5), Milestone::Fraction(0.75)];
+    let config = TrainConfig { length: RunLength::Epochs(2), decay: Decay::Step { milestones, gamma: 0.1 }, ..tiny() };
+    let first = go(config, &d).unwrap();
+    let ended_at = first.history[1].lr_end;
+    assert_eq!(ended_at, Some((0.1f32 * 0.1 * 0.1) as f64));
+    let mut said = Messages::default();
+    let longer = ResumeChanges { length: Some(RunLength::Epochs(4)), ..ResumeChanges::default() };
+    let s = trainer::resume(&d, &longer, &AtomicBool::new(false), &mut said).unwrap();
+    assert_eq!(s.outcome, Outcome::Finished);
+    let starts: Vec<_> = s.history.iter().map(|m| m.lr_start).collect();
+    assert_eq!(starts[2..], [ended_at, ended_at], "the rate jumped after the old end: {:?}", s.history);
+    let stored: TrainConfig = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+    let frozen = vec![Milestone::Iteration(10), Milestone::Iteration(15)];
+    assert_eq!(stored.decay, Decay::Step { milestones: frozen, gamma: 0.1 });
+    let said = said.0.join("\n");
+    assert!(said.contains("milestones 0.5,0.75 of the old run are kept at iterations 10,15"), "{said}");
+    assert!(said.contains(&format!("continues at learning rate {}", ended_at.unwrap() as f32)), "{said}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_cosine_run_cannot_change_its_length() {
+    let d = dir("extend-cosine");
+    let config = TrainConfig { decay: Decay::Cosine { final_lr: 0.0 }, ..tiny() };
+    go(config, &d).unwrap();
+    let before = std::fs::read(d.join("config.json")).unwrap();
+    let longer = ResumeChanges { length: Some(RunLength::Epochs(2)), ..ResumeChanges::default() };
+    let err = trainer::resume(&d, &longer, &AtomicBool::new(false), &mut trainer::Silent).unwrap_err();
+    assert!(matches!(err, TrainError::Resume { .. }), "{err}");
+    assert!(err.to_string().contains("cosine"), "{err}");
+    assert_eq!(std::fs::read(d.join("config.json")).unwrap(), before, "config.json changed");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -313,3 +313,33 @@ fn out_of_range_optimiser_flags_are_usage_errors() {
         assert!(!dir.path().join("run").exists(), "{args:?} created the run directory");
     }
 }
+
+// Extending a run keeps the rate it ended with.
+
+#[test]
+fn extending_a_paper_recipe_run_continues_at_its_last_rate() {
+    let dir = scratch();
+    // 8 steps: the scaled milestones fall at steps 4 and 6, the run ends at 0.001.
+    train(dir.path(), &["--recipe", "cifar-paper", "--dataset", "synthetic", "--epochs", "2", "--out", "run"]).ok();
+    let r = run(dir.path(), ["train", "--resume", "run", "--epochs", "4", "--quiet"]).ok();
+    assert!(r.stderr.contains("of the old run are kept at iterations 4,6"), "{}", r.stderr);
+    assert!(r.stderr.contains("continues at learning rate 0.001"), "{}", r.stderr);
+    let run_dir = path(dir.path(), "run");
+    let ends = column(&run_dir, "lr_end");
+    let starts = column(&run_dir, "lr_start");
+    assert_eq!(starts[2], ends[1], "the rate jumped after the old end: starts {starts:?}, ends {ends:?}");
+    assert_eq!(ends[3], ends[1], "starts {starts:?}, ends {ends:?}");
+    assert_eq!(
+        config(&run_dir)["decay"]["Step"]["milestones"],
+        serde_json::json!([{"Iteration": 4}, {"Iteration": 6}])
+    );
+}
+
+#[test]
+fn a_cosine_run_refuses_a_new_length() {
+    let dir = scratch();
+    train(dir.path(), &["--schedule", "cosine", "--epochs", "1", "--out", "run"]).ok();
+    let r = run(dir.path(), ["train", "--resume", "run", "--epochs", "2"]).fails_with(&["run", "cosine", "new run"]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(config(&path(dir.path(), "run"))["length"], serde_json::json!({"Epochs": 1}));
+}
