@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use resnet_data::Normalize;
 use resnet_interop::{InputFormat, OnnxOptions, Preprocessing};
 use resnet_train::checkpoint::{Checkpoint, Preprocess};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The ONNX input when preprocessing is in the graph.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,10 +77,20 @@ fn normalisation_doc(pre: &Preprocess) -> String {
     }
 }
 
+/// `path` as the file system will resolve it: absolute, its folder's links followed (the file
+/// itself may not exist yet).
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent().and_then(|d| d.canonicalize().ok()), abs.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => abs,
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(a), Some(b)) = (&args.onnx, &args.safetensors) {
-        if a == b {
-            bail!("--onnx and --safetensors name the same file {}", a.display());
+        if resolved(a) == resolved(b) {
+            bail!("--onnx {} and --safetensors {} name the same file", a.display(), b.display());
         }
     }
     for (flag, out) in [("--onnx", &args.onnx), ("--safetensors", &args.safetensors)] {
@@ -91,6 +101,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let net = ckpt.network(&args.checkpoint)?;
     let name = &net.spec().name;
+    // Refused before anything is written, so a refusal leaves no half of the export behind.
+    if let (Some(_), Some(reason)) = (&args.safetensors, resnet_interop::torchvision_difference(net.spec())) {
+        bail!("--safetensors: {name} cannot be written as a torchvision file: {reason}");
+    }
     if let Some(path) = &args.onnx {
         let pre = &ckpt.preprocess;
         let preprocessing = args.include_preprocessing.then(|| graph_preprocessing(pre, args.input_format));

@@ -10,6 +10,7 @@ mod stream_server;
 
 mod data_input;
 mod experiment_runs;
+mod export_outputs;
 mod front_door;
 mod interop_files;
 mod memory;
