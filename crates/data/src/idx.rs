@@ -15,6 +15,11 @@ use std::sync::Arc;
 /// reserving more than this times `n` up front, whatever its header claims.
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
+/// The most data one IDX file may declare (4 GiB: 70 times MNIST's training images, more than
+/// this crate's in-memory datasets are meant for). Checked against the header's dimensions
+/// before any data is read, so a small gzip of zeros cannot decompress into memory without end.
+pub(crate) const MAX_IDX_DATA_BYTES: u64 = 4 << 30;
+
 /// An IDX array of unsigned bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxArray {
@@ -32,8 +37,8 @@ pub struct IdxArray {
 /// the compressed size can expand to).
 ///
 /// # Errors
-/// [`DataError::Idx`] when the header is malformed or disagrees with the size of the data,
-/// [`DataError::Archive`] when the gzip stream is corrupt.
+/// [`DataError::Idx`] when the header is malformed, declares more than 4 GiB of data, or
+/// disagrees with the size of the data, [`DataError::Archive`] when the gzip stream is corrupt.
 pub fn parse_idx(bytes: &[u8], file: &str) -> Result<IdxArray, DataError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         read_idx(GzDecoder::new(bytes), file, (bytes.len() as u64).saturating_mul(MAX_DEFLATE_RATIO))
@@ -43,7 +48,7 @@ pub fn parse_idx(bytes: &[u8], file: &str) -> Result<IdxArray, DataError> {
 }
 
 /// Reads an uncompressed IDX stream; `max_bytes` bounds what may be reserved up front (the size
-/// the stream can have at most), the header's claim bounds what is read.
+/// the stream can have at most), the header's claim, itself at most 4 GiB, bounds what is read.
 ///
 /// # Errors
 /// As [`parse_idx`].
@@ -95,6 +100,12 @@ pub fn read_idx(mut reader: impl Read, file: &str, max_bytes: u64) -> Result<Idx
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
         .ok_or_else(|| bad(format!("dimensions {dims:?} overflow a 64-bit size")))?;
+    if expected > MAX_IDX_DATA_BYTES {
+        return Err(bad(format!(
+            "the header (dimensions {dims:?}) declares {expected} bytes of data; \
+             at most {MAX_IDX_DATA_BYTES} bytes (4 GiB) are supported"
+        )));
+    }
     // Reserve no more than the stream can hold; read no more than the header claims (plus one
     // byte, to notice trailing data).
     let mut data = Vec::with_capacity(expected.min(max_bytes) as usize);

@@ -174,3 +174,49 @@ fn errors_are_send_sync_and_every_io_error_names_its_path() {
         .to_string();
     assert_has(&e, &["/definitely/not/here"]);
 }
+
+/// An IDX header claiming `dims`, then zeros without end; reading more than `budget` bytes of
+/// data is an error, so a reader that trusts the header stops there instead of filling memory.
+struct EndlessIdx {
+    header: Vec<u8>,
+    served: usize,
+    budget: usize,
+}
+
+impl std::io::Read for EndlessIdx {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.served >= self.header.len() + self.budget {
+            return Err(std::io::Error::other("read past the header's first bytes of data"));
+        }
+        let n = buf.len().min(self.header.len() + self.budget - self.served);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = self.header.get(self.served + i).copied().unwrap_or(0);
+        }
+        self.served += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn idx_dimensions_beyond_the_size_limit_are_refused_before_reading_the_data() {
+    // 65,537 x 256 x 256 bytes is just over 4 GiB.
+    let dims = [65_537, 256, 256];
+    let header = idx(&dims, &[]);
+    let endless = EndlessIdx { header, served: 0, budget: 1 << 20 };
+    let e = resnet_data::read_idx(endless, "huge-idx3-ubyte", u64::MAX).unwrap_err();
+    assert!(matches!(e, DataError::Idx { .. }), "{e}");
+    assert_has(&e.to_string(), &["huge-idx3-ubyte", "dimensions [65537, 256, 256]", "4294967296 bytes"]);
+
+    // The same claim in a small gzip of zeros, as a dataset file.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_mnist(d, 4, 2, false);
+    std::fs::remove_file(d.join("train-images-idx3-ubyte")).unwrap();
+    let mut claim = idx(&dims, &[]);
+    claim.resize(claim.len() + (1 << 20), 0);
+    std::fs::write(d.join("train-images-idx3-ubyte.gz"), gzip(&claim)).unwrap();
+    assert_has(
+        &err(DatasetKind::Mnist, d),
+        &["train-images-idx3-ubyte.gz", "dimensions [65537, 256, 256]", "4294967296 bytes"],
+    );
+}
