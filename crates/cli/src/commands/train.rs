@@ -2,7 +2,6 @@
 
 use super::progress::{top5_means_something, EpochBars};
 use super::{interrupt, plural};
-use anyhow::{bail, Context};
 use resnet_data::{EvalView, TrainAugment};
 use resnet_models::{zoo, Shortcut};
 use resnet_train::config::{Normalization, Precision, RunLength, TrainConfig};
@@ -399,7 +398,7 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
             n => Warmup::Linear {
                 iterations: n
                     .parse()
-                    .with_context(|| format!("--warmup takes none, paper or a number of iterations, not '{n}'"))?,
+                    .map_err(|_| usage(format!("--warmup takes none, paper or a number of iterations, not '{n}'")))?,
                 start_factor: 0.1,
             },
         };
@@ -419,7 +418,7 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
     } else if a.pca {
         match &mut c.augment {
             TrainAugment::ScaleAugment { pca, .. } | TrainAugment::RandomResizedCrop { pca, .. } => *pca = true,
-            _ => bail!("--pca needs --augment scale or random-resized-crop"),
+            _ => return Err(usage("--pca needs --augment scale or random-resized-crop".into())),
         }
     }
     if let Some(v) = a.eval_view {

@@ -305,6 +305,8 @@ fn out_of_range_optimiser_flags_are_usage_errors() {
         (&["--gamma", "0"][..], "--gamma"),
         (&["--milestones", "2,1"][..], "--milestones"),
         (&["--lr", "0"][..], "--lr"),
+        (&["--warmup", "abc"][..], "--warmup"),
+        (&["--pca"][..], "--pca"),
     ] {
         let mut all = args.to_vec();
         all.extend(["--out", "run"]);
