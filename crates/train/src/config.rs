@@ -213,3 +213,52 @@ impl TrainConfig {
         }
     }
 }
+
+/// The ranges of the optimiser's settings, one check each, shared by [`crate::trainer`]'s
+/// validation and the command line's flag parsers. Each returns the value or why it is refused.
+pub mod ranges {
+    /// A learning rate: finite and above 0.
+    pub fn lr(x: f32) -> Result<f32, String> {
+        if x.is_finite() && x > 0.0 {
+            Ok(x)
+        } else {
+            Err("the learning rate must be a number above 0".into())
+        }
+    }
+
+    /// A decay factor (step, plateau): the rate is multiplied by it, so (0, 1].
+    pub fn gamma(x: f32) -> Result<f32, String> {
+        if x > 0.0 && x <= 1.0 {
+            Ok(x)
+        } else {
+            Err("the decay factor gamma must lie in (0, 1]: the rate is multiplied by it".into())
+        }
+    }
+
+    /// Momentum: [0, 1).
+    pub fn momentum(x: f32) -> Result<f32, String> {
+        if (0.0..1.0).contains(&x) {
+            Ok(x)
+        } else {
+            Err("the momentum must lie in [0, 1)".into())
+        }
+    }
+
+    /// Weight decay: finite and at least 0.
+    pub fn weight_decay(x: f32) -> Result<f32, String> {
+        if x.is_finite() && x >= 0.0 {
+            Ok(x)
+        } else {
+            Err("the weight decay must be a number of at least 0".into())
+        }
+    }
+
+    /// Label smoothing: [0, 1).
+    pub fn label_smoothing(x: f32) -> Result<f32, String> {
+        if (0.0..1.0).contains(&x) {
+            Ok(x)
+        } else {
+            Err("label smoothing must lie in [0, 1)".into())
+        }
+    }
+}

@@ -368,22 +368,14 @@ fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     if matches!(config.length, RunLength::Epochs(0) | RunLength::Iterations(0)) {
         return bad("the run must be at least one epoch or one iteration long");
     }
-    if !(config.lr.is_finite() && config.lr > 0.0) {
-        return bad("the learning rate must be a positive number");
-    }
-    if !(0.0..1.0).contains(&config.label_smoothing) {
-        return bad("label smoothing must lie in [0, 1)");
-    }
-    if !(0.0..1.0).contains(&config.momentum) {
-        return bad("the momentum must lie in [0, 1)");
-    }
-    if !(config.weight_decay.is_finite() && config.weight_decay >= 0.0) {
-        return bad("the weight decay must be a number of at least 0");
-    }
+    use crate::config::ranges;
+    ranges::lr(config.lr)
+        .and(ranges::label_smoothing(config.label_smoothing))
+        .and(ranges::momentum(config.momentum))
+        .and(ranges::weight_decay(config.weight_decay))
+        .map_err(TrainError::Config)?;
     if let Decay::Step { gamma, .. } | Decay::Plateau { gamma, .. } = &config.decay {
-        if !(gamma.is_finite() && *gamma > 0.0) {
-            return bad("the decay factor gamma must be a positive number");
-        }
+        ranges::gamma(*gamma).map_err(TrainError::Config)?;
     }
     let most = crate::system::max_threads();
     if config.workers > most {

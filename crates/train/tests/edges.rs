@@ -210,3 +210,14 @@ fn a_cosine_run_cannot_change_its_length() {
     assert_eq!(std::fs::read(d.join("config.json")).unwrap(), before, "config.json changed");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The library refuses what the command line refuses: one set of range checks serves both.
+#[test]
+fn a_decay_factor_above_one_is_refused_as_on_the_command_line() {
+    let d = dir("gamma");
+    let config =
+        TrainConfig { decay: Decay::Step { milestones: vec![Milestone::Fraction(0.5)], gamma: 2.0 }, ..tiny() };
+    let err = go(config, &d).unwrap_err();
+    assert!(matches!(&err, TrainError::Config(m) if m.contains("(0, 1]")), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -4,7 +4,6 @@
 use resnet_train::checkpoint::Checkpoint;
 use resnet_train::config::{RunLength, TrainConfig};
 use resnet_train::metrics::EpochMetrics;
-use resnet_train::schedule::{Decay, Milestone};
 use resnet_train::trainer::{self, Observer, Outcome, StepReport, TrainError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,9 +99,15 @@ fn resumed_runs_match_the_uninterrupted_run_exactly() {
 #[test]
 fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let d = dir("nan");
-    // From epoch 2 on the learning rate is 1e9 times larger: the loss blows up.
-    let config = TrainConfig { decay: Decay::Step { milestones: vec![Milestone::Epoch(1)], gamma: 1e9 }, ..tiny() };
-    let err = trainer::run(config, &d, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap_err();
+    // One good epoch; then the run's config.json asks for a second at a learning rate 1e9 times
+    // larger, and the loss blows up.
+    let config = TrainConfig { length: RunLength::Epochs(1), ..tiny() };
+    trainer::run(config, &d, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap();
+    let mut stored: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+    stored["lr"] = serde_json::json!(1e8);
+    stored["length"] = serde_json::to_value(RunLength::Epochs(2)).unwrap();
+    std::fs::write(d.join("config.json"), serde_json::to_vec(&stored).unwrap()).unwrap();
+    let err = trainer::run(tiny(), &d, true, &AtomicBool::new(false), &mut trainer::Silent).unwrap_err();
     assert!(matches!(err, TrainError::Diverged { epoch: 2, .. }), "{err}");
     assert!(err.to_string().contains("last good checkpoint"), "{err}");
     let ckpt = Checkpoint::load(&d.join("checkpoints/last.safetensors")).unwrap();

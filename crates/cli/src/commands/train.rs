@@ -4,7 +4,7 @@ use super::progress::{top5_means_something, EpochBars};
 use super::{interrupt, plural};
 use resnet_data::{EvalView, TrainAugment};
 use resnet_models::{zoo, Shortcut};
-use resnet_train::config::{Normalization, Precision, RunLength, TrainConfig};
+use resnet_train::config::{ranges, Normalization, Precision, RunLength, TrainConfig};
 use resnet_train::schedule::{Decay, Milestone, Warmup};
 use resnet_train::trainer::{self, Outcome, ResumeChanges};
 use std::path::PathBuf;
@@ -205,30 +205,23 @@ fn number(s: &str) -> Result<f32, String> {
 }
 
 fn positive_lr(s: &str) -> Result<f32, String> {
-    number(s).and_then(|x| if x > 0.0 { Ok(x) } else { Err("the learning rate must be above 0".into()) })
+    number(s).and_then(ranges::lr)
 }
 
 fn decay_factor(s: &str) -> Result<f32, String> {
-    number(s).and_then(|x| {
-        if x > 0.0 && x <= 1.0 {
-            Ok(x)
-        } else {
-            Err("the decay factor must lie in (0, 1]: the rate is multiplied by it".into())
-        }
-    })
+    number(s).and_then(ranges::gamma)
 }
 
 fn momentum(s: &str) -> Result<f32, String> {
-    number(s).and_then(|x| if (0.0..1.0).contains(&x) { Ok(x) } else { Err("the momentum must lie in [0, 1)".into()) })
+    number(s).and_then(ranges::momentum)
 }
 
 fn weight_decay(s: &str) -> Result<f32, String> {
-    number(s).and_then(|x| if x >= 0.0 { Ok(x) } else { Err("the weight decay must be at least 0".into()) })
+    number(s).and_then(ranges::weight_decay)
 }
 
 fn label_smoothing(s: &str) -> Result<f32, String> {
-    number(s)
-        .and_then(|x| if (0.0..1.0).contains(&x) { Ok(x) } else { Err("label smoothing must lie in [0, 1)".into()) })
+    number(s).and_then(ranges::label_smoothing)
 }
 
 /// Flags that contradict each other or the run: `resnet train` reports it as clap reports a
