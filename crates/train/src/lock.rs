@@ -41,6 +41,7 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+    held: bool,
 }
 
 impl RunLock {
@@ -56,8 +57,8 @@ impl RunLock {
         // Not truncated on open: until this process holds the lock, the pid in it is the holder's.
         let mut file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
+        let held = match file.try_lock() {
+            Ok(()) => true,
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
@@ -68,15 +69,21 @@ impl RunLock {
                 return Err(LockError::Busy { dir: dir.to_path_buf(), lock, holder });
             }
             // A file system without file locks (some network mounts): the run goes on unguarded
-            // rather than not at all.
-            Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
+            // rather than not at all, and says so (`held`).
+            Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => false,
             Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
+        };
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
-        Ok(Self { _file: file })
+        Ok(Self { _file: file, held })
+    }
+
+    /// Whether the directory is locked: false on a file system without file locks, where
+    /// nothing stops a second run into it.
+    pub fn held(&self) -> bool {
+        self.held
     }
 }
 
@@ -89,6 +96,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("resnet-lock-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let held = RunLock::acquire(&dir).unwrap();
+        assert!(held.held());
         let err = RunLock::acquire(&dir).unwrap_err();
         assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
         drop(held);

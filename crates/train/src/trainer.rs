@@ -538,7 +538,13 @@ fn train(
     if let Start::Fresh(config) = &start {
         validate(config)?;
     }
-    let _lock = RunLock::acquire(dir)?;
+    let lock = RunLock::acquire(dir)?;
+    if !lock.held() {
+        observer.message(&format!(
+            "warning: the file system of {} has no file locks, so nothing stops a second run into it",
+            dir.display()
+        ));
+    }
     let mut removed = fsutil::remove_stale_temporaries(dir)?;
     removed.extend(fsutil::remove_stale_temporaries(&dir.join("checkpoints"))?);
     if !removed.is_empty() {
