@@ -4,9 +4,10 @@ use crate::InteropError;
 use std::io::Write;
 use std::path::Path;
 
-/// The whole file.
+/// The whole of a weights file, refused unless it is a regular file within
+/// [`resnet_models::MAX_WEIGHTS_FILE_BYTES`].
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, InteropError> {
-    std::fs::read(path).map_err(|error| InteropError::Read { path: path.to_path_buf(), error })
+    resnet_models::read_weights_file(path).map_err(|error| InteropError::Read { path: path.to_path_buf(), error })
 }
 
 /// Writes through a temporary file in the same directory and a rename, so readers never see a

@@ -22,6 +22,7 @@ mod resnet;
 mod spec;
 mod state_dict;
 mod summary;
+mod weights_file;
 pub mod zoo;
 
 pub use block::{Block, ConvBn, ReluAfter, ShortcutPath};
@@ -33,3 +34,4 @@ pub use resnet_nn::ops::BatchNormMode;
 pub use spec::{limits, BlockKind, Family, ResNetSpec, Shortcut, StridePlacement};
 pub use state_dict::{NamedTensor, StateDictError, TensorData};
 pub use summary::{StageRow, Summary};
+pub use weights_file::{read_weights_file, MAX_WEIGHTS_FILE_BYTES};

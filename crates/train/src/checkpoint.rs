@@ -195,10 +195,13 @@ impl Checkpoint {
     /// Reads a checkpoint.
     ///
     /// # Errors
-    /// [`CheckpointError`] saying whether the file is unreadable, not safetensors, truncated, or
-    /// not one of ours.
+    /// [`CheckpointError`] saying whether the file is unreadable (not a regular file, or larger
+    /// than [`resnet_models::MAX_WEIGHTS_FILE_BYTES`]), not safetensors, truncated, or not one of
+    /// ours.
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = fsutil::read(path)?;
+        // A device, a FIFO or a file larger than any network within the model limits needs is
+        // refused before anything is allocated for it.
+        let bytes = resnet_models::read_weights_file(path).map_err(|e| FileError::new(path, e))?;
         Self::from_bytes(&bytes, path)
     }
 

@@ -498,3 +498,24 @@ fn exporting_a_network_torchvision_lacks_says_so() {
     let r = run(dir.path(), ["export", "--checkpoint", &ckpt, "--safetensors", "r18-tv.safetensors"]).ok();
     assert!(!r.stderr.contains("note"), "{}", r.stderr);
 }
+
+// ----- checkpoints and weights that are not regular files -----
+
+/// Address space for the runs below: far more than refusing a file needs, far less than reading
+/// `/dev/zero` whole tries to take, so a reader without a bound aborts instead of filling memory.
+#[cfg(unix)]
+const DEVICE_CAP_MIB: u64 = 1024;
+
+#[cfg(unix)]
+#[test]
+fn a_device_given_as_checkpoint_or_weights_is_refused_before_reading() {
+    let dir = scratch();
+    let (img, _) = image(dir.path(), "x.png", 10);
+    let img = img.to_str().unwrap();
+    let needles = ["/dev/zero", "is not a regular file"];
+    run_capped(dir.path(), ["predict", "--checkpoint", "/dev/zero", img], DEVICE_CAP_MIB).fails_with(&needles);
+    run_capped(dir.path(), ["predict", "--weights", "/dev/zero", img], DEVICE_CAP_MIB).fails_with(&needles);
+    run_capped(dir.path(), ["import", "--from", "torchvision", "/dev/zero", "--out", "x.safetensors"], DEVICE_CAP_MIB)
+        .fails_with(&needles);
+    assert!(!dir.path().join("x.safetensors").exists());
+}

@@ -86,3 +86,27 @@ fn a_pth_whose_zip64_directory_claims_a_terabyte_is_refused_without_allocating_i
     assert!(matches!(e, InteropError::Truncated { .. } | InteropError::NotPthArchive { .. }), "{m}");
     assert!(m.contains("huge.pth") && m.contains("1099511627776"), "{m}");
 }
+
+#[test]
+fn a_fifo_is_refused_as_not_a_regular_file() {
+    let dir = TempDir::new("fifo");
+    let fifo = dir.path("weights.safetensors");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    assert!(made, "this test needs mkfifo");
+    // A writer with a bounded amount to say, so a reader that reads the pipe whole ends.
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                let _ = std::io::Write::write_all(&mut f, &[0u8; 1 << 16]);
+            }
+        })
+    };
+    let err = read_state_dict(&fifo).expect_err("a FIFO holds no weights");
+    assert!(matches!(err, InteropError::Read { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("weights.safetensors") && message.contains("is not a regular file"), "{message}");
+    // The refusal never opened the pipe, so the writer still waits for a reader: be it.
+    std::fs::read(&fifo).unwrap();
+    writer.join().unwrap();
+}
