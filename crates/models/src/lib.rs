@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod atomic_file;
 mod block;
 mod error;
 mod init;
@@ -25,6 +26,7 @@ mod summary;
 mod weights_file;
 pub mod zoo;
 
+pub use atomic_file::{temporary_path, temporary_target, write_atomic};
 pub use block::{Block, ConvBn, ReluAfter, ShortcutPath};
 pub use error::ModelError;
 pub use init::InitConfig;

@@ -3,7 +3,6 @@
 //! leaves either the old file or the new one, never a broken one.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// An I/O failure with the path it concerns.
@@ -31,23 +30,7 @@ impl FileError {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| FileError::new(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(FileError::new(path, e));
-    }
-    // Make the rename itself durable; not every platform can open a directory, so this is best-effort.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    resnet_models::write_atomic(path, bytes).map_err(|e| FileError::new(path, e))
 }
 
 /// Whether `target` is a file a training run writes (see the trainer's run-directory layout):
@@ -69,11 +52,10 @@ fn is_run_output(target: &str) -> bool {
             .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The id of the process that writes the temporary file `name` (`.{target}.tmp-{pid}`), if
-/// `name` is one of a run output.
+/// The id of the process that writes the temporary file `name` (see
+/// [`resnet_models::temporary_path`]), if `name` is one of a run output.
 fn temporary_owner(name: &str) -> Option<u32> {
-    let (stem, pid) = name.rsplit_once(".tmp-")?;
-    is_run_output(stem.strip_prefix('.')?).then(|| pid.parse().ok()).flatten()
+    resnet_models::temporary_target(name).filter(|(target, _)| is_run_output(target)).map(|(_, pid)| pid)
 }
 
 /// Whether process `pid` may be running. Where the OS does not say (no `/proc`), it may: a file
