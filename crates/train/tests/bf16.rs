@@ -1,7 +1,9 @@
 //! A whole training run in bf16 mode (its own test binary: the precision is process-wide, and
 //! the fp32 runs of the other tests must not see it). It learns as the fp32 run does.
 
-use resnet_train::config::{Precision, RunLength, TrainConfig};
+mod common;
+
+use resnet_train::config::{Precision, TrainConfig};
 use resnet_train::trainer;
 use std::sync::atomic::AtomicBool;
 
@@ -11,19 +13,7 @@ fn bf16_training_learns_like_fp32() {
         resnet_kernels::skip::skip("this CPU lacks AVX512_BF16 (bf16 mode refuses to start there)");
         return;
     }
-    let config = |precision| TrainConfig {
-        model: "cifar-resnet8".into(),
-        synthetic_train: 640,
-        synthetic_test: 192,
-        synthetic_size: 16,
-        batch_size: 32,
-        eval_batch_size: 64,
-        length: RunLength::Epochs(4),
-        seed: 5,
-        workers: 2,
-        precision,
-        ..TrainConfig::quickstart()
-    };
+    let config = |precision| TrainConfig { precision, ..common::learning_run() };
     let mut finals = Vec::new();
     for precision in [Precision::Fp32, Precision::Bf16] {
         let d = std::env::temp_dir().join(format!("resnet-bf16-test-{}-{precision:?}", std::process::id()));

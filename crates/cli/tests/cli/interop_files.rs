@@ -235,6 +235,13 @@ fn importing_torchvision_weights_as_v1_warns_and_v1_is_not_exported_as_torchvisi
     run(dir.path(), ["export", "--checkpoint", "c.safetensors", "--safetensors", "out.safetensors"])
         .fails_with(&["v1 stride placement", "v1.5"]);
     assert!(!dir.path().join("out.safetensors").exists());
+    // The refusal comes before anything is written: no ONNX half is left behind.
+    run(
+        dir.path(),
+        ["export", "--checkpoint", "c.safetensors", "--onnx", "m.onnx", "--safetensors", "out.safetensors"],
+    )
+    .fails_with(&["--safetensors", "v1 stride placement"]);
+    assert!(!dir.path().join("m.onnx").exists(), "the ONNX half was written before the refusal");
     let r = run(dir.path(), ["import", "--from", "torchvision", "tv.safetensors", "--out", "d.safetensors"]).ok();
     assert!(r.stdout.contains("resnet50-v1.5") && !r.stderr.contains("warning"), "{}{}", r.stdout, r.stderr);
 }
