@@ -217,48 +217,37 @@ impl TrainConfig {
 /// The ranges of the optimiser's settings, one check each, shared by [`crate::trainer`]'s
 /// validation and the command line's flag parsers. Each returns the value or why it is refused.
 pub mod ranges {
-    /// A learning rate: finite and above 0.
-    pub fn lr(x: f32) -> Result<f32, String> {
-        if x.is_finite() && x > 0.0 {
+    /// `x`, or why it is refused.
+    fn accept(x: f32, ok: bool, why: &str) -> Result<f32, String> {
+        if ok {
             Ok(x)
         } else {
-            Err("the learning rate must be a number above 0".into())
+            Err(why.into())
         }
+    }
+
+    /// A learning rate: finite and above 0.
+    pub fn lr(x: f32) -> Result<f32, String> {
+        accept(x, x.is_finite() && x > 0.0, "the learning rate must be a number above 0")
     }
 
     /// A decay factor (step, plateau): the rate is multiplied by it, so (0, 1].
     pub fn gamma(x: f32) -> Result<f32, String> {
-        if x > 0.0 && x <= 1.0 {
-            Ok(x)
-        } else {
-            Err("the decay factor gamma must lie in (0, 1]: the rate is multiplied by it".into())
-        }
+        accept(x, x > 0.0 && x <= 1.0, "the decay factor gamma must lie in (0, 1]: the rate is multiplied by it")
     }
 
     /// Momentum: [0, 1).
     pub fn momentum(x: f32) -> Result<f32, String> {
-        if (0.0..1.0).contains(&x) {
-            Ok(x)
-        } else {
-            Err("the momentum must lie in [0, 1)".into())
-        }
+        accept(x, (0.0..1.0).contains(&x), "the momentum must lie in [0, 1)")
     }
 
     /// Weight decay: finite and at least 0.
     pub fn weight_decay(x: f32) -> Result<f32, String> {
-        if x.is_finite() && x >= 0.0 {
-            Ok(x)
-        } else {
-            Err("the weight decay must be a number of at least 0".into())
-        }
+        accept(x, x.is_finite() && x >= 0.0, "the weight decay must be a number of at least 0")
     }
 
     /// Label smoothing: [0, 1).
     pub fn label_smoothing(x: f32) -> Result<f32, String> {
-        if (0.0..1.0).contains(&x) {
-            Ok(x)
-        } else {
-            Err("label smoothing must lie in [0, 1)".into())
-        }
+        accept(x, (0.0..1.0).contains(&x), "label smoothing must lie in [0, 1)")
     }
 }

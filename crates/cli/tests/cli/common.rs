@@ -151,3 +151,20 @@ pub fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
     v.extend_from_slice(data);
     v
 }
+
+/// A tiny CIFAR-style network on a tiny synthetic set: 4 steps per epoch, seconds per run.
+pub const TINY: &[&str] = &[
+    "--model",
+    "cifar-resnet8",
+    "--synthetic-train",
+    "128",
+    "--synthetic-test",
+    "32",
+    "--synthetic-size",
+    "16",
+    "--batch-size",
+    "32",
+    "--eval-batch-size",
+    "32",
+    "--quiet",
+];

@@ -1,6 +1,6 @@
 //! `resnet experiment`: a selection that names nothing is refused before any training.
 
-use crate::common::{command, finish, run, scratch, signal, wait_for};
+use crate::common::{command, finish, run, scratch, signal, wait_for, TINY};
 use std::process::Stdio;
 
 #[test]
@@ -25,25 +25,9 @@ fn degradation_only_an_unknown_network_is_an_error() {
 #[test]
 fn a_signal_stops_an_experiment_with_130_after_a_checkpoint() {
     let dir = scratch();
-    let args = [
-        "experiment",
-        "shortcuts",
-        "--model",
-        "cifar-resnet8",
-        "--synthetic-train",
-        "64",
-        "--synthetic-test",
-        "32",
-        "--synthetic-size",
-        "16",
-        "--batch-size",
-        "32",
-        "--quiet",
-        "--epochs",
-        "100000",
-        "--out",
-        "exp",
-    ];
+    let mut args = vec!["experiment", "shortcuts"];
+    args.extend_from_slice(TINY);
+    args.extend(["--epochs", "100000", "--out", "exp"]);
     let mut child = command(dir.path()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for(&dir.path().join("exp/cifar-resnet8-A/config.json"), &mut child);
     signal(&child, "TERM");

@@ -2,26 +2,9 @@
 //! other changes, from another directory), the run-directory lock, signals, bounds on threads,
 //! the metrics it writes, and the usage errors of its flags.
 
-use crate::common::{command, finish, path, run, scratch, signal, tiny_cifar, wait_for, Run};
+use crate::common::{command, finish, path, run, scratch, signal, tiny_cifar, wait_for, Run, TINY};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-
-/// A tiny CIFAR-style network on a tiny synthetic set: 4 steps per epoch, seconds per run.
-const TINY: &[&str] = &[
-    "--model",
-    "cifar-resnet8",
-    "--synthetic-train",
-    "128",
-    "--synthetic-test",
-    "32",
-    "--synthetic-size",
-    "16",
-    "--batch-size",
-    "32",
-    "--eval-batch-size",
-    "32",
-    "--quiet",
-];
 
 fn train(dir: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["train"];
