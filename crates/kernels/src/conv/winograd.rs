@@ -24,7 +24,9 @@
 //! direct sum's (measured about 8x in the tests below: the transforms' constants reach 8), still
 //! around 1e-5 of the largest output.
 
-use super::{ConvShape, Epilogue, InputTransform, SharedOutput};
+use super::epilogue::{Epilogue, InputTransform};
+use super::shape::ConvShape;
+use super::shared_output::SharedOutput;
 use crate::scratch::{with_filter, with_tile};
 use crate::simd::avx512::ConvTileArgs;
 use crate::simd::winograd::{
@@ -179,7 +181,7 @@ fn forward_into(
         // Rows `2p` and `2p + 1` of each position's `[ci, co]` block as bf16 pairs: the rows as
         // pixels of `co` channels (ci is even), paired as the bf16 weight gradient pairs pixels
         // (vectorised: 8x the per-element packing of the direct kernels' weights here).
-        super::pixel_pairs_bf16(u, co, bits_mut(u_pairs));
+        super::bf16::pixel_pairs_bf16(u, co, bits_mut(u_pairs));
     }
     let (u, u_pairs) = (&*u, &*u_pairs);
     let tiles = tile_count(s);

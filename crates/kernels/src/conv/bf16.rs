@@ -1,0 +1,91 @@
+use crate::conv::algorithm::bf16_supported;
+use crate::conv::shape::ConvShape;
+
+/// `v` rounded to bf16 (nearest, ties to even), as the 16 high bits of its f32 pattern.
+#[inline(always)]
+pub(super) fn bf16_bits(v: f32) -> u32 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        (b >> 16) | 0x40
+    } else {
+        (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    }
+}
+
+crate::multiversion! {
+    /// Packs pixels of `c` channels into bf16 channel pairs (`ceil(c / 2)` per pixel), applying
+    /// the input transform when there is one. `dst` holds the pairs as `f32` bit patterns.
+    pub(in crate::conv) fn pack_pairs / pack_pairs_on(src: &[f32], c: usize, scale: &[f32], shift: &[f32], transform: bool, dst: &mut [f32]) {
+        let pairs = c.div_ceil(2);
+        for (d, s) in dst.chunks_exact_mut(pairs).zip(src.chunks_exact(c)) {
+            for (p, o) in d.iter_mut().enumerate() {
+                let get = |i: usize| {
+                    if i >= c {
+                        0.0
+                    } else if transform {
+                        (s[i] * scale[i] + shift[i]).max(0.0)
+                    } else {
+                        s[i]
+                    }
+                };
+                *o = f32::from_bits(bf16_bits(get(2 * p)) | (bf16_bits(get(2 * p + 1)) << 16));
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    /// A row of pixels (`c` channels each, an even count of pixels) as bf16 pixel pairs:
+    /// `dst[m * c + j] = (bf16(src[2m][j]), bf16(src[2m + 1][j]))`.
+    pub(in crate::conv) fn pixel_pairs_bf16 / pixel_pairs_bf16_on(src: &[f32], c: usize, dst: &mut [u32]) {
+        for (d, two) in dst.chunks_exact_mut(c).zip(src.chunks_exact(2 * c)) {
+            let (lo, hi) = two.split_at(c);
+            for ((d, &lo), &hi) in d.iter_mut().zip(lo).zip(hi) {
+                *d = bf16_bits(lo) | (bf16_bits(hi) << 16);
+            }
+        }
+    }
+}
+
+/// `src` (`[rows, cols]` f32, `cols` a multiple of 16) transposed into `dst` (`[cols, stride]`
+/// bf16, `rows <= stride`): 16 x 16 blocks with AVX-512, leftover rows one by one.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn transpose_bf16(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
+    assert!(bf16_supported() && cols.is_multiple_of(16) && rows <= stride);
+    assert!(src.len() >= rows * cols && dst.len() >= cols * stride);
+    let full = rows / 16 * 16;
+    for r0 in (0..full).step_by(16) {
+        for c0 in (0..cols).step_by(16) {
+            // SAFETY: AVX-512 with BF16 was checked above; the block reads rows r0..r0 + 16 <= rows
+            // and columns c0..c0 + 16 <= cols of src, and writes rows c0..c0 + 16 <= cols,
+            // columns r0..r0 + 16 <= stride of dst (lengths asserted above).
+            unsafe {
+                crate::simd::avx512::transpose16_bf16(
+                    src[r0 * cols + c0..].as_ptr(),
+                    cols,
+                    dst[c0 * stride + r0..].as_mut_ptr(),
+                    stride,
+                )
+            };
+        }
+    }
+    for r in full..rows {
+        for c in 0..cols {
+            dst[c * stride + r] = bf16_bits(src[r * cols + c]) as u16;
+        }
+    }
+}
+
+/// Weights `[kh, kw, cin, cout]` as bf16 pairs of input channels, `[kh, kw, ceil(cin/2), cout]`.
+pub(super) fn pack_weights_bf16(s: &ConvShape, w: &[f32], out: &mut [u32]) {
+    let (taps, ci, co) = (s.kh * s.kw, s.cin, s.cout);
+    let pairs = ci.div_ceil(2);
+    for tap in 0..taps {
+        for p in 0..pairs {
+            for o in 0..co {
+                let at = |i: usize| if i < ci { w[(tap * ci + i) * co + o] } else { 0.0 };
+                out[(tap * pairs + p) * co + o] = bf16_bits(at(2 * p)) | (bf16_bits(at(2 * p + 1)) << 16);
+            }
+        }
+    }
+}

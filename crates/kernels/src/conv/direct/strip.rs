@@ -1,0 +1,61 @@
+use crate::conv::bf16::pack_pairs;
+use crate::conv::epilogue::{load_pixels, InputTransform};
+use crate::conv::shape::ConvShape;
+
+/// Copies input rows `iy0 .. iy0 + rows` of image `img` into `strip` as rows of width
+/// `w + 2 * pad`, with zeros for the padding and for rows outside the image: the part of the
+/// zero-padded input that a band of output rows reads, built where it stays in cache.
+///
+/// With `bf16`, each pixel is stored as `ceil(cin / 2)` bf16 channel pairs instead (see
+/// [`pack_pairs`]); zero bits are a bf16 zero pair, so the padding is the same. `row` is
+/// scratch for one transformed input row (`w * cin` floats) in that case.
+#[allow(clippy::too_many_arguments)]
+pub(in crate::conv) fn fill_strip(
+    s: &ConvShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    img: usize,
+    iy0: isize,
+    rows: usize,
+    strip: &mut [f32],
+    bf16: bool,
+    row: &mut [f32],
+) {
+    let (c, p) = (s.cin, s.pad);
+    let e = if bf16 { c.div_ceil(2) } else { c };
+    let wp = s.w + 2 * p;
+    for (r, dst) in strip[..rows * wp * e].chunks_exact_mut(wp * e).enumerate() {
+        let iy = iy0 + r as isize;
+        if iy < 0 || iy >= s.h as isize {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = ((img * s.h + iy as usize) * s.w) * c;
+        dst[..p * e].fill(0.0);
+        dst[(p + s.w) * e..].fill(0.0);
+        let (from, to) = (&x[src..src + s.w * c], &mut dst[p * e..(p + s.w) * e]);
+        match (bf16, t) {
+            (false, _) => load_pixels(from, to, t),
+            // An even channel count makes the pair layout the plain bf16 array of the row.
+            #[cfg(target_arch = "x86_64")]
+            (true, _) if c % 2 == 0 => {
+                // Without a transform the row is converted straight from the input.
+                let row: &[f32] = match t {
+                    Some(_) => {
+                        let row = &mut row[..s.w * c];
+                        load_pixels(from, row, t);
+                        row
+                    }
+                    None => from,
+                };
+                debug_assert_eq!(2 * to.len(), row.len());
+                // SAFETY: bf16 support was checked by the caller; `to` holds `w * c / 2` f32
+                // slots, i.e. `w * c` u16 slots, exactly the converted row, and overlaps
+                // neither the input nor the scratch row.
+                unsafe { crate::simd::avx512::to_bf16(row.as_ptr(), to.as_mut_ptr() as *mut u16, row.len()) };
+            }
+            (true, Some(t)) => pack_pairs(from, c, t.scale, t.shift, true, to),
+            (true, None) => pack_pairs(from, c, &[], &[], false, to),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+use crate::Workspace;
+
+/// A batch norm and ReLU that precede the convolution, applied to its input as it is read:
+/// `x' = max(x * scale + shift, 0)` per input channel. The zero padding stays zero, as it pads
+/// the activated input. Fusing them here means the activated tensor is never written to memory.
+#[derive(Clone, Copy, Debug)]
+pub struct InputTransform<'a> {
+    /// Per-channel multiplier.
+    pub scale: &'a [f32],
+    /// Per-channel offset.
+    pub shift: &'a [f32],
+}
+
+/// What follows a convolution in an eval-mode network, applied to its output as it is written:
+/// `y = act(conv * scale + shift (+ residual))` per output channel, with `act` a ReLU or nothing.
+/// That is a batch norm with fixed statistics, the residual addition of a block and its ReLU, so
+/// the convolution's raw output is never stored and read again. The arithmetic is the batch
+/// norm pass's ([`crate::batch_norm::scale_shift_act`]), so the values are the same.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputTransform<'a> {
+    /// Per-channel multiplier.
+    pub scale: &'a [f32],
+    /// Per-channel offset.
+    pub shift: &'a [f32],
+    /// Added after the affine, same shape as the output.
+    pub residual: Option<&'a [f32]>,
+    /// ReLU last.
+    pub relu: bool,
+}
+
+impl OutputTransform<'_> {
+    /// The transform as the kernels take it, for output channels from `c0` on and the output
+    /// element `at` (whose residual element it points to).
+    #[cfg(target_arch = "x86_64")]
+    pub(in crate::conv) fn tile_affine(&self, c0: usize, at: usize) -> crate::simd::avx512::TileAffine {
+        crate::simd::avx512::TileAffine {
+            scale: self.scale[c0..].as_ptr(),
+            shift: self.shift[c0..].as_ptr(),
+            residual: self.residual.map(|r| r[at..].as_ptr()),
+            relu: self.relu,
+        }
+    }
+
+    /// Transforms `y`, rows of output channels `c0..c0 + width` whose first element is element
+    /// `at` of the output: either whole pixels (`c0 = 0`, `width = cout`) or one pixel's run.
+    pub(in crate::conv) fn apply(&self, y: &mut [f32], at: usize, c0: usize, width: usize) {
+        let residual = self.residual.map(|r| &r[at..at + y.len()]);
+        let (scale, shift) = (&self.scale[c0..c0 + width], &self.shift[c0..c0 + width]);
+        crate::batch_norm::scale_shift_rows_in_place(y, scale, shift, residual, self.relu);
+    }
+}
+
+/// What the forward pass does to its output besides writing it.
+pub(super) enum Epilogue<'s, 'a> {
+    /// Nothing.
+    None,
+    /// Sums it per channel into `[2 * cout]` (sums, then sums of squares): a training-mode
+    /// batch norm's statistics.
+    Stats(&'s mut [f64]),
+    /// Transforms it (an eval-mode batch norm, residual and ReLU).
+    Output(&'s OutputTransform<'a>),
+    /// Transforms it, adding the residual the output buffer holds on entry, each value read
+    /// before the sum is stored over it (the transform has no residual of its own). Only the
+    /// direct pass's general micro-kernel does this (see [`adds_residual_in_place`]).
+    OntoResidual(&'s OutputTransform<'a>),
+}
+
+impl Epilogue<'_, '_> {
+    /// Checks that its buffers fit an output of `len` floats and `cout` channels.
+    ///
+    /// # Panics
+    /// If they do not.
+    pub(in crate::conv) fn check(&self, cout: usize, len: usize) {
+        let image = |what: &str, v: &[f32]| {
+            assert_eq!(v.len(), len, "{what} of {} floats for an output of {len}", v.len());
+        };
+        match self {
+            Epilogue::None => {}
+            Epilogue::Stats(st) => {
+                assert_eq!(st.len(), 2 * cout, "stats hold a sum and a sum of squares per output channel")
+            }
+            Epilogue::Output(o) | Epilogue::OntoResidual(o) => {
+                assert_eq!((o.scale.len(), o.shift.len()), (cout, cout), "output transform of the wrong length");
+                match o.residual {
+                    Some(r) if matches!(self, Epilogue::OntoResidual(_)) => {
+                        panic!("a residual of {} floats besides the one in the output", r.len())
+                    }
+                    Some(r) => image("residual", r),
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// The epilogue as a pass of its own over a finished output `y` of `cout` channels.
+    pub(in crate::conv) fn run_after(self, y: &mut [f32], cout: usize, ws: &mut Workspace) {
+        match self {
+            Epilogue::None => {}
+            Epilogue::Stats(out) => crate::batch_norm::channel_sums(y, cout, out, ws),
+            Epilogue::Output(o) => {
+                crate::batch_norm::scale_shift_act_in_place(y, cout, o.scale, o.shift, o.residual, o.relu)
+            }
+            Epilogue::OntoResidual(_) => unreachable!("the residual in the output is overwritten by the pass"),
+        }
+    }
+
+    /// The Winograd output transform's form of the output transform (for an output of `len`
+    /// floats, `cout` channels), or of none: writing, or adding when `accumulate`. The
+    /// statistics are gathered beside it.
+    ///
+    /// # Panics
+    /// If the transform's buffers do not fit, or it would follow an accumulating pass.
+    #[cfg(target_arch = "x86_64")]
+    pub(in crate::conv) fn tile_output(
+        &self,
+        accumulate: bool,
+        len: usize,
+        cout: usize,
+    ) -> crate::simd::winograd::TileOutput {
+        use crate::simd::winograd::TileOutput;
+        assert!(!(accumulate && matches!(self, Epilogue::Output(_))), "an output transform after an accumulating pass");
+        self.check(cout, len);
+        match self {
+            Epilogue::Output(o) => TileOutput::Affine(o.tile_affine(0, 0)),
+            Epilogue::OntoResidual(_) => unreachable!("Winograd takes no residual from its output"),
+            _ if accumulate => TileOutput::Accumulate,
+            _ => TileOutput::Store,
+        }
+    }
+}
+
+crate::multiversion! {
+    /// `dst = max(src * scale + shift, 0)` over whole pixels.
+    pub(in crate::conv) fn bn_relu_copy / bn_relu_copy_on(src: &[f32], scale: &[f32], shift: &[f32], dst: &mut [f32]) {
+        let c = scale.len();
+        for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+            for (((o, &v), &a), &b) in d.iter_mut().zip(s).zip(scale).zip(shift) {
+                *o = (v * a + b).max(0.0);
+            }
+        }
+    }
+}
+
+/// Copies whole pixels, applying the input transform when there is one.
+pub(super) fn load_pixels(src: &[f32], dst: &mut [f32], t: Option<&InputTransform<'_>>) {
+    match t {
+        Some(t) => bn_relu_copy(src, t.scale, t.shift, dst),
+        None => dst.copy_from_slice(src),
+    }
+}

@@ -1,0 +1,534 @@
+use super::*;
+use crate::conv::algorithm::{gathers_windows, winograd_enabled};
+use crate::conv::bf16::bf16_bits;
+use crate::conv::direct::{transform_run_pixels, DirectPlan};
+use crate::conv::epilogue::bn_relu_copy_on;
+use crate::rng::Rng;
+use crate::simd::{self, Isa};
+use crate::Workspace;
+
+fn random(len: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
+}
+
+/// Direct definition of the convolution, accumulated in f64.
+fn reference_forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut y = vec![0.0; s.output_len()];
+    for n in 0..s.n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for co in 0..s.cout {
+                    let mut acc = 0.0f64;
+                    for ky in 0..s.kh {
+                        for kx in 0..s.kw {
+                            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                            let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                            if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                continue;
+                            }
+                            for ci in 0..s.cin {
+                                let xv = x[((n * s.h + iy as usize) * s.w + ix as usize) * s.cin + ci];
+                                let wv = w[((ky * s.kw + kx) * s.cin + ci) * s.cout + co];
+                                acc += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    y[((n * oh + oy) * ow + ox) * s.cout + co] = acc as f32;
+                }
+            }
+        }
+    }
+    y
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+fn algorithms() -> Vec<ConvAlgorithm> {
+    let mut v = vec![ConvAlgorithm::Im2colGemm];
+    if simd::isa() >= Isa::Avx512 {
+        v.push(ConvAlgorithm::Direct);
+        v.push(ConvAlgorithm::Winograd);
+    } else {
+        crate::skip::skip("the Direct and Winograd paths: no AVX-512 on this CPU (only the GEMM path is tested)");
+    }
+    v
+}
+
+fn shapes() -> Vec<ConvShape> {
+    let c = |n, h, w, cin, cout, k, stride, pad| ConvShape { n, h, w, cin, cout, kh: k, kw: k, stride, pad };
+    vec![
+        c(2, 8, 8, 3, 16, 3, 1, 1),
+        c(2, 8, 8, 4, 8, 3, 2, 1),
+        c(2, 7, 7, 4, 8, 3, 2, 1),
+        c(1, 9, 9, 3, 4, 7, 2, 3),
+        c(2, 6, 6, 8, 16, 1, 1, 0),
+        c(2, 6, 6, 8, 16, 1, 2, 0),
+        c(2, 5, 5, 3, 2, 3, 1, 0),
+        c(1, 4, 4, 2, 3, 3, 1, 2),
+        c(3, 40, 40, 2, 3, 3, 1, 1),
+        c(2, 9, 11, 37, 70, 3, 1, 1),
+        c(2, 10, 10, 20, 33, 3, 2, 1),
+        c(1, 7, 7, 130, 20, 1, 1, 0),
+        c(2, 6, 7, 9, 24, 3, 1, 1),
+        c(2, 5, 6, 5, 40, 3, 1, 1),
+        // Winograd's shapes: whole tiles, cut tiles, one tile wider than the image, and
+        // paddings 0 and 2 (whose backward-data passes have paddings 2 and 0).
+        c(2, 8, 8, 16, 16, 3, 1, 1),
+        c(2, 9, 11, 32, 48, 3, 1, 1),
+        c(3, 3, 2, 16, 32, 3, 1, 1),
+        c(1, 7, 9, 32, 16, 3, 1, 0),
+        c(2, 6, 5, 16, 32, 3, 1, 2),
+        // Many tiles: several tasks and several runs of tiles per thread.
+        c(8, 16, 16, 16, 32, 3, 1, 1),
+        // Weights beyond the cache budget: the channel-group order (3x3 and 1x1 strided).
+        c(2, 5, 5, 128, 130, 3, 1, 1),
+        c(1, 6, 6, 700, 200, 1, 2, 0),
+        // The direct forward pass in runs of output channels (weights past its L2 budget):
+        // one image of 7x7 as ResNet-50's last stage at batch 1 (a last run of 40
+        // channels; not a Winograd shape, whose rounding on 1152-term sums exceeds the
+        // per-element tolerance here), and a 1x1 layer whose band is read as one long row.
+        c(1, 7, 7, 128, 136, 3, 1, 1),
+        c(2, 5, 7, 512, 300, 1, 1, 0),
+        // A strided 3x3 layer whose direct forward pass gathers its windows first (weights
+        // well past the budget), and a strided 1x1 layer read in place, row by row.
+        c(1, 9, 9, 256, 144, 3, 2, 1),
+        c(2, 7, 7, 64, 40, 1, 2, 0),
+        // A 1x1 layer whose long rows are read in two runs of input channels (560 + 540).
+        c(8, 8, 8, 1100, 32, 1, 1, 0),
+        // Both: two runs of input channels into weight panels of 96 and 64 channels.
+        c(2, 8, 8, 1100, 160, 1, 1, 0),
+    ]
+}
+
+#[test]
+fn forward_matches_direct_definition() {
+    for s in shapes() {
+        let mut rng = Rng::new(1);
+        let x = random(s.input_len(), &mut rng);
+        let w = random(s.weight_len(), &mut rng);
+        for algo in algorithms() {
+            let mut y = vec![f32::NAN; s.output_len()];
+            conv2d_forward_with(algo, &s, &x, None, &w, &mut y, None, &mut Workspace::new());
+            assert_close(&y, &reference_forward(&s, &x, &w), &format!("{algo:?} {s:?}"));
+        }
+    }
+}
+
+/// A versioned weight's panels are kept from its second pass on and reused while the
+/// version stays; a new version (new values) is packed afresh and the old panels dropped;
+/// a backward-data pass in between (other weights, unversioned) does not disturb them.
+#[test]
+fn versioned_weights_reuse_their_panels_until_the_version_changes() {
+    if simd::isa() < Isa::Avx512 {
+        crate::skip::skip("the direct pass needs AVX-512");
+        return;
+    }
+    let c = |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
+    // Runs of channels in panels: 3x3 (a last run of 40 channels), strided 3x3 read as
+    // gathered windows, and 1x1 read as long rows.
+    for s in [c(1, 7, 128, 136, 3, 1), c(1, 9, 256, 144, 3, 2), c(2, 5, 512, 300, 1, 1)] {
+        let mut rng = Rng::new(3);
+        let x = random(s.input_len(), &mut rng);
+        let weights = [random(s.weight_len(), &mut rng), random(s.weight_len(), &mut rng)];
+        let mut ws = Workspace::new();
+        let mut y = vec![0.0; s.output_len()];
+        // (version, weight, version of the panels kept after the pass)
+        let passes = [(7, 0, None), (7, 0, Some(7)), (7, 0, Some(7)), (8, 1, None), (8, 1, Some(8))];
+        for (version, i, kept) in passes {
+            y.fill(f32::NAN);
+            conv2d_forward_versioned(ConvAlgorithm::Direct, &s, &x, None, &weights[i], version, &mut y, None, &mut ws);
+            assert_close(&y, &reference_forward(&s, &x, &weights[i]), &format!("version {version} {s:?}"));
+            assert_eq!(ws.panels.key.map(|k| k.0), kept, "version {version} {s:?}");
+        }
+        // An unversioned pass of other weights leaves no panels behind to be mistaken.
+        conv2d_forward_with(ConvAlgorithm::Direct, &s, &x, None, &weights[0], &mut y, None, &mut ws);
+        assert_close(&y, &reference_forward(&s, &x, &weights[0]), &format!("unversioned {s:?}"));
+        assert_eq!(ws.panels.key, None);
+    }
+}
+
+/// The backward passes are the adjoints of the forward map: <conv(x), g> = <x, dx(g)> and
+/// likewise for the weight, which checks every path without finite differences.
+#[test]
+fn backward_passes_are_adjoints_of_forward() {
+    for (s, algo) in shapes().into_iter().flat_map(|s| algorithms().into_iter().map(move |a| (s, a))) {
+        let mut rng = Rng::new(2);
+        let x = random(s.input_len(), &mut rng);
+        let w = random(s.weight_len(), &mut rng);
+        let g = random(s.output_len(), &mut rng);
+        let y = reference_forward(&s, &x, &w);
+        let lhs = dot(&y, &g);
+        let mut ws = Workspace::new();
+        let mut dx = vec![f32::NAN; s.input_len()];
+        conv2d_backward_data_with(algo, &s, &g, &w, &mut dx, false, &mut ws);
+        let mut dw = vec![f32::NAN; s.weight_len()];
+        conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw, false, &mut ws);
+        let tol = 1e-4 * (1.0 + lhs.abs());
+        assert!((dot(&x, &dx) - lhs).abs() < tol, "data adjoint {algo:?} {s:?}");
+        assert!((dot(&w, &dw) - lhs).abs() < tol, "weight adjoint {algo:?} {s:?}");
+        // Accumulation adds on top of what is there.
+        let mut dx2 = dx.clone();
+        conv2d_backward_data_with(algo, &s, &g, &w, &mut dx2, true, &mut ws);
+        let doubled: Vec<f32> = dx.iter().map(|v| 2.0 * v).collect();
+        assert_close(&dx2, &doubled, "accumulated dx");
+        let mut dw2 = dw.clone();
+        conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw2, true, &mut ws);
+        let doubled: Vec<f32> = dw.iter().map(|v| 2.0 * v).collect();
+        assert_close(&dw2, &doubled, "accumulated dw");
+        // Per-element check of dx against the reference (small shapes): dx = d<y,g>/dx.
+        if s.input_len() > 600 {
+            continue;
+        }
+        let mut want_dx = vec![0.0f32; s.input_len()];
+        for (i, v) in want_dx.iter_mut().enumerate() {
+            let mut e = vec![0.0; s.input_len()];
+            e[i] = 1.0;
+            *v = dot(&reference_forward(&s, &e, &w), &g) as f32;
+        }
+        assert_close(&dx, &want_dx, &format!("dx {s:?}"));
+        let mut want_dw = vec![0.0f32; s.weight_len()];
+        for (i, v) in want_dw.iter_mut().enumerate() {
+            let mut e = vec![0.0; s.weight_len()];
+            e[i] = 1.0;
+            *v = dot(&reference_forward(&s, &x, &e), &g) as f32;
+        }
+        assert_close(&dw, &want_dw, &format!("dw {s:?}"));
+    }
+}
+
+/// The output transform gives exactly what a batch-norm pass over the output gives (the same
+/// arithmetic), for every algorithm and shape: with and without residual and ReLU, an input
+/// transform, and repeated versioned calls (the second keeps weight panels).
+#[test]
+fn output_transform_equals_a_batch_norm_pass_after() {
+    let mut algos = algorithms();
+    if bf16_supported() {
+        algos.extend([ConvAlgorithm::DirectBf16, ConvAlgorithm::WinogradBf16]);
+    } else {
+        crate::skip::skip("the bf16 paths: this CPU lacks AVX512_BF16");
+    }
+    // And a 1x1 layer whose long row is transformed in several runs of pixels, the last one cut.
+    let runs = ConvShape { n: 1, h: 16, w: 200, cin: 16, cout: 272, kh: 1, kw: 1, stride: 1, pad: 0 };
+    let band_px = DirectPlan::new(&runs, 64, 4).band * runs.w;
+    let px_run = transform_run_pixels(runs.cout);
+    assert!(band_px > px_run && !band_px.is_multiple_of(px_run), "{band_px} pixels a band, runs of {px_run}");
+    let shapes = shapes().into_iter().chain([runs]);
+    for (s, algo) in shapes.flat_map(|s| algos.clone().into_iter().map(move |a| (s, a))) {
+        let mut rng = Rng::new(9);
+        let x = random(s.input_len(), &mut rng);
+        let w = random(s.weight_len(), &mut rng);
+        let residual = random(s.output_len(), &mut rng);
+        let (scale, shift) = (random(s.cout, &mut rng), random(s.cout, &mut rng));
+        let (t_scale, t_shift) = (random(s.cin, &mut rng), random(s.cin, &mut rng));
+        let mut ws = Workspace::new();
+        for (round, (res, relu)) in
+            [(None, true), (Some(&residual[..]), true), (Some(&residual[..]), false)].into_iter().enumerate()
+        {
+            let t = (round == 1).then_some(InputTransform { scale: &t_scale, shift: &t_shift });
+            let mut want = vec![f32::NAN; s.output_len()];
+            conv2d_forward_with(algo, &s, &x, t, &w, &mut want, None, &mut ws);
+            let raw = want.clone();
+            crate::batch_norm::scale_shift_act(&raw, s.cout, &scale, &shift, res, relu, &mut want);
+            let out = OutputTransform { scale: &scale, shift: &shift, residual: res, relu };
+            for call in 0..3 {
+                let mut y = vec![f32::NAN; s.output_len()];
+                conv2d_forward_transformed(algo, &s, &x, t, &w, Some(7), out, &mut y, &mut ws);
+                let what = format!("{algo:?} {s:?} round {round} call {call}");
+                assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+            }
+        }
+    }
+}
+
+/// The residual taken from the output buffer itself gives, bit for bit, what the same
+/// residual in a buffer of its own gives, on every shape the direct pass runs so: 1x1
+/// layers (one task and many; several channel runs, with and without kept panels), strided
+/// layers read from a copied strip and through gathered windows, channels in part vectors.
+#[test]
+fn residual_in_place_equals_a_separate_residual() {
+    let c = |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
+    let runs = [c(1, 14, 64, 256, 1, 1), c(2, 7, 512, 1024, 1, 1), c(3, 9, 24, 40, 1, 1), c(1, 14, 128, 256, 3, 2)];
+    let strided = [c(2, 9, 16, 32, 3, 2), c(1, 12, 8, 20, 1, 2)];
+    // Not in place: the 3-wide stride-1 kernel, a long row in several runs of input
+    // channels (the first runs' sums would overwrite the residual), other algorithms.
+    let others = [
+        (ConvAlgorithm::Direct, c(1, 8, 16, 32, 3, 1)),
+        (ConvAlgorithm::Direct, c(1, 56, 2048, 64, 1, 1)),
+        (ConvAlgorithm::Winograd, c(1, 8, 16, 32, 3, 1)),
+        (ConvAlgorithm::Im2colGemm, c(1, 14, 64, 256, 1, 1)),
+    ];
+    for (algo, s) in others {
+        assert!(!adds_residual_in_place(algo, &s), "{algo:?} {s:?}");
+    }
+    if simd::isa() < Isa::Avx512 {
+        assert!(runs.iter().chain(&strided).all(|s| !adds_residual_in_place(ConvAlgorithm::Direct, s)));
+        crate::skip::skip("no AVX-512, so no residual in place");
+        return;
+    }
+    assert!(gathers_windows(&runs[3]), "a layer of gathered windows");
+    for s in runs.into_iter().chain(strided) {
+        assert!(adds_residual_in_place(ConvAlgorithm::Direct, &s), "{s:?}");
+        let mut rng = Rng::new(11);
+        let x = random(s.input_len(), &mut rng);
+        let w = random(s.weight_len(), &mut rng);
+        let residual = random(s.output_len(), &mut rng);
+        let (scale, shift) = (random(s.cout, &mut rng), random(s.cout, &mut rng));
+        let mut ws = Workspace::new();
+        for relu in [true, false] {
+            let with = OutputTransform { scale: &scale, shift: &shift, residual: Some(&residual), relu };
+            let mut want = vec![f32::NAN; s.output_len()];
+            conv2d_forward_transformed(ConvAlgorithm::Direct, &s, &x, None, &w, None, with, &mut want, &mut ws);
+            let without = OutputTransform { residual: None, ..with };
+            // Three calls of one weight version: the second makes panels, the third uses them.
+            for call in 0..3 {
+                let mut y = residual.clone();
+                let algo = ConvAlgorithm::Direct;
+                conv2d_forward_onto_residual(algo, &s, &x, None, &w, Some(3), without, &mut y, &mut ws);
+                let what = format!("{s:?} relu {relu} call {call}");
+                assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+            }
+        }
+    }
+}
+
+/// The fused input transform equals transforming first, the epilogue statistics equal the
+/// sums of the output, and the weight gradient sees the transformed input too.
+#[test]
+fn input_transform_and_output_statistics() {
+    for (s, algo) in shapes().into_iter().flat_map(|s| algorithms().into_iter().map(move |a| (s, a))) {
+        let mut rng = Rng::new(4);
+        let x = random(s.input_len(), &mut rng);
+        let w = random(s.weight_len(), &mut rng);
+        let g = random(s.output_len(), &mut rng);
+        let scale = random(s.cin, &mut rng);
+        let shift = random(s.cin, &mut rng);
+        let tx: Vec<f32> =
+            x.iter().enumerate().map(|(i, v)| (v * scale[i % s.cin] + shift[i % s.cin]).max(0.0)).collect();
+        let t = InputTransform { scale: &scale, shift: &shift };
+        let mut ws = Workspace::new();
+        let mut y = vec![f32::NAN; s.output_len()];
+        let mut stats = vec![f64::NAN; 2 * s.cout];
+        conv2d_forward_with(algo, &s, &x, Some(t), &w, &mut y, Some(&mut stats), &mut ws);
+        assert_close(&y, &reference_forward(&s, &tx, &w), &format!("transformed {algo:?} {s:?}"));
+        for ch in 0..s.cout {
+            let col = y.iter().skip(ch).step_by(s.cout);
+            let (sum, sq) =
+                col.fold((0.0f64, 0.0f64), |(a, b), &v| (a + f64::from(v), b + f64::from(v) * f64::from(v)));
+            assert!((stats[ch] - sum).abs() <= 1e-3 * (1.0 + sum.abs()), "sum {algo:?} {s:?}");
+            assert!((stats[s.cout + ch] - sq).abs() <= 1e-3 * (1.0 + sq), "sum of squares {algo:?} {s:?}");
+        }
+        let (mut dw, mut want) = (vec![0.0; s.weight_len()], vec![0.0; s.weight_len()]);
+        conv2d_backward_weight_with(algo, &s, &x, Some(t), &g, &mut dw, false, &mut ws);
+        conv2d_backward_weight_with(ConvAlgorithm::Im2colGemm, &s, &tx, None, &g, &mut want, false, &mut ws);
+        assert_close(&dw, &want, &format!("transformed dw {algo:?} {s:?}"));
+    }
+}
+
+#[test]
+fn every_isa_version_of_the_transform_agrees() {
+    let mut rng = Rng::new(9);
+    let (x, a, b) = (random(7 * 13, &mut rng), random(13, &mut rng), random(13, &mut rng));
+    let mut want = vec![0.0; x.len()];
+    bn_relu_copy_on(Isa::Scalar, &x, &a, &b, &mut want);
+    for isa in simd::available() {
+        let mut got = vec![0.0; x.len()];
+        bn_relu_copy_on(isa, &x, &a, &b, &mut got);
+        assert_eq!(got, want, "{isa:?}");
+    }
+}
+
+/// bf16 products (8-bit mantissas) with f32 sums: within about 1% of the largest output
+/// (Winograd's bf16 products, whose transforms grow the rounding, within 15%; the error is
+/// measured against the direct kernels' in the Winograd module).
+#[test]
+fn bf16_kernels_match_f32_within_bf16_rounding() {
+    if !bf16_supported() {
+        crate::skip::skip("this CPU lacks AVX512_BF16");
+        return;
+    }
+    let close = |got: &[f32], want: &[f32], what: &str| {
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let bound = if what.starts_with("WinogradBf16") { 0.15 } else { 0.02 };
+        assert!(err <= bound * scale, "{what}: error {err} of {scale}");
+    };
+    let mut algos = vec![ConvAlgorithm::DirectBf16, ConvAlgorithm::WinogradBf16];
+    if amx_supported() {
+        algos.push(ConvAlgorithm::AmxBf16);
+    } else {
+        crate::skip::skip("the AMX part: this CPU (or kernel) has no AMX bf16 tiles");
+    }
+    // Besides the general shapes, ones the AMX tiles take: 8 and 16 pairs a step, one and
+    // two output blocks, partial pixel blocks, stride 2, 1x1.
+    let c = |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
+    let tiled = [
+        c(2, 20, 16, 16, 3, 1),
+        c(2, 9, 32, 64, 3, 2),
+        c(2, 7, 64, 32, 1, 1),
+        c(1, 9, 48, 48, 3, 1),
+        c(2, 6, 32, 16, 3, 1),
+        c(3, 34, 16, 32, 3, 1),
+        c(2, 8, 64, 48, 1, 1),
+        // Pixel-pair weight-gradient blocks: 3x3 with one and two channel vectors at once,
+        // 1x1 with one to four.
+        c(2, 8, 48, 32, 3, 1),
+        c(2, 6, 48, 16, 1, 1),
+        c(1, 4, 32, 64, 1, 1),
+        // Winograd's bf16 products (square 3x3 layers of 16, 32 and 64 channels): tile
+        // counts beyond one block of each product kernel, partial tiles at the edge.
+        c(3, 13, 16, 16, 3, 1),
+        c(2, 10, 32, 32, 3, 1),
+        c(1, 11, 64, 64, 3, 1),
+        c(2, 10, 16, 48, 1, 1),
+    ];
+    for algo in algos {
+        for s in shapes().into_iter().chain(tiled) {
+            let mut rng = Rng::new(6);
+            let (x, w, g) =
+                (random(s.input_len(), &mut rng), random(s.weight_len(), &mut rng), random(s.output_len(), &mut rng));
+            let (scale, shift) = (random(s.cin, &mut rng), random(s.cin, &mut rng));
+            let mut ws = Workspace::new();
+            for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
+                let (mut a, mut b) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
+                let (mut sa, mut sb) = (vec![0.0; 2 * s.cout], vec![0.0; 2 * s.cout]);
+                conv2d_forward_with(algo, &s, &x, t, &w, &mut a, Some(&mut sa), &mut ws);
+                conv2d_forward_with(ConvAlgorithm::Im2colGemm, &s, &x, t, &w, &mut b, Some(&mut sb), &mut ws);
+                close(&a, &b, &format!("{algo:?} forward {s:?}"));
+                close(
+                    &sa.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                    &sb.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                    &format!("{algo:?} statistics {s:?}"),
+                );
+            }
+            let (mut a, mut b) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
+            conv2d_backward_data_with(algo, &s, &g, &w, &mut a, false, &mut ws);
+            conv2d_backward_data_with(ConvAlgorithm::Im2colGemm, &s, &g, &w, &mut b, false, &mut ws);
+            close(&a, &b, &format!("{algo:?} backward data {s:?}"));
+            for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
+                let (mut a, mut b) = (vec![0.5; s.weight_len()], vec![0.5; s.weight_len()]);
+                conv2d_backward_weight_with(algo, &s, &x, t, &g, &mut a, true, &mut ws);
+                conv2d_backward_weight_with(ConvAlgorithm::Im2colGemm, &s, &x, t, &g, &mut b, true, &mut ws);
+                close(&a, &b, &format!("{algo:?} backward weight {s:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_rounding_is_to_nearest_even() {
+    assert_eq!(bf16_bits(1.0), 0x3F80);
+    // 1 + 2^-8 is halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one, 1.
+    assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3F80);
+    assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3F82);
+    assert!(f32::from_bits(bf16_bits(f32::NAN) << 16).is_nan());
+}
+
+#[test]
+fn algorithm_choice_follows_the_measurements() {
+    if simd::isa() < Isa::Avx512 {
+        assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), ConvAlgorithm::Im2colGemm);
+        crate::skip::skip("the AVX-512 algorithm choices: no AVX-512 on this CPU");
+        return;
+    }
+    let winograd = if winograd_enabled() { ConvAlgorithm::Winograd } else { ConvAlgorithm::Direct };
+    assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), winograd);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(16, 28, 128, 128, 3)), winograd);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(16, 14, 256, 256, 3)), winograd);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 7, 512, 512, 3)), ConvAlgorithm::Direct);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 8, 64, 64, 3)), ConvAlgorithm::Direct);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 3, 16, 3)), ConvAlgorithm::Direct);
+    let strided = ConvShape { stride: 2, ..c3(128, 32, 16, 32, 3) };
+    assert_eq!(ConvAlgorithm::for_shape(&strided), ConvAlgorithm::Direct);
+    // Few tiles: by channel blocks from 16 tiles (a 14x14 layer at batch 1), a 512-channel
+    // layer too.
+    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 14, 256, 256, 3)), winograd);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), winograd);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 16, 32, 32, 3)), ConvAlgorithm::Direct);
+    let strided_wide = ConvShape { stride: 2, ..c3(1, 14, 512, 512, 3) };
+    assert_eq!(ConvAlgorithm::for_shape(&strided_wide), ConvAlgorithm::Im2colGemm);
+    let gathered = if precision() == Precision::F32 { ConvAlgorithm::Direct } else { ConvAlgorithm::Im2colGemm };
+    assert_eq!(ConvAlgorithm::for_forward(&strided_wide), gathered);
+    assert_eq!(ConvAlgorithm::for_forward(&ConvShape { n: 128, ..strided_wide }), ConvAlgorithm::Im2colGemm);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
+    // 1x1 layers: the direct forward pass at batch 1, the GEMM otherwise.
+    assert_eq!(ConvAlgorithm::for_forward(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
+    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 7, 2048, 512, 1)), ConvAlgorithm::Im2colGemm);
+    let pointwise = if precision() == Precision::F32 { ConvAlgorithm::Direct } else { ConvAlgorithm::Im2colGemm };
+    assert_eq!(ConvAlgorithm::for_forward(&c3(1, 7, 2048, 512, 1)), pointwise);
+    assert_eq!(ConvAlgorithm::for_forward(&c3(1, 56, 64, 256, 1)), pointwise);
+    if amx_supported() {
+        let (small, stem, wide) = (c3(128, 32, 16, 16, 3), c3(128, 32, 3, 16, 3), c3(16, 7, 512, 512, 3));
+        let got =
+            [small, stem, wide, c3(16, 56, 64, 256, 1)].map(|s| ConvAlgorithm::for_precision(&s, Precision::Bf16));
+        use ConvAlgorithm::*;
+        assert_eq!(got, [AmxBf16, DirectBf16, Im2colGemm, AmxBf16]);
+    } else if bf16_supported() && winograd_enabled() {
+        // Without AMX: Winograd with bf16 products for the square layers it has kernels
+        // for (16, 32, 64 channels), the direct bf16 kernels for the others.
+        let shapes = [c3(128, 32, 16, 16, 3), c3(128, 16, 32, 32, 3), c3(128, 8, 64, 64, 3), c3(16, 28, 128, 128, 3)];
+        let got = shapes.map(|s| ConvAlgorithm::for_precision(&s, Precision::Bf16));
+        use ConvAlgorithm::*;
+        assert_eq!(got, [WinogradBf16, WinogradBf16, WinogradBf16, DirectBf16]);
+        assert_eq!(ConvAlgorithm::for_precision(&c3(128, 32, 3, 16, 3), Precision::Bf16), DirectBf16);
+    } else {
+        crate::skip::skip("the bf16 algorithm choices: no AVX512_BF16 on this CPU, or RESNET_WINOGRAD=0");
+    }
+}
+
+#[test]
+fn direct_plan_cuts_large_weights_into_runs_of_channels() {
+    let plan = |s: ConvShape, block| DirectPlan::new(&s, block, 4);
+    // Weights within the budget: every channel in one run, as before.
+    assert_eq!(plan(c3(128, 32, 16, 16, 3), 16).chunks, 1);
+    // ResNet-50's last 3x3 layer at batch 1: 9.4 MB of weights in runs of 32 channels
+    // (590 KB each).
+    let last = plan(c3(1, 7, 512, 512, 3), 32);
+    assert_eq!((last.chunk, last.chunks), (32, 16));
+    // An uneven last run, and a 1x1 layer's runs of whole steps (160 + 140 channels, not
+    // 256 + 44).
+    assert_eq!((plan(c3(1, 7, 128, 136, 3), 32).chunk, plan(c3(1, 7, 128, 136, 3), 32).chunks), (96, 2));
+    assert_eq!(plan(c3(2, 7, 512, 300, 1), 64).chunk, 160);
+    // Runs as wide as each other where whole steps allow: 2 x 64 channels, not 96 + 32.
+    let halves = plan(c3(1, 7, 128, 128, 3), 32);
+    assert_eq!((halves.chunk, halves.chunks), (64, 2));
+    // Bands of equal height that share out evenly among the threads, where the height
+    // allows (ResNet-50's 28-row 1x1 layers at batch 1: 4 bands of 7 on one thread, 14 of 2
+    // on two, 28 of 1 on four).
+    for (threads, band) in [(1, 7), (2, 2), (4, 1)] {
+        let rows = DirectPlan::for_threads(&c3(1, 28, 512, 128, 1), 64, 4, threads);
+        assert_eq!((rows.band, rows.band * rows.bands), (band, 28), "{threads} threads: {rows:?}");
+        assert!(rows.tasks(1).is_multiple_of(threads), "{threads} threads: {rows:?}");
+    }
+    // Every task is one (image, band, run), and every such triple is one task.
+    for (s, block) in [(c3(3, 28, 512, 300, 3), 32), (c3(1, 28, 512, 128, 1), 64), (c3(5, 9, 64, 64, 3), 32)] {
+        let p = plan(s, block);
+        let mut seen: Vec<_> = (0..p.tasks(s.n)).map(|i| p.task(s.n, i)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), s.n * p.bands * p.chunks, "{s:?}");
+        assert!(seen.iter().all(|&(img, b, ch)| img < s.n && b < p.bands && ch < p.chunks));
+        assert!(p.band * p.bands >= s.out_h() && p.band * (p.bands - 1) < s.out_h());
+    }
+}
+
+fn c3(n: usize, hw: usize, cin: usize, cout: usize, k: usize) -> ConvShape {
+    ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride: 1, pad: k / 2 }
+}
+
+#[test]
+fn output_sizes_follow_the_usual_formula() {
+    let s = ConvShape { n: 1, h: 224, w: 224, cin: 3, cout: 64, kh: 7, kw: 7, stride: 2, pad: 3 };
+    assert_eq!((s.out_h(), s.out_w()), (112, 112));
+    let s = ConvShape { n: 1, h: 32, w: 32, cin: 16, cout: 32, kh: 3, kw: 3, stride: 2, pad: 1 };
+    assert_eq!((s.out_h(), s.out_w()), (16, 16));
+    assert_eq!(s.macs(), 16 * 16 * 32 * 144);
+}
