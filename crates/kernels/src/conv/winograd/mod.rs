@@ -1,0 +1,124 @@
+//! 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3): each 4x4 block of output pixels costs
+//! 36 multiply-adds per (input, output) channel pair instead of 144, for a few adds per pixel
+//! in the transforms ([`crate::simd::winograd`]).
+//!
+//! The output is cut into 4x4 tiles, numbered over the whole batch; each task takes a run of
+//! tiles and
+//! 1. transforms their 6x6 input tiles into `v = [tiles, 36, cin]` (applying the fused batch
+//!    norm and ReLU of the input as it reads it; the padding stays zero);
+//! 2. multiplies, for each of the 36 positions, `v[:, p]` (`tiles x cin`) by the transformed filter
+//!    `u[p]` (`cin x cout`) into `m[:, p]` (`m = [tiles, 36, cout]`), with the direct
+//!    convolution's register-blocked micro-kernel seen as a 1x1 convolution;
+//! 3. transforms `m` back into 4x4 output tiles, cut at the image's edge (gathering a
+//!    training-mode batch norm's sums of the output as it writes it).
+//!
+//! With few tiles (ResNet-50's deep layers at small batches) the forward pass runs by blocks
+//! of output channels instead ([`forward_by_channels`]): all tiles transformed once, then each
+//! task transforms its block's part of the filter and runs steps 2 and 3 for its channels.
+//!
+//! The weight gradient runs the adjoint: the same transformed inputs, the output gradient's 4x4
+//! tiles through `A dy A^T`, their products summed over the tiles per position, then `G^T du G`.
+//!
+//! Both buffers of a task live in the per-thread scratch tile, sized to stay in L2. The
+//! transformed filter is computed once per call. The rounding error is several times the
+//! direct sum's (measured about 8x in the tests below: the transforms' constants reach 8), still
+//! around 1e-5 of the largest output.
+
+use crate::conv::algorithm::bf16_supported;
+use crate::conv::shape::ConvShape;
+use crate::simd::{self, Isa};
+use crate::threads::{self};
+
+/// Output pixels per tile side, and positions (input pixels) per tile.
+pub(super) const M: usize = 4;
+pub(super) const POSITIONS: usize = 36;
+
+/// Floats of per-task scratch (transformed input and products): 128 KiB, so that narrow layers
+/// keep their tiles close to L1 (measured with ResNet-20: 16-channel layers ran faster with
+/// about 28 tiles a task than with 64)...
+pub(super) const TASK_FLOATS: usize = 32 * 1024;
+/// ...but at least this many tiles, over which wide layers spread the reading of their
+/// transformed filter (64-channel layers ran faster with 28 tiles than with 7).
+pub(super) const MIN_TILES: usize = 16;
+
+/// Most floats of a whole transformed filter: up to 256 channels in and out (ResNet-50's third
+/// stage, 9.4 MB; a thread's buffer for it, and for the weight gradient's per-thread partials, is
+/// shared by all layers). Wider layers run here only by channel blocks ([`runs_by_channels`]),
+/// which never hold the whole transformed filter (ResNet-50's 512-channel 7x7 layers at batch 16
+/// 1.9x faster than the direct kernels so).
+pub(super) const FILTER_FLOATS: usize = 36 * 256 * 256;
+
+/// Fewest tiles for which transforming the filter on every call pays, run by runs of tiles:
+/// measured on ResNet-50 at batch 1, its 56x56 layers (196 tiles) ran twice as fast as the
+/// direct kernels; with 16 tiles (a 16-channel CIFAR layer at batch 1) 0.65x.
+pub(super) const MIN_TILES_TO_PAY: usize = 32;
+
+/// The same run by channel blocks: 16 tiles (ResNet-50's 14x14 layers at batch 1, 256
+/// channels) ran 1.65-1.75x faster than the direct kernels; 4 tiles (its 7x7 layers, 512
+/// channels, whose 9.4 MB weight both read from memory) 1.0-1.1x, and 0.6-0.8x at 64 channels.
+pub(super) const MIN_TILES_BY_CHANNELS: usize = 16;
+
+/// Most output tiles for which [`forward`] runs by blocks of output channels
+/// ([`forward_by_channels`]) rather than by runs of tiles: up to 64 tiles the channel blocks
+/// ran 1.2-1.5x faster (128 and 256 channels); at 98 and 196 tiles the two were even.
+pub(super) const FEW_TILES: usize = 64;
+
+/// Floats of a channel block's transformed filter chunk (256 KiB: it stays in L2 with the
+/// transformed inputs it meets).
+pub(super) const BLOCK_FILTER_FLOATS: usize = 64 * 1024;
+
+/// Whether a layer's shape runs here: 3x3, stride 1, padding up to 2, channel counts in whole
+/// vectors, transformed filter small enough (or never held whole), and an AVX-512 CPU.
+pub(super) fn fits(s: &ConvShape) -> bool {
+    s.kh == 3
+        && s.kw == 3
+        && s.stride == 1
+        && s.pad <= 2
+        && s.cin.is_multiple_of(16)
+        && s.cout.is_multiple_of(16)
+        && (POSITIONS * s.cin * s.cout <= FILTER_FLOATS || runs_by_channels(s))
+        && simd::isa() >= Isa::Avx512
+}
+
+/// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter is
+/// small enough to hold whole (one per thread, summed).
+pub(super) fn fits_weight_gradient(s: &ConvShape) -> bool {
+    fits(s) && POSITIONS * s.cin * s.cout <= FILTER_FLOATS
+}
+
+/// Whether a shape that [`fits`] runs with bf16 products ([`forward`] with `bf16`): square
+/// layers of 16, 32 or 64 channels (their products have kernels), on a CPU with AVX512_BF16.
+pub(super) fn fits_bf16(s: &ConvShape) -> bool {
+    fits(s) && s.cin == s.cout && matches!(s.cin, 16 | 32 | 64) && bf16_supported()
+}
+
+/// Whether Winograd is worth choosing for a shape that [`fits`]: enough output tiles to repay
+/// the filter transform.
+pub(super) fn pays_off(s: &ConvShape) -> bool {
+    let tiles = tile_count(s);
+    tiles >= if runs_by_channels(s) { MIN_TILES_BY_CHANNELS } else { MIN_TILES_TO_PAY }
+}
+
+/// Output tiles of a layer, over the whole batch.
+pub(super) fn tile_count(s: &ConvShape) -> usize {
+    s.n * s.out_h().div_ceil(M) * s.out_w().div_ceil(M)
+}
+
+/// Tiles per task: as many as the scratch budget holds (at least [`MIN_TILES`]), but at least
+/// four tasks per thread.
+pub(super) fn tiles_per_task(s: &ConvShape, tiles: usize) -> usize {
+    let fit = (TASK_FLOATS / (POSITIONS * (s.cin + s.cout))).max(MIN_TILES);
+    let spread = tiles.div_ceil(4 * threads::num_threads());
+    fit.min(spread).max(1)
+}
+
+mod forward;
+mod product;
+#[cfg(test)]
+mod tests;
+mod tiles;
+mod weight_gradient;
+
+pub(super) use forward::forward;
+use forward::runs_by_channels;
+pub(super) use weight_gradient::backward_weight;
