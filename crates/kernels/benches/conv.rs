@@ -9,8 +9,8 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use resnet_kernels::conv::{
-    conv2d_backward_data_with, conv2d_backward_weight_with, conv2d_forward_transformed, conv2d_forward_versioned,
-    ConvAlgorithm, ConvShape, InputTransform, OutputTransform,
+    backward_data, backward_weight, forward, ConvAlgorithm, ConvParams, ConvShape, ConvWeight, Epilogue,
+    InputTransform, OutputTransform,
 };
 use resnet_kernels::rng::Rng;
 use resnet_kernels::simd::{self, Isa};
@@ -76,7 +76,15 @@ fn bench(c: &mut Criterion) {
             // The forward pass as a network layer runs it: with its weight's version (the weight
             // never changes here), so what it derives from the weight may be kept.
             group.bench_function(id("forward"), |b| {
-                b.iter(|| conv2d_forward_versioned(algo, &s, &x, None, &w, WEIGHT_VERSION, &mut y, None, &mut ws))
+                b.iter(|| {
+                    forward(
+                        &ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION)),
+                        &x,
+                        Epilogue::None,
+                        &mut y,
+                        &mut ws,
+                    )
+                })
             });
             // As an inference network runs it: the batch norm and ReLU of the layer before
             // applied to the input as it is read, its own batch norm, a residual and ReLU to
@@ -92,14 +100,11 @@ fn bench(c: &mut Criterion) {
                 };
                 group.bench_function(id("forward-infer"), |b| {
                     b.iter(|| {
-                        conv2d_forward_transformed(
-                            algo,
-                            &s,
+                        forward(
+                            &ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION))
+                                .with_input_transform(Some(t)),
                             &x,
-                            Some(t),
-                            &w,
-                            Some(WEIGHT_VERSION),
-                            out,
+                            Epilogue::Transform(out),
                             &mut y,
                             &mut ws,
                         )
@@ -115,28 +120,36 @@ fn bench(c: &mut Criterion) {
                 let mut stats = vec![0.0f64; 2 * s.cout];
                 group.bench_function(id("forward-train"), |b| {
                     b.iter(|| {
-                        conv2d_forward_versioned(
-                            algo,
-                            &s,
+                        forward(
+                            &ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION))
+                                .with_input_transform(Some(t)),
                             &x,
-                            Some(t),
-                            &w,
-                            WEIGHT_VERSION,
+                            Epilogue::Stats(&mut stats),
                             &mut y,
-                            Some(&mut stats),
                             &mut ws,
                         )
                     })
                 });
                 group.bench_function(id("backward-weight-train"), |b| {
-                    b.iter(|| conv2d_backward_weight_with(algo, &s, &x, Some(t), &g, &mut dw, true, &mut ws))
+                    b.iter(|| {
+                        backward_weight(
+                            &ConvParams::new(s, algo, ConvWeight::new(&[])).with_input_transform(Some(t)),
+                            &x,
+                            &g,
+                            &mut dw,
+                            true,
+                            &mut ws,
+                        )
+                    })
                 });
             }
             group.bench_function(id("backward-data"), |b| {
-                b.iter(|| conv2d_backward_data_with(algo, &s, &g, &w, &mut dx, false, &mut ws))
+                b.iter(|| backward_data(&ConvParams::new(s, algo, ConvWeight::new(&w)), &g, &mut dx, false, &mut ws))
             });
             group.bench_function(id("backward-weight"), |b| {
-                b.iter(|| conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw, false, &mut ws))
+                b.iter(|| {
+                    backward_weight(&ConvParams::new(s, algo, ConvWeight::new(&[])), &x, &g, &mut dw, false, &mut ws)
+                })
             });
             // At batch 1 a network reads each layer's weights from memory, not from cache:
             // the forward pass again after writing 96 MB elsewhere (not timed) to evict them.
@@ -147,7 +160,15 @@ fn bench(c: &mut Criterion) {
                 group.bench_function(id("forward-cold"), |b| {
                     b.iter_batched(
                         || flush.iter_mut().step_by(64).for_each(|v| *v = v.wrapping_add(1)),
-                        |()| conv2d_forward_versioned(algo, &s, &x, None, &w, WEIGHT_VERSION, &mut y, None, &mut ws),
+                        |()| {
+                            forward(
+                                &ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION)),
+                                &x,
+                                Epilogue::None,
+                                &mut y,
+                                &mut ws,
+                            )
+                        },
                         BatchSize::PerIteration,
                     )
                 });

@@ -1,7 +1,11 @@
-use crate::conv::algorithm::ConvAlgorithm;
+//! The input gradient: a forward convolution of the output gradient where the geometry allows
+//! (1x1, and stride 1 with the flipped weight), column tiles scattered back (col2im) otherwise.
+
 use crate::conv::epilogue::Epilogue;
-use crate::conv::forward::forward_with;
+use crate::conv::forward::{forward_with, ForwardPass};
 use crate::conv::im2col::col2im_add;
+use crate::conv::input::ConvInput;
+use crate::conv::params::{ConvParams, ConvWeight};
 use crate::conv::shape::{check_lens, ConvShape};
 use crate::gemm::{matmul, MatMut, MatRef, Parallelism};
 use crate::scratch::with_tile;
@@ -10,80 +14,63 @@ use crate::workspace::take;
 use crate::Workspace;
 use rayon::prelude::*;
 
-/// Gradient of the input: `dx (+)= conv2d_forward` adjoint applied to `dy`.
+/// Gradient of the input: `dx (+)= conv^T(dy, w)`, the adjoint of [`crate::conv::forward`]
+/// (without its input transform: this is the gradient of the transformed input). `p.algorithm`
+/// runs the 1x1 and stride-1 cases, which are forward convolutions.
 ///
 /// # Shapes
-/// `dy: [n, oh, ow, cout]`, `w: [kh, kw, cin, cout]`, `dx: [n, h, w, cin]`.
+/// `dy: [n, oh, ow, cout]`, `p.weight: [kh, kw, cin, cout]`, `dx: [n, h, w, cin]`.
 ///
 /// # Panics
-/// If a slice length disagrees with `s`.
-pub fn conv2d_backward_data(
-    s: &ConvShape,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-    accumulate: bool,
-    ws: &mut Workspace,
-) {
-    conv2d_backward_data_with(ConvAlgorithm::for_shape(s), s, dy, w, dx, accumulate, ws);
-}
-
-/// [`conv2d_backward_data`] with a chosen algorithm for its stride-1 cases.
-///
-/// # Panics
-/// If a slice length disagrees with `s`, or the CPU cannot run `algo`.
-pub fn conv2d_backward_data_with(
-    algo: ConvAlgorithm,
-    s: &ConvShape,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-    accumulate: bool,
-    ws: &mut Workspace,
-) {
+/// If a slice length disagrees with `p.shape`, or the CPU cannot run `p.algorithm`.
+pub fn backward_data(p: &ConvParams<'_>, dy: &[f32], dx: &mut [f32], accumulate: bool, ws: &mut Workspace) {
+    let (s, w) = (&p.shape, p.weight.values);
     check_lens(s, dx.len(), w.len(), dy.len());
-    let (k, co, ci) = (s.patch(), s.cout, s.cin);
+    let (co, ci) = (s.cout, s.cin);
+    // The adjoint as a forward pass of `dy` of shape `t` with the rearranged weight `wt`.
+    let mut forward_of_dy = |t: ConvShape, wt: &[f32], ws: &mut Workspace| {
+        let input = ConvInput { shape: t, x: dy, transform: None };
+        let pass = ForwardPass { input, weight: ConvWeight::new(wt), accumulate };
+        forward_with(p.algorithm, &pass, dx, Epilogue::None, ws);
+    };
     if s.is_pointwise() {
         // dx[m, ci] = sum_co dy[m, co] * w[ci, co]: a forward 1x1 convolution with w transposed.
         let mut wt = std::mem::take(&mut ws.weights);
         transpose(w, ci, co, take(&mut wt, ci * co));
-        let t = ConvShape { cin: co, cout: ci, ..*s };
-        forward_with(algo, &t, dy, None, &wt[..ci * co], None, dx, accumulate, Epilogue::None, ws);
+        forward_of_dy(ConvShape { cin: co, cout: ci, ..*s }, &wt[..ci * co], ws);
         ws.weights = wt;
-        return;
-    }
-    if s.stride == 1 && s.pad < s.kh && s.pad < s.kw && s.kh == s.kw {
+    } else if s.stride == 1 && s.pad < s.kh && s.pad < s.kw && s.kh == s.kw {
         // In the forward pass: y[oy] = sum_ky x[oy + ky - p] w[ky]. Hence
         // dx[iy] = sum_ky' dy[iy - (k-1-p) + ky'] w[k-1-ky']: a stride-1 convolution of dy with
         // the flipped, in/out-transposed weight and padding k-1-p.
         let mut flipped = std::mem::take(&mut ws.weights);
-        {
-            let f = take(&mut flipped, s.weight_len());
-            for ky in 0..s.kh {
-                for kx in 0..s.kw {
-                    let src = ((s.kh - 1 - ky) * s.kw + (s.kw - 1 - kx)) * ci * co;
-                    let dst = (ky * s.kw + kx) * co * ci;
-                    transpose(&w[src..src + ci * co], ci, co, &mut f[dst..dst + co * ci]);
-                }
-            }
-        }
-        let t = ConvShape {
-            n: s.n,
-            h: s.out_h(),
-            w: s.out_w(),
-            cin: co,
-            cout: ci,
-            kh: s.kh,
-            kw: s.kw,
-            stride: 1,
-            pad: s.kh - 1 - s.pad,
-        };
+        flip_transposed(s, w, take(&mut flipped, s.weight_len()));
+        let t = ConvShape { h: s.out_h(), w: s.out_w(), cin: co, cout: ci, stride: 1, pad: s.kh - 1 - s.pad, ..*s };
         debug_assert_eq!((t.out_h(), t.out_w()), (s.h, s.w));
-        forward_with(algo, &t, dy, None, &flipped[..s.weight_len()], None, dx, accumulate, Epilogue::None, ws);
+        forward_of_dy(t, &flipped[..s.weight_len()], ws);
         ws.weights = flipped;
-        return;
+    } else {
+        scatter_columns(s, dy, w, dx, accumulate);
     }
-    // Strided: dcols = dy * w^T per tile of one image, scattered back into that image.
+}
+
+/// The weight `w` (`[kh, kw, cin, cout]`) flipped in both spatial axes with input and output
+/// channels swapped, into `f` (`[kh, kw, cout, cin]`).
+fn flip_transposed(s: &ConvShape, w: &[f32], f: &mut [f32]) {
+    let (co, ci) = (s.cout, s.cin);
+    for ky in 0..s.kh {
+        for kx in 0..s.kw {
+            let src = ((s.kh - 1 - ky) * s.kw + (s.kw - 1 - kx)) * ci * co;
+            let dst = (ky * s.kw + kx) * co * ci;
+            transpose(&w[src..src + ci * co], ci, co, &mut f[dst..dst + co * ci]);
+        }
+    }
+}
+
+/// The strided input gradient: `dcols = dy * w^T` per tile of one image's output pixels,
+/// scattered back into that image (col2im).
+fn scatter_columns(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32], accumulate: bool) {
+    let (k, co, ci) = (s.patch(), s.cout, s.cin);
     let wt = MatRef::row_major(w, k, co).t();
     let pixels = s.out_h() * s.out_w();
     let tile = s.tile_rows().min(pixels);

@@ -1,57 +1,44 @@
+//! The weight gradient: Winograd's adjoint where it runs, else per-part partial gradients by the
+//! direct kernels (f32, or bf16 pixel pairs) or im2col + GEMM, summed in order.
+
 use crate::conv::algorithm::ConvAlgorithm;
 use crate::conv::direct::{backward_weight_direct, backward_weight_pairs, pairs_weight_gradient_fits};
-use crate::conv::epilogue::InputTransform;
 use crate::conv::im2col::backward_weight_gemm;
-use crate::conv::shape::{check_lens, ConvShape};
+use crate::conv::input::ConvInput;
+use crate::conv::params::ConvParams;
+use crate::conv::shape::check_lens;
 #[cfg(target_arch = "x86_64")]
 use crate::conv::winograd;
 use crate::threads;
 use crate::workspace::take;
 use crate::Workspace;
 
-/// Gradient of the weight: `dw (+)= im2col(t(x))^T * dy`, where `t` is the input transform the
-/// forward pass applied (if any).
+/// Gradient of the weight: `dw (+)= im2col(t(x))^T * dy`, where `t` is the input transform of
+/// `p` (the one the forward pass applied), if any. `p.weight` is not read.
 ///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `dy: [n, oh, ow, cout]`, `dw: [kh, kw, cin, cout]`.
 ///
 /// # Panics
-/// If a slice length disagrees with `s`.
-pub fn conv2d_backward_weight(
-    s: &ConvShape,
+/// If a slice length disagrees with `p.shape`, or the CPU cannot run `p.algorithm`.
+pub fn backward_weight(
+    p: &ConvParams<'_>,
     x: &[f32],
-    t: Option<InputTransform<'_>>,
     dy: &[f32],
     dw: &mut [f32],
     accumulate: bool,
     ws: &mut Workspace,
 ) {
-    conv2d_backward_weight_with(ConvAlgorithm::for_shape(s), s, x, t, dy, dw, accumulate, ws);
-}
-
-/// [`conv2d_backward_weight`] with a chosen algorithm.
-///
-/// # Panics
-/// If a slice length disagrees with `s`, or the CPU cannot run `algo`.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_backward_weight_with(
-    algo: ConvAlgorithm,
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<InputTransform<'_>>,
-    dy: &[f32],
-    dw: &mut [f32],
-    accumulate: bool,
-    ws: &mut Workspace,
-) {
-    if let Some(t) = &t {
+    let s = &p.shape;
+    if let Some(t) = &p.input_transform {
         assert_eq!((t.scale.len(), t.shift.len()), (s.cin, s.cin), "input transform of the wrong length");
     }
-    let t = t.as_ref();
     check_lens(s, x.len(), dw.len(), dy.len());
+    let input = ConvInput { shape: *s, x, transform: p.input_transform };
+    let algo = p.algorithm;
     #[cfg(target_arch = "x86_64")]
     if matches!(algo, ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16) && winograd::fits_weight_gradient(s) {
-        winograd::backward_weight(s, x, t, dy, dw, accumulate);
+        winograd::backward_weight(&input, dy, dw, accumulate);
         return;
     }
     let algo = algo.without_winograd();
@@ -69,14 +56,14 @@ pub fn conv2d_backward_weight_with(
             #[cfg(target_arch = "x86_64")]
             _ if pairs => {
                 let amx = algo == ConvAlgorithm::AmxBf16;
-                backward_weight_pairs(s, x, t, dy, partials, transposed, parts, amx)
+                backward_weight_pairs(&input, dy, partials, transposed, parts, amx)
             }
             #[cfg(target_arch = "x86_64")]
             // Other shapes keep an f32 weight gradient in bf16 mode.
             ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
-                backward_weight_direct(s, x, t, dy, partials, parts)
+                backward_weight_direct(&input, dy, partials, parts)
             }
-            _ => backward_weight_gemm(s, x, t, dy, partials, parts),
+            _ => backward_weight_gemm(&input, dy, partials, parts),
         }
         let (head, rest) = partials.split_at(k * co);
         if accumulate {

@@ -1,15 +1,6 @@
-use crate::Workspace;
+//! The output side of a forward convolution: what happens to its output as it is written.
 
-/// A batch norm and ReLU that precede the convolution, applied to its input as it is read:
-/// `x' = max(x * scale + shift, 0)` per input channel. The zero padding stays zero, as it pads
-/// the activated input. Fusing them here means the activated tensor is never written to memory.
-#[derive(Clone, Copy, Debug)]
-pub struct InputTransform<'a> {
-    /// Per-channel multiplier.
-    pub scale: &'a [f32],
-    /// Per-channel offset.
-    pub shift: &'a [f32],
-}
+use crate::Workspace;
 
 /// What follows a convolution in an eval-mode network, applied to its output as it is written:
 /// `y = act(conv * scale + shift (+ residual))` per output channel, with `act` a ReLU or nothing.
@@ -32,8 +23,8 @@ impl OutputTransform<'_> {
     /// The transform as the kernels take it, for output channels from `c0` on and the output
     /// element `at` (whose residual element it points to).
     #[cfg(target_arch = "x86_64")]
-    pub(in crate::conv) fn tile_affine(&self, c0: usize, at: usize) -> crate::simd::avx512::TileAffine {
-        crate::simd::avx512::TileAffine {
+    pub(in crate::conv) fn raw(&self, c0: usize, at: usize) -> crate::simd::avx512::RawOutputTransform {
+        crate::simd::avx512::RawOutputTransform {
             scale: self.scale[c0..].as_ptr(),
             shift: self.shift[c0..].as_ptr(),
             residual: self.residual.map(|r| r[at..].as_ptr()),
@@ -51,21 +42,22 @@ impl OutputTransform<'_> {
 }
 
 /// What the forward pass does to its output besides writing it.
-pub(super) enum Epilogue<'s, 'a> {
+#[derive(Debug)]
+pub enum Epilogue<'a> {
     /// Nothing.
     None,
     /// Sums it per channel into `[2 * cout]` (sums, then sums of squares): a training-mode
     /// batch norm's statistics.
-    Stats(&'s mut [f64]),
+    Stats(&'a mut [f64]),
     /// Transforms it (an eval-mode batch norm, residual and ReLU).
-    Output(&'s OutputTransform<'a>),
+    Transform(OutputTransform<'a>),
     /// Transforms it, adding the residual the output buffer holds on entry, each value read
-    /// before the sum is stored over it (the transform has no residual of its own). Only the
-    /// direct pass's general micro-kernel does this (see [`adds_residual_in_place`]).
-    OntoResidual(&'s OutputTransform<'a>),
+    /// before the sum is stored over it (the transform has no residual of its own). Only where
+    /// [`crate::conv::adds_residual_in_place`] says so.
+    TransformOntoResidual(OutputTransform<'a>),
 }
 
-impl Epilogue<'_, '_> {
+impl Epilogue<'_> {
     /// Checks that its buffers fit an output of `len` floats and `cout` channels.
     ///
     /// # Panics
@@ -79,10 +71,10 @@ impl Epilogue<'_, '_> {
             Epilogue::Stats(st) => {
                 assert_eq!(st.len(), 2 * cout, "stats hold a sum and a sum of squares per output channel")
             }
-            Epilogue::Output(o) | Epilogue::OntoResidual(o) => {
+            Epilogue::Transform(o) | Epilogue::TransformOntoResidual(o) => {
                 assert_eq!((o.scale.len(), o.shift.len()), (cout, cout), "output transform of the wrong length");
                 match o.residual {
-                    Some(r) if matches!(self, Epilogue::OntoResidual(_)) => {
+                    Some(r) if matches!(self, Epilogue::TransformOntoResidual(_)) => {
                         panic!("a residual of {} floats besides the one in the output", r.len())
                     }
                     Some(r) => image("residual", r),
@@ -97,10 +89,10 @@ impl Epilogue<'_, '_> {
         match self {
             Epilogue::None => {}
             Epilogue::Stats(out) => crate::batch_norm::channel_sums(y, cout, out, ws),
-            Epilogue::Output(o) => {
+            Epilogue::Transform(o) => {
                 crate::batch_norm::scale_shift_act_in_place(y, cout, o.scale, o.shift, o.residual, o.relu)
             }
-            Epilogue::OntoResidual(_) => unreachable!("the residual in the output is overwritten by the pass"),
+            Epilogue::TransformOntoResidual(_) => unreachable!("the residual in the output is overwritten by the pass"),
         }
     }
 
@@ -111,40 +103,23 @@ impl Epilogue<'_, '_> {
     /// # Panics
     /// If the transform's buffers do not fit, or it would follow an accumulating pass.
     #[cfg(target_arch = "x86_64")]
-    pub(in crate::conv) fn tile_output(
+    pub(in crate::conv) fn tile_write(
         &self,
         accumulate: bool,
         len: usize,
         cout: usize,
-    ) -> crate::simd::winograd::TileOutput {
-        use crate::simd::winograd::TileOutput;
-        assert!(!(accumulate && matches!(self, Epilogue::Output(_))), "an output transform after an accumulating pass");
+    ) -> crate::simd::winograd::TileWrite {
+        use crate::simd::winograd::TileWrite;
+        assert!(
+            !(accumulate && matches!(self, Epilogue::Transform(_))),
+            "an output transform after an accumulating pass"
+        );
         self.check(cout, len);
         match self {
-            Epilogue::Output(o) => TileOutput::Affine(o.tile_affine(0, 0)),
-            Epilogue::OntoResidual(_) => unreachable!("Winograd takes no residual from its output"),
-            _ if accumulate => TileOutput::Accumulate,
-            _ => TileOutput::Store,
+            Epilogue::Transform(o) => TileWrite::Transform(o.raw(0, 0)),
+            Epilogue::TransformOntoResidual(_) => unreachable!("Winograd takes no residual from its output"),
+            _ if accumulate => TileWrite::Accumulate,
+            _ => TileWrite::Store,
         }
-    }
-}
-
-crate::multiversion! {
-    /// `dst = max(src * scale + shift, 0)` over whole pixels.
-    pub(in crate::conv) fn bn_relu_copy / bn_relu_copy_on(src: &[f32], scale: &[f32], shift: &[f32], dst: &mut [f32]) {
-        let c = scale.len();
-        for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
-            for (((o, &v), &a), &b) in d.iter_mut().zip(s).zip(scale).zip(shift) {
-                *o = (v * a + b).max(0.0);
-            }
-        }
-    }
-}
-
-/// Copies whole pixels, applying the input transform when there is one.
-pub(super) fn load_pixels(src: &[f32], dst: &mut [f32], t: Option<&InputTransform<'_>>) {
-    match t {
-        Some(t) => bn_relu_copy(src, t.scale, t.shift, dst),
-        None => dst.copy_from_slice(src),
     }
 }

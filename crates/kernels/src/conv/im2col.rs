@@ -1,4 +1,4 @@
-use crate::conv::epilogue::{load_pixels, InputTransform};
+use crate::conv::input::{load_pixels, ConvInput};
 use crate::conv::shape::ConvShape;
 use crate::gemm::{matmul, MatMut, MatRef, Parallelism};
 use crate::scratch::with_tile;
@@ -7,14 +7,8 @@ use rayon::prelude::*;
 
 /// Packs im2col rows `m0..m0+rows` into `buf` (`[rows, patch]`), zeros where the window
 /// overlaps the padding.
-pub(super) fn im2col(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    m0: usize,
-    rows: usize,
-    buf: &mut [f32],
-) {
+pub(super) fn im2col(input: &ConvInput<'_>, m0: usize, rows: usize, buf: &mut [f32]) {
+    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
     let (oh, ow) = (s.out_h(), s.out_w());
     let k = s.patch();
     let row_len = s.kw * s.cin;
@@ -73,14 +67,8 @@ pub(super) fn col2im_add(s: &ConvShape, cols: &[f32], first_pixel: usize, rows: 
 }
 
 /// `y = conv(t(x), w)`, or `y += ...` when `accumulate`, by im2col + GEMM.
-pub(super) fn forward_gemm(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    w: &[f32],
-    y: &mut [f32],
-    accumulate: bool,
-) {
+pub(super) fn forward_gemm(input: &ConvInput<'_>, w: &[f32], y: &mut [f32], accumulate: bool) {
+    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
     let (m, k, co) = (s.rows(), s.patch(), s.cout);
     let wmat = MatRef::row_major(w, k, co);
     let tile = s.tile_rows();
@@ -92,7 +80,7 @@ pub(super) fn forward_gemm(
             matmul(MatMut::row_major(y, m, co), MatRef::row_major(x, m, k), wmat, accumulate, Parallelism::Pool);
         } else {
             with_tile(m * k, |buf| {
-                im2col(s, x, t, 0, m, buf);
+                im2col(input, 0, m, buf);
                 matmul(MatMut::row_major(y, m, co), MatRef::row_major(buf, m, k), wmat, accumulate, Parallelism::Pool);
             });
         }
@@ -108,7 +96,7 @@ pub(super) fn forward_gemm(
                 matmul(out, a, wmat, accumulate, Parallelism::Sequential);
             } else {
                 with_tile(rows * k, |buf| {
-                    im2col(s, x, t, m0, rows, buf);
+                    im2col(input, m0, rows, buf);
                     matmul(out, MatRef::row_major(buf, rows, k), wmat, accumulate, Parallelism::Sequential);
                 });
             }
@@ -117,14 +105,8 @@ pub(super) fn forward_gemm(
 }
 
 /// Per-part weight gradients by im2col + GEMM over a split of the output pixels.
-pub(super) fn backward_weight_gemm(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    dy: &[f32],
-    partials: &mut [f32],
-    parts: usize,
-) {
+pub(super) fn backward_weight_gemm(input: &ConvInput<'_>, dy: &[f32], partials: &mut [f32], parts: usize) {
+    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
     let (m, k, co) = (s.rows(), s.patch(), s.cout);
     let tile = s.tile_rows();
     let ranges: Vec<_> = split_even(m, parts).collect();
@@ -141,7 +123,7 @@ pub(super) fn backward_weight_gemm(
                     matmul(out, a, g, !first, Parallelism::Sequential);
                 } else {
                     with_tile(rows * k, |buf| {
-                        im2col(s, x, t, m0, rows, buf);
+                        im2col(input, m0, rows, buf);
                         matmul(out, MatRef::row_major(buf, rows, k).t(), g, !first, Parallelism::Sequential);
                     });
                 }

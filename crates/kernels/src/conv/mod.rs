@@ -28,6 +28,8 @@ mod direct;
 mod epilogue;
 mod forward;
 mod im2col;
+mod input;
+mod params;
 mod shape;
 mod shared_output;
 #[cfg(test)]
@@ -36,11 +38,10 @@ mod tests;
 mod winograd;
 
 pub use algorithm::{amx_supported, bf16_supported, precision, set_precision, ConvAlgorithm, Precision};
-pub use backward_data::{conv2d_backward_data, conv2d_backward_data_with};
-pub use backward_weight::{conv2d_backward_weight, conv2d_backward_weight_with};
-pub use epilogue::{InputTransform, OutputTransform};
-pub use forward::{
-    adds_residual_in_place, conv2d_forward, conv2d_forward_onto_residual, conv2d_forward_transformed,
-    conv2d_forward_versioned, conv2d_forward_with,
-};
+pub use backward_data::backward_data;
+pub use backward_weight::backward_weight;
+pub use epilogue::{Epilogue, OutputTransform};
+pub use forward::{adds_residual_in_place, forward};
+pub use input::InputTransform;
+pub use params::{ConvParams, ConvWeight};
 pub use shape::ConvShape;

@@ -2,7 +2,8 @@ use super::*;
 use crate::conv::algorithm::{gathers_windows, winograd_enabled};
 use crate::conv::bf16::bf16_bits;
 use crate::conv::direct::{transform_run_pixels, DirectPlan};
-use crate::conv::epilogue::bn_relu_copy_on;
+use crate::conv::input::bn_relu_copy_on;
+use crate::conv::params::{ConvParams, ConvWeight};
 use crate::rng::Rng;
 use crate::simd::{self, Isa};
 use crate::Workspace;
@@ -117,7 +118,7 @@ fn forward_matches_direct_definition() {
         let w = random(s.weight_len(), &mut rng);
         for algo in algorithms() {
             let mut y = vec![f32::NAN; s.output_len()];
-            conv2d_forward_with(algo, &s, &x, None, &w, &mut y, None, &mut Workspace::new());
+            forward(&ConvParams::new(s, algo, ConvWeight::new(&w)), &x, Epilogue::None, &mut y, &mut Workspace::new());
             assert_close(&y, &reference_forward(&s, &x, &w), &format!("{algo:?} {s:?}"));
         }
     }
@@ -145,12 +146,24 @@ fn versioned_weights_reuse_their_panels_until_the_version_changes() {
         let passes = [(7, 0, None), (7, 0, Some(7)), (7, 0, Some(7)), (8, 1, None), (8, 1, Some(8))];
         for (version, i, kept) in passes {
             y.fill(f32::NAN);
-            conv2d_forward_versioned(ConvAlgorithm::Direct, &s, &x, None, &weights[i], version, &mut y, None, &mut ws);
+            forward(
+                &ConvParams::new(s, ConvAlgorithm::Direct, ConvWeight::versioned(&weights[i], version)),
+                &x,
+                Epilogue::None,
+                &mut y,
+                &mut ws,
+            );
             assert_close(&y, &reference_forward(&s, &x, &weights[i]), &format!("version {version} {s:?}"));
             assert_eq!(ws.panels.key.map(|k| k.0), kept, "version {version} {s:?}");
         }
         // An unversioned pass of other weights leaves no panels behind to be mistaken.
-        conv2d_forward_with(ConvAlgorithm::Direct, &s, &x, None, &weights[0], &mut y, None, &mut ws);
+        forward(
+            &ConvParams::new(s, ConvAlgorithm::Direct, ConvWeight::new(&weights[0])),
+            &x,
+            Epilogue::None,
+            &mut y,
+            &mut ws,
+        );
         assert_close(&y, &reference_forward(&s, &x, &weights[0]), &format!("unversioned {s:?}"));
         assert_eq!(ws.panels.key, None);
     }
@@ -169,19 +182,19 @@ fn backward_passes_are_adjoints_of_forward() {
         let lhs = dot(&y, &g);
         let mut ws = Workspace::new();
         let mut dx = vec![f32::NAN; s.input_len()];
-        conv2d_backward_data_with(algo, &s, &g, &w, &mut dx, false, &mut ws);
+        backward_data(&ConvParams::new(s, algo, ConvWeight::new(&w)), &g, &mut dx, false, &mut ws);
         let mut dw = vec![f32::NAN; s.weight_len()];
-        conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw, false, &mut ws);
+        backward_weight(&ConvParams::new(s, algo, ConvWeight::new(&[])), &x, &g, &mut dw, false, &mut ws);
         let tol = 1e-4 * (1.0 + lhs.abs());
         assert!((dot(&x, &dx) - lhs).abs() < tol, "data adjoint {algo:?} {s:?}");
         assert!((dot(&w, &dw) - lhs).abs() < tol, "weight adjoint {algo:?} {s:?}");
         // Accumulation adds on top of what is there.
         let mut dx2 = dx.clone();
-        conv2d_backward_data_with(algo, &s, &g, &w, &mut dx2, true, &mut ws);
+        backward_data(&ConvParams::new(s, algo, ConvWeight::new(&w)), &g, &mut dx2, true, &mut ws);
         let doubled: Vec<f32> = dx.iter().map(|v| 2.0 * v).collect();
         assert_close(&dx2, &doubled, "accumulated dx");
         let mut dw2 = dw.clone();
-        conv2d_backward_weight_with(algo, &s, &x, None, &g, &mut dw2, true, &mut ws);
+        backward_weight(&ConvParams::new(s, algo, ConvWeight::new(&[])), &x, &g, &mut dw2, true, &mut ws);
         let doubled: Vec<f32> = dw.iter().map(|v| 2.0 * v).collect();
         assert_close(&dw2, &doubled, "accumulated dw");
         // Per-element check of dx against the reference (small shapes): dx = d<y,g>/dx.
@@ -235,13 +248,25 @@ fn output_transform_equals_a_batch_norm_pass_after() {
         {
             let t = (round == 1).then_some(InputTransform { scale: &t_scale, shift: &t_shift });
             let mut want = vec![f32::NAN; s.output_len()];
-            conv2d_forward_with(algo, &s, &x, t, &w, &mut want, None, &mut ws);
+            forward(
+                &ConvParams::new(s, algo, ConvWeight::new(&w)).with_input_transform(t),
+                &x,
+                Epilogue::None,
+                &mut want,
+                &mut ws,
+            );
             let raw = want.clone();
             crate::batch_norm::scale_shift_act(&raw, s.cout, &scale, &shift, res, relu, &mut want);
             let out = OutputTransform { scale: &scale, shift: &shift, residual: res, relu };
             for call in 0..3 {
                 let mut y = vec![f32::NAN; s.output_len()];
-                conv2d_forward_transformed(algo, &s, &x, t, &w, Some(7), out, &mut y, &mut ws);
+                forward(
+                    &ConvParams::new(s, algo, ConvWeight::versioned(&w, 7)).with_input_transform(t),
+                    &x,
+                    Epilogue::Transform(out),
+                    &mut y,
+                    &mut ws,
+                );
                 let what = format!("{algo:?} {s:?} round {round} call {call}");
                 assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
             }
@@ -286,13 +311,25 @@ fn residual_in_place_equals_a_separate_residual() {
         for relu in [true, false] {
             let with = OutputTransform { scale: &scale, shift: &shift, residual: Some(&residual), relu };
             let mut want = vec![f32::NAN; s.output_len()];
-            conv2d_forward_transformed(ConvAlgorithm::Direct, &s, &x, None, &w, None, with, &mut want, &mut ws);
+            forward(
+                &ConvParams::new(s, ConvAlgorithm::Direct, ConvWeight::new(&w)),
+                &x,
+                Epilogue::Transform(with),
+                &mut want,
+                &mut ws,
+            );
             let without = OutputTransform { residual: None, ..with };
             // Three calls of one weight version: the second makes panels, the third uses them.
             for call in 0..3 {
                 let mut y = residual.clone();
                 let algo = ConvAlgorithm::Direct;
-                conv2d_forward_onto_residual(algo, &s, &x, None, &w, Some(3), without, &mut y, &mut ws);
+                forward(
+                    &ConvParams::new(s, algo, ConvWeight::versioned(&w, 3)),
+                    &x,
+                    Epilogue::TransformOntoResidual(without),
+                    &mut y,
+                    &mut ws,
+                );
                 let what = format!("{s:?} relu {relu} call {call}");
                 assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
             }
@@ -317,7 +354,13 @@ fn input_transform_and_output_statistics() {
         let mut ws = Workspace::new();
         let mut y = vec![f32::NAN; s.output_len()];
         let mut stats = vec![f64::NAN; 2 * s.cout];
-        conv2d_forward_with(algo, &s, &x, Some(t), &w, &mut y, Some(&mut stats), &mut ws);
+        forward(
+            &ConvParams::new(s, algo, ConvWeight::new(&w)).with_input_transform(Some(t)),
+            &x,
+            Epilogue::Stats(&mut stats),
+            &mut y,
+            &mut ws,
+        );
         assert_close(&y, &reference_forward(&s, &tx, &w), &format!("transformed {algo:?} {s:?}"));
         for ch in 0..s.cout {
             let col = y.iter().skip(ch).step_by(s.cout);
@@ -327,8 +370,22 @@ fn input_transform_and_output_statistics() {
             assert!((stats[s.cout + ch] - sq).abs() <= 1e-3 * (1.0 + sq), "sum of squares {algo:?} {s:?}");
         }
         let (mut dw, mut want) = (vec![0.0; s.weight_len()], vec![0.0; s.weight_len()]);
-        conv2d_backward_weight_with(algo, &s, &x, Some(t), &g, &mut dw, false, &mut ws);
-        conv2d_backward_weight_with(ConvAlgorithm::Im2colGemm, &s, &tx, None, &g, &mut want, false, &mut ws);
+        backward_weight(
+            &ConvParams::new(s, algo, ConvWeight::new(&[])).with_input_transform(Some(t)),
+            &x,
+            &g,
+            &mut dw,
+            false,
+            &mut ws,
+        );
+        backward_weight(
+            &ConvParams::new(s, ConvAlgorithm::Im2colGemm, ConvWeight::new(&[])),
+            &tx,
+            &g,
+            &mut want,
+            false,
+            &mut ws,
+        );
         assert_close(&dw, &want, &format!("transformed dw {algo:?} {s:?}"));
     }
 }
@@ -400,8 +457,20 @@ fn bf16_kernels_match_f32_within_bf16_rounding() {
             for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
                 let (mut a, mut b) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
                 let (mut sa, mut sb) = (vec![0.0; 2 * s.cout], vec![0.0; 2 * s.cout]);
-                conv2d_forward_with(algo, &s, &x, t, &w, &mut a, Some(&mut sa), &mut ws);
-                conv2d_forward_with(ConvAlgorithm::Im2colGemm, &s, &x, t, &w, &mut b, Some(&mut sb), &mut ws);
+                forward(
+                    &ConvParams::new(s, algo, ConvWeight::new(&w)).with_input_transform(t),
+                    &x,
+                    Epilogue::Stats(&mut sa),
+                    &mut a,
+                    &mut ws,
+                );
+                forward(
+                    &ConvParams::new(s, ConvAlgorithm::Im2colGemm, ConvWeight::new(&w)).with_input_transform(t),
+                    &x,
+                    Epilogue::Stats(&mut sb),
+                    &mut b,
+                    &mut ws,
+                );
                 close(&a, &b, &format!("{algo:?} forward {s:?}"));
                 close(
                     &sa.iter().map(|&v| v as f32).collect::<Vec<_>>(),
@@ -410,13 +479,33 @@ fn bf16_kernels_match_f32_within_bf16_rounding() {
                 );
             }
             let (mut a, mut b) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
-            conv2d_backward_data_with(algo, &s, &g, &w, &mut a, false, &mut ws);
-            conv2d_backward_data_with(ConvAlgorithm::Im2colGemm, &s, &g, &w, &mut b, false, &mut ws);
+            backward_data(&ConvParams::new(s, algo, ConvWeight::new(&w)), &g, &mut a, false, &mut ws);
+            backward_data(
+                &ConvParams::new(s, ConvAlgorithm::Im2colGemm, ConvWeight::new(&w)),
+                &g,
+                &mut b,
+                false,
+                &mut ws,
+            );
             close(&a, &b, &format!("{algo:?} backward data {s:?}"));
             for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
                 let (mut a, mut b) = (vec![0.5; s.weight_len()], vec![0.5; s.weight_len()]);
-                conv2d_backward_weight_with(algo, &s, &x, t, &g, &mut a, true, &mut ws);
-                conv2d_backward_weight_with(ConvAlgorithm::Im2colGemm, &s, &x, t, &g, &mut b, true, &mut ws);
+                backward_weight(
+                    &ConvParams::new(s, algo, ConvWeight::new(&[])).with_input_transform(t),
+                    &x,
+                    &g,
+                    &mut a,
+                    true,
+                    &mut ws,
+                );
+                backward_weight(
+                    &ConvParams::new(s, ConvAlgorithm::Im2colGemm, ConvWeight::new(&[])).with_input_transform(t),
+                    &x,
+                    &g,
+                    &mut b,
+                    true,
+                    &mut ws,
+                );
                 close(&a, &b, &format!("{algo:?} backward weight {s:?}"));
             }
         }

@@ -17,7 +17,7 @@
 //! few adds on 16 channels at once; the 36 products per tile are then 36 independent matrix
 //! products over the channels, which the caller runs on the direct convolution's micro-kernel.
 
-use super::avx512::{IntoBh, TileAffine};
+use super::avx512::{IntoBh, RawOutputTransform};
 use std::arch::x86_64::*;
 
 /// `B^T d` along one axis.
@@ -323,7 +323,7 @@ unsafe fn store_bf16(p: *mut u16, x: __m512) {
 /// fuses into its output. The pointers are to images laid out as the output's (offset `p` of a
 /// pixel's block in the output is offset `p` in them).
 #[derive(Clone, Copy, Debug)]
-pub enum TileOutput {
+pub enum TileWrite {
     /// `y = v`.
     Store,
     /// `y += v`.
@@ -331,15 +331,15 @@ pub enum TileOutput {
     /// `y = act(v * scale + shift (+ residual))` per channel, as
     /// [`crate::conv::OutputTransform`] (the same operations in the same order): the parameters
     /// of every channel (`win.c` floats), and the residual image if any.
-    Affine(TileAffine),
+    Transform(RawOutputTransform),
 }
 
-impl TileOutput {
+impl TileWrite {
     /// The same epilogue for the image `offset` floats further on (its own pointers moved).
     pub fn offset(self, offset: usize) -> Self {
         let at = |p: *const f32| p.wrapping_add(offset);
         match self {
-            TileOutput::Affine(a) => TileOutput::Affine(TileAffine { residual: a.residual.map(at), ..a }),
+            TileWrite::Transform(a) => TileWrite::Transform(RawOutputTransform { residual: a.residual.map(at), ..a }),
             other => other,
         }
     }
@@ -347,7 +347,7 @@ impl TileOutput {
     /// The image it reads besides the output, if any.
     fn input(self) -> Option<*const f32> {
         match self {
-            TileOutput::Affine(a) => a.residual,
+            TileWrite::Transform(a) => a.residual,
             _ => None,
         }
     }
@@ -375,7 +375,7 @@ pub unsafe fn output_tile(
     stride: usize,
     img: *mut f32,
     win: &TileWindow,
-    out: TileOutput,
+    out: TileWrite,
     sums: Option<*mut f32>,
     channels: std::ops::Range<usize>,
 ) {
@@ -393,11 +393,11 @@ pub unsafe fn output_tile(
     // epilogue reads offset `at` of its images and block `c0` of its parameters.
     unsafe {
         match out {
-            TileOutput::Store => output_tile_with(m, stride, img, win, sums, channels, |_, _, v| v),
-            TileOutput::Accumulate => output_tile_with(m, stride, img, win, sums, channels, |at, _, v| {
+            TileWrite::Store => output_tile_with(m, stride, img, win, sums, channels, |_, _, v| v),
+            TileWrite::Accumulate => output_tile_with(m, stride, img, win, sums, channels, |at, _, v| {
                 _mm512_add_ps(_mm512_loadu_ps(img.add(at)), v)
             }),
-            TileOutput::Affine(a) => output_tile_with(m, stride, img, win, sums, channels, |at, c0, v| {
+            TileWrite::Transform(a) => output_tile_with(m, stride, img, win, sums, channels, |at, c0, v| {
                 let (scale, shift) = (_mm512_loadu_ps(a.scale.add(c0)), _mm512_loadu_ps(a.shift.add(c0)));
                 a.apply(v, scale, shift, a.residual.map(|q| _mm512_loadu_ps(q.add(at))))
             }),

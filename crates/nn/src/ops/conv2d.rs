@@ -2,21 +2,10 @@
 //! shift makes a bias redundant; He et al. 2015, Section 3.4).
 
 use crate::{Param, ParamKind, Tensor};
-use resnet_kernels::conv::{self, ConvAlgorithm, ConvShape, InputTransform, OutputTransform};
+use resnet_kernels::conv::{
+    self, ConvAlgorithm, ConvParams, ConvShape, ConvWeight, Epilogue, InputTransform, OutputTransform,
+};
 use resnet_kernels::{profile, Workspace};
-
-/// The signature of the kernels' forward passes with an output transform.
-type TransformedPass = fn(
-    ConvAlgorithm,
-    &ConvShape,
-    &[f32],
-    Option<InputTransform<'_>>,
-    &[f32],
-    Option<u64>,
-    OutputTransform<'_>,
-    &mut [f32],
-    &mut Workspace,
-);
 
 /// A square-kernel convolution layer.
 #[derive(Clone, Debug)]
@@ -97,20 +86,7 @@ impl Conv2d {
         y: &mut Tensor,
         stats: Option<&mut [f64]>,
     ) {
-        let s = self.shape_for(x.shape());
-        y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
-        let _p = profile::layer_scope("conv forward", &self.weight.name);
-        conv::conv2d_forward_versioned(
-            ConvAlgorithm::for_forward(&s),
-            &s,
-            x.data(),
-            t,
-            self.weight.value(),
-            self.weight.version(),
-            y.data_mut(),
-            stats,
-            &mut self.ws,
-        );
+        self.forward_with(x, t, stats.map_or(Epilogue::None, Epilogue::Stats), y);
     }
 
     /// `y = out(conv(t(x), weight))`: the eval-mode batch norm, residual and ReLU that follow
@@ -123,9 +99,7 @@ impl Conv2d {
         out: OutputTransform<'_>,
         y: &mut Tensor,
     ) {
-        let s = self.shape_for(x.shape());
-        y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
-        self.forward_through(conv::conv2d_forward_transformed, &s, x, t, out, y);
+        self.forward_with(x, t, Epilogue::Transform(out), y);
     }
 
     /// Whether [`Self::forward_onto_residual`] runs for an input of shape `input`.
@@ -149,23 +123,17 @@ impl Conv2d {
     ) {
         let s = self.shape_for(x.shape());
         assert_eq!(y.shape(), [s.n, s.out_h(), s.out_w(), s.cout], "{}: residual of the wrong shape", self.weight.name);
-        self.forward_through(conv::conv2d_forward_onto_residual, &s, x, t, out, y);
+        self.forward_with(x, t, Epilogue::TransformOntoResidual(out), y);
     }
 
-    /// An eval-mode forward pass of shape `s` through `pass`, one of the kernels' passes with
-    /// an output transform.
-    fn forward_through(
-        &mut self,
-        pass: TransformedPass,
-        s: &ConvShape,
-        x: &Tensor,
-        t: Option<InputTransform<'_>>,
-        out: OutputTransform<'_>,
-        y: &mut Tensor,
-    ) {
+    /// The forward pass with `epilogue`; `y` is reshaped to the output shape.
+    fn forward_with(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, epilogue: Epilogue<'_>, y: &mut Tensor) {
+        let s = self.shape_for(x.shape());
+        y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
         let _p = profile::layer_scope("conv forward", &self.weight.name);
-        let (w, version) = (self.weight.value(), Some(self.weight.version()));
-        pass(ConvAlgorithm::for_forward(s), s, x.data(), t, w, version, out, y.data_mut(), &mut self.ws);
+        let weight = ConvWeight::versioned(self.weight.value(), self.weight.version());
+        let params = ConvParams::new(s, ConvAlgorithm::for_forward(&s), weight).with_input_transform(t);
+        conv::forward(&params, x.data(), epilogue, y.data_mut(), &mut self.ws);
     }
 
     /// In the forward pass: `y = conv(t(x), w)`. Adds `dL/dw = im2col(t(x))^T dy` into
@@ -180,13 +148,18 @@ impl Conv2d {
         accumulate: bool,
     ) {
         let s = self.shape_for(x.shape());
+        // The gradient is set aside while the parameters borrow the weight's values.
+        let mut grad = std::mem::take(&mut self.weight.grad);
+        let weight = ConvWeight::versioned(self.weight.value(), self.weight.version());
+        let params = ConvParams::new(s, ConvAlgorithm::for_shape(&s), weight).with_input_transform(t);
         let p = profile::layer_scope("conv backward weight", &self.weight.name);
-        conv::conv2d_backward_weight(&s, x.data(), t, dy, &mut self.weight.grad, true, &mut self.ws);
+        conv::backward_weight(&params, x.data(), dy, &mut grad, true, &mut self.ws);
         drop(p);
         if let Some(dx) = dx {
             let _p = profile::layer_scope("conv backward data", &self.weight.name);
-            conv::conv2d_backward_data(&s, dy, self.weight.value(), dx, accumulate, &mut self.ws);
+            conv::backward_data(&params, dy, dx, accumulate, &mut self.ws);
         }
+        self.weight.grad = grad;
     }
 
     /// Multiply-adds of one forward pass on `input`.

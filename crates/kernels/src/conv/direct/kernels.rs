@@ -1,7 +1,7 @@
 //! Dispatch from run-time tile sizes to the const-generic micro-kernels.
 
 use crate::simd::amx;
-use crate::simd::avx512::{self, lane_mask, ConvTileArgs, ConvTileArgsBf16, TileAffine, WgradTileArgs};
+use crate::simd::avx512::{self, lane_mask, ConvTileArgs, ConvTileArgsBf16, RawOutputTransform, WgradTileArgs};
 use std::arch::x86_64::__mmask16;
 
 macro_rules! by_rows {
@@ -13,13 +13,24 @@ macro_rules! by_rows {
     };
 }
 
+/// One micro-kernel call's extent: `pixels` consecutive output pixels times `channels` output
+/// channels, written or (`accumulate`) added to.
+#[derive(Clone, Copy, Debug)]
+pub(in crate::conv) struct Tile {
+    /// Output pixels.
+    pub(in crate::conv) pixels: usize,
+    /// Output channels.
+    pub(in crate::conv) channels: usize,
+    /// Add to the output rather than write it.
+    pub(in crate::conv) accumulate: bool,
+}
+
 /// [`avx512::wgrad_pairs_bf16`] over `kh` taps (one kernel column), `co` output and `ci`
 /// input channels, both multiples of 16: the three rows of a 3x3 kernel share each
 /// broadcast; 24 accumulators or fewer per call.
 ///
 /// # Safety
 /// The kernel's contract for the whole block (`R`, `T` and `NB` cover it).
-#[allow(clippy::too_many_arguments)]
 pub(in crate::conv) unsafe fn wgrad_pairs(
     g: &avx512::WgradPairsArgs,
     kh: usize,
@@ -119,31 +130,29 @@ impl ConvKernel {
 
     /// Whether [`Self::run`] applies an output transform in registers (only the general
     /// kernel does; the others leave it to a pass over what they wrote).
-    pub(in crate::conv) fn fuses_affine(self) -> bool {
+    pub(in crate::conv) fn fuses_transform(self) -> bool {
         self == ConvKernel::General
     }
 
     /// # Safety
     /// The contract of the chosen kernel for `r <= self.max_pixels(channels)` pixels; an
-    /// `affine` only where [`Self::fuses_affine`].
-    #[allow(clippy::too_many_arguments)]
+    /// `transform` only where [`Self::fuses_transform`].
     pub(in crate::conv) unsafe fn run(
         self,
-        r: usize,
-        channels: usize,
+        tile: Tile,
         g: &ConvTileArgs,
         a: *const f32,
         w: *const f32,
         y: *mut f32,
-        accumulate: bool,
-        affine: Option<&TileAffine>,
+        transform: Option<&RawOutputTransform>,
     ) {
-        debug_assert!(affine.is_none() || self.fuses_affine());
+        let Tile { pixels: r, channels, accumulate } = tile;
+        debug_assert!(transform.is_none() || self.fuses_transform());
         use avx512::conv_tile_s1k3 as k;
         // SAFETY: forwarded contract.
         unsafe {
             match self {
-                ConvKernel::General => conv_tile(r, channels, g, a, w, y, accumulate, affine),
+                ConvKernel::General => conv_tile(tile, g, a, w, y, transform),
                 ConvKernel::S1K3 => match channels.div_ceil(16) {
                     1 => {
                         by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
@@ -163,17 +172,15 @@ impl ConvKernel {
     ///
     /// # Safety
     /// The contract of the chosen bf16 kernel for `r <= self.max_pixels(channels)` pixels.
-    #[allow(clippy::too_many_arguments)]
     pub(in crate::conv) unsafe fn run_bf16(
         self,
-        r: usize,
-        channels: usize,
+        tile: Tile,
         g: &ConvTileArgsBf16,
         a: *const u32,
         w: *const u32,
         y: *mut f32,
-        accumulate: bool,
     ) {
+        let Tile { pixels: r, channels, accumulate } = tile;
         use avx512::{conv_tile_bf16 as kg, conv_tile_s1k3_bf16 as ks};
         // SAFETY: forwarded contract.
         unsafe {
@@ -235,29 +242,27 @@ pub(in crate::conv) fn masks<const NB: usize>(channels: usize) -> [__mmask16; NB
 
 /// # Safety
 /// The contract of [`avx512::conv_tile`] for `r` pixels and `channels` output channels.
-#[allow(clippy::too_many_arguments)]
 pub(in crate::conv) unsafe fn conv_tile(
-    r: usize,
-    channels: usize,
+    tile: Tile,
     g: &ConvTileArgs,
     a: *const f32,
     w: *const f32,
     y: *mut f32,
-    accumulate: bool,
-    affine: Option<&TileAffine>,
+    transform: Option<&RawOutputTransform>,
 ) {
+    let Tile { pixels: r, channels, accumulate } = tile;
     use avx512::conv_tile as k;
     // SAFETY: forwarded contract; `r` is within the table of conv_pixels for this `nb`.
     unsafe {
         match channels.div_ceil(16) {
             1 => {
-                by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate, affine))
+                by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate, transform))
             }
             2 => {
-                by_rows!(k, r, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, a, w, y, &masks::<2>(channels), accumulate, affine))
+                by_rows!(k, r, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, a, w, y, &masks::<2>(channels), accumulate, transform))
             }
-            3 => by_rows!(k, r, 3, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<3>(channels), accumulate, affine)),
-            4 => by_rows!(k, r, 4, [1 2 3 4 5 6], (g, a, w, y, &masks::<4>(channels), accumulate, affine)),
+            3 => by_rows!(k, r, 3, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<3>(channels), accumulate, transform)),
+            4 => by_rows!(k, r, 4, [1 2 3 4 5 6], (g, a, w, y, &masks::<4>(channels), accumulate, transform)),
             nb => unreachable!("{nb} channel vectors"),
         }
     }

@@ -1,6 +1,5 @@
 use crate::conv::bf16::pack_pairs;
-use crate::conv::epilogue::{load_pixels, InputTransform};
-use crate::conv::shape::ConvShape;
+use crate::conv::input::{load_pixels, ConvInput};
 
 /// Copies input rows `iy0 .. iy0 + rows` of image `img` into `strip` as rows of width
 /// `w + 2 * pad`, with zeros for the padding and for rows outside the image: the part of the
@@ -9,11 +8,8 @@ use crate::conv::shape::ConvShape;
 /// With `bf16`, each pixel is stored as `ceil(cin / 2)` bf16 channel pairs instead (see
 /// [`pack_pairs`]); zero bits are a bf16 zero pair, so the padding is the same. `row` is
 /// scratch for one transformed input row (`w * cin` floats) in that case.
-#[allow(clippy::too_many_arguments)]
 pub(in crate::conv) fn fill_strip(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
+    input: &ConvInput<'_>,
     img: usize,
     iy0: isize,
     rows: usize,
@@ -21,6 +17,7 @@ pub(in crate::conv) fn fill_strip(
     bf16: bool,
     row: &mut [f32],
 ) {
+    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
     let (c, p) = (s.cin, s.pad);
     let e = if bf16 { c.div_ceil(2) } else { c };
     let wp = s.w + 2 * p;

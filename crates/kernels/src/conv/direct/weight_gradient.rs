@@ -3,7 +3,7 @@ use super::strip::fill_strip;
 use crate::conv::algorithm::{amx_supported, bf16_supported};
 use crate::conv::backward_data::transpose;
 use crate::conv::bf16::{pixel_pairs_bf16, transpose_bf16};
-use crate::conv::epilogue::InputTransform;
+use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
 use crate::scratch::with_tile;
 use crate::simd::{self, Isa};
@@ -33,14 +33,8 @@ pub(in crate::conv) fn row_bands(
 /// `(image, oy)`; within a part, bands of rows small enough to stay in cache get their padded
 /// input strip built once and are then swept once per kernel tap and channel block.
 #[cfg(target_arch = "x86_64")]
-pub(in crate::conv) fn backward_weight_direct(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    dy: &[f32],
-    partials: &mut [f32],
-    parts: usize,
-) {
+pub(in crate::conv) fn backward_weight_direct(input: &ConvInput<'_>, dy: &[f32], partials: &mut [f32], parts: usize) {
+    let s = &input.shape;
     use crate::simd::avx512::WgradTileArgs;
     assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
     let (oh, ow, co, ci) = (s.out_h(), s.out_w(), s.cout, s.cin);
@@ -65,17 +59,8 @@ pub(in crate::conv) fn backward_weight_direct(
                 };
                 let dy_band = (img * oh + oy0) * ow * co;
                 with_tile(strip_rows * wp * ci, |strip| {
-                    fill_strip(
-                        s,
-                        x,
-                        t,
-                        img,
-                        (oy0 * s.stride) as isize - s.pad as isize,
-                        strip_rows,
-                        strip,
-                        false,
-                        &mut [],
-                    );
+                    let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
+                    fill_strip(input, img, iy0, strip_rows, strip, false, &mut []);
                     // The 3-wide kernel keeps three taps of accumulators plus a window of three
                     // dy vectors per channel vector: it fits the registers up to 48 channels.
                     if s.stride == 1 && s.kw == 3 && co <= 48 {
@@ -181,17 +166,15 @@ pub(in crate::conv) fn pairs_weight_gradient_fits(s: &ConvShape) -> bool {
 /// repacked as pixel pairs in rows of the output width, so that every kernel row `ky` is a
 /// fixed offset into it.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 pub(in crate::conv) fn backward_weight_pairs(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
+    input: &ConvInput<'_>,
     dy: &[f32],
     partials: &mut [f32],
     transposed: &mut [f32],
     parts: usize,
     amx: bool,
 ) {
+    let s = &input.shape;
     use crate::scratch::with_bf16;
     assert!(bf16_supported() && pairs_weight_gradient_fits(s), "bf16 weight gradient on {s:?}");
     assert!(!amx || amx_supported(), "AMX weight gradient without AMX");
@@ -214,7 +197,7 @@ pub(in crate::conv) fn backward_weight_pairs(
                     let dy_band = &dy[(img * oh + oy0) * ow * co..][..pixels * co];
                     with_tile(strip_rows * wp * ci, |strip| {
                         let iy0 = oy0 as isize - s.pad as isize;
-                        fill_strip(s, x, t, img, iy0, strip_rows, strip, false, &mut []);
+                        fill_strip(input, img, iy0, strip_rows, strip, false, &mut []);
                         with_bf16(co * padded, pairs * ci, |dy_t, xp| {
                             transpose_bf16(dy_band, pixels, co, dy_t, padded);
                             for dst in dy_t.chunks_exact_mut(padded) {

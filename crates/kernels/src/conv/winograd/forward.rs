@@ -3,12 +3,14 @@
 use super::product::{bits_mut, multiply, product, product_bf16};
 use super::tiles::{tile_corners, transform_inputs, transform_inputs_to, window};
 use super::{fits, fits_bf16, tile_count, tiles_per_task, BLOCK_FILTER_FLOATS, FEW_TILES, POSITIONS};
-use crate::conv::epilogue::{Epilogue, InputTransform};
+use crate::conv::epilogue::Epilogue;
+use crate::conv::forward::ForwardPass;
+use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
 use crate::conv::shared_output::SharedOutput;
 use crate::scratch::{with_filter, with_tile};
 use crate::simd::avx512::ConvTileArgs;
-use crate::simd::winograd::{output_tile, transform_filter, transform_filter_block, TileOutput};
+use crate::simd::winograd::{output_tile, transform_filter, transform_filter_block, TileWrite};
 use crate::threads::{self};
 use rayon::prelude::*;
 
@@ -21,49 +23,52 @@ use rayon::prelude::*;
 ///
 /// # Panics
 /// If the shape does not fit or a slice length disagrees with `s`.
-#[allow(clippy::too_many_arguments)]
-pub(in crate::conv) fn forward(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    w: &[f32],
-    y: &mut [f32],
-    accumulate: bool,
-    epilogue: Epilogue<'_, '_>,
-    bf16: bool,
-) {
+pub(in crate::conv) fn forward(pass: &ForwardPass<'_>, y: &mut [f32], epilogue: Epilogue<'_>, bf16: bool) {
+    let (input, w, accumulate) = (&pass.input, pass.weight.values, pass.accumulate);
+    let (s, x) = (&input.shape, input.x);
     assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
     assert!(!bf16 || fits_bf16(s), "Winograd with bf16 products does not run {s:?}");
     assert_eq!((x.len(), w.len(), y.len()), (s.input_len(), s.weight_len(), s.output_len()));
     // The epilogue's buffers are checked against `y` here.
-    let out = epilogue.tile_output(accumulate, y.len(), s.cout);
+    let write = epilogue.tile_write(accumulate, y.len(), s.cout);
     let stats = match epilogue {
         Epilogue::Stats(total) => Some(total),
         _ => None,
     };
+    let out = Destination { y, write, stats };
     if !bf16 && runs_by_channels(s) {
-        return forward_by_channels(s, x, t, w, y, out, stats);
+        return forward_by_channels(input, w, out);
     }
     let plane = POSITIONS * s.cin * s.cout;
     // The bf16 filter, as pairs of input channels, follows the f32 one (as f32 bit patterns).
-    with_filter(if bf16 { plane + plane / 2 } else { plane }, |u| forward_into(s, x, t, w, y, out, stats, u, bf16));
+    with_filter(if bf16 { plane + plane / 2 } else { plane }, |u| forward_into(input, w, out, u, bf16));
+}
+
+/// Where the forward pass's output goes: the output, how its tiles are written, and where the
+/// output's per-channel sums and sums of squares (`[2 * cout]`) go, if anywhere.
+pub(super) struct Destination<'a> {
+    /// The output, `[n, oh, ow, cout]`.
+    y: &'a mut [f32],
+    /// How each tile is written.
+    write: TileWrite,
+    /// The statistics.
+    stats: Option<&'a mut [f64]>,
+}
+
+/// The output behind a pointer that the tasks share, and how its tiles are written.
+#[derive(Clone, Copy)]
+pub(super) struct SharedTiles {
+    /// The output, `[n, oh, ow, cout]`.
+    y: SharedOutput,
+    /// How each tile is written.
+    write: TileWrite,
 }
 
 /// [`forward`] with `u` (`[36, cin, cout]`, then with `bf16` its `[36, cin / 2, cout]` pairs)
-/// for the transformed filter, the tile epilogue `epilogue`, whose buffers fit `y`, and the
-/// output's sums and sums of squares (`[2 * cout]`) written to `stats` if given.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn forward_into(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    w: &[f32],
-    y: &mut [f32],
-    epilogue: TileOutput,
-    stats: Option<&mut [f64]>,
-    u: &mut [f32],
-    bf16: bool,
-) {
+/// for the transformed filter, into `out` (whose tile writes' buffers fit its output).
+pub(super) fn forward_into(input: &ConvInput<'_>, w: &[f32], out: Destination<'_>, u: &mut [f32], bf16: bool) {
+    let s = &input.shape;
+    let Destination { y, write, stats } = out;
     let (ci, co) = (s.cin, s.cout);
     let plane = POSITIONS * ci * co;
     let (u, u_pairs) = u.split_at_mut(plane);
@@ -78,7 +83,7 @@ pub(super) fn forward_into(
     let (u, u_pairs) = (&*u, &*u_pairs);
     let tiles = tile_count(s);
     let per = tiles_per_task(s, tiles);
-    let out = SharedOutput(y.as_mut_ptr());
+    let out = SharedTiles { y: SharedOutput(y.as_mut_ptr()), write };
     let gemm = ConvTileArgs {
         a_pixel_stride: POSITIONS * ci,
         a_row_stride: 0,
@@ -99,13 +104,13 @@ pub(super) fn forward_into(
             let (v, m) = scratch.split_at_mut(POSITIONS * count * ci);
             if bf16 {
                 // `v` holds bf16 values, two to an f32 slot: [count, 36, ci] of them.
-                transform_inputs(s, x, t, first, count, v, true);
+                transform_inputs(input, first, count, v, true);
                 for p in 0..POSITIONS {
                     let up = &u_pairs[p * ci / 2 * co..(p + 1) * ci / 2 * co];
                     product_bf16(count, ci, &v[p * ci / 2..], up, &mut m[p * co..]);
                 }
             } else {
-                transform_inputs(s, x, t, first, count, v, false);
+                transform_inputs(input, first, count, v, false);
                 // m[:, p] (count x co) = v[:, p] (count x ci) u[p] (ci x co): a 1x1
                 // convolution whose pixels (tiles) lie 36 * ci apart in `v` and 36 * co
                 // apart in `m`.
@@ -118,7 +123,7 @@ pub(super) fn forward_into(
             // SAFETY: `m` holds the tiles' products, `co` floats a position; `y` (behind `out`)
             // has the shape's length (checked), and no other task writes these tiles' pixels
             // (each pixel lies in one tile); `sums_at`, if any, is this task's `2 * co` floats.
-            unsafe { output_tiles(s, m, co, first, count, out, epilogue, sums_at, 0..co) };
+            unsafe { output_tiles(s, m, co, first..first + count, out, sums_at, 0..co) };
             if let Some(total) = total {
                 total.iter_mut().zip(sums.iter()).for_each(|(t, &part)| *t = f64::from(part));
             }
@@ -178,20 +183,14 @@ pub(super) fn channel_block(tiles: usize, co: usize) -> usize {
 /// takes its channels of every tile back through the output transform. The filter is
 /// transformed once in all, in parallel, and never written out whole; the statistics of a
 /// block's channels are its task's (in f32 over at most `16 * FEW_TILES` pixels).
-pub(super) fn forward_by_channels(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    w: &[f32],
-    y: &mut [f32],
-    epilogue: TileOutput,
-    stats: Option<&mut [f64]>,
-) {
+pub(super) fn forward_by_channels(input: &ConvInput<'_>, w: &[f32], out: Destination<'_>) {
+    let s = &input.shape;
+    let Destination { y, write, stats } = out;
     let (ci, co) = (s.cin, s.cout);
     let tiles = tile_count(s);
     let block = channel_block(tiles, co);
     let chunk = (BLOCK_FILTER_FLOATS / (POSITIONS * block) / 16 * 16).clamp(16, ci);
-    let out = SharedOutput(y.as_mut_ptr());
+    let out = SharedTiles { y: SharedOutput(y.as_mut_ptr()), write };
     with_filter(tiles * POSITIONS * ci, |v| {
         // Position-major (`[36, tiles, cin]`): a position's tiles `cin` floats apart. Tile-major,
         // they lie `36 * cin` apart, 9 pages at 256 channels: every tile's row in one L1 set.
@@ -206,9 +205,7 @@ pub(super) fn forward_by_channels(
                 // SAFETY: tile k of the run goes to positions `(r.start + k) * ci + p * tiles *
                 // ci`, inside `v` (asserted); the runs are disjoint, so no two threads write the
                 // same values.
-                unsafe {
-                    transform_inputs_to(s, x, t, r.start, r.len(), v_at.at(r.start * ci), false, [ci, tiles * ci])
-                }
+                unsafe { transform_inputs_to(input, r.start, r.len(), v_at.at(r.start * ci), false, [ci, tiles * ci]) }
             })
         });
         let v = &*v;
@@ -247,7 +244,7 @@ pub(super) fn forward_by_channels(
                 // position; `y` (behind `out`) has the shape's length (checked by `forward`),
                 // and no other task writes this block's channels; `sums_at`, if any, is this
                 // block's `2 * block` floats.
-                unsafe { output_tiles(s, m, block, 0, tiles, out, epilogue, sums_at, c_first..c_first + block) };
+                unsafe { output_tiles(s, m, block, 0..tiles, out, sums_at, c_first..c_first + block) };
             });
         };
         let block_sums = run_tasks::<f32>(co / block, stats.is_some().then_some(2 * block), run_block);
@@ -262,28 +259,27 @@ pub(super) fn forward_by_channels(
     });
 }
 
-/// Takes the products `m` of tiles `first..first + count` (tile `k`'s position `p` at `(36 * k +
-/// p) * stride` floats, the first of the channels `channels`) back through the output transform
-/// into those channels of the output behind `y`, through `epilogue`, adding the written values'
-/// per-channel sums and sums of squares into `sums` if given.
+/// Takes the products `m` of the tiles `tiles` (tile `k` of them has its position `p` at `(36 * k
+/// + p) * stride` floats, the first of the channels `channels`) back through the output
+/// transform into those channels of the output behind `out`, written as it says, adding the
+/// written values' per-channel sums and sums of squares into `sums` if given.
 ///
 /// # Safety
 /// - AVX-512; the shape [`fits`]; `channels` starts and ends at multiples of 16 within `cout`.
 /// - `y` points to an output of `s.output_len()` floats, whose pixels of these tiles in these
 ///   channels no other thread touches meanwhile; the epilogue's images are as long.
 /// - `sums`, if given, holds `2 * channels.len()` writable floats no other thread touches.
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_tiles(
     s: &ConvShape,
     m: &[f32],
     stride: usize,
-    first: usize,
-    count: usize,
-    y: SharedOutput,
-    epilogue: TileOutput,
+    tiles: std::ops::Range<usize>,
+    out: SharedTiles,
     sums: Option<*mut f32>,
     channels: std::ops::Range<usize>,
 ) {
+    let (first, count) = (tiles.start, tiles.len());
+    let SharedTiles { y, write } = out;
     let (oh, ow, co) = (s.out_h(), s.out_w(), s.cout);
     assert!(m.len() >= count * POSITIONS * stride && channels.len() <= stride, "products too short");
     for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
@@ -299,7 +295,7 @@ pub(super) unsafe fn output_tiles(
                 stride,
                 y.at(at),
                 &win,
-                epilogue.offset(at),
+                write.offset(at),
                 sums,
                 channels.clone(),
             )

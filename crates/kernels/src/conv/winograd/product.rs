@@ -183,13 +183,11 @@ pub(super) fn multiply(
             // in their slices (lengths asserted above); `y` overlaps neither input.
             unsafe {
                 crate::conv::direct::conv_tile(
-                    r,
-                    channels,
+                    crate::conv::direct::Tile { pixels: r, channels, accumulate },
                     g,
                     a[r0 * g.a_pixel_stride..].as_ptr(),
                     w[c0..].as_ptr(),
                     y[r0 * g.y_pixel_stride + c0..].as_mut_ptr(),
-                    accumulate,
                     None,
                 )
             };

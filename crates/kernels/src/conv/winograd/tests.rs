@@ -1,7 +1,11 @@
 use super::super::ConvAlgorithm;
 use super::product::{gradient_product, multiply, product};
 use super::*;
-use crate::conv::epilogue::{Epilogue, InputTransform};
+use crate::conv::epilogue::Epilogue;
+use crate::conv::forward::ForwardPass;
+use crate::conv::input::ConvInput;
+use crate::conv::input::InputTransform;
+use crate::conv::params::{ConvParams, ConvWeight};
 use crate::rng::Rng;
 use crate::simd::avx512::ConvTileArgs;
 
@@ -42,6 +46,13 @@ fn layer(cin: usize, cout: usize) -> (ConvShape, Vec<f32>, Vec<f32>) {
     (s, x, w)
 }
 
+/// Winograd's forward pass of `x` with `w`, writing `y`, without an epilogue.
+fn forward_plain(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], bf16: bool) {
+    let input = ConvInput { shape: *s, x, transform: None };
+    let pass = ForwardPass { input, weight: ConvWeight::new(w), accumulate: false };
+    forward(&pass, y, Epilogue::None, bf16);
+}
+
 /// The error against a double-precision sum, relative to the output's largest value, for
 /// layers of the sizes the networks have (up to 1152 terms per output). F(4x4, 3x3) adds
 /// rounding in its transforms: measured 3e-6 to 1e-5 here, against 4e-7 to 1.2e-6 for the
@@ -55,7 +66,7 @@ fn error_stays_near_f32_rounding() {
     for (cin, cout) in [(64, 64), (128, 128), (16, 32)] {
         let (s, x, w) = layer(cin, cout);
         let mut y = vec![f32::NAN; s.output_len()];
-        forward(&s, &x, None, &w, &mut y, false, Epilogue::None, false);
+        forward_plain(&s, &x, &w, &mut y, false);
         let err = relative_error(&s, &x, &w, &y);
         eprintln!("{cin}->{cout}: error {err:e} of the largest output");
         assert!(err < 2e-5, "{cin}->{cout}: error {err:e}");
@@ -75,11 +86,17 @@ fn bf16_products_error_against_the_direct_bf16_kernels() {
     for c in [16, 32, 64] {
         let (s, x, w) = layer(c, c);
         let mut y = vec![f32::NAN; s.output_len()];
-        forward(&s, &x, None, &w, &mut y, false, Epilogue::None, true);
+        forward_plain(&s, &x, &w, &mut y, true);
         let err = relative_error(&s, &x, &w, &y);
         let mut direct = vec![f32::NAN; s.output_len()];
         let mut ws = crate::Workspace::new();
-        super::super::conv2d_forward_with(ConvAlgorithm::DirectBf16, &s, &x, None, &w, &mut direct, None, &mut ws);
+        crate::conv::forward(
+            &ConvParams::new(s, ConvAlgorithm::DirectBf16, ConvWeight::new(&w)),
+            &x,
+            Epilogue::None,
+            &mut direct,
+            &mut ws,
+        );
         let direct_err = relative_error(&s, &x, &w, &direct);
         eprintln!("{c} channels: bf16 Winograd error {err:e}, direct bf16 {direct_err:e} ({:.1}x)", err / direct_err);
         assert!(err < 0.1, "{c} channels: error {err:e} (direct bf16 {direct_err:e})");
@@ -146,10 +163,7 @@ fn every_pass_matches_gemm_element_by_element() {
         crate::skip::skip("no AVX-512 on this CPU");
         return;
     }
-    use super::super::{
-        conv2d_backward_data_with as data, conv2d_backward_weight_with as weight, conv2d_forward_with as fwd,
-        ConvAlgorithm,
-    };
+    use crate::conv;
     let shape = |n, h, w, cin, cout| ConvShape { n, h, w, cin, cout, kh: 3, kw: 3, stride: 1, pad: 1 };
     for (s, by_channels) in [
         (shape(8, 8, 8, 32, 32), false),
@@ -185,9 +199,17 @@ fn every_pass_matches_gemm_element_by_element() {
             for (k, algo) in [ConvAlgorithm::Im2colGemm, ConvAlgorithm::Winograd].into_iter().enumerate() {
                 let (o, st) = (&mut out[k], &mut stats[k]);
                 match pass {
-                    "forward" => fwd(algo, &s, &x, Some(t), &w, o, Some(st), &mut ws),
-                    "backward data" => data(algo, &s, &g, &w, o, true, &mut ws),
-                    _ => weight(algo, &s, &x, Some(t), &g, o, true, &mut ws),
+                    "forward" => {
+                        let p = ConvParams::new(s, algo, ConvWeight::new(&w)).with_input_transform(Some(t));
+                        conv::forward(&p, &x, Epilogue::Stats(st), o, &mut ws)
+                    }
+                    "backward data" => {
+                        conv::backward_data(&ConvParams::new(s, algo, ConvWeight::new(&w)), &g, o, true, &mut ws)
+                    }
+                    _ => {
+                        let p = ConvParams::new(s, algo, ConvWeight::new(&w)).with_input_transform(Some(t));
+                        conv::backward_weight(&p, &x, &g, o, true, &mut ws)
+                    }
                 }
             }
             let top = out[0].iter().fold(0.0f32, |m, v| m.max(v.abs()));

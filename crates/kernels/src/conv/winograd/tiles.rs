@@ -2,7 +2,7 @@
 
 use super::{M, POSITIONS};
 use crate::conv::algorithm::bf16_supported;
-use crate::conv::epilogue::InputTransform;
+use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
 use crate::simd::winograd::{input_tile, input_tile_bf16, TileWindow};
 
@@ -10,21 +10,14 @@ use crate::simd::winograd::{input_tile, input_tile_bf16, TileWindow};
 /// each tile's 36 positions written together; position-major `[36, count, cin]`, whose stores
 /// land a position's whole row of tiles apart, was 1.05x slower for a ResNet-20 training step,
 /// and as much again with the products and output gradients kept that way too).
-pub(super) fn transform_inputs(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    first: usize,
-    count: usize,
-    v: &mut [f32],
-    bf16: bool,
-) {
+pub(super) fn transform_inputs(input: &ConvInput<'_>, first: usize, count: usize, v: &mut [f32], bf16: bool) {
+    let s = &input.shape;
     let ci = s.cin;
     // In bf16, two values to an f32 slot.
     let slots = if bf16 { POSITIONS * count * ci / 2 } else { POSITIONS * count * ci };
     assert!(v.len() >= slots, "transformed-input buffer too short");
     // SAFETY: the places written lie within `v` (asserted above), which nothing else uses.
-    unsafe { transform_inputs_to(s, x, t, first, count, v.as_mut_ptr(), bf16, [POSITIONS * ci, ci]) }
+    unsafe { transform_inputs_to(input, first, count, v.as_mut_ptr(), bf16, [POSITIONS * ci, ci]) }
 }
 
 /// [`transform_inputs`] into the buffer at `v`, tile `k`'s position `p` at `k * stride[0] + p *
@@ -34,17 +27,15 @@ pub(super) fn transform_inputs(
 /// The places written (`(count - 1) * tile_stride + 35 * position_stride + cin` values from `v`,
 /// two to a slot in bf16, at the strides' multiples) are writable and no other thread touches
 /// them meanwhile.
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn transform_inputs_to(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
+    input: &ConvInput<'_>,
     first: usize,
     count: usize,
     v: *mut f32,
     bf16: bool,
     [tile_stride, position_stride]: [usize; 2],
 ) {
+    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
     let ci = s.cin;
     assert!(tile_stride.is_multiple_of(ci) && position_stride.is_multiple_of(ci));
     assert!(!bf16 || bf16_supported(), "bf16 transforms need AVX512_BF16");

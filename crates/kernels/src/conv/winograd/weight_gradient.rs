@@ -3,8 +3,7 @@
 use super::product::gradient_product;
 use super::tiles::{tile_corners, transform_inputs, window};
 use super::{fits_weight_gradient, tile_count, tiles_per_task, POSITIONS};
-use crate::conv::epilogue::InputTransform;
-use crate::conv::shape::ConvShape;
+use crate::conv::input::ConvInput;
 use crate::scratch::{with_filter, with_tile};
 use crate::simd::avx512::ConvTileArgs;
 use crate::simd::winograd::{filter_gradient, output_grad_tile};
@@ -18,35 +17,27 @@ use rayon::prelude::*;
 ///
 /// # Panics
 /// If the shape does not fit or a slice length disagrees with `s`.
-pub(in crate::conv) fn backward_weight(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
-    dy: &[f32],
-    dw: &mut [f32],
-    accumulate: bool,
-) {
+pub(in crate::conv) fn backward_weight(input: &ConvInput<'_>, dy: &[f32], dw: &mut [f32], accumulate: bool) {
+    let (s, x) = (&input.shape, input.x);
     assert!(fits_weight_gradient(s), "Winograd F(4x4, 3x3) does not run the weight gradient of {s:?}");
     assert_eq!((x.len(), dw.len(), dy.len()), (s.input_len(), s.weight_len(), s.output_len()));
     let tiles = tile_count(s);
     let parts = threads::num_threads().min(tiles).max(1);
     with_filter(parts * POSITIONS * s.cin * s.cout, |partials| {
-        backward_weight_into(s, x, t, dy, dw, accumulate, parts, partials)
+        backward_weight_into(input, dy, dw, accumulate, parts, partials)
     });
 }
 
 /// [`backward_weight`] summing `parts` partial transformed-filter gradients in `partials`.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn backward_weight_into(
-    s: &ConvShape,
-    x: &[f32],
-    t: Option<&InputTransform<'_>>,
+    input: &ConvInput<'_>,
     dy: &[f32],
     dw: &mut [f32],
     accumulate: bool,
     parts: usize,
     partials: &mut [f32],
 ) {
+    let s = &input.shape;
     let (ci, co) = (s.cin, s.cout);
     let (oh, ow) = (s.out_h(), s.out_w());
     let tiles = tile_count(s);
@@ -61,7 +52,7 @@ pub(super) fn backward_weight_into(
                     let count = per.min(range.end - first);
                     with_tile(POSITIONS * count * (ci + co), |scratch| {
                         let (v, g) = scratch.split_at_mut(POSITIONS * count * ci);
-                        transform_inputs(s, x, t, first, count, v, false);
+                        transform_inputs(input, first, count, v, false);
                         for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
                             let win = window(oh, ow, co, 0, oy, ox);
                             // SAFETY: AVX-512 and whole vectors (fits); image `img` of `dy`

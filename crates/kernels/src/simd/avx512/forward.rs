@@ -26,7 +26,7 @@ pub struct ConvTileArgs {
 /// then add; no fused multiply-add) of the batch-norm pass it replaces, so the values are the
 /// same. Applying it in registers saves writing the raw tile and reading it back.
 #[derive(Clone, Copy, Debug)]
-pub struct TileAffine {
+pub struct RawOutputTransform {
     /// Multiplier of the tile's first output channel (the others follow).
     pub scale: *const f32,
     /// Offset of the tile's first output channel (the others follow).
@@ -37,14 +37,14 @@ pub struct TileAffine {
     pub relu: bool,
 }
 
-// SAFETY (of Send and Sync): the parameters and the residual a `TileAffine` shared by parallel
+// SAFETY (of Send and Sync): the parameters and the residual a `RawOutputTransform` shared by parallel
 // tasks points to are only read, and outlive those tasks (the convolution's arguments); one
 // whose residual is the output tile itself is made and used by one task alone.
-unsafe impl Send for TileAffine {}
+unsafe impl Send for RawOutputTransform {}
 // SAFETY: as above.
-unsafe impl Sync for TileAffine {}
+unsafe impl Sync for RawOutputTransform {}
 
-impl TileAffine {
+impl RawOutputTransform {
     /// `act(v * scale + shift (+ residual))` of one vector: the arithmetic every kernel that
     /// applies the transform shares, so that all of them give the batch-norm pass's values.
     ///
@@ -66,7 +66,7 @@ impl TileAffine {
 }
 
 /// `y[r, j] (+)= sum_{ky, kx, ci} a[r, ky, kx, ci] * w[ky, kx, ci, j]` for `R` output pixels and
-/// the `NB` channel vectors starting at `w`/`y`, through `affine` when given.
+/// the `NB` channel vectors starting at `w`/`y`, through `transform` when given.
 ///
 /// # Safety
 /// - The CPU supports AVX-512F.
@@ -77,7 +77,7 @@ impl TileAffine {
 ///   input channel, `j < NB` and lane set in `masks[j]`.
 /// - `y + r * y_pixel_stride + 16 * j + lane` is readable and writable likewise, and does not
 ///   overlap `a` or `w`.
-/// - With `affine`: `scale + 16 * j + lane` and `shift + 16 * j + lane` are readable for every
+/// - With `transform`: `scale + 16 * j + lane` and `shift + 16 * j + lane` are readable for every
 ///   lane set in `masks[j]`, and `residual + r * y_pixel_stride + 16 * j + lane` likewise. The
 ///   residual is either `y` itself (each element is read before the tile is stored over it) or
 ///   does not overlap the tile.
@@ -89,11 +89,11 @@ pub unsafe fn conv_tile<const R: usize, const NB: usize>(
     y: *mut f32,
     masks: &[__mmask16; NB],
     accumulate: bool,
-    affine: Option<&TileAffine>,
+    transform: Option<&RawOutputTransform>,
 ) {
     // The residual is read after the sums are complete: ask for it now, so that it arrives
     // (from L3 or memory) while they are computed rather than stalling the stores.
-    if let Some(q) = affine.and_then(|e| e.residual) {
+    if let Some(q) = transform.and_then(|e| e.residual) {
         for r in 0..R {
             for j in 0..NB {
                 // SAFETY: a prefetch does not fault, and the address lies in the residual
@@ -133,7 +133,7 @@ pub unsafe fn conv_tile<const R: usize, const NB: usize>(
             }
         }
     }
-    if let Some(e) = affine {
+    if let Some(e) = transform {
         for j in 0..NB {
             // SAFETY: the channels of vector j, lanes limited by the mask (contract).
             let (scale, shift) = unsafe {

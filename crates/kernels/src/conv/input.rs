@@ -1,0 +1,46 @@
+//! The input side of a convolution: the batch it reads and the batch norm and ReLU of the layer
+//! before, applied as it is read.
+
+use crate::conv::shape::ConvShape;
+
+/// `x' = max(x * scale + shift, 0)` per input channel. The zero padding stays zero, as it pads
+/// the activated input. Fusing them here means the activated tensor is never written to memory.
+#[derive(Clone, Copy, Debug)]
+pub struct InputTransform<'a> {
+    /// Per-channel multiplier.
+    pub scale: &'a [f32],
+    /// Per-channel offset.
+    pub shift: &'a [f32],
+}
+
+/// A convolution's input as its kernels read it: the batch `[n, h, w, cin]` of `shape`, and the
+/// input transform, if any, to apply to it on the way.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConvInput<'a> {
+    /// The convolution's geometry.
+    pub(super) shape: ConvShape,
+    /// The batch, `[n, h, w, cin]`.
+    pub(super) x: &'a [f32],
+    /// The fused batch norm and ReLU of the layer before.
+    pub(super) transform: Option<InputTransform<'a>>,
+}
+
+crate::multiversion! {
+    /// `dst = max(src * scale + shift, 0)` over whole pixels.
+    pub(in crate::conv) fn bn_relu_copy / bn_relu_copy_on(src: &[f32], scale: &[f32], shift: &[f32], dst: &mut [f32]) {
+        let c = scale.len();
+        for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+            for (((o, &v), &a), &b) in d.iter_mut().zip(s).zip(scale).zip(shift) {
+                *o = (v * a + b).max(0.0);
+            }
+        }
+    }
+}
+
+/// Copies whole pixels, applying the input transform when there is one.
+pub(super) fn load_pixels(src: &[f32], dst: &mut [f32], t: Option<&InputTransform<'_>>) {
+    match t {
+        Some(t) => bn_relu_copy(src, t.scale, t.shift, dst),
+        None => dst.copy_from_slice(src),
+    }
+}
