@@ -57,11 +57,14 @@ fn main() -> ExitCode {
     // with the default action the process ends silently, as every Unix tool does.
     sigpipe::reset();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        if let Err(e) = resnet_kernels::threads::set_num_threads(n) {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    // The kernels' environment switches are read here, once; `--threads` (or its variable,
+    // through clap) overrides the thread count.
+    let kernels = resnet_kernels::KernelConfig::from_env()
+        .map(|k| resnet_kernels::KernelConfig { threads: cli.threads.or(k.threads), ..k })
+        .and_then(|k| k.install());
+    if let Err(e) = kernels {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     let result = match cli.command {
         Command::Train(a) => commands::train::run(a),

@@ -14,6 +14,7 @@
 
 pub mod alloc;
 pub mod batch_norm;
+pub mod config;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
@@ -26,4 +27,5 @@ pub mod skip;
 pub mod threads;
 mod workspace;
 
+pub use config::{CpuFeatures, KernelConfig};
 pub use workspace::Workspace;

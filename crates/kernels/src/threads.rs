@@ -1,7 +1,7 @@
 //! The process-wide worker pool every kernel runs on.
 //!
-//! The thread count comes from, in order: [`set_num_threads`] (the CLI's `--threads`), the
-//! `RESNET_NUM_THREADS` environment variable, the number of available cores. It is fixed once the
+//! The thread count comes from [`set_num_threads`] (the CLI's `--threads` or
+//! `RESNET_NUM_THREADS`, through `KernelConfig::install`), else the number of available cores. It is fixed once the
 //! pool has started, because reductions partition their work by it and changing it midway would
 //! change results in the last bits.
 
@@ -59,11 +59,7 @@ fn default_threads() -> usize {
     if let Some(&n) = REQUESTED.get() {
         return n;
     }
-    std::env::var("RESNET_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The worker pool, started on first use.

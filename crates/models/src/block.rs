@@ -370,6 +370,16 @@ impl Block {
         false
     }
 
+    /// Visits every convolution: the units', then the projection's.
+    pub fn for_each_conv(&mut self, f: &mut dyn FnMut(&mut Conv2d)) {
+        for u in &mut self.units {
+            f(&mut u.conv);
+        }
+        if let ShortcutPath::Projection(p) = &mut self.shortcut {
+            f(&mut p.conv);
+        }
+    }
+
     /// Visits parameters in torchvision's state-dict order.
     pub fn for_each_param(&mut self, f: &mut dyn FnMut(&mut Param)) {
         for u in &mut self.units {

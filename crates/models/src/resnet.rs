@@ -3,7 +3,7 @@
 use crate::block::{Block, ConvBn};
 use crate::spec::{Family, ResNetSpec};
 use crate::ModelError;
-use resnet_kernels::{profile, threads};
+use resnet_kernels::{profile, threads, CpuFeatures, KernelConfig};
 use resnet_nn::ops::{
     global_avg_pool_backward, global_avg_pool_forward, BatchNorm2d, BatchNormMode, Linear, MaxPool2d,
 };
@@ -277,6 +277,19 @@ impl ResNet {
         }
         f(&mut self.fc.weight);
         f(&mut self.fc.bias);
+    }
+
+    /// Makes every convolution use `config`'s precision and allowed algorithms.
+    ///
+    /// # Errors
+    /// A message naming the missing CPU feature where this CPU cannot run the precision.
+    pub fn set_kernel_config(&mut self, config: KernelConfig) -> Result<(), String> {
+        config.check(&CpuFeatures::current())?;
+        self.stem.unit.conv.set_kernel_config(config);
+        for b in &mut self.blocks {
+            b.for_each_conv(&mut |c| c.set_kernel_config(config));
+        }
+        Ok(())
     }
 
     /// Visits every batch norm in torchvision's order.

@@ -2,7 +2,8 @@
 //! `tools/golden/make_fixtures.py`): training-mode logits and loss, every parameter gradient, the
 //! updated running statistics, and eval-mode logits, each within 1e-4 relative error.
 
-use resnet_kernels::conv::{ConvAlgorithm, ConvShape};
+use resnet_kernels::conv::{ConvAlgorithm, ConvPass, ConvShape};
+use resnet_kernels::{CpuFeatures, KernelConfig};
 use resnet_models::{BatchNormMode, BlockKind, Family, ResNet, ResNetSpec, Shortcut, StridePlacement};
 use resnet_nn::ops::softmax_cross_entropy;
 use resnet_nn::Tensor;
@@ -199,7 +200,7 @@ fn bottleneck_option_a() {
 /// running statistics to the usual 1e-4; the gradients to 3e-2 of each parameter's largest
 /// value. Each Winograd pass matches the direct sums to about 5e-6 of the largest output
 /// element by element (the kernel tests), while here the gradients of the layers below
-/// `layer3.0.conv2` differ from PyTorch's by up to 1.0e-2 (3e-6 with `RESNET_WINOGRAD=0`).
+/// `layer3.0.conv2` differ from PyTorch's by up to 1.0e-2 (3e-6 without Winograd).
 /// Our reading, not proven: those gradients are sums over the batch of terms that nearly
 /// cancel (a training-mode batch norm's backward pass removes each channel's mean, and the
 /// backward-data pass that follows keeps those sums near zero, which the direct sums respect
@@ -215,13 +216,9 @@ fn cifar_winograd_layers() {
         resnet_kernels::skip::skip("Winograd: this CPU has no AVX-512, so these layers ran on the GEMM");
     } else {
         for (name, s) in &layers {
-            for (pass, algo) in [("forward", ConvAlgorithm::for_forward(s)), ("backward", ConvAlgorithm::for_shape(s))]
-            {
-                assert_eq!(
-                    algo,
-                    ConvAlgorithm::Winograd,
-                    "{name} {pass} ({s:?}) is not on Winograd (RESNET_WINOGRAD=0?)"
-                );
+            for pass in [ConvPass::Forward, ConvPass::Backward] {
+                let algo = ConvAlgorithm::choose(s, pass, &KernelConfig::default(), &CpuFeatures::current());
+                assert_eq!(algo, ConvAlgorithm::Winograd, "{name} {pass:?} ({s:?}) is not on Winograd");
             }
         }
     }

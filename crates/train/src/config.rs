@@ -3,6 +3,7 @@
 
 use crate::schedule::{Decay, Milestone, Warmup};
 use resnet_data::{EvalView, TrainAugment};
+use resnet_kernels::{CpuFeatures, KernelConfig};
 use resnet_models::Shortcut;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -62,15 +63,19 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Makes every convolution use this arithmetic from now on.
+    /// The program's kernel configuration ([`KernelConfig::installed`]) with this arithmetic,
+    /// checked against this CPU.
     ///
     /// # Errors
     /// A message naming the missing CPU feature.
-    pub fn activate(self) -> Result<(), String> {
-        resnet_kernels::conv::set_precision(match self {
+    pub fn kernel_config(self) -> Result<KernelConfig, String> {
+        let precision = match self {
             Precision::Fp32 => resnet_kernels::conv::Precision::F32,
             Precision::Bf16 => resnet_kernels::conv::Precision::Bf16,
-        })
+        };
+        let config = KernelConfig { precision, ..KernelConfig::installed() };
+        config.check(&CpuFeatures::current())?;
+        Ok(config)
     }
 }
 

@@ -586,13 +586,14 @@ fn train(
         (config, None)
     };
     validate(&config)?;
-    config.precision.activate().map_err(TrainError::Config)?;
+    let kernels = config.precision.kernel_config().map_err(TrainError::Config)?;
 
     let data = open_data(&config, observer)?;
     observer.classes(data.classes.len());
     let channels = data.train.channels();
     let spec = resolve_spec(&config, data.classes.len(), channels)?;
     let mut net = ResNet::new(spec.clone())?;
+    net.set_kernel_config(kernels).map_err(TrainError::Config)?;
     match &checkpoint {
         Some(ckpt) => {
             check_compatible(ckpt, &run_dir.last(), &spec, &data.classes)?;

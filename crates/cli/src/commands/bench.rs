@@ -59,10 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.batch == 0 || args.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
-    resnet_train::config::Precision::from(args.precision).activate().map_err(anyhow::Error::msg)?;
+    let kernels = resnet_train::config::Precision::from(args.precision).kernel_config().map_err(anyhow::Error::msg)?;
     let spec = args.model_args.spec(&args.model)?;
     let size = args.size.unwrap_or_else(|| spec.default_input_size());
     let mut net = ResNet::new(spec.clone())?;
+    net.set_kernel_config(kernels).map_err(anyhow::Error::msg)?;
     net.check_input([args.batch, size, size, spec.in_channels])?;
     let pass = match args.mode {
         Mode::Train => Pass::Train,

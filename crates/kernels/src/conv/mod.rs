@@ -37,7 +37,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
-pub use algorithm::{amx_supported, bf16_supported, precision, set_precision, ConvAlgorithm, Precision};
+pub use algorithm::{amx_supported, bf16_supported, ConvAlgorithm, ConvPass, Precision};
 pub use backward_data::backward_data;
 pub use backward_weight::backward_weight;
 pub use epilogue::{Epilogue, OutputTransform};

@@ -1,5 +1,6 @@
 use super::*;
-use crate::conv::algorithm::{gathers_windows, winograd_enabled};
+use crate::config::{CpuFeatures, KernelConfig};
+use crate::conv::algorithm::{gathers_windows, ConvPass};
 use crate::conv::bf16::bf16_bits;
 use crate::conv::direct::{transform_run_pixels, DirectPlan};
 use crate::conv::input::bn_relu_copy_on;
@@ -521,55 +522,70 @@ fn bf16_rounding_is_to_nearest_even() {
     assert!(f32::from_bits(bf16_bits(f32::NAN) << 16).is_nan());
 }
 
+/// The algorithm choice as a table: (shape, pass, configuration, CPU) -> algorithm, for CPUs
+/// this machine need not have (the choice is a pure function of them).
 #[test]
 fn algorithm_choice_follows_the_measurements() {
-    if simd::isa() < Isa::Avx512 {
-        assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), ConvAlgorithm::Im2colGemm);
-        crate::skip::skip("the AVX-512 algorithm choices: no AVX-512 on this CPU");
-        return;
-    }
-    let winograd = if winograd_enabled() { ConvAlgorithm::Winograd } else { ConvAlgorithm::Direct };
-    assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 16, 16, 3)), winograd);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(16, 28, 128, 128, 3)), winograd);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(16, 14, 256, 256, 3)), winograd);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 7, 512, 512, 3)), ConvAlgorithm::Direct);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 8, 64, 64, 3)), ConvAlgorithm::Direct);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(128, 32, 3, 16, 3)), ConvAlgorithm::Direct);
-    let strided = ConvShape { stride: 2, ..c3(128, 32, 16, 32, 3) };
-    assert_eq!(ConvAlgorithm::for_shape(&strided), ConvAlgorithm::Direct);
-    // Few tiles: by channel blocks from 16 tiles (a 14x14 layer at batch 1), a 512-channel
-    // layer too.
-    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 14, 256, 256, 3)), winograd);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(16, 7, 512, 512, 3)), winograd);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 16, 32, 32, 3)), ConvAlgorithm::Direct);
-    let strided_wide = ConvShape { stride: 2, ..c3(1, 14, 512, 512, 3) };
-    assert_eq!(ConvAlgorithm::for_shape(&strided_wide), ConvAlgorithm::Im2colGemm);
-    let gathered = if precision() == Precision::F32 { ConvAlgorithm::Direct } else { ConvAlgorithm::Im2colGemm };
-    assert_eq!(ConvAlgorithm::for_forward(&strided_wide), gathered);
-    assert_eq!(ConvAlgorithm::for_forward(&ConvShape { n: 128, ..strided_wide }), ConvAlgorithm::Im2colGemm);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
-    // 1x1 layers: the direct forward pass at batch 1, the GEMM otherwise.
-    assert_eq!(ConvAlgorithm::for_forward(&c3(16, 56, 64, 256, 1)), ConvAlgorithm::Im2colGemm);
-    assert_eq!(ConvAlgorithm::for_shape(&c3(1, 7, 2048, 512, 1)), ConvAlgorithm::Im2colGemm);
-    let pointwise = if precision() == Precision::F32 { ConvAlgorithm::Direct } else { ConvAlgorithm::Im2colGemm };
-    assert_eq!(ConvAlgorithm::for_forward(&c3(1, 7, 2048, 512, 1)), pointwise);
-    assert_eq!(ConvAlgorithm::for_forward(&c3(1, 56, 64, 256, 1)), pointwise);
-    if amx_supported() {
-        let (small, stem, wide) = (c3(128, 32, 16, 16, 3), c3(128, 32, 3, 16, 3), c3(16, 7, 512, 512, 3));
-        let got =
-            [small, stem, wide, c3(16, 56, 64, 256, 1)].map(|s| ConvAlgorithm::for_precision(&s, Precision::Bf16));
-        use ConvAlgorithm::*;
-        assert_eq!(got, [AmxBf16, DirectBf16, Im2colGemm, AmxBf16]);
-    } else if bf16_supported() && winograd_enabled() {
-        // Without AMX: Winograd with bf16 products for the square layers it has kernels
-        // for (16, 32, 64 channels), the direct bf16 kernels for the others.
-        let shapes = [c3(128, 32, 16, 16, 3), c3(128, 16, 32, 32, 3), c3(128, 8, 64, 64, 3), c3(16, 28, 128, 128, 3)];
-        let got = shapes.map(|s| ConvAlgorithm::for_precision(&s, Precision::Bf16));
-        use ConvAlgorithm::*;
-        assert_eq!(got, [WinogradBf16, WinogradBf16, WinogradBf16, DirectBf16]);
-        assert_eq!(ConvAlgorithm::for_precision(&c3(128, 32, 3, 16, 3), Precision::Bf16), DirectBf16);
-    } else {
-        crate::skip::skip("the bf16 algorithm choices: no AVX512_BF16 on this CPU, or RESNET_WINOGRAD=0");
+    use ConvAlgorithm::*;
+    use ConvPass::{Backward as B, Forward as F};
+    let zen4 = CpuFeatures { isa: Isa::Avx512, bf16: true, amx: false };
+    let sapphire = CpuFeatures { amx: true, ..zen4 };
+    let skylake = CpuFeatures { bf16: false, ..zen4 };
+    let avx2 = CpuFeatures { isa: Isa::Avx2, bf16: false, amx: false };
+    let f32 = KernelConfig::default();
+    let bf16 = KernelConfig { precision: Precision::Bf16, ..f32 };
+    let no_winograd = KernelConfig { winograd: false, ..f32 };
+    let no_amx = KernelConfig { amx: false, ..bf16 };
+    let strided = |s: ConvShape| ConvShape { stride: 2, ..s };
+    #[rustfmt::skip]
+    let table = [
+        // Without AVX-512: the GEMM.
+        (c3(128, 32, 16, 16, 3), B, f32, avx2, Im2colGemm),
+        (c3(1, 7, 2048, 512, 1), F, f32, avx2, Im2colGemm),
+        // f32: Winograd for 3x3 stride-1 layers with enough tiles, whatever their width.
+        (c3(128, 32, 16, 16, 3), B, f32, skylake, Winograd),
+        (c3(16, 28, 128, 128, 3), B, f32, skylake, Winograd),
+        (c3(16, 14, 256, 256, 3), B, f32, skylake, Winograd),
+        (c3(1, 14, 256, 256, 3), B, f32, skylake, Winograd),
+        (c3(16, 7, 512, 512, 3), B, f32, skylake, Winograd),
+        (c3(128, 32, 16, 16, 3), B, no_winograd, skylake, Direct),
+        // Few tiles, channels not in whole vectors: the direct kernels.
+        (c3(1, 7, 512, 512, 3), B, f32, skylake, Direct),
+        (c3(1, 8, 64, 64, 3), B, f32, skylake, Direct),
+        (c3(1, 16, 32, 32, 3), B, f32, skylake, Direct),
+        (c3(128, 32, 3, 16, 3), B, f32, skylake, Direct),
+        (strided(c3(128, 32, 16, 32, 3)), B, f32, skylake, Direct),
+        // Strided with weights beyond the cache: the GEMM, but the forward pass with few pixels
+        // gathers windows for the direct kernels.
+        (strided(c3(1, 14, 512, 512, 3)), B, f32, skylake, Im2colGemm),
+        (strided(c3(1, 14, 512, 512, 3)), F, f32, skylake, Direct),
+        (strided(c3(128, 14, 512, 512, 3)), F, f32, skylake, Im2colGemm),
+        (strided(c3(1, 14, 512, 512, 3)), F, bf16, zen4, Im2colGemm),
+        // 1x1 layers: the direct forward pass at batch 1, the GEMM otherwise.
+        (c3(16, 56, 64, 256, 1), B, f32, skylake, Im2colGemm),
+        (c3(16, 56, 64, 256, 1), F, f32, skylake, Im2colGemm),
+        (c3(1, 7, 2048, 512, 1), B, f32, skylake, Im2colGemm),
+        (c3(1, 7, 2048, 512, 1), F, f32, skylake, Direct),
+        (c3(1, 56, 64, 256, 1), F, f32, skylake, Direct),
+        (c3(1, 56, 64, 256, 1), F, bf16, zen4, Im2colGemm),
+        // bf16 with AMX: the tiles where the channels fit and the weights stay in cache.
+        (c3(128, 32, 16, 16, 3), B, bf16, sapphire, AmxBf16),
+        (c3(128, 32, 3, 16, 3), B, bf16, sapphire, DirectBf16),
+        (c3(16, 7, 512, 512, 3), B, bf16, sapphire, Im2colGemm),
+        (c3(16, 56, 64, 256, 1), B, bf16, sapphire, AmxBf16),
+        (c3(128, 32, 16, 16, 3), B, no_amx, sapphire, WinogradBf16),
+        // bf16 without AMX: Winograd's bf16 products for square 16, 32 and 64 channels, the
+        // direct bf16 kernels for the others.
+        (c3(128, 32, 16, 16, 3), B, bf16, zen4, WinogradBf16),
+        (c3(128, 16, 32, 32, 3), B, bf16, zen4, WinogradBf16),
+        (c3(128, 8, 64, 64, 3), B, bf16, zen4, WinogradBf16),
+        (c3(16, 28, 128, 128, 3), B, bf16, zen4, DirectBf16),
+        (c3(128, 32, 3, 16, 3), B, bf16, zen4, DirectBf16),
+        (c3(128, 32, 16, 16, 3), B, KernelConfig { winograd: false, ..bf16 }, zen4, DirectBf16),
+    ];
+    for (s, pass, config, cpu, want) in table {
+        let got = ConvAlgorithm::choose(&s, pass, &config, &cpu);
+        assert_eq!(got, want, "{s:?} {pass:?} {config:?} {cpu:?}");
     }
 }
 

@@ -26,13 +26,9 @@ thread_local! {
 
 /// Whether this CPU and kernel run AMX bf16 tiles, asking Linux for permission to use the tile
 /// state once (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, process-wide).
-/// `RESNET_AMX=0` turns the tiles off (to compare paths).
 pub fn supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     *SUPPORTED.get_or_init(|| {
-        if std::env::var("RESNET_AMX").as_deref() == Ok("0") {
-            return false;
-        }
         // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
         let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
         let cpu = edx & (1 << 22) != 0 && edx & (1 << 24) != 0;

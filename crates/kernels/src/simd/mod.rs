@@ -8,7 +8,8 @@
 //!   twins in [`portable`] are both the fallback and the test oracle;
 //! - AMX tiles in [`amx`] (inline assembly) for the bf16 convolutions where the CPU has them.
 //!
-//! `RESNET_ISA=scalar|avx2|avx512` forces a lower level (to test or compare paths).
+//! [`cap_isa`] (from `KernelConfig::install`) holds the kernels to a lower level (to test or
+//! compare paths).
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
@@ -36,7 +37,7 @@ pub enum Isa {
 fn detect() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
-        let best = if std::arch::is_x86_feature_detected!("avx512f")
+        if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512dq")
             && std::arch::is_x86_feature_detected!("avx512vl")
@@ -47,14 +48,7 @@ fn detect() -> Isa {
             Isa::Avx2
         } else {
             Isa::Scalar
-        };
-        let forced = match std::env::var("RESNET_ISA").as_deref() {
-            Ok("scalar") => Some(Isa::Scalar),
-            Ok("avx2") => Some(Isa::Avx2),
-            Ok("avx512") => Some(Isa::Avx512),
-            _ => None,
-        };
-        forced.map_or(best, |f| f.min(best))
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -62,10 +56,26 @@ fn detect() -> Isa {
     }
 }
 
-/// The instruction set kernels use (detected once).
+/// The instruction set the kernels use, fixed on first use.
+static ISA: OnceLock<Isa> = OnceLock::new();
+
+/// The instruction set kernels use: the CPU's best, or the cap of [`cap_isa`].
 pub fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(detect)
+}
+
+/// Holds the kernels to `cap` or below. Call it before any kernel runs.
+///
+/// # Errors
+/// A message when the kernels already run another level.
+pub fn cap_isa(cap: Isa) -> Result<(), String> {
+    let capped = detect().min(cap);
+    match *ISA.get_or_init(|| capped) {
+        used if used == capped => Ok(()),
+        used => {
+            Err(format!("the kernels already run {used:?} code; choose the instruction set before any kernel runs"))
+        }
+    }
 }
 
 /// Every level this CPU can run, lowest first (tests run each).

@@ -3,9 +3,9 @@
 
 use crate::{Param, ParamKind, Tensor};
 use resnet_kernels::conv::{
-    self, ConvAlgorithm, ConvParams, ConvShape, ConvWeight, Epilogue, InputTransform, OutputTransform,
+    self, ConvAlgorithm, ConvParams, ConvPass, ConvShape, ConvWeight, Epilogue, InputTransform, OutputTransform,
 };
-use resnet_kernels::{profile, Workspace};
+use resnet_kernels::{profile, CpuFeatures, KernelConfig, Workspace};
 
 /// A square-kernel convolution layer.
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct Conv2d {
     pub stride: usize,
     /// Zero padding.
     pub pad: usize,
+    /// The precision and algorithms its passes use.
+    config: KernelConfig,
     ws: Workspace,
 }
 
@@ -35,8 +37,19 @@ impl Conv2d {
             k,
             stride,
             pad,
+            config: KernelConfig::installed(),
             ws: Workspace::new(),
         }
+    }
+
+    /// Makes the layer's passes use `config` (its precision and allowed algorithms).
+    pub fn set_kernel_config(&mut self, config: KernelConfig) {
+        self.config = config;
+    }
+
+    /// The algorithm of `pass` on `s`.
+    fn algorithm(&self, s: &ConvShape, pass: ConvPass) -> ConvAlgorithm {
+        ConvAlgorithm::choose(s, pass, &self.config, &CpuFeatures::current())
     }
 
     /// The kernel geometry for an input of shape `[n, h, w, cin]`.
@@ -105,7 +118,7 @@ impl Conv2d {
     /// Whether [`Self::forward_onto_residual`] runs for an input of shape `input`.
     pub fn adds_residual_in_place(&self, input: [usize; 4]) -> bool {
         let s = self.shape_for(input);
-        conv::adds_residual_in_place(ConvAlgorithm::for_forward(&s), &s)
+        conv::adds_residual_in_place(self.algorithm(&s, ConvPass::Forward), &s)
     }
 
     /// [`Self::forward_transformed`] whose residual is `y` itself (`out` has none): `y =
@@ -132,7 +145,7 @@ impl Conv2d {
         y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
         let _p = profile::layer_scope("conv forward", &self.weight.name);
         let weight = ConvWeight::versioned(self.weight.value(), self.weight.version());
-        let params = ConvParams::new(s, ConvAlgorithm::for_forward(&s), weight).with_input_transform(t);
+        let params = ConvParams::new(s, self.algorithm(&s, ConvPass::Forward), weight).with_input_transform(t);
         conv::forward(&params, x.data(), epilogue, y.data_mut(), &mut self.ws);
     }
 
@@ -151,7 +164,7 @@ impl Conv2d {
         // The gradient is set aside while the parameters borrow the weight's values.
         let mut grad = std::mem::take(&mut self.weight.grad);
         let weight = ConvWeight::versioned(self.weight.value(), self.weight.version());
-        let params = ConvParams::new(s, ConvAlgorithm::for_shape(&s), weight).with_input_transform(t);
+        let params = ConvParams::new(s, self.algorithm(&s, ConvPass::Backward), weight).with_input_transform(t);
         let p = profile::layer_scope("conv backward weight", &self.weight.name);
         conv::backward_weight(&params, x.data(), dy, &mut grad, true, &mut self.ws);
         drop(p);

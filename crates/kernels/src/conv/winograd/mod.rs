@@ -67,9 +67,9 @@ pub(super) const FEW_TILES: usize = 64;
 /// transformed inputs it meets).
 pub(super) const BLOCK_FILTER_FLOATS: usize = 64 * 1024;
 
-/// Whether a layer's shape runs here: 3x3, stride 1, padding up to 2, channel counts in whole
-/// vectors, transformed filter small enough (or never held whole), and an AVX-512 CPU.
-pub(super) fn fits(s: &ConvShape) -> bool {
+/// Whether a layer's shape runs here on an AVX-512 CPU: 3x3, stride 1, padding up to 2,
+/// channel counts in whole vectors, transformed filter small enough (or never held whole).
+pub(super) fn shape_fits(s: &ConvShape) -> bool {
     s.kh == 3
         && s.kw == 3
         && s.stride == 1
@@ -77,7 +77,17 @@ pub(super) fn fits(s: &ConvShape) -> bool {
         && s.cin.is_multiple_of(16)
         && s.cout.is_multiple_of(16)
         && (POSITIONS * s.cin * s.cout <= FILTER_FLOATS || runs_by_channels(s))
-        && simd::isa() >= Isa::Avx512
+}
+
+/// Whether a layer runs here on this CPU: its shape [`shape_fits`] and the CPU has AVX-512.
+pub(super) fn fits(s: &ConvShape) -> bool {
+    shape_fits(s) && simd::isa() >= Isa::Avx512
+}
+
+/// Whether the products of a shape that fits have bf16 kernels: square layers of 16, 32 or 64
+/// channels.
+pub(super) fn has_bf16_products(s: &ConvShape) -> bool {
+    s.cin == s.cout && matches!(s.cin, 16 | 32 | 64)
 }
 
 /// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter is
@@ -89,7 +99,7 @@ pub(super) fn fits_weight_gradient(s: &ConvShape) -> bool {
 /// Whether a shape that [`fits`] runs with bf16 products ([`forward`] with `bf16`): square
 /// layers of 16, 32 or 64 channels (their products have kernels), on a CPU with AVX512_BF16.
 pub(super) fn fits_bf16(s: &ConvShape) -> bool {
-    fits(s) && s.cin == s.cout && matches!(s.cin, 16 | 32 | 64) && bf16_supported()
+    fits(s) && has_bf16_products(s) && bf16_supported()
 }
 
 /// Whether Winograd is worth choosing for a shape that [`fits`]: enough output tiles to repay
