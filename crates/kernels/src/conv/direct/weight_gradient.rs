@@ -240,42 +240,7 @@ pub(in crate::conv) fn backward_weight_pairs(
                                     };
                                     continue;
                                 }
-                                for ky in 0..s.kh {
-                                    let tap = ky * s.kw + kx;
-                                    let b0 = ky * ow / 2 * ci;
-                                    // Blocks of 32 x 32 (two by two tiles), else 16 x 64.
-                                    let (pb, nb_max) = if co >= 32 { (2, 2) } else { (1, 4) };
-                                    for o0 in (0..co).step_by(16 * pb) {
-                                        let pb = pb.min((co - o0) / 16);
-                                        let mut c0 = 0;
-                                        while c0 < ci {
-                                            let nb = nb_max.min((ci - c0) / 16);
-                                            let c_at = (tap * co + o0) * ci + c0;
-                                            debug_assert!(b0 + (padded / 2 - 1) * ci + c0 + 16 * nb <= xp.len());
-                                            debug_assert!(c_at + (16 * pb - 1) * ci + 16 * nb <= acc_t.len());
-                                            // SAFETY: AMX was checked above. dy_t rows o0..o0 + 16 * pb
-                                            // hold `padded` values; xp pair rows ky * ow / 2 ..
-                                            // + padded / 2 exist (pairs counts them) with channels
-                                            // c0..c0 + 16 * nb <= ci; the accumulator block is
-                                            // rows o0..o0 + 16 * pb of tap `tap`, channels c0.. of
-                                            // this part's own buffer (bounds asserted above).
-                                            unsafe {
-                                                crate::simd::amx::gemm_tile(
-                                                    padded / 32,
-                                                    pb,
-                                                    nb,
-                                                    dy_t[o0 * padded..].as_ptr(),
-                                                    padded,
-                                                    xp[b0 + c0..].as_ptr(),
-                                                    ci,
-                                                    acc_t[c_at..].as_mut_ptr(),
-                                                    ci,
-                                                );
-                                            }
-                                            c0 += 16 * nb;
-                                        }
-                                    }
-                                }
+                                amx_column(s, kx, padded, dy_t, xp, acc_t);
                             }
                         });
                     });
@@ -286,4 +251,49 @@ pub(in crate::conv) fn backward_weight_pairs(
             },
         );
     });
+}
+
+/// The AMX weight gradient of kernel column `kx` for one band: every kernel row's tap
+/// `dw[tap]^T += dy^T x_tap`, `dy_t` holding `cout` rows of `padded` bf16 pixels and `xp` the
+/// band's pixel pairs for this column (see [`backward_weight_pairs`]).
+#[cfg(target_arch = "x86_64")]
+fn amx_column(s: &ConvShape, kx: usize, padded: usize, dy_t: &[u16], xp: &[u32], acc_t: &mut [f32]) {
+    assert!(amx_supported(), "AMX weight gradient without AMX");
+    let (ow, co, ci) = (s.out_w(), s.cout, s.cin);
+    for ky in 0..s.kh {
+        let tap = ky * s.kw + kx;
+        let b0 = ky * ow / 2 * ci;
+        // Blocks of 32 x 32 (two by two tiles), else 16 x 64.
+        let (pb, nb_max) = if co >= 32 { (2, 2) } else { (1, 4) };
+        for o0 in (0..co).step_by(16 * pb) {
+            let pb = pb.min((co - o0) / 16);
+            let mut c0 = 0;
+            while c0 < ci {
+                let nb = nb_max.min((ci - c0) / 16);
+                let c_at = (tap * co + o0) * ci + c0;
+                debug_assert!(b0 + (padded / 2 - 1) * ci + c0 + 16 * nb <= xp.len());
+                debug_assert!(c_at + (16 * pb - 1) * ci + 16 * nb <= acc_t.len());
+                // SAFETY: AMX was checked above. dy_t rows o0..o0 + 16 * pb
+                // hold `padded` values; xp pair rows ky * ow / 2 ..
+                // + padded / 2 exist (pairs counts them) with channels
+                // c0..c0 + 16 * nb <= ci; the accumulator block is
+                // rows o0..o0 + 16 * pb of tap `tap`, channels c0.. of
+                // this part's own buffer (bounds asserted above).
+                unsafe {
+                    crate::simd::amx::gemm_tile(
+                        padded / 32,
+                        pb,
+                        nb,
+                        dy_t[o0 * padded..].as_ptr(),
+                        padded,
+                        xp[b0 + c0..].as_ptr(),
+                        ci,
+                        acc_t[c_at..].as_mut_ptr(),
+                        ci,
+                    );
+                }
+                c0 += 16 * nb;
+            }
+        }
+    }
 }
