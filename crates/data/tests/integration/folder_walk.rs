@@ -22,38 +22,55 @@ fn two_classes(root: &Path) {
     write_two_splits(root, &["cat", "dog"], 8);
 }
 
-/// Links that would make the walk loop or count a folder twice: the links made in a fresh
-/// two-class folder (target, link), and what the layout error must say.
-const LOOPING_LINKS: &[(&str, &[(&str, &str)], &[&str])] = &[
-    ("a link back to a parent folder", &[("..", "train/cat/loop")], &["train/cat/loop", "symbolic-link loop"]),
-    ("a link back up from deeper down", &[("..", "train/dog/sub/up")], &["train/dog/sub/up", "symbolic-link loop"]),
-    (
-        "two links to one folder would count its images twice",
-        &[("../cat", "train/dog/catlink")],
-        &["train/dog/catlink", "already listed", "twice"],
-    ),
+/// Links that would make the walk loop or count a folder twice.
+#[cfg(unix)]
+struct LinkCase {
+    what: &'static str,
+    /// Made in a fresh two-class folder: (target, link).
+    links: &'static [(&'static str, &'static str)],
+    /// What the layout error must say.
+    says: &'static [&'static str],
+}
+
+#[cfg(unix)]
+const LOOPING_LINKS: &[LinkCase] = &[
+    LinkCase {
+        what: "a link back to a parent folder",
+        links: &[("..", "train/cat/loop")],
+        says: &["train/cat/loop", "symbolic-link loop"],
+    },
+    LinkCase {
+        what: "a link back up from deeper down",
+        links: &[("..", "train/dog/sub/up")],
+        says: &["train/dog/sub/up", "symbolic-link loop"],
+    },
+    LinkCase {
+        what: "two links to one folder would count its images twice",
+        links: &[("../cat", "train/dog/catlink")],
+        says: &["train/dog/catlink", "already listed", "twice"],
+    },
     // `ln -s .. train/cat/loop; ln -s ../cat train/dog/catlink`: every level doubles the paths.
-    (
-        "the issue's layout",
-        &[("..", "train/cat/loop"), ("../cat", "train/dog/catlink")],
-        &["train/cat/loop", "symbolic-link loop"],
-    ),
+    LinkCase {
+        what: "the issue's layout",
+        links: &[("..", "train/cat/loop"), ("../cat", "train/dog/catlink")],
+        says: &["train/cat/loop", "symbolic-link loop"],
+    },
 ];
 
 #[cfg(unix)]
 #[test]
 fn links_that_loop_or_repeat_a_folder_are_layout_errors() {
-    for (case, links, says) in LOOPING_LINKS {
+    for LinkCase { what, links, says } in LOOPING_LINKS {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         two_classes(root);
-        for (target, link) in *links {
+        for (target, link) in links.iter() {
             let link = root.join(link);
             std::fs::create_dir_all(link.parent().unwrap()).unwrap();
             std::os::unix::fs::symlink(target, link).unwrap();
         }
         let e = layout_error(root);
-        assert!(says.iter().all(|part| e.contains(part)), "{case}: `{e}` lacks one of {says:?}");
+        assert!(says.iter().all(|part| e.contains(part)), "{what}: `{e}` lacks one of {says:?}");
     }
 }
 
