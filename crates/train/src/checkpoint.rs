@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The value of the `format` metadata key.
-pub const FORMAT: &str = "resnet-checkpoint-v1";
+const FORMAT: &str = "resnet-checkpoint-v1";
 
 /// How inputs are prepared for the network (travels with the weights).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -345,7 +345,7 @@ pub fn check_view(view: &EvalView) -> Result<(), String> {
 }
 
 /// Scales of a multi-scale view (the paper uses five).
-pub const MAX_SCALES: usize = 16;
+const MAX_SCALES: usize = 16;
 
 /// The name of the first weight, buffer or mean image holding an infinity or a NaN.
 fn first_non_finite(state: &[NamedTensor], normalize: &Normalize) -> Option<String> {
