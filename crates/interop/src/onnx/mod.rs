@@ -38,7 +38,7 @@ pub const OPSET: i64 = 17;
 /// The IR version that goes with opset 17 (ONNX 1.12); every current runtime reads it.
 pub const IR_VERSION: i64 = 8;
 
-/// Choices for [`onnx_model`].
+/// Choices for [`export_onnx`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OnnxOptions {
     /// Fixed `(height, width)` of the input; `None` leaves them symbolic (any size works: the
@@ -277,7 +277,7 @@ impl Builder {
 ///
 /// # Panics
 /// If the network's layers and its state dict disagree (a bug, not an input error).
-pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
+pub(crate) fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
     let spec = net.spec();
     let mut b = Builder {
         state: net.state_dict().into_iter().map(|t| (t.name.clone(), t)).collect(),
@@ -372,7 +372,7 @@ pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
     }
 }
 
-/// Writes [`onnx_model`] to `path` (atomically).
+/// Writes the ONNX model of `net` to `path` (atomically).
 ///
 /// # Errors
 /// [`InteropError::Write`] naming the file.
