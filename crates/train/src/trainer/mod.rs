@@ -127,14 +127,7 @@ fn train(
     let net = network(&opened, &run_dir, spec, &data.classes)?;
     let loaders = Loaders::open(&opened.config, &data, &net, opened.checkpoint.as_ref(), observer)?;
 
-    let per_epoch = loaders.train.batches_per_epoch() as u64;
-    if per_epoch == 0 {
-        return Err(TrainError::Config(format!(
-            "the training set ({} images) is smaller than one batch of {}",
-            loaders.train.len(),
-            opened.config.batch_size
-        )));
-    }
+    let per_epoch = batches_per_epoch(&loaders, &opened.config)?;
     let iterations = |length| iterations(length, per_epoch);
     let total = iterations(opened.config.length);
     opened.check_length_change(&run_dir, iterations)?;
@@ -146,6 +139,7 @@ fn train(
         decay_bn_and_bias: config.decay_bn_and_bias,
         nesterov: config.nesterov,
     });
+    // A resumed run takes its momentum, schedule state and position from its checkpoint.
     let (progress, history) = match &opened.checkpoint {
         Some(checkpoint) => Restore { checkpoint, run_dir: &run_dir, total, changed: &opened.changed }.apply(
             &net,
@@ -157,12 +151,7 @@ fn train(
     };
 
     validate::check_schedule(config, total, per_epoch)?;
-    let config_json = serde_json::to_value(config)
-        .map_err(|e| TrainError::Config(format!("the configuration cannot be written as JSON: {e}")))?;
-    if opened.checkpoint.is_none() || !opened.changed.is_empty() {
-        let text = serde_json::to_string_pretty(&config_json).expect("a JSON value prints");
-        fsutil::write_atomic(&run_dir.config(), text.as_bytes())?;
-    }
+    let config_json = write_config(&opened, &run_dir)?;
     let mut run = Run {
         run_dir: &run_dir,
         title: format!("{} on {}", net.spec().name, config.dataset),
@@ -181,6 +170,31 @@ fn train(
     };
     let outcome = run.train(&loaders, stop, observer)?;
     Ok(run.summary(outcome))
+}
+
+/// Batches of an epoch: at least one.
+fn batches_per_epoch(loaders: &Loaders, config: &TrainConfig) -> Result<u64, TrainError> {
+    let per_epoch = loaders.train.batches_per_epoch() as u64;
+    if per_epoch == 0 {
+        return Err(TrainError::Config(format!(
+            "the training set ({} images) is smaller than one batch of {}",
+            loaders.train.len(),
+            config.batch_size
+        )));
+    }
+    Ok(per_epoch)
+}
+
+/// The run's configuration as JSON, written to `config.json` when the run is new or a resume
+/// changed it.
+fn write_config(opened: &resume::Opened, run_dir: &RunDir) -> Result<serde_json::Value, TrainError> {
+    let config_json = serde_json::to_value(&opened.config)
+        .map_err(|e| TrainError::Config(format!("the configuration cannot be written as JSON: {e}")))?;
+    if opened.checkpoint.is_none() || !opened.changed.is_empty() {
+        let text = serde_json::to_string_pretty(&config_json).expect("a JSON value prints");
+        fsutil::write_atomic(&run_dir.config(), text.as_bytes())?;
+    }
+    Ok(config_json)
 }
 
 /// Locks the run directory and removes the temporary files an interrupted run left in it.
