@@ -161,7 +161,7 @@ pub enum InteropError {
 
 impl InteropError {
     /// Attaches `path` to the errors about in-memory tensors that do not carry one yet.
-    pub fn at_path(mut self, file: &Path) -> Self {
+    pub(crate) fn at_path(mut self, file: &Path) -> Self {
         if let InteropError::Infer { path, .. } | InteropError::WrongArchitecture { path, .. } = &mut self {
             if path.is_none() {
                 *path = Some(file.to_path_buf());

@@ -35,13 +35,15 @@ mod safetensors_file;
 
 pub use error::InteropError;
 pub use infer::infer_spec;
-pub use onnx::{export_onnx, onnx_model, InputFormat, OnnxOptions, Preprocessing};
-pub use preset::{imagenet_classes, torchvision_preset, IMAGENET_MEAN, IMAGENET_STD};
-pub use pth::{parse_pth, read_pth};
-pub use safetensors_file::{parse_safetensors, read_safetensors, safetensors_bytes, write_safetensors};
+pub use onnx::{export_onnx, InputFormat, OnnxOptions, Preprocessing};
+pub use preset::{imagenet_classes, torchvision_preset};
+pub use pth::read_pth;
+pub use safetensors_file::{read_safetensors, write_safetensors};
 
+use pth::parse_pth;
 use resnet_models::zoo::{self, ModelOptions};
 use resnet_models::{BlockKind, Family, NamedTensor, ResNet, ResNetSpec, StridePlacement};
+use safetensors_file::parse_safetensors;
 use std::path::Path;
 
 /// How files of `torch.save` before PyTorch 1.6 begin: `PROTO 2`, then `LONG1` of 10 bytes (its
@@ -50,7 +52,7 @@ pub(crate) const LEGACY_TORCH_MAGIC: &[u8] = b"\x80\x02\x8a\x0a";
 
 /// The container a weight file uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightsFormat {
+pub(crate) enum WeightsFormat {
     /// `safetensors.torch.save_file`.
     Safetensors,
     /// `torch.save` (a zip archive).
@@ -62,7 +64,7 @@ impl WeightsFormat {
     /// `torch.save` files with a protocol-2 pickle of a 10-byte integer (`\x80\x02\x8a\x0a`, a
     /// header length no safetensors file has); everything else is tried as safetensors, whose
     /// parser then says what is wrong.
-    pub fn sniff(bytes: &[u8]) -> Self {
+    pub(crate) fn sniff(bytes: &[u8]) -> Self {
         if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(LEGACY_TORCH_MAGIC) {
             WeightsFormat::Pth
         } else {
@@ -94,7 +96,7 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<NamedTensor>, InteropError> {
 /// [`InteropError::Model`] for an unknown name, [`InteropError::Infer`] when the shapes are not
 /// a ResNet's, [`InteropError::WrongArchitecture`] listing every missing, unexpected and
 /// mis-shaped tensor.
-pub fn network_from_state_dict(tensors: &[NamedTensor], model: Option<&str>) -> Result<ResNet, InteropError> {
+pub(crate) fn network_from_state_dict(tensors: &[NamedTensor], model: Option<&str>) -> Result<ResNet, InteropError> {
     let spec = match model {
         Some(name) => {
             let dim = |key: &str, axis: usize| {
@@ -116,10 +118,17 @@ pub fn network_from_state_dict(tensors: &[NamedTensor], model: Option<&str>) -> 
 }
 
 /// A network with the weights of a torchvision-layout file (safetensors or `.pth`): the
-/// `--weights FILE [--model NAME]` of the command line. See [`network_from_state_dict`].
+/// `--weights FILE [--model NAME]` of the command line. With `model`, that zoo network (classes
+/// and input channels taken from `fc.weight` and `conv1.weight`); without, the architecture
+/// [`infer_spec`] reads off the shapes. Loading is strict: every parameter and running
+/// statistic must be there with its exact shape, and nothing else; `num_batches_tracked` may be
+/// absent.
 ///
 /// # Errors
-/// Those of [`read_state_dict`] and [`network_from_state_dict`], naming the file.
+/// Those of [`read_state_dict`]; [`InteropError::Model`] for an unknown name,
+/// [`InteropError::Infer`] when the shapes are not a ResNet's,
+/// [`InteropError::WrongArchitecture`] listing every missing, unexpected and mis-shaped tensor;
+/// each naming the file.
 pub fn load_weights(path: &Path, model: Option<&str>) -> Result<ResNet, InteropError> {
     let tensors = read_state_dict(path)?;
     network_from_state_dict(&tensors, model).map_err(|e| e.at_path(path))

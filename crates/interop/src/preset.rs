@@ -1,9 +1,9 @@
 //! torchvision's ImageNet conventions, for networks imported from torchvision weights.
 
 /// torchvision's ImageNet channel means (RGB, 0..1 scale), `transforms.Normalize`'s `mean`.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub(crate) const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// torchvision's ImageNet channel standard deviations (RGB, 0..1 scale).
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+pub(crate) const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Generated from torchvision's `ResNet50_Weights.IMAGENET1K_V1.meta["categories"]` by
 /// tools/interop/make_fixtures.py.

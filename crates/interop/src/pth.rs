@@ -32,7 +32,7 @@ pub fn read_pth(path: &Path) -> Result<Vec<NamedTensor>, InteropError> {
 ///
 /// # Errors
 /// As [`read_pth`], less the I/O error.
-pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, InteropError> {
+pub(crate) fn parse_pth(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, InteropError> {
     let not = |reason: String| InteropError::NotPthArchive { path: path.to_path_buf(), reason };
     if bytes.starts_with(crate::LEGACY_TORCH_MAGIC) {
         return Err(not("a legacy (PyTorch < 1.6) pickle file; re-save it with a current torch.save".into()));

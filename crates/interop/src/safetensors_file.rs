@@ -28,7 +28,7 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>, InteropError> {
 ///
 /// # Errors
 /// As [`read_safetensors`], less the I/O error.
-pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, InteropError> {
+pub(crate) fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, InteropError> {
     check_framing(bytes, path)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| classify(e, bytes, path))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| classify(e, bytes, path))?;
@@ -118,7 +118,7 @@ fn declared_data_len(bytes: &[u8]) -> Option<usize> {
 
 /// Serialises tensors as `safetensors.torch.save_file` does (`F32` and `I64`, no metadata), so
 /// `model.load_state_dict(safetensors.torch.load_file(path))` takes the result.
-pub fn safetensors_bytes(tensors: &[NamedTensor]) -> Vec<u8> {
+pub(crate) fn safetensors_bytes(tensors: &[NamedTensor]) -> Vec<u8> {
     let raw: Vec<(&str, Dtype, &[usize], Vec<u8>)> = tensors
         .iter()
         .map(|t| match &t.data {

@@ -5,12 +5,20 @@
 //! `r`: its gradient is exactly what the backward pass returns when fed `dy = r`. `L` is summed in
 //! `f64`, so the differences measure the layer and not the summation.
 
+use crate::Tensor;
 use resnet_kernels::rng::Rng;
 
 /// Fills `v` with uniform values in `[-1, 1)` from `seed`.
 pub fn randomize(v: &mut [f32], seed: u64) {
     let mut rng = Rng::new(seed);
     v.iter_mut().for_each(|x| *x = rng.uniform(-1.0, 1.0));
+}
+
+/// A tensor of `shape` filled as [`randomize`] fills it.
+pub fn random_tensor(shape: [usize; 4], seed: u64) -> Tensor {
+    let mut t = Tensor::zeros(shape);
+    randomize(t.data_mut(), seed);
+    t
 }
 
 /// Fills `v` with values in `±[margin, 1)`: at least `margin` away from zero, so a finite

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The value of the `format` metadata key.
-pub const FORMAT: &str = "resnet-checkpoint-v1";
+const FORMAT: &str = "resnet-checkpoint-v1";
 
 /// How inputs are prepared for the network (travels with the weights).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -235,58 +235,9 @@ impl Checkpoint {
         let mut preprocess: Preprocess = serde_json::from_value(parse("preprocess", field("preprocess")?)?)
             .map_err(|e| not_ours(format!("preprocess: {e}")))?;
         check_metadata(&spec, &classes, &preprocess).map_err(mismatch)?;
-        let mut state = Vec::new();
-        let mut velocity = Vec::new();
-        for (name, view) in st.tensors() {
-            let shape = view.shape().to_vec();
-            let data = match view.dtype() {
-                Dtype::F32 => TensorData::F32(
-                    view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                ),
-                Dtype::I64 => TensorData::I64(
-                    view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
-                ),
-                other => {
-                    return Err(not_ours(format!("tensor {name} has type {other:?}; checkpoints hold F32 and I64")))
-                }
-            };
-            if let Some(param) = name.strip_prefix("optimizer.velocity.") {
-                match data {
-                    TensorData::F32(v) => velocity.push((param.to_string(), v)),
-                    TensorData::I64(_) => return Err(not_ours(format!("tensor {name} is not F32"))),
-                }
-            } else if name == "preprocess.pixel_mean" {
-                if let (Normalize::PixelMean { mean, .. }, TensorData::F32(v)) = (&mut preprocess.normalize, data) {
-                    *mean = v;
-                }
-            } else {
-                state.push(NamedTensor { name, shape, data });
-            }
-        }
-        if let Normalize::PixelMean { mean, .. } = &preprocess.normalize {
-            let (h, w) = preprocess.input_size;
-            if mean.len() != h * w * preprocess.channels {
-                return Err(not_ours(format!(
-                    "the mean image has {} values, expected {h}x{w}x{}",
-                    mean.len(),
-                    preprocess.channels
-                )));
-            }
-        }
-        if let Some(name) = first_non_finite(&state, &preprocess.normalize) {
-            return Err(mismatch(format!(
-                "tensor '{name}' holds a value that is not finite (the training diverged); these weights cannot be used"
-            )));
-        }
-        // Every tensor must fit the structure the metadata describes.
-        let mut net = ResNet::new(spec.clone()).map_err(|e| mismatch(e.to_string()))?;
-        net.load_state_dict(&state)
-            .map_err(|e| mismatch(format!("the tensors do not match the model metadata: {e}")))?;
-        // Keep torchvision's order (safetensors stores keys sorted).
-        let order: HashMap<String, usize> =
-            net.state_dict().into_iter().enumerate().map(|(i, t)| (t.name, i)).collect();
-        state.sort_by_key(|t| order.get(&t.name).copied().unwrap_or(usize::MAX));
-        velocity.sort_by_key(|(n, _)| order.get(n).copied().unwrap_or(usize::MAX));
+        let (mut state, mut velocity) = sort_tensors(&st, &mut preprocess).map_err(not_ours)?;
+        check_mean_image(&preprocess).map_err(not_ours)?;
+        check_state(&spec, &mut state, &mut velocity, &preprocess).map_err(mismatch)?;
         let training = match meta.get("progress") {
             Some(p) => {
                 let progress: Progress =
@@ -298,6 +249,74 @@ impl Checkpoint {
         };
         Ok(Self { spec, classes, preprocess, state, training })
     }
+}
+
+/// SGD momentum per parameter name.
+type Velocity = Vec<(String, Vec<f32>)>;
+
+/// The tensors of a checkpoint file sorted by what they are: the network's state, the momentum
+/// (`optimizer.velocity.*`), and the mean image (`preprocess.pixel_mean`, put into `preprocess`).
+fn sort_tensors(st: &SafeTensors<'_>, preprocess: &mut Preprocess) -> Result<(Vec<NamedTensor>, Velocity), String> {
+    let mut state = Vec::new();
+    let mut velocity = Vec::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let data = match view.dtype() {
+            Dtype::F32 => TensorData::F32(
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            ),
+            Dtype::I64 => TensorData::I64(
+                view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
+            ),
+            other => return Err(format!("tensor {name} has type {other:?}; checkpoints hold F32 and I64")),
+        };
+        if let Some(param) = name.strip_prefix("optimizer.velocity.") {
+            match data {
+                TensorData::F32(v) => velocity.push((param.to_string(), v)),
+                TensorData::I64(_) => return Err(format!("tensor {name} is not F32")),
+            }
+        } else if name == "preprocess.pixel_mean" {
+            if let (Normalize::PixelMean { mean, .. }, TensorData::F32(v)) = (&mut preprocess.normalize, data) {
+                *mean = v;
+            }
+        } else {
+            state.push(NamedTensor { name, shape, data });
+        }
+    }
+    Ok((state, velocity))
+}
+
+/// A mean image of the size the network's input is.
+fn check_mean_image(preprocess: &Preprocess) -> Result<(), String> {
+    if let Normalize::PixelMean { mean, .. } = &preprocess.normalize {
+        let (h, w) = preprocess.input_size;
+        if mean.len() != h * w * preprocess.channels {
+            return Err(format!("the mean image has {} values, expected {h}x{w}x{}", mean.len(), preprocess.channels));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the state is finite and fits the structure `spec` describes, and puts it (and
+/// the momentum) in torchvision's order.
+fn check_state(
+    spec: &ResNetSpec,
+    state: &mut [NamedTensor],
+    velocity: &mut Velocity,
+    preprocess: &Preprocess,
+) -> Result<(), String> {
+    if let Some(name) = first_non_finite(state, &preprocess.normalize) {
+        return Err(format!(
+            "tensor '{name}' holds a value that is not finite (the training diverged); these weights cannot be used"
+        ));
+    }
+    let mut net = ResNet::new(spec.clone()).map_err(|e| e.to_string())?;
+    net.load_state_dict(state).map_err(|e| format!("the tensors do not match the model metadata: {e}"))?;
+    // Keep torchvision's order (safetensors stores keys sorted).
+    let order: HashMap<String, usize> = net.state_dict().into_iter().enumerate().map(|(i, t)| (t.name, i)).collect();
+    state.sort_by_key(|t| order.get(&t.name).copied().unwrap_or(usize::MAX));
+    velocity.sort_by_key(|(n, _)| order.get(n).copied().unwrap_or(usize::MAX));
+    Ok(())
 }
 
 /// Checks that the metadata agree with one another and stay within the model bounds, before
@@ -345,7 +364,7 @@ pub fn check_view(view: &EvalView) -> Result<(), String> {
 }
 
 /// Scales of a multi-scale view (the paper uses five).
-pub const MAX_SCALES: usize = 16;
+const MAX_SCALES: usize = 16;
 
 /// The name of the first weight, buffer or mean image holding an infinity or a NaN.
 fn first_non_finite(state: &[NamedTensor], normalize: &Normalize) -> Option<String> {

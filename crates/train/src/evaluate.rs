@@ -32,7 +32,7 @@ pub struct EvalResult {
 
 /// Running sums of an evaluation.
 #[derive(Clone, Debug)]
-pub struct EvalAccumulator {
+struct EvalAccumulator {
     classes: usize,
     loss: f64,
     top1: u64,
@@ -132,7 +132,7 @@ pub fn evaluate(net: &mut ResNet, loader: &Loader, progress: impl FnMut(usize)) 
 ///
 /// # Errors
 /// The first data error.
-pub fn evaluate_with(
+fn evaluate_with(
     loader: &Loader,
     classes: usize,
     mut infer: impl FnMut(&Tensor) -> Vec<f32>,

@@ -69,7 +69,7 @@ fn process_alive(pid: u32) -> bool {
 ///
 /// # Errors
 /// A [`FileError`] when `dir` exists but cannot be listed or a file cannot be removed.
-pub fn remove_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

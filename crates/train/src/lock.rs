@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside a run directory.
-pub const LOCK_FILE: &str = "run.lock";
+const LOCK_FILE: &str = "run.lock";
 
 /// Why a run directory could not be locked.
 #[derive(Debug, thiserror::Error)]

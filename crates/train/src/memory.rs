@@ -111,9 +111,9 @@ pub struct BatchPlan<'a> {
 }
 
 /// Refuses a batch whose activations (see [`ResNetSpec::batch_memory`]), input batches and
-/// parameters need more than [`USABLE_PERCENT`] of the memory available now; where that cannot be read, nothing is
-/// refused. What does not grow with the batch (the program, a dataset held in memory) is not
-/// counted.
+/// parameters need more than the usable share (90%) of the memory available now; where that
+/// cannot be read, nothing is refused. What does not grow with the batch (the program, a dataset
+/// held in memory) is not counted.
 ///
 /// # Errors
 /// [`MemoryShortfall`] saying what fits.
@@ -128,7 +128,7 @@ pub fn check_batch(plan: BatchPlan<'_>) -> Result<(), MemoryShortfall> {
 ///
 /// # Errors
 /// [`MemoryShortfall`] saying what fits.
-pub fn check_batch_within(plan: BatchPlan<'_>, available: u64) -> Result<(), MemoryShortfall> {
+fn check_batch_within(plan: BatchPlan<'_>, available: u64) -> Result<(), MemoryShortfall> {
     let (h, w) = plan.input;
     let memory = plan.spec.batch_memory(h, w);
     let pass_per_image = match plan.pass {

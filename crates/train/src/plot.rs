@@ -7,9 +7,6 @@ use std::path::Path;
 #[cfg(feature = "plot")]
 mod render;
 
-/// Whether this build draws plots (the `plot` feature); without it [`save`] writes nothing.
-pub const AVAILABLE: bool = cfg!(feature = "plot");
-
 /// How a series is drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stroke {
@@ -79,7 +76,7 @@ pub fn save(fig: &Figure, stem: &Path) -> Result<(), PlotError> {
     render::save(fig, stem)
 }
 
-/// Writes nothing: this build has no `plot` feature ([`AVAILABLE`] is false).
+/// Writes nothing: this build has no `plot` feature.
 ///
 /// # Errors
 /// None.

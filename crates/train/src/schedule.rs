@@ -90,7 +90,7 @@ pub enum Decay {
 
 /// Fraction milestones fixed to the iterations they fell on in a run's old length.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FrozenMilestones {
+pub(crate) struct FrozenMilestones {
     /// Fractions kept, with their iterations.
     pub kept: Vec<(f64, u64)>,
     /// Fractions that fall at or after the new end, with their iterations: they would never
@@ -101,7 +101,7 @@ pub struct FrozenMilestones {
 impl Decay {
     /// The name of this decay when its shape is spread over the whole run, so that a new length
     /// would change the rates of the steps left (and make a finished run's rate jump back up).
-    pub fn spread_over_the_run(&self) -> Option<&'static str> {
+    pub(crate) fn spread_over_the_run(&self) -> Option<&'static str> {
         match self {
             Decay::Cosine { .. } => Some("cosine"),
             Decay::Step { .. } | Decay::Plateau { .. } | Decay::Constant => None,
@@ -110,7 +110,7 @@ impl Decay {
 
     /// Turns fraction milestones into the iterations they fell on in a run of `old_total`
     /// iterations, so that a run changed to `new_total` keeps its schedule up to the old end.
-    pub fn freeze_fractions(&mut self, old_total: u64, new_total: u64) -> FrozenMilestones {
+    pub(crate) fn freeze_fractions(&mut self, old_total: u64, new_total: u64) -> FrozenMilestones {
         let mut frozen = FrozenMilestones::default();
         let Decay::Step { milestones, .. } = self else { return frozen };
         milestones.retain_mut(|m| {
@@ -179,7 +179,7 @@ pub struct ScheduleState {
 
 /// A learning-rate schedule over a run of `total` iterations.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     /// Base rate.
     pub base: f32,
     /// Decay.

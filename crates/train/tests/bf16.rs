@@ -16,8 +16,7 @@ fn bf16_training_learns_like_fp32() {
     let config = |precision| TrainConfig { precision, ..common::learning_run() };
     let mut finals = Vec::new();
     for precision in [Precision::Fp32, Precision::Bf16] {
-        let d = std::env::temp_dir().join(format!("resnet-bf16-test-{}-{precision:?}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let d = common::fresh_dir(&format!("bf16-{precision:?}"));
         let s = trainer::run(config(precision), &d, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap();
         let (first, last) = (&s.history[0], s.history.last().unwrap());
         assert!(

@@ -2,6 +2,11 @@
 //! batch-norm statistics, one run per directory, leftovers of killed runs, extending a finished
 //! run, the epoch lengths the observer is told, and the rates each epoch logs.
 
+// Shared with the learning tests; these use only its run directories.
+#[allow(dead_code)]
+mod common;
+
+use common::fresh_dir;
 use resnet_models::TensorData;
 use resnet_train::checkpoint::Checkpoint;
 use resnet_train::config::{RunLength, TrainConfig};
@@ -27,30 +32,32 @@ fn tiny() -> TrainConfig {
     }
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-edges-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 fn go(config: TrainConfig, d: &std::path::Path) -> Result<trainer::RunSummary, TrainError> {
     trainer::run(config, d, false, &AtomicBool::new(false), &mut trainer::Silent)
 }
 
+/// Runs `config` in a fresh directory `name` and returns the message of the configuration error
+/// it must stop with.
+fn config_error(name: &str, config: TrainConfig) -> String {
+    let d = fresh_dir(name);
+    let err = go(config, &d).unwrap_err();
+    let _ = std::fs::remove_dir_all(&d);
+    match err {
+        TrainError::Config(m) => m,
+        other => panic!("expected a configuration error, got: {other}"),
+    }
+}
+
 #[test]
 fn milestones_beyond_the_run_are_an_error() {
-    let d = dir("milestones");
-    let config =
-        TrainConfig { decay: Decay::Step { milestones: vec![Milestone::Iteration(32_000)], gamma: 0.1 }, ..tiny() };
-    let err = go(config, &d).unwrap_err();
-    assert!(matches!(err, TrainError::Config(_)), "{err}");
-    assert!(err.to_string().contains("32000") && err.to_string().contains("10 iterations"), "{err}");
-    let _ = std::fs::remove_dir_all(&d);
+    let decay = Decay::Step { milestones: vec![Milestone::Iteration(32_000)], gamma: 0.1 };
+    let m = config_error("milestones", TrainConfig { decay, ..tiny() });
+    assert!(m.contains("32000") && m.contains("10 iterations"), "{m}");
 }
 
 #[test]
 fn a_diverging_run_keeps_no_non_finite_checkpoint() {
-    let d = dir("nonfinite");
+    let d = fresh_dir("nonfinite");
     // Two steps per epoch: epochs end while the loss is still finite and the weights are not.
     let config = TrainConfig { lr: 1e10, synthetic_train: 64, length: RunLength::Epochs(8), ..tiny() };
     let err = go(config, &d).unwrap_err();
@@ -72,7 +79,7 @@ fn a_diverging_run_keeps_no_non_finite_checkpoint() {
 
 #[test]
 fn a_locked_run_directory_is_refused_and_names_the_holder() {
-    let d = dir("lock");
+    let d = fresh_dir("lock");
     let held = RunLock::acquire(&d).unwrap();
     let err = go(tiny(), &d).unwrap_err();
     let msg = err.to_string();
@@ -85,7 +92,7 @@ fn a_locked_run_directory_is_refused_and_names_the_holder() {
 
 #[test]
 fn a_finished_run_can_be_extended_and_only_forward() {
-    let d = dir("extend");
+    let d = fresh_dir("extend");
     let first = go(tiny(), &d).unwrap();
     assert_eq!(first.history.len(), 1);
     let stop = AtomicBool::new(false);
@@ -101,7 +108,7 @@ fn a_finished_run_can_be_extended_and_only_forward() {
 
 #[test]
 fn the_data_path_is_stored_absolute() {
-    let d = dir("absolute");
+    let d = fresh_dir("absolute");
     let config = TrainConfig { data: Some(PathBuf::from("relative/data")), ..tiny() };
     go(config, &d).unwrap();
     let stored: TrainConfig = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
@@ -128,7 +135,7 @@ impl Observer for Epochs {
 
 #[test]
 fn an_epoch_cut_short_by_the_run_length_is_announced_with_its_real_length() {
-    let d = dir("short-epoch");
+    let d = fresh_dir("short-epoch");
     let mut seen = Epochs::default();
     let config = TrainConfig { length: RunLength::Iterations(13), ..tiny() };
     trainer::run(config, &d, false, &AtomicBool::new(false), &mut seen).unwrap();
@@ -139,7 +146,7 @@ fn an_epoch_cut_short_by_the_run_length_is_announced_with_its_real_length() {
 
 #[test]
 fn each_epoch_logs_the_rate_it_started_and_ended_with() {
-    let d = dir("lr-range");
+    let d = fresh_dir("lr-range");
     let config = TrainConfig {
         length: RunLength::Epochs(2),
         decay: Decay::Step { milestones: vec![Milestone::Iteration(5)], gamma: 0.1 },
@@ -154,7 +161,7 @@ fn each_epoch_logs_the_rate_it_started_and_ended_with() {
 
 #[test]
 fn resuming_a_directory_that_holds_no_run_leaves_nothing_there() {
-    let d = dir("not-a-run");
+    let d = fresh_dir("not-a-run");
     std::fs::create_dir_all(&d).unwrap();
     let err =
         trainer::resume(&d, &ResumeChanges::default(), &AtomicBool::new(false), &mut trainer::Silent).unwrap_err();
@@ -175,7 +182,7 @@ impl Observer for Messages {
 
 #[test]
 fn extending_a_run_keeps_its_fraction_milestones_where_they_fell() {
-    let d = dir("extend-fractions");
+    let d = fresh_dir("extend-fractions");
     // 20 iterations: the rate drops at 10 and 15 and the run ends at 0.001.
     let milestones = vec![Milestone::Fraction(0.5), Milestone::Fraction(0.75)];
     let config = TrainConfig { length: RunLength::Epochs(2), decay: Decay::Step { milestones, gamma: 0.1 }, ..tiny() };
@@ -199,7 +206,7 @@ fn extending_a_run_keeps_its_fraction_milestones_where_they_fell() {
 
 #[test]
 fn a_cosine_run_cannot_change_its_length() {
-    let d = dir("extend-cosine");
+    let d = fresh_dir("extend-cosine");
     let config = TrainConfig { decay: Decay::Cosine { final_lr: 0.0 }, ..tiny() };
     go(config, &d).unwrap();
     let before = std::fs::read(d.join("config.json")).unwrap();
@@ -214,10 +221,7 @@ fn a_cosine_run_cannot_change_its_length() {
 /// The library refuses what the command line refuses: one set of range checks serves both.
 #[test]
 fn a_decay_factor_above_one_is_refused_as_on_the_command_line() {
-    let d = dir("gamma");
-    let config =
-        TrainConfig { decay: Decay::Step { milestones: vec![Milestone::Fraction(0.5)], gamma: 2.0 }, ..tiny() };
-    let err = go(config, &d).unwrap_err();
-    assert!(matches!(&err, TrainError::Config(m) if m.contains("(0, 1]")), "{err}");
-    let _ = std::fs::remove_dir_all(&d);
+    let decay = Decay::Step { milestones: vec![Milestone::Fraction(0.5)], gamma: 2.0 };
+    let m = config_error("gamma", TrainConfig { decay, ..tiny() });
+    assert!(m.contains("(0, 1]"), "{m}");
 }

@@ -9,8 +9,7 @@ use std::sync::atomic::AtomicBool;
 #[test]
 fn fp32_training_lowers_the_loss() {
     let config = common::learning_run();
-    let d = std::env::temp_dir().join(format!("resnet-learns-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = common::fresh_dir("learns");
     let s = trainer::run(config, &d, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap();
     let (first, last) = (&s.history[0], s.history.last().unwrap());
     assert!(last.train_loss.is_finite() && last.train_loss < 0.8 * first.train_loss, "{first:?} -> {last:?}");

@@ -1,11 +1,15 @@
 //! Whole training runs on a small synthetic dataset: resuming gives exactly the uninterrupted
 //! run, divergence keeps the last good checkpoint, and foreign checkpoints are refused.
 
+// Shared with the learning tests; these use only its run directories.
+#[allow(dead_code)]
+mod common;
+
+use common::fresh_dir;
 use resnet_train::checkpoint::Checkpoint;
 use resnet_train::config::{RunLength, TrainConfig};
 use resnet_train::metrics::EpochMetrics;
 use resnet_train::trainer::{self, Observer, Outcome, StepReport, TrainError};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 fn tiny() -> TrainConfig {
@@ -21,12 +25,6 @@ fn tiny() -> TrainConfig {
         workers: 2,
         ..TrainConfig::quickstart()
     }
-}
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-train-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 /// Sets the stop flag after a given epoch, or after a given step.
@@ -55,7 +53,7 @@ fn learning(m: &EpochMetrics) -> (u64, u64, f64, f64, f64, f64, f64, f64) {
 }
 
 fn uninterrupted(name: &str) -> (Vec<EpochMetrics>, Checkpoint) {
-    let d = dir(name);
+    let d = fresh_dir(name);
     let s = trainer::run(tiny(), &d, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap();
     assert_eq!(s.outcome, Outcome::Finished);
     let ckpt = Checkpoint::load(&s.last_checkpoint).unwrap();
@@ -68,7 +66,7 @@ fn interrupted_then_resumed(
     after_epoch: Option<u64>,
     after_iteration: Option<u64>,
 ) -> (Vec<EpochMetrics>, Checkpoint) {
-    let d = dir(name);
+    let d = fresh_dir(name);
     let flag = AtomicBool::new(false);
     let s = trainer::run(tiny(), &d, false, &flag, &mut StopAt { flag: &flag, after_epoch, after_iteration }).unwrap();
     assert_eq!(s.outcome, Outcome::Interrupted);
@@ -98,7 +96,7 @@ fn resumed_runs_match_the_uninterrupted_run_exactly() {
 
 #[test]
 fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
-    let d = dir("nan");
+    let d = fresh_dir("nan");
     // One good epoch; then the run's config.json asks for a second at a learning rate 1e9 times
     // larger, and the loss blows up.
     let config = TrainConfig { length: RunLength::Epochs(1), ..tiny() };
@@ -119,14 +117,14 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn foreign_checkpoints_and_existing_runs_are_refused() {
-    let d = dir("foreign");
+    let d = fresh_dir("foreign");
     let config = TrainConfig { length: RunLength::Epochs(1), ..tiny() };
     trainer::run(config.clone(), &d, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap();
     let err = trainer::run(config.clone(), &d, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap_err();
     assert!(matches!(err, TrainError::RunExists(_)), "{err}");
 
     // A checkpoint of another architecture in place of the run's own.
-    let other = dir("foreign-other");
+    let other = fresh_dir("foreign-other");
     let c2 = TrainConfig { model: "cifar-resnet14".into(), ..config.clone() };
     trainer::run(c2, &other, false, &AtomicBool::new(false), &mut trainer::Silent).unwrap();
     std::fs::copy(other.join("checkpoints/last.safetensors"), d.join("checkpoints/last.safetensors")).unwrap();

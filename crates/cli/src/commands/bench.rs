@@ -4,7 +4,7 @@ use super::ModelArgs;
 use anyhow::bail;
 use resnet_kernels::rng::Rng;
 use resnet_kernels::{profile, threads};
-use resnet_models::{InitConfig, ResNet};
+use resnet_models::{InitConfig, ResNet, ResNetSpec};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
 use resnet_train::memory::{check_batch, BatchPlan, Pass};
@@ -62,8 +62,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let kernels = resnet_train::config::Precision::from(args.precision).kernel_config().map_err(anyhow::Error::msg)?;
     let spec = args.model_args.spec(&args.model)?;
     let size = args.size.unwrap_or_else(|| spec.default_input_size());
-    let mut net = ResNet::new(spec.clone())?;
+    let mut net = network(&args, spec, size)?;
     net.set_kernel_config(kernels).map_err(anyhow::Error::msg)?;
+    let timing = time_steps(&args, &mut net, size);
+    let measured = Measured::of(&args, net.spec(), size, &timing);
+    if args.json {
+        print_json(&args, net.spec(), size, &measured)
+    } else {
+        print_text(&args, net.spec(), size, &measured);
+        Ok(())
+    }
+}
+
+/// The network to time, initialised, once its input and a batch of it are known to fit.
+fn network(args: &Args, spec: ResNetSpec, size: usize) -> anyhow::Result<ResNet> {
+    let mut net = ResNet::new(spec.clone())?;
     net.check_input([args.batch, size, size, spec.in_channels])?;
     let pass = match args.mode {
         Mode::Train => Pass::Train,
@@ -83,6 +96,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("training needs a batch of at least 2 (batch norm statistics)");
     }
     net.init(&InitConfig::default());
+    Ok(net)
+}
+
+/// The times of the timed steps.
+struct Timing {
+    /// Seconds of each step, in increasing order.
+    sorted: Vec<f64>,
+    /// Seconds of all of them.
+    total: f64,
+    /// Threads busy on average over them (where the system says).
+    busy: Option<f64>,
+}
+
+/// Runs the warm-up steps, then times the timed steps (profiled with `--profile`) on one
+/// random batch.
+fn time_steps(args: &Args, net: &mut ResNet, size: usize) -> Timing {
+    let spec = net.spec().clone();
     let mut rng = Rng::new(0);
     let x = Tensor::from_vec(
         [args.batch, size, size, spec.in_channels],
@@ -100,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     for _ in 0..args.warmup {
-        step(&mut net);
+        step(net);
     }
     profile::reset();
     profile::enable(args.profile);
@@ -109,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     for _ in 0..args.steps {
         let t = Instant::now();
-        step(&mut net);
+        step(net);
         times.push(t.elapsed().as_secs_f64());
     }
     let total = start.elapsed().as_secs_f64();
@@ -117,73 +147,108 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let busy = cpu_start.zip(system::cpu_seconds()).map(|(a, b)| (b - a) / total);
     profile::enable(false);
     times.sort_by(|a, b| a.total_cmp(b));
-    let images_per_sec = (args.batch * args.steps) as f64 / total;
-    let ms_mean = 1e3 * total / args.steps as f64;
-    let ms_median = 1e3 * times[times.len() / 2];
-    let macs = spec.summary(size, size).macs as f64;
-    // Forward multiply-adds per image; a training step does about three times that work.
-    let passes = if args.mode == Mode::Train { 3.0 } else { 1.0 };
-    let gflops = 2.0 * macs * passes * images_per_sec / 1e9;
-    let peak = system::peak_rss_bytes();
-    let mode = format!("{:?}", args.mode).to_lowercase();
-    if args.json {
-        let mut v = serde_json::json!({
-            "model": spec.name, "mode": mode, "batch": args.batch, "input": size, "precision": format!("{:?}", args.precision).to_lowercase(),
-            "threads": threads::num_threads(), "steps": args.steps, "warmup": args.warmup,
-            "images_per_sec": images_per_sec, "ms_per_step": ms_mean, "ms_per_step_median": ms_median,
-            "gflops": gflops, "peak_rss_bytes": peak, "cpu": system::cpu_name(), "busy_threads": busy,
-        });
-        if args.profile {
-            let rows = |r: Vec<profile::Row>| -> serde_json::Value {
-                r.iter()
-                    .map(|r| serde_json::json!({"name": r.name, "ms_per_step": 1e3 * r.time.as_secs_f64() / args.steps as f64, "calls": r.calls}))
-                    .collect()
-            };
-            v["profile"] = serde_json::json!({"by_operator": rows(profile::by_operator()), "by_layer": rows(profile::by_layer()),
-                "by_operator_and_layer": rows(profile::by_operator_and_layer())});
+    Timing { sorted: times, total, busy }
+}
+
+/// What `bench` reports.
+struct Measured {
+    images_per_sec: f64,
+    ms_mean: f64,
+    ms_median: f64,
+    gflops: f64,
+    peak: Option<u64>,
+    busy: Option<f64>,
+    /// Seconds of the timed steps.
+    total: f64,
+    /// `train` or `infer`.
+    mode: String,
+}
+
+impl Measured {
+    fn of(args: &Args, spec: &ResNetSpec, size: usize, timing: &Timing) -> Measured {
+        let images_per_sec = (args.batch * args.steps) as f64 / timing.total;
+        let macs = spec.summary(size, size).macs as f64;
+        // Forward multiply-adds per image; a training step does about three times that work.
+        let passes = if args.mode == Mode::Train { 3.0 } else { 1.0 };
+        Measured {
+            images_per_sec,
+            ms_mean: 1e3 * timing.total / args.steps as f64,
+            ms_median: 1e3 * timing.sorted[timing.sorted.len() / 2],
+            gflops: 2.0 * macs * passes * images_per_sec / 1e9,
+            peak: system::peak_rss_bytes(),
+            busy: timing.busy,
+            total: timing.total,
+            mode: format!("{:?}", args.mode).to_lowercase(),
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
     }
+}
+
+fn print_json(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) -> anyhow::Result<()> {
+    let mut v = serde_json::json!({
+        "model": spec.name, "mode": m.mode, "batch": args.batch, "input": size, "precision": format!("{:?}", args.precision).to_lowercase(),
+        "threads": threads::num_threads(), "steps": args.steps, "warmup": args.warmup,
+        "images_per_sec": m.images_per_sec, "ms_per_step": m.ms_mean, "ms_per_step_median": m.ms_median,
+        "gflops": m.gflops, "peak_rss_bytes": m.peak, "cpu": system::cpu_name(), "busy_threads": m.busy,
+    });
+    if args.profile {
+        let rows = |r: Vec<profile::Row>| -> serde_json::Value {
+            r.iter()
+                .map(|r| serde_json::json!({"name": r.name, "ms_per_step": 1e3 * r.time.as_secs_f64() / args.steps as f64, "calls": r.calls}))
+                .collect()
+        };
+        v["profile"] = serde_json::json!({"by_operator": rows(profile::by_operator()), "by_layer": rows(profile::by_layer()),
+            "by_operator_and_layer": rows(profile::by_operator_and_layer())});
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+fn print_text(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) {
     println!(
-        "{} {mode}, batch {}, {size}x{size}, {}, {} after {} warm-up",
+        "{} {}, batch {}, {size}x{size}, {}, {} after {} warm-up",
         spec.name,
+        m.mode,
         args.batch,
         super::plural(threads::num_threads() as u64, "thread"),
         super::plural(args.steps as u64, "step"),
         args.warmup
     );
-    println!("  {images_per_sec:.1} images/s, {ms_mean:.2} ms/step (median {ms_median:.2}), {gflops:.1} GFLOP/s");
-    if let Some(p) = peak {
+    println!(
+        "  {:.1} images/s, {:.2} ms/step (median {:.2}), {:.1} GFLOP/s",
+        m.images_per_sec, m.ms_mean, m.ms_median, m.gflops
+    );
+    if let Some(p) = m.peak {
         println!("  peak RSS {:.1} MiB", p as f64 / (1024.0 * 1024.0));
     }
-    if let Some(b) = busy {
+    if let Some(b) = m.busy {
         println!("  busy threads {b:.2} of {} on average", threads::num_threads());
     }
     if args.profile {
-        let print = |title: &str, rows: Vec<profile::Row>| {
-            let sum: f64 = rows.iter().map(|r| r.time.as_secs_f64()).sum();
-            println!("\n  {:<28} {:>10} {:>8} {:>8}", title, "ms/step", "share", "calls");
-            for r in rows {
-                let secs = r.time.as_secs_f64();
-                println!(
-                    "  {:<28} {:>10.2} {:>7.1}% {:>8}",
-                    r.name,
-                    1e3 * secs / args.steps as f64,
-                    100.0 * secs / total,
-                    r.calls / args.steps as u64
-                );
-            }
-            println!(
-                "  {:<28} {:>10.2} {:>7.1}%",
-                "(unattributed)",
-                1e3 * (total - sum) / args.steps as f64,
-                100.0 * (total - sum) / total
-            );
-        };
-        print("operator", profile::by_operator());
-        print("layer", profile::by_layer());
-        print("layer: operator", profile::by_operator_and_layer());
+        print_profile("operator", profile::by_operator(), args.steps, m.total);
+        print_profile("layer", profile::by_layer(), args.steps, m.total);
+        print_profile("layer: operator", profile::by_operator_and_layer(), args.steps, m.total);
     }
-    Ok(())
+}
+
+/// One profile table: time per step and share of the `total` seconds of `steps` steps per row,
+/// and what no row accounts for.
+fn print_profile(title: &str, rows: Vec<profile::Row>, steps: usize, total: f64) {
+    let sum: f64 = rows.iter().map(|r| r.time.as_secs_f64()).sum();
+    println!("\n  {:<28} {:>10} {:>8} {:>8}", title, "ms/step", "share", "calls");
+    for r in rows {
+        let secs = r.time.as_secs_f64();
+        println!(
+            "  {:<28} {:>10.2} {:>7.1}% {:>8}",
+            r.name,
+            1e3 * secs / steps as f64,
+            100.0 * secs / total,
+            r.calls / steps as u64
+        );
+    }
+    println!(
+        "  {:<28} {:>10.2} {:>7.1}%",
+        "(unattributed)",
+        1e3 * (total - sum) / steps as f64,
+        100.0 * (total - sum) / total
+    );
 }

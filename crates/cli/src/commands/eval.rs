@@ -4,11 +4,14 @@
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_data::{
-    open, DatasetKind, EvalView, Loader, LoaderConfig, LoaderMode, Normalize, OpenOptions, SyntheticConfig,
+    open, DatasetKind, EvalView, Loader, LoaderConfig, LoaderMode, Normalize, OpenOptions, SharedDataset,
+    SyntheticConfig,
 };
-use resnet_train::evaluate::evaluate;
+use resnet_models::ResNetSpec;
+use resnet_train::checkpoint::Checkpoint;
+use resnet_train::evaluate::{evaluate, EvalResult};
 use resnet_train::memory::{check_batch, BatchPlan, Pass};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Which split to evaluate.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +67,52 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (ckpt, path) = args.source.load()?;
     let mut net = ckpt.network(&path)?;
-    let run = RunData::of(&ckpt);
+    let (kind, ds) = open_split(&args, &ckpt, &path)?;
+    let classes = ds.classes().to_vec();
+    if classes.len() != ckpt.classes.len() {
+        bail!("{}: the network has {} classes, the dataset {}", path.display(), ckpt.classes.len(), classes.len());
+    }
+    if classes != ckpt.classes {
+        eprintln!("warning: the dataset's class names differ from the checkpoint's; labels are matched by index");
+    }
+    let view = view(&args, &ckpt)?;
+    let loader = loader(&args, &ckpt, net.spec(), ds, &view)?;
+    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(loader.batches_per_epoch() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")?.progress_chars("=> "),
+    );
+    let result = evaluate(&mut net, &loader, |done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    if result.non_finite > 0 {
+        bail!(
+            "{}: the network's output is not finite on {} of {} images (its weights overflow); no result",
+            path.display(),
+            result.non_finite,
+            result.count
+        );
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&result)?;
+        v["classes"] = serde_json::json!(classes);
+        // Lossy: a file name need not be UTF-8, and JSON strings must be.
+        v["checkpoint"] = serde_json::json!(path.to_string_lossy());
+        v["view"] = serde_json::to_value(&view)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let split = match args.split {
+        Split::Test => "test",
+        Split::Train => "train",
+    };
+    println!("{} on {} {} split, {} images, {} view(s) each", ckpt.spec.name, kind, split, result.count, result.views);
+    print_result(&classes, &result);
+    Ok(())
+}
+
+/// The split to evaluate: of the dataset given, else the one the checkpoint's run trained on
+/// (with its location and synthetic settings), else the one the files of `--data` hold.
+fn open_split(args: &Args, ckpt: &Checkpoint, path: &Path) -> anyhow::Result<(DatasetKind, SharedDataset)> {
+    let run = RunData::of(ckpt);
     let (dataset, data) = match (&args.dataset, &run) {
         (Some(d), _) => (d.clone(), args.data.clone()),
         (None, Some(run)) => (run.dataset.clone(), args.data.clone().or_else(|| run.data.clone())),
@@ -96,18 +144,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("skipped: {s}");
     }
     let ds = match args.split {
-        Split::Test => splits.test.clone(),
-        Split::Train => splits.train.clone(),
+        Split::Test => splits.test,
+        Split::Train => splits.train,
     };
-    let classes = ds.classes().to_vec();
-    if classes.len() != ckpt.classes.len() {
-        bail!("{}: the network has {} classes, the dataset {}", path.display(), ckpt.classes.len(), classes.len());
-    }
-    if classes != ckpt.classes {
-        eprintln!("warning: the dataset's class names differ from the checkpoint's; labels are matched by index");
-    }
-    let (h, w) = ckpt.preprocess.input_size;
-    let view = if args.ten_crop {
+    Ok((kind, ds))
+}
+
+/// The view the flags ask for, else the checkpoint's.
+fn view(args: &Args, ckpt: &Checkpoint) -> anyhow::Result<EvalView> {
+    let (h, _) = ckpt.preprocess.input_size;
+    Ok(if args.ten_crop {
         EvalView::TenCrop { resize: h * 256 / 224, crop: h }
     } else if let Some(scales) = &args.multi_scale {
         let view = EvalView::MultiScale { scales: scales.clone(), crop: h };
@@ -115,10 +161,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         view
     } else {
         ckpt.preprocess.eval_view.clone()
-    };
+    })
+}
+
+/// The loader of `ds` in `view`, once a batch of it is known to fit.
+fn loader(
+    args: &Args,
+    ckpt: &Checkpoint,
+    spec: &ResNetSpec,
+    ds: SharedDataset,
+    view: &EvalView,
+) -> anyhow::Result<Loader> {
+    let (h, w) = ckpt.preprocess.input_size;
     // The batch's activations must fit before the loader and the network allocate them.
     check_batch(BatchPlan {
-        spec: net.spec(),
+        spec,
         input: (h, w),
         batch: args.batch_size.max(1),
         pass: Pass::Infer,
@@ -143,40 +200,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if matches!(ckpt.preprocess.normalize, Normalize::PixelMean { .. }) && (oh, ow) != (h, w) {
         bail!("the views are {oh}x{ow} but the checkpoint's mean image is {h}x{w}; choose a view of that size");
     }
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(loader.batches_per_epoch() as u64) };
-    bar.set_style(
-        ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")?.progress_chars("=> "),
-    );
-    let result = evaluate(&mut net, &loader, |done| bar.set_position(done as u64))?;
-    bar.finish_and_clear();
-    if result.non_finite > 0 {
-        bail!(
-            "{}: the network's output is not finite on {} of {} images (its weights overflow); no result",
-            path.display(),
-            result.non_finite,
-            result.count
-        );
-    }
-    if args.json {
-        let mut v = serde_json::to_value(&result)?;
-        v["classes"] = serde_json::json!(classes);
-        // Lossy: a file name need not be UTF-8, and JSON strings must be.
-        v["checkpoint"] = serde_json::json!(path.to_string_lossy());
-        v["view"] = serde_json::to_value(&view)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!(
-        "{} on {} {} split, {} images, {} view(s) each",
-        ckpt.spec.name,
-        kind,
-        match args.split {
-            Split::Test => "test",
-            Split::Train => "train",
-        },
-        result.count,
-        result.views
-    );
+    Ok(loader)
+}
+
+/// The errors and loss, the accuracy of each class, and for up to 20 classes the confusion
+/// matrix.
+fn print_result(classes: &[String], result: &EvalResult) {
     // Top-5 says nothing with five classes or fewer (it is always 0).
     if classes.len() > 5 {
         println!(
@@ -191,9 +220,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{:<24} {:>9}", name, acc.map(|a| format!("{a:.2}%")).unwrap_or_else(|| "-".into()));
     }
     if classes.len() <= 20 {
-        println!("\n{}", confusion_table(&classes, &result.confusion));
+        println!("\n{}", confusion_table(classes, &result.confusion));
     }
-    Ok(())
 }
 
 /// The confusion matrix with a header row: columns are predicted classes by index, rows true
@@ -227,7 +255,7 @@ struct RunData {
 
 impl RunData {
     /// The training run's dataset, location and synthetic settings (none for imported weights).
-    fn of(ckpt: &resnet_train::checkpoint::Checkpoint) -> Option<RunData> {
+    fn of(ckpt: &Checkpoint) -> Option<RunData> {
         let config = &ckpt.training.as_ref()?.config;
         let dataset = config.get("dataset")?.as_str()?.to_string();
         let data = config.get("data").and_then(|d| d.as_str()).map(PathBuf::from);

@@ -6,8 +6,8 @@ use resnet_data::{EvalView, TrainAugment};
 use resnet_models::{zoo, Shortcut};
 use resnet_train::config::{ranges, Normalization, Precision, RunLength, TrainConfig};
 use resnet_train::schedule::{Decay, Milestone, Warmup};
-use resnet_train::trainer::{self, Outcome, ResumeChanges};
-use std::path::PathBuf;
+use resnet_train::trainer::{self, Outcome, ResumeChanges, RunSummary};
+use std::path::{Path, PathBuf};
 
 /// Named recipes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,9 +303,33 @@ fn depth_of(model: &str) -> usize {
     zoo::spec(model, &zoo::ModelOptions::default()).map(|s| s.depth()).unwrap_or(0)
 }
 
-/// The configuration the arguments describe.
+/// The configuration the arguments describe: the recipe's, with every flag given applied on top.
 pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
-    let mut c = match a.recipe.unwrap_or(Recipe::Quickstart) {
+    let mut c = recipe(a)?;
+    model_and_data(a, &mut c)?;
+    scale_recipe_milestones(a, &mut c);
+    if let Some(m) = &a.milestones {
+        check_milestones(m)?;
+    }
+    length_and_schedule(a, &mut c)?;
+    c.momentum = a.momentum.unwrap_or(c.momentum);
+    c.nesterov |= a.nesterov;
+    c.weight_decay = a.weight_decay.unwrap_or(c.weight_decay);
+    c.decay_bn_and_bias &= !a.no_decay_bn_bias;
+    c.label_smoothing = a.label_smoothing.unwrap_or(c.label_smoothing);
+    views(a, &mut c)?;
+    c.seed = a.seed.unwrap_or(c.seed);
+    c.workers = a.workers.unwrap_or(c.workers);
+    c.checkpoint_every = a.checkpoint_every.unwrap_or(c.checkpoint_every);
+    if let Some(p) = a.precision {
+        c.precision = p.into();
+    }
+    Ok(c)
+}
+
+/// The configuration of the recipe, for the model given (or the recipe's own).
+fn recipe(a: &Args) -> anyhow::Result<TrainConfig> {
+    let c = match a.recipe.unwrap_or(Recipe::Quickstart) {
         Recipe::Quickstart => {
             let mut c = TrainConfig::quickstart();
             if let Some(m) = &a.model {
@@ -320,6 +344,11 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
         Recipe::ImagenetPaper => TrainConfig::imagenet_paper(a.model.as_deref().unwrap_or("resnet50")),
     };
     zoo::spec(&c.model, &zoo::ModelOptions::default())?;
+    Ok(c)
+}
+
+/// The network's options, the dataset and how it is read, and the batch sizes.
+fn model_and_data(a: &Args, c: &mut TrainConfig) -> anyhow::Result<()> {
     c.shortcut = a.shortcut.or(c.shortcut);
     c.zero_init_residual |= a.zero_init_residual;
     if let Some(d) = &a.dataset {
@@ -328,7 +357,7 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
         // Files without a format name: recognise the format or refuse, never fall back silently.
         c.dataset = super::data::resolve_dataset(None, Some(path))?.to_string();
     }
-    c.data = a.data.clone().or(c.data);
+    c.data = a.data.clone().or(c.data.take());
     c.synthetic_train = a.synthetic_train.unwrap_or(c.synthetic_train);
     c.synthetic_test = a.synthetic_test.unwrap_or(c.synthetic_test);
     c.synthetic_size = a.synthetic_size.unwrap_or(c.synthetic_size);
@@ -336,28 +365,34 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
     c.skip_bad |= a.skip_bad;
     c.batch_size = a.batch_size.unwrap_or(c.batch_size);
     c.eval_batch_size = a.eval_batch_size.unwrap_or(c.eval_batch_size);
-    // A recipe's milestones in iterations belong to the recipe's length: a shorter or longer run
-    // keeps their place as fractions of the run.
-    if let (RunLength::Iterations(recipe_total), Decay::Step { milestones, .. }) = (c.length, &mut c.decay) {
-        let resized = a.epochs.is_some() || a.iterations.is_some_and(|i| i != recipe_total);
-        if resized && a.milestones.is_none() && milestones.iter().any(|m| matches!(m, Milestone::Iteration(_))) {
-            let before = milestones.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-            for m in milestones.iter_mut() {
-                if let Milestone::Iteration(i) = *m {
-                    *m = Milestone::Fraction(i as f64 / recipe_total as f64);
-                }
+    Ok(())
+}
+
+/// A recipe's milestones in iterations belong to the recipe's length: a shorter or longer run
+/// keeps their place as fractions of the run (and says so).
+fn scale_recipe_milestones(a: &Args, c: &mut TrainConfig) {
+    let (RunLength::Iterations(recipe_total), Decay::Step { milestones, .. }) = (c.length, &mut c.decay) else {
+        return;
+    };
+    let resized = a.epochs.is_some() || a.iterations.is_some_and(|i| i != recipe_total);
+    if resized && a.milestones.is_none() && milestones.iter().any(|m| matches!(m, Milestone::Iteration(_))) {
+        let before = milestones.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        for m in milestones.iter_mut() {
+            if let Milestone::Iteration(i) = *m {
+                *m = Milestone::Fraction(i as f64 / recipe_total as f64);
             }
-            let after = milestones.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-            eprintln!(
-                "the {} recipe's milestones {before} (of its {recipe_total} iterations) are scaled to {after} of this \
-                 run; --milestones sets others",
-                c.recipe
-            );
         }
+        let after = milestones.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        eprintln!(
+            "the {} recipe's milestones {before} (of its {recipe_total} iterations) are scaled to {after} of this \
+             run; --milestones sets others",
+            c.recipe
+        );
     }
-    if let Some(m) = &a.milestones {
-        check_milestones(m)?;
-    }
+}
+
+/// The run's length, learning rate, decay and warm-up.
+fn length_and_schedule(a: &Args, c: &mut TrainConfig) -> anyhow::Result<()> {
     if let Some(e) = a.epochs {
         c.length = RunLength::Epochs(e);
     }
@@ -396,11 +431,11 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
             },
         };
     }
-    c.momentum = a.momentum.unwrap_or(c.momentum);
-    c.nesterov |= a.nesterov;
-    c.weight_decay = a.weight_decay.unwrap_or(c.weight_decay);
-    c.decay_bn_and_bias &= !a.no_decay_bn_bias;
-    c.label_smoothing = a.label_smoothing.unwrap_or(c.label_smoothing);
+    Ok(())
+}
+
+/// The training augmentation, the evaluation view and the input normalisation.
+fn views(a: &Args, c: &mut TrainConfig) -> anyhow::Result<()> {
     if let Some(kind) = a.augment {
         c.augment = match kind {
             AugmentKind::None => TrainAugment::None,
@@ -428,13 +463,7 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
             NormalizeKind::None => Normalization::None,
         };
     }
-    c.seed = a.seed.unwrap_or(c.seed);
-    c.workers = a.workers.unwrap_or(c.workers);
-    c.checkpoint_every = a.checkpoint_every.unwrap_or(c.checkpoint_every);
-    if let Some(p) = a.precision {
-        c.precision = p.into();
-    }
-    Ok(c)
+    Ok(())
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC (civil-from-days, so no date crate is needed).
@@ -501,6 +530,15 @@ fn start(args: Args) -> anyhow::Result<()> {
         trainer::run(config, &dir, false, &stop, &mut bars)?
     };
     bars.finish();
+    print_summary(&summary, &dir);
+    if summary.outcome == Outcome::Interrupted {
+        interrupt::exit_stopped();
+    }
+    Ok(())
+}
+
+/// How the run ended, where its files are, and (when it finished) what to try next.
+fn print_summary(summary: &RunSummary, dir: &Path) {
     let last = summary.history.last();
     match summary.outcome {
         Outcome::Interrupted => {
@@ -536,10 +574,6 @@ fn start(args: Args) -> anyhow::Result<()> {
         println!("  resnet eval --checkpoint {}", summary.last_checkpoint.display());
         println!("  resnet download cifar10 --data data && resnet train --recipe cifar-paper --data data");
     }
-    if summary.outcome == Outcome::Interrupted {
-        interrupt::exit_stopped();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

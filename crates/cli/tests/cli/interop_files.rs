@@ -12,17 +12,6 @@ use std::process::Command;
 
 // ----- fixtures built here -----
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 /// An 8-bit RGB PNG of `pixels` (HWC), written with stored (uncompressed) deflate blocks.
 fn png(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
     let mut raw = Vec::new();
@@ -48,7 +37,7 @@ fn png(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
         let mut c = (data.len() as u32).to_be_bytes().to_vec();
         let body: Vec<u8> = kind.iter().chain(data).copied().collect();
         c.extend(&body);
-        c.extend(crc32(&body).to_be_bytes());
+        c.extend(crc32fast::hash(&body).to_be_bytes());
         c
     };
     let mut ihdr = (width as u32).to_be_bytes().to_vec();

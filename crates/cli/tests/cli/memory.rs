@@ -34,28 +34,39 @@ fn resnet152_on_synthetic<'a>(train: &'a str, test: &'a str, extra: &[&'a str]) 
     args
 }
 
-#[test]
-fn a_training_batch_that_cannot_fit_is_refused_with_what_fits() {
+/// Runs ResNet-152 with `train` and `test` generated images and `extra` arguments, and asserts
+/// that it exits 1 saying `needles` before any checkpoint is written.
+fn refused_before_training(train: &str, test: &str, extra: &[&str], needles: &[&str]) {
     let dir = scratch();
-    let args = resnet152_on_synthetic("100000", "10", &["--batch-size", "100000"]);
-    let out = run_capped(dir.path(), args, CAP_MIB).fails_with(&[
-        "training resnet152 at batch 100000 on 224x224 images needs about",
-        "may be planned on: use a smaller --batch-size (at most",
-    ]);
+    let out = run_capped(dir.path(), resnet152_on_synthetic(train, test, extra), CAP_MIB).fails_with(needles);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(!dir.path().join("run/checkpoints").exists(), "nothing was trained");
 }
 
 #[test]
+fn a_training_batch_that_cannot_fit_is_refused_with_what_fits() {
+    refused_before_training(
+        "100000",
+        "10",
+        &["--batch-size", "100000"],
+        &[
+            "training resnet152 at batch 100000 on 224x224 images needs about",
+            "may be planned on: use a smaller --batch-size (at most",
+        ],
+    );
+}
+
+#[test]
 fn an_evaluation_batch_that_cannot_fit_is_refused_before_training() {
-    let dir = scratch();
-    let args = resnet152_on_synthetic("8", "100000", &["--batch-size", "2", "--eval-batch-size", "100000"]);
-    let out = run_capped(dir.path(), args, CAP_MIB).fails_with(&[
-        "evaluating resnet152 at batch 100000 on 224x224 images needs about",
-        "use a smaller --eval-batch-size (at most",
-    ]);
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
-    assert!(!dir.path().join("run/checkpoints").exists(), "nothing was trained");
+    refused_before_training(
+        "8",
+        "100000",
+        &["--batch-size", "2", "--eval-batch-size", "100000"],
+        &[
+            "evaluating resnet152 at batch 100000 on 224x224 images needs about",
+            "use a smaller --eval-batch-size (at most",
+        ],
+    );
 }
 
 #[test]

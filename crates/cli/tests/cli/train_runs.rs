@@ -118,27 +118,29 @@ fn a_diverging_run_never_keeps_a_non_finite_checkpoint() {
 
 // Item 7: one run per directory.
 
+/// Runs `second` in `dir` while a long training run holds `dir/run`, then stops that run;
+/// returns what `second` did and the holder's process id.
+fn beside_a_busy_run(dir: &Path, second: impl FnOnce() -> Run) -> (Run, u32) {
+    let mut first = spawn_train(dir, &["--epochs", "100000", "--out", "run"]);
+    wait_for(&dir.join("run/config.json"), &mut first);
+    let pid = first.id();
+    let second = second();
+    signal(&first, "INT");
+    finish(first);
+    (second, pid)
+}
+
 #[test]
 fn a_second_run_into_a_busy_directory_is_refused() {
     let dir = scratch();
-    let mut first = spawn_train(dir.path(), &["--epochs", "100000", "--out", "run"]);
-    wait_for(&dir.path().join("run/config.json"), &mut first);
-    let pid = first.id();
-    let second = train(dir.path(), &["--epochs", "1", "--out", "run"]);
-    signal(&first, "INT");
-    finish(first);
+    let (second, pid) = beside_a_busy_run(dir.path(), || train(dir.path(), &["--epochs", "1", "--out", "run"]));
     second.fails_with(&["run", "in use", &format!("pid {pid}")]);
 }
 
 #[test]
 fn resuming_a_busy_run_is_refused() {
     let dir = scratch();
-    let mut first = spawn_train(dir.path(), &["--epochs", "100000", "--out", "run"]);
-    wait_for(&dir.path().join("run/config.json"), &mut first);
-    let pid = first.id();
-    let resumed = run(dir.path(), ["train", "--resume", "run"]);
-    signal(&first, "INT");
-    finish(first);
+    let (resumed, pid) = beside_a_busy_run(dir.path(), || run(dir.path(), ["train", "--resume", "run"]));
     resumed.fails_with(&["run", &format!("pid {pid}")]);
 }
 

@@ -26,8 +26,7 @@ fn assert_has(msg: &str, parts: &[&str]) {
 fn truncated_and_corrupt_jpeg_and_png() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    write_folder(root, "train", &["a", "b"], 2, 16);
-    write_folder(root, "val", &["a", "b"], 1, 16);
+    write_two_splits(root, &["a", "b"], 16);
     let jpeg = jpeg_bytes(&rgb(40, 40, 1, 1));
     std::fs::write(root.join("train/a/cut.jpg"), &jpeg[..jpeg.len() * 2 / 3]).unwrap();
     let e = err(DatasetKind::ImageFolder, root);
@@ -65,8 +64,7 @@ fn truncated_and_corrupt_jpeg_and_png() {
 fn non_image_files() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    write_folder(root, "train", &["a"], 2, 8);
-    write_folder(root, "val", &["a"], 1, 8);
+    write_two_splits(root, &["a"], 8);
     std::fs::write(root.join("train/a/notes.txt"), b"not an image").unwrap();
     assert_has(&err(DatasetKind::ImageFolder, root), &["train/a/notes.txt", "not an image", ".jpg"]);
     let s = skip(DatasetKind::ImageFolder, root);

@@ -102,6 +102,13 @@ pub fn write_folder(root: &Path, split: &str, classes: &[&str], per_class: u8, s
     }
 }
 
+/// Writes an image folder with `classes` in both splits: two `size`-pixel images a class in
+/// `train/`, one in `val/`.
+pub fn write_two_splits(root: &Path, classes: &[&str], size: u32) {
+    write_folder(root, "train", classes, 2, size);
+    write_folder(root, "val", classes, 1, size);
+}
+
 /// A dataset whose pixels encode their own position: pixel `(y, x)` of sample `i` is
 /// `[y + 1, x + 1, i % 256]`, so that crops and flips can be read back from the output.
 pub struct Coords {

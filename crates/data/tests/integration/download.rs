@@ -2,9 +2,9 @@
 //! that serves a generated archive. No other address is contacted.
 
 use crate::common::*;
-use crate::stream_server::{serve_stream, Body};
+use crate::stream_server::{read_request_head, serve_stream, Body};
 use resnet_data::{download, download_from, fetch_verified, open, DataError, DatasetKind, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -24,14 +24,7 @@ fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
             served += 1;
             s.set_nonblocking(false).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
-                }
-            }
+            let Some(req) = read_request_head(&mut s) else { continue };
             let line = String::from_utf8_lossy(&req).lines().next().unwrap_or_default().to_string();
             let path = line.split(' ').nth(1).unwrap_or("/").to_string();
             match files.iter().find(|(p, _)| *p == path) {
@@ -146,46 +139,38 @@ fn offline_fails_fast_saying_where_to_put_the_files() {
 const MNIST_FIRST: &str = "train-images-idx3-ubyte.gz";
 const MNIST_FIRST_BYTES: u64 = 9_912_422;
 
-/// Downloads MNIST from `base` and returns the error and the most bytes the progress callback saw.
-fn mnist_download_error(base: &str, dir: &std::path::Path) -> (DataError, u64) {
+/// Downloads MNIST from a server that sends `body`, asserts that it is refused as too large and
+/// that nothing is kept, and returns the message and the most bytes the progress callback saw.
+fn mnist_refused_as_too_large(body: Body) -> (String, u64) {
+    let base = serve_stream(body);
+    let tmp = tempfile::tempdir().unwrap();
     let mut most = 0;
-    let e = download_from("mnist", dir, Some(base), &mut |done, _| most = most.max(done))
+    let e = download_from("mnist", tmp.path(), Some(&base), &mut |done, _| most = most.max(done))
         .expect_err("a response larger than the published file");
-    (e, most)
+    let m = e.to_string();
+    assert!(matches!(e, DataError::TooLarge { .. }), "{m}");
+    assert!(leftovers(&tmp.path().join("mnist")).is_empty(), "neither the file nor its temporary copy is kept");
+    (m, most)
 }
 
 #[test]
 fn a_response_announcing_more_than_the_published_size_is_refused_before_its_body() {
-    let base = serve_stream(Body::Announced(MNIST_FIRST_BYTES + (1 << 20)));
-    let tmp = tempfile::tempdir().unwrap();
-    let (e, most) = mnist_download_error(&base, tmp.path());
-    let m = e.to_string();
-    assert!(matches!(e, DataError::TooLarge { .. }), "{m}");
+    let (m, most) = mnist_refused_as_too_large(Body::Announced(MNIST_FIRST_BYTES + (1 << 20)));
     assert!(m.contains(MNIST_FIRST) && m.contains(&MNIST_FIRST_BYTES.to_string()) && m.contains("announces"), "{m}");
     assert_eq!(most, 0, "no byte of the body was taken");
-    assert!(leftovers(&tmp.path().join("mnist")).is_empty(), "nothing kept");
 }
 
 #[test]
 fn a_transfer_past_the_published_size_is_stopped_there_and_discarded() {
-    let base = serve_stream(Body::Unannounced(MNIST_FIRST_BYTES + (1 << 20)));
-    let tmp = tempfile::tempdir().unwrap();
-    let (e, most) = mnist_download_error(&base, tmp.path());
-    let m = e.to_string();
-    assert!(matches!(e, DataError::TooLarge { .. }), "{m}");
+    let (m, most) = mnist_refused_as_too_large(Body::Unannounced(MNIST_FIRST_BYTES + (1 << 20)));
     assert!(m.contains(MNIST_FIRST) && m.contains(&format!("more than the {MNIST_FIRST_BYTES} bytes")), "{m}");
     assert!(most <= MNIST_FIRST_BYTES, "{most} bytes were written, past the published size");
-    assert!(leftovers(&tmp.path().join("mnist")).is_empty(), "neither the file nor its temporary copy is kept");
 }
 
 #[test]
 fn an_endless_response_ends_at_the_published_size() {
-    let base = serve_stream(Body::Endless);
-    let tmp = tempfile::tempdir().unwrap();
-    let (e, most) = mnist_download_error(&base, tmp.path());
-    assert!(matches!(e, DataError::TooLarge { .. }), "{e}");
+    let (_, most) = mnist_refused_as_too_large(Body::Endless);
     assert!(most <= MNIST_FIRST_BYTES, "{most} bytes were written, past the published size");
-    assert!(leftovers(&tmp.path().join("mnist")).is_empty());
 }
 
 #[test]

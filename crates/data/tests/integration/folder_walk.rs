@@ -19,49 +19,59 @@ fn layout_error(root: &Path) -> String {
 }
 
 fn two_classes(root: &Path) {
-    write_folder(root, "train", &["cat", "dog"], 2, 8);
-    write_folder(root, "val", &["cat", "dog"], 1, 8);
+    write_two_splits(root, &["cat", "dog"], 8);
+}
+
+/// Links that would make the walk loop or count a folder twice.
+#[cfg(unix)]
+struct LinkCase {
+    what: &'static str,
+    /// Made in a fresh two-class folder: (target, link).
+    links: &'static [(&'static str, &'static str)],
+    /// What the layout error must say.
+    says: &'static [&'static str],
 }
 
 #[cfg(unix)]
-#[test]
-fn a_link_back_to_a_parent_folder_is_a_loop() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    two_classes(root);
-    std::os::unix::fs::symlink("..", root.join("train/cat/loop")).unwrap();
-    let e = layout_error(root);
-    assert!(e.contains("train/cat/loop") && e.contains("symbolic-link loop"), "{e}");
-    // A link to the class folder itself, and one deeper down.
-    std::fs::remove_file(root.join("train/cat/loop")).unwrap();
-    std::fs::create_dir_all(root.join("train/dog/sub")).unwrap();
-    std::os::unix::fs::symlink("..", root.join("train/dog/sub/up")).unwrap();
-    let e = layout_error(root);
-    assert!(e.contains("train/dog/sub/up") && e.contains("symbolic-link loop"), "{e}");
-}
-
-#[cfg(unix)]
-#[test]
-fn two_links_to_one_folder_would_count_its_images_twice() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    two_classes(root);
-    std::os::unix::fs::symlink("../cat", root.join("train/dog/catlink")).unwrap();
-    let e = layout_error(root);
-    assert!(e.contains("train/dog/catlink") && e.contains("already listed") && e.contains("twice"), "{e}");
-}
-
-#[cfg(unix)]
-#[test]
-fn the_issue_layout_ends_with_an_error() {
+const LOOPING_LINKS: &[LinkCase] = &[
+    LinkCase {
+        what: "a link back to a parent folder",
+        links: &[("..", "train/cat/loop")],
+        says: &["train/cat/loop", "symbolic-link loop"],
+    },
+    LinkCase {
+        what: "a link back up from deeper down",
+        links: &[("..", "train/dog/sub/up")],
+        says: &["train/dog/sub/up", "symbolic-link loop"],
+    },
+    LinkCase {
+        what: "two links to one folder would count its images twice",
+        links: &[("../cat", "train/dog/catlink")],
+        says: &["train/dog/catlink", "already listed", "twice"],
+    },
     // `ln -s .. train/cat/loop; ln -s ../cat train/dog/catlink`: every level doubles the paths.
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    two_classes(root);
-    std::os::unix::fs::symlink("..", root.join("train/cat/loop")).unwrap();
-    std::os::unix::fs::symlink("../cat", root.join("train/dog/catlink")).unwrap();
-    let e = layout_error(root);
-    assert!(e.contains("train/cat/loop") && e.contains("symbolic-link loop"), "{e}");
+    LinkCase {
+        what: "the issue's layout",
+        links: &[("..", "train/cat/loop"), ("../cat", "train/dog/catlink")],
+        says: &["train/cat/loop", "symbolic-link loop"],
+    },
+];
+
+#[cfg(unix)]
+#[test]
+fn links_that_loop_or_repeat_a_folder_are_layout_errors() {
+    for LinkCase { what, links, says } in LOOPING_LINKS {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        two_classes(root);
+        for (target, link) in links.iter() {
+            let link = root.join(link);
+            std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, link).unwrap();
+        }
+        let e = layout_error(root);
+        assert!(says.iter().all(|part| e.contains(part)), "{what}: `{e}` lacks one of {says:?}");
+    }
 }
 
 #[cfg(unix)]

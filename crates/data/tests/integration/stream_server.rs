@@ -2,7 +2,7 @@
 //! by the data crate's download tests and the CLI's (`#[path]`), so both test one server.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 
 /// How a [`serve_stream`] response sends its body.
 #[derive(Clone, Copy)]
@@ -22,13 +22,8 @@ pub fn serve_stream(body: Body) -> String {
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let Ok((mut s, _)) = listener.accept() else { return };
-        let mut req = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => req.extend_from_slice(&buf[..n]),
-            }
+        if read_request_head(&mut s).is_none() {
+            return;
         }
         let (head, total) = match body {
             Body::Announced(n) => (format!("Content-Length: {n}\r\n"), Some(n)),
@@ -49,4 +44,18 @@ pub fn serve_stream(body: Body) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+/// Reads a request up to the blank line that ends its head; `None` when the client hangs up or
+/// the read fails first.
+pub fn read_request_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(req)
 }

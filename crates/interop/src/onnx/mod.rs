@@ -28,7 +28,7 @@ pub mod proto;
 use crate::fsutil;
 use crate::InteropError;
 use proto::*;
-use resnet_models::{Block, ConvBn, NamedTensor, ResNet, ShortcutPath, TensorData};
+use resnet_models::{Block, ConvBn, NamedTensor, ResNet, ResNetSpec, ShortcutPath, TensorData};
 use resnet_nn::ops::{BatchNorm2d, Conv2d};
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,7 +38,7 @@ pub const OPSET: i64 = 17;
 /// The IR version that goes with opset 17 (ONNX 1.12); every current runtime reads it.
 pub const IR_VERSION: i64 = 8;
 
-/// Choices for [`onnx_model`].
+/// Choices for [`export_onnx`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OnnxOptions {
     /// Fixed `(height, width)` of the input; `None` leaves them symbolic (any size works: the
@@ -271,13 +271,29 @@ impl Builder {
         self.initializers.push(int64_tensor(name, values));
         name.to_string()
     }
+
+    /// The preprocessing nodes in front of the network, on `c`-channel input `x`: to NCHW
+    /// float where the input is 8-bit NHWC, then `(x - offset) * scale`.
+    fn preprocess(&mut self, pre: &Preprocessing, c: usize, x: &str) -> String {
+        let mut x = x.to_string();
+        if pre.format == InputFormat::Uint8Nhwc {
+            x = self.node("Cast", "preprocess.cast", &[&x], vec![attr_int("to", i64::from(data_type::FLOAT))]);
+            x = self.node("Transpose", "preprocess.nchw", &[&x], vec![attr_ints("perm", &[0, 3, 1, 2])]);
+        }
+        let (dims, offset) = nchw_constant(&pre.offset, c, pre.offset_size);
+        self.initializers.push(float_tensor("preprocess.offset", &dims, &offset));
+        let (dims, scale) = nchw_constant(&pre.scale, c, None);
+        self.initializers.push(float_tensor("preprocess.scale", &dims, &scale));
+        x = self.node("Sub", "preprocess.sub", &[&x, "preprocess.offset"], vec![]);
+        self.node("Mul", "preprocess.mul", &[&x, "preprocess.scale"], vec![])
+    }
 }
 
 /// The ONNX model of a network in eval mode (see the module docs for the graph).
 ///
 /// # Panics
 /// If the network's layers and its state dict disagree (a bug, not an input error).
-pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
+pub(crate) fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
     let spec = net.spec();
     let mut b = Builder {
         state: net.state_dict().into_iter().map(|t| (t.name.clone(), t)).collect(),
@@ -286,17 +302,7 @@ pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
     };
     let mut x = "input".to_string();
     if let Some(pre) = &opts.preprocessing {
-        let c = spec.in_channels;
-        if pre.format == InputFormat::Uint8Nhwc {
-            x = b.node("Cast", "preprocess.cast", &[&x], vec![attr_int("to", i64::from(data_type::FLOAT))]);
-            x = b.node("Transpose", "preprocess.nchw", &[&x], vec![attr_ints("perm", &[0, 3, 1, 2])]);
-        }
-        let (dims, offset) = nchw_constant(&pre.offset, c, pre.offset_size);
-        b.initializers.push(float_tensor("preprocess.offset", &dims, &offset));
-        let (dims, scale) = nchw_constant(&pre.scale, c, None);
-        b.initializers.push(float_tensor("preprocess.scale", &dims, &scale));
-        x = b.node("Sub", "preprocess.sub", &[&x, "preprocess.offset"], vec![]);
-        x = b.node("Mul", "preprocess.mul", &[&x, "preprocess.scale"], vec![]);
+        x = b.preprocess(pre, spec.in_channels, &x);
     }
     x = b.unit(&net.stem.unit, &x);
     x = b.node("Relu", "relu", &[&x], vec![]);
@@ -324,24 +330,7 @@ pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
     let left: Vec<&String> = b.state.keys().filter(|k| !k.ends_with("num_batches_tracked")).collect();
     assert!(left.is_empty(), "state tensors missing from the ONNX graph: {left:?}");
 
-    let fixed = opts.preprocessing.as_ref().and_then(|p| p.offset_size).or(opts.input_size);
-    let (h, w) = match fixed {
-        Some((h, w)) => (Some(h), Some(w)),
-        None => (None, None),
-    };
-    let c = Some(spec.in_channels);
-    let input = match opts.preprocessing.as_ref().map(|p| p.format) {
-        Some(InputFormat::Uint8Nhwc) => typed_value(
-            "input",
-            data_type::UINT8,
-            vec![dim(None, "batch"), dim(h, "height"), dim(w, "width"), dim(c, "")],
-        ),
-        _ => float_value("input", vec![dim(None, "batch"), dim(c, ""), dim(h, "height"), dim(w, "width")]),
-    };
-    let input_doc = match opts.preprocessing.as_ref().map(|p| p.format) {
-        Some(f) => format!("{} raw pixels (0..255), normalised inside the graph", f.name()),
-        None => "NCHW float, already normalised as in training".to_string(),
-    };
+    let (input, input_doc) = graph_input(spec, opts);
     let output = float_value("logits", vec![dim(None, "batch"), dim(Some(spec.num_classes), "")]);
     let spec_json = serde_json::to_string(spec).expect("a spec serialises");
     ModelProto {
@@ -372,7 +361,30 @@ pub fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
     }
 }
 
-/// Writes [`onnx_model`] to `path` (atomically).
+/// The graph's input (shape and element type) and its description.
+fn graph_input(spec: &ResNetSpec, opts: &OnnxOptions) -> (ValueInfoProto, String) {
+    let fixed = opts.preprocessing.as_ref().and_then(|p| p.offset_size).or(opts.input_size);
+    let (h, w) = match fixed {
+        Some((h, w)) => (Some(h), Some(w)),
+        None => (None, None),
+    };
+    let c = Some(spec.in_channels);
+    let input = match opts.preprocessing.as_ref().map(|p| p.format) {
+        Some(InputFormat::Uint8Nhwc) => typed_value(
+            "input",
+            data_type::UINT8,
+            vec![dim(None, "batch"), dim(h, "height"), dim(w, "width"), dim(c, "")],
+        ),
+        _ => float_value("input", vec![dim(None, "batch"), dim(c, ""), dim(h, "height"), dim(w, "width")]),
+    };
+    let input_doc = match opts.preprocessing.as_ref().map(|p| p.format) {
+        Some(f) => format!("{} raw pixels (0..255), normalised inside the graph", f.name()),
+        None => "NCHW float, already normalised as in training".to_string(),
+    };
+    (input, input_doc)
+}
+
+/// Writes the ONNX model of `net` to `path` (atomically).
 ///
 /// # Errors
 /// [`InteropError::Write`] naming the file.

@@ -4,17 +4,6 @@
 use crate::common::*;
 use resnet_interop::{read_state_dict, InteropError};
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 /// A stored (uncompressed) zip archive whose central directory claims `claimed` uncompressed
 /// bytes for each entry through a zip64 extra field, whatever the entry really holds.
 fn zip64_claiming(entries: &[(&str, &[u8], u64)]) -> Vec<u8> {
@@ -35,7 +24,7 @@ fn zip64_claiming(entries: &[(&str, &[u8], u64)]) -> Vec<u8> {
             }
             h.extend(45u16.to_le_bytes()); // version needed: zip64
             h.extend([0, 0, 0, 0, 0, 0, 0, 0]); // flags, method (stored), time, date
-            h.extend(crc32(data).to_le_bytes());
+            h.extend(crc32fast::hash(data).to_le_bytes());
             h.extend(u32::MAX.to_le_bytes()); // compressed size: in the zip64 field
             h.extend(u32::MAX.to_le_bytes()); // uncompressed size: in the zip64 field
             h.extend((name.len() as u16).to_le_bytes());

@@ -22,14 +22,11 @@ pub fn add_backward(dy: &[f32], da: &mut [f32], db: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe, randomize, weighted_sum, Tolerance};
+    use crate::gradcheck::{check_gradient, probe, random_tensor, weighted_sum, Tolerance};
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let mut a = Tensor::zeros([1, 2, 2, 3]);
-        let mut b = Tensor::zeros([1, 2, 2, 3]);
-        randomize(a.data_mut(), 1);
-        randomize(b.data_mut(), 2);
+        let (a, b) = (random_tensor([1, 2, 2, 3], 1), random_tensor([1, 2, 2, 3], 2));
         let r = probe(a.len(), 3);
         let (mut da, mut db) = (vec![0.0; a.len()], vec![0.0; b.len()]);
         add_backward(&r, &mut da, &mut db);

@@ -233,7 +233,7 @@ impl BatchNorm2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe, randomize, weighted_sum, Tolerance};
+    use crate::gradcheck::{check_gradient, probe, random_tensor, randomize, weighted_sum, Tolerance};
     use crate::ops::relu_backward;
 
     fn layer() -> BatchNorm2d {
@@ -251,8 +251,7 @@ mod tests {
 
     #[test]
     fn training_gradients_match_finite_differences() {
-        let mut x = Tensor::zeros([2, 3, 3, 3]);
-        randomize(x.data_mut(), 13);
+        let mut x = random_tensor([2, 3, 3, 3], 13);
         x.data_mut().iter_mut().enumerate().for_each(|(i, v)| *v = *v * (1.0 + (i % 3) as f32) + 0.5);
         let mut res = vec![0.0; x.len()];
         randomize(&mut res, 14);
@@ -295,8 +294,7 @@ mod tests {
     /// affine) gives what the unfused path gives.
     #[test]
     fn fused_statistics_and_own_affine_mask_match_the_plain_path() {
-        let mut x = Tensor::zeros([2, 3, 3, 3]);
-        randomize(x.data_mut(), 21);
+        let x = random_tensor([2, 3, 3, 3], 21);
         let c = 3;
         let mut sums = vec![0.0f64; 2 * c];
         for (i, v) in x.data().iter().enumerate() {

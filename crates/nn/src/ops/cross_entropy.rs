@@ -83,12 +83,11 @@ pub fn softmax_cross_entropy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, randomize, Tolerance};
+    use crate::gradcheck::{check_gradient, random_tensor, Tolerance};
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let mut logits = Tensor::zeros([3, 1, 1, 4]);
-        randomize(logits.data_mut(), 1);
+        let logits = random_tensor([3, 1, 1, 4], 1);
         let labels = [0, 3, 2];
         for smoothing in [0.0, 0.1] {
             let mut g = vec![0.0; 12];

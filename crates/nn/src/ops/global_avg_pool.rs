@@ -20,12 +20,11 @@ pub fn global_avg_pool_backward(x_shape: [usize; 4], dy: &[f32], dx: &mut [f32],
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe, randomize, weighted_sum, Tolerance};
+    use crate::gradcheck::{check_gradient, probe, random_tensor, weighted_sum, Tolerance};
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let mut x = Tensor::zeros([2, 3, 3, 4]);
-        randomize(x.data_mut(), 1);
+        let x = random_tensor([2, 3, 3, 4], 1);
         let r = probe(8, 2);
         let mut dx = vec![0.0; x.len()];
         global_avg_pool_backward(x.shape(), &r, &mut dx, false);

@@ -76,7 +76,7 @@ impl Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe, randomize, weighted_sum, Tolerance};
+    use crate::gradcheck::{check_gradient, probe, random_tensor, randomize, weighted_sum, Tolerance};
 
     fn run(l: &Linear, x: &Tensor) -> Tensor {
         let mut y = Tensor::default();
@@ -89,8 +89,7 @@ mod tests {
         let mut l = Linear::new("fc", 5, 3);
         randomize(l.weight.value_mut(), 1);
         randomize(l.bias.value_mut(), 2);
-        let mut x = Tensor::zeros([4, 1, 1, 5]);
-        randomize(x.data_mut(), 3);
+        let x = random_tensor([4, 1, 1, 5], 3);
         let r = probe(12, 4);
         let mut g = l.clone();
         let mut dx = vec![0.0; x.len()];

@@ -53,14 +53,13 @@ impl PadShortcut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe, randomize, weighted_sum, Tolerance};
+    use crate::gradcheck::{check_gradient, probe, random_tensor, weighted_sum, Tolerance};
 
     #[test]
     fn gradient_matches_finite_differences() {
         for (h, stride, cin, cout) in [(4, 2, 2, 4), (5, 2, 3, 8), (3, 1, 4, 4)] {
             let op = PadShortcut { cin, cout, stride };
-            let mut x = Tensor::zeros([2, h, h, cin]);
-            randomize(x.data_mut(), 1);
+            let x = random_tensor([2, h, h, cin], 1);
             let mut y = Tensor::default();
             op.forward(&x, &mut y);
             let r = probe(y.len(), 2);

@@ -1,7 +1,16 @@
-//! The run the learning tests share: CIFAR ResNet-8 on 640 generated 16-pixel images, four
-//! epochs of 20 steps, long enough for the loss to fall well below where it starts.
+//! What the training test binaries share: a fresh run directory, and the run the learning tests
+//! make (CIFAR ResNet-8 on 640 generated 16-pixel images, four epochs of 20 steps, long enough
+//! for the loss to fall well below where it starts).
 
 use resnet_train::config::{RunLength, TrainConfig};
+use std::path::PathBuf;
+
+/// An empty run directory `name` in the temporary folder, unique to this test process.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("resnet-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
 
 /// The learning tests' run, in fp32.
 pub fn learning_run() -> TrainConfig {

@@ -14,7 +14,10 @@
 //! is refused with an error naming it. Work and memory stay proportional to the input: nesting
 //! is limited and copies out of the memo are counted against a budget.
 
+mod opcode;
+
 use crate::elem::Elem;
+use opcode::Opcode;
 
 /// Containers nest at most this deep (a state dict needs 3: dict, tuple, tuple).
 const MAX_DEPTH: usize = 16;
@@ -122,81 +125,6 @@ pub(crate) enum PickleError {
     Global { module: String, name: String, offset: usize },
     /// Malformed, or an allowed construct used in a way a state dict never does.
     Bad { offset: usize, reason: String },
-}
-
-/// pickletools' name for every opcode of protocols 0 to 5, so refusals say what they refused.
-fn opcode_name(code: u8) -> &'static str {
-    match code {
-        b'(' => "MARK",
-        b'.' => "STOP",
-        b'0' => "POP",
-        b'1' => "POP_MARK",
-        b'2' => "DUP",
-        b'F' => "FLOAT",
-        b'I' => "INT",
-        b'J' => "BININT",
-        b'K' => "BININT1",
-        b'L' => "LONG",
-        b'M' => "BININT2",
-        b'N' => "NONE",
-        b'P' => "PERSID",
-        b'Q' => "BINPERSID",
-        b'R' => "REDUCE",
-        b'S' => "STRING",
-        b'T' => "BINSTRING",
-        b'U' => "SHORT_BINSTRING",
-        b'V' => "UNICODE",
-        b'X' => "BINUNICODE",
-        b'a' => "APPEND",
-        b'b' => "BUILD",
-        b'c' => "GLOBAL",
-        b'd' => "DICT",
-        b'}' => "EMPTY_DICT",
-        b'e' => "APPENDS",
-        b'g' => "GET",
-        b'h' => "BINGET",
-        b'i' => "INST",
-        b'j' => "LONG_BINGET",
-        b'l' => "LIST",
-        b']' => "EMPTY_LIST",
-        b'o' => "OBJ",
-        b'p' => "PUT",
-        b'q' => "BINPUT",
-        b'r' => "LONG_BINPUT",
-        b's' => "SETITEM",
-        b't' => "TUPLE",
-        b')' => "EMPTY_TUPLE",
-        b'u' => "SETITEMS",
-        b'G' => "BINFLOAT",
-        b'B' => "BINBYTES",
-        b'C' => "SHORT_BINBYTES",
-        0x80 => "PROTO",
-        0x81 => "NEWOBJ",
-        0x82 => "EXT1",
-        0x83 => "EXT2",
-        0x84 => "EXT4",
-        0x85 => "TUPLE1",
-        0x86 => "TUPLE2",
-        0x87 => "TUPLE3",
-        0x88 => "NEWTRUE",
-        0x89 => "NEWFALSE",
-        0x8a => "LONG1",
-        0x8b => "LONG4",
-        0x8c => "SHORT_BINUNICODE",
-        0x8d => "BINUNICODE8",
-        0x8e => "BINBYTES8",
-        0x8f => "EMPTY_SET",
-        0x90 => "ADDITEMS",
-        0x91 => "FROZENSET",
-        0x92 => "NEWOBJ_EX",
-        0x93 => "STACK_GLOBAL",
-        0x94 => "MEMOIZE",
-        0x95 => "FRAME",
-        0x96 => "BYTEARRAY8",
-        0x97 => "NEXT_BUFFER",
-        0x98 => "READONLY_BUFFER",
-        _ => "an unknown opcode",
-    }
 }
 
 struct Machine<'a> {
@@ -404,139 +332,156 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Runs the opcodes up to STOP and returns the value it pops.
     fn run(mut self) -> Res<Value> {
         loop {
             self.op_at = self.pos;
-            let code = match self.data.get(self.pos) {
-                Some(&c) => c,
-                None => return self.bad("the pickle ends without STOP"),
-            };
+            let Some(&code) = self.data.get(self.pos) else { return self.bad("the pickle ends without STOP") };
             self.pos += 1;
-            match code {
-                0x80 => {
-                    let proto = self.u8()?;
-                    if proto > 5 {
-                        return self.bad(format!("pickle protocol {proto}"));
-                    }
-                }
-                0x95 => {
-                    self.take(8)?; // FRAME: a length hint only
-                }
-                b'.' => return self.pop(),
-                b'(' => self.marks.push(self.stack.len()),
-                b'}' => self.push(Value::Dict(Items::default())),
-                b')' => self.push(Value::Tuple(Items::default())),
-                b't' => {
-                    let values = self.pop_mark()?;
-                    self.tuple(values)?;
-                }
-                0x85..=0x87 => {
-                    let n = usize::from(code - 0x84);
-                    let mut values = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        values.push(self.pop()?);
-                    }
-                    values.reverse();
-                    self.tuple(values)?;
-                }
-                b'J' => {
-                    let v = self.u32()? as i32;
-                    self.push(Value::Int(i64::from(v)));
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.push(Value::Int(i64::from(v)));
-                }
-                b'M' => {
-                    let v = self.u16()?;
-                    self.push(Value::Int(i64::from(v)));
-                }
-                0x8a => {
-                    let n = usize::from(self.u8()?);
-                    if n > 8 {
-                        return self.bad(format!("a {n}-byte integer"));
-                    }
-                    let bytes = self.take(n)?;
-                    // Little-endian two's complement, sign-extended from its top byte.
-                    let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) { 0xff } else { 0 };
-                    let mut buf = [fill; 8];
-                    buf[..n].copy_from_slice(bytes);
-                    self.push(Value::Int(i64::from_le_bytes(buf)));
-                }
-                0x88 | 0x89 => self.push(Value::Bool),
-                b'N' => self.push(Value::None),
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let s = self.utf8(n)?;
-                    self.push(Value::Str(s));
-                }
-                0x8c => {
-                    let n = usize::from(self.u8()?);
-                    let s = self.utf8(n)?;
-                    self.push(Value::Str(s));
-                }
-                b'q' => {
-                    let i = self.u8()?;
-                    self.memo_put(u32::from(i))?;
-                }
-                b'r' => {
-                    let i = self.u32()?;
-                    self.memo_put(i)?;
-                }
-                0x94 => {
-                    let i = u32::try_from(self.memo.len()).expect("memo smaller than the pickle");
-                    self.memo_put(i)?;
-                }
-                b'h' => {
-                    let i = self.u8()?;
-                    self.memo_get(u32::from(i))?;
-                }
-                b'j' => {
-                    let i = self.u32()?;
-                    self.memo_get(i)?;
-                }
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    let g = self.global(&module, &name)?;
-                    self.push(g);
-                }
-                0x93 => {
-                    let (name, module) = (self.pop()?, self.pop()?);
-                    let (Value::Str(module), Value::Str(name)) = (module, name) else {
-                        return self.bad("STACK_GLOBAL on values that are not strings");
-                    };
-                    let g = self.global(&module, &name)?;
-                    self.push(g);
-                }
-                b's' => {
-                    let (value, key) = (self.pop()?, self.pop()?);
-                    self.set_items(vec![key, value])?;
-                }
-                b'u' => {
-                    let pairs = self.pop_mark()?;
-                    self.set_items(pairs)?;
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    let storage = self.persistent(pid)?;
-                    self.push(storage);
-                }
-                b'R' => {
-                    let (args, callable) = (self.pop()?, self.pop()?);
-                    let v = self.reduce(callable, args)?;
-                    self.push(v);
-                }
-                b'b' => {
-                    // OrderedDict state: `{'_metadata': {...}}` (BN versions); attributes only.
-                    let state = self.pop()?;
-                    match (self.stack.last(), &state) {
-                        (Some(Value::Dict(_)), Value::Dict(_) | Value::None) => {}
-                        _ => return self.bad(format!("BUILD of {} on something that is not a dict", state.kind())),
-                    }
-                }
-                other => return Err(PickleError::Opcode { name: opcode_name(other), code: other, offset: self.op_at }),
+            if let Some(top) = self.step(Opcode::decode(code, self.op_at)?)? {
+                return Ok(top);
             }
+        }
+    }
+
+    /// Runs one opcode; returns the top of the stack at STOP.
+    fn step(&mut self, op: Opcode) -> Res<Option<Value>> {
+        match op {
+            Opcode::Proto => {
+                let proto = self.u8()?;
+                if proto > 5 {
+                    return self.bad(format!("pickle protocol {proto}"));
+                }
+            }
+            Opcode::Frame => {
+                self.take(8)?; // a length hint only
+            }
+            Opcode::Stop => return self.pop().map(Some),
+            Opcode::Mark => self.marks.push(self.stack.len()),
+            Opcode::EmptyDict => self.push(Value::Dict(Items::default())),
+            Opcode::EmptyTuple => self.push(Value::Tuple(Items::default())),
+            Opcode::NewTrue | Opcode::NewFalse => self.push(Value::Bool),
+            Opcode::None => self.push(Value::None),
+            Opcode::BinInt | Opcode::BinInt1 | Opcode::BinInt2 | Opcode::Long1 => {
+                let v = self.int(op)?;
+                self.push(Value::Int(v));
+            }
+            Opcode::BinUnicode | Opcode::ShortBinUnicode => {
+                let n = if op == Opcode::BinUnicode { self.u32()? as usize } else { usize::from(self.u8()?) };
+                let s = self.utf8(n)?;
+                self.push(Value::Str(s));
+            }
+            Opcode::Tuple | Opcode::Tuple1 | Opcode::Tuple2 | Opcode::Tuple3 => self.tuple_op(op)?,
+            Opcode::BinPut | Opcode::LongBinPut | Opcode::Memoize => {
+                let index = self.memo_index(op)?;
+                self.memo_put(index)?;
+            }
+            Opcode::BinGet | Opcode::LongBinGet => {
+                let index = self.memo_index(op)?;
+                self.memo_get(index)?;
+            }
+            Opcode::Global | Opcode::StackGlobal => {
+                let g = self.global_op(op)?;
+                self.push(g);
+            }
+            Opcode::SetItem => {
+                let (value, key) = (self.pop()?, self.pop()?);
+                self.set_items(vec![key, value])?;
+            }
+            Opcode::SetItems => {
+                let pairs = self.pop_mark()?;
+                self.set_items(pairs)?;
+            }
+            Opcode::BinPersId => {
+                let pid = self.pop()?;
+                let storage = self.persistent(pid)?;
+                self.push(storage);
+            }
+            Opcode::Reduce => {
+                let (args, callable) = (self.pop()?, self.pop()?);
+                let v = self.reduce(callable, args)?;
+                self.push(v);
+            }
+            Opcode::Build => self.build()?,
+            other => return Err(other.refused(self.op_at)),
+        }
+        Ok(None)
+    }
+
+    /// The argument of BININT (4 bytes, signed), BININT1 (1 byte), BININT2 (2 bytes) or LONG1
+    /// (a length byte, then that many bytes).
+    fn int(&mut self, op: Opcode) -> Res<i64> {
+        Ok(match op {
+            Opcode::BinInt => i64::from(self.u32()? as i32),
+            Opcode::BinInt1 => i64::from(self.u8()?),
+            Opcode::BinInt2 => i64::from(self.u16()?),
+            _ => {
+                let n = usize::from(self.u8()?);
+                if n > 8 {
+                    return self.bad(format!("a {n}-byte integer"));
+                }
+                let bytes = self.take(n)?;
+                // Little-endian two's complement, sign-extended from its top byte.
+                let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) { 0xff } else { 0 };
+                let mut buf = [fill; 8];
+                buf[..n].copy_from_slice(bytes);
+                i64::from_le_bytes(buf)
+            }
+        })
+    }
+
+    /// TUPLE (the values above the innermost MARK) or TUPLE1 to TUPLE3 (the top 1 to 3 values).
+    fn tuple_op(&mut self, op: Opcode) -> Res<()> {
+        let values = match op {
+            Opcode::Tuple => self.pop_mark()?,
+            _ => {
+                let n = match op {
+                    Opcode::Tuple1 => 1,
+                    Opcode::Tuple2 => 2,
+                    _ => 3,
+                };
+                let mut values = Vec::with_capacity(n);
+                for _ in 0..n {
+                    values.push(self.pop()?);
+                }
+                values.reverse();
+                values
+            }
+        };
+        self.tuple(values)
+    }
+
+    /// The memo index of BINPUT and BINGET (1 byte), LONG_BINPUT and LONG_BINGET (4 bytes), or
+    /// MEMOIZE (the next free one).
+    fn memo_index(&mut self, op: Opcode) -> Res<u32> {
+        Ok(match op {
+            Opcode::BinPut | Opcode::BinGet => u32::from(self.u8()?),
+            Opcode::LongBinPut | Opcode::LongBinGet => self.u32()?,
+            _ => u32::try_from(self.memo.len()).expect("memo smaller than the pickle"),
+        })
+    }
+
+    /// GLOBAL (module and name on two lines) or STACK_GLOBAL (module and name popped).
+    fn global_op(&mut self, op: Opcode) -> Res<Value> {
+        let (module, name) = if op == Opcode::Global {
+            (self.line()?, self.line()?)
+        } else {
+            let (name, module) = (self.pop()?, self.pop()?);
+            let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                return self.bad("STACK_GLOBAL on values that are not strings");
+            };
+            (module, name)
+        };
+        self.global(&module, &name)
+    }
+
+    /// BUILD: an OrderedDict's state, `{'_metadata': {...}}` (BN versions); attributes only, so
+    /// it is checked and dropped.
+    fn build(&mut self) -> Res<()> {
+        let state = self.pop()?;
+        match (self.stack.last(), &state) {
+            (Some(Value::Dict(_)), Value::Dict(_) | Value::None) => Ok(()),
+            _ => self.bad(format!("BUILD of {} on something that is not a dict", state.kind())),
         }
     }
 }

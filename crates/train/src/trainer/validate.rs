@@ -1,0 +1,70 @@
+//! The checks a configuration passes before a run trains on it.
+
+use super::TrainError;
+use crate::config::{RunLength, TrainConfig};
+use crate::schedule::{Decay, Milestone};
+
+/// Refuses a configuration no run can train with.
+pub(super) fn validate(config: &TrainConfig) -> Result<(), TrainError> {
+    let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+    if config.batch_size < 2 {
+        return bad("the batch size must be at least 2 (batch norm needs batch statistics)");
+    }
+    if config.eval_batch_size == 0 {
+        return bad("the evaluation batch size must be at least 1");
+    }
+    if matches!(config.length, RunLength::Epochs(0) | RunLength::Iterations(0)) {
+        return bad("the run must be at least one epoch or one iteration long");
+    }
+    use crate::config::ranges;
+    ranges::lr(config.lr)
+        .and(ranges::label_smoothing(config.label_smoothing))
+        .and(ranges::momentum(config.momentum))
+        .and(ranges::weight_decay(config.weight_decay))
+        .map_err(TrainError::Config)?;
+    if let Decay::Step { gamma, .. } | Decay::Plateau { gamma, .. } = &config.decay {
+        ranges::gamma(*gamma).map_err(TrainError::Config)?;
+    }
+    let most = crate::system::max_threads();
+    if config.workers > most {
+        return Err(TrainError::Config(format!(
+            "at most {most} loader workers (4 per core of this machine), not {}",
+            config.workers
+        )));
+    }
+    if let Some(d) = &config.data {
+        if d.to_str().is_none() {
+            return Err(TrainError::Config(format!(
+                "the data path {} is not valid UTF-8, which config.json cannot store (the run could not be \
+                 resumed): rename it, or link to it from a UTF-8 path",
+                d.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the schedule fits a run of `total` iterations: every step milestone given in
+/// iterations or epochs inside the run (one beyond it would never lower the rate; a fraction of
+/// the run is inside it by definition, however short the run) and the milestones in order.
+pub(super) fn check_schedule(config: &TrainConfig, total: u64, per_epoch: u64) -> Result<(), TrainError> {
+    let Decay::Step { milestones, .. } = &config.decay else { return Ok(()) };
+    let mut previous: Option<u64> = None;
+    for m in milestones {
+        let at = m.iteration(total, per_epoch);
+        if at >= total && !matches!(m, Milestone::Fraction(_)) {
+            return Err(TrainError::Config(format!(
+                "the milestone {m} (iteration {at}) is at or beyond the end of the run ({total} iterations, \
+                 {per_epoch} per epoch), so the learning rate would never drop there; give milestones inside \
+                 the run, as iterations, fractions of the run (0.5,0.75) or epochs (30ep,45ep)"
+            )));
+        }
+        if previous.is_some_and(|p| at < p) {
+            return Err(TrainError::Config(format!(
+                "the milestones must increase: {m} (iteration {at}) does not come after the one before it"
+            )));
+        }
+        previous = Some(at);
+    }
+    Ok(())
+}
