@@ -14,7 +14,7 @@ use resnet_kernels::conv::{
 };
 use resnet_kernels::rng::Rng;
 use resnet_kernels::simd::{self, Isa};
-use resnet_kernels::Workspace;
+use resnet_kernels::{KernelConfig, Workspace};
 
 /// Cache-line-aligned large blocks: the kernels' vectors then never straddle two lines.
 #[global_allocator]
@@ -50,7 +50,8 @@ fn random(len: usize, rng: &mut Rng) -> Vec<f32> {
     (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
 }
 
-fn bench(c: &mut Criterion) {
+/// The algorithms this CPU runs.
+fn algorithms() -> Vec<ConvAlgorithm> {
     let mut algos = vec![ConvAlgorithm::Im2colGemm];
     if simd::isa() >= Isa::Avx512 {
         algos.insert(0, ConvAlgorithm::Direct);
@@ -63,6 +64,13 @@ fn bench(c: &mut Criterion) {
     if resnet_kernels::conv::amx_supported() {
         algos.push(ConvAlgorithm::AmxBf16);
     }
+    algos
+}
+
+fn bench(c: &mut Criterion) {
+    // The kernels' switches (RESNET_ISA, RESNET_WINOGRAD, ...) apply here as in the CLI.
+    KernelConfig::from_env().and_then(|k| k.install()).expect("kernel configuration");
+    let algos = algorithms();
     for (name, s) in shapes() {
         let mut rng = Rng::new(1);
         let (x, w, g) =
@@ -73,19 +81,11 @@ fn bench(c: &mut Criterion) {
         group.sample_size(10).throughput(Throughput::Elements(s.macs()));
         for &algo in &algos {
             let id = |pass: &str| BenchmarkId::new(pass, format!("{algo:?}"));
-            // The forward pass as a network layer runs it: with its weight's version (the weight
-            // never changes here), so what it derives from the weight may be kept.
-            group.bench_function(id("forward"), |b| {
-                b.iter(|| {
-                    forward(
-                        &ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION)),
-                        &x,
-                        Epilogue::None,
-                        &mut y,
-                        &mut ws,
-                    )
-                })
-            });
+            // The weight keeps one version (it never changes here), as a network layer's does.
+            let params = ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION));
+            // The forward pass as a network layer runs it: what it derives from the weight may be
+            // kept between calls.
+            group.bench_function(id("forward"), |b| b.iter(|| forward(&params, &x, Epilogue::None, &mut y, &mut ws)));
             // As an inference network runs it: the batch norm and ReLU of the layer before
             // applied to the input as it is read, its own batch norm, a residual and ReLU to
             // the output as it is written.
@@ -98,17 +98,9 @@ fn bench(c: &mut Criterion) {
                     residual: Some(&g),
                     relu: true,
                 };
+                let p = params.with_input_transform(Some(t));
                 group.bench_function(id("forward-infer"), |b| {
-                    b.iter(|| {
-                        forward(
-                            &ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION))
-                                .with_input_transform(Some(t)),
-                            &x,
-                            Epilogue::Transform(out),
-                            &mut y,
-                            &mut ws,
-                        )
-                    })
+                    b.iter(|| forward(&p, &x, Epilogue::Transform(out), &mut y, &mut ws))
                 });
             }
             // As a training network runs it: the batch norm and ReLU of the layer before
@@ -118,38 +110,19 @@ fn bench(c: &mut Criterion) {
                 let (scale, shift) = (vec![0.9; s.cin], vec![0.1; s.cin]);
                 let t = InputTransform { scale: &scale, shift: &shift };
                 let mut stats = vec![0.0f64; 2 * s.cout];
+                let p = params.with_input_transform(Some(t));
                 group.bench_function(id("forward-train"), |b| {
-                    b.iter(|| {
-                        forward(
-                            &ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION))
-                                .with_input_transform(Some(t)),
-                            &x,
-                            Epilogue::Stats(&mut stats),
-                            &mut y,
-                            &mut ws,
-                        )
-                    })
+                    b.iter(|| forward(&p, &x, Epilogue::Stats(&mut stats), &mut y, &mut ws))
                 });
                 group.bench_function(id("backward-weight-train"), |b| {
-                    b.iter(|| {
-                        backward_weight(
-                            &ConvParams::new(s, algo, ConvWeight::new(&[])).with_input_transform(Some(t)),
-                            &x,
-                            &g,
-                            &mut dw,
-                            true,
-                            &mut ws,
-                        )
-                    })
+                    b.iter(|| backward_weight(&p, &x, &g, &mut dw, true, &mut ws))
                 });
             }
             group.bench_function(id("backward-data"), |b| {
-                b.iter(|| backward_data(&ConvParams::new(s, algo, ConvWeight::new(&w)), &g, &mut dx, false, &mut ws))
+                b.iter(|| backward_data(&params, &g, &mut dx, false, &mut ws))
             });
             group.bench_function(id("backward-weight"), |b| {
-                b.iter(|| {
-                    backward_weight(&ConvParams::new(s, algo, ConvWeight::new(&[])), &x, &g, &mut dw, false, &mut ws)
-                })
+                b.iter(|| backward_weight(&params, &x, &g, &mut dw, false, &mut ws))
             });
             // At batch 1 a network reads each layer's weights from memory, not from cache:
             // the forward pass again after writing 96 MB elsewhere (not timed) to evict them.
@@ -160,15 +133,7 @@ fn bench(c: &mut Criterion) {
                 group.bench_function(id("forward-cold"), |b| {
                     b.iter_batched(
                         || flush.iter_mut().step_by(64).for_each(|v| *v = v.wrapping_add(1)),
-                        |()| {
-                            forward(
-                                &ConvParams::new(s, algo, ConvWeight::versioned(&w, WEIGHT_VERSION)),
-                                &x,
-                                Epilogue::None,
-                                &mut y,
-                                &mut ws,
-                            )
-                        },
+                        |()| forward(&params, &x, Epilogue::None, &mut y, &mut ws),
                         BatchSize::PerIteration,
                     )
                 });

@@ -314,22 +314,12 @@ mod tests {
         let a: Vec<f32> = vec![];
         let b: Vec<f32> = vec![];
         let mut c = vec![5.0; 4];
-        matmul(
-            MatMut::row_major(&mut c, 2, 2),
-            MatRef::row_major(&a, 2, 0),
-            MatRef::row_major(&b, 0, 2),
-            true,
-            Parallelism::Sequential,
-        );
-        assert_eq!(c, vec![5.0; 4]);
-        matmul(
-            MatMut::row_major(&mut c, 2, 2),
-            MatRef::row_major(&a, 2, 0),
-            MatRef::row_major(&b, 0, 2),
-            false,
-            Parallelism::Sequential,
-        );
-        assert_eq!(c, vec![0.0; 4]);
+        // Adding an empty product keeps the values; writing it zeroes them.
+        for (accumulate, want) in [(true, 5.0), (false, 0.0)] {
+            let (a, b) = (MatRef::row_major(&a, 2, 0), MatRef::row_major(&b, 0, 2));
+            matmul(MatMut::row_major(&mut c, 2, 2), a, b, accumulate, Parallelism::Sequential);
+            assert_eq!(c, vec![want; 4], "accumulate {accumulate}");
+        }
     }
 
     #[test]

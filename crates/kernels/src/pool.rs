@@ -26,11 +26,11 @@ pub struct PoolShape {
 impl PoolShape {
     /// Output height.
     pub fn out_h(&self) -> usize {
-        (self.h + 2 * self.pad - self.k) / self.stride + 1
+        crate::conv::output_size(self.h, self.k, self.stride, self.pad)
     }
     /// Output width.
     pub fn out_w(&self) -> usize {
-        (self.w + 2 * self.pad - self.k) / self.stride + 1
+        crate::conv::output_size(self.w, self.k, self.stride, self.pad)
     }
     /// Elements of the input.
     pub fn input_len(&self) -> usize {

@@ -1,11 +1,13 @@
+//! Which algorithm computes a convolution: a pure function of its shape, the caller's
+//! configuration and the CPU.
+
 use crate::config::{CpuFeatures, KernelConfig};
 use crate::conv::direct::TASK_WEIGHT_BYTES;
 use crate::conv::shape::ConvShape;
 #[cfg(target_arch = "x86_64")]
 use crate::conv::winograd;
-#[cfg(target_arch = "x86_64")]
-use crate::simd;
 use crate::simd::Isa;
+use shape_support::{amx_fits, winograd_bf16_fits, winograd_fits};
 
 /// How a convolution is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,42 +158,42 @@ pub(super) fn gathers_windows(s: &ConvShape) -> bool {
         && 4 * s.weight_len() > 2 * TASK_WEIGHT_BYTES
 }
 
-/// Whether the Winograd path runs this shape (on an AVX-512 CPU) and is worth it.
-fn winograd_fits(s: &ConvShape) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
+/// What the x86-only paths take, as pure functions of the shape (none elsewhere).
+#[cfg(target_arch = "x86_64")]
+mod shape_support {
+    use crate::conv::shape::ConvShape;
+    use crate::conv::winograd;
+
+    /// Whether the Winograd path runs this shape (on an AVX-512 CPU) and is worth it.
+    pub(super) fn winograd_fits(s: &ConvShape) -> bool {
         winograd::shape_fits(s) && winograd::pays_off(s)
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = s;
-        false
-    }
-}
 
-/// Whether the Winograd path has bf16 products for this shape.
-fn winograd_bf16_fits(s: &ConvShape) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
+    /// Whether the Winograd path has bf16 products for this shape.
+    pub(super) fn winograd_bf16_fits(s: &ConvShape) -> bool {
         winograd::shape_fits(s) && winograd::has_bf16_products(s)
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = s;
-        false
+
+    /// Whether the AMX tiles fit a layer's forward pass (its backward-data pass swaps the
+    /// channel counts; where that does not fit, it runs on `vdpbf16ps`).
+    pub(super) fn amx_fits(s: &ConvShape) -> bool {
+        crate::simd::amx::pairs_per_step(s.cin.div_ceil(2), s.cout).is_some()
     }
 }
 
-/// Whether the AMX tiles fit a layer's forward pass (its backward-data pass swaps the channel
-/// counts; where that does not fit, it runs on `vdpbf16ps`).
-fn amx_fits(s: &ConvShape) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        simd::amx::pairs_per_step(s.cin.div_ceil(2), s.cout).is_some()
+#[cfg(not(target_arch = "x86_64"))]
+mod shape_support {
+    use crate::conv::shape::ConvShape;
+
+    pub(super) fn winograd_fits(_: &ConvShape) -> bool {
+        false
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = s;
+
+    pub(super) fn winograd_bf16_fits(_: &ConvShape) -> bool {
+        false
+    }
+
+    pub(super) fn amx_fits(_: &ConvShape) -> bool {
         false
     }
 }

@@ -44,4 +44,5 @@ pub use epilogue::{Epilogue, OutputTransform};
 pub use forward::{adds_residual_in_place, forward};
 pub use input::InputTransform;
 pub use params::{ConvParams, ConvWeight};
+pub(crate) use shape::output_size;
 pub use shape::ConvShape;

@@ -25,14 +25,20 @@ pub struct ConvShape {
 /// for the weight and output tiles).
 pub(super) const TILE_FLOATS: usize = 64 * 1024;
 
+/// Output positions of a window of `k` sliding by `stride` over `size` positions padded by `pad`
+/// on both sides (convolutions and pooling alike).
+pub(crate) fn output_size(size: usize, k: usize, stride: usize, pad: usize) -> usize {
+    (size + 2 * pad - k) / stride + 1
+}
+
 impl ConvShape {
     /// Output height.
     pub fn out_h(&self) -> usize {
-        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+        output_size(self.h, self.kh, self.stride, self.pad)
     }
     /// Output width.
     pub fn out_w(&self) -> usize {
-        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+        output_size(self.w, self.kw, self.stride, self.pad)
     }
     /// Rows of the im2col matrix: output pixels in the batch.
     pub fn rows(&self) -> usize {

@@ -149,10 +149,27 @@ impl ConvKernel {
         let Tile { pixels: r, channels, accumulate } = tile;
         debug_assert!(transform.is_none() || self.fuses_transform());
         use avx512::conv_tile_s1k3 as k;
-        // SAFETY: forwarded contract.
+        // SAFETY: forwarded contract; `r` is within the kernel's table (max_pixels) for this `nb`.
         unsafe {
             match self {
-                ConvKernel::General => conv_tile(tile, g, a, w, y, transform),
+                ConvKernel::General => {
+                    use avx512::conv_tile as k;
+                    match channels.div_ceil(16) {
+                        1 => {
+                            by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate, transform))
+                        }
+                        2 => {
+                            by_rows!(k, r, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, a, w, y, &masks::<2>(channels), accumulate, transform))
+                        }
+                        3 => {
+                            by_rows!(k, r, 3, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<3>(channels), accumulate, transform))
+                        }
+                        4 => {
+                            by_rows!(k, r, 4, [1 2 3 4 5 6], (g, a, w, y, &masks::<4>(channels), accumulate, transform))
+                        }
+                        nb => unreachable!("{nb} channel vectors"),
+                    }
+                }
                 ConvKernel::S1K3 => match channels.div_ceil(16) {
                     1 => {
                         by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate))
@@ -238,34 +255,6 @@ pub(in crate::conv) unsafe fn wgrad_tile_s1k3(
 
 pub(in crate::conv) fn masks<const NB: usize>(channels: usize) -> [__mmask16; NB] {
     std::array::from_fn(|j| lane_mask(channels.saturating_sub(16 * j).min(16)))
-}
-
-/// # Safety
-/// The contract of [`avx512::conv_tile`] for `r` pixels and `channels` output channels.
-pub(in crate::conv) unsafe fn conv_tile(
-    tile: Tile,
-    g: &ConvTileArgs,
-    a: *const f32,
-    w: *const f32,
-    y: *mut f32,
-    transform: Option<&RawOutputTransform>,
-) {
-    let Tile { pixels: r, channels, accumulate } = tile;
-    use avx512::conv_tile as k;
-    // SAFETY: forwarded contract; `r` is within the table of conv_pixels for this `nb`.
-    unsafe {
-        match channels.div_ceil(16) {
-            1 => {
-                by_rows!(k, r, 1, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], (g, a, w, y, &masks::<1>(channels), accumulate, transform))
-            }
-            2 => {
-                by_rows!(k, r, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (g, a, w, y, &masks::<2>(channels), accumulate, transform))
-            }
-            3 => by_rows!(k, r, 3, [1 2 3 4 5 6 7 8], (g, a, w, y, &masks::<3>(channels), accumulate, transform)),
-            4 => by_rows!(k, r, 4, [1 2 3 4 5 6], (g, a, w, y, &masks::<4>(channels), accumulate, transform)),
-            nb => unreachable!("{nb} channel vectors"),
-        }
-    }
 }
 
 /// # Safety

@@ -13,7 +13,7 @@ mod weight_gradient;
 #[cfg(target_arch = "x86_64")]
 pub(super) use forward::forward_direct;
 #[cfg(target_arch = "x86_64")]
-pub(super) use kernels::{conv_pixels, conv_tile, ConvKernel, Tile};
+pub(super) use kernels::{conv_pixels, ConvKernel, Tile};
 #[cfg(test)]
 pub(super) use plan::transform_run_pixels;
 pub(super) use plan::{input_run, DirectPlan, TASK_WEIGHT_BYTES};

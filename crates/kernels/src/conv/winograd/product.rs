@@ -182,7 +182,7 @@ pub(super) fn multiply(
             // `w` with lanes c0..c0 + channels, and rows r0..r0 + r of `y` with those lanes lie
             // in their slices (lengths asserted above); `y` overlaps neither input.
             unsafe {
-                crate::conv::direct::conv_tile(
+                crate::conv::direct::ConvKernel::General.run(
                     crate::conv::direct::Tile { pixels: r, channels, accumulate },
                     g,
                     a[r0 * g.a_pixel_stride..].as_ptr(),
