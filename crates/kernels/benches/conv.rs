@@ -13,7 +13,7 @@ use resnet_kernels::conv::{
     InputTransform, OutputTransform,
 };
 use resnet_kernels::rng::Rng;
-use resnet_kernels::simd::{self, Isa};
+use resnet_kernels::{CpuFeatures, Isa};
 use resnet_kernels::{KernelConfig, Workspace};
 
 /// Cache-line-aligned large blocks: the kernels' vectors then never straddle two lines.
@@ -53,7 +53,7 @@ fn random(len: usize, rng: &mut Rng) -> Vec<f32> {
 /// The algorithms this CPU runs.
 fn algorithms() -> Vec<ConvAlgorithm> {
     let mut algos = vec![ConvAlgorithm::Im2colGemm];
-    if simd::isa() >= Isa::Avx512 {
+    if CpuFeatures::current().isa >= Isa::Avx512 {
         algos.insert(0, ConvAlgorithm::Direct);
         algos.insert(1, ConvAlgorithm::Winograd);
     }

@@ -22,10 +22,11 @@ pub mod pool;
 pub mod profile;
 pub mod rng;
 mod scratch;
-pub mod simd;
+mod simd;
 pub mod skip;
 pub mod threads;
 mod workspace;
 
 pub use config::{CpuFeatures, KernelConfig};
+pub use simd::Isa;
 pub use workspace::Workspace;

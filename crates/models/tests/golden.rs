@@ -212,7 +212,7 @@ fn cifar_winograd_layers() {
     assert_eq!((spec.family, spec.block), (Family::Cifar, BlockKind::Basic), "the layer list below is for these");
     let layers = cifar_basic_stride1_3x3_layers(&spec, input);
     assert!(layers.len() >= 3, "{layers:?}");
-    if resnet_kernels::simd::isa() < resnet_kernels::simd::Isa::Avx512 {
+    if resnet_kernels::CpuFeatures::current().isa < resnet_kernels::Isa::Avx512 {
         resnet_kernels::skip::skip("Winograd: this CPU has no AVX-512, so these layers ran on the GEMM");
     } else {
         for (name, s) in &layers {

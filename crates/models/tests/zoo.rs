@@ -103,7 +103,7 @@ fn inference_keeps_a_few_activations_whatever_the_depth() {
         // values, above); ResNet-56's basic blocks end in 3x3 layers, which do not.
         let inputs = std::iter::once(kept.stem.output()).chain(kept.blocks.iter().map(|b| b.output()));
         let over = kept.blocks.iter().zip(inputs).filter(|(b, x)| b.writes_over_shortcut(x.shape())).count();
-        let avx512 = resnet_kernels::simd::isa() >= resnet_kernels::simd::Isa::Avx512;
+        let avx512 = resnet_kernels::CpuFeatures::current().isa >= resnet_kernels::Isa::Avx512;
         assert_eq!(over > 0, avx512 && name == "resnet50", "{name}: {over} blocks write over their shortcut");
         let (all, few) = (kept.activation_bytes(), lean.activation_bytes());
         // The largest activation, in bytes; inference holds a handful of buffers that size.

@@ -5,7 +5,7 @@
 //! - [`multiversion!`](crate::multiversion): one portable loop body compiled three times, for
 //!   AVX-512, AVX2+FMA and baseline x86-64, so the compiler vectorises it for each;
 //! - hand-written intrinsics in [`avx512`] for the convolution micro-kernels, whose portable
-//!   twins in [`portable`] are both the fallback and the test oracle;
+//!   twins in `portable` are their test oracle;
 //! - AMX tiles in [`amx`] (inline assembly) for the bf16 convolutions where the CPU has them.
 //!
 //! [`cap_isa`] (from `KernelConfig::install`) holds the kernels to a lower level (to test or
@@ -17,7 +17,8 @@ pub mod amx;
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod batch_norm;
-pub mod portable;
+#[cfg(test)]
+mod portable;
 #[cfg(target_arch = "x86_64")]
 pub mod winograd;
 
@@ -79,6 +80,7 @@ pub fn cap_isa(cap: Isa) -> Result<(), String> {
 }
 
 /// Every level this CPU can run, lowest first (tests run each).
+#[cfg(test)]
 pub fn available() -> Vec<Isa> {
     [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&l| l <= isa()).collect()
 }
