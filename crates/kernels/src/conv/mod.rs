@@ -4,21 +4,29 @@
 //! `[kh, kw, cin, cout]` ("HWIO"), so that a convolution is the product of the im2col matrix
 //! `[n*oh*ow, kh*kw*cin]` with the weight matrix `[kh*kw*cin, cout]`.
 //!
-//! Three algorithms ([`ConvAlgorithm`]; the direct and Winograd ones also with bf16 products):
-//! - **direct** (AVX-512): the input is zero-padded once, then register-blocked micro-kernels
-//!   ([`crate::simd::avx512`]) read it in place: no im2col matrix at all;
-//! - **im2col + GEMM** (portable): the im2col matrix is packed one tile of output rows at a time
-//!   into a per-thread buffer small enough to stay in cache, then multiplied by the GEMM backend;
-//! - **Winograd F(4x4, 3x3)** (AVX-512, f32, 3x3 stride-1 layers): a quarter of the direct
-//!   multiply-adds, in all three passes ([`winograd`]).
+//! The API: [`forward`], [`backward_data`] and [`backward_weight`], each taking a
+//! [`ConvParams`] (shape, [`ConvAlgorithm`], weight, input transform); the forward pass also an
+//! [`Epilogue`] applied as it writes. [`ConvAlgorithm::choose`] picks the algorithm.
+//!
+//! Three algorithms (the direct and Winograd ones also with bf16 products):
+//! - **direct** (AVX-512, `direct/`): the input is zero-padded a band at a time, then
+//!   register-blocked micro-kernels read it in place: no im2col matrix at all;
+//! - **im2col + GEMM** (any CPU, `im2col.rs`): the im2col matrix is packed one tile of output
+//!   rows at a time into a per-thread buffer small enough to stay in cache, then multiplied by
+//!   the GEMM backend;
+//! - **Winograd F(4x4, 3x3)** (AVX-512, 3x3 stride-1 layers, `winograd/`): a quarter of the
+//!   direct multiply-adds, in all three passes.
 //!
 //! Passes:
-//! - forward: either algorithm;
-//! - backward data, stride 1: a forward convolution of `dy` with the spatially flipped,
-//!   transposed weight (no scatter, same fast path as forward);
-//! - backward data, strided: GEMM into column tiles, scattered back per image (col2im);
-//! - backward weight: either algorithm, accumulated per thread over a fixed split of the rows,
-//!   then summed in order (reproducible for a given thread count).
+//! - forward (`forward.rs`): any algorithm;
+//! - backward data (`backward_data.rs`), 1x1 and stride 1: a forward convolution of `dy` with
+//!   the (spatially flipped) transposed weight; strided: GEMM into column tiles, scattered back
+//!   per image (col2im);
+//! - backward weight (`backward_weight.rs`): any algorithm, accumulated per thread over a fixed
+//!   split of the rows, then summed in order (reproducible for a given thread count).
+//!
+//! The other files: `shape.rs` (geometry), `input.rs` and `epilogue.rs` (what is fused on the
+//! way in and out), `params.rs`, `bf16.rs` (packing to bf16 pairs), `shared_output.rs`.
 
 mod algorithm;
 mod backward_data;
