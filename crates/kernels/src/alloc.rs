@@ -1,9 +1,9 @@
 //! A global allocator that gives every large block a cache-line (64-byte) start.
 //!
 //! The kernels read and write 64-byte vectors; glibc returns large blocks 16 bytes past a page
-//! boundary, so every such vector of an activation straddles two cache lines, which costs the
-//! memory-bound passes (Winograd transforms, batch norm, elementwise) about a tenth of their
-//! time. Binaries that run the kernels install it:
+//! boundary, so every such vector of an activation straddles two cache lines, which slows the
+//! memory-bound passes (Winograd transforms, batch norm, elementwise; docs/tuning.md, `LARGE`
+//! and `LINE`). Binaries that run the kernels install it:
 //!
 //! ```ignore
 //! #[global_allocator]

@@ -4,6 +4,7 @@
 use crate::threads;
 use rayon::prelude::*;
 
+/// Elements per parallel task of the elementwise passes.
 const CHUNK: usize = 32 * 1024;
 
 crate::multiversion! {

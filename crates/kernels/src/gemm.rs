@@ -181,10 +181,9 @@ pub fn matmul(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, par
 
 /// At most this many rows of `a`, each contiguous, times a `b` stored column by column (`W^T`
 /// of a row-major `W`: a fully connected layer's forward pass at a batch of a few images) are
-/// computed as dot products, reading `b` once from front to back. The `gemm` crate packs `b`
-/// first, doubling the memory traffic of what is a matrix-vector product bound by it: ResNet-50's
-/// classifier (a 2048 x 1000 weight, 8 MB) at batch 1 took 0.46 ms on one thread and 0.69 ms on
-/// two (`resnet bench --model resnet50-v1.5 --batch 1 --mode infer --profile`).
+/// computed as dot products, reading `b` once from front to back, rather than by the `gemm`
+/// crate, which packs `b` first and so doubles the memory traffic of what is a matrix-vector
+/// product bound by it (docs/tuning.md).
 const DOT_ROWS: usize = 4;
 
 /// Columns of `c` per parallel task of [`matmul_dots`] (a quarter of a megabyte of `b` at

@@ -92,10 +92,11 @@ thread_local! {
 /// while the other workers keep looking for its kernels' parallel parts instead of sleeping
 /// between them.
 ///
-/// A rayon worker that finds no work spins for some 30 µs and then sleeps; the next kernel then
-/// waits for it to wake. Here each other worker runs a job that takes pending work as soon as
-/// it appears (`rayon::yield_now`) and otherwise yields to the OS (so other threads of the
-/// process, such as data loaders, still run), until `f` returns. Nested calls run `f` directly.
+/// A rayon worker that finds no work spins briefly and then sleeps; the next kernel then waits
+/// for it to wake (docs/tuning.md). Here each other worker runs a job that takes pending work as
+/// soon as it appears (`rayon::yield_now`) and otherwise yields to the OS (so other threads of
+/// the process, such as data loaders, still run), until `f` returns. Nested calls run `f`
+/// directly.
 pub fn install_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(|| {
         let threads = pool().current_num_threads();

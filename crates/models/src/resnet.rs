@@ -148,8 +148,8 @@ impl ResNet {
     /// The callers run it on a worker of the compute pool with the other workers kept awake
     /// (`threads::install_awake`), so that each kernel's parallel part starts there directly
     /// rather than by handing the pool a job and sleeping until it is done: that round trip (two
-    /// thread wake-ups a kernel, dozens of kernels a pass) cost ResNet-50 at batch 1 several
-    /// percent on this 2-core VM.
+    /// thread wake-ups a kernel, dozens of kernels a pass) is measurable at small batches
+    /// (docs/tuning.md, `threads::install_awake`).
     fn run(&mut self, x: &Tensor, mode: BatchNormMode, release: bool) -> &Tensor {
         if let Err(e) = self.check_input(x.shape()) {
             panic!("{e}");

@@ -64,8 +64,9 @@ pub enum ConvPass {
     Backward,
 }
 
-/// Most bytes of weight the direct kernels take from the cache (larger strided layers go to the
-/// GEMM, and bf16 layers beyond it leave the AMX tiles).
+/// Weight bytes up to which strided and bf16 layers take the direct kernels (and the AMX tiles):
+/// beyond it the weights leave the cache, and strided layers run slower there than on the GEMM
+/// (docs/tuning.md).
 const DIRECT_WEIGHT_LIMIT: usize = 2 << 20;
 
 impl ConvAlgorithm {
@@ -137,20 +138,20 @@ impl ConvAlgorithm {
     }
 }
 
-/// Output pixels in a batch up to which the forward pass may prefer the direct kernels for
-/// layers the GEMM otherwise takes.
+/// Output pixels in a batch up to which the forward pass prefers the direct kernels for 1x1 and
+/// large-weight strided layers the GEMM otherwise takes, which pays only at small batches
+/// (docs/tuning.md).
 pub(super) const FEW_PIXELS: usize = 4096;
 
-/// Most floats of gathered windows (4 MB: every strided layer of ResNet-50 at batch 1; at batch
-/// 16 its two widest ones would take 43 MB more memory for no measured gain).
+/// Most floats of gathered windows (4 MB): every strided layer of ResNet-50 at batch 1, without
+/// the memory larger batches would take for no gain (docs/tuning.md).
 pub(super) const WINDOW_FLOATS: usize = 1 << 20;
 
 /// Whether the direct forward pass gathers a strided layer's input windows into rows first and
 /// runs a 1x1 stride-1 pass over them as long rows: for layers (1x1 or wider) with weights well
-/// beyond the cache, when the windows are few enough. Read in place, their short strided rows cut the micro-kernel's pixel blocks (ResNet-50's 7x7
-/// stride-2 layers at batch 1 ran 1.1x slower on them than on the GEMM; gathered, 1.05-1.1x
-/// faster than the GEMM in the kernel benchmark; its 28x28 layer, with 590 KB of weights,
-/// 1.1x slower gathered than the GEMM).
+/// beyond the cache, when the windows are few enough. Gathering keeps the micro-kernel's pixel
+/// blocks whole, which short strided rows read in place would cut, where the weights are large
+/// (docs/tuning.md).
 pub(super) fn gathers_windows(s: &ConvShape) -> bool {
     s.stride > 1
         && s.rows() <= FEW_PIXELS

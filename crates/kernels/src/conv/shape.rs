@@ -21,8 +21,8 @@ pub struct ConvShape {
     pub pad: usize,
 }
 
-/// Floats of im2col tile each thread packs at a time (256 KiB: fits the per-core L2 with room
-/// for the weight and output tiles).
+/// Floats of im2col tile each thread packs at a time (256 KiB), to stay in L2 beside the weight
+/// and output tiles.
 pub(super) const TILE_FLOATS: usize = 64 * 1024;
 
 /// Output positions of a window of `k` sliding by `stride` over `size` positions padded by `pad`

@@ -152,8 +152,7 @@ fn prefetch_pixels<const WRITE: bool>(
     let (rows, cols) = (clip(rows, win.h), clip(cols, win.w));
     // NHWC: with every channel, a row's pixels are one contiguous run of floats, so one line
     // every 16 floats: the lines a loop over pixels and channel blocks asks for, in one loop
-    // instead of three (the 16-channel input transform alone ran 1.15-1.2x faster so; no change
-    // in a network). With some channels, a run per pixel.
+    // instead of three (docs/tuning.md, "Prefetches"). With some channels, a run per pixel.
     let (runs, run) = if channels.len() == win.c { (1, cols.len() * win.c) } else { (cols.len(), channels.len()) };
     for y in rows {
         for x in cols.start..cols.start + runs {
@@ -223,7 +222,8 @@ macro_rules! input_tile_fn {
             let (a0, a1) = ((-win.y0).clamp(0, 6) as usize, (win.h as isize - win.y0).clamp(0, 6) as usize);
             let (b0, b1) = ((-win.x0).clamp(0, 6) as usize, (win.w as isize - win.x0).clamp(0, 6) as usize);
             let inside = (a0, a1, b0, b1) == (0, 6, 0, 6);
-            // The next tile's new input pixels (without this, 0.95-0.97x).
+            // The next tile's new input pixels, so that they arrive while this tile is
+            // transformed.
             let (rows, cols) = next_tile_pixels(win, 6);
             prefetch_pixels::<false>(img, win, rows, cols, 0..win.c);
             for c0 in (0..win.c).step_by(16) {
@@ -379,16 +379,16 @@ pub unsafe fn output_tile(
     sums: Option<*mut f32>,
     channels: std::ops::Range<usize>,
 ) {
-    // The next tile's output pixels in these channels, for writing (1.024x for a ResNet-20
-    // training step, 8 paired rounds, all above 1), and those of the images the epilogue reads.
+    // The next tile's output pixels in these channels, for writing, and those of the images the
+    // epilogue reads (docs/tuning.md).
     let (next_rows, next_cols) = next_tile_pixels(win, 4);
     prefetch_pixels::<true>(img, win, next_rows.clone(), next_cols.clone(), channels.clone());
     if let Some(src) = out.input() {
         prefetch_pixels::<false>(src, win, next_rows, next_cols, channels.clone());
     }
     // One loop per epilogue, each with its epilogue inlined: `f(at, c0, v)` is the vector stored
-    // at offset `at` (block `c0`) for the transform's `v`. (A `match` per vector inside one loop
-    // ran the plain store 1.1-1.3x slower.)
+    // at offset `at` (block `c0`) for the transform's `v`, since a `match` per vector inside one
+    // loop slows the plain store (docs/tuning.md).
     // SAFETY (each arm): the contract of this function, which `output_tile_with` shares; the
     // epilogue reads offset `at` of its images and block `c0` of its parameters.
     unsafe {
@@ -577,9 +577,8 @@ pub unsafe fn filter_gradient(du: *const f32, cin: usize, cout: usize, dw: *mut 
 /// compiling: `m[r * m_stride + 16 j ..] = sum_{ci < CIN} v[r * 36 * CIN + ci] * u[ci * u_stride + 16 j ..]`
 /// for `j < NB`, where `v` points at the position's first input channel in the first tile's
 /// `[36, CIN]` block. With the tile stride a constant, each step's `R` broadcasts address `v` by
-/// immediate offsets; the general micro-kernel computes them at run time, which cost a third of
-/// its speed at 16 channels on a Skylake-SP core (isolated on cached data: 24 against 36 GFLOP/s;
-/// 37 against 43 at 32 channels).
+/// immediate offsets instead of ones computed at run time, as the general micro-kernel does
+/// (docs/tuning.md, `PRODUCT_16`).
 ///
 /// # Safety
 /// - The CPU supports AVX-512F.
@@ -664,10 +663,9 @@ pub unsafe fn product_tile_bf16<const R: usize, const NB: usize, const PAIRS: us
 /// a layer with `CIN` channels in and out, known when compiling: `du[r * du_stride + 16 j ..] +=
 /// sum_{t < tiles} v[t * 36 * CIN + r] * g[t * 36 * CIN + 16 j ..]` for `j < NB`, where `v` and
 /// `g` point at the block's first channels in the first tile. The tile stride as a constant gives
-/// immediate offsets, as in [`product_tile`] (isolated on cached data on a Skylake-SP core:
-/// 1.7x the general micro-kernel's speed at 16 channels, 1.5x at 32, 1.4-2x at 64). One kernel
-/// for both products, with the strides and the step count as parameters, trained ResNet-20
-/// 0.88-0.95x as fast (paired runs), so each pass keeps its own.
+/// immediate offsets, as in [`product_tile`]. The two products keep separate kernels because
+/// one shared kernel, with the strides and the step count as parameters, was slower
+/// (docs/tuning.md, `PRODUCT_16`).
 ///
 /// # Safety
 /// - The CPU supports AVX-512F.

@@ -2,19 +2,17 @@ use crate::conv::shape::ConvShape;
 use crate::threads::{self, split_even};
 use rayon::prelude::*;
 
-/// Weight bytes a task of the direct forward pass may stream from its own L2 cache: the micro-
-/// kernels read a weight vector per handful of multiply-adds, which only the L2 feeds fast
-/// enough (measured on ResNet-50's 7x7 and 14x14 layers at batch 1, whose weights are 2-9 MB).
+/// Weight bytes a task of the direct forward pass may stream from its own L2 cache, since the
+/// micro-kernels read a weight vector per handful of multiply-adds; larger weights are cut into
+/// runs of output channels (docs/tuning.md).
 pub(in crate::conv) const TASK_WEIGHT_BYTES: usize = 512 << 10;
 
 /// Bytes of input a pass of the direct forward pass over a long row reads at most (its pixels'
-/// windows, or a run of their channels): with a task's weight slice, within L2.
+/// windows, or a run of their channels), so that with the task's weight slice it stays in L2
+/// (docs/tuning.md).
 pub(in crate::conv) const LINE_INPUT_BYTES: usize = 256 << 10;
 /// Output bytes a transformed long row (see [`LINE_INPUT_BYTES`]) is written in before the
-/// transform reads them back, so that they are still in L2 (or L1): transforming each band of a
-/// 56x56 1x1 layer of ResNet-50 at batch 1 (392 pixels, 400 KB) after writing all of it took
-/// 2.15-3.17 ms on a Skylake-SP Xeon, in runs of 128 pixels 1.47-1.73 (`cargo bench -p
-/// resnet-kernels --bench conv -- r50-b1-1x1-56-up/forward-infer`, two sittings).
+/// transform reads them back, so that they are still in L2 (docs/tuning.md).
 pub(in crate::conv) const TRANSFORM_RUN_BYTES: usize = 128 << 10;
 
 /// Input channels per pass of the direct forward pass over a long row of `pixels` pixels and
@@ -67,16 +65,15 @@ impl DirectPlan {
         } else {
             (TASK_WEIGHT_BYTES / per_channel / step * step).max(step).min(s.cout)
         };
-        // Runs as near the same width as whole steps allow, so that their tasks take about as
-        // long (a 128-channel layer ran as 96 and 32 channels, one thread waiting for the other).
+        // Runs as near the same width as whole steps allow, so that no thread waits for another
+        // at the end of the pass (docs/tuning.md).
         let chunk = s.cout.div_ceil(s.cout.div_ceil(widest_run)).next_multiple_of(step).min(s.cout);
         let chunks = s.cout.div_ceil(chunk);
         let oh = s.out_h();
         let per_image = (4 * threads).div_ceil(s.n * chunks).max(1);
         let widest = oh.div_ceil(per_image).clamp(1, 8);
         // Down to half that height, a band that gives every thread as many tasks, all of as
-        // many rows where one does (ResNet-50's 28-row layers at batch 1: 14 bands of 2 rather
-        // than 10 of 3, the last of 1, which left a thread waiting a row in 14 for the other).
+        // many rows where one does, for the same reason (docs/tuning.md).
         let even_split = |b: usize| (s.n * chunks * oh.div_ceil(b)).is_multiple_of(threads);
         let heights = (widest.div_ceil(2)..=widest).rev();
         let band = (heights.clone().find(|&b| oh.is_multiple_of(b) && even_split(b)))
@@ -104,10 +101,9 @@ impl DirectPlan {
 ///
 /// A task of the direct forward pass reads one run of channels of every weight row; in the
 /// `[k, cout]` layout those are a few hundred bytes every `4 * cout` bytes, a page apart or
-/// nearly, which neither the hardware prefetchers nor the TLB follow: ResNet-50's 7x7 layers at
-/// batch 1 ran 1.4x slower from L2 and 2.2x slower from memory than from panels kept between
-/// calls (`cargo bench -p resnet-kernels --bench conv -- r50-b1-3x3-7/forward`). The copy reads
-/// `w` front to back, each thread a range of rows.
+/// nearly, which neither the hardware prefetchers nor the TLB follow, so each run is copied into
+/// a contiguous panel (docs/tuning.md). The copy reads `w` front to back, each thread a range of
+/// rows.
 pub(in crate::conv) fn pack_panels(w: &[f32], k: usize, cout: usize, chunk: usize, dst: &mut [f32]) {
     assert_eq!(w.len(), k * cout);
     let ranges: Vec<_> = split_even(k, threads::num_threads()).collect();

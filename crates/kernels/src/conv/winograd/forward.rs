@@ -77,7 +77,8 @@ pub(super) fn forward_into(input: &ConvInput<'_>, w: &[f32], out: Destination<'_
     if bf16 {
         // Rows `2p` and `2p + 1` of each position's `[ci, co]` block as bf16 pairs: the rows as
         // pixels of `co` channels (ci is even), paired as the bf16 weight gradient pairs pixels
-        // (vectorised: 8x the per-element packing of the direct kernels' weights here).
+        // (vectorised, so far faster than the per-element packing of the direct kernels'
+        // weights; docs/tuning.md).
         crate::conv::bf16::pixel_pairs_bf16(u, co, bits_mut(u_pairs));
     }
     let (u, u_pairs) = (&*u, &*u_pairs);
@@ -160,7 +161,7 @@ pub(super) fn run_tasks<T: Copy + Default + Send>(
 /// Whether [`forward`] runs `s` by blocks of output channels: few tiles (ResNet-50's 14x14 and
 /// 7x7 layers at small batches), where each run of tiles would read the whole transformed filter
 /// for a handful of tiles, and at least 64 output channels (four blocks or more to share out;
-/// narrower layers ran 0.7-0.9x as fast so).
+/// docs/tuning.md, `FEW_TILES`).
 pub(super) fn runs_by_channels(s: &ConvShape) -> bool {
     tile_count(s) <= FEW_TILES && s.cout >= 64
 }
@@ -194,9 +195,8 @@ pub(super) fn forward_by_channels(input: &ConvInput<'_>, w: &[f32], out: Destina
     with_filter(tiles * POSITIONS * ci, |v| {
         // Position-major (`[36, tiles, cin]`): a position's tiles `cin` floats apart. Tile-major,
         // they lie `36 * cin` apart, 9 pages at 256 channels: every tile's row in one L1 set.
-        // In parallel runs of tiles, each writing its tiles' rows of every position (on one
-        // thread, the other idle, ResNet-50's 28x28 and 14x14 layers at batch 1 took 1.15-1.30x
-        // and 1.11-1.18x as long on two threads).
+        // In parallel runs of tiles, each writing its tiles' rows of every position, as one
+        // thread alone takes longer (docs/tuning.md).
         let runs: Vec<_> = threads::split_even(tiles, threads::num_threads()).filter(|r| !r.is_empty()).collect();
         assert!(v.len() >= tiles * POSITIONS * ci);
         let v_at = SharedOutput(v.as_mut_ptr());

@@ -21,8 +21,7 @@
 //!
 //! Both buffers of a task live in the per-thread scratch tile, sized to stay in L2. The
 //! transformed filter is computed once per call. The rounding error is several times the
-//! direct sum's (measured about 8x in the tests below: the transforms' constants reach 8), still
-//! around 1e-5 of the largest output.
+//! direct sum's, as the transforms' constants reach 8 (docs/tuning.md, "Rounding").
 
 use crate::conv::algorithm::bf16_supported;
 use crate::conv::shape::ConvShape;
@@ -34,37 +33,32 @@ pub(super) const M: usize = 4;
 pub(super) const POSITIONS: usize = 36;
 
 /// Floats of per-task scratch (transformed input and products): 128 KiB, so that narrow layers
-/// keep their tiles close to L1 (measured with ResNet-20: 16-channel layers ran faster with
-/// about 28 tiles a task than with 64)...
+/// keep their tiles close to L1 (docs/tuning.md)...
 pub(super) const TASK_FLOATS: usize = 32 * 1024;
 /// ...but at least this many tiles, over which wide layers spread the reading of their
-/// transformed filter (64-channel layers ran faster with 28 tiles than with 7).
+/// transformed filter (docs/tuning.md).
 pub(super) const MIN_TILES: usize = 16;
 
 /// Most floats of a whole transformed filter: up to 256 channels in and out (ResNet-50's third
 /// stage, 9.4 MB; a thread's buffer for it, and for the weight gradient's per-thread partials, is
 /// shared by all layers). Wider layers run here only by channel blocks ([`runs_by_channels`]),
-/// which never hold the whole transformed filter (ResNet-50's 512-channel 7x7 layers at batch 16
-/// 1.9x faster than the direct kernels so).
+/// which never hold the whole transformed filter (docs/tuning.md).
 pub(super) const FILTER_FLOATS: usize = 36 * 256 * 256;
 
-/// Fewest tiles for which transforming the filter on every call pays, run by runs of tiles:
-/// measured on ResNet-50 at batch 1, its 56x56 layers (196 tiles) ran twice as fast as the
-/// direct kernels; with 16 tiles (a 16-channel CIFAR layer at batch 1) 0.65x.
+/// Fewest output tiles for which transforming the filter on every call pays, run by runs of
+/// tiles (docs/tuning.md).
 pub(super) const MIN_TILES_TO_PAY: usize = 32;
 
-/// The same run by channel blocks: 16 tiles (ResNet-50's 14x14 layers at batch 1, 256
-/// channels) ran 1.65-1.75x faster than the direct kernels; 4 tiles (its 7x7 layers, 512
-/// channels, whose 9.4 MB weight both read from memory) 1.0-1.1x, and 0.6-0.8x at 64 channels.
+/// Fewest output tiles for which Winograd pays when run by channel blocks (docs/tuning.md).
 pub(super) const MIN_TILES_BY_CHANNELS: usize = 16;
 
 /// Most output tiles for which [`forward`] runs by blocks of output channels
-/// ([`forward_by_channels`]) rather than by runs of tiles: up to 64 tiles the channel blocks
-/// ran 1.2-1.5x faster (128 and 256 channels); at 98 and 196 tiles the two were even.
+/// ([`forward_by_channels`]) rather than by runs of tiles, each of which would read the whole
+/// filter (docs/tuning.md).
 pub(super) const FEW_TILES: usize = 64;
 
-/// Floats of a channel block's transformed filter chunk (256 KiB: it stays in L2 with the
-/// transformed inputs it meets).
+/// Floats of a channel block's transformed filter chunk (256 KiB), to stay in L2 with the
+/// transformed inputs it meets.
 pub(super) const BLOCK_FILTER_FLOATS: usize = 64 * 1024;
 
 /// Whether a layer's shape runs here on an AVX-512 CPU: 3x3, stride 1, padding up to 2,

@@ -32,7 +32,8 @@ pub(super) const PRODUCT_BF16_64: [ProductTile<u32>; 6] = product_tiles!(product
 
 /// `m = v u` at one position for `rows` tiles (`m`, `v` and `u` as [`multiply`] takes them
 /// with `g`): on [`product_tile`] where the layer is square with 16 or 32 channels (CIFAR
-/// ResNets' first two stages; 1.5x and 1.16x faster there in isolation), else on [`multiply`].
+/// ResNets' first two stages), whose constant strides make the addresses immediates
+/// (docs/tuning.md), else on [`multiply`].
 pub(super) fn product(rows: usize, ci: usize, co: usize, g: &ConvTileArgs, v: &[f32], u: &[f32], m: &mut [f32]) {
     let kernels: &[ProductTile<f32>] = match (ci, co) {
         (16, 16) => &PRODUCT_16,

@@ -7,9 +7,8 @@ use crate::conv::shape::ConvShape;
 use crate::simd::winograd::{input_tile, input_tile_bf16, TileWindow};
 
 /// The transformed input tiles of tiles `first..first + count` into `v` (`[count, 36, cin]`:
-/// each tile's 36 positions written together; position-major `[36, count, cin]`, whose stores
-/// land a position's whole row of tiles apart, was 1.05x slower for a ResNet-20 training step,
-/// and as much again with the products and output gradients kept that way too).
+/// each tile's 36 positions written together, as position-major `[36, count, cin]` stores land
+/// a position's whole row of tiles apart; docs/tuning.md).
 pub(super) fn transform_inputs(input: &ConvInput<'_>, first: usize, count: usize, v: &mut [f32], bf16: bool) {
     let s = &input.shape;
     let ci = s.cin;
