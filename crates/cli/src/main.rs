@@ -2,6 +2,7 @@
 //!
 //! This crate is only the command line: argument parsing, progress output and glue. Everything it
 //! does is a library call into the crates below it.
+#![forbid(unsafe_code)]
 
 mod commands;
 
