@@ -331,6 +331,12 @@ fn onnx_with_preprocessing_on_raw_pixels_gives_predicts_probabilities() {
     let (img, pixels) = image(dir.path(), "x.png", 7);
     let img = img.to_str().unwrap();
     let torchvision = Normalize::ChannelMeanStd { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] };
+    let python = python_with_onnxruntime();
+    if python.is_none() {
+        resnet_kernels::skip::skip_unless_ci(
+            "onnxruntime not available (set RESNET_PYTHON); the graphs were only built",
+        );
+    }
     for (name, normalize) in [("mean-image", pixel_mean()), ("channel-stats", torchvision)] {
         let ckpt = checkpoint_arg(&save(dir.path(), &format!("{name}.safetensors"), &checkpoint(10, normalize)));
         let r = run(dir.path(), ["predict", "--checkpoint", &ckpt, img, "--json", "--top", "10"]).ok();
@@ -346,11 +352,8 @@ fn onnx_with_preprocessing_on_raw_pixels_gives_predicts_probabilities() {
                 ["export", "--checkpoint", &ckpt, "--onnx", &m, "--include-preprocessing", "--input-format", format];
             let r = run(dir.path(), args).ok();
             assert!(r.stdout.contains("raw pixels"), "{}", r.stdout);
-            let Some(python) = python_with_onnxruntime() else {
-                eprintln!("skipped: onnxruntime not available (set RESNET_PYTHON); the graph was only built");
-                continue;
-            };
-            let theirs = onnx_probabilities(&python, &model, &pixels, format);
+            let Some(python) = &python else { continue };
+            let theirs = onnx_probabilities(python, &model, &pixels, format);
             let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
             assert!(diff < 1e-5, "{name} {format}: predict {ours:?}, onnxruntime {theirs:?}");
         }
