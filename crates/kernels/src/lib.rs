@@ -14,7 +14,7 @@
 
 pub mod alloc;
 pub mod batch_norm;
-pub mod config;
+mod config;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
