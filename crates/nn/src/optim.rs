@@ -34,18 +34,26 @@ impl Default for SgdConfig {
 pub struct Sgd {
     /// Hyper-parameters.
     pub config: SgdConfig,
-    /// Velocity per parameter (empty until the first step).
+    /// Velocity per parameter (empty until the first step, and for frozen parameters).
     pub velocity: Vec<Vec<f32>>,
+    /// Learning-rate multiplier per parameter, in visiting order (PyTorch's parameter groups
+    /// with their own `lr`); a parameter past its end has 1.
+    pub lr_scale: Vec<f32>,
 }
 
 impl Sgd {
     /// An optimiser with zero velocity.
     pub fn new(config: SgdConfig) -> Self {
-        Self { config, velocity: Vec::new() }
+        Self { config, velocity: Vec::new(), lr_scale: Vec::new() }
     }
 
-    /// Updates one parameter (the `index`-th visited) with learning rate `lr`.
+    /// Updates one parameter (the `index`-th visited) with the step's learning rate `lr` times
+    /// its multiplier. A frozen parameter is left as it is, without decay or momentum state.
     pub fn update(&mut self, index: usize, p: &mut Param, lr: f32) {
+        if p.frozen {
+            return;
+        }
+        let lr = lr * self.lr_scale.get(index).copied().unwrap_or(1.0);
         if self.velocity.len() <= index {
             self.velocity.resize_with(index + 1, Vec::new);
         }
@@ -83,6 +91,39 @@ mod tests {
         sgd.update(0, &mut p, 0.1);
         // g = 1 + 0.00899, v = 0.9 * 1.01 + 1.00899 = 1.91799, w = 0.899 - 0.191799
         assert!((p.value()[0] - (0.899 - 0.191_799)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn frozen_parameters_keep_their_values_and_get_no_state() {
+        let mut a = Param::filled("a", ParamKind::ConvWeight, &[2], 1.0);
+        let mut b = Param::filled("b", ParamKind::ConvWeight, &[2], 1.0);
+        a.frozen = true;
+        a.grad.fill(1.0);
+        b.grad.fill(1.0);
+        let mut sgd = Sgd::new(SgdConfig::default());
+        sgd.update(0, &mut a, 0.1);
+        sgd.update(1, &mut b, 0.1);
+        assert_eq!(a.value(), [1.0, 1.0]);
+        assert!(sgd.velocity[0].is_empty());
+        assert_eq!(sgd.velocity[1].len(), 2);
+        assert!(b.value()[0] < 1.0);
+    }
+
+    #[test]
+    fn each_parameter_steps_with_its_own_learning_rate_multiplier() {
+        let config = SgdConfig { momentum: 0.0, weight_decay: 0.0, ..SgdConfig::default() };
+        let mut sgd = Sgd::new(config);
+        sgd.lr_scale = vec![0.1, 1.0];
+        let mut ps: Vec<Param> =
+            (0..3).map(|i| Param::filled(format!("p{i}"), ParamKind::ConvWeight, &[1], 1.0)).collect();
+        for (i, p) in ps.iter_mut().enumerate() {
+            p.grad[0] = 1.0;
+            sgd.update(i, p, 0.5);
+        }
+        // 1 - 0.5 * 0.1, 1 - 0.5, and 1 - 0.5 for the parameter past the multipliers' end.
+        assert!((ps[0].value()[0] - 0.95).abs() < 1e-7);
+        assert_eq!(ps[1].value()[0], 0.5);
+        assert_eq!(ps[2].value()[0], 0.5);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct Param {
     version: u64,
     /// Gradient, accumulated by backward passes.
     pub grad: Vec<f32>,
+    /// Held fixed (fine-tuning): backward passes compute no gradient for it and the optimiser
+    /// neither changes it nor keeps state for it. PyTorch's `requires_grad = False`.
+    pub frozen: bool,
 }
 
 /// A version no parameter has had before in this process.
@@ -64,6 +67,7 @@ impl Param {
             value: vec![0.0; len],
             version: next_version(),
             grad: vec![0.0; len],
+            frozen: false,
         }
     }
 

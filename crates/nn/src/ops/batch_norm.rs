@@ -48,6 +48,10 @@ pub struct BatchNorm2d {
     pub momentum: f32,
     /// Added to the variance before the square root.
     pub eps: f32,
+    /// Normalise with the running estimates in training too, leaving them unchanged (the batch
+    /// norms of a frozen layer, or every one with `--freeze-bn`); gamma and beta still train
+    /// unless they are frozen themselves.
+    pub frozen_statistics: bool,
     mean: Vec<f32>,
     rstd: Vec<f32>,
     scale: Vec<f32>,
@@ -68,6 +72,7 @@ impl BatchNorm2d {
             num_batches_tracked: 0,
             momentum: 0.1,
             eps: 1e-5,
+            frozen_statistics: false,
             mean: vec![0.0; c],
             rstd: vec![0.0; c],
             scale: vec![0.0; c],
@@ -81,6 +86,16 @@ impl BatchNorm2d {
     /// Channels.
     pub fn channels(&self) -> usize {
         self.weight.len()
+    }
+
+    /// The statistics that normalise in `mode`: the running estimates (eval mode) when the
+    /// layer's statistics are frozen.
+    pub fn mode_in(&self, mode: BatchNormMode) -> BatchNormMode {
+        if self.frozen_statistics {
+            BatchNormMode::Eval
+        } else {
+            mode
+        }
     }
 
     /// Per-channel `(scale, shift)` such that the normalisation in `mode` is `x * scale + shift`.
@@ -112,6 +127,7 @@ impl BatchNorm2d {
     /// # Panics
     /// If the channel count is wrong, or training on a single value per channel.
     pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode, residual: Option<&[f32]>, relu: bool, y: &mut Tensor) {
+        let mode = self.mode_in(mode);
         let c = self.channels();
         assert_eq!(x.c(), c, "{}: input has {} channels, layer has {c}", self.weight.name, x.c());
         if mode == BatchNormMode::Train {
@@ -134,6 +150,7 @@ impl BatchNorm2d {
     /// # Panics
     /// If training on a single value per channel.
     pub fn prepare(&mut self, mode: BatchNormMode, batch: Option<(&[f64], usize)>) {
+        let mode = self.mode_in(mode);
         if let (BatchNormMode::Train, Some((sums, rows))) = (mode, batch) {
             let mut var = std::mem::take(&mut self.scale);
             kernel::mean_var_from_sums(sums, rows, &mut self.mean, &mut var);
@@ -189,6 +206,10 @@ impl BatchNorm2d {
     /// `gamma * rstd * (g - mean(g) - xhat * mean(g * xhat))`. The residual's gradient is `g`
     /// itself, which the caller takes from [`crate::ops::relu_backward`].
     ///
+    /// With [`Self::frozen_statistics`] the forward pass normalised with the running estimates,
+    /// constants: `dx = gamma * rstd * g`, and the parameter gradients (unless frozen) use that
+    /// `xhat`.
+    ///
     /// # Shapes
     /// `x, dy, dx, the mask's output: [n, h, w, c]`.
     pub fn backward(&mut self, x: &Tensor, dy: &[f32], mask: BnReluMask<'_>, dx: &mut [f32], accumulate: bool) {
@@ -199,20 +220,38 @@ impl BatchNorm2d {
             BnReluMask::Output(z) => ReluMask::Output(z),
             BnReluMask::OwnAffine => ReluMask::Affine { scale: &self.scale, shift: &self.shift },
         };
-        kernel::backward_sums(
-            x.data(),
-            c,
-            &self.mean,
-            &self.rstd,
-            dy,
-            mask,
-            &mut self.sum_g,
-            &mut self.sum_g_xhat,
-            &mut self.ws,
-        );
+        if self.frozen_statistics {
+            self.mean.copy_from_slice(&self.running_mean);
+            for (r, v) in self.rstd.iter_mut().zip(&self.running_var) {
+                *r = 1.0 / (v + self.eps).sqrt();
+            }
+        }
+        let (gamma_frozen, beta_frozen) = (self.weight.frozen, self.bias.frozen);
+        if !(gamma_frozen && beta_frozen && self.frozen_statistics) {
+            kernel::backward_sums(
+                x.data(),
+                c,
+                &self.mean,
+                &self.rstd,
+                dy,
+                mask,
+                &mut self.sum_g,
+                &mut self.sum_g_xhat,
+                &mut self.ws,
+            );
+        }
         for ch in 0..c {
-            self.bias.grad[ch] += self.sum_g[ch];
-            self.weight.grad[ch] += self.sum_g_xhat[ch];
+            if !beta_frozen {
+                self.bias.grad[ch] += self.sum_g[ch];
+            }
+            if !gamma_frozen {
+                self.weight.grad[ch] += self.sum_g_xhat[ch];
+            }
+        }
+        if self.frozen_statistics {
+            // Constant statistics: the gradient passes through the affine map alone.
+            self.sum_g.fill(0.0);
+            self.sum_g_xhat.fill(0.0);
         }
         kernel::backward_input(
             x.data(),
@@ -319,6 +358,53 @@ mod tests {
         for (p, q) in da.iter().zip(&db) {
             assert!((p - q).abs() < 1e-5);
         }
+    }
+
+    /// With frozen statistics the layer is the fixed affine map of its running estimates in
+    /// training too: outputs, input and parameter gradients match finite differences of that
+    /// map, and the running estimates do not move.
+    #[test]
+    fn frozen_statistics_train_as_a_fixed_affine_map() {
+        let x = random_tensor([2, 3, 3, 3], 31);
+        let mut bn = layer();
+        bn.running_mean = vec![0.2, -0.1, 0.3];
+        bn.running_var = vec![1.5, 0.5, 2.0];
+        bn.frozen_statistics = true;
+        let run = |b: &BatchNorm2d, x: &Tensor| {
+            let mut y = Tensor::default();
+            b.clone().forward(x, BatchNormMode::Train, None, true, &mut y);
+            y
+        };
+        let y = run(&bn, &x);
+        let mut eval = Tensor::default();
+        bn.clone().forward(&x, BatchNormMode::Eval, None, true, &mut eval);
+        assert_eq!(y, eval);
+        let r = probe(y.len(), 32);
+        let mut trained = bn.clone();
+        let mut tmp = Tensor::default();
+        trained.forward(&x, BatchNormMode::Train, None, true, &mut tmp);
+        assert_eq!((&trained.running_mean, &trained.running_var), (&bn.running_mean, &bn.running_var));
+        assert_eq!(trained.num_batches_tracked, bn.num_batches_tracked);
+        let mut dx = vec![0.0; x.len()];
+        trained.backward(&x, &r, BnReluMask::Output(y.data()), &mut dx, false);
+        let tol = Tolerance { eps: 1e-3, rel: 5e-3, abs: 5e-4, ..Tolerance::default() };
+        check_gradient("frozen bn dx", x.data(), &dx, tol, |xv| {
+            weighted_sum(run(&bn, &Tensor::from_vec(x.shape(), xv.to_vec())).data(), &r)
+        });
+        check_gradient("frozen bn dgamma", bn.weight.value(), &trained.weight.grad, tol, |g| {
+            let mut b = bn.clone();
+            b.weight.value_mut().copy_from_slice(g);
+            weighted_sum(run(&b, &x).data(), &r)
+        });
+        // Frozen parameters get no gradient; the input gradient is the same.
+        let mut frozen = bn.clone();
+        frozen.weight.frozen = true;
+        frozen.bias.frozen = true;
+        frozen.forward(&x, BatchNormMode::Train, None, true, &mut tmp);
+        let mut dx2 = vec![0.0; x.len()];
+        frozen.backward(&x, &r, BnReluMask::Output(y.data()), &mut dx2, false);
+        assert_eq!(dx2, dx);
+        assert!(frozen.weight.grad.iter().chain(&frozen.bias.grad).all(|g| *g == 0.0));
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl Conv2d {
     }
 
     /// In the forward pass: `y = conv(t(x), w)`. Adds `dL/dw = im2col(t(x))^T dy` into
-    /// `weight.grad`, and writes (or adds, when `accumulate`) `dL/dt(x) = conv^T(dy, w)` into
+    /// `weight.grad` (unless the weight is frozen), and writes (or adds, when `accumulate`) `dL/dt(x) = conv^T(dy, w)` into
     /// `dx` when it is given (the gradient of the transformed input: the layer before owns `t`).
     pub fn backward(
         &mut self,
@@ -165,9 +165,10 @@ impl Conv2d {
         let mut grad = std::mem::take(&mut self.weight.grad);
         let weight = ConvWeight::versioned(self.weight.value(), self.weight.version());
         let params = ConvParams::new(s, self.algorithm(&s, ConvPass::Backward), weight).with_input_transform(t);
-        let p = profile::layer_scope("conv backward weight", &self.weight.name);
-        conv::backward_weight(&params, x.data(), dy, &mut grad, true, &mut self.ws);
-        drop(p);
+        if !self.weight.frozen {
+            let _p = profile::layer_scope("conv backward weight", &self.weight.name);
+            conv::backward_weight(&params, x.data(), dy, &mut grad, true, &mut self.ws);
+        }
         if let Some(dx) = dx {
             let _p = profile::layer_scope("conv backward data", &self.weight.name);
             conv::backward_data(&params, dy, dx, accumulate, &mut self.ws);

@@ -51,15 +51,19 @@ impl Linear {
         let _p = profile::layer_scope("fc backward", &self.weight.name);
         let (n, i, o) = (x.n(), self.inputs(), self.outputs());
         let g = MatRef::row_major(dy, n, o);
-        matmul(
-            MatMut::row_major(&mut self.weight.grad, o, i),
-            g.t(),
-            MatRef::row_major(x.data(), n, i),
-            true,
-            Parallelism::Pool,
-        );
-        for row in dy.chunks_exact(o) {
-            self.bias.grad.iter_mut().zip(row).for_each(|(b, d)| *b += d);
+        if !self.weight.frozen {
+            matmul(
+                MatMut::row_major(&mut self.weight.grad, o, i),
+                g.t(),
+                MatRef::row_major(x.data(), n, i),
+                true,
+                Parallelism::Pool,
+            );
+        }
+        if !self.bias.frozen {
+            for row in dy.chunks_exact(o) {
+                self.bias.grad.iter_mut().zip(row).for_each(|(b, d)| *b += d);
+            }
         }
         if let Some(dx) = dx {
             matmul(
