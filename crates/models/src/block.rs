@@ -56,6 +56,8 @@ impl ConvBn {
     /// batch statistics the convolution gathers as it writes `y`). `t` is the previous unit's
     /// fused batch norm and ReLU, if any.
     pub fn convolve(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, mode: BatchNormMode) {
+        // A batch norm with frozen statistics needs no batch sums.
+        let mode = self.bn.mode_in(mode);
         let train = mode == BatchNormMode::Train;
         self.sums.resize(2 * self.conv.cout, 0.0);
         self.conv.forward_fused(x, t, &mut self.y, train.then_some(&mut self.sums[..]));
@@ -308,8 +310,8 @@ impl Block {
 
     /// Backward of a training-mode forward on `x`. `d_out` is the gradient of the block output
     /// (it is overwritten: it becomes the gradient of the pre-ReLU sum); the input gradient is
-    /// written into `dx`. `scratch` holds three buffers, each at least as long as any activation
-    /// of the block.
+    /// written into `dx` when given (nothing below needs it when every layer below is frozen).
+    /// `scratch` holds three buffers, each at least as long as any activation of the block.
     ///
     /// The ReLU masks at block boundaries: `d_out_masked` says that `d_out` already carries the
     /// mask of this block's output ReLU (the block above applied it); with `input_is_relu` (`x`
@@ -320,7 +322,7 @@ impl Block {
         &mut self,
         x: &Tensor,
         d_out: &mut [f32],
-        dx: &mut [f32],
+        mut dx: Option<&mut [f32]>,
         scratch: [&mut [f32]; 3],
         d_out_masked: bool,
         input_is_relu: bool,
@@ -329,7 +331,7 @@ impl Block {
         let last = self.units.len() - 1;
         let has_shortcut = !matches!(self.shortcut, ShortcutPath::None);
         let d_out = &mut d_out[..self.output().len()];
-        let dx = &mut dx[..x.len()];
+        let mut dx = dx.as_mut().map(|d| &mut d[..x.len()]);
         if has_shortcut && !d_out_masked {
             // out = relu(s) with s = bn(y) + shortcut(x): both branches receive ds = d_out * [out > 0].
             let _p = profile::scope("relu mask");
@@ -350,13 +352,13 @@ impl Block {
                 (false, false) => ReluAfter::Stored,
                 (false, true) => ReluAfter::None,
             };
-            let target = if i == 0 { &mut *dx } else { &mut next[..input.len()] };
-            unit.backward(input, t, dz, relu, t1, Some(target), false);
+            let target = if i == 0 { dx.as_deref_mut() } else { Some(&mut next[..input.len()]) };
+            unit.backward(input, t, dz, relu, t1, target, false);
             std::mem::swap(&mut cur, &mut next);
         }
-        match &mut self.shortcut {
-            ShortcutPath::None => {}
-            ShortcutPath::Identity => {
+        match (&mut self.shortcut, dx) {
+            (ShortcutPath::None, _) | (ShortcutPath::Identity | ShortcutPath::Pad(..), None) => {}
+            (ShortcutPath::Identity, Some(dx)) => {
                 let _p = profile::scope("shortcut identity");
                 if input_is_relu {
                     elementwise::add_assign_relu_mask(dx, d_out, x.data());
@@ -364,8 +366,8 @@ impl Block {
                 }
                 elementwise::add_assign(dx, d_out)
             }
-            ShortcutPath::Pad(op, _) => op.backward(x.shape(), d_out, dx, true),
-            ShortcutPath::Projection(p) => p.backward(x, None, d_out, ReluAfter::None, t1, Some(dx), true),
+            (ShortcutPath::Pad(op, _), Some(dx)) => op.backward(x.shape(), d_out, dx, true),
+            (ShortcutPath::Projection(p), dx) => p.backward(x, None, d_out, ReluAfter::None, t1, dx, true),
         }
         false
     }
@@ -388,6 +390,15 @@ impl Block {
         if let ShortcutPath::Projection(p) = &mut self.shortcut {
             p.for_each_param(f);
         }
+    }
+
+    /// The parameters in torchvision's state-dict order (read-only).
+    pub fn params(&self) -> Vec<&Param> {
+        let projection = match &self.shortcut {
+            ShortcutPath::Projection(p) => Some(&**p),
+            _ => None,
+        };
+        self.units.iter().chain(projection).flat_map(|u| [&u.conv.weight, &u.bn.weight, &u.bn.bias]).collect()
     }
 
     /// The batch norms in torchvision's order (read-only).

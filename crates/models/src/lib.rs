@@ -17,18 +17,21 @@
 mod atomic_file;
 mod block;
 mod error;
+mod groups;
 mod init;
 mod memory;
 mod resnet;
 mod spec;
 mod state_dict;
 mod summary;
+mod transfer;
 mod weights_file;
 pub mod zoo;
 
 pub use atomic_file::{temporary_path, temporary_target, write_atomic};
 pub use block::{Block, ConvBn, ReluAfter, ShortcutPath};
 pub use error::ModelError;
+pub use groups::LayerGroup;
 pub use init::InitConfig;
 pub use memory::BatchMemory;
 pub use resnet::{ResNet, StemLayers};
@@ -36,4 +39,5 @@ pub use resnet_nn::ops::BatchNormMode;
 pub use spec::{limits, BlockKind, Family, ResNetSpec, Shortcut, StridePlacement};
 pub use state_dict::{NamedTensor, StateDictError, TensorData};
 pub use summary::{StageRow, Summary};
+pub use transfer::InitReport;
 pub use weights_file::{read_weights_file, MAX_WEIGHTS_FILE_BYTES};

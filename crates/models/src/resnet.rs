@@ -1,6 +1,7 @@
 //! The whole network: stem, stages of blocks, global average pooling and the classifier.
 
 use crate::block::{Block, ConvBn};
+use crate::groups::TrainableFrom;
 use crate::spec::{Family, ResNetSpec};
 use crate::ModelError;
 use resnet_kernels::{profile, threads, CpuFeatures, KernelConfig};
@@ -228,8 +229,23 @@ impl ResNet {
                 g.resize(max, 0.0);
             }
         }
+        // Layers below the lowest trainable one need no gradient at all: the pass stops there.
+        let lowest = self.lowest_trainable();
+        let stem_trains = lowest == TrainableFrom::Stem;
+        let first_block = match lowest {
+            TrainableFrom::Stem => 0,
+            TrainableFrom::Block(i) => i,
+            TrainableFrom::Classifier | TrainableFrom::Nothing => self.blocks.len(),
+        };
+        if lowest == TrainableFrom::Nothing {
+            return;
+        }
         self.d_features.resize(self.features.len(), 0.0);
-        self.fc.backward(&self.features, dlogits, Some(&mut self.d_features), false);
+        let below = first_block < self.blocks.len();
+        self.fc.backward(&self.features, dlogits, below.then_some(&mut self.d_features[..]), false);
+        if !below {
+            return;
+        }
         let [ga, gb, t1, t2, t3] = &mut self.grads;
         let (mut d_out, mut d_in) = (ga.as_mut_slice(), gb.as_mut_slice());
         let last_shape = self.blocks.last().map_or(self.stem.output(), Block::output).shape();
@@ -240,11 +256,15 @@ impl ResNet {
         // Whether `d_out` carries the mask of the ReLU that produced its activation (every
         // block input is a ReLU output: the stem's, maybe max-pooled, or a block's).
         let mut masked = false;
-        for i in (0..self.blocks.len()).rev() {
+        for i in (first_block..self.blocks.len()).rev() {
             let (done, rest) = self.blocks.split_at_mut(i);
             let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
-            masked = rest[0].backward(input, d_out, d_in, [t1, t2, t3], masked, true);
+            let dx = (i > first_block || stem_trains).then_some(&mut *d_in);
+            masked = rest[0].backward(input, d_out, dx, [t1, t2, t3], masked, true);
             std::mem::swap(&mut d_out, &mut d_in);
+        }
+        if !stem_trains {
+            return;
         }
         let stem = &mut self.stem;
         let dz: &[f32] = match &stem.pool {
@@ -313,12 +333,7 @@ impl ResNet {
     pub fn params(&self) -> Vec<&Param> {
         let mut out = vec![&self.stem.unit.conv.weight, &self.stem.unit.bn.weight, &self.stem.unit.bn.bias];
         for b in &self.blocks {
-            for u in &b.units {
-                out.extend([&u.conv.weight, &u.bn.weight, &u.bn.bias]);
-            }
-            if let crate::ShortcutPath::Projection(p) = &b.shortcut {
-                out.extend([&p.conv.weight, &p.bn.weight, &p.bn.bias]);
-            }
+            out.extend(b.params());
         }
         out.extend([&self.fc.weight, &self.fc.bias]);
         out
