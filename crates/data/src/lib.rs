@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod augment;
+mod channels;
 mod cifar;
 mod datasets;
 mod detect;
@@ -56,6 +57,7 @@ mod transform;
 mod walk;
 
 pub use augment::{EvalView, TrainAugment};
+pub use channels::with_channels;
 pub use cifar::{parse_cifar, CifarFormat, CifarRecords};
 pub use datasets::{open, validation_split, DatasetKind, OpenOptions, Splits, SyntheticConfig};
 pub use detect::{detect_format, DetectedFormat};

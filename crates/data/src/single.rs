@@ -15,20 +15,7 @@ use std::path::Path;
 /// A [`DataError`] naming the file: unreadable, not an image, too large, truncated or corrupt.
 pub fn read_image(path: &Path, channels: usize) -> Result<Image, DataError> {
     let bytes = read_image_file(path)?;
-    let rgb = decode_rgb(&bytes, path)?;
-    Ok(match channels {
-        1 => Image {
-            height: rgb.height,
-            width: rgb.width,
-            channels: 1,
-            pixels: rgb
-                .pixels
-                .chunks_exact(3)
-                .map(|p| (0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])).round() as u8)
-                .collect(),
-        },
-        _ => rgb,
-    })
+    Ok(decode_rgb(&bytes, path)?.with_channels(channels))
 }
 
 /// Renders the views of `view` for one image at the network's input size `(h, w)` and
