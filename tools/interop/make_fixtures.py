@@ -15,7 +15,8 @@ stay well-conditioned through 50 layers. `num_batches_tracked` is set to 1000.
 
 Writes into crates/interop/tests/fixtures/:
 - generated.safetensors: for resnet18, resnet50 (torchvision) and resnet20 (CIFAR, option A):
-  `<model>.logits` (eval mode), `<model>.checksums` (float64 sum of every state tensor, in
+  `<model>.logits` (eval mode), `<model>.features` (the classifier's input: fine-tuning tests put
+  a new classifier on it), `<model>.checksums` (float64 sum of every state tensor, in
   state-dict order, then of the input) so a generator mismatch is told apart from a network one.
 - tiny_basic.*, tiny_bottleneck.*: small networks written by `safetensors.torch.save_file`
   (float32, and float16/bfloat16 copies) and `torch.save` (pickle protocol 2, and 4), with
@@ -24,11 +25,12 @@ Writes into crates/interop/tests/fixtures/:
 and crates/interop/src/imagenet_classes.txt (torchvision's 1000 category names, in label order).
 
 Regenerate (needs torch, torchvision, safetensors, numpy; never needed to build or test):
-    python tools/interop/make_fixtures.py
+    python tools/interop/make_fixtures.py [generated]
 """
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -194,10 +196,14 @@ def make_generated():
         model.load_state_dict(state, strict=True)
         model.eval()
         x = generate("input", [batch, 3, side, side], 2.0, 0.0)
+        features = []
+        hook = model.fc.register_forward_hook(lambda module, inputs, output: features.append(inputs[0]))
         with torch.no_grad():
             logits = model(x)
+        hook.remove()
         sums = [v.double().sum().item() for v in state.values()] + [x.double().sum().item()]
         tensors[f"{name}.logits"] = logits.contiguous()
+        tensors[f"{name}.features"] = features[0].contiguous()
         tensors[f"{name}.checksums"] = torch.tensor(sums, dtype=torch.float64)
         meta[name] = {"batch": batch, "side": side}
         top2 = logits.topk(2, dim=1).values
@@ -263,9 +269,12 @@ def make_classes():
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    # `generated` alone: the fixtures whose weights do not depend on torch's random generator.
+    only_generated = sys.argv[1:] == ["generated"]
     make_generated()
-    make_tiny()
-    make_classes()
+    if not only_generated:
+        make_tiny()
+        make_classes()
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print(f"{OUT}: {total} bytes in all")
 

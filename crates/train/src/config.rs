@@ -48,6 +48,34 @@ pub enum Normalization {
     },
     /// Pixels scaled to 0..1.
     None,
+    /// The normalisation stored with the weights of [`FineTune::init`]: a checkpoint's own
+    /// (its mean image, or its channel mean and std), torchvision's ImageNet mean and std for a
+    /// torchvision state dict.
+    Init,
+}
+
+/// Fine-tuning: the weights a run starts from and which parts of the network train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FineTune {
+    /// Start from these weights (one of our checkpoints, or a torchvision `.safetensors` or
+    /// `.pth` state dict) instead of a random initialisation: every tensor whose key and shape
+    /// match is loaded, the classifier is made anew for another class count and the first
+    /// convolution adapted to another input channel count.
+    pub init: Option<PathBuf>,
+    /// Parts held fixed (no gradient, no update, batch norms on their running statistics):
+    /// `stem`, `layer1`, ..., `fc`, or `backbone` for every part but `fc`.
+    pub freeze: Vec<String>,
+    /// Every batch norm normalises with its running statistics (gamma and beta still train).
+    pub freeze_bn: bool,
+    /// Learning-rate multiplier of every part but the classifier.
+    pub lr_backbone: f32,
+}
+
+impl Default for FineTune {
+    fn default() -> Self {
+        Self { init: None, freeze: Vec::new(), freeze_bn: false, lr_backbone: 1.0 }
+    }
 }
 
 /// Arithmetic of the convolutions.
@@ -90,6 +118,15 @@ pub struct TrainConfig {
     pub shortcut: Option<Shortcut>,
     /// Zero-initialise the last batch norm of each residual branch.
     pub zero_init_residual: bool,
+    /// Classifier outputs (the dataset's class count when absent; at least that many).
+    #[serde(default)]
+    pub classes: Option<usize>,
+    /// Input channels, 1 or 3 (the dataset's when absent; images are converted to it).
+    #[serde(default)]
+    pub in_channels: Option<usize>,
+    /// Starting weights, frozen parts and per-part learning rates.
+    #[serde(default)]
+    pub fine_tune: FineTune,
     /// Dataset kind (`cifar10`, `imagefolder`, `synthetic`, ...).
     pub dataset: String,
     /// Dataset location.
@@ -152,6 +189,9 @@ impl TrainConfig {
             model: "resnet20".into(),
             shortcut: None,
             zero_init_residual: false,
+            classes: None,
+            in_channels: None,
+            fine_tune: FineTune::default(),
             dataset: "synthetic".into(),
             data: None,
             synthetic_train: 10_000,

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
+pub mod fine_tune;
 pub mod fsutil;
 pub mod lock;
 pub mod memory;

@@ -5,9 +5,10 @@
 use super::{Observer, TrainError};
 use crate::checkpoint::{Checkpoint, Preprocess};
 use crate::config::{Normalization, TrainConfig};
+use crate::fine_tune::InitWeights;
 use crate::memory::{check_batch, BatchPlan, Pass};
 use resnet_data::{
-    channel_mean_std, open, pixel_mean, validation_split, DataError, DatasetKind, Loader, LoaderConfig, LoaderMode,
+    channel_mean_std, open, pixel_mean, validation_split, with_channels, DatasetKind, Loader, LoaderConfig, LoaderMode,
     Normalize, OpenOptions, SharedDataset, SyntheticConfig,
 };
 use resnet_models::zoo::{self, ModelOptions};
@@ -51,14 +52,36 @@ pub(super) fn open_data(config: &TrainConfig, observer: &mut dyn Observer) -> Re
             observer.message(&format!("  {s}"));
         }
     }
-    let classes = splits.train.classes().to_vec();
+    let classes = classifier_outputs(config, splits.train.classes())?;
+    let (mut train, mut test) = (splits.train, splits.test);
+    if let Some(c) = config.in_channels {
+        train = with_channels(train, c)?;
+        test = with_channels(test, c)?;
+    }
     let (train, val) = if config.val_split > 0 {
-        let (rest, val) = validation_split(&splits.train, config.val_split, config.seed)?;
+        let (rest, val) = validation_split(&train, config.val_split, config.seed)?;
         (rest, Some(val))
     } else {
-        (splits.train.clone(), None)
+        (train, None)
     };
-    Ok(RunData { train, val, test: splits.test, classes })
+    Ok(RunData { train, val, test, classes })
+}
+
+/// The names of the classifier's outputs: the dataset's classes, then (with
+/// [`TrainConfig::classes`] above their count) `unusedK` for the outputs no label reaches.
+fn classifier_outputs(config: &TrainConfig, dataset: &[String]) -> Result<Vec<String>, TrainError> {
+    let mut names = dataset.to_vec();
+    match config.classes {
+        Some(n) if n < names.len() => Err(TrainError::Config(format!(
+            "the dataset has {} classes, more than the {n} outputs --classes asks for",
+            names.len()
+        ))),
+        Some(n) => {
+            names.extend((names.len()..n).map(|k| format!("unused{k}")));
+            Ok(names)
+        }
+        None => Ok(names),
+    }
 }
 
 /// The network spec a configuration trains.
@@ -84,16 +107,22 @@ fn loader_config(config: &TrainConfig, mode: LoaderMode, normalize: Normalize, t
     }
 }
 
-/// The normalisation a configuration asks for, measured on the training split at `size`.
+/// The normalisation a configuration asks for, measured on the training split at `size` (or
+/// taken from the starting weights `init`).
 ///
 /// # Errors
-/// Data errors while measuring.
+/// Data errors while measuring; a normalisation of `init` that does not fit the images.
 pub(super) fn measure_normalization(
     n: &Normalization,
     train: &SharedDataset,
     size: (usize, usize),
-) -> Result<Normalize, DataError> {
+    init: Option<&InitWeights>,
+) -> Result<Normalize, TrainError> {
     Ok(match n {
+        Normalization::Init => match init {
+            Some(init) => init.normalize_for(size, train.channels()).map_err(TrainError::Config)?,
+            None => return Err(TrainError::Config("the normalisation of --init weights needs --init".into())),
+        },
         Normalization::PixelMean { scale } => {
             Normalize::PixelMean { mean: pixel_mean(train.as_ref(), size.0, size.1)?, scale: *scale }
         }
@@ -123,7 +152,8 @@ pub(super) struct Loaders {
 
 impl Loaders {
     /// Opens the loaders of `data` for `net`: a resumed run (`checkpoint`) keeps the
-    /// normalisation it measured, a fresh one measures it.
+    /// normalisation it measured, a fresh one measures it (or takes that of its starting
+    /// weights, `init`).
     ///
     /// # Errors
     /// A batch that cannot fit in memory, data errors, or evaluation views of another size than
@@ -133,6 +163,7 @@ impl Loaders {
         data: &RunData,
         net: &ResNet,
         checkpoint: Option<&Checkpoint>,
+        init: Option<&InitWeights>,
         observer: &mut dyn Observer,
     ) -> Result<Loaders, TrainError> {
         let channels = data.train.channels();
@@ -149,8 +180,10 @@ impl Loaders {
         let normalize = match checkpoint {
             Some(ckpt) => ckpt.preprocess.normalize.clone(),
             None => {
-                observer.message("measuring the input normalisation on the training set");
-                measure_normalization(&config.normalization, &data.train, (h, w))?
+                if config.normalization != Normalization::Init {
+                    observer.message("measuring the input normalisation on the training set");
+                }
+                measure_normalization(&config.normalization, &data.train, (h, w), init)?
             }
         };
         let preprocess = Preprocess {

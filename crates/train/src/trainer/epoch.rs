@@ -253,7 +253,8 @@ impl Run<'_> {
         let mut ckpt = Checkpoint::from_network(&self.net, self.record.classes.clone(), self.record.preprocess.clone());
         let names = self.net.params().iter().map(|p| p.name.clone()).collect::<Vec<_>>();
         ckpt.training = Some(TrainingState {
-            velocity: names.into_iter().zip(self.sgd.velocity.iter().cloned()).collect(),
+            // Frozen parameters have none.
+            velocity: names.into_iter().zip(self.sgd.velocity.iter().cloned()).filter(|(_, v)| !v.is_empty()).collect(),
             progress: self.progress.clone(),
             config: self.record.config.clone(),
         });

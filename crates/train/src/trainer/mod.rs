@@ -31,6 +31,7 @@ pub use run_dir::RunDir;
 
 use crate::checkpoint::Progress;
 use crate::config::{RunLength, TrainConfig};
+use crate::fine_tune::{self, InitWeights};
 use crate::fsutil;
 use crate::lock::RunLock;
 use crate::metrics::EpochMetrics;
@@ -124,9 +125,18 @@ fn train(
     let data = open_data(&opened.config, observer)?;
     observer.classes(data.classes.len());
     let spec = resolve_spec(&opened.config, data.classes.len(), data.train.channels())?;
-    let mut net = network(&opened, &run_dir, spec, &data.classes)?;
+    // A fresh run's starting weights; a resumed run has its own in its checkpoint.
+    let init = match (&opened.checkpoint, &opened.config.fine_tune.init) {
+        (None, Some(path)) => Some(InitWeights::read(path).map_err(TrainError::Config)?),
+        _ => None,
+    };
+    let mut net = network(&opened, &run_dir, spec, &data.classes, init.as_ref(), observer)?;
+    if let Some(line) = fine_tune::freeze(&mut net, &opened.config.fine_tune).map_err(TrainError::Config)? {
+        observer.message(&line);
+    }
     net.set_kernel_config(kernels).map_err(TrainError::Config)?;
-    let loaders = Loaders::open(&opened.config, &data, &net, opened.checkpoint.as_ref(), observer)?;
+    let loaders = Loaders::open(&opened.config, &data, &net, opened.checkpoint.as_ref(), init.as_ref(), observer)?;
+    drop(init);
 
     let per_epoch = batches_per_epoch(&loaders, &opened.config)?;
     let iterations = |length| iterations(length, per_epoch);
@@ -140,6 +150,7 @@ fn train(
         decay_bn_and_bias: config.decay_bn_and_bias,
         nesterov: config.nesterov,
     });
+    sgd.lr_scale = fine_tune::lr_scales(&net, &config.fine_tune);
     // A resumed run takes its momentum, schedule state and position from its checkpoint.
     let (progress, history) = match &opened.checkpoint {
         Some(checkpoint) => Restore { checkpoint, run_dir: &run_dir, total, changed: &opened.changed }.apply(
@@ -215,12 +226,15 @@ fn lock(dir: &Path, observer: &mut dyn Observer) -> Result<RunLock, TrainError> 
     Ok(lock)
 }
 
-/// The network a run trains: initialised, or with a resumed run's weights.
+/// The network a run trains: initialised (then given the starting weights `init`), or with a
+/// resumed run's weights.
 fn network(
     opened: &resume::Opened,
     run_dir: &RunDir,
     spec: ResNetSpec,
     classes: &[String],
+    init: Option<&InitWeights>,
+    observer: &mut dyn Observer,
 ) -> Result<ResNet, TrainError> {
     let mut net = ResNet::new(spec.clone())?;
     match &opened.checkpoint {
@@ -228,11 +242,16 @@ fn network(
             check_compatible(ckpt, &run_dir.last(), &spec, classes)?;
             net.load_state_dict(&ckpt.state).map_err(|e| cannot_resume(run_dir, e.to_string()))?;
         }
-        None => net.init(&InitConfig {
-            seed: opened.config.seed,
-            zero_init_residual: opened.config.zero_init_residual,
-            ..InitConfig::default()
-        }),
+        None => {
+            net.init(&InitConfig {
+                seed: opened.config.seed,
+                zero_init_residual: opened.config.zero_init_residual,
+                ..InitConfig::default()
+            });
+            if let Some(init) = init {
+                observer.message(&init.load_into(&mut net).map_err(TrainError::Config)?);
+            }
+        }
     }
     Ok(net)
 }

@@ -187,6 +187,8 @@ impl Restore<'_> {
         let velocity: HashMap<&str, &Vec<f32>> = t.velocity.iter().map(|(n, v)| (n.as_str(), v)).collect();
         for p in net.params() {
             match velocity.get(p.name.as_str()) {
+                // A frozen parameter has no optimizer state.
+                None if p.frozen => sgd.velocity.push(Vec::new()),
                 Some(v) if v.len() == p.len() => sgd.velocity.push((*v).clone()),
                 _ => return Err(resume_err(format!("the checkpoint lacks the optimizer state of {}", p.name))),
             }

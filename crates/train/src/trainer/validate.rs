@@ -3,6 +3,7 @@
 use super::TrainError;
 use crate::config::{RunLength, TrainConfig};
 use crate::schedule::{Decay, Milestone};
+use resnet_models::LayerGroup;
 
 /// Refuses a configuration no run can train with.
 pub(super) fn validate(config: &TrainConfig) -> Result<(), TrainError> {
@@ -40,6 +41,40 @@ pub(super) fn validate(config: &TrainConfig) -> Result<(), TrainError> {
                 d.display()
             )));
         }
+    }
+    validate_fine_tune(config)
+}
+
+/// Refuses fine-tuning settings no run can use: parts no ResNet has, a learning-rate multiplier
+/// out of range, starting weights at a path `config.json` cannot store, absurd output or input
+/// counts.
+fn validate_fine_tune(config: &TrainConfig) -> Result<(), TrainError> {
+    let bad = |m: String| Err(TrainError::Config(m));
+    let f = &config.fine_tune;
+    for name in f.freeze.iter().filter(|n| *n != "backbone") {
+        name.parse::<LayerGroup>().map_err(TrainError::Config)?;
+    }
+    if !(f.lr_backbone.is_finite() && f.lr_backbone >= 0.0) {
+        return bad(format!(
+            "the backbone's learning-rate multiplier must be a number of at least 0, not {}",
+            f.lr_backbone
+        ));
+    }
+    if let Some(p) = &f.init {
+        if p.to_str().is_none() {
+            return bad(format!(
+                "the --init path {} is not valid UTF-8, which config.json cannot store: rename it, or link to it \
+                 from a UTF-8 path",
+                p.display()
+            ));
+        }
+    }
+    if let Some(c) = config.in_channels.filter(|c| !matches!(c, 1 | 3)) {
+        return bad(format!("--in-channels takes 1 (grey) or 3 (RGB), not {c}"));
+    }
+    let most = resnet_models::limits::MAX_CLASSES;
+    if let Some(n) = config.classes.filter(|&n| n == 0 || n > most) {
+        return bad(format!("--classes must lie in 1..={most}, not {n}"));
     }
     Ok(())
 }
