@@ -7,6 +7,7 @@ use resnet_kernels::{profile, threads};
 use resnet_models::{InitConfig, ResNet, ResNetSpec};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
+use resnet_train::config::FineTune;
 use resnet_train::memory::{check_batch, BatchPlan, Pass};
 use resnet_train::step::{train_step, StepBuffers};
 use resnet_train::system;
@@ -47,6 +48,10 @@ pub struct Args {
     /// Convolution arithmetic.
     #[arg(long, value_enum, default_value_t = super::train::PrecisionArg::Fp32)]
     precision: super::train::PrecisionArg,
+    /// Parts to hold fixed in training steps, as `resnet train --freeze` (stem, layer1, ...,
+    /// fc, backbone): the step then skips their backward work.
+    #[arg(long, value_delimiter = ',', value_parser = super::train::part)]
+    freeze: Option<Vec<String>>,
     /// Print the time spent per layer type.
     #[arg(long)]
     profile: bool,
@@ -96,6 +101,8 @@ fn network(args: &Args, spec: ResNetSpec, size: usize) -> anyhow::Result<ResNet>
         bail!("training needs a batch of at least 2 (batch norm statistics)");
     }
     net.init(&InitConfig::default());
+    let fine_tune = FineTune { freeze: args.freeze.clone().unwrap_or_default(), ..FineTune::default() };
+    resnet_train::fine_tune::freeze(&mut net, &fine_tune).map_err(anyhow::Error::msg)?;
     Ok(net)
 }
 
@@ -189,6 +196,7 @@ fn print_json(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) -> anyh
         "threads": threads::num_threads(), "steps": args.steps, "warmup": args.warmup,
         "images_per_sec": m.images_per_sec, "ms_per_step": m.ms_mean, "ms_per_step_median": m.ms_median,
         "gflops": m.gflops, "peak_rss_bytes": m.peak, "cpu": system::cpu_name(), "busy_threads": m.busy,
+        "frozen": args.freeze.clone().unwrap_or_default(),
     });
     if args.profile {
         let rows = |r: Vec<profile::Row>| -> serde_json::Value {
@@ -217,6 +225,9 @@ fn print_text(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) {
         "  {:.1} images/s, {:.2} ms/step (median {:.2}), {:.1} GFLOP/s",
         m.images_per_sec, m.ms_mean, m.ms_median, m.gflops
     );
+    if let Some(frozen) = args.freeze.as_ref().filter(|f| !f.is_empty()) {
+        println!("  frozen: {} (GFLOP/s counts a whole step's work)", frozen.join(", "));
+    }
     if let Some(p) = m.peak {
         println!("  peak RSS {:.1} MiB", p as f64 / (1024.0 * 1024.0));
     }

@@ -3,8 +3,9 @@
 use super::progress::{top5_means_something, EpochBars};
 use super::{interrupt, plural};
 use resnet_data::{EvalView, TrainAugment};
-use resnet_models::{zoo, Shortcut};
+use resnet_models::{zoo, LayerGroup, Shortcut};
 use resnet_train::config::{ranges, Normalization, Precision, RunLength, TrainConfig};
+use resnet_train::fine_tune::InitWeights;
 use resnet_train::schedule::{Decay, Milestone, Warmup};
 use resnet_train::trainer::{self, Outcome, ResumeChanges, RunSummary};
 use std::path::{Path, PathBuf};
@@ -84,6 +85,8 @@ pub enum NormalizeKind {
     MeanStd,
     /// Pixels in [0, 1].
     None,
+    /// torchvision's ImageNet channel mean and std (for weights meant for torchvision).
+    Imagenet,
 }
 
 /// Arguments of `resnet train`.
@@ -101,6 +104,30 @@ pub struct Args {
     /// Start each residual branch's last batch norm at gamma = 0.
     #[arg(long)]
     zero_init_residual: bool,
+    /// Classifier outputs (default: the dataset's classes; at least that many).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Input channels: 1 (grey) or 3 (RGB); the images are converted (default: the dataset's).
+    #[arg(long)]
+    in_channels: Option<usize>,
+    /// Start from these weights: a checkpoint, or torchvision .safetensors/.pth. Tensors whose
+    /// name and shape match are loaded, the classifier is new for another class count; the model
+    /// is the file's unless --model names one, the normalisation the file's unless --normalize.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Parts to hold fixed: stem, layer1, layer2, ..., fc, or backbone (all but fc), comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = part)]
+    freeze: Option<Vec<String>>,
+    /// Every batch norm normalises with its running statistics (gamma and beta still train).
+    #[arg(long)]
+    freeze_bn: bool,
+    /// Learning-rate multiplier of every part but the classifier (0.1: a tenth of --lr), at least 0.
+    #[arg(long, value_parser = lr_multiplier)]
+    lr_backbone: Option<f32>,
+    /// Side of the training crops and evaluation views of the scale and random-resized-crop
+    /// augmentations (224 by default; 64 trains an ImageNet network on small images).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(8..=4096))]
+    image_size: Option<u64>,
     /// Dataset: cifar10, cifar100, imagefolder, mnist, fashion-mnist, kmnist, idx, synthetic.
     #[arg(long)]
     dataset: Option<String>,
@@ -224,6 +251,18 @@ fn label_smoothing(s: &str) -> Result<f32, String> {
     number(s).and_then(ranges::label_smoothing)
 }
 
+fn lr_multiplier(s: &str) -> Result<f32, String> {
+    number(s).and_then(|x| if x >= 0.0 { Ok(x) } else { Err("the multiplier must be at least 0".into()) })
+}
+
+/// A part of a network `--freeze` names.
+pub(crate) fn part(s: &str) -> Result<String, String> {
+    if s != "backbone" {
+        s.parse::<LayerGroup>()?;
+    }
+    Ok(s.to_string())
+}
+
 /// Flags that contradict each other or the run: `resnet train` reports it as clap reports a
 /// bad flag (exit status 2).
 #[derive(Debug)]
@@ -269,6 +308,13 @@ fn fixed_flags(a: &Args) -> Vec<&'static str> {
         ("--model", a.model.is_some()),
         ("--shortcut", a.shortcut.is_some()),
         ("--zero-init-residual", a.zero_init_residual),
+        ("--classes", a.classes.is_some()),
+        ("--in-channels", a.in_channels.is_some()),
+        ("--init", a.init.is_some()),
+        ("--freeze", a.freeze.is_some()),
+        ("--freeze-bn", a.freeze_bn),
+        ("--lr-backbone", a.lr_backbone.is_some()),
+        ("--image-size", a.image_size.is_some()),
         ("--dataset", a.dataset.is_some()),
         ("--data", a.data.is_some()),
         ("--synthetic-train", a.synthetic_train.is_some()),
@@ -324,25 +370,56 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
     if let Some(p) = a.precision {
         c.precision = p.into();
     }
+    fine_tune(a, &mut c);
     Ok(c)
 }
 
-/// The configuration of the recipe, for the model given (or the recipe's own).
+/// The starting weights, frozen parts and learning-rate multipliers; the normalisation stored
+/// with the starting weights unless --normalize chooses one.
+fn fine_tune(a: &Args, c: &mut TrainConfig) {
+    c.classes = a.classes.or(c.classes);
+    c.in_channels = a.in_channels.or(c.in_channels);
+    let f = &mut c.fine_tune;
+    f.init = a.init.clone().or(f.init.take());
+    f.freeze = a.freeze.clone().unwrap_or_else(|| std::mem::take(&mut f.freeze));
+    f.freeze_bn |= a.freeze_bn;
+    f.lr_backbone = a.lr_backbone.unwrap_or(f.lr_backbone);
+    if f.init.is_some() && a.normalize.is_none() {
+        c.normalization = Normalization::Init;
+    }
+}
+
+/// The configuration of the recipe, for the model given (or that of the --init weights, or the
+/// recipe's own).
 fn recipe(a: &Args) -> anyhow::Result<TrainConfig> {
-    let c = match a.recipe.unwrap_or(Recipe::Quickstart) {
+    let from_init = match (&a.model, &a.init) {
+        (None, Some(path)) => Some(InitWeights::read(path).map_err(anyhow::Error::msg)?.spec),
+        _ => None,
+    };
+    let model = a.model.clone().or(from_init.as_ref().map(|s| s.name.clone()));
+    let mut c = match a.recipe.unwrap_or(Recipe::Quickstart) {
         Recipe::Quickstart => {
             let mut c = TrainConfig::quickstart();
-            if let Some(m) = &a.model {
-                c.model = m.clone();
+            if let Some(m) = model {
+                c.model = m;
             }
             c
         }
         Recipe::CifarPaper => {
-            let model = a.model.clone().unwrap_or_else(|| "resnet20".into());
+            let model = model.unwrap_or_else(|| "resnet20".into());
             TrainConfig::cifar_paper(&model, depth_of(&model))
         }
-        Recipe::ImagenetPaper => TrainConfig::imagenet_paper(a.model.as_deref().unwrap_or("resnet50")),
+        Recipe::ImagenetPaper => TrainConfig::imagenet_paper(model.as_deref().unwrap_or("resnet50")),
     };
+    if let Some(spec) = from_init {
+        c.shortcut = Some(spec.shortcut);
+        eprintln!(
+            "--init {}: a {} (shortcut {:?}), which this run trains",
+            a.init.as_ref().map_or(String::new(), |p| p.display().to_string()),
+            spec.name,
+            spec.shortcut
+        );
+    }
     zoo::spec(&c.model, &zoo::ModelOptions::default())?;
     Ok(c)
 }
@@ -456,13 +533,43 @@ fn views(a: &Args, c: &mut TrainConfig) -> anyhow::Result<()> {
             ViewKind::TenCrop => EvalView::TenCrop { resize: 256, crop: 224 },
         };
     }
+    if let Some(side) = a.image_size {
+        resize_views(side as usize, c)?;
+    }
     if let Some(n) = a.normalize {
         c.normalization = match n {
             NormalizeKind::PixelMean => Normalization::PixelMean { scale: 1.0 / 64.0 },
             NormalizeKind::MeanStd => Normalization::DatasetMeanStd,
             NormalizeKind::None => Normalization::None,
+            NormalizeKind::Imagenet => {
+                let (mean, std, _, _) = resnet_interop::torchvision_preset();
+                Normalization::MeanStd { mean, std }
+            }
         };
     }
+    Ok(())
+}
+
+/// Training crops and evaluation views of `side` pixels, the resize before a crop in
+/// torchvision's proportion (256 for 224).
+fn resize_views(side: usize, c: &mut TrainConfig) -> anyhow::Result<()> {
+    let resize = (side * 256).div_ceil(224);
+    match &mut c.augment {
+        TrainAugment::ScaleAugment { min, max, crop, .. } => {
+            (*min, *max, *crop) = (resize, (side * 480).div_ceil(224), side);
+        }
+        TrainAugment::RandomResizedCrop { size, .. } => *size = side,
+        TrainAugment::None | TrainAugment::PadCropFlip { .. } => {
+            return Err(usage("--image-size needs --augment scale or random-resized-crop".into()))
+        }
+    }
+    c.eval_view = match &c.eval_view {
+        EvalView::TenCrop { .. } => EvalView::TenCrop { resize, crop: side },
+        EvalView::MultiScale { .. } => {
+            return Err(usage("--image-size does not apply to multi-scale evaluation".into()));
+        }
+        EvalView::Full | EvalView::ResizeCenterCrop { .. } => EvalView::ResizeCenterCrop { resize, crop: side },
+    };
     Ok(())
 }
 
@@ -587,6 +694,13 @@ mod tests {
         ("--model", Some("resnet32")),
         ("--shortcut", Some("B")),
         ("--zero-init-residual", None),
+        ("--classes", Some("12")),
+        ("--in-channels", Some("1")),
+        ("--init", Some("w.pth")),
+        ("--freeze", Some("backbone")),
+        ("--freeze-bn", None),
+        ("--lr-backbone", Some("0.1")),
+        ("--image-size", Some("64")),
         ("--dataset", Some("synthetic")),
         ("--data", Some("d")),
         ("--synthetic-train", Some("10")),

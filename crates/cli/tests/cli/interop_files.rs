@@ -12,51 +12,6 @@ use std::process::Command;
 
 // ----- fixtures built here -----
 
-/// An 8-bit RGB PNG of `pixels` (HWC), written with stored (uncompressed) deflate blocks.
-fn png(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
-    let mut raw = Vec::new();
-    for row in pixels.chunks(width * 3) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
-    }
-    let mut z = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
-    for (i, b) in blocks.iter().enumerate() {
-        z.push(u8::from(i + 1 == blocks.len()));
-        z.extend((b.len() as u16).to_le_bytes());
-        z.extend((!(b.len() as u16)).to_le_bytes());
-        z.extend_from_slice(b);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in &raw {
-        a = (a + u32::from(x)) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    z.extend(((b << 16) | a).to_be_bytes());
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut c = (data.len() as u32).to_be_bytes().to_vec();
-        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
-        c.extend(&body);
-        c.extend(crc32fast::hash(&body).to_be_bytes());
-        c
-    };
-    let mut ihdr = (width as u32).to_be_bytes().to_vec();
-    ihdr.extend((height as u32).to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    [b"\x89PNG\r\n\x1a\n".to_vec(), chunk(b"IHDR", &ihdr), chunk(b"IDAT", &z), chunk(b"IEND", &[])].concat()
-}
-
-/// Pseudo-random bytes (a fixed linear congruential stream).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
-
 /// A 32x32 RGB image file of noise.
 fn image(dir: &Path, name: &str, seed: u64) -> (PathBuf, Vec<u8>) {
     let pixels = noise(32 * 32 * 3, seed);

@@ -8,9 +8,15 @@ mod common;
 #[path = "../../../data/tests/integration/stream_server.rs"]
 mod stream_server;
 
+// The interop crate's generator of deterministic weights, the twin of its PyTorch fixtures'.
+#[allow(dead_code)]
+#[path = "../../../interop/tests/interop/common.rs"]
+mod generator;
+
 mod data_input;
 mod experiment_runs;
 mod export_outputs;
+mod fine_tune;
 mod front_door;
 mod interop_files;
 mod memory;
