@@ -83,7 +83,14 @@ impl InitWeights {
             WeightsKind::Checkpoint => "checkpoint",
             WeightsKind::Torchvision => "torchvision weights",
         };
-        Ok(format!("initialised from {} ({kind}, {}):\n{}", self.path.display(), self.spec.name, report.describe()))
+        let mut text =
+            format!("initialised from {} ({kind}, {}):\n{}", self.path.display(), self.spec.name, report.describe());
+        if let (WeightsKind::Torchvision, Some(reason)) =
+            (self.kind, resnet_interop::torchvision_difference(net.spec()))
+        {
+            text += &format!("\nwarning: {} {reason}; torchvision's weights are for v1.5", net.spec().name);
+        }
+        Ok(text)
     }
 
     /// Its normalisation for images of `(h, w)` pixels and `channels` channels: channel
