@@ -52,7 +52,7 @@ pub struct ResNet {
     pub fc: Linear,
     features: Tensor,
     /// Pooled output of a stage short of the last ([`ResNet::embed`]).
-    pub(crate) stage_features: Tensor,
+    stage_features: Tensor,
     logits: Tensor,
     d_features: Vec<f32>,
     grads: [Vec<f32>; 5],
