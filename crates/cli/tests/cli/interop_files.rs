@@ -13,7 +13,7 @@ use std::process::Command;
 // ----- fixtures built here -----
 
 /// An 8-bit RGB PNG of `pixels` (HWC), written with stored (uncompressed) deflate blocks.
-fn png(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
+pub fn png(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
     let mut raw = Vec::new();
     for row in pixels.chunks(width * 3) {
         raw.push(0); // filter: none
@@ -47,7 +47,7 @@ fn png(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
 }
 
 /// Pseudo-random bytes (a fixed linear congruential stream).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
     (0..len)
         .map(|_| {
@@ -66,7 +66,7 @@ fn image(dir: &Path, name: &str, seed: u64) -> (PathBuf, Vec<u8>) {
 }
 
 /// A checkpoint of a CIFAR ResNet-8 (random weights) with `classes` classes and `normalize`.
-fn checkpoint(classes: usize, normalize: Normalize) -> Checkpoint {
+pub fn checkpoint(classes: usize, normalize: Normalize) -> Checkpoint {
     let opts = ModelOptions { num_classes: Some(classes), ..Default::default() };
     let mut net = ResNet::new(spec("cifar-resnet8", &opts).unwrap()).unwrap();
     net.init(&InitConfig { seed: 3, ..InitConfig::default() });
@@ -74,12 +74,12 @@ fn checkpoint(classes: usize, normalize: Normalize) -> Checkpoint {
     Checkpoint::from_network(&net, (0..classes).map(|i| format!("class{i}")).collect(), pre)
 }
 
-fn pixel_mean() -> Normalize {
+pub fn pixel_mean() -> Normalize {
     let mean = noise(32 * 32 * 3, 99).iter().map(|&v| f32::from(v) / 2.0 + 60.0).collect();
     Normalize::PixelMean { mean, scale: 1.0 / 64.0 }
 }
 
-fn save(dir: &Path, name: &str, c: &Checkpoint) -> PathBuf {
+pub fn save(dir: &Path, name: &str, c: &Checkpoint) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, c.to_bytes()).unwrap();
     path

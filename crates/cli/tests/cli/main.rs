@@ -9,6 +9,7 @@ mod common;
 mod stream_server;
 
 mod data_input;
+mod embed_features;
 mod experiment_runs;
 mod export_outputs;
 mod front_door;
