@@ -32,6 +32,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// The top-k classes of image files.
     Predict(commands::predict::Args),
+    /// Pooled features of a layer for every image of a dataset or of image files.
+    Embed(commands::embed::Args),
     /// Training curves of one or more runs in one figure.
     Plot(commands::plot::Args),
     /// Run one of the paper's experiments.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Predict(a) => commands::predict::run(a),
+        Command::Embed(a) => commands::embed::run(a),
         Command::Plot(a) => commands::plot::run(a),
         Command::Experiment(e) => commands::experiment::run(e),
         Command::Models(a) => commands::models::run(a),

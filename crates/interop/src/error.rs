@@ -124,6 +124,16 @@ pub enum InteropError {
         reason: String,
     },
 
+    // ----- features files -----
+    /// A safetensors file that does not hold image features as `resnet embed` writes them.
+    #[error("{}: not a features file: {reason}", path.display())]
+    BadFeatures {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+
     // ----- matching weights to networks -----
     /// The architecture cannot be read off the tensor shapes.
     #[error(

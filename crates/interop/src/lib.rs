@@ -11,6 +11,8 @@
 //!   without naming the network ([`load_weights`]).
 //! - **ONNX export** ([`export_onnx`]): eval-mode graph, NCHW `input` with a dynamic batch
 //!   dimension, `logits` out, opset [`onnx::OPSET`].
+//! - **Image features** as `resnet embed` writes them ([`FeatureSet`]): safetensors with
+//!   `features`, `labels` and the sources of the rows.
 //! - **torchvision's ImageNet conventions**: [`imagenet_classes`] and [`torchvision_preset`].
 //!
 //! ```no_run
@@ -25,6 +27,7 @@
 
 mod elem;
 mod error;
+mod features_file;
 mod fsutil;
 mod infer;
 pub mod onnx;
@@ -34,6 +37,7 @@ mod pth;
 mod safetensors_file;
 
 pub use error::InteropError;
+pub use features_file::{FeatureSet, FEATURES_FORMAT};
 pub use infer::infer_spec;
 pub use onnx::{export_onnx, InputFormat, OnnxOptions, Preprocessing};
 pub use preset::{imagenet_classes, torchvision_preset};

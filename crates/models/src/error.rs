@@ -23,6 +23,16 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// A layer the network does not have (see [`FeatureLayer`](crate::FeatureLayer)).
+    #[error("{model} has no {layer}: its layers are stem, layer1 to layer{stages}, and features")]
+    NoSuchLayer {
+        /// The model.
+        model: String,
+        /// The layer asked for.
+        layer: String,
+        /// Stages the network has.
+        stages: usize,
+    },
     /// An input the network cannot take.
     #[error("{model} cannot take a {h}x{w}x{c} input: {reason}")]
     BadInput {

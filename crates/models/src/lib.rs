@@ -17,6 +17,7 @@
 mod atomic_file;
 mod block;
 mod error;
+mod features;
 mod groups;
 mod init;
 mod memory;
@@ -31,6 +32,7 @@ pub mod zoo;
 pub use atomic_file::{temporary_path, temporary_target, write_atomic};
 pub use block::{Block, ConvBn, ReluAfter, ShortcutPath};
 pub use error::ModelError;
+pub use features::FeatureLayer;
 pub use groups::LayerGroup;
 pub use init::InitConfig;
 pub use memory::BatchMemory;

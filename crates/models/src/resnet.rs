@@ -52,6 +52,8 @@ pub struct ResNet {
     /// Classifier.
     pub fc: Linear,
     features: Tensor,
+    /// Pooled output of a stage short of the last ([`ResNet::embed`]).
+    stage_features: Tensor,
     logits: Tensor,
     d_features: Vec<f32>,
     grads: [Vec<f32>; 5],
@@ -86,6 +88,7 @@ impl ResNet {
             blocks,
             fc,
             features: Tensor::default(),
+            stage_features: Tensor::default(),
             logits: Tensor::default(),
             d_features: Vec::new(),
             grads: Default::default(),
@@ -129,7 +132,8 @@ impl ResNet {
     /// # Panics
     /// If the input does not fit (see [`ResNet::check_input`]).
     pub fn forward(&mut self, x: &Tensor, mode: BatchNormMode) -> &Tensor {
-        threads::install_awake(|| self.run(x, mode, false));
+        let blocks = self.blocks.len();
+        threads::install_awake(|| self.run(x, mode, false, blocks));
         &self.logits
     }
 
@@ -140,18 +144,22 @@ impl ResNet {
     /// # Panics
     /// If the input does not fit (see [`ResNet::check_input`]).
     pub fn infer(&mut self, x: &Tensor) -> &Tensor {
-        threads::install_awake(|| self.run(x, BatchNormMode::Eval, true));
+        let blocks = self.blocks.len();
+        threads::install_awake(|| self.run(x, BatchNormMode::Eval, true, blocks));
         &self.logits
     }
 
-    /// The forward pass; `release` hands each activation back to the pool once it is dead.
+    /// The forward pass through the stem and the first `blocks` blocks; returns the global
+    /// average of the last output, which is the classifier's input (and the classifier runs)
+    /// when every block has run. `release` hands each activation back to the pool once it is
+    /// dead.
     ///
     /// The callers run it on a worker of the compute pool with the other workers kept awake
     /// (`threads::install_awake`), so that each kernel's parallel part starts there directly
     /// rather than by handing the pool a job and sleeping until it is done: that round trip (two
     /// thread wake-ups a kernel, dozens of kernels a pass) is measurable at small batches
     /// (docs/tuning.md, `threads::install_awake`).
-    fn run(&mut self, x: &Tensor, mode: BatchNormMode, release: bool) -> &Tensor {
+    pub(crate) fn run(&mut self, x: &Tensor, mode: BatchNormMode, release: bool, blocks: usize) -> &Tensor {
         if let Err(e) = self.check_input(x.shape()) {
             panic!("{e}");
         }
@@ -174,7 +182,7 @@ impl ResNet {
         if release {
             spare.reclaim(&mut stem.unit.y);
         }
-        for i in 0..self.blocks.len() {
+        for i in 0..blocks {
             let (done, rest) = self.blocks.split_at_mut(i);
             let block = &mut rest[0];
             let input = if i == 0 { self.stem.output_mut() } else { done[i - 1].output_mut() };
@@ -193,15 +201,20 @@ impl ResNet {
                 block.forward(input, mode);
             }
         }
-        let last = self.blocks.last().map_or(self.stem.output(), Block::output);
+        let whole = blocks == self.blocks.len();
+        let last = self.blocks[..blocks].last().map_or(self.stem.output(), Block::output);
+        let pooled = if whole { &mut self.features } else { &mut self.stage_features };
         let _p = profile::scope("avg pool");
-        global_avg_pool_forward(last, &mut self.features);
+        global_avg_pool_forward(last, pooled);
         drop(_p);
         if release {
-            spare.reclaim(self.blocks.last_mut().map_or(self.stem.output_mut(), Block::output_mut));
+            spare.reclaim(self.blocks[..blocks].last_mut().map_or(self.stem.output_mut(), Block::output_mut));
+        }
+        if !whole {
+            return &self.stage_features;
         }
         self.fc.forward(&self.features, &mut self.logits);
-        &self.logits
+        &self.features
     }
 
     /// Logits of the last forward pass.
@@ -209,7 +222,24 @@ impl ResNet {
         &self.logits
     }
 
-    /// Pooled features of the last forward pass, `[n, 1, 1, c]`.
+    /// Pooled features of the last forward pass, `[n, 1, 1, c]`: the classifier's input, after
+    /// [`ResNet::forward`], [`ResNet::infer`] or [`ResNet::embed`] of [`FeatureLayer::Final`]
+    /// (a stage's embedding leaves them as they were).
+    ///
+    /// # Examples
+    /// ```
+    /// use resnet_models::{zoo, BatchNormMode, InitConfig, ResNet};
+    /// use resnet_nn::Tensor;
+    ///
+    /// let mut net = ResNet::new(zoo::spec("cifar-resnet8", &zoo::ModelOptions::default())?)?;
+    /// net.init(&InitConfig::default());
+    /// let x = Tensor::from_vec([2, 8, 8, 3], (0..384).map(|i| (i % 5) as f32 - 2.0).collect());
+    /// net.forward(&x, BatchNormMode::Eval);
+    /// assert_eq!(net.features().shape(), [2, 1, 1, 64]); // cifar-resnet8 ends on 64 channels
+    /// # Ok::<(), resnet_models::ModelError>(())
+    /// ```
+    ///
+    /// [`FeatureLayer::Final`]: crate::FeatureLayer::Final
     pub fn features(&self) -> &Tensor {
         &self.features
     }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod data;
 pub mod download;
+pub mod embed;
 pub mod eval;
 pub mod experiment;
 pub mod export;
@@ -13,6 +14,7 @@ pub mod models;
 pub mod plot;
 pub mod predict;
 pub mod progress;
+pub mod split;
 pub mod train;
 pub mod weights;
 

@@ -21,7 +21,7 @@ fn image(dir: &Path, name: &str, seed: u64) -> (PathBuf, Vec<u8>) {
 }
 
 /// A checkpoint of a CIFAR ResNet-8 (random weights) with `classes` classes and `normalize`.
-fn checkpoint(classes: usize, normalize: Normalize) -> Checkpoint {
+pub fn checkpoint(classes: usize, normalize: Normalize) -> Checkpoint {
     let opts = ModelOptions { num_classes: Some(classes), ..Default::default() };
     let mut net = ResNet::new(spec("cifar-resnet8", &opts).unwrap()).unwrap();
     net.init(&InitConfig { seed: 3, ..InitConfig::default() });
@@ -29,12 +29,12 @@ fn checkpoint(classes: usize, normalize: Normalize) -> Checkpoint {
     Checkpoint::from_network(&net, (0..classes).map(|i| format!("class{i}")).collect(), pre)
 }
 
-fn pixel_mean() -> Normalize {
+pub fn pixel_mean() -> Normalize {
     let mean = noise(32 * 32 * 3, 99).iter().map(|&v| f32::from(v) / 2.0 + 60.0).collect();
     Normalize::PixelMean { mean, scale: 1.0 / 64.0 }
 }
 
-fn save(dir: &Path, name: &str, c: &Checkpoint) -> PathBuf {
+pub fn save(dir: &Path, name: &str, c: &Checkpoint) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, c.to_bytes()).unwrap();
     path

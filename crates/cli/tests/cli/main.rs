@@ -14,6 +14,7 @@ mod stream_server;
 mod generator;
 
 mod data_input;
+mod embed_features;
 mod experiment_runs;
 mod export_outputs;
 mod fine_tune;
