@@ -1,6 +1,6 @@
-//! `resnet download weights NETWORK`: the command line it accepts and refuses, and a download
-//! from a server on 127.0.0.1 that serves a file other than torchvision's (the files themselves
-//! are too large, and this machine has no internet; `resnet-data`'s tests download a verified one).
+//! `resnet download weights NETWORK`: the command line it accepts and refuses, and downloads from
+//! a server on 127.0.0.1 serving small stand-ins for torchvision's files (the real ones are 45-230
+//! MB, and tests reach no other address).
 
 use crate::common::*;
 use crate::stream_server::serve_files;
@@ -72,4 +72,39 @@ fn offline_says_where_to_put_the_file() {
         "https://download.pytorch.org/models/resnet50-0676ba61.pth",
         "by hand",
     ]);
+}
+
+/// A 64-byte text whose sha256 starts with f37072fd, torchvision's published prefix for
+/// ResNet-18, found by trying nonces (about 2^32 of them): an 8-digit prefix guards against
+/// corruption, not against a forger, so the official addresses are HTTPS.
+const STANDS_IN_FOR_RESNET18: &str = "resnet test fixture, not torchvision's weights: 000000009d292220";
+
+#[test]
+fn a_verified_file_is_kept_named_as_torchvision_names_it_and_not_fetched_twice() {
+    let base = serve_files(vec![("/resnet18-f37072fd.pth".into(), STANDS_IN_FOR_RESNET18.into())], 1);
+    let dir = scratch();
+    let mut c = command(dir.path());
+    c.args(["download", "weights", "resnet18", "--data", "d"]).env("RESNET_DOWNLOAD_BASE", &base);
+    let r = run_command(c).ok();
+    let f = "d/resnet18-f37072fd.pth";
+    for needle in [
+        "resnet18 IMAGENET1K_V1",
+        "downloaded and verified (sha256 f37072fd...)",
+        &format!("at {f}"),
+        &format!("resnet predict --weights {f} image.jpg"),
+        &format!("resnet train --init {f}"),
+        &format!("resnet import --from torchvision {f} --out resnet18.safetensors"),
+    ] {
+        assert!(r.stdout.contains(needle), "stdout lacks {needle:?}:\n{}", r.stdout);
+    }
+    assert_eq!(std::fs::read_to_string(dir.path().join(f)).unwrap(), STANDS_IN_FOR_RESNET18, "kept as served");
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("d")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["resnet18-f37072fd.pth"], "no temporary file left");
+    // Nothing listens there now: the file already in place is verified and kept.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut c = command(dir.path());
+    c.args(["download", "weights", "resnet18", "--data", "d"])
+        .env("RESNET_DOWNLOAD_BASE", format!("http://127.0.0.1:{port}"));
+    let r = run_command(c).ok();
+    assert!(r.stdout.contains("already there, verified; not downloaded again"), "{}", r.stdout);
 }
