@@ -47,7 +47,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Show a dataset's splits, classes, image size and channel statistics.
     Data(commands::data::Args),
-    /// Download a public dataset (cifar10, cifar100, mnist, fashion-mnist), verified by md5.
+    /// Download a public dataset (cifar10, mnist, ...) or torchvision's ImageNet weights
+    /// (weights resnet50, ...), checksum-verified.
     Download(commands::download::Args),
     /// Import torchvision weights (.safetensors or .pth) into a checkpoint.
     Import(commands::import::Args),

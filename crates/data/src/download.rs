@@ -1,36 +1,16 @@
 //! `resnet download`: the public datasets from their official addresses, each file verified with
-//! the md5 its authors publish, written to a temporary file and renamed only once verified.
+//! the md5 its authors publish, written to a temporary file and renamed only once verified
+//! ([`crate::fetch_published`]).
 
+use crate::fetch::{base_from_env, fetch_unless_present, Published, PublishedHash};
 use crate::DataError;
-use md5::{Digest, Md5};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// Environment variable that replaces every base address (for mirrors and for tests): files are
-/// fetched from `$RESNET_DOWNLOAD_BASE/<file name>`.
-pub const DOWNLOAD_BASE_ENV: &str = "RESNET_DOWNLOAD_BASE";
-
-/// The most bytes [`fetch_verified`] accepts from one address: a transfer that goes on past this
-/// is stopped and discarded, so an endless or oversized response cannot fill the disk.
-/// [`download`] uses each file's published size instead.
-pub const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
 
 /// One file of a dataset, its published md5 and its size in bytes.
 struct Resource {
     file: &'static str,
     md5: &'static str,
     bytes: u64,
-}
-
-/// What a file to fetch must be: the md5 it must have and the most bytes it may have.
-#[derive(Clone, Copy, Debug)]
-pub struct Published<'a> {
-    /// The published md5, lower-case hex.
-    pub md5: &'a str,
-    /// The size past which the transfer is stopped and discarded (the published size of the file,
-    /// or [`MAX_DOWNLOAD_BYTES`]).
-    pub max_bytes: u64,
 }
 
 /// A downloadable dataset.
@@ -101,11 +81,11 @@ pub fn downloadable() -> Vec<&'static str> {
 }
 
 /// The base addresses [`download`] tries for dataset `name`, in order (the value of
-/// [`DOWNLOAD_BASE_ENV`] when it is set); empty for an unknown name. An `http://` address among
-/// them is plain HTTP: each file is still checked against its published md5 and size before it
-/// is kept.
+/// [`DOWNLOAD_BASE_ENV`](crate::DOWNLOAD_BASE_ENV) when it is set); empty for an unknown name. An
+/// `http://` address among them is plain HTTP: each file is still checked against its published
+/// md5 and size before it is kept.
 pub fn download_addresses(name: &str) -> Vec<String> {
-    match std::env::var(DOWNLOAD_BASE_ENV).ok().filter(|b| !b.is_empty()) {
+    match base_from_env() {
         Some(b) if SOURCES.iter().any(|s| s.name == name) => vec![b],
         _ => SOURCES
             .iter()
@@ -121,7 +101,7 @@ pub fn download_addresses(name: &str) -> Vec<String> {
 /// with the right md5 are kept. Each transfer is stopped as soon as it passes the file's
 /// published size. `progress` gets the bytes of the current file so far and its
 /// length when the server says it. The base address can be replaced by setting
-/// [`DOWNLOAD_BASE_ENV`].
+/// [`DOWNLOAD_BASE_ENV`](crate::DOWNLOAD_BASE_ENV).
 ///
 /// # Errors
 /// [`DataError::Download`] (no network, HTTP error) with where to put the files by hand,
@@ -129,12 +109,11 @@ pub fn download_addresses(name: &str) -> Vec<String> {
 /// [`DataError::TooLarge`] for a transfer larger than the published file,
 /// [`DataError::Io`] when `dir` cannot be written.
 pub fn download(name: &str, dir: &Path, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<PathBuf, DataError> {
-    let base = std::env::var(DOWNLOAD_BASE_ENV).ok().filter(|b| !b.is_empty());
-    download_from(name, dir, base.as_deref(), progress)
+    download_from(name, dir, base_from_env().as_deref(), progress)
 }
 
 /// [`download`] from `base` (`None`: the official addresses) instead of reading
-/// [`DOWNLOAD_BASE_ENV`].
+/// [`DOWNLOAD_BASE_ENV`](crate::DOWNLOAD_BASE_ENV).
 ///
 /// # Errors
 /// As [`download`], and [`DataError::Config`] for an unknown name.
@@ -157,35 +136,20 @@ pub fn download_from(
         None => src.bases.iter().map(|b| b.to_string()).collect(),
     };
     for r in src.files {
-        let dest = target.join(r.file);
-        if dest.is_file() && file_md5(&dest)? == r.md5 {
-            let len = std::fs::metadata(&dest).map_err(|e| DataError::io(&dest, e))?.len();
-            progress(len, Some(len));
-            continue;
-        }
-        let mut last = None;
-        for b in &bases {
-            let url = format!("{}/{}", b.trim_end_matches('/'), r.file);
-            match fetch_published(&url, &dest, &Published { md5: r.md5, max_bytes: r.bytes }, progress) {
-                Ok(()) => {
-                    last = None;
-                    break;
-                }
-                // Another mirror may answer; a wrong checksum or a local disk error will not
-                // get better elsewhere.
-                Err(e @ DataError::Download { .. }) => last = Some(e),
-                Err(e) => return Err(e),
+        let expected = Published { hash: PublishedHash::Md5(r.md5), max_bytes: r.bytes };
+        match fetch_unless_present(&bases, &target.join(r.file), &expected, progress) {
+            Ok(_) => {}
+            Err(DataError::Download { url, reason, .. }) => {
+                let hint = format!(
+                    "Offline? Put {} (from {url}, md5 {}) into {} by hand and run `resnet data --dataset {name} --data {}`",
+                    r.file,
+                    r.md5,
+                    target.display(),
+                    dir.display()
+                );
+                return Err(DataError::Download { url, reason, hint });
             }
-        }
-        if let Some(DataError::Download { url, reason, .. }) = last {
-            let hint = format!(
-                "Offline? Put {} (from {url}, md5 {}) into {} by hand and run `resnet data --dataset {name} --data {}`",
-                r.file,
-                r.md5,
-                target.display(),
-                dir.display()
-            );
-            return Err(DataError::Download { url, reason, hint });
+            Err(e) => return Err(e),
         }
     }
     Ok(match src.subdir {
@@ -194,120 +158,10 @@ pub fn download_from(
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn file_md5(path: &Path) -> Result<String, DataError> {
-    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut h = Md5::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| DataError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
-/// Fetches `url` into `dest` if its md5 is `md5`, accepting at most [`MAX_DOWNLOAD_BYTES`]:
-/// [`fetch_published`] with that limit.
-///
-/// # Errors
-/// As [`fetch_published`].
-pub fn fetch_verified(
-    url: &str,
-    dest: &Path,
-    md5: &str,
-    progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<(), DataError> {
-    fetch_published(url, dest, &Published { md5, max_bytes: MAX_DOWNLOAD_BYTES }, progress)
-}
-
-/// Fetches `url` into `dest` if it is the file `expected` describes: the bytes go to a hidden
-/// temporary file beside `dest`, which is renamed to `dest` only once its md5 is verified (and
-/// removed otherwise), so `dest` never holds a partial or wrong file. A response that announces
-/// more than `expected.max_bytes` is refused before its body is read, and one that sends more is
-/// stopped there.
-///
-/// # Errors
-/// [`DataError::Download`] (its hint says where to put the file by hand),
-/// [`DataError::TooLarge`], [`DataError::Checksum`], [`DataError::Io`].
-pub fn fetch_published(
-    url: &str,
-    dest: &Path,
-    expected: &Published<'_>,
-    progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<(), DataError> {
-    let (md5, max) = (expected.md5, expected.max_bytes);
-    let too_large = |reason: String| DataError::TooLarge { file: url.to_string(), reason };
-    let hint = || format!("Offline? Put the file (md5 {md5}) at {} by hand", dest.display());
-    let fail = |reason: String| DataError::Download { url: url.to_string(), reason, hint: hint() };
-    // Short connect and read timeouts make an offline machine fail in seconds, not minutes; the
-    // transfer as a whole has no time limit (170 MB on a slow line is fine while bytes flow),
-    // only a size limit.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_resolve(Some(Duration::from_secs(15)))
-        .timeout_connect(Some(Duration::from_secs(15)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let resp = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
-    let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if let Some(t) = total.filter(|&t| t > max) {
-        return Err(too_large(format!(
-            "the server announces {t} bytes, more than the {max} bytes expected; nothing was downloaded"
-        )));
-    }
-    let mut body = resp.into_body().into_reader();
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dest.with_file_name(format!(".{name}.part"));
-    let result = (|| {
-        let mut out = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        let mut h = Md5::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut done = 0u64;
-        progress(0, total);
-        loop {
-            let n = body.read(&mut buf).map_err(|e| fail(format!("transfer interrupted after {done} bytes: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            if done + n as u64 > max {
-                return Err(too_large(format!(
-                    "the server sent more than the {max} bytes expected; the download was stopped there and discarded"
-                )));
-            }
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| DataError::io(&tmp, e))?;
-            done += n as u64;
-            progress(done, total);
-        }
-        out.sync_all().map_err(|e| DataError::io(&tmp, e))?;
-        let actual = hex(&h.finalize());
-        if actual != md5 {
-            return Err(DataError::Checksum {
-                url: url.to_string(),
-                path: dest.to_path_buf(),
-                expected: md5.to_string(),
-                actual,
-            });
-        }
-        std::fs::rename(&tmp, dest).map_err(|e| DataError::io(dest, e))
-    })();
-    if result.is_err() {
-        // Best effort: the error being returned matters more than a leftover temporary file.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DOWNLOAD_BASE_ENV;
 
     #[test]
     fn every_file_has_a_size_and_plain_http_is_named() {

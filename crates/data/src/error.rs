@@ -155,15 +155,21 @@ pub enum DataError {
         hint: String,
     },
     /// A downloaded file whose checksum is not the published one; it was not kept.
-    #[error("{url}: md5 {actual} does not match the published {expected}; the download was discarded ({})", path.display())]
+    #[error(
+        "{url}: {algorithm} {actual} does not {} the published {expected}; the download was discarded ({})",
+        if expected.len() < actual.len() { "start with" } else { "match" },
+        path.display()
+    )]
     Checksum {
         /// The address.
         url: String,
         /// Where it would have been written.
         path: PathBuf,
-        /// The published md5.
+        /// `md5` or `sha256`.
+        algorithm: &'static str,
+        /// The published hash (for a sha256, possibly only its first hex digits).
         expected: String,
-        /// The md5 of what arrived.
+        /// The whole hash of what arrived.
         actual: String,
     },
 

@@ -43,6 +43,8 @@ mod detect;
 #[cfg(feature = "download")]
 mod download;
 mod error;
+#[cfg(feature = "download")]
+mod fetch;
 mod folder;
 mod idx;
 mod inspect;
@@ -50,6 +52,8 @@ mod loader;
 mod memory;
 mod normalize;
 mod par;
+#[cfg(feature = "download")]
+mod pretrained;
 mod read;
 mod single;
 mod synthetic;
@@ -62,15 +66,22 @@ pub use cifar::{parse_cifar, CifarFormat, CifarRecords};
 pub use datasets::{open, validation_split, DatasetKind, OpenOptions, Splits, SyntheticConfig};
 pub use detect::{detect_format, DetectedFormat};
 #[cfg(feature = "download")]
-pub use download::{
-    download, download_addresses, download_from, downloadable, fetch_published, fetch_verified, Published,
-    DOWNLOAD_BASE_ENV, MAX_DOWNLOAD_BYTES,
-};
+pub use download::{download, download_addresses, download_from, downloadable};
 pub use error::DataError;
+#[cfg(feature = "download")]
+pub use fetch::{
+    fetch_published, fetch_verified, Fetched, Published, PublishedHash, DOWNLOAD_BASE_ENV, MAX_DOWNLOAD_BYTES,
+    MIN_SHA256_PREFIX,
+};
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use inspect::{inspect, inspect_with_validation, Inspection, PerClass, SplitCount};
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, LoaderMode};
 pub use normalize::{channel_mean_std, pixel_mean, Normalize};
+#[cfg(feature = "download")]
+pub use pretrained::{
+    download_weights, download_weights_from, pretrained_networks, torchvision_weights, DownloadedWeights,
+    TorchvisionWeights, WeightsVariant, TORCHVISION_WEIGHTS, TORCHVISION_WEIGHTS_BASE,
+};
 pub use read::{read_image_file, MAX_IMAGE_FILE_BYTES};
 pub use single::{prepare_views, read_image};
 pub use walk::MAX_FOLDER_DEPTH;

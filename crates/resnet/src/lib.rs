@@ -11,9 +11,10 @@
 //! | [`train`] | `resnet-train` | training runs, evaluation, checkpoints, metrics, plots |
 //! | [`interop`] | `resnet-interop` | torchvision weights in and out, ONNX export |
 //!
-//! Features (both on by default): `download` (fetching the public datasets over HTTPS) and
-//! `plot` (training curves as PNG and SVG; without it nothing is drawn). With
-//! `default-features = false` neither the HTTP client nor the plotting library is built.
+//! Features (both on by default): `download` (fetching the public datasets and torchvision's
+//! pretrained weights over HTTPS) and `plot` (training curves as PNG and SVG; without it nothing
+//! is drawn). With `default-features = false` neither the HTTP client nor the plotting library is
+//! built.
 //!
 //! A network of the zoo, run on a batch:
 //!

@@ -3,7 +3,7 @@
 //! each file holds one area.
 
 mod common;
-// The data crate's test server; these tests use one of its bodies.
+// The data crate's test servers.
 #[allow(dead_code)]
 #[path = "../../../data/tests/integration/stream_server.rs"]
 mod stream_server;
@@ -22,4 +22,5 @@ mod front_door;
 mod interop_files;
 mod memory;
 mod train_runs;
+mod weights_download;
 mod wording;

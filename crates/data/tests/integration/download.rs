@@ -2,46 +2,9 @@
 //! that serves a generated archive. No other address is contacted.
 
 use crate::common::*;
-use crate::stream_server::{read_request_head, serve_stream, Body};
-use resnet_data::{download, download_from, fetch_verified, open, DataError, DatasetKind, OpenOptions};
-use std::io::Write;
+use crate::stream_server::{serve_files, serve_stream, Body};
+use resnet_data::{download, download_from, fetch_verified, open, DataError, DatasetKind, OpenOptions, PublishedHash};
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
-
-/// Serves `files` (path, bytes) on 127.0.0.1 for at most `requests` requests or 30 seconds.
-fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut served = 0;
-        while served < requests && Instant::now() < deadline {
-            let Ok((mut s, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            };
-            served += 1;
-            s.set_nonblocking(false).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let Some(req) = read_request_head(&mut s) else { continue };
-            let line = String::from_utf8_lossy(&req).lines().next().unwrap_or_default().to_string();
-            let path = line.split(' ').nth(1).unwrap_or("/").to_string();
-            match files.iter().find(|(p, _)| *p == path) {
-                Some((_, body)) => {
-                    let head =
-                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                    let _ = s.write_all(head.as_bytes());
-                    let _ = s.write_all(body);
-                }
-                None => {
-                    let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                }
-            }
-        }
-    });
-    format!("http://{addr}")
-}
 
 fn md5_hex(bytes: &[u8]) -> String {
     use md5::Digest;
@@ -56,14 +19,14 @@ fn cifar_archive() -> Vec<u8> {
     tar_gz("cifar-10-batches-bin", &refs)
 }
 
-fn leftovers(dir: &std::path::Path) -> Vec<String> {
+pub fn leftovers(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
 
 #[test]
 fn verified_fetch_writes_the_file_and_it_opens() {
     let archive = cifar_archive();
-    let base = serve(vec![("/cifar-10-binary.tar.gz".into(), archive.clone())], 1);
+    let base = serve_files(vec![("/cifar-10-binary.tar.gz".into(), archive.clone())], 1);
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("cifar-10-binary.tar.gz");
     let mut last = (0, None);
@@ -78,7 +41,7 @@ fn verified_fetch_writes_the_file_and_it_opens() {
 
 #[test]
 fn a_file_that_does_not_match_the_published_md5_is_discarded() {
-    let base = serve(vec![("/cifar-10-binary.tar.gz".into(), cifar_archive())], 1);
+    let base = serve_files(vec![("/cifar-10-binary.tar.gz".into(), cifar_archive())], 1);
     let tmp = tempfile::tempdir().unwrap();
     let e = download_from("cifar10", tmp.path(), Some(&base), &mut |_, _| {}).unwrap_err();
     match &e {
@@ -98,7 +61,7 @@ fn base_address_from_the_environment_and_missing_files() {
     // test thread ever sees it (setting the environment of a threaded process is racy).
     const CHILD: &str = "RESNET_DATA_DOWNLOAD_TEST_CHILD";
     if std::env::var_os(CHILD).is_none() {
-        let base = serve(vec![], 1);
+        let base = serve_files(vec![], 1);
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["download::base_address_from_the_environment_and_missing_files", "--exact", "--nocapture"])
             .env(CHILD, "1")
@@ -178,7 +141,7 @@ fn fetch_published_takes_any_limit() {
     let base = serve_stream(Body::Unannounced(5000));
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("f.bin");
-    let expected = resnet_data::Published { md5: &md5_hex(&[0u8; 5000]), max_bytes: 4999 };
+    let expected = resnet_data::Published { hash: PublishedHash::Md5(&md5_hex(&[0u8; 5000])), max_bytes: 4999 };
     let e = resnet_data::fetch_published(&format!("{base}/f.bin"), &dest, &expected, &mut |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("more than the 4999 bytes"), "{e}");
     assert!(leftovers(tmp.path()).is_empty());

@@ -10,4 +10,6 @@ mod folder_walk;
 mod formats;
 mod loader;
 #[cfg(feature = "download")]
+mod pretrained;
+#[cfg(feature = "download")]
 mod stream_server;

@@ -1,8 +1,45 @@
-//! A one-request HTTP server on 127.0.0.1 that sends zeros, for the download size limits. Shared
-//! by the data crate's download tests and the CLI's (`#[path]`), so both test one server.
+//! HTTP servers on 127.0.0.1 for the download tests: one that serves given files, one that sends
+//! zeros for the size limits. Shared by the data crate's download tests and the CLI's (`#[path]`),
+//! so both test one server.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Serves `files` (path, bytes) on 127.0.0.1 for at most `requests` requests or 30 seconds.
+pub fn serve_files(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut served = 0;
+        while served < requests && Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            served += 1;
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let Some(req) = read_request_head(&mut s) else { continue };
+            let line = String::from_utf8_lossy(&req).lines().next().unwrap_or_default().to_string();
+            let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let head =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let _ = s.write_all(head.as_bytes());
+                    let _ = s.write_all(body);
+                }
+                None => {
+                    let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            }
+        }
+    });
+    format!("http://{addr}")
+}
 
 /// How a [`serve_stream`] response sends its body.
 #[derive(Clone, Copy)]
