@@ -65,8 +65,8 @@ impl FromStr for FeatureLayer {
             "features" => return Ok(FeatureLayer::Final),
             _ => {}
         }
-        match lower.strip_prefix("layer").map(str::parse::<usize>) {
-            Some(Ok(k)) if k >= 1 => Ok(FeatureLayer::Stage(k)),
+        match crate::groups::stage_number(&lower) {
+            Some(k) => Ok(FeatureLayer::Stage(k)),
             _ => Err(format!(
                 "unknown layer '{s}'; the layers are stem, layer1, layer2, ... (the last block of that stage) \
                  and features (the classifier's input)"

@@ -26,7 +26,7 @@ impl LayerGroup {
         match head {
             "conv1" | "bn1" => Some(Self::Stem),
             "fc" => Some(Self::Classifier),
-            _ => head.strip_prefix("layer")?.parse().ok().filter(|&k| k > 0).map(Self::Stage),
+            _ => stage_number(head).map(Self::Stage),
         }
     }
 
@@ -55,13 +55,16 @@ impl FromStr for LayerGroup {
         match s {
             "stem" => Ok(Self::Stem),
             "fc" | "classifier" => Ok(Self::Classifier),
-            _ => {
-                s.strip_prefix("layer").and_then(|k| k.parse().ok()).filter(|&k| k > 0).map(Self::Stage).ok_or_else(
-                    || format!("'{s}' is not a part of a ResNet: stem, layer1, layer2, ..., fc or backbone"),
-                )
-            }
+            _ => stage_number(s)
+                .map(Self::Stage)
+                .ok_or_else(|| format!("'{s}' is not a part of a ResNet: stem, layer1, layer2, ..., fc or backbone")),
         }
     }
+}
+
+/// `k` of a stage's torchvision name `layerK` (from 1).
+pub(crate) fn stage_number(name: &str) -> Option<usize> {
+    name.strip_prefix("layer")?.parse().ok().filter(|&k| k > 0)
 }
 
 /// Where the backward pass must start from the bottom: the lowest layer with a trainable

@@ -127,30 +127,21 @@ impl InitWeights {
     }
 }
 
-/// The groups `names` stand for in `net` (`backbone`: every group but the classifier).
+/// The groups `names` stand for in a network of `stages` stages (`backbone`: every group but
+/// the classifier), in order, once each.
 ///
 /// # Errors
-/// A name that is no group of the network.
-pub fn groups(names: &[String], net: &ResNet) -> Result<Vec<LayerGroup>, String> {
-    let stages = net.spec().depths.len();
+/// A name that is no part of a ResNet.
+pub fn groups(names: &[String], stages: usize) -> Result<Vec<LayerGroup>, String> {
     let mut out = Vec::new();
     for name in names {
-        let more = match name.as_str() {
-            "backbone" => LayerGroup::backbone(stages),
-            n => vec![n.parse::<LayerGroup>()?],
-        };
-        for g in more {
-            if let LayerGroup::Stage(k) = g {
-                if k > stages {
-                    return Err(format!("{} has no {g}: its stages are layer1 to layer{stages}", net.spec().name));
-                }
-            }
-            if !out.contains(&g) {
-                out.push(g);
-            }
+        match name.as_str() {
+            "backbone" => out.extend(LayerGroup::backbone(stages)),
+            n => out.push(n.parse::<LayerGroup>()?),
         }
     }
     out.sort();
+    out.dedup();
     Ok(out)
 }
 
@@ -160,7 +151,7 @@ pub fn groups(names: &[String], net: &ResNet) -> Result<Vec<LayerGroup>, String>
 /// # Errors
 /// An unknown part, or everything frozen.
 pub fn freeze(net: &mut ResNet, fine_tune: &FineTune) -> Result<Option<String>, String> {
-    let frozen = groups(&fine_tune.freeze, net)?;
+    let frozen = groups(&fine_tune.freeze, net.spec().depths.len())?;
     for &g in &frozen {
         net.set_frozen(g, true)?;
     }
