@@ -10,7 +10,9 @@
 //! Each feature is standardised with the training set's mean and standard deviation; the probe
 //! minimises the mean cross-entropy plus `l2 / 2 * |W|^2` (the bias is not penalised) over the
 //! whole training set by L-BFGS with a backtracking line search, deterministically. Options:
-//! `--l2 X` (default 1e-4) and `--iterations N` (default 300).
+//! `--l2 X` (default `cv`: the value of 1e-4, 1e-3, ..., 1 with the lowest 5-fold
+//! cross-validated error on the training set, as scikit-learn's `LogisticRegressionCV`) and
+//! `--iterations N` (default 300).
 
 use anyhow::{bail, Context};
 use resnet_interop::FeatureSet;
@@ -62,11 +64,15 @@ fn probe(args: anyhow::Result<Args>) -> anyhow::Result<()> {
     standardize.apply(&mut x_test);
     let (y_train, y_test) = (labels_of(&train), labels_of(&test));
     let data = Samples { x: &x_train, labels: &y_train, dim: train.channels };
-    let probe = Probe::fit(&data, classes, &FitOptions { l2: args.l2, iterations: args.iterations });
+    let (l2, how) = match args.l2 {
+        Some(l2) => (l2, "given"),
+        None => (cross_validated_l2(&data, classes, args.iterations), "chosen by 5-fold cross-validation"),
+    };
+    let probe = Probe::fit(&data, classes, &FitOptions { l2, iterations: args.iterations });
     let test_data = Samples { x: &x_test, labels: &y_test, dim: test.channels };
     println!(
-        "linear probe on {} features ({} of {}), {classes} classes, l2 {}",
-        train.channels, train.layer, train.model, args.l2
+        "linear probe on {} features ({} of {}), {classes} classes, l2 {l2} ({how})",
+        train.channels, train.layer, train.model
     );
     println!("training error {:.2}% ({} images)", probe.error(&data), train.rows);
     println!("test error {:.2}% ({} images)", probe.error(&test_data), test.rows);
@@ -77,15 +83,16 @@ fn probe(args: anyhow::Result<Args>) -> anyhow::Result<()> {
 struct Args {
     train: PathBuf,
     test: PathBuf,
-    l2: f64,
+    /// The penalty, or `None` to choose it by cross-validation.
+    l2: Option<f64>,
     iterations: usize,
 }
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Result<Args> {
-        let usage = "usage: linear_probe TRAIN.safetensors TEST.safetensors [--l2 X] [--iterations N]";
+        let usage = "usage: linear_probe TRAIN.safetensors TEST.safetensors [--l2 X|cv] [--iterations N]";
         let mut files = Vec::new();
-        let (mut l2, mut iterations) = (1e-4, 300);
+        let (mut l2, mut iterations) = (None, 300);
         while let Some(a) = args.next() {
             let mut value = |flag: &str| {
                 let v = args.next().with_context(|| format!("{flag} needs a value; {usage}"))?;
@@ -94,9 +101,12 @@ impl Args {
             match a.to_str() {
                 Some("--l2") => {
                     let v = value("--l2")?;
-                    l2 = v.parse().ok().filter(|l: &f64| l.is_finite() && *l >= 0.0).with_context(|| {
-                        format!("--l2 {v}: give a non-negative number (the penalty on the weights)")
-                    })?;
+                    l2 = match v.as_str() {
+                        "cv" => None,
+                        _ => Some(v.parse().ok().filter(|l: &f64| l.is_finite() && *l >= 0.0).with_context(|| {
+                            format!("--l2 {v}: give a non-negative number (the penalty on the weights) or cv")
+                        })?),
+                    };
                 }
                 Some("--iterations") => {
                     let v = value("--iterations")?;
@@ -200,6 +210,34 @@ struct FitOptions {
     l2: f64,
     /// L-BFGS iterations at most.
     iterations: usize,
+}
+
+/// The penalties cross-validation chooses from.
+const L2_GRID: [f64; 5] = [1e-4, 1e-3, 1e-2, 1e-1, 1.0];
+
+/// The penalty of [`L2_GRID`] whose probes, each trained on four fifths of `data` (rows by index
+/// modulo 5) and tested on the rest, err least on average; the larger on a tie.
+fn cross_validated_l2(data: &Samples<'_>, classes: usize, iterations: usize) -> f64 {
+    let folds = 5;
+    let mut best = (f64::INFINITY, L2_GRID[0]);
+    for l2 in L2_GRID {
+        let mut error = 0.0;
+        for fold in 0..folds {
+            let (mut fit, mut held) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+            for (i, (row, &label)) in data.x.chunks_exact(data.dim).zip(data.labels).enumerate() {
+                let part = if i % folds == fold { &mut held } else { &mut fit };
+                part.0.extend_from_slice(row);
+                part.1.push(label);
+            }
+            let fit = Samples { x: &fit.0, labels: &fit.1, dim: data.dim };
+            let held = Samples { x: &held.0, labels: &held.1, dim: data.dim };
+            error += Probe::fit(&fit, classes, &FitOptions { l2, iterations }).error(&held) / folds as f64;
+        }
+        if error <= best.0 {
+            best = (error, l2);
+        }
+    }
+    best.1
 }
 
 /// A multinomial logistic regression, `p(k | x) = softmax(W x + b)_k`.
@@ -386,6 +424,23 @@ mod tests {
         (x, labels)
     }
 
+    /// Few samples, one informative coordinate among many noisy ones: a weak penalty fits the
+    /// noise, so cross-validation must choose a stronger one than the weakest.
+    #[test]
+    fn cross_validation_chooses_a_stronger_penalty_when_the_weakest_overfits() {
+        let (dim, n) = (60, 80);
+        let noise = uniform(n * dim, 7);
+        let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
+        let x: Vec<f32> = noise
+            .chunks_exact(dim)
+            .zip(&labels)
+            .flat_map(|(row, &k)| row.iter().enumerate().map(move |(j, v)| if j == 0 { v + k as f32 } else { *v }))
+            .collect();
+        let data = Samples { x: &x, labels: &labels, dim };
+        let l2 = cross_validated_l2(&data, 2, 300);
+        assert!(L2_GRID.contains(&l2) && l2 > L2_GRID[0], "chose {l2}");
+    }
+
     #[test]
     fn separable_classes_are_learned_without_a_training_error() {
         let (x, labels) = clusters(4, 6, 50, 1);
@@ -458,7 +513,8 @@ mod tests {
     fn the_command_line_refuses_bad_values() {
         let parse = |a: &[&str]| Args::parse(a.iter().map(std::ffi::OsString::from));
         let a = parse(&["a", "b", "--l2", "0.01", "--iterations", "50"]).unwrap();
-        assert_eq!((a.train, a.test, a.l2, a.iterations), ("a".into(), "b".into(), 0.01, 50));
+        assert_eq!((a.train, a.test, a.l2, a.iterations), ("a".into(), "b".into(), Some(0.01), 50));
+        assert_eq!(parse(&["a", "b", "--l2", "cv"]).unwrap().l2, None);
         for (bad, needle) in [
             (&["a", "b", "--l2", "-1"][..], "--l2 -1"),
             (&["a", "b", "--l2", "nan"], "--l2 nan"),

@@ -46,9 +46,11 @@ probe_error() {
     local ckpt=$1 name=$2
     for split in train test; do
         [ -f "$out/$name-$split.safetensors" ] || "$resnet" embed --checkpoint "$ckpt" --dataset imagefolder \
-            --data "$splits/target" --split "$split" --out "$out/$name-$split.safetensors"
+            --data "$splits/target" --split "$split" --out "$out/$name-$split.safetensors" >&2
     done
-    "$probe" "$out/$name-train.safetensors" "$out/$name-test.safetensors" | grep -o 'test error [0-9.]*' | cut -d' ' -f3
+    # The penalty is chosen by 5-fold cross-validation on the 500 training images.
+    "$probe" "$out/$name-train.safetensors" "$out/$name-test.safetensors" | tee -a "$out/probe-$name.log" |
+        grep -o 'test error [0-9.]*' | cut -d' ' -f3
 }
 
 # experiment NAME MODEL SOURCE_ARGS... -- TARGET_ARGS...: the four ways for one network.
