@@ -11,8 +11,9 @@
 #   r18: ImageNet ResNet-18 at 64 px (upscaled), pretrained for 10 epochs, exported as a
 #        torchvision safetensors file that (b) and (c) start from.
 # Runs already finished are kept; an interrupted one resumes. RESNET names the binary (default
-# target/release/resnet), PROBE the linear-probe example (target/release/examples/linear_probe).
-# Writes OUT/results-<net>.md.
+# target/release/resnet), PROBE the linear-probe example (target/release/examples/linear_probe),
+# SEED the seed of the runs on the new classes (default 0; others get their own run directories
+# and OUT/results-<net>-s<SEED>.md, the pretrained network is shared). Writes OUT/results-<net>.md.
 set -euo pipefail
 cifar=$1
 out=$2
@@ -20,6 +21,8 @@ which=${3:-all}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 resnet=${RESNET:-$root/target/release/resnet}
 probe=${PROBE:-$root/target/release/examples/linear_probe}
+seed=${SEED:-0}
+tag=$([ "$seed" = 0 ] || echo "-s$seed")
 mkdir -p "$out"
 splits=$out/splits
 [ -d "$splits" ] || "$root/tools/transfer/make-splits.sh" "$cifar" "$splits"
@@ -69,20 +72,22 @@ experiment() {
         [ -f "$weights" ] || "$resnet" export --checkpoint "$out/$name-source/checkpoints/last.safetensors" \
             --safetensors "$weights"
     fi
-    train "$out/$name-a-scratch" --data "$splits/target" "${target_args[@]}" --model "$model" --lr 0.1
-    train "$out/$name-b-finetune" --data "$splits/target" "${target_args[@]}" --init "$weights" --lr 0.01
-    train "$out/$name-c-probe" --data "$splits/target" "${target_args[@]}" --init "$weights" --freeze backbone --lr 0.1
+    target_args+=(--seed "$seed")
+    train "$out/$name-a-scratch$tag" --data "$splits/target" "${target_args[@]}" --model "$model" --lr 0.1
+    train "$out/$name-b-finetune$tag" --data "$splits/target" "${target_args[@]}" --init "$weights" --lr 0.01
+    train "$out/$name-c-probe$tag" --data "$splits/target" "${target_args[@]}" --init "$weights" \
+        --freeze backbone --lr 0.1
     local d
     d=$(probe_error "$out/$name-source/checkpoints/last.safetensors" "$name")
     {
         echo "| $name | test error on the 5 new classes (5,000 images) |"
         echo "|---|---|"
         echo "| source (5 other classes, 25,000 images) | $(test_error "$out/$name-source")% on its own test set |"
-        echo "| (a) from scratch, 500 images | $(test_error "$out/$name-a-scratch")% |"
-        echo "| (b) --init, all layers train | $(test_error "$out/$name-b-finetune")% |"
-        echo "| (c) --init --freeze backbone | $(test_error "$out/$name-c-probe")% |"
+        echo "| (a) from scratch, 500 images | $(test_error "$out/$name-a-scratch$tag")% |"
+        echo "| (b) --init, all layers train | $(test_error "$out/$name-b-finetune$tag")% |"
+        echo "| (c) --init --freeze backbone | $(test_error "$out/$name-c-probe$tag")% |"
         echo "| (d) logistic regression on resnet embed | ${d}% |"
-    } | tee "$out/results-$name.md"
+    } | tee "$out/results-$name$tag.md"
 }
 
 if [ "$which" = r20 ] || [ "$which" = all ]; then
