@@ -47,11 +47,7 @@ pub fn degradation(
     stop: &AtomicBool,
     observer: &mut dyn Observer,
 ) -> Result<DegradationReport, ExperimentError> {
-    for &d in depths {
-        if d < 8 || (d - 2) % 6 != 0 {
-            return Err(ExperimentError::Config(format!("CIFAR depths are 6n+2 (20, 32, 44, 56, 110); {d} is not")));
-        }
-    }
+    check_depths(depths)?;
     let names: Vec<String> =
         [false, true].iter().flat_map(|&residual| depths.iter().map(move |&d| cifar_name(d, residual))).collect();
     crate::check_selection(only, &names)?;
@@ -131,6 +127,15 @@ pub fn degradation(
     let report = DegradationReport { parts, table, complete };
     fsutil::write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&report).expect("report").as_bytes())?;
     Ok(report)
+}
+
+/// Refuses a depth no CIFAR network has (6n+2 layers).
+pub(crate) fn check_depths(depths: &[usize]) -> Result<(), ExperimentError> {
+    match depths.iter().find(|&&d| d < 8 || (d - 2) % 6 != 0) {
+        Some(d) => Err(ExperimentError::Config(format!("CIFAR depths are 6n+2 (20, 32, 44, 56, 110); {d} is not"))),
+        None if depths.is_empty() => Err(ExperimentError::Config("give at least one depth".into())),
+        None => Ok(()),
+    }
 }
 
 /// `(depth, residual)` of a part name.

@@ -5,7 +5,8 @@
 //!   (Section 4.2, Fig. 6): deeper plain nets train worse, deeper ResNets do not;
 //! - [`responses`]: the standard deviation of each 3x3 layer's response (Section 4.2, Fig. 7):
 //!   ResNets' responses are smaller than their plain twins';
-//! - [`shortcuts`]: options A, B and C on one network (Section 3.3, Table 3).
+//! - [`shortcuts`]: options A, B and C on one network (Section 3.3, Table 3);
+//! - [`depth`]: test error against depth from 20 to 110 layers (Section 4.2, Table 6).
 //!
 //! Every training run is one *part* in its own directory, resumed where it stopped and skipped
 //! once finished, so long experiments survive interruptions and can be split across sessions.
@@ -13,11 +14,13 @@
 #![forbid(unsafe_code)]
 
 mod degradation;
+mod depth;
 mod part;
 mod responses;
 mod shortcuts;
 
 pub use degradation::{degradation, DegradationReport};
+pub use depth::{depth, paper_error, DepthReport, DepthRow, PAPER_TABLE_6};
 pub use part::{run_part, PartResult, PartStatus};
 pub use responses::{responses, LayerResponses, ResponsesReport};
 pub use shortcuts::{shortcuts, ShortcutRow, ShortcutsReport};

@@ -17,6 +17,25 @@ pub enum Experiment {
     Responses(ResponsesArgs),
     /// Shortcut options A, B, C on one network (Table 3).
     Shortcuts(ShortcutsArgs),
+    /// Test error against depth, beside the paper's (Table 6).
+    Depth(DepthArgs),
+}
+
+/// Arguments of `resnet experiment depth`.
+#[derive(clap::Args, Debug)]
+pub struct DepthArgs {
+    /// CIFAR ResNet depths (6n+2).
+    #[arg(long, value_delimiter = ',', default_value = "20,32,44,56,110")]
+    depths: Vec<usize>,
+    /// Train only these networks now (e.g. resnet110); the table covers every run so far.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// The training recipe and its overrides (as `resnet train`; each network gets the recipe's
+    /// settings for its depth, the 110-layer warm-up included); --out is the experiment's
+    /// directory (default runs/depth), one subdirectory per network, and runs already there are
+    /// resumed or reused.
+    #[command(flatten)]
+    train: train::Args,
 }
 
 /// Arguments of `resnet experiment degradation`.
@@ -92,6 +111,34 @@ pub fn run(e: Experiment) -> anyhow::Result<()> {
             println!("{}", report.table);
             println!("figure: {}  {}", out.join("degradation.png").display(), out.join("degradation.svg").display());
             println!("curves: {}", out.join("degradation.csv").display());
+            if !report.complete {
+                println!("not every network has finished; run the same command again to continue");
+            }
+            if stop.load(Ordering::SeqCst) {
+                interrupt::exit_stopped();
+            }
+        }
+        Experiment::Depth(a) => {
+            if a.train.model.is_some() {
+                anyhow::bail!("resnet experiment depth trains the ResNet of each --depths; it takes no --model");
+            }
+            let config_for = |model: &str| {
+                let mut args = a.train.clone();
+                args.model = Some(model.to_string());
+                train::config_from(&args).map_err(|e| resnet_experiments::ExperimentError::Config(e.to_string()))
+            };
+            let out = experiment_dir(&a.train, "runs/depth")?;
+            let stop = interrupt::stop_flag()?;
+            let mut bars = EpochBars::new(a.train.quiet);
+            let report = resnet_experiments::depth(&a.depths, &config_for, &out, a.only.as_deref(), &stop, &mut bars)?;
+            bars.finish();
+            println!("{}", report.table);
+            match report.falls_with_depth {
+                Some(true) => println!("the test error falls with every step of depth among the finished runs"),
+                Some(false) => println!("the test error does not fall at every step of depth among the finished runs"),
+                None => {}
+            }
+            println!("figure: {}  {}", out.join("depth.png").display(), out.join("depth.svg").display());
             if !report.complete {
                 println!("not every network has finished; run the same command again to continue");
             }

@@ -90,14 +90,14 @@ pub enum NormalizeKind {
 }
 
 /// Arguments of `resnet train`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Recipe the defaults come from [default: quickstart].
     #[arg(long, value_enum)]
     recipe: Option<Recipe>,
     /// Model (see `resnet models`); default resnet20 (resnet50 for imagenet-paper).
     #[arg(long)]
-    model: Option<String>,
+    pub model: Option<String>,
     /// Shortcut option A, B or C.
     #[arg(long)]
     shortcut: Option<Shortcut>,
