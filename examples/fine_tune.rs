@@ -7,10 +7,11 @@
 //! on real data.
 
 use resnet_models::zoo::{self, ModelOptions};
-use resnet_models::{InitConfig, LayerGroup, ResNet};
+use resnet_models::{InitConfig, ResNet};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
-use resnet_train::fine_tune::InitWeights;
+use resnet_train::config::FineTune;
+use resnet_train::fine_tune::{self, InitWeights};
 use resnet_train::step::{train_step, StepBuffers};
 
 #[global_allocator]
@@ -32,17 +33,15 @@ fn main() -> anyhow::Result<()> {
     net.init(&InitConfig::default());
     println!("{}", init.load_into(&mut net).map_err(anyhow::Error::msg)?);
 
-    // A linear probe: everything but the classifier frozen (its batch norms on their running
-    // statistics); a backbone that trained would take `lr_scale` 0.1 below.
-    for group in LayerGroup::backbone(net.spec().depths.len()) {
-        net.set_frozen(group, true).map_err(anyhow::Error::msg)?;
+    // A linear probe: everything but the classifier frozen (`ResNet::set_frozen` on each
+    // `LayerGroup`, its batch norms on their running statistics); a backbone that trained would
+    // step at a tenth of the classifier's rate (`Sgd::lr_scale`).
+    let fine_tune = FineTune { freeze: vec!["backbone".into()], lr_backbone: 0.1, ..FineTune::default() };
+    if let Some(line) = fine_tune::freeze(&mut net, &fine_tune).map_err(anyhow::Error::msg)? {
+        println!("{line}");
     }
     let mut sgd = Sgd::new(SgdConfig::default());
-    sgd.lr_scale = net
-        .params()
-        .iter()
-        .map(|p| if LayerGroup::of(&p.name) == Some(LayerGroup::Classifier) { 1.0 } else { 0.1 })
-        .collect();
+    sgd.lr_scale = fine_tune::lr_scales(&net, &fine_tune);
 
     let side = net.spec().default_input_size();
     let mut rng = resnet_kernels::rng::Rng::new(0);

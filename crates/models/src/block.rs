@@ -393,12 +393,12 @@ impl Block {
     }
 
     /// The parameters in torchvision's state-dict order (read-only).
-    pub fn params(&self) -> Vec<&Param> {
+    pub fn params(&self) -> impl Iterator<Item = &Param> {
         let projection = match &self.shortcut {
             ShortcutPath::Projection(p) => Some(&**p),
             _ => None,
         };
-        self.units.iter().chain(projection).flat_map(|u| [&u.conv.weight, &u.bn.weight, &u.bn.bias]).collect()
+        self.units.iter().chain(projection).flat_map(|u| [&u.conv.weight, &u.bn.weight, &u.bn.bias])
     }
 
     /// The batch norms in torchvision's order (read-only).

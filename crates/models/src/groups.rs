@@ -116,15 +116,15 @@ impl ResNet {
 
     /// The lowest layer with a parameter that trains.
     pub(crate) fn lowest_trainable(&self) -> TrainableFrom {
-        let trains = |ps: &[&Param]| ps.iter().any(|p| !p.frozen);
+        let trains = |p: &Param| !p.frozen;
         let stem = &self.stem.unit;
-        if trains(&[&stem.conv.weight, &stem.bn.weight, &stem.bn.bias]) {
+        if [&stem.conv.weight, &stem.bn.weight, &stem.bn.bias].into_iter().any(trains) {
             return TrainableFrom::Stem;
         }
-        if let Some(i) = self.blocks.iter().position(|b| trains(&b.params())) {
+        if let Some(i) = self.blocks.iter().position(|b| b.params().any(trains)) {
             return TrainableFrom::Block(i);
         }
-        if trains(&[&self.fc.weight, &self.fc.bias]) {
+        if [&self.fc.weight, &self.fc.bias].into_iter().any(trains) {
             TrainableFrom::Classifier
         } else {
             TrainableFrom::Nothing

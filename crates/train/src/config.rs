@@ -295,4 +295,9 @@ pub mod ranges {
     pub fn label_smoothing(x: f32) -> Result<f32, String> {
         accept(x, (0.0..1.0).contains(&x), "label smoothing must lie in [0, 1)")
     }
+
+    /// A learning-rate multiplier (`--lr-backbone`): finite and at least 0.
+    pub fn lr_multiplier(x: f32) -> Result<f32, String> {
+        accept(x, x.is_finite() && x >= 0.0, "the learning-rate multiplier must be a number of at least 0")
+    }
 }

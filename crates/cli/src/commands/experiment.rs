@@ -99,6 +99,17 @@ fn experiment_dir(t: &train::Args, default: &str) -> anyhow::Result<PathBuf> {
     Ok(t.out.clone().unwrap_or_else(|| PathBuf::from(default)))
 }
 
+/// Says how to continue an experiment some of whose networks have not finished, and exits with
+/// the interrupted status when a signal stopped it.
+fn end_of_training_experiment(complete: bool, stop: &std::sync::atomic::AtomicBool) {
+    if !complete {
+        println!("not every network has finished; run the same command again to continue");
+    }
+    if stop.load(Ordering::SeqCst) {
+        interrupt::exit_stopped();
+    }
+}
+
 pub fn run(e: Experiment) -> anyhow::Result<()> {
     match e {
         Experiment::Degradation(a) => {
@@ -111,12 +122,7 @@ pub fn run(e: Experiment) -> anyhow::Result<()> {
             println!("{}", report.table);
             println!("figure: {}  {}", out.join("degradation.png").display(), out.join("degradation.svg").display());
             println!("curves: {}", out.join("degradation.csv").display());
-            if !report.complete {
-                println!("not every network has finished; run the same command again to continue");
-            }
-            if stop.load(Ordering::SeqCst) {
-                interrupt::exit_stopped();
-            }
+            end_of_training_experiment(report.complete, &stop);
         }
         Experiment::Depth(a) => {
             if a.train.model.is_some() {
@@ -139,12 +145,7 @@ pub fn run(e: Experiment) -> anyhow::Result<()> {
                 None => {}
             }
             println!("figure: {}  {}", out.join("depth.png").display(), out.join("depth.svg").display());
-            if !report.complete {
-                println!("not every network has finished; run the same command again to continue");
-            }
-            if stop.load(Ordering::SeqCst) {
-                interrupt::exit_stopped();
-            }
+            end_of_training_experiment(report.complete, &stop);
         }
         Experiment::Shortcuts(a) => {
             let base = train::config_from(&a.train)?;

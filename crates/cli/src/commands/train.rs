@@ -252,7 +252,7 @@ fn label_smoothing(s: &str) -> Result<f32, String> {
 }
 
 fn lr_multiplier(s: &str) -> Result<f32, String> {
-    number(s).and_then(|x| if x >= 0.0 { Ok(x) } else { Err("the multiplier must be at least 0".into()) })
+    number(s).and_then(ranges::lr_multiplier)
 }
 
 /// A part of a network `--freeze` names.
@@ -393,10 +393,10 @@ fn fine_tune(a: &Args, c: &mut TrainConfig) {
 /// recipe's own).
 fn recipe(a: &Args) -> anyhow::Result<TrainConfig> {
     let from_init = match (&a.model, &a.init) {
-        (None, Some(path)) => Some(InitWeights::read(path).map_err(anyhow::Error::msg)?.spec),
+        (None, Some(path)) => Some((path, InitWeights::read(path).map_err(anyhow::Error::msg)?.spec)),
         _ => None,
     };
-    let model = a.model.clone().or(from_init.as_ref().map(|s| s.name.clone()));
+    let model = a.model.clone().or(from_init.as_ref().map(|(_, s)| s.name.clone()));
     let mut c = match a.recipe.unwrap_or(Recipe::Quickstart) {
         Recipe::Quickstart => {
             let mut c = TrainConfig::quickstart();
@@ -411,14 +411,9 @@ fn recipe(a: &Args) -> anyhow::Result<TrainConfig> {
         }
         Recipe::ImagenetPaper => TrainConfig::imagenet_paper(model.as_deref().unwrap_or("resnet50")),
     };
-    if let Some(spec) = from_init {
+    if let Some((path, spec)) = from_init {
         c.shortcut = Some(spec.shortcut);
-        eprintln!(
-            "--init {}: a {} (shortcut {:?}), which this run trains",
-            a.init.as_ref().map_or(String::new(), |p| p.display().to_string()),
-            spec.name,
-            spec.shortcut
-        );
+        eprintln!("--init {}: a {} (shortcut {:?}), which this run trains", path.display(), spec.name, spec.shortcut);
     }
     zoo::spec(&c.model, &zoo::ModelOptions::default())?;
     Ok(c)

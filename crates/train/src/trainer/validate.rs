@@ -54,12 +54,7 @@ fn validate_fine_tune(config: &TrainConfig) -> Result<(), TrainError> {
     for name in f.freeze.iter().filter(|n| *n != "backbone") {
         name.parse::<LayerGroup>().map_err(TrainError::Config)?;
     }
-    if !(f.lr_backbone.is_finite() && f.lr_backbone >= 0.0) {
-        return bad(format!(
-            "the backbone's learning-rate multiplier must be a number of at least 0, not {}",
-            f.lr_backbone
-        ));
-    }
+    crate::config::ranges::lr_multiplier(f.lr_backbone).map_err(TrainError::Config)?;
     if let Some(p) = &f.init {
         if p.to_str().is_none() {
             return bad(format!(
