@@ -67,7 +67,7 @@ pub enum ConvPass {
 /// Weight bytes up to which strided and bf16 layers take the direct kernels (and the AMX tiles):
 /// beyond it the weights leave the cache, and strided layers run slower there than on the GEMM
 /// (docs/tuning.md).
-const DIRECT_WEIGHT_LIMIT: usize = 2 << 20;
+pub(super) const DIRECT_WEIGHT_LIMIT: usize = 2 << 20;
 
 impl ConvAlgorithm {
     /// The algorithm for one pass of a layer of shape `s`: a pure function of the shape, the
@@ -80,8 +80,8 @@ impl ConvAlgorithm {
     /// 1x1 and large strided layers with few output pixels to the direct kernels (their
     /// backward passes stay on the GEMM). In bf16, the AMX tiles take every layer whose
     /// channels fit them and whose bf16 weights stay in cache; bf16 Winograd the square 3x3
-    /// stride-1 layers of 16, 32 and 64 channels; the direct bf16 kernels the other layers but
-    /// 1x1 ones whose weights stay in cache.
+    /// stride-1 layers of 16, 32 and 64 channels; f32 Winograd the other 3x3 layers it takes;
+    /// the direct bf16 kernels all the rest, 1x1 and large strided layers included.
     pub fn choose(s: &ConvShape, pass: ConvPass, config: &KernelConfig, cpu: &CpuFeatures) -> Self {
         match Self::for_layer(s, config, cpu) {
             ConvAlgorithm::Im2colGemm
@@ -104,13 +104,16 @@ impl ConvAlgorithm {
         let direct = avx512 && !s.is_pointwise();
         let cached = 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT;
         let winograd = config.winograd && avx512 && winograd_fits(s);
+        let bf16 = config.precision == Precision::Bf16 && avx512 && cpu.bf16;
         match config.precision {
             Precision::Bf16 if config.amx && cpu.amx && amx_fits(s) && 2 * s.weight_len() <= DIRECT_WEIGHT_LIMIT => {
                 ConvAlgorithm::AmxBf16
             }
             Precision::Bf16 if winograd && cpu.bf16 && winograd_bf16_fits(s) => ConvAlgorithm::WinogradBf16,
-            Precision::Bf16 if direct && cached => ConvAlgorithm::DirectBf16,
-            Precision::F32 if winograd => ConvAlgorithm::Winograd,
+            // f32 Winograd's four-fold saving beats bf16's two-fold on the wider 3x3 layers.
+            _ if winograd => ConvAlgorithm::Winograd,
+            // The bf16 kernels beat the f32 GEMM on every other layer, 1x1 and large ones too.
+            _ if bf16 => ConvAlgorithm::DirectBf16,
             Precision::F32 if direct && (cached || s.stride == 1) => ConvAlgorithm::Direct,
             _ => ConvAlgorithm::Im2colGemm,
         }

@@ -1,7 +1,15 @@
 //! The input gradient: a forward convolution of the output gradient where the geometry allows
 //! (1x1, and stride 1 with the flipped weight), column tiles scattered back (col2im) otherwise.
 
+#[cfg(target_arch = "x86_64")]
+use crate::conv::algorithm::{amx_supported, ConvAlgorithm};
+#[cfg(target_arch = "x86_64")]
+use crate::conv::bf16::pack_transposed_bf16;
+#[cfg(target_arch = "x86_64")]
+use crate::conv::direct::forward_direct;
 use crate::conv::epilogue::Epilogue;
+#[cfg(target_arch = "x86_64")]
+use crate::conv::forward::Bf16Weight;
 use crate::conv::forward::{forward_with, ForwardPass};
 use crate::conv::im2col::col2im_add;
 use crate::conv::input::ConvInput;
@@ -33,6 +41,13 @@ pub fn backward_data(p: &ConvParams<'_>, dy: &[f32], dx: &mut [f32], accumulate:
         let pass = ForwardPass { input, weight: ConvWeight::new(wt), accumulate };
         forward_with(p.algorithm, &pass, dx, Epilogue::None, ws);
     };
+    #[cfg(target_arch = "x86_64")]
+    if s.is_one_by_one() || s.stride > 1 {
+        if let Some(amx) = bf16_direct(p.algorithm) {
+            backward_data_bf16(s, dy, w, dx, accumulate, amx, ws);
+            return;
+        }
+    }
     if s.is_pointwise() {
         // dx[m, ci] = sum_co dy[m, co] * w[ci, co]: a forward 1x1 convolution with w transposed.
         let mut wt = std::mem::take(&mut ws.weights);
@@ -67,32 +82,109 @@ fn flip_transposed(s: &ConvShape, w: &[f32], f: &mut [f32]) {
     }
 }
 
-/// The strided input gradient: `dcols = dy * w^T` per tile of one image's output pixels,
-/// scattered back into that image (col2im).
+/// Floats of output-gradient columns (`dy * w^T`) computed in one multiplication before they
+/// are scattered back: enough rows that packing the weight, which the GEMM does once per call,
+/// costs little beside the product, while the columns of a large layer stay a few megabytes.
+const COLUMN_FLOATS: usize = 1 << 21;
+
+/// The strided input gradient: `dcols = dy * w^T` for a block of output pixels at a time (one
+/// multiplication over the whole pool), scattered back into their images (col2im) in parallel.
 fn scatter_columns(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32], accumulate: bool) {
     let (k, co, ci) = (s.patch(), s.cout, s.cin);
     let wt = MatRef::row_major(w, k, co).t();
     let pixels = s.out_h() * s.out_w();
-    let tile = s.tile_rows().min(pixels);
+    let total = s.n * pixels;
+    let block = (COLUMN_FLOATS / k).max(s.tile_rows()).min(total);
     let img_len = s.h * s.w * ci;
     threads::install(|| {
-        dx.par_chunks_mut(img_len).enumerate().for_each(|(img, dx_img)| {
-            if !accumulate {
-                dx_img.fill(0.0);
+        if !accumulate {
+            dx.par_chunks_mut(img_len).for_each(|d| d.fill(0.0));
+        }
+        with_tile(block * k, |cols| {
+            let mut r0 = 0;
+            while r0 < total {
+                let rows = block.min(total - r0);
+                let dyt = MatRef::row_major(&dy[r0 * co..(r0 + rows) * co], rows, co);
+                matmul(MatMut::row_major(&mut cols[..rows * k], rows, k), dyt, wt, false, Parallelism::Pool);
+                // Each image the block touches takes its own rows, so images scatter in parallel.
+                let (first, last) = (r0 / pixels, (r0 + rows - 1) / pixels);
+                let cols = &cols[..rows * k];
+                dx[first * img_len..(last + 1) * img_len].par_chunks_mut(img_len).enumerate().for_each(
+                    |(i, dx_img)| {
+                        let img = first + i;
+                        let lo = (img * pixels).max(r0);
+                        let hi = ((img + 1) * pixels).min(r0 + rows);
+                        col2im_add(s, &cols[(lo - r0) * k..(hi - r0) * k], lo - img * pixels, hi - lo, dx_img);
+                    },
+                );
+                r0 += rows;
             }
-            with_tile(tile * k, |buf| {
-                let mut p0 = 0;
-                while p0 < pixels {
-                    let rows = tile.min(pixels - p0);
-                    let start = (img * pixels + p0) * co;
-                    let dyt = MatRef::row_major(&dy[start..start + rows * co], rows, co);
-                    matmul(MatMut::row_major(&mut buf[..rows * k], rows, k), dyt, wt, false, Parallelism::Sequential);
-                    col2im_add(s, buf, p0, rows, dx_img);
-                    p0 += rows;
-                }
-            });
         });
     });
+}
+
+/// Whether `algo` runs the bf16 direct kernels (`Some`), and on the AMX tiles (`Some(true)`).
+#[cfg(target_arch = "x86_64")]
+fn bf16_direct(algo: ConvAlgorithm) -> Option<bool> {
+    match algo {
+        ConvAlgorithm::DirectBf16 => Some(false),
+        ConvAlgorithm::AmxBf16 => Some(amx_supported()),
+        _ => None,
+    }
+}
+
+/// The input gradient of a 1x1 or strided layer on the bf16 direct kernels: `dy * w^T` as a
+/// 1x1 forward pass of `dy` with `w^T` packed once into bf16 pairs, written straight into `dx`
+/// for a pointwise layer, else into columns of a few images at a time scattered back (col2im).
+#[cfg(target_arch = "x86_64")]
+fn backward_data_bf16<'a>(
+    s: &ConvShape,
+    dy: &'a [f32],
+    w: &'a [f32],
+    dx: &mut [f32],
+    accumulate: bool,
+    amx: bool,
+    ws: &mut Workspace,
+) {
+    let (k, co) = (s.patch(), s.cout);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut packed = std::mem::take(&mut ws.bf16);
+    let pairs = take(&mut packed, co.div_ceil(2) * k);
+    pack_transposed_bf16(w, k, co, pairs);
+    let weight = Some(Bf16Weight { pairs, amx });
+    // A 1x1 stride-1 pass over the images of `dy`, of k output channels (the bf16 pass reads
+    // only the packed pairs of the weight).
+    let columns_of = |dy: &'a [f32], accumulate| {
+        let n = dy.len() / (oh * ow * co);
+        let shape = ConvShape { n, h: oh, w: ow, cin: co, cout: k, kh: 1, kw: 1, stride: 1, pad: 0 };
+        ForwardPass { input: ConvInput { shape, x: dy, transform: None }, weight: ConvWeight::new(w), accumulate }
+    };
+    if s.is_pointwise() {
+        forward_direct(&columns_of(dy, accumulate), weight, dx, Epilogue::None, ws);
+    } else {
+        let pixels = oh * ow;
+        let img_len = s.h * s.w * s.cin;
+        let images = (COLUMN_FLOATS / (pixels * k)).clamp(1, s.n);
+        if !accumulate {
+            threads::install(|| dx.par_chunks_mut(img_len).for_each(|d| d.fill(0.0)));
+        }
+        let mut buffer = std::mem::take(&mut ws.windows);
+        let cols = take(&mut buffer, images * pixels * k);
+        for (i, dy_part) in dy.chunks(images * pixels * co).enumerate() {
+            let n = dy_part.len() / (pixels * co);
+            let cols = &mut cols[..n * pixels * k];
+            forward_direct(&columns_of(dy_part, false), weight, cols, Epilogue::None, ws);
+            let dx_part = &mut dx[i * images * img_len..(i * images + n) * img_len];
+            threads::install(|| {
+                dx_part
+                    .par_chunks_mut(img_len)
+                    .zip(cols.par_chunks(pixels * k))
+                    .for_each(|(dx_img, cols)| col2im_add(s, cols, 0, pixels, dx_img))
+            });
+        }
+        ws.windows = buffer;
+    }
+    ws.bf16 = packed;
 }
 
 /// `dst[j, i] = src[i, j]` for a row-major `rows x cols` source.

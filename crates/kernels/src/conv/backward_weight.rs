@@ -1,7 +1,7 @@
 //! The weight gradient: Winograd's adjoint where it runs, else per-part partial gradients by the
 //! direct kernels (f32, or bf16 pixel pairs) or im2col + GEMM, summed in order.
 
-use crate::conv::algorithm::ConvAlgorithm;
+use crate::conv::algorithm::{ConvAlgorithm, DIRECT_WEIGHT_LIMIT};
 use crate::conv::direct::{backward_weight_direct, backward_weight_pairs, pairs_weight_gradient_fits};
 use crate::conv::im2col::backward_weight_gemm;
 use crate::conv::input::ConvInput;
@@ -59,8 +59,11 @@ pub fn backward_weight(
                 backward_weight_pairs(&input, dy, partials, transposed, parts, amx)
             }
             #[cfg(target_arch = "x86_64")]
-            // Other shapes keep an f32 weight gradient in bf16 mode.
-            ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
+            // Other shapes keep an f32 weight gradient in bf16 mode, on the direct kernels where
+            // they beat the GEMM: wider than 1x1, weights in cache (docs/tuning.md).
+            ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16
+                if !s.is_one_by_one() && 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT =>
+            {
                 backward_weight_direct(&input, dy, partials, parts)
             }
             _ => backward_weight_gemm(&input, dy, partials, parts),

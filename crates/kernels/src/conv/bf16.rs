@@ -81,10 +81,37 @@ pub(super) fn pack_weights_bf16(s: &ConvShape, w: &[f32], out: &mut [u32]) {
     let (taps, ci, co) = (s.kh * s.kw, s.cin, s.cout);
     let pairs = ci.div_ceil(2);
     for tap in 0..taps {
-        for p in 0..pairs {
-            for o in 0..co {
-                let at = |i: usize| if i < ci { w[(tap * ci + i) * co + o] } else { 0.0 };
-                out[(tap * pairs + p) * co + o] = bf16_bits(at(2 * p)) | (bf16_bits(at(2 * p + 1)) << 16);
+        let (w, out) = (&w[tap * ci * co..(tap + 1) * ci * co], &mut out[tap * pairs * co..(tap + 1) * pairs * co]);
+        // Two input channels' rows of `cout` weights are a pixel pair of `cout` channels.
+        let even = ci / 2 * 2;
+        pixel_pairs_bf16(&w[..even * co], co, &mut out[..even / 2 * co]);
+        if ci % 2 == 1 {
+            for (o, &v) in out[even / 2 * co..].iter_mut().zip(&w[even * co..]) {
+                *o = bf16_bits(v);
+            }
+        }
+    }
+}
+
+/// Side of the square blocks [`pack_transposed_bf16`] works in, so that reads and writes both
+/// stay within a few cache lines.
+const TRANSPOSE_BLOCK: usize = 32;
+
+/// A row-major `[rows, cols]` matrix transposed into bf16 pairs of its columns:
+/// `out[p * rows + r] = (bf16(w[r][2p]), bf16(w[r][2p + 1]))` (`ceil(cols / 2)` rows of `rows`
+/// pairs, the pair past an odd last column zero). The weight of the backward-data pass as a
+/// forward one: `w^T` packed as [`pack_weights_bf16`] would pack it.
+pub(super) fn pack_transposed_bf16(w: &[f32], rows: usize, cols: usize, out: &mut [u32]) {
+    let pairs = cols.div_ceil(2);
+    assert!(w.len() >= rows * cols && out.len() >= pairs * rows);
+    for r0 in (0..rows).step_by(TRANSPOSE_BLOCK) {
+        for p0 in (0..pairs).step_by(TRANSPOSE_BLOCK) {
+            for r in r0..(r0 + TRANSPOSE_BLOCK).min(rows) {
+                let row = &w[r * cols..(r + 1) * cols];
+                for p in p0..(p0 + TRANSPOSE_BLOCK).min(pairs) {
+                    let hi = row.get(2 * p + 1).map_or(0, |&v| bf16_bits(v));
+                    out[p * rows + r] = bf16_bits(row[2 * p]) | (hi << 16);
+                }
             }
         }
     }

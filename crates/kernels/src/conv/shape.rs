@@ -91,6 +91,11 @@ impl ConvShape {
         self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride == 1
     }
 
+    /// A 1x1 layer of any stride: each output pixel reads one input pixel.
+    pub(in crate::conv) fn is_one_by_one(&self) -> bool {
+        self.kh == 1 && self.kw == 1
+    }
+
     /// The 1x1 stride-1 layer over this layer's gathered input windows (its im2col rows as
     /// pixels of `patch()` channels), with the same weight matrix and output.
     pub(in crate::conv) fn gathered(&self) -> ConvShape {

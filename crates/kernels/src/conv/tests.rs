@@ -82,6 +82,9 @@ fn shapes() -> Vec<ConvShape> {
         c(1, 7, 7, 130, 20, 1, 1, 0),
         c(2, 6, 7, 9, 24, 3, 1, 1),
         c(2, 5, 6, 5, 40, 3, 1, 1),
+        // Strided backward data in blocks of columns: of rows that split an image (f32), of
+        // three images and then two (bf16).
+        c(5, 32, 32, 256, 16, 3, 2, 1),
         // Winograd's shapes: whole tiles, cut tiles, one tile wider than the image, and
         // paddings 0 and 2 (whose backward-data passes have paddings 2 and 0).
         c(2, 8, 8, 16, 16, 3, 1, 1),
@@ -479,16 +482,14 @@ fn bf16_kernels_match_f32_within_bf16_rounding() {
                     &format!("{algo:?} statistics {s:?}"),
                 );
             }
-            let (mut a, mut b) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
-            backward_data(&ConvParams::new(s, algo, ConvWeight::new(&w)), &g, &mut a, false, &mut ws);
-            backward_data(
-                &ConvParams::new(s, ConvAlgorithm::Im2colGemm, ConvWeight::new(&w)),
-                &g,
-                &mut b,
-                false,
-                &mut ws,
-            );
-            close(&a, &b, &format!("{algo:?} backward data {s:?}"));
+            // Written, then added onto what is there.
+            for accumulate in [false, true] {
+                let (mut a, mut b) = (vec![0.5; s.input_len()], vec![0.5; s.input_len()]);
+                let params = |algo| ConvParams::new(s, algo, ConvWeight::new(&w));
+                backward_data(&params(algo), &g, &mut a, accumulate, &mut ws);
+                backward_data(&params(ConvAlgorithm::Im2colGemm), &g, &mut b, accumulate, &mut ws);
+                close(&a, &b, &format!("{algo:?} backward data {s:?} accumulate {accumulate}"));
+            }
             for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
                 let (mut a, mut b) = (vec![0.5; s.weight_len()], vec![0.5; s.weight_len()]);
                 backward_weight(
@@ -560,27 +561,35 @@ fn algorithm_choice_follows_the_measurements() {
         (strided(c3(1, 14, 512, 512, 3)), B, f32, skylake, Im2colGemm),
         (strided(c3(1, 14, 512, 512, 3)), F, f32, skylake, Direct),
         (strided(c3(128, 14, 512, 512, 3)), F, f32, skylake, Im2colGemm),
-        (strided(c3(1, 14, 512, 512, 3)), F, bf16, zen4, Im2colGemm),
+        (strided(c3(1, 14, 512, 512, 3)), F, bf16, zen4, DirectBf16),
         // 1x1 layers: the direct forward pass at batch 1, the GEMM otherwise.
         (c3(16, 56, 64, 256, 1), B, f32, skylake, Im2colGemm),
         (c3(16, 56, 64, 256, 1), F, f32, skylake, Im2colGemm),
         (c3(1, 7, 2048, 512, 1), B, f32, skylake, Im2colGemm),
         (c3(1, 7, 2048, 512, 1), F, f32, skylake, Direct),
         (c3(1, 56, 64, 256, 1), F, f32, skylake, Direct),
-        (c3(1, 56, 64, 256, 1), F, bf16, zen4, Im2colGemm),
+        (c3(1, 56, 64, 256, 1), F, bf16, zen4, DirectBf16),
         // bf16 with AMX: the tiles where the channels fit and the weights stay in cache.
         (c3(128, 32, 16, 16, 3), B, bf16, sapphire, AmxBf16),
         (c3(128, 32, 3, 16, 3), B, bf16, sapphire, DirectBf16),
-        (c3(16, 7, 512, 512, 3), B, bf16, sapphire, Im2colGemm),
+        (c3(16, 7, 512, 512, 3), B, bf16, sapphire, Winograd),
         (c3(16, 56, 64, 256, 1), B, bf16, sapphire, AmxBf16),
         (c3(128, 32, 16, 16, 3), B, no_amx, sapphire, WinogradBf16),
-        // bf16 without AMX: Winograd's bf16 products for square 16, 32 and 64 channels, the
-        // direct bf16 kernels for the others.
+        // bf16 without AMX: Winograd's bf16 products for square 16, 32 and 64 channels, f32
+        // Winograd for the wider 3x3 layers it takes, the direct bf16 kernels for the others,
+        // 1x1 and large strided ones included.
         (c3(128, 32, 16, 16, 3), B, bf16, zen4, WinogradBf16),
         (c3(128, 16, 32, 32, 3), B, bf16, zen4, WinogradBf16),
         (c3(128, 8, 64, 64, 3), B, bf16, zen4, WinogradBf16),
-        (c3(16, 28, 128, 128, 3), B, bf16, zen4, DirectBf16),
+        (c3(32, 28, 128, 128, 3), B, bf16, zen4, Winograd),
+        (c3(32, 14, 256, 256, 3), B, bf16, zen4, Winograd),
+        (c3(32, 7, 512, 512, 3), B, bf16, zen4, DirectBf16),
+        (c3(32, 56, 64, 256, 1), B, bf16, zen4, DirectBf16),
+        (c3(32, 7, 2048, 512, 1), F, bf16, zen4, DirectBf16),
+        (strided(c3(32, 14, 1024, 2048, 1)), B, bf16, zen4, DirectBf16),
+        (strided(c3(32, 14, 512, 512, 3)), B, bf16, zen4, DirectBf16),
         (c3(128, 32, 3, 16, 3), B, bf16, zen4, DirectBf16),
+        (c3(16, 56, 64, 256, 1), B, bf16, skylake, Im2colGemm),
         (c3(128, 32, 16, 16, 3), B, KernelConfig { winograd: false, ..bf16 }, zen4, DirectBf16),
     ];
     for (s, pass, config, cpu, want) in table {
