@@ -6,7 +6,8 @@
 #
 # Prints, per configuration: our median images/s, PyTorch's (fp32 NCHW, fp32 channels-last, and
 # bf16 autocast), the ratio to the best PyTorch fp32 (to PyTorch bf16 for a `-bf16` configuration),
-# our achieved GFLOP/s and the peak memory of both processes, and the range of the ratio taken
+# our achieved GFLOP/s and the peak memory of the processes (ours, PyTorch channels-last fp32 and
+# bf16), and the range of the ratio taken
 # round by round (ours against the PyTorch runs of the same round: how much of the median
 # ratio is this machine's drift). Also writes bench/last-compare.json.
 set -euo pipefail
@@ -27,6 +28,10 @@ ours_args() {
     train-resnet20) echo "--model resnet20 --batch 128 --mode train" ;;
     train-resnet56) echo "--model resnet56 --batch 128 --mode train --steps 10" ;;
     train-resnet110) echo "--model resnet110 --batch 128 --mode train --steps 5" ;;
+    # The ImageNet networks' training (issue 30): a few steps, each takes seconds.
+    train-resnet18) echo "--model resnet18 --batch 32 --mode train --steps 8 --warmup 1" ;;
+    train-resnet50) echo "--model resnet50-v1.5 --batch 32 --mode train --steps 4 --warmup 1" ;;
+    train-resnet101) echo "--model resnet101-v1.5 --batch 32 --mode train --steps 3 --warmup 1" ;;
     infer-resnet20) echo "--model resnet20 --batch 256 --mode infer" ;;
     infer-resnet50-b16) echo "--model resnet50-v1.5 --batch 16 --mode infer --steps 5" ;;
     infer-resnet50-b1) echo "--model resnet50-v1.5 --batch 1 --mode infer --steps 20" ;;
@@ -37,17 +42,21 @@ ours_args() {
 }
 torch_steps() {
   case "${1%-bf16}" in
-    train-resnet110) echo 4 ;; infer-resnet50-b16) echo 4 ;; infer-resnet50-b1) echo 20 ;; *) echo 10 ;;
+    train-resnet110) echo 4 ;; infer-resnet50-b16) echo 4 ;; infer-resnet50-b1) echo 20 ;;
+    train-resnet18) echo 6 ;; train-resnet50) echo 3 ;; train-resnet101) echo 2 ;; *) echo 10 ;;
   esac
+}
+torch_warmup() {
+  case "${1%-bf16}" in train-resnet18 | train-resnet50 | train-resnet101) echo 1 ;; *) echo 3 ;; esac
 }
 field() { "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 json="["
-printf "%-24s %9s %10s %10s %10s %7s %12s %8s %9s %8s\n" \
-  config ours torch-fp32 torch-cl torch-bf16 ratio round-ratios GFLOP/s ours-MiB cl-MiB
+printf "%-24s %9s %10s %10s %10s %7s %12s %8s %9s %8s %8s\n" \
+  config ours torch-fp32 torch-cl torch-bf16 ratio round-ratios GFLOP/s ours-MiB cl-MiB bf16-MiB
 for cfg in "${CONFIGS[@]}"; do
-  ours=(); fp=(); cl=(); bf=(); gf=(); mem=(); clmem=(); rounds=()
+  ours=(); fp=(); cl=(); bf=(); gf=(); mem=(); clmem=(); bfmem=(); rounds=()
   for _ in $(seq "$ROUNDS"); do
     # A configuration this CPU cannot run (bf16 without AVX512_BF16) is skipped, not fatal.
     if ! out=$($BIN --threads "$THREADS" bench $(ours_args "$cfg") --json); then
@@ -57,9 +66,14 @@ for cfg in "${CONFIGS[@]}"; do
     ours+=("$(field images_per_sec <<<"$out")"); gf+=("$(field gflops <<<"$out")")
     mem+=("$(field peak_rss_bytes <<<"$out")")
     for mode in fp32 fp32-cl bf16; do
-      t=$("$PYTHON" bench/pytorch_reference.py "${cfg%-bf16}" "$mode" --steps "$(torch_steps "$cfg")" --threads "$THREADS")
+      t=$("$PYTHON" bench/pytorch_reference.py "${cfg%-bf16}" "$mode" --steps "$(torch_steps "$cfg")" \
+        --warmup "$(torch_warmup "$cfg")" --threads "$THREADS")
       v=$(field images_per_sec <<<"$t")
-      case $mode in fp32) fp+=("$v") ;; fp32-cl) cl+=("$v"); clmem+=("$(field peak_rss_bytes <<<"$t")") ;; bf16) bf+=("$v") ;; esac
+      case $mode in
+        fp32) fp+=("$v") ;;
+        fp32-cl) cl+=("$v"); clmem+=("$(field peak_rss_bytes <<<"$t")") ;;
+        bf16) bf+=("$v"); bfmem+=("$(field peak_rss_bytes <<<"$t")") ;;
+      esac
     done
     # This round's ratio, against the same yardstick as the medians' (below).
     i=$((${#ours[@]} - 1))
@@ -71,11 +85,12 @@ for cfg in "${CONFIGS[@]}"; do
   c=$(printf "%s\n" "${cl[@]}" | median); b=$(printf "%s\n" "${bf[@]}" | median)
   g=$(printf "%s\n" "${gf[@]}" | median)
   m=$(printf "%s\n" "${mem[@]}" | sort -g | tail -1); cm=$(printf "%s\n" "${clmem[@]}" | sort -g | tail -1)
+  bm=$(printf "%s\n" "${bfmem[@]}" | sort -g | tail -1)
   # The yardstick: the faster PyTorch fp32 layout, or PyTorch bf16 autocast for a bf16 configuration.
   case "$cfg" in *-bf16) best=$b ;; *) best=$(printf "%s\n%s\n" "$f" "$c" | sort -g | tail -1) ;; esac
   ratio=$(awk -v o="$o" -v b="$best" 'BEGIN {printf "%.2f", o / b}')
-  printf "%-24s %9.1f %10.1f %10.1f %10.1f %6sx %12s %8.1f %9s %8s\n" "$cfg" "$o" "$f" "$c" "$b" "$ratio" "$lo-${hi}x" "$g" "$(mib "$m")" "$(mib "$cm")"
-  json+="{\"config\":\"$cfg\",\"ours\":$o,\"torch_fp32\":$f,\"torch_fp32_cl\":$c,\"torch_bf16\":$b,\"ratio\":$ratio,\"round_ratios\":[$(IFS=,; echo "${rounds[*]}")],\"gflops\":$g,\"peak_rss_bytes\":$m,\"torch_fp32_cl_peak_rss_bytes\":$cm},"
+  printf "%-24s %9.1f %10.1f %10.1f %10.1f %6sx %12s %8.1f %9s %8s %8s\n" "$cfg" "$o" "$f" "$c" "$b" "$ratio" "$lo-${hi}x" "$g" "$(mib "$m")" "$(mib "$cm")" "$(mib "$bm")"
+  json+="{\"config\":\"$cfg\",\"ours\":$o,\"torch_fp32\":$f,\"torch_fp32_cl\":$c,\"torch_bf16\":$b,\"ratio\":$ratio,\"round_ratios\":[$(IFS=,; echo "${rounds[*]}")],\"gflops\":$g,\"peak_rss_bytes\":$m,\"torch_fp32_cl_peak_rss_bytes\":$cm,\"torch_bf16_peak_rss_bytes\":$bm},"
 done
 json="${json%,}]"
 echo "$json" > bench/last-compare.json

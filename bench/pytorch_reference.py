@@ -1,13 +1,15 @@
 """PyTorch side of the benchmark comparison: the same configurations `resnet bench` runs.
 
 Usage: python bench/pytorch_reference.py CONFIG MODE [--steps N] [--warmup N] [--threads N]
-  CONFIG: train-resnet20 | train-resnet56 | train-resnet110 | infer-resnet20 | infer-resnet50-b16 | infer-resnet50-b1
+  CONFIG: train-resnet20 | train-resnet56 | train-resnet110 | train-resnet18 | train-resnet50 |
+          train-resnet101 | infer-resnet20 | infer-resnet50-b16 | infer-resnet50-b1
   MODE:   fp32 | fp32-cl | bf16   (NCHW fp32, channels-last fp32, channels-last bf16 autocast)
 Prints one JSON line: {"config", "mode", "images_per_sec", "ms_per_step", "peak_rss_bytes"}.
 
 Needs torch and torchvision (a virtual environment outside the repository); the project itself
 never needs Python. The CIFAR networks are the paper's (option A shortcuts, symmetric channel
-padding), identical to ours; ResNet-50 is torchvision's (our resnet50-v1.5).
+padding), identical to ours; the ImageNet networks are torchvision's (our resnet18 and
+resnet50-v1.5, resnet101-v1.5).
 """
 import argparse
 import json
@@ -67,6 +69,9 @@ CONFIGS = {
     "train-resnet20": ("cifar", 20, "train", 128, 32),
     "train-resnet56": ("cifar", 56, "train", 128, 32),
     "train-resnet110": ("cifar", 110, "train", 128, 32),
+    "train-resnet18": ("imagenet", 18, "train", 32, 224),
+    "train-resnet50": ("imagenet", 50, "train", 32, 224),
+    "train-resnet101": ("imagenet", 101, "train", 32, 224),
     "infer-resnet20": ("cifar", 20, "infer", 256, 32),
     "infer-resnet50-b16": ("imagenet", 50, "infer", 16, 224),
     "infer-resnet50-b1": ("imagenet", 50, "infer", 1, 224),
@@ -84,7 +89,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     family, depth, what, batch, size = CONFIGS[a.config]
-    model = CifarResNet(depth) if family == "cifar" else torchvision.models.resnet50()
+    model = CifarResNet(depth) if family == "cifar" else getattr(torchvision.models, f"resnet{depth}")()
     classes = 10 if family == "cifar" else 1000
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, classes, (batch,))

@@ -2,7 +2,10 @@
 
 use super::product::{bits_mut, multiply, product, product_bf16};
 use super::tiles::{tile_corners, transform_inputs, transform_inputs_to, window};
-use super::{fits, fits_bf16, tile_count, tiles_per_task, BLOCK_FILTER_FLOATS, FEW_TILES, POSITIONS};
+use super::{
+    fits, fits_bf16, tile_count, tiles_per_task, BLOCK_FILTER_FLOATS, FEW_TILES, FEW_TILES_WIDE, FILTER_FLOATS,
+    POSITIONS,
+};
 use crate::conv::epilogue::Epilogue;
 use crate::conv::forward::ForwardPass;
 use crate::conv::input::ConvInput;
@@ -163,7 +166,8 @@ pub(super) fn run_tasks<T: Copy + Default + Send>(
 /// for a handful of tiles, and at least 64 output channels (four blocks or more to share out;
 /// docs/tuning.md, `FEW_TILES`).
 pub(super) fn runs_by_channels(s: &ConvShape) -> bool {
-    tile_count(s) <= FEW_TILES && s.cout >= 64
+    let limit = if POSITIONS * s.cin * s.cout > FILTER_FLOATS { FEW_TILES_WIDE } else { FEW_TILES };
+    tile_count(s) <= limit && s.cout >= 64
 }
 
 /// Output channels of a block of [`forward_by_channels`]: one vector where there are enough tiles
@@ -183,7 +187,7 @@ pub(super) fn channel_block(tiles: usize, co: usize) -> usize {
 /// of the filter a chunk of input channels at a time (in L2), multiplies all tiles by it, and
 /// takes its channels of every tile back through the output transform. The filter is
 /// transformed once in all, in parallel, and never written out whole; the statistics of a
-/// block's channels are its task's (in f32 over at most `16 * FEW_TILES` pixels).
+/// block's channels are its task's (in f32 over at most `16 * FEW_TILES_WIDE` pixels).
 pub(super) fn forward_by_channels(input: &ConvInput<'_>, w: &[f32], out: Destination<'_>) {
     let s = &input.shape;
     let Destination { y, write, stats } = out;

@@ -57,6 +57,11 @@ pub(super) const MIN_TILES_BY_CHANNELS: usize = 16;
 /// filter (docs/tuning.md).
 pub(super) const FEW_TILES: usize = 64;
 
+/// [`FEW_TILES`] for layers whose transformed filter is too large to hold whole
+/// ([`FILTER_FLOATS`]), which run here only by channel blocks: ResNet-50's 7x7 layers at batch
+/// 32 (docs/tuning.md).
+pub(super) const FEW_TILES_WIDE: usize = 128;
+
 /// Floats of a channel block's transformed filter chunk (256 KiB), to stay in L2 with the
 /// transformed inputs it meets.
 pub(super) const BLOCK_FILTER_FLOATS: usize = 64 * 1024;

@@ -177,8 +177,9 @@ fn every_pass_matches_gemm_element_by_element() {
         (shape(1, 12, 8, 128, 64), true),
         // 4 tiles: blocks of 64 channels, chunks of 16.
         (shape(1, 5, 7, 64, 128), true),
-        // 512 channels: no whole transformed filter.
+        // 512 channels: no whole transformed filter, by channel blocks up to 128 tiles.
         (shape(1, 4, 4, 512, 512), true),
+        (shape(65, 4, 4, 512, 144), true),
     ] {
         assert_eq!(runs_by_channels(&s), by_channels, "{s:?}");
         assert_eq!(fits_weight_gradient(&s), s.cin < 512, "{s:?}");
