@@ -7,7 +7,7 @@ use crate::conv::shape::ConvShape;
 #[cfg(target_arch = "x86_64")]
 use crate::conv::winograd;
 use crate::simd::Isa;
-use shape_support::{amx_fits, winograd_bf16_fits, winograd_fits};
+use shape_support::{amx_fits, winograd_bf16_fits, winograd_fits, winograd_holds_filter};
 
 /// How a convolution is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +80,9 @@ impl ConvAlgorithm {
     /// 1x1 and large strided layers with few output pixels to the direct kernels (their
     /// backward passes stay on the GEMM). In bf16, the AMX tiles take every layer whose
     /// channels fit them and whose bf16 weights stay in cache; bf16 Winograd the square 3x3
-    /// stride-1 layers of 16, 32 and 64 channels; f32 Winograd the other 3x3 layers it takes;
-    /// the direct bf16 kernels all the rest, 1x1 and large strided layers included.
+    /// stride-1 layers of 16, 32 and 64 channels; f32 Winograd the other 3x3 layers it takes whose
+    /// transformed filter it holds whole; the direct bf16 kernels all the rest, 1x1 and large
+    /// strided layers included.
     pub fn choose(s: &ConvShape, pass: ConvPass, config: &KernelConfig, cpu: &CpuFeatures) -> Self {
         match Self::for_layer(s, config, cpu) {
             ConvAlgorithm::Im2colGemm
@@ -110,8 +111,9 @@ impl ConvAlgorithm {
                 ConvAlgorithm::AmxBf16
             }
             Precision::Bf16 if winograd && cpu.bf16 && winograd_bf16_fits(s) => ConvAlgorithm::WinogradBf16,
-            // f32 Winograd's four-fold saving beats bf16's two-fold on the wider 3x3 layers.
-            _ if winograd => ConvAlgorithm::Winograd,
+            // f32 Winograd's four-fold saving beats bf16's two-fold on the wider 3x3 layers where
+            // it computes the weight gradient too (else bf16's gathered weight gradient wins).
+            _ if winograd && (!bf16 || winograd_holds_filter(s)) => ConvAlgorithm::Winograd,
             // The bf16 kernels beat the f32 GEMM on every other layer, 1x1 and large ones too.
             _ if bf16 => ConvAlgorithm::DirectBf16,
             Precision::F32 if direct && (cached || s.stride == 1) => ConvAlgorithm::Direct,
@@ -178,6 +180,12 @@ mod shape_support {
         winograd::shape_fits(s) && winograd::has_bf16_products(s)
     }
 
+    /// Whether the Winograd path holds this shape's whole transformed filter, and so computes
+    /// its weight gradient too.
+    pub(super) fn winograd_holds_filter(s: &ConvShape) -> bool {
+        winograd::shape_fits(s) && winograd::holds_filter(s)
+    }
+
     /// Whether the AMX tiles fit a layer's forward pass (its backward-data pass swaps the
     /// channel counts; where that does not fit, it runs on `vdpbf16ps`).
     pub(super) fn amx_fits(s: &ConvShape) -> bool {
@@ -194,6 +202,10 @@ mod shape_support {
     }
 
     pub(super) fn winograd_bf16_fits(_: &ConvShape) -> bool {
+        false
+    }
+
+    pub(super) fn winograd_holds_filter(_: &ConvShape) -> bool {
         false
     }
 

@@ -16,7 +16,7 @@ use crate::conv::input::ConvInput;
 use crate::conv::params::{ConvParams, ConvWeight};
 use crate::conv::shape::{check_lens, ConvShape};
 use crate::gemm::{matmul, MatMut, MatRef, Parallelism};
-use crate::scratch::with_tile;
+use crate::scratch::{with_filter, with_tile};
 use crate::threads;
 use crate::workspace::take;
 use crate::Workspace;
@@ -168,21 +168,21 @@ fn backward_data_bf16<'a>(
         if !accumulate {
             threads::install(|| dx.par_chunks_mut(img_len).for_each(|d| d.fill(0.0)));
         }
-        let mut buffer = std::mem::take(&mut ws.windows);
-        let cols = take(&mut buffer, images * pixels * k);
-        for (i, dy_part) in dy.chunks(images * pixels * co).enumerate() {
-            let n = dy_part.len() / (pixels * co);
-            let cols = &mut cols[..n * pixels * k];
-            forward_direct(&columns_of(dy_part, false), weight, cols, Epilogue::None, ws);
-            let dx_part = &mut dx[i * images * img_len..(i * images + n) * img_len];
-            threads::install(|| {
-                dx_part
-                    .par_chunks_mut(img_len)
-                    .zip(cols.par_chunks(pixels * k))
-                    .for_each(|(dx_img, cols)| col2im_add(s, cols, 0, pixels, dx_img))
-            });
-        }
-        ws.windows = buffer;
+        // One buffer for all layers (the columns of a block are used up before the next).
+        with_filter(images * pixels * k, |cols| {
+            for (i, dy_part) in dy.chunks(images * pixels * co).enumerate() {
+                let n = dy_part.len() / (pixels * co);
+                let cols = &mut cols[..n * pixels * k];
+                forward_direct(&columns_of(dy_part, false), weight, cols, Epilogue::None, ws);
+                let dx_part = &mut dx[i * images * img_len..(i * images + n) * img_len];
+                threads::install(|| {
+                    dx_part
+                        .par_chunks_mut(img_len)
+                        .zip(cols.par_chunks(pixels * k))
+                        .for_each(|(dx_img, cols)| col2im_add(s, cols, 0, pixels, dx_img))
+                });
+            }
+        });
     }
     ws.bf16 = packed;
 }

@@ -2,7 +2,10 @@
 //! direct kernels (f32, or bf16 pixel pairs) or im2col + GEMM, summed in order.
 
 use crate::conv::algorithm::{ConvAlgorithm, DIRECT_WEIGHT_LIMIT};
-use crate::conv::direct::{backward_weight_direct, backward_weight_pairs, pairs_weight_gradient_fits};
+use crate::conv::direct::{
+    backward_weight_direct, backward_weight_gathered, backward_weight_pairs, gathered_weight_gradient_fits,
+    pairs_weight_gradient_fits,
+};
 use crate::conv::im2col::backward_weight_gemm;
 use crate::conv::input::ConvInput;
 use crate::conv::params::ConvParams;
@@ -42,6 +45,11 @@ pub fn backward_weight(
         return;
     }
     let algo = algo.without_winograd();
+    #[cfg(target_arch = "x86_64")]
+    if matches!(algo, ConvAlgorithm::AmxBf16 | ConvAlgorithm::DirectBf16) && gathered_weight_gradient_fits(s) {
+        backward_weight_gathered(&input, dy, dw, accumulate, &mut ws.partials);
+        return;
+    }
     let (k, co) = (s.patch(), s.cout);
     let rows = s.n * s.out_h();
     let parts = threads::num_threads().min(rows).max(1);

@@ -35,6 +35,15 @@ crate::multiversion! {
 }
 
 crate::multiversion! {
+    /// Two rows of values as bf16 pairs: `dst[j] = (bf16(lo[j]), bf16(hi[j]))`.
+    pub(in crate::conv) fn pair_rows_bf16 / pair_rows_bf16_on(lo: &[f32], hi: &[f32], dst: &mut [u32]) {
+        for ((d, &lo), &hi) in dst.iter_mut().zip(lo).zip(hi) {
+            *d = bf16_bits(lo) | (bf16_bits(hi) << 16);
+        }
+    }
+}
+
+crate::multiversion! {
     /// A row of pixels (`c` channels each, an even count of pixels) as bf16 pixel pairs:
     /// `dst[m * c + j] = (bf16(src[2m][j]), bf16(src[2m + 1][j]))`.
     pub(in crate::conv) fn pixel_pairs_bf16 / pixel_pairs_bf16_on(src: &[f32], c: usize, dst: &mut [u32]) {

@@ -450,6 +450,10 @@ fn bf16_kernels_match_f32_within_bf16_rounding() {
         c(2, 10, 32, 32, 3, 1),
         c(1, 11, 64, 64, 3, 1),
         c(2, 10, 16, 48, 1, 1),
+        // The gathered weight gradient (strided, odd widths, 64k weights or more): over two
+        // blocks of pixels, the second starting inside an image; an odd width.
+        c(3, 60, 128, 64, 3, 2),
+        c(1, 9, 256, 256, 1, 1),
     ];
     for algo in algos {
         for s in shapes().into_iter().chain(tiled) {
@@ -572,7 +576,7 @@ fn algorithm_choice_follows_the_measurements() {
         // bf16 with AMX: the tiles where the channels fit and the weights stay in cache.
         (c3(128, 32, 16, 16, 3), B, bf16, sapphire, AmxBf16),
         (c3(128, 32, 3, 16, 3), B, bf16, sapphire, DirectBf16),
-        (c3(16, 7, 512, 512, 3), B, bf16, sapphire, Winograd),
+        (c3(16, 7, 512, 512, 3), B, bf16, sapphire, DirectBf16),
         (c3(16, 56, 64, 256, 1), B, bf16, sapphire, AmxBf16),
         (c3(128, 32, 16, 16, 3), B, no_amx, sapphire, WinogradBf16),
         // bf16 without AMX: Winograd's bf16 products for square 16, 32 and 64 channels, f32
@@ -583,7 +587,7 @@ fn algorithm_choice_follows_the_measurements() {
         (c3(128, 8, 64, 64, 3), B, bf16, zen4, WinogradBf16),
         (c3(32, 28, 128, 128, 3), B, bf16, zen4, Winograd),
         (c3(32, 14, 256, 256, 3), B, bf16, zen4, Winograd),
-        (c3(32, 7, 512, 512, 3), B, bf16, zen4, Winograd),
+        (c3(32, 7, 512, 512, 3), B, bf16, zen4, DirectBf16),
         (c3(64, 7, 512, 512, 3), B, bf16, zen4, DirectBf16),
         (c3(32, 7, 512, 512, 3), B, f32, skylake, Winograd),
         (c3(64, 7, 512, 512, 3), B, f32, skylake, Direct),

@@ -4,6 +4,8 @@
 #[cfg(target_arch = "x86_64")]
 mod forward;
 #[cfg(target_arch = "x86_64")]
+mod gathered;
+#[cfg(target_arch = "x86_64")]
 mod kernels;
 mod plan;
 mod strip;
@@ -12,6 +14,8 @@ mod weight_gradient;
 
 #[cfg(target_arch = "x86_64")]
 pub(super) use forward::forward_direct;
+#[cfg(target_arch = "x86_64")]
+pub(super) use gathered::{backward_weight_gathered, gathered_weight_gradient_fits};
 #[cfg(target_arch = "x86_64")]
 pub(super) use kernels::{conv_pixels, ConvKernel, Tile};
 #[cfg(test)]

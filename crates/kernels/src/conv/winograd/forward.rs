@@ -3,7 +3,7 @@
 use super::product::{bits_mut, multiply, product, product_bf16};
 use super::tiles::{tile_corners, transform_inputs, transform_inputs_to, window};
 use super::{
-    fits, fits_bf16, tile_count, tiles_per_task, BLOCK_FILTER_FLOATS, FEW_TILES, FEW_TILES_WIDE, FILTER_FLOATS,
+    fits, fits_bf16, holds_filter, tile_count, tiles_per_task, BLOCK_FILTER_FLOATS, FEW_TILES, FEW_TILES_WIDE,
     POSITIONS,
 };
 use crate::conv::epilogue::Epilogue;
@@ -166,7 +166,7 @@ pub(super) fn run_tasks<T: Copy + Default + Send>(
 /// for a handful of tiles, and at least 64 output channels (four blocks or more to share out;
 /// docs/tuning.md, `FEW_TILES`).
 pub(super) fn runs_by_channels(s: &ConvShape) -> bool {
-    let limit = if POSITIONS * s.cin * s.cout > FILTER_FLOATS { FEW_TILES_WIDE } else { FEW_TILES };
+    let limit = if holds_filter(s) { FEW_TILES } else { FEW_TILES_WIDE };
     tile_count(s) <= limit && s.cout >= 64
 }
 

@@ -75,7 +75,7 @@ pub(super) fn shape_fits(s: &ConvShape) -> bool {
         && s.pad <= 2
         && s.cin.is_multiple_of(16)
         && s.cout.is_multiple_of(16)
-        && (POSITIONS * s.cin * s.cout <= FILTER_FLOATS || runs_by_channels(s))
+        && (holds_filter(s) || runs_by_channels(s))
 }
 
 /// Whether a layer runs here on this CPU: its shape [`shape_fits`] and the CPU has AVX-512.
@@ -92,7 +92,12 @@ pub(super) fn has_bf16_products(s: &ConvShape) -> bool {
 /// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter is
 /// small enough to hold whole (one per thread, summed).
 pub(super) fn fits_weight_gradient(s: &ConvShape) -> bool {
-    fits(s) && POSITIONS * s.cin * s.cout <= FILTER_FLOATS
+    fits(s) && holds_filter(s)
+}
+
+/// Whether a layer's transformed filter is small enough to hold whole ([`FILTER_FLOATS`]).
+pub(super) fn holds_filter(s: &ConvShape) -> bool {
+    POSITIONS * s.cin * s.cout <= FILTER_FLOATS
 }
 
 /// Whether a shape that [`fits`] runs with bf16 products ([`forward`] with `bf16`): square

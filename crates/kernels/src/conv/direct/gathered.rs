@@ -1,0 +1,129 @@
+//! The bf16 weight gradient of layers the pixel-pair path does not take as they stand (strided,
+//! or of odd output width): their input windows gathered into the input of a 1x1 layer with
+//! the same weight matrix, whose gradient runs on the pixel-pair kernel.
+
+use super::kernels;
+use super::weight_gradient::pairs_weight_gradient_fits;
+use crate::conv::algorithm::bf16_supported;
+use crate::conv::bf16::{pair_rows_bf16, transpose_bf16};
+use crate::conv::im2col::im2col;
+use crate::conv::input::ConvInput;
+use crate::conv::shape::ConvShape;
+use crate::conv::shared_output::SharedOutput;
+use crate::scratch::{with_bf16, with_filter};
+use crate::threads;
+use crate::workspace::take;
+use rayon::prelude::*;
+
+/// Output pixels gathered at a time. A task's pairs (256 bytes each for its 64 channels) stay
+/// in L2 while each block of output channels sweeps them, and its accumulators stay in registers
+/// over all of them rather than being reloaded per band of a few hundred pixels, which is what
+/// made wide layers' gradients memory-bound on the pixel-pair path.
+const GATHERED_PIXELS: usize = 2048;
+
+/// Window elements (input channels of the gathered layer) per task: four vectors, the widest
+/// block of the pair kernel.
+const TASK_CHANNELS: usize = 64;
+
+/// Fewest weights for which [`backward_weight_gathered`] pays: the small strided layers of the
+/// CIFAR networks (4.6k and 18k weights) ran ResNet-20's bf16 training 3-5% slower on it than on
+/// the f32 direct kernels (docs/tuning.md).
+const GATHERED_MIN_WEIGHTS: usize = 64 * 1024;
+
+/// Whether [`backward_weight_gathered`] takes a layer: the pixel-pair path does not, its windows
+/// and output channels come in whole vectors, and its weight is large enough.
+pub(in crate::conv) fn gathered_weight_gradient_fits(s: &ConvShape) -> bool {
+    !pairs_weight_gradient_fits(s)
+        && s.patch().is_multiple_of(16)
+        && s.cout.is_multiple_of(16)
+        && s.weight_len() >= GATHERED_MIN_WEIGHTS
+}
+
+/// `dw (+)= im2col(t(x))^T dy` with bf16 products and f32 sums, `GATHERED_PIXELS` output pixels
+/// at a time: their windows (the input transform applied) and output gradient as bf16 pixel
+/// pairs, then one task per block of [`TASK_CHANNELS`] window elements accumulating its columns
+/// of `dw^T` (in `scratch`) over all of them. Tasks own disjoint columns, so nothing is summed
+/// across threads and the result does not depend on the thread count.
+pub(in crate::conv) fn backward_weight_gathered(
+    input: &ConvInput<'_>,
+    dy: &[f32],
+    dw: &mut [f32],
+    accumulate: bool,
+    scratch: &mut Vec<f32>,
+) {
+    let s = &input.shape;
+    assert!(bf16_supported() && gathered_weight_gradient_fits(s), "gathered bf16 weight gradient on {s:?}");
+    let (k, co, total) = (s.patch(), s.cout, s.rows());
+    let acc_t = take(scratch, co * k);
+    acc_t.fill(0.0);
+    let acc = SharedOutput(acc_t.as_mut_ptr());
+    for m0 in (0..total).step_by(GATHERED_PIXELS) {
+        let rows = GATHERED_PIXELS.min(total - m0);
+        let even = rows.next_multiple_of(2);
+        let pairs = even / 2;
+        with_filter(even * k, |x| {
+            let per = rows.div_ceil(4 * threads::num_threads());
+            threads::install(|| {
+                x[..rows * k].par_chunks_mut(per * k).enumerate().for_each(|(i, part)| {
+                    im2col(input, m0 + i * per, part.len() / k, part);
+                });
+            });
+            x[rows * k..].fill(0.0);
+            with_bf16(co * even, 0, |dy_t, _| {
+                transpose_bf16(&dy[m0 * co..(m0 + rows) * co], rows, co, dy_t, even);
+                if rows < even {
+                    dy_t.chunks_exact_mut(even).for_each(|row| row[rows] = 0);
+                }
+                let (dy_t, x) = (&*dy_t, &*x);
+                threads::install(|| {
+                    (0..k).into_par_iter().step_by(TASK_CHANNELS).for_each(|c0| {
+                        let width = TASK_CHANNELS.min(k - c0);
+                        // The task's channels of every pixel pair, contiguous: read with the
+                        // rows' own stride (a power of two for wide layers), the pairs would
+                        // fall into a few cache sets and leave L2.
+                        with_bf16(0, pairs * width, |_, xp| {
+                            for (m, dst) in xp.chunks_exact_mut(width).enumerate() {
+                                let (lo, hi) = (&x[2 * m * k + c0..][..width], &x[(2 * m + 1) * k + c0..][..width]);
+                                pair_rows_bf16(lo, hi, dst);
+                            }
+                            let g = crate::simd::avx512::WgradPairsArgs {
+                                pairs,
+                                dy_stride: even,
+                                x_pair_stride: width,
+                                x_tap_stride: 0,
+                                acc_row_stride: k,
+                                acc_tap_stride: 0,
+                            };
+                            // SAFETY: bf16 support was checked above; dy_t holds co rows of
+                            // `even` = 2 * pairs values; xp holds `pairs` pairs of `width`
+                            // channels; the accumulator columns c0..c0 + width of the co rows of
+                            // k are this task's alone (the tasks' c0 differ by TASK_CHANNELS >=
+                            // width).
+                            unsafe { kernels::wgrad_pairs(&g, 1, co, width, dy_t.as_ptr(), xp.as_ptr(), acc.at(c0)) };
+                        });
+                    });
+                });
+            });
+        });
+    }
+    transpose_into(acc_t, co, k, dw, accumulate);
+}
+
+/// Side of the blocks [`transpose_into`] moves at a time.
+const BLOCK: usize = 32;
+
+/// `dst[j, i] (+)= src[i, j]` for a row-major `rows x cols` source, in square blocks so that
+/// reads and writes both stay within a few cache lines.
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], accumulate: bool) {
+    for i0 in (0..rows).step_by(BLOCK) {
+        for j0 in (0..cols).step_by(BLOCK) {
+            for i in i0..(i0 + BLOCK).min(rows) {
+                for j in j0..(j0 + BLOCK).min(cols) {
+                    let v = src[i * cols + j];
+                    let d = &mut dst[j * rows + i];
+                    *d = if accumulate { *d + v } else { v };
+                }
+            }
+        }
+    }
+}
