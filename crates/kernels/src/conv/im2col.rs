@@ -74,8 +74,9 @@ pub(super) fn forward_gemm(input: &ConvInput<'_>, w: &[f32], y: &mut [f32], accu
     let tile = s.tile_rows();
     // A 1x1 stride-1 convolution multiplies the input itself, unless it must be transformed first.
     let direct_input = s.is_pointwise() && t.is_none();
-    if m <= tile {
-        // Too few rows to split: one tile, and let the GEMM itself use all threads.
+    if m <= tile || direct_input {
+        // Too few rows to split, or nothing to pack: one multiplication over the pool, which
+        // packs the weight once (per-tile calls each packed all of it again).
         if direct_input {
             matmul(MatMut::row_major(y, m, co), MatRef::row_major(x, m, k), wmat, accumulate, Parallelism::Pool);
         } else {
@@ -104,11 +105,16 @@ pub(super) fn forward_gemm(input: &ConvInput<'_>, w: &[f32], y: &mut [f32], accu
     });
 }
 
+/// Output pixels the weight gradient multiplies at once, at least: each multiplication reads and
+/// writes the part's whole gradient (`patch x cout`), so a few rows per call (the forward pass's
+/// L2-sized tiles: 16 for ResNet-50's widest layers) would make it memory-bound.
+const WEIGHT_GRADIENT_ROWS: usize = 256;
+
 /// Per-part weight gradients by im2col + GEMM over a split of the output pixels.
 pub(super) fn backward_weight_gemm(input: &ConvInput<'_>, dy: &[f32], partials: &mut [f32], parts: usize) {
     let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
     let (m, k, co) = (s.rows(), s.patch(), s.cout);
-    let tile = s.tile_rows();
+    let tile = s.tile_rows().max(WEIGHT_GRADIENT_ROWS);
     let ranges: Vec<_> = split_even(m, parts).collect();
     threads::install(|| {
         partials.par_chunks_mut(k * co).zip(ranges).for_each(|(acc, range)| {

@@ -5,6 +5,7 @@
 use super::kernels;
 use super::weight_gradient::pairs_weight_gradient_fits;
 use crate::conv::algorithm::bf16_supported;
+use crate::conv::backward_data::transpose_into;
 use crate::conv::bf16::{pair_rows_bf16, transpose_bf16};
 use crate::conv::im2col::im2col;
 use crate::conv::input::ConvInput;
@@ -107,23 +108,4 @@ pub(in crate::conv) fn backward_weight_gathered(
         });
     }
     transpose_into(acc_t, co, k, dw, accumulate);
-}
-
-/// Side of the blocks [`transpose_into`] moves at a time.
-const BLOCK: usize = 32;
-
-/// `dst[j, i] (+)= src[i, j]` for a row-major `rows x cols` source, in square blocks so that
-/// reads and writes both stay within a few cache lines.
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], accumulate: bool) {
-    for i0 in (0..rows).step_by(BLOCK) {
-        for j0 in (0..cols).step_by(BLOCK) {
-            for i in i0..(i0 + BLOCK).min(rows) {
-                for j in j0..(j0 + BLOCK).min(cols) {
-                    let v = src[i * cols + j];
-                    let d = &mut dst[j * rows + i];
-                    *d = if accumulate { *d + v } else { v };
-                }
-            }
-        }
-    }
 }
