@@ -34,6 +34,9 @@ pub struct DepthRow {
     pub train_error: Option<f64>,
     /// The paper's test error (%).
     pub paper: Option<f64>,
+    /// PyTorch's final test error (%) on the same data and schedule, from a finished run of
+    /// `bench/pytorch_cifar_train.py` in `out/pytorch-<name>`.
+    pub pytorch: Option<f64>,
     /// Wall seconds of training.
     pub seconds: f64,
     /// Training images per second over the run.
@@ -84,7 +87,7 @@ pub fn depth(
         }
         let part = run_part(name, config_for(name)?, out, stop, observer)?;
         complete &= part.finished;
-        rows.push(row(d, &part));
+        rows.push(DepthRow { pytorch: pytorch_error(&out.join(format!("pytorch-{name}")))?, ..row(d, &part) });
     }
     let table = table(&rows);
     let falls_with_depth = falls(&rows);
@@ -93,6 +96,31 @@ pub fn depth(
     let report = DepthReport { rows, table, falls_with_depth, complete };
     fsutil::write_atomic(&out.join("depth.json"), serde_json::to_string_pretty(&report).expect("report").as_bytes())?;
     Ok(report)
+}
+
+/// The final test error of a finished PyTorch reference run in `dir` (its `metrics.jsonl`, one
+/// line per epoch, the last of epoch `epochs`); `None` where there is no run or it has not
+/// finished.
+///
+/// # Errors
+/// A `metrics.jsonl` that cannot be read or whose last line is not such a record.
+pub fn pytorch_error(dir: &Path) -> Result<Option<f64>, ExperimentError> {
+    let path = dir.join("metrics.jsonl");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ExperimentError::Config(format!("{}: {e}", path.display()))),
+    };
+    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else { return Ok(None) };
+    let bad = |why: &str| ExperimentError::Config(format!("{}: the last line {why}", path.display()));
+    let record: serde_json::Value = serde_json::from_str(last).map_err(|e| bad(&format!("is not JSON ({e})")))?;
+    let number = |key: &str| record.get(key).and_then(serde_json::Value::as_f64);
+    match (number("epoch"), number("epochs"), number("test_error")) {
+        (Some(epoch), Some(epochs), Some(error)) if (0.0..=100.0).contains(&error) => {
+            Ok((epoch >= epochs).then_some(error))
+        }
+        _ => Err(bad("lacks epoch, epochs or a test_error in percent")),
+    }
 }
 
 fn row(depth: usize, part: &PartResult) -> DepthRow {
@@ -104,6 +132,7 @@ fn row(depth: usize, part: &PartResult) -> DepthRow {
         test_error: last.map(|m| m.test_error),
         train_error: last.map(|m| m.train_error),
         paper: paper_error(depth),
+        pytorch: None,
         seconds: part.seconds,
         images_per_sec: (part.seconds > 0.0).then(|| images / part.seconds),
         finished: part.finished,
@@ -125,6 +154,7 @@ fn table(rows: &[DepthRow]) -> String {
                 r.depth.to_string(),
                 format!("{:.2}M", r.params as f64 / 1e6),
                 percent(r.test_error),
+                percent(r.pytorch),
                 percent(r.paper),
                 percent(r.train_error),
                 format!("{:.0}", r.seconds / 60.0),
@@ -134,7 +164,17 @@ fn table(rows: &[DepthRow]) -> String {
         })
         .collect();
     markdown_table(
-        &["depth", "params", "test error (%)", "paper (%)", "training error (%)", "minutes", "images/s", "finished"],
+        &[
+            "depth",
+            "params",
+            "test error (%)",
+            "PyTorch (%)",
+            "paper (%)",
+            "training error (%)",
+            "minutes",
+            "images/s",
+            "finished",
+        ],
         &rows,
     )
 }
@@ -142,15 +182,20 @@ fn table(rows: &[DepthRow]) -> String {
 fn figure(rows: &[DepthRow]) -> Figure {
     let ours = rows.iter().filter_map(|r| r.test_error.map(|e| (r.depth as f64, e))).collect();
     let paper = rows.iter().filter_map(|r| r.paper.map(|e| (r.depth as f64, e))).collect();
+    let pytorch: Vec<_> = rows.iter().filter_map(|r| r.pytorch.map(|e| (r.depth as f64, e))).collect();
     Figure {
         panels: vec![Panel {
             title: "CIFAR-10 test error against depth".into(),
             x_label: "layers".into(),
             y_label: "test error (%)".into(),
-            series: vec![
+            series: [
                 Series { label: "ours".into(), points: ours, stroke: Stroke::Solid, color: 0 },
+                Series { label: "PyTorch, the same schedule".into(), points: pytorch, stroke: Stroke::Solid, color: 2 },
                 Series { label: "the paper (Table 6)".into(), points: paper, stroke: Stroke::Dashed, color: 1 },
-            ],
+            ]
+            .into_iter()
+            .filter(|s| !s.points.is_empty())
+            .collect(),
             y_range: None,
         }],
     }
@@ -167,6 +212,7 @@ mod tests {
             test_error: Some(test),
             train_error: None,
             paper: paper_error(depth),
+            pytorch: None,
             seconds: 60.0,
             images_per_sec: None,
             finished,
@@ -180,6 +226,27 @@ mod tests {
         assert_eq!(falls(&[r(20, 14.6, true), r(32, 20.0, false)]), None);
         assert_eq!(paper_error(110), Some(6.43));
         assert_eq!(paper_error(50), None);
-        assert!(table(&[r(56, 12.5, true)]).contains("| 56 | 0.00M | 12.50 | 6.97 |"));
+        assert!(table(&[r(56, 12.5, true)]).contains("| 56 | 0.00M | 12.50 | - | 6.97 |"));
+        let with_torch = DepthRow { pytorch: Some(13.25), ..r(56, 12.5, true) };
+        assert!(table(&[with_torch]).contains("| 56 | 0.00M | 12.50 | 13.25 | 6.97 |"));
+    }
+
+    #[test]
+    fn pytorch_reference_runs_count_once_finished_and_bad_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("resnet-depth-pytorch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(pytorch_error(&dir.join("absent")).unwrap(), None);
+        let file = dir.join("metrics.jsonl");
+        let line = |epoch: u32, error: f64| format!("{{\"epoch\":{epoch},\"epochs\":30,\"test_error\":{error}}}\n");
+        std::fs::write(&file, line(1, 80.0) + &line(2, 60.5)).unwrap();
+        assert_eq!(pytorch_error(&dir).unwrap(), None, "an unfinished run has no final error");
+        std::fs::write(&file, line(29, 14.0) + &line(30, 13.25)).unwrap();
+        assert_eq!(pytorch_error(&dir).unwrap(), Some(13.25));
+        for bad in ["{\"epoch\":30}\n", "not json\n", "{\"epoch\":30,\"epochs\":30,\"test_error\":140}\n"] {
+            std::fs::write(&file, bad).unwrap();
+            let err = pytorch_error(&dir).unwrap_err().to_string();
+            assert!(err.contains("metrics.jsonl"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

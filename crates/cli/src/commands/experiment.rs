@@ -33,7 +33,8 @@ pub struct DepthArgs {
     /// The training recipe and its overrides (as `resnet train`; each network gets the recipe's
     /// settings for its depth, the 110-layer warm-up included); --out is the experiment's
     /// directory (default runs/depth), one subdirectory per network, and runs already there are
-    /// resumed or reused.
+    /// resumed or reused. A finished `bench/pytorch_cifar_train.py` run in pytorch-<network>
+    /// there adds PyTorch's test error to the table.
     #[command(flatten)]
     train: train::Args,
 }
