@@ -454,6 +454,9 @@ fn bf16_kernels_match_f32_within_bf16_rounding() {
         // blocks of pixels, the second starting inside an image; an odd width.
         c(3, 60, 128, 64, 3, 2),
         c(1, 9, 256, 256, 1, 1),
+        // ... and images too small for the pixel-pair path's bands (4x4, 3x3 and 1x1).
+        c(8, 4, 256, 256, 3, 1),
+        c(16, 4, 256, 512, 1, 1),
     ];
     for algo in algos {
         for s in shapes().into_iter().chain(tiled) {

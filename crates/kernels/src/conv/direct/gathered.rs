@@ -1,6 +1,6 @@
 //! The bf16 weight gradient of layers the pixel-pair path does not take as they stand (strided,
-//! or of odd output width): their input windows gathered into the input of a 1x1 layer with
-//! the same weight matrix, whose gradient runs on the pixel-pair kernel.
+//! of odd output width, or of small images): their input windows gathered into the input of a
+//! 1x1 layer with the same weight matrix, whose gradient runs on the pixel-pair kernel.
 
 use super::kernels;
 use super::weight_gradient::pairs_weight_gradient_fits;
@@ -31,13 +31,17 @@ const TASK_CHANNELS: usize = 64;
 /// the f32 direct kernels (docs/tuning.md).
 const GATHERED_MIN_WEIGHTS: usize = 64 * 1024;
 
-/// Whether [`backward_weight_gathered`] takes a layer: the pixel-pair path does not, its windows
-/// and output channels come in whole vectors, and its weight is large enough.
+/// Output pixels per image below which the pixel-pair path's bands, which never cross an image,
+/// are too short to repay loading and storing the whole gradient once each: ResNet-18's 2x2
+/// layer4 at 64 px took 70-75 ms there against 25-28 on the f32 direct kernels (docs/tuning.md).
+const PAIR_BAND_MIN_PIXELS: usize = 128;
+
+/// Whether [`backward_weight_gathered`] takes a layer: the pixel-pair path does not, or only
+/// with bands of a few pixels; its windows and output channels come in whole vectors, and its
+/// weight is large enough.
 pub(in crate::conv) fn gathered_weight_gradient_fits(s: &ConvShape) -> bool {
-    !pairs_weight_gradient_fits(s)
-        && s.patch().is_multiple_of(16)
-        && s.cout.is_multiple_of(16)
-        && s.weight_len() >= GATHERED_MIN_WEIGHTS
+    let pairs_pay = pairs_weight_gradient_fits(s) && s.out_h() * s.out_w() >= PAIR_BAND_MIN_PIXELS;
+    !pairs_pay && s.patch().is_multiple_of(16) && s.cout.is_multiple_of(16) && s.weight_len() >= GATHERED_MIN_WEIGHTS
 }
 
 /// `dw (+)= im2col(t(x))^T dy` with bf16 products and f32 sums, `GATHERED_PIXELS` output pixels
