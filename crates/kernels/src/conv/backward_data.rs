@@ -98,7 +98,7 @@ fn scatter_columns(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32], accumul
     let img_len = s.h * s.w * ci;
     threads::install(|| {
         if !accumulate {
-            dx.par_chunks_mut(img_len).for_each(|d| d.fill(0.0));
+            clear(dx, img_len);
         }
         with_tile(block * k, |cols| {
             let mut r0 = 0;
@@ -121,6 +121,11 @@ fn scatter_columns(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32], accumul
             }
         });
     });
+}
+
+/// Zeroes `dx` an image (`img_len` floats) per task, before columns are scattered into it.
+fn clear(dx: &mut [f32], img_len: usize) {
+    dx.par_chunks_mut(img_len).for_each(|d| d.fill(0.0));
 }
 
 /// Whether `algo` runs the bf16 direct kernels (`Some`), and on the AMX tiles (`Some(true)`).
@@ -166,7 +171,7 @@ fn backward_data_bf16<'a>(
         let img_len = s.h * s.w * s.cin;
         let images = (COLUMN_FLOATS / (pixels * k)).clamp(1, s.n);
         if !accumulate {
-            threads::install(|| dx.par_chunks_mut(img_len).for_each(|d| d.fill(0.0)));
+            threads::install(|| clear(dx, img_len));
         }
         // One buffer for all layers (the columns of a block are used up before the next).
         with_filter(images * pixels * k, |cols| {
@@ -187,8 +192,9 @@ fn backward_data_bf16<'a>(
     ws.bf16 = packed;
 }
 
-/// Side of the blocks [`transpose_into`] moves at a time.
-const TRANSPOSE_BLOCK: usize = 32;
+/// Side of the square blocks the transposes here and in `bf16.rs` move at a time, so that reads
+/// and writes both stay within a few cache lines.
+pub(super) const TRANSPOSE_BLOCK: usize = 32;
 
 /// `dst[j, i] = src[i, j]` for a row-major `rows x cols` source.
 pub(super) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {

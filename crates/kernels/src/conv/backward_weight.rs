@@ -45,8 +45,9 @@ pub fn backward_weight(
         return;
     }
     let algo = algo.without_winograd();
+    let bf16 = matches!(algo, ConvAlgorithm::AmxBf16 | ConvAlgorithm::DirectBf16);
     #[cfg(target_arch = "x86_64")]
-    if matches!(algo, ConvAlgorithm::AmxBf16 | ConvAlgorithm::DirectBf16) && gathered_weight_gradient_fits(s) {
+    if bf16 && gathered_weight_gradient_fits(s) {
         backward_weight_gathered(&input, dy, dw, accumulate, &mut ws.partials);
         return;
     }
@@ -55,7 +56,6 @@ pub fn backward_weight(
     let parts = threads::num_threads().min(rows).max(1);
     let mut partials = std::mem::take(&mut ws.partials);
     {
-        let bf16 = matches!(algo, ConvAlgorithm::AmxBf16 | ConvAlgorithm::DirectBf16);
         let pairs = bf16 && pairs_weight_gradient_fits(s);
         // The pixel-pair paths keep each part's gradient transposed beside it.
         let partials = take(&mut partials, if pairs { 2 } else { 1 } * parts * k * co);

@@ -1,4 +1,5 @@
 use crate::conv::algorithm::bf16_supported;
+use crate::conv::backward_data::TRANSPOSE_BLOCK;
 use crate::conv::shape::ConvShape;
 
 /// `v` rounded to bf16 (nearest, ties to even), as the 16 high bits of its f32 pattern.
@@ -34,12 +35,19 @@ crate::multiversion! {
     }
 }
 
+/// `dst[j] = (bf16(lo[j]), bf16(hi[j]))`: the loop both pairings below compile for their
+/// instruction set.
+#[inline(always)]
+fn pair_into(lo: &[f32], hi: &[f32], dst: &mut [u32]) {
+    for ((d, &lo), &hi) in dst.iter_mut().zip(lo).zip(hi) {
+        *d = bf16_bits(lo) | (bf16_bits(hi) << 16);
+    }
+}
+
 crate::multiversion! {
     /// Two rows of values as bf16 pairs: `dst[j] = (bf16(lo[j]), bf16(hi[j]))`.
     pub(in crate::conv) fn pair_rows_bf16 / pair_rows_bf16_on(lo: &[f32], hi: &[f32], dst: &mut [u32]) {
-        for ((d, &lo), &hi) in dst.iter_mut().zip(lo).zip(hi) {
-            *d = bf16_bits(lo) | (bf16_bits(hi) << 16);
-        }
+        pair_into(lo, hi, dst)
     }
 }
 
@@ -49,9 +57,7 @@ crate::multiversion! {
     pub(in crate::conv) fn pixel_pairs_bf16 / pixel_pairs_bf16_on(src: &[f32], c: usize, dst: &mut [u32]) {
         for (d, two) in dst.chunks_exact_mut(c).zip(src.chunks_exact(2 * c)) {
             let (lo, hi) = two.split_at(c);
-            for ((d, &lo), &hi) in d.iter_mut().zip(lo).zip(hi) {
-                *d = bf16_bits(lo) | (bf16_bits(hi) << 16);
-            }
+            pair_into(lo, hi, d);
         }
     }
 }
@@ -101,10 +107,6 @@ pub(super) fn pack_weights_bf16(s: &ConvShape, w: &[f32], out: &mut [u32]) {
         }
     }
 }
-
-/// Side of the square blocks [`pack_transposed_bf16`] works in, so that reads and writes both
-/// stay within a few cache lines.
-const TRANSPOSE_BLOCK: usize = 32;
 
 /// A row-major `[rows, cols]` matrix transposed into bf16 pairs of its columns:
 /// `out[p * rows + r] = (bf16(w[r][2p]), bf16(w[r][2p + 1]))` (`ceil(cols / 2)` rows of `rows`
