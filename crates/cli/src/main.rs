@@ -54,6 +54,8 @@ enum Command {
     Import(commands::import::Args),
     /// Export a checkpoint to ONNX or to torchvision's safetensors layout.
     Export(commands::export::Args),
+    /// Quantize a checkpoint to int8 (post-training, calibrated on a sample of a dataset).
+    Quantize(commands::quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
         Command::Predict(a) => commands::predict::run(a),
         Command::Embed(a) => commands::embed::run(a),
         Command::Plot(a) => commands::plot::run(a),

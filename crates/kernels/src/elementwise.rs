@@ -158,7 +158,8 @@ impl PadShortcutShape {
 ///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `y: [n, ceil(h/s), ceil(w/s), cout]`.
-pub fn pad_shortcut_forward(s: &PadShortcutShape, x: &[f32], y: &mut [f32]) {
+/// Any element type: 8-bit activations (zero point 0) take the same pass.
+pub fn pad_shortcut_forward<T: Copy + Default + Send + Sync>(s: &PadShortcutShape, x: &[T], y: &mut [T]) {
     s.check(x.len(), y.len());
     let (oh, ow, before) = (s.out_h(), s.out_w(), s.pad_before());
     threads::install(|| {
@@ -167,9 +168,9 @@ pub fn pad_shortcut_forward(s: &PadShortcutShape, x: &[f32], y: &mut [f32]) {
                 for ox in 0..ow {
                     let dst = &mut yi[(oy * ow + ox) * s.cout..(oy * ow + ox + 1) * s.cout];
                     let src = ((img * s.h + oy * s.stride) * s.w + ox * s.stride) * s.cin;
-                    dst[..before].fill(0.0);
+                    dst[..before].fill(T::default());
                     dst[before..before + s.cin].copy_from_slice(&x[src..src + s.cin]);
-                    dst[before + s.cin..].fill(0.0);
+                    dst[before + s.cin..].fill(T::default());
                 }
             }
         });

@@ -20,6 +20,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod pool;
 pub mod profile;
+pub mod quantized;
 pub mod rng;
 mod scratch;
 mod simd;

@@ -106,23 +106,7 @@ impl ResNet {
     /// # Errors
     /// [`ModelError::BadInput`] saying why.
     pub fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
-        let [_, h, w, c] = shape;
-        let bad = |reason: String| Err(ModelError::BadInput { model: self.spec.name.clone(), h, w, c, reason });
-        if c != self.spec.in_channels {
-            return bad(format!("the network takes {} input channel(s)", self.spec.in_channels));
-        }
-        let min = match self.spec.family {
-            Family::ImageNet => 32,
-            Family::Cifar => 4,
-        };
-        if h < min || w < min {
-            return bad(format!("inputs must be at least {min}x{min}"));
-        }
-        let max = crate::limits::MAX_INPUT_SIDE;
-        if h > max || w > max {
-            return bad(format!("inputs may be at most {max}x{max}"));
-        }
-        Ok(())
+        self.spec.check_input(shape)
     }
 
     /// Forward pass; returns the logits `[n, 1, 1, classes]`. Every activation is kept: in

@@ -182,6 +182,30 @@ impl ResNetSpec {
         self.widths.last().copied().unwrap_or(self.stem_width) * self.block.expansion()
     }
 
+    /// Checks that an input of shape `[n, h, w, c]` fits the network.
+    ///
+    /// # Errors
+    /// [`ModelError::BadInput`] saying why.
+    pub fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
+        let [_, h, w, c] = shape;
+        let bad = |reason: String| Err(ModelError::BadInput { model: self.name.clone(), h, w, c, reason });
+        if c != self.in_channels {
+            return bad(format!("the network takes {} input channel(s)", self.in_channels));
+        }
+        let min = match self.family {
+            Family::ImageNet => 32,
+            Family::Cifar => 4,
+        };
+        if h < min || w < min {
+            return bad(format!("inputs must be at least {min}x{min}"));
+        }
+        let max = crate::limits::MAX_INPUT_SIDE;
+        if h > max || w > max {
+            return bad(format!("inputs may be at most {max}x{max}"));
+        }
+        Ok(())
+    }
+
     /// Checks the spec can be built.
     ///
     /// # Errors

@@ -10,6 +10,7 @@
 //! | [`data`] | `resnet-data` | datasets, preprocessing, augmentation, the loader |
 //! | [`train`] | `resnet-train` | training runs, evaluation, checkpoints, metrics, plots |
 //! | [`interop`] | `resnet-interop` | torchvision weights in and out, ONNX export |
+//! | [`quant`] | `resnet-quant` | int8 post-training quantization and inference |
 //!
 //! Features (both on by default): `download` (fetching the public datasets and torchvision's
 //! pretrained weights over HTTPS) and `plot` (training curves as PNG and SVG; without it nothing
@@ -65,6 +66,7 @@ pub use resnet_interop as interop;
 pub use resnet_kernels as kernels;
 pub use resnet_models as models;
 pub use resnet_nn as nn;
+pub use resnet_quant as quant;
 pub use resnet_train as train;
 
 pub mod prelude;

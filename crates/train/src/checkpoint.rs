@@ -7,12 +7,14 @@
 //! - `preprocess.pixel_mean`: the training set's mean image, when that is the normalisation.
 //! - Metadata (JSON strings): `format`, `model` (the network's spec), `classes`, `preprocess`,
 //!   and for training checkpoints `progress` (epoch, iteration, schedule and random-stream
-//!   state, partial-epoch sums) and `config` (the run's resolved configuration).
+//!   state, partial-epoch sums) and `config` (the run's resolved configuration), and for
+//!   quantized checkpoints `quantization` (the int8 activation encodings, `resnet quantize`).
 
 use crate::fsutil::{self, FileError};
 use crate::schedule::ScheduleState;
 use resnet_data::{EvalView, Normalize};
 use resnet_models::{NamedTensor, ResNet, ResNetSpec, TensorData};
+use resnet_quant::QuantRecord;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -91,6 +93,9 @@ pub struct Checkpoint {
     pub state: Vec<NamedTensor>,
     /// Optimiser and progress (absent in exported weights).
     pub training: Option<TrainingState>,
+    /// The int8 activation encodings of a quantized checkpoint (`resnet quantize`): with them
+    /// the network runs as [`resnet_quant::QuantizedResNet`].
+    pub quantization: Option<QuantRecord>,
 }
 
 /// Why a checkpoint cannot be read or used.
@@ -136,7 +141,14 @@ fn i64_bytes(v: &[i64]) -> Vec<u8> {
 impl Checkpoint {
     /// Builds the inference part of a checkpoint from a network.
     pub fn from_network(net: &ResNet, classes: Vec<String>, preprocess: Preprocess) -> Self {
-        Self { spec: net.spec().clone(), classes, preprocess, state: net.state_dict(), training: None }
+        Self {
+            spec: net.spec().clone(),
+            classes,
+            preprocess,
+            state: net.state_dict(),
+            training: None,
+            quantization: None,
+        }
     }
 
     /// A network with this checkpoint's weights.
@@ -176,6 +188,9 @@ impl Checkpoint {
             }
             meta.insert("progress".to_string(), serde_json::to_string(&t.progress).expect("progress serialises"));
             meta.insert("config".to_string(), t.config.to_string());
+        }
+        if let Some(q) = &self.quantization {
+            meta.insert("quantization".to_string(), serde_json::to_string(q).expect("record serialises"));
         }
         let views: Vec<(String, TensorView<'_>)> = owned
             .iter()
@@ -247,7 +262,17 @@ impl Checkpoint {
             }
             None => None,
         };
-        Ok(Self { spec, classes, preprocess, state, training })
+        let quantization = match meta.get("quantization") {
+            Some(q) => {
+                let record: QuantRecord = serde_json::from_value(parse("quantization", q)?)
+                    .map_err(|e| not_ours(format!("quantization: {e}")))?;
+                let net = ResNet::new(spec.clone()).map_err(|e| mismatch(e.to_string()))?;
+                record.check(&net).map_err(|e| mismatch(e.to_string()))?;
+                Some(record)
+            }
+            None => None,
+        };
+        Ok(Self { spec, classes, preprocess, state, training, quantization })
     }
 }
 

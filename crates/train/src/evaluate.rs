@@ -2,8 +2,8 @@
 //! single views or several views per image (10-crop, multi-scale; He et al. 2015, Section 3.4:
 //! "we adopt the standard 10-crop testing"), whose softmax outputs are averaged.
 
+use crate::inference::Classifier;
 use resnet_data::{DataError, Loader};
-use resnet_models::ResNet;
 use resnet_nn::ops::{label_rank, softmax_rows};
 use resnet_nn::Tensor;
 use serde::Serialize;
@@ -117,12 +117,16 @@ impl EvalAccumulator {
     }
 }
 
-/// Evaluates `net` in eval mode (running batch-norm statistics) on every batch of `loader`,
+/// Evaluates `net` (a float network in eval mode: running batch-norm statistics; or an int8 one) on every batch of `loader`,
 /// calling `progress` after each batch.
 ///
 /// # Errors
 /// The first data error (a sample that cannot be loaded).
-pub fn evaluate(net: &mut ResNet, loader: &Loader, progress: impl FnMut(usize)) -> Result<EvalResult, DataError> {
+pub fn evaluate(
+    net: &mut impl Classifier,
+    loader: &Loader,
+    progress: impl FnMut(usize),
+) -> Result<EvalResult, DataError> {
     let classes = net.spec().num_classes;
     evaluate_with(loader, classes, |x| net.infer(x).data().to_vec(), progress)
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod evaluate;
 pub mod fine_tune;
 pub mod fsutil;
+pub mod inference;
 pub mod lock;
 pub mod memory;
 pub mod metrics;

@@ -7,7 +7,8 @@ use resnet_kernels::{profile, threads};
 use resnet_models::{InitConfig, ResNet, ResNetSpec};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
-use resnet_train::config::FineTune;
+use resnet_quant::{Calibrator, Method, QuantizedResNet};
+use resnet_train::config::{FineTune, Precision};
 use resnet_train::memory::{check_batch, BatchPlan, Pass};
 use resnet_train::step::{train_step, StepBuffers};
 use resnet_train::system;
@@ -20,6 +21,18 @@ pub enum Mode {
     Train,
     /// Eval-mode forward pass.
     Infer,
+}
+
+/// Arithmetic of the timed network.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchPrecision {
+    /// f32 throughout.
+    Fp32,
+    /// bf16 dot products, f32 accumulation.
+    Bf16,
+    /// int8 inference (`resnet quantize`): the random network quantized with ranges from the
+    /// random batch, for speed alone.
+    Int8,
 }
 
 /// Arguments of `resnet bench`.
@@ -46,8 +59,8 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Convolution arithmetic.
-    #[arg(long, value_enum, default_value_t = super::train::PrecisionArg::Fp32)]
-    precision: super::train::PrecisionArg,
+    #[arg(long, value_enum, default_value_t = BenchPrecision::Fp32)]
+    precision: BenchPrecision,
     /// Parts to hold fixed in training steps, as `resnet train --freeze` (stem, layer1, ...,
     /// fc, backbone): the step then skips their backward work.
     #[arg(long, value_delimiter = ',', value_parser = super::train::part)]
@@ -64,12 +77,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.batch == 0 || args.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
-    let kernels = resnet_train::config::Precision::from(args.precision).kernel_config().map_err(anyhow::Error::msg)?;
+    let float = match args.precision {
+        BenchPrecision::Fp32 => Precision::Fp32,
+        BenchPrecision::Bf16 => Precision::Bf16,
+        BenchPrecision::Int8 if args.mode == Mode::Train => {
+            bail!("--precision int8 is for --mode infer (int8 networks do not train)")
+        }
+        BenchPrecision::Int8 => Precision::Fp32,
+    };
+    let kernels = float.kernel_config().map_err(anyhow::Error::msg)?;
     let spec = args.model_args.spec(&args.model)?;
     let size = args.size.unwrap_or_else(|| spec.default_input_size());
     let mut net = network(&args, spec, size)?;
     net.set_kernel_config(kernels).map_err(anyhow::Error::msg)?;
-    let timing = time_steps(&args, &mut net, size);
+    let x = random_batch(&args, net.spec(), size);
+    let timing = if args.precision == BenchPrecision::Int8 {
+        let mut calibrator = Calibrator::new(Method::MinMax)?;
+        calibrator.observe(&mut net, &x)?;
+        let mut int8 = QuantizedResNet::new(&net, &calibrator.finish(&net)?)?;
+        time_steps(&args, || {
+            int8.infer(&x);
+        })
+    } else {
+        let mut rng = Rng::new(1);
+        let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(net.spec().num_classes as u64) as u32).collect();
+        let mut sgd = Sgd::new(SgdConfig::default());
+        let mut buffers = StepBuffers::default();
+        time_steps(&args, || match args.mode {
+            Mode::Train => {
+                train_step(&mut net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers);
+            }
+            Mode::Infer => {
+                net.infer(&x);
+            }
+        })
+    };
     let measured = Measured::of(&args, net.spec(), size, &timing);
     if args.json {
         print_json(&args, net.spec(), size, &measured)
@@ -116,28 +158,17 @@ struct Timing {
     busy: Option<f64>,
 }
 
-/// Runs the warm-up steps, then times the timed steps (profiled with `--profile`) on one
-/// random batch.
-fn time_steps(args: &Args, net: &mut ResNet, size: usize) -> Timing {
-    let spec = net.spec().clone();
+/// One random batch of normalised images.
+fn random_batch(args: &Args, spec: &ResNetSpec, size: usize) -> Tensor {
     let mut rng = Rng::new(0);
-    let x = Tensor::from_vec(
-        [args.batch, size, size, spec.in_channels],
-        (0..args.batch * size * size * spec.in_channels).map(|_| rng.normal() as f32).collect(),
-    );
-    let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.num_classes as u64) as u32).collect();
-    let mut sgd = Sgd::new(SgdConfig::default());
-    let mut buffers = StepBuffers::default();
-    let mut step = |net: &mut ResNet| match args.mode {
-        Mode::Train => {
-            train_step(net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers);
-        }
-        Mode::Infer => {
-            net.infer(&x);
-        }
-    };
+    let len = args.batch * size * size * spec.in_channels;
+    Tensor::from_vec([args.batch, size, size, spec.in_channels], (0..len).map(|_| rng.normal() as f32).collect())
+}
+
+/// Runs the warm-up steps, then times the timed steps (profiled with `--profile`).
+fn time_steps(args: &Args, mut step: impl FnMut()) -> Timing {
     for _ in 0..args.warmup {
-        step(net);
+        step();
     }
     profile::reset();
     profile::enable(args.profile);
@@ -146,7 +177,7 @@ fn time_steps(args: &Args, net: &mut ResNet, size: usize) -> Timing {
     let start = Instant::now();
     for _ in 0..args.steps {
         let t = Instant::now();
-        step(net);
+        step();
         times.push(t.elapsed().as_secs_f64());
     }
     let total = start.elapsed().as_secs_f64();
@@ -213,16 +244,19 @@ fn print_json(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) -> anyh
 
 fn print_text(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) {
     println!(
-        "{} {}, batch {}, {size}x{size}, {}, {} after {} warm-up",
+        "{} {} ({}), batch {}, {size}x{size}, {}, {} after {} warm-up",
         spec.name,
         m.mode,
+        format!("{:?}", args.precision).to_lowercase(),
         args.batch,
         super::plural(threads::num_threads() as u64, "thread"),
         super::plural(args.steps as u64, "step"),
         args.warmup
     );
+    // Integer multiply-adds are operations, not floating-point ones.
+    let unit = if args.precision == BenchPrecision::Int8 { "GOP/s" } else { "GFLOP/s" };
     println!(
-        "  {:.1} images/s, {:.2} ms/step (median {:.2}), {:.1} GFLOP/s",
+        "  {:.1} images/s, {:.2} ms/step (median {:.2}), {:.1} {unit}",
         m.images_per_sec, m.ms_mean, m.ms_median, m.gflops
     );
     if let Some(frozen) = args.freeze.as_ref().filter(|f| !f.is_empty()) {

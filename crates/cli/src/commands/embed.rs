@@ -160,7 +160,12 @@ fn not_finite(source: &str, weights: &Path) -> anyhow::Error {
 fn embed_split(args: &Args, ckpt: &Checkpoint, path: &Path, mut embedder: Embedder) -> anyhow::Result<FeatureSet> {
     let (_, ds) = args.dataset.open(ckpt, path)?;
     let view = args.views.view(ckpt)?;
-    let opts = EvalLoaderOptions { batch_size: args.batch_size as usize, workers: args.workers, view: &view };
+    let opts = EvalLoaderOptions {
+        batch_size: args.batch_size as usize,
+        workers: args.workers,
+        view: &view,
+        shuffle_seed: None,
+    };
     let loader = eval_loader(ckpt, embedder.net.spec(), ds.clone(), &opts)?;
     let bar = progress_bar(ds.len())?;
     let (mut labels, mut sources) = (Vec::with_capacity(ds.len()), Vec::with_capacity(ds.len()));

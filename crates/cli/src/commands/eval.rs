@@ -5,6 +5,7 @@ use super::split::{eval_loader, EvalLoaderOptions, SplitArgs, ViewArgs};
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_train::evaluate::{evaluate, EvalResult};
+use resnet_train::inference::Classifier;
 
 /// Arguments of `resnet eval`.
 #[derive(clap::Args, Debug)]
@@ -31,7 +32,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (ckpt, path) = args.source.load()?;
-    let mut net = ckpt.network(&path)?;
+    let mut net = ckpt.inference_network(&path)?;
     let (kind, ds) = args.images.open(&ckpt, &path)?;
     let classes = ds.classes().to_vec();
     if classes.len() != ckpt.classes.len() {
@@ -41,7 +42,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("warning: the dataset's class names differ from the checkpoint's; labels are matched by index");
     }
     let view = args.views.view(&ckpt)?;
-    let opts = EvalLoaderOptions { batch_size: args.batch_size, workers: args.workers, view: &view };
+    let opts =
+        EvalLoaderOptions { batch_size: args.batch_size, workers: args.workers, view: &view, shuffle_seed: None };
     let loader = eval_loader(&ckpt, net.spec(), ds, &opts)?;
     let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(loader.batches_per_epoch() as u64) };
     bar.set_style(
@@ -63,11 +65,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Lossy: a file name need not be UTF-8, and JSON strings must be.
         v["checkpoint"] = serde_json::json!(path.to_string_lossy());
         v["view"] = serde_json::to_value(&view)?;
+        v["precision"] = serde_json::json!(if net.is_int8() { "int8" } else { "fp32" });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let split = args.images.split.name();
-    println!("{} on {} {} split, {} images, {} view(s) each", ckpt.spec.name, kind, split, result.count, result.views);
+    let split = args.images.split_or(super::split::Split::Test).name();
+    let precision = if net.is_int8() { " (int8)" } else { "" };
+    println!(
+        "{}{precision} on {} {} split, {} images, {} view(s) each",
+        ckpt.spec.name, kind, split, result.count, result.views
+    );
     print_result(&classes, &result);
     Ok(())
 }

@@ -100,6 +100,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let net = ckpt.network(&args.checkpoint)?;
+    if ckpt.quantization.is_some() {
+        eprintln!(
+            "note: {} is quantized; the export holds its float network (the int8 ranges are not exported)",
+            args.checkpoint.display()
+        );
+    }
     let name = &net.spec().name;
     // Refused before anything is written, so a refusal leaves no half of the export behind.
     if let (Some(_), Some(reason)) = (&args.safetensors, resnet_interop::torchvision_difference(net.spec())) {

@@ -14,6 +14,7 @@ pub mod models;
 pub mod plot;
 pub mod predict;
 pub mod progress;
+pub mod quantize;
 pub mod split;
 pub mod train;
 pub mod weights;

@@ -4,6 +4,7 @@ use super::weights::WeightsArgs;
 use resnet_data::{prepare_views, read_image};
 use resnet_nn::ops::softmax_rows;
 use resnet_nn::Tensor;
+use resnet_train::inference::Classifier;
 use std::path::PathBuf;
 
 /// Arguments of `resnet predict`.
@@ -25,7 +26,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (ckpt, path) = args.source.load()?;
-    let mut net = ckpt.network(&path)?;
+    let mut net = ckpt.inference_network(&path)?;
     let pre = &ckpt.preprocess;
     let k = ckpt.classes.len();
     let top_k = match args.top {

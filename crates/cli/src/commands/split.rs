@@ -40,9 +40,9 @@ pub struct SplitArgs {
     /// Dataset location (default: the training run's, when --dataset is not given).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Split.
-    #[arg(long, value_enum, default_value_t = Split::Test)]
-    pub split: Split,
+    /// Split (default: test; for `quantize`, train).
+    #[arg(long, value_enum)]
+    pub split: Option<Split>,
     /// Skip unreadable samples (and report them).
     #[arg(long)]
     pub skip_bad: bool,
@@ -58,6 +58,29 @@ impl SplitArgs {
     /// The split asked for: of the dataset given, else the one the checkpoint's run trained on
     /// (with its location and synthetic settings), else the one the files of `--data` hold.
     pub fn open(&self, ckpt: &Checkpoint, path: &Path) -> anyhow::Result<(DatasetKind, SharedDataset)> {
+        self.open_split(ckpt, path, Split::Test)
+    }
+
+    /// Where the images are read from (`--data`, else the checkpoint's own dataset's location),
+    /// made absolute.
+    pub fn data_location(&self, ckpt: &Checkpoint) -> Option<PathBuf> {
+        let run = || if self.dataset.is_none() { RunData::of(ckpt).and_then(|r| r.data) } else { None };
+        let data = self.data.clone().or_else(run)?;
+        Some(std::path::absolute(&data).unwrap_or(data))
+    }
+
+    /// The split given, else `default`.
+    pub fn split_or(&self, default: Split) -> Split {
+        self.split.unwrap_or(default)
+    }
+
+    /// [`Self::open`] with `default` as the split when none is given.
+    pub fn open_split(
+        &self,
+        ckpt: &Checkpoint,
+        path: &Path,
+        default: Split,
+    ) -> anyhow::Result<(DatasetKind, SharedDataset)> {
         let run = RunData::of(ckpt);
         let (dataset, data) = match (&self.dataset, &run) {
             (Some(d), _) => (d.clone(), self.data.clone()),
@@ -89,7 +112,7 @@ impl SplitArgs {
         for s in &splits.skipped {
             eprintln!("skipped: {s}");
         }
-        let ds = match self.split {
+        let ds = match self.split_or(default) {
             Split::Test => splits.test,
             Split::Train => splits.train,
         };
@@ -132,6 +155,8 @@ pub struct EvalLoaderOptions<'a> {
     pub workers: usize,
     /// The views of each image.
     pub view: &'a EvalView,
+    /// Images in an order shuffled with this seed (a sample of the split), else in order.
+    pub shuffle_seed: Option<u64>,
 }
 
 /// The loader of `ds` in the checkpoint's preprocessing, once a batch of it is known to fit.
@@ -157,9 +182,9 @@ pub fn eval_loader(
         ds,
         LoaderConfig {
             batch_size: batch,
-            shuffle: false,
+            shuffle: opts.shuffle_seed.is_some(),
             drop_last: false,
-            seed: 0,
+            seed: opts.shuffle_seed.unwrap_or(0),
             workers: opts.workers.max(1),
             prefetch: 4,
             mode: LoaderMode::Eval(opts.view.clone()),
@@ -183,7 +208,12 @@ struct RunData {
 impl RunData {
     /// The training run's dataset, location and synthetic settings (none for imported weights).
     fn of(ckpt: &Checkpoint) -> Option<RunData> {
-        let config = &ckpt.training.as_ref()?.config;
+        // A quantized checkpoint carries the configuration of the run it came from.
+        let config = match (&ckpt.training, &ckpt.quantization) {
+            (Some(training), _) => &training.config,
+            (None, Some(q)) => q.run_config.as_ref()?,
+            (None, None) => return None,
+        };
         let dataset = config.get("dataset")?.as_str()?.to_string();
         let data = config.get("data").and_then(|d| d.as_str()).map(PathBuf::from);
         let n = |k: &str, default: u64| config.get(k).and_then(|v| v.as_u64()).unwrap_or(default);

@@ -21,6 +21,7 @@ mod fine_tune;
 mod front_door;
 mod interop_files;
 mod memory;
+mod quantize;
 mod train_runs;
 mod weights_download;
 mod wording;

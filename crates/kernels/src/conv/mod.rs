@@ -25,6 +25,8 @@
 //! - backward weight (`backward_weight.rs`): any algorithm, accumulated per thread over a fixed
 //!   split of the rows, then summed in order (reproducible for a given thread count).
 //!
+//! Int8 inference convolutions (`int8/`): VNNI micro-kernels with a requantizing epilogue.
+//!
 //! The other files: `shape.rs` (geometry), `input.rs` and `epilogue.rs` (what is fused on the
 //! way in and out), `params.rs`, `bf16.rs` (packing to bf16 pairs), `shared_output.rs`.
 
@@ -37,6 +39,7 @@ mod epilogue;
 mod forward;
 mod im2col;
 mod input;
+pub mod int8;
 mod params;
 mod shape;
 mod shared_output;

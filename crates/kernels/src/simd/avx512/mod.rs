@@ -13,7 +13,8 @@
 
 //!
 //! Files: [`forward`] (f32 forward tiles), [`weight_gradient`] (f32 weight-gradient tiles),
-//! [`bf16`] (the bf16 tiles and conversions).
+//! [`bf16`] (the bf16 tiles and conversions), `int8` (the `vpdpbusd` tile and its requantizing
+//! epilogue).
 
 /// Mask with the low `n` (at most 16) lanes set.
 pub fn lane_mask(n: usize) -> std::arch::x86_64::__mmask16 {
@@ -27,6 +28,7 @@ pub fn lane_mask(n: usize) -> std::arch::x86_64::__mmask16 {
 
 mod bf16;
 mod forward;
+mod int8;
 mod weight_gradient;
 
 pub(crate) use bf16::IntoBh;
@@ -34,4 +36,5 @@ pub use bf16::{
     conv_tile_bf16, conv_tile_s1k3_bf16, to_bf16, transpose16_bf16, wgrad_pairs_bf16, ConvTileArgsBf16, WgradPairsArgs,
 };
 pub use forward::{conv_tile, conv_tile_s1k3, ConvTileArgs, RawOutputTransform};
+pub use int8::{channel_masks, conv_tile_i8, ConvTileArgsI8, RawOutput, RawRequant, RawResidual};
 pub use weight_gradient::{wgrad_tile, wgrad_tile_s1k3, WgradTileArgs};

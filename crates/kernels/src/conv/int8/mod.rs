@@ -1,0 +1,132 @@
+//! Int8 convolution for inference: unsigned 8-bit activations (a scale and a zero point per
+//! tensor), signed 8-bit weights (a scale per output channel, symmetric), 32-bit integer sums,
+//! and a requantizing epilogue that applies the scales, the folded batch norm's shift, the
+//! residual and the ReLU in f32 registers before it writes 8-bit (or f32) outputs.
+//!
+//! Layouts: the input is NHWC `u8`; the weight is packed as `[kh, kw, ceil(cin / 4), cout]`
+//! quads (`pack_weights`), four consecutive input channels of one output channel in a `u32`
+//! (the lowest byte the lowest channel), which is what `vpdpbusd` multiplies against a
+//! broadcast quad of input channels. A zero-padded border reads the input's zero point, so
+//! padding stands for a real zero whatever the zero point.
+//!
+//! Files: `pack.rs` (weights and the per-channel arrays), `forward.rs` (the direct pass over
+//! the AVX512-VNNI micro-kernel), `reference.rs` (the portable pass: the oracle of the tests
+//! and the path of CPUs without VNNI).
+
+mod forward;
+mod pack;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+pub use forward::forward_int8;
+pub use pack::{pack_weights, quantize_weights, requant_arrays, Int8Weights};
+pub use reference::forward_int8_reference;
+
+/// The input of an int8 convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Input<'a> {
+    /// `[n, h, w, cin]` 8-bit values.
+    pub x: &'a [u8],
+    /// The value standing for a real zero (and read at the padding).
+    pub zero_point: u8,
+}
+
+/// The residual the epilogue adds, laid out as the output.
+#[derive(Clone, Copy, Debug)]
+pub enum Int8Residual<'a> {
+    /// None.
+    None,
+    /// 8-bit values standing for `q * scale` (zero point 0: an activation after a ReLU).
+    U8 {
+        /// The values.
+        x: &'a [u8],
+        /// Real value of one step.
+        scale: f32,
+    },
+    /// Real values.
+    F32(&'a [f32]),
+}
+
+/// The output of an int8 convolution.
+#[derive(Debug)]
+pub enum Int8Output<'a> {
+    /// `clamp(round(v / scale), 0, 255)`: a ReLU then 8-bit values with zero point 0.
+    U8 {
+        /// `[n, oh, ow, cout]` values.
+        y: &'a mut [u8],
+        /// Real value of one step.
+        scale: f32,
+    },
+    /// The real values `v` (no activation).
+    F32(&'a mut [f32]),
+}
+
+impl Int8Output<'_> {
+    /// Elements of the output buffer.
+    pub fn len(&self) -> usize {
+        match self {
+            Int8Output::U8 { y, .. } => y.len(),
+            Int8Output::F32(y) => y.len(),
+        }
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The per-output-channel part of the epilogue: `v = sum * mult + offset (+ residual)`, where the
+/// integer `sum` counts the input zero point in (see [`requant_arrays`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Requant<'a> {
+    /// `[cout]` multipliers: input scale times the channel's weight scale.
+    pub mult: &'a [f32],
+    /// `[cout]` offsets: the bias less the zero point's share of the sum.
+    pub offset: &'a [f32],
+    /// The residual.
+    pub residual: Int8Residual<'a>,
+}
+
+/// The requantization of one real value `v` to an output of step `1 / inv_scale`, as the kernel
+/// computes it: a multiply, a clamp to `[0, 255]` (NaN to 0, as `vmaxps` with zero second does)
+/// and rounding half to even.
+pub fn requantize(v: f32, inv_scale: f32) -> u8 {
+    let q = v * inv_scale;
+    let q = if q > 0.0 { q } else { 0.0 };
+    let q = if q < 255.0 { q } else { 255.0 };
+    q.round_ties_even() as u8
+}
+
+/// Whether this CPU runs the AVX512-VNNI kernels (else the portable pass runs).
+pub fn vnni_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::simd::isa() >= crate::simd::Isa::Avx512 && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Checks that the buffers fit the shape and the weights; panics with the mismatch otherwise
+/// (the callers size them from the same shape).
+fn check_buffers(
+    s: &crate::conv::ConvShape,
+    x: &Int8Input<'_>,
+    w: &Int8Weights,
+    rq: &Requant<'_>,
+    out: &Int8Output<'_>,
+) {
+    assert_eq!(x.x.len(), s.input_len(), "int8 convolution input");
+    assert_eq!(out.len(), s.output_len(), "int8 convolution output");
+    assert_eq!((w.kh, w.kw, w.cin, w.cout), (s.kh, s.kw, s.cin, s.cout), "int8 convolution weights");
+    assert!(rq.mult.len() == s.cout && rq.offset.len() == s.cout, "int8 requantization arrays");
+    match rq.residual {
+        Int8Residual::None => {}
+        Int8Residual::U8 { x, .. } => assert_eq!(x.len(), s.output_len(), "int8 residual"),
+        Int8Residual::F32(x) => assert_eq!(x.len(), s.output_len(), "f32 residual"),
+    }
+}

@@ -1,0 +1,89 @@
+//! Int8 weights: symmetric per-output-channel quantization, the packed quad layout of the
+//! kernels, and the per-channel arrays of the requantizing epilogue.
+
+/// Largest magnitude of a quantized weight: the range is symmetric (`-127..=127`), so a zero
+/// weight is exactly zero and the sign flips cleanly.
+pub const WEIGHT_LEVELS: f32 = 127.0;
+
+/// A convolution's weight as the int8 kernels read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Int8Weights {
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// `[kh, kw, ceil(cin / 4), cout]` quads of weights, a missing fourth channel zero.
+    pub quads: Vec<u32>,
+    /// `[cout]` sums of each output channel's weights (for the input zero point).
+    pub sums: Vec<i32>,
+}
+
+/// Quantizes `w` (`[kh, kw, cin, cout]`, i.e. `[k, cout]`) per output channel: returns the
+/// weights `round(w / scale)` and the scales `max |w| / 127` (1 for an all-zero channel).
+pub fn quantize_weights(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
+    assert!(cout > 0 && w.len().is_multiple_of(cout), "weights [k, cout]");
+    let mut max = vec![0.0f32; cout];
+    for row in w.chunks_exact(cout) {
+        for (m, v) in max.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    let scales: Vec<f32> =
+        max.iter().map(|&m| if m > 0.0 && m.is_finite() { m / WEIGHT_LEVELS } else { 1.0 }).collect();
+    let q = w
+        .chunks_exact(cout)
+        .flat_map(|row| {
+            row.iter().zip(&scales).map(|(v, s)| (v / s).round_ties_even().clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) as i8)
+        })
+        .collect();
+    (q, scales)
+}
+
+/// Packs quantized weights `q` (`[kh, kw, cin, cout]`) into quads of input channels.
+pub fn pack_weights(q: &[i8], kh: usize, kw: usize, cin: usize, cout: usize) -> Int8Weights {
+    assert_eq!(q.len(), kh * kw * cin * cout, "int8 weights [kh, kw, cin, cout]");
+    let quads = cin.div_ceil(4);
+    let mut packed = vec![0u32; kh * kw * quads * cout];
+    for tap in 0..kh * kw {
+        for ci in 0..cin {
+            let (quad, byte) = (ci / 4, ci % 4);
+            let row = &q[(tap * cin + ci) * cout..][..cout];
+            let dst = &mut packed[(tap * quads + quad) * cout..][..cout];
+            for (d, &v) in dst.iter_mut().zip(row) {
+                *d |= u32::from(v as u8) << (8 * byte);
+            }
+        }
+    }
+    let mut sums = vec![0i32; cout];
+    for row in q.chunks_exact(cout) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += i32::from(v);
+        }
+    }
+    Int8Weights { kh, kw, cin, cout, quads: packed, sums }
+}
+
+/// The epilogue's `(mult, offset)` per output channel for an input of `input_scale` and
+/// `zero_point`: `v = (sum - zero_point * weight_sum) * input_scale * weight_scale + bias`, with
+/// the zero point's share folded into the offset.
+pub fn requant_arrays(
+    w: &Int8Weights,
+    weight_scales: &[f32],
+    input_scale: f32,
+    zero_point: u8,
+    bias: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(weight_scales.len() == w.cout && bias.len() == w.cout, "per-channel arrays of {} channels", w.cout);
+    let mult: Vec<f32> = weight_scales.iter().map(|s| s * input_scale).collect();
+    let offset = bias
+        .iter()
+        .zip(&mult)
+        .zip(&w.sums)
+        .map(|((b, m), &sum)| b - (i32::from(zero_point) * sum) as f32 * m)
+        .collect();
+    (mult, offset)
+}

@@ -1,0 +1,126 @@
+//! The passes of int8 inference between its convolutions (`conv::int8`), on 8-bit NHWC
+//! activations: quantizing the input, max pooling and the global average pooling that hands
+//! the classifier real values.
+
+use crate::pool::PoolShape;
+use crate::threads;
+use rayon::prelude::*;
+
+/// Elements per parallel task of the elementwise passes.
+const CHUNK: usize = 1 << 16;
+
+crate::multiversion! {
+    /// `y = clamp(round(x / scale) + zero_point, 0, 255)` for one chunk (`inv_scale = 1 / scale`;
+    /// NaN to the zero point's floor, 0).
+    fn quantize_chunk / quantize_chunk_on(x: &[f32], inv_scale: f32, zero_point: f32, y: &mut [u8]) {
+        for (q, v) in y.iter_mut().zip(x) {
+            let r = (v * inv_scale).round_ties_even() + zero_point;
+            *q = if r > 0.0 { if r < 255.0 { r as u8 } else { 255 } } else { 0 };
+        }
+    }
+}
+
+/// Quantizes real values to 8 bits with `scale` and `zero_point`, rounding half to even and
+/// saturating.
+pub fn quantize_u8(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
+    assert_eq!(x.len(), y.len(), "quantize: input and output lengths");
+    let (inv, zp) = (1.0 / scale, f32::from(zero_point));
+    threads::install(|| {
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| quantize_chunk(x, inv, zp, y));
+    });
+}
+
+/// Max pooling of 8-bit activations: the same windows as [`crate::pool::max_pool_forward`]
+/// (padding never wins), and since quantizing is monotonic the same maximum as pooling the real
+/// values and quantizing after.
+pub fn max_pool_u8(s: &PoolShape, x: &[u8], y: &mut [u8]) {
+    assert_eq!(x.len(), s.input_len(), "max pool input");
+    assert_eq!(y.len(), s.output_len(), "max pool output");
+    let (oh, ow, c) = (s.out_h(), s.out_w(), s.c);
+    threads::install(|| {
+        y.par_chunks_mut(ow * c).enumerate().for_each(|(row, yr)| {
+            let (img, oy) = (row / oh, row % oh);
+            yr.fill(0);
+            for ox in 0..ow {
+                let out = &mut yr[ox * c..(ox + 1) * c];
+                for ky in 0..s.k {
+                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                    if iy < 0 || iy >= s.h as isize {
+                        continue;
+                    }
+                    for kx in 0..s.k {
+                        let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                        if ix < 0 || ix >= s.w as isize {
+                            continue;
+                        }
+                        let at = ((img * s.h + iy as usize) * s.w + ix as usize) * c;
+                        out.iter_mut().zip(&x[at..at + c]).for_each(|(o, v)| *o = (*o).max(*v));
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Global average pooling of 8-bit activations standing for `q * scale`: `y[n, c]` is the mean
+/// real value of channel `c` of image `n` (summed exactly in integers).
+///
+/// # Shapes
+/// `x: [n, hw, c]`, `y: [n, c]`.
+pub fn global_avg_pool_u8(x: &[u8], n: usize, c: usize, scale: f32, y: &mut [f32]) {
+    assert!(
+        n > 0 && c > 0 && x.len().is_multiple_of(n * c),
+        "global pool input of {} values is not [{n}, hw, {c}]",
+        x.len()
+    );
+    assert_eq!(y.len(), n * c, "global pool output");
+    let hw = x.len() / (n * c);
+    let step = scale / hw as f32;
+    threads::install(|| {
+        y.par_chunks_mut(c).enumerate().for_each(|(img, yr)| {
+            let mut sums = vec![0u32; c];
+            for px in x[img * hw * c..(img + 1) * hw * c].chunks_exact(c) {
+                sums.iter_mut().zip(px).for_each(|(s, v)| *s += u32::from(*v));
+            }
+            yr.iter_mut().zip(&sums).for_each(|(o, s)| *o = *s as f32 * step);
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_rounds_half_to_even_adds_the_zero_point_and_saturates() {
+        let x = [0.0, 0.25, 0.75, -0.25, 100.0, -100.0, f32::NAN, 1.0];
+        let mut y = [0u8; 8];
+        quantize_u8(&x, 0.5, 10, &mut y);
+        assert_eq!(y, [10, 10, 12, 10, 210, 0, 0, 12]);
+        for isa in crate::simd::available() {
+            let mut z = [0u8; 8];
+            quantize_chunk_on(isa, &x, 2.0, 10.0, &mut z);
+            assert_eq!(y, z, "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn max_pool_of_bytes_matches_the_float_pool() {
+        let s = PoolShape { n: 2, h: 7, w: 6, c: 3, k: 3, stride: 2, pad: 1 };
+        let x: Vec<u8> = (0..s.input_len()).map(|i| ((i * 37 + 11) % 251) as u8).collect();
+        let xf: Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
+        let (mut yf, mut arg) = (vec![0.0; s.output_len()], vec![0; s.output_len()]);
+        crate::pool::max_pool_forward(&s, &xf, &mut yf, &mut arg);
+        let mut y = vec![0u8; s.output_len()];
+        max_pool_u8(&s, &x, &mut y);
+        assert_eq!(y.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), yf);
+    }
+
+    #[test]
+    fn average_pool_of_bytes_is_the_mean_real_value() {
+        let x = [1u8, 10, 3, 30];
+        let mut y = [0.0; 2];
+        global_avg_pool_u8(&x, 1, 2, 0.5, &mut y);
+        assert_eq!(y, [1.0, 10.0]);
+    }
+}

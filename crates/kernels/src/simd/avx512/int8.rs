@@ -1,0 +1,172 @@
+//! The int8 micro-kernel (`vpdpbusd`: unsigned 8-bit activations times signed 8-bit weights,
+//! four products summed into each 32-bit lane, exactly) and its requantizing epilogue.
+
+use super::lane_mask;
+use std::arch::x86_64::*;
+
+/// Geometry of the int8 kernel: like [`super::ConvTileArgs`], with the input and the weights
+/// packed in quads of input channels (one `u32` holds channels `4q .. 4q + 3`, the lowest byte
+/// channel `4q`), so strides count quads.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvTileArgsI8 {
+    /// Quads between the input windows of consecutive output pixels (`stride * quads`).
+    pub a_pixel_stride: usize,
+    /// Quads between consecutive input rows (`padded width * quads`).
+    pub a_row_stride: usize,
+    /// Input channel quads (`ceil(cin / 4)`).
+    pub quads: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Quad rows between consecutive weight rows (`cout` for a `[kh, kw, quads, cout]` weight).
+    pub w_row_stride: usize,
+    /// Elements between consecutive output pixels (`cout` for an NHWC output).
+    pub y_pixel_stride: usize,
+}
+
+/// Where the requantizing epilogue reads the residual of a tile's first output element, laid
+/// out as the output.
+#[derive(Clone, Copy, Debug)]
+pub enum RawResidual {
+    /// No residual.
+    None,
+    /// 8-bit values `q` standing for `q * scale` (an activation after a ReLU).
+    U8 {
+        /// The tile's first residual element.
+        at: *const u8,
+        /// Real value of one step.
+        scale: f32,
+    },
+    /// Real values.
+    F32 {
+        /// The tile's first residual element.
+        at: *const f32,
+    },
+}
+
+/// Where and how the epilogue writes a tile.
+#[derive(Clone, Copy, Debug)]
+pub enum RawOutput {
+    /// `clamp(round(v / scale), 0, 255)`: the ReLU and the requantization in one.
+    U8 {
+        /// The tile's first output element.
+        at: *mut u8,
+        /// `1 / scale` of the output.
+        inv_scale: f32,
+    },
+    /// The real values, no activation.
+    F32 {
+        /// The tile's first output element.
+        at: *mut f32,
+    },
+}
+
+/// The requantizing epilogue of a tile: `v = sum * mult + offset` per output channel (the
+/// input and weight scales, the folded batch norm's shift and the input zero point's share),
+/// plus the residual, then the output's own quantization.
+#[derive(Clone, Copy, Debug)]
+pub struct RawRequant {
+    /// Multiplier of the tile's first output channel (the others follow).
+    pub mult: *const f32,
+    /// Offset of the tile's first output channel (the others follow).
+    pub offset: *const f32,
+    /// The residual.
+    pub residual: RawResidual,
+    /// The output.
+    pub output: RawOutput,
+}
+
+/// `out[r, j] = requant(sum_{ky, kx, q} a[r, ky, kx, q] . w[ky, kx, q, j])` for `R` output pixels
+/// and the `NB` channel vectors starting at `w` and the epilogue's pointers, where `.` is the
+/// dot product of four u8 activations with four i8 weights.
+///
+/// # Safety
+/// - The CPU supports AVX-512F/BW and AVX512_VNNI.
+/// - For every `r < R`, `ky < kh`, `kx < kw`, `q < quads`, the quad
+///   `a + r * a_pixel_stride + ky * a_row_stride + kx * quads + q` is readable.
+/// - `w + ((ky * kw + kx) * quads + q) * w_row_stride + 16 * j + lane` is readable for every tap,
+///   quad, `j < NB` and lane set in `masks[j]`.
+/// - `mult` and `offset` plus `16 * j + lane`, and the residual and the output plus
+///   `r * y_pixel_stride + 16 * j + lane`, are readable (the output writable) likewise; the output
+///   overlaps none of the others.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn conv_tile_i8<const R: usize, const NB: usize>(
+    g: &ConvTileArgsI8,
+    a: *const u32,
+    w: *const u32,
+    rq: &RawRequant,
+    masks: &[__mmask16; NB],
+) {
+    let mut acc = [[_mm512_setzero_si512(); NB]; R];
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let tap = ky * g.kw + kx;
+            // SAFETY: offsets stay inside the window and weight ranges of the contract.
+            let a_tap = unsafe { a.add(ky * g.a_row_stride + kx * g.quads) };
+            let w_tap = unsafe { w.add(tap * g.quads * g.w_row_stride) };
+            for q in 0..g.quads {
+                let mut wv = [_mm512_setzero_si512(); NB];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    // SAFETY: weight quad row q of this tap, lanes limited by the mask.
+                    *v = unsafe {
+                        _mm512_maskz_loadu_epi32(masks[j], w_tap.add(q * g.w_row_stride + 16 * j) as *const i32)
+                    };
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: input quad q of pixel r at this tap.
+                    let b = _mm512_set1_epi32(unsafe { a_tap.add(r * g.a_pixel_stride + q).read_unaligned() } as i32);
+                    for (v, wj) in row.iter_mut().zip(&wv) {
+                        *v = _mm512_dpbusd_epi32(*v, b, *wj);
+                    }
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            // SAFETY: element (r, 16 j) of the tile, lanes limited by the mask (contract).
+            unsafe { store_requantized(rq, r * g.y_pixel_stride + 16 * j, 16 * j, *v, masks[j]) };
+        }
+    }
+}
+
+/// Applies the epilogue to the sums `v` of output element `at` (from the tile's first), whose
+/// channels start `channel` after the tile's first, and stores the lanes in `mask`.
+///
+/// # Safety
+/// As [`conv_tile_i8`] for these lanes.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn store_requantized(rq: &RawRequant, at: usize, channel: usize, v: __m512i, mask: __mmask16) {
+    // SAFETY (every access): the lanes in `mask` of the epilogue's arrays at these offsets are
+    // within the ranges of the contract.
+    unsafe {
+        let mult = _mm512_maskz_loadu_ps(mask, rq.mult.add(channel));
+        let offset = _mm512_maskz_loadu_ps(mask, rq.offset.add(channel));
+        let mut f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
+        match rq.residual {
+            RawResidual::None => {}
+            RawResidual::U8 { at: r, scale } => {
+                let bytes = _mm_maskz_loadu_epi8(mask, r.add(at) as *const i8);
+                let real = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+                f = _mm512_fmadd_ps(real, _mm512_set1_ps(scale), f);
+            }
+            RawResidual::F32 { at: r } => f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, r.add(at))),
+        }
+        match rq.output {
+            RawOutput::U8 { at: y, inv_scale } => {
+                let q = _mm512_mul_ps(f, _mm512_set1_ps(inv_scale));
+                let q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0));
+                let q = _mm512_cvtps_epi32(q);
+                _mm512_mask_cvtusepi32_storeu_epi8(y.add(at) as *mut i8, mask, q);
+            }
+            RawOutput::F32 { at: y } => _mm512_mask_storeu_ps(y.add(at), mask, f),
+        }
+    }
+}
+
+/// The masks of `NB` vectors covering `channels` lanes.
+pub fn channel_masks<const NB: usize>(channels: usize) -> [__mmask16; NB] {
+    std::array::from_fn(|j| lane_mask(channels.saturating_sub(16 * j)))
+}

@@ -1,0 +1,277 @@
+//! The int8 network: every convolution with its batch norm folded into int8 weights, 8-bit
+//! activations between them, the float classifier at the end.
+
+use crate::record::unit_name;
+use crate::{ActivationQuant, QuantError, QuantRecord};
+use resnet_kernels::conv::int8::{
+    forward_int8, pack_weights, quantize_weights, requant_arrays, Int8Input, Int8Output, Int8Residual, Int8Weights,
+    Requant,
+};
+use resnet_kernels::conv::ConvShape;
+use resnet_kernels::elementwise::{pad_shortcut_forward, PadShortcutShape};
+use resnet_kernels::pool::PoolShape;
+use resnet_kernels::quantized::{global_avg_pool_u8, max_pool_u8, quantize_u8};
+use resnet_kernels::{profile, threads};
+use resnet_models::{BatchNormMode, ConvBn, ModelError, ResNet, ResNetSpec, ShortcutPath};
+use resnet_nn::ops::Linear;
+use resnet_nn::Tensor;
+
+/// One convolution of the int8 network with its batch norm folded in.
+#[derive(Clone, Debug)]
+struct QuantConv {
+    name: String,
+    /// Geometry for a batch of one 1x1 image (the batch and size are filled in per call).
+    geometry: ConvShape,
+    weights: Int8Weights,
+    mult: Vec<f32>,
+    offset: Vec<f32>,
+    input_zero_point: u8,
+    /// The output's encoding; none for a real-valued output (no ReLU).
+    output: Option<ActivationQuant>,
+}
+
+impl QuantConv {
+    /// Folds the unit's eval-mode batch norm into its convolution and quantizes the weights per
+    /// output channel, for an input encoded by `input`.
+    fn new(unit: &ConvBn, input: ActivationQuant, output: Option<ActivationQuant>) -> Self {
+        let conv = &unit.conv;
+        let (scale, shift) = unit.bn.affine(BatchNormMode::Eval);
+        let folded: Vec<f32> = conv
+            .weight
+            .value()
+            .chunks_exact(conv.cout)
+            .flat_map(|row| row.iter().zip(&scale).map(|(w, s)| w * s))
+            .collect();
+        let (q, weight_scales) = quantize_weights(&folded, conv.cout);
+        let weights = pack_weights(&q, conv.k, conv.k, conv.cin, conv.cout);
+        let (mult, offset) = requant_arrays(&weights, &weight_scales, input.scale, input.zero_point, &shift);
+        QuantConv {
+            name: unit_name(unit),
+            geometry: conv.shape_for([1, conv.k, conv.k, conv.cin]),
+            weights,
+            mult,
+            offset,
+            input_zero_point: input.zero_point,
+            output,
+        }
+    }
+
+    fn shape(&self, [n, h, w, _]: [usize; 4]) -> ConvShape {
+        ConvShape { n, h, w, ..self.geometry }
+    }
+
+    fn output_shape(&self, input: [usize; 4]) -> [usize; 4] {
+        let s = self.shape(input);
+        [s.n, s.out_h(), s.out_w(), s.cout]
+    }
+
+    /// Runs on `x` (of shape `input`) into `y` (8-bit outputs), or `y32` for a real-valued one.
+    fn run(&self, x: &[u8], input: [usize; 4], residual: Int8Residual<'_>, y: &mut Vec<u8>, y32: &mut Vec<f32>) {
+        let _p = profile::layer_scope("int8 conv", &self.name);
+        let s = self.shape(input);
+        let rq = Requant { mult: &self.mult, offset: &self.offset, residual };
+        let x = Int8Input { x, zero_point: self.input_zero_point };
+        let out = match self.output {
+            Some(q) => {
+                y.resize(s.output_len(), 0);
+                Int8Output::U8 { y: &mut y[..s.output_len()], scale: q.scale }
+            }
+            None => {
+                y32.resize(s.output_len(), 0.0);
+                Int8Output::F32(&mut y32[..s.output_len()])
+            }
+        };
+        forward_int8(&s, x, &self.weights, &rq, out);
+    }
+}
+
+/// The shortcut of an int8 block.
+#[derive(Clone, Debug)]
+enum QuantShortcut {
+    None,
+    Identity,
+    Pad {
+        cout: usize,
+        stride: usize,
+    },
+    /// Its output is real-valued.
+    Projection(Box<QuantConv>),
+}
+
+/// One block of the int8 network.
+#[derive(Clone, Debug)]
+struct QuantBlock {
+    units: Vec<QuantConv>,
+    shortcut: QuantShortcut,
+    /// The block input's step (for the identity and option-A shortcuts).
+    input_scale: f32,
+}
+
+/// Buffers of the activations, kept between calls.
+#[derive(Clone, Debug, Default)]
+struct Buffers {
+    input: Vec<u8>,
+    current: Vec<u8>,
+    next: Vec<u8>,
+    inner: [Vec<u8>; 2],
+    shortcut: Vec<u8>,
+    projection: Vec<f32>,
+}
+
+/// A ResNet with int8 convolutions: built from a float network and a [`QuantRecord`].
+#[derive(Clone, Debug)]
+pub struct QuantizedResNet {
+    spec: ResNetSpec,
+    record: QuantRecord,
+    input: ActivationQuant,
+    stem: QuantConv,
+    pool: Option<(usize, usize, usize)>,
+    blocks: Vec<QuantBlock>,
+    /// The last block's output step (the average pool's input).
+    last_scale: f32,
+    fc: Linear,
+    buffers: Buffers,
+    features: Tensor,
+    logits: Tensor,
+}
+
+impl QuantizedResNet {
+    /// Quantizes `net` with the activation encodings of `record`.
+    ///
+    /// # Errors
+    /// If the record does not fit the network (see [`QuantRecord::check`]).
+    pub fn new(net: &ResNet, record: &QuantRecord) -> Result<Self, QuantError> {
+        record.check(net)?;
+        let stem_name = unit_name(&net.stem.unit);
+        let input = record.get("input")?;
+        let stem = QuantConv::new(&net.stem.unit, input, Some(record.get(&stem_name)?));
+        let pool = net.stem.pool.as_ref().map(|p| (p.k, p.stride, p.pad));
+        let mut block_input = record.get(&stem_name)?;
+        let mut blocks = Vec::with_capacity(net.blocks.len());
+        for block in &net.blocks {
+            let output = record.get(&block.name)?;
+            let mut units = Vec::with_capacity(block.units.len());
+            let mut unit_input = block_input;
+            for (i, unit) in block.units.iter().enumerate() {
+                let out = if i + 1 == block.units.len() { output } else { record.get(&unit_name(unit))? };
+                units.push(QuantConv::new(unit, unit_input, Some(out)));
+                unit_input = out;
+            }
+            let shortcut = match &block.shortcut {
+                ShortcutPath::None => QuantShortcut::None,
+                ShortcutPath::Identity => QuantShortcut::Identity,
+                ShortcutPath::Pad(p, _) => QuantShortcut::Pad { cout: p.cout, stride: p.stride },
+                ShortcutPath::Projection(p) => {
+                    QuantShortcut::Projection(Box::new(QuantConv::new(p, block_input, None)))
+                }
+            };
+            blocks.push(QuantBlock { units, shortcut, input_scale: block_input.scale });
+            block_input = output;
+        }
+        Ok(QuantizedResNet {
+            spec: net.spec().clone(),
+            record: record.clone(),
+            input,
+            stem,
+            pool,
+            blocks,
+            last_scale: block_input.scale,
+            fc: net.fc.clone(),
+            buffers: Buffers::default(),
+            features: Tensor::default(),
+            logits: Tensor::default(),
+        })
+    }
+
+    /// The network's structure.
+    pub fn spec(&self) -> &ResNetSpec {
+        &self.spec
+    }
+
+    /// The quantization record it was built with.
+    pub fn record(&self) -> &QuantRecord {
+        &self.record
+    }
+
+    /// Checks that an input of shape `[n, h, w, c]` fits the network.
+    ///
+    /// # Errors
+    /// [`ModelError::BadInput`] saying why.
+    pub fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
+        self.spec.check_input(shape)
+    }
+
+    /// The logits `[n, 1, 1, classes]` of a batch of normalised images `[n, h, w, c]`.
+    ///
+    /// # Panics
+    /// If the input does not fit (see [`Self::check_input`]).
+    pub fn infer(&mut self, x: &Tensor) -> &Tensor {
+        if let Err(e) = self.check_input(x.shape()) {
+            panic!("{e}");
+        }
+        threads::install_awake(|| self.run(x));
+        &self.logits
+    }
+
+    fn run(&mut self, x: &Tensor) {
+        let b = &mut self.buffers;
+        b.input.resize(x.len(), 0);
+        quantize_u8(x.data(), self.input.scale, self.input.zero_point, &mut b.input);
+        let mut shape = x.shape();
+        self.stem.run(&b.input, shape, Int8Residual::None, &mut b.current, &mut b.projection);
+        shape = self.stem.output_shape(shape);
+        if let Some((k, stride, pad)) = self.pool {
+            let [n, h, w, c] = shape;
+            let s = PoolShape { n, h, w, c, k, stride, pad };
+            b.next.resize(s.output_len(), 0);
+            max_pool_u8(&s, &b.current[..s.input_len()], &mut b.next[..s.output_len()]);
+            std::mem::swap(&mut b.current, &mut b.next);
+            shape = [n, s.out_h(), s.out_w(), c];
+        }
+        for block in &self.blocks {
+            shape = block.run(shape, b);
+            std::mem::swap(&mut b.current, &mut b.next);
+        }
+        let [n, h, w, c] = shape;
+        self.features.reshape_for([n, 1, 1, c]);
+        global_avg_pool_u8(&b.current[..n * h * w * c], n, c, self.last_scale, self.features.data_mut());
+        self.fc.forward(&self.features, &mut self.logits);
+    }
+}
+
+impl QuantBlock {
+    /// Runs on `b.current` (of shape `input`) into `b.next`; returns the output shape.
+    fn run(&self, input: [usize; 4], b: &mut Buffers) -> [usize; 4] {
+        let x = &b.current[..input.iter().product::<usize>()];
+        let (last, inner) = self.units.split_last().expect("a block has units");
+        let mut shape = input;
+        for (i, unit) in inner.iter().enumerate() {
+            let (done, rest) = b.inner.split_at_mut(i);
+            let src = if i == 0 { x } else { &done[i - 1][..shape.iter().product::<usize>()] };
+            unit.run(src, shape, Int8Residual::None, &mut rest[0], &mut b.projection);
+            shape = unit.output_shape(shape);
+        }
+        let src = match inner.len() {
+            0 => x,
+            k => &b.inner[k - 1][..shape.iter().product::<usize>()],
+        };
+        let out_len = last.output_shape(shape).iter().product::<usize>();
+        let residual = match &self.shortcut {
+            QuantShortcut::None => Int8Residual::None,
+            QuantShortcut::Identity => Int8Residual::U8 { x, scale: self.input_scale },
+            QuantShortcut::Pad { cout, stride } => {
+                let [n, h, w, cin] = input;
+                let geometry = PadShortcutShape { n, h, w, cin, cout: *cout, stride: *stride };
+                b.shortcut.resize(out_len, 0);
+                pad_shortcut_forward(&geometry, x, &mut b.shortcut[..out_len]);
+                Int8Residual::U8 { x: &b.shortcut[..out_len], scale: self.input_scale }
+            }
+            QuantShortcut::Projection(p) => {
+                p.run(x, input, Int8Residual::None, &mut b.shortcut, &mut b.projection);
+                Int8Residual::F32(&b.projection[..out_len])
+            }
+        };
+        last.run(src, shape, residual, &mut b.next, &mut Vec::new());
+        last.output_shape(shape)
+    }
+}
