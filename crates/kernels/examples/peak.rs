@@ -1,5 +1,7 @@
 //! Measures the multiply-add peak of one core and of two threads (no memory traffic): f32 FMA,
-//! and bf16 `vdpbf16ps` (two multiply-adds per f32 lane) where the CPU has AVX512_BF16.
+//! bf16 `vdpbf16ps` (two multiply-adds per f32 lane) where the CPU has AVX512_BF16, and int8
+//! `vpdpbusd` (four u8 x i8 multiply-adds per i32 lane) where it has AVX512_VNNI; integer
+//! figures are GOP/s.
 use std::arch::x86_64::*;
 use std::time::Instant;
 
@@ -35,6 +37,21 @@ unsafe fn spin_bf16(iters: usize) -> f32 {
         }
     }
     acc.iter().fold(0.0, |s, &v| s + _mm512_reduce_add_ps(v))
+}
+
+/// # Safety
+/// The CPU must support AVX-512F and AVX512_VNNI.
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn spin_int8(iters: usize) -> f32 {
+    let mut acc = [_mm512_setzero_si512(); CHAINS];
+    let a = _mm512_set1_epi8(3);
+    let b = _mm512_set1_epi8(-2);
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_dpbusd_epi32(*v, a, b);
+        }
+    }
+    acc.iter().fold(0.0, |s, &v| s + _mm512_reduce_add_epi32(v) as f32)
 }
 
 /// Rounds per measurement: the VM's throughput wanders from one moment to the next (other
@@ -93,5 +110,11 @@ fn main() {
         measure("bf16 vdpbf16ps", (CHAINS * 16 * 4) as f64, |n| unsafe { spin_bf16(n) });
     } else {
         println!("bf16: this CPU lacks AVX512_BF16");
+    }
+    if std::arch::is_x86_feature_detected!("avx512vnni") {
+        // SAFETY: AVX512_VNNI was checked just above.
+        measure("int8 vpdpbusd (GOP/s)", (CHAINS * 64 * 2) as f64, |n| unsafe { spin_int8(n) });
+    } else {
+        println!("int8: this CPU lacks AVX512_VNNI");
     }
 }

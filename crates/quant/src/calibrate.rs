@@ -1,11 +1,12 @@
 //! Calibration: run the float network on a few images and find the range of every activation
 //! the int8 network stores.
 
-use crate::record::{activation_points, unit_name};
+use crate::record::{activation_points, projection, unit_name};
 use crate::{ActivationQuant, Method, QuantError, QuantRecord, RECORD_FORMAT};
 use resnet_models::{BatchNormMode, ResNet};
 use resnet_nn::Tensor;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 /// Histogram bins of a non-negative activation.
 const BINS: usize = 2048;
@@ -81,8 +82,10 @@ pub struct Calibrator {
     method: Method,
     /// The input's range (signed, so min/max whatever the method).
     input: (f32, f32),
-    /// Every other point's values.
+    /// Every other point's values (magnitudes for the signed ones).
     points: BTreeMap<String, Histogram>,
+    /// The points whose values are signed (projection outputs).
+    signed: BTreeSet<String>,
     images: usize,
 }
 
@@ -97,7 +100,7 @@ impl Calibrator {
                 return Err(QuantError::Calibration(format!("percentile {p} is not in (0, 100]")));
             }
         }
-        Ok(Calibrator { method, input: (0.0, 0.0), points: BTreeMap::new(), images: 0 })
+        Ok(Calibrator { method, input: (0.0, 0.0), points: BTreeMap::new(), signed: BTreeSet::new(), images: 0 })
     }
 
     /// Runs `net` (eval mode) on the batch `x` and records every activation point's values.
@@ -131,6 +134,11 @@ impl Calibrator {
                 let values = unit.y.data().iter().enumerate().map(|(i, y)| (y * scale[i % c] + shift[i % c]).max(0.0));
                 record(unit_name(unit), &mut values.into_iter())?;
             }
+            if let Some(p) = projection(block) {
+                // No ReLU: the magnitudes set a symmetric range.
+                self.signed.insert(unit_name(p));
+                record(unit_name(p), &mut p.z.data().iter().map(|v| v.abs()))?;
+            }
             record(block.name.clone(), &mut last.z.data().iter().copied())?;
         }
         self.images += x.n();
@@ -157,7 +165,12 @@ impl Calibrator {
                 Method::MinMax => h.max,
                 Method::Percentile(p) => h.percentile(p),
             };
-            activations.insert(name.clone(), ActivationQuant::for_range(0.0, hi));
+            let encoding = if self.signed.contains(name) {
+                ActivationQuant::symmetric(hi)
+            } else {
+                ActivationQuant::for_range(0.0, hi)
+            };
+            activations.insert(name.clone(), encoding);
         }
         let record = QuantRecord {
             format: RECORD_FORMAT.into(),
@@ -165,28 +178,12 @@ impl Calibrator {
             calibration_images: self.images,
             run_config: None,
             activations,
-            float_layers: float_layers(net),
+            float_layers: vec!["fc".into()],
         };
         debug_assert_eq!(activation_points(net).len(), record.activations.len());
         record.check(net)?;
         Ok(record)
     }
-}
-
-/// The layers the int8 network keeps in higher precision: the classifier, and the projection
-/// shortcuts' outputs (their convolutions are int8; their f32 outputs join the block's last
-/// epilogue, which adds them exactly).
-fn float_layers(net: &ResNet) -> Vec<String> {
-    let mut layers: Vec<String> = net
-        .blocks
-        .iter()
-        .filter_map(|b| match &b.shortcut {
-            resnet_models::ShortcutPath::Projection(p) => Some(format!("{} (output)", unit_name(p))),
-            _ => None,
-        })
-        .collect();
-    layers.push("fc".into());
-    layers
 }
 
 #[cfg(test)]

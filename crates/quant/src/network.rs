@@ -19,6 +19,7 @@ use resnet_nn::Tensor;
 /// One convolution of the int8 network with its batch norm folded in.
 #[derive(Clone, Debug)]
 struct QuantConv {
+    /// The weight's name (`layer1.0.conv1.weight`), for the profile.
     name: String,
     /// Geometry for a batch of one 1x1 image (the batch and size are filled in per call).
     geometry: ConvShape,
@@ -26,14 +27,23 @@ struct QuantConv {
     mult: Vec<f32>,
     offset: Vec<f32>,
     input_zero_point: u8,
-    /// The output's encoding; none for a real-valued output (no ReLU).
-    output: Option<ActivationQuant>,
+    /// The output's encoding: unsigned after a ReLU, signed for a projection (no ReLU).
+    output: Encoding,
+}
+
+/// How a convolution's 8-bit output is encoded.
+#[derive(Clone, Copy, Debug)]
+enum Encoding {
+    /// Unsigned after a ReLU (zero point 0), with this step.
+    Unsigned(f32),
+    /// Signed, symmetric, with this step.
+    Signed(f32),
 }
 
 impl QuantConv {
     /// Folds the unit's eval-mode batch norm into its convolution and quantizes the weights per
     /// output channel, for an input encoded by `input`.
-    fn new(unit: &ConvBn, input: ActivationQuant, output: Option<ActivationQuant>) -> Self {
+    fn new(unit: &ConvBn, input: ActivationQuant, output: Encoding) -> Self {
         let conv = &unit.conv;
         let (scale, shift) = unit.bn.affine(BatchNormMode::Eval);
         let folded: Vec<f32> = conv
@@ -46,7 +56,7 @@ impl QuantConv {
         let weights = pack_weights(&q, conv.k, conv.k, conv.cin, conv.cout);
         let (mult, offset) = requant_arrays(&weights, &weight_scales, input.scale, input.zero_point, &shift);
         QuantConv {
-            name: unit_name(unit),
+            name: conv.weight.name.clone(),
             geometry: conv.shape_for([1, conv.k, conv.k, conv.cin]),
             weights,
             mult,
@@ -65,20 +75,21 @@ impl QuantConv {
         [s.n, s.out_h(), s.out_w(), s.cout]
     }
 
-    /// Runs on `x` (of shape `input`) into `y` (8-bit outputs), or `y32` for a real-valued one.
-    fn run(&self, x: &[u8], input: [usize; 4], residual: Int8Residual<'_>, y: &mut Vec<u8>, y32: &mut Vec<f32>) {
+    /// Runs on `x` (of shape `input`) into `y`, or `signed` for a signed output.
+    fn run(&self, x: &[u8], input: [usize; 4], residual: Int8Residual<'_>, y: &mut Vec<u8>, signed: &mut Vec<i8>) {
         let _p = profile::layer_scope("int8 conv", &self.name);
         let s = self.shape(input);
         let rq = Requant { mult: &self.mult, offset: &self.offset, residual };
         let x = Int8Input { x, zero_point: self.input_zero_point };
+        let len = s.output_len();
         let out = match self.output {
-            Some(q) => {
-                y.resize(s.output_len(), 0);
-                Int8Output::U8 { y: &mut y[..s.output_len()], scale: q.scale }
+            Encoding::Unsigned(scale) => {
+                y.resize(len, 0);
+                Int8Output::U8 { y: &mut y[..len], scale }
             }
-            None => {
-                y32.resize(s.output_len(), 0.0);
-                Int8Output::F32(&mut y32[..s.output_len()])
+            Encoding::Signed(scale) => {
+                signed.resize(len, 0);
+                Int8Output::I8 { y: &mut signed[..len], scale }
             }
         };
         forward_int8(&s, x, &self.weights, &rq, out);
@@ -115,7 +126,7 @@ struct Buffers {
     next: Vec<u8>,
     inner: [Vec<u8>; 2],
     shortcut: Vec<u8>,
-    projection: Vec<f32>,
+    projection: Vec<i8>,
 }
 
 /// A ResNet with int8 convolutions: built from a float network and a [`QuantRecord`].
@@ -144,7 +155,7 @@ impl QuantizedResNet {
         record.check(net)?;
         let stem_name = unit_name(&net.stem.unit);
         let input = record.get("input")?;
-        let stem = QuantConv::new(&net.stem.unit, input, Some(record.get(&stem_name)?));
+        let stem = QuantConv::new(&net.stem.unit, input, Encoding::Unsigned(record.get(&stem_name)?.scale));
         let pool = net.stem.pool.as_ref().map(|p| (p.k, p.stride, p.pad));
         let mut block_input = record.get(&stem_name)?;
         let mut blocks = Vec::with_capacity(net.blocks.len());
@@ -154,7 +165,7 @@ impl QuantizedResNet {
             let mut unit_input = block_input;
             for (i, unit) in block.units.iter().enumerate() {
                 let out = if i + 1 == block.units.len() { output } else { record.get(&unit_name(unit))? };
-                units.push(QuantConv::new(unit, unit_input, Some(out)));
+                units.push(QuantConv::new(unit, unit_input, Encoding::Unsigned(out.scale)));
                 unit_input = out;
             }
             let shortcut = match &block.shortcut {
@@ -162,7 +173,8 @@ impl QuantizedResNet {
                 ShortcutPath::Identity => QuantShortcut::Identity,
                 ShortcutPath::Pad(p, _) => QuantShortcut::Pad { cout: p.cout, stride: p.stride },
                 ShortcutPath::Projection(p) => {
-                    QuantShortcut::Projection(Box::new(QuantConv::new(p, block_input, None)))
+                    let encoding = Encoding::Signed(record.get(&unit_name(p))?.scale);
+                    QuantShortcut::Projection(Box::new(QuantConv::new(p, block_input, encoding)))
                 }
             };
             blocks.push(QuantBlock { units, shortcut, input_scale: block_input.scale });
@@ -268,7 +280,8 @@ impl QuantBlock {
             }
             QuantShortcut::Projection(p) => {
                 p.run(x, input, Int8Residual::None, &mut b.shortcut, &mut b.projection);
-                Int8Residual::F32(&b.projection[..out_len])
+                let Encoding::Signed(scale) = p.output else { unreachable!("a projection's output is signed") };
+                Int8Residual::I8 { x: &b.projection[..out_len], scale }
             }
         };
         last.run(src, shape, residual, &mut b.next, &mut Vec::new());

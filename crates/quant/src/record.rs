@@ -31,6 +31,14 @@ pub struct ActivationQuant {
 }
 
 impl ActivationQuant {
+    /// The signed encoding of `[-max_abs, max_abs]` in 127 steps each way (zero point 0).
+    pub fn symmetric(max_abs: f32) -> Self {
+        if max_abs <= f32::MIN_POSITIVE {
+            return ActivationQuant { scale: 1.0, zero_point: 0 };
+        }
+        ActivationQuant { scale: max_abs / 127.0, zero_point: 0 }
+    }
+
     /// The encoding of the range `[lo, hi]` (widened to hold zero) in 255 steps.
     pub fn for_range(lo: f32, hi: f32) -> Self {
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
@@ -106,15 +114,25 @@ impl QuantRecord {
 /// The activations the int8 network stores in 8 bits, by name: `input` (the normalised image),
 /// `conv1` (the stem's output after its ReLU; max pooling keeps its encoding), each block's
 /// inner unit outputs after their ReLU (`layer1.0.conv1`, named after the convolution that
-/// produces them), and each block's output (`layer1.0`).
+/// produces them), each projection shortcut's output (`layer1.0.downsample.0`, signed: no ReLU)
+/// and each block's output (`layer1.0`).
 pub fn activation_points(net: &ResNet) -> Vec<String> {
     let mut points = vec!["input".to_string(), unit_name(&net.stem.unit)];
     for block in &net.blocks {
         let inner = &block.units[..block.units.len() - 1];
         points.extend(inner.iter().map(unit_name));
+        points.extend(projection(block).map(unit_name));
         points.push(block.name.clone());
     }
     points
+}
+
+/// A block's projection shortcut, if it has one.
+pub(crate) fn projection(block: &resnet_models::Block) -> Option<&resnet_models::ConvBn> {
+    match &block.shortcut {
+        resnet_models::ShortcutPath::Projection(p) => Some(p),
+        _ => None,
+    }
 }
 
 /// A unit's name: its convolution's (`layer1.0.conv1`).

@@ -56,10 +56,19 @@ impl DirectPlan {
 
     /// [`Self::new`] for a pool of `threads` threads.
     pub(in crate::conv) fn for_threads(s: &ConvShape, block: usize, weight_bytes: usize, threads: usize) -> Self {
-        let per_channel = s.kh * s.kw * s.cin * weight_bytes;
         // Runs of at least two vectors (the micro-kernels take fewer channels than their block
         // with more pixels; at one vector they wait on loads, not multiply-adds).
-        let step = block.min(32);
+        Self::in_steps(s, block.min(32), weight_bytes, threads)
+    }
+
+    /// [`Self::new`] with channel runs in whole multiples of `step` channels (the int8 weights
+    /// are packed in blocks of that many).
+    pub(in crate::conv) fn aligned(s: &ConvShape, step: usize, weight_bytes: usize) -> Self {
+        Self::in_steps(s, step, weight_bytes, threads::num_threads())
+    }
+
+    fn in_steps(s: &ConvShape, step: usize, weight_bytes: usize, threads: usize) -> Self {
+        let per_channel = s.kh * s.kw * s.cin * weight_bytes;
         let widest_run = if s.cout * per_channel <= TASK_WEIGHT_BYTES {
             s.cout
         } else {

@@ -29,14 +29,13 @@ mod direct {
     use crate::threads;
     use rayon::prelude::*;
 
-    /// Output channels per micro-kernel call at most (four vectors).
-    const BLOCK: usize = 64;
+    use crate::conv::int8::BLOCK;
 
     /// The output's first element, shared by the tasks, each writing its own elements.
     #[derive(Clone, Copy)]
     enum OutBase {
         U8(*mut u8, f32),
-        F32(*mut f32),
+        I8(*mut i8, f32),
     }
     // SAFETY: the tasks write disjoint elements (a band's rows in a run of channels each).
     unsafe impl Send for OutBase {}
@@ -53,6 +52,8 @@ mod direct {
         plan: DirectPlan,
         args: ConvTileArgsI8,
         quads: usize,
+        /// Rows of the packed weight: `kh * kw * quads`.
+        rows: usize,
         /// A 1x1 stride-1 layer's band is one long row of pixels.
         long_rows: bool,
         /// Long rows whose pixels are whole quads are read from the input itself.
@@ -71,7 +72,7 @@ mod direct {
             let wp = s.w + 2 * s.pad;
             let out = match out {
                 Int8Output::U8 { y, scale } => OutBase::U8(y.as_mut_ptr(), 1.0 / scale),
-                Int8Output::F32(y) => OutBase::F32(y.as_mut_ptr()),
+                Int8Output::I8 { y, scale } => OutBase::I8(y.as_mut_ptr(), 1.0 / scale),
             };
             let long_rows = s.is_pointwise();
             DirectInt8 {
@@ -80,17 +81,18 @@ mod direct {
                 w: &w.quads,
                 rq: *rq,
                 out,
-                plan: DirectPlan::new(s, BLOCK, 1),
+                plan: DirectPlan::aligned(s, BLOCK, 1),
                 args: ConvTileArgsI8 {
                     a_pixel_stride: s.stride * quads,
                     a_row_stride: wp * quads,
                     quads,
                     kh: s.kh,
                     kw: s.kw,
-                    w_row_stride: s.cout,
+                    w_row_stride: BLOCK.min(s.cout),
                     y_pixel_stride: s.cout,
                 },
                 quads,
+                rows: s.kh * s.kw * quads,
                 long_rows,
                 in_place: long_rows && s.cin.is_multiple_of(4),
             }
@@ -132,7 +134,12 @@ mod direct {
             for r in 0..band.line_count {
                 let a_row = r * s.stride * wp * q;
                 for co0 in band.channels.clone().step_by(BLOCK) {
+                    // Runs start at whole blocks (`DirectPlan::aligned`), so this is one block of
+                    // the packed weight, of its width.
+                    debug_assert!(co0.is_multiple_of(BLOCK));
                     let width = (band.channels.end - co0).min(BLOCK);
+                    let args = ConvTileArgsI8 { w_row_stride: width, ..self.args };
+                    let block = &self.w[co0 * self.rows..][..width * self.rows];
                     let r_max = conv_pixels(width.div_ceil(16));
                     let mut ox = 0;
                     while ox < band.line_px {
@@ -142,20 +149,12 @@ mod direct {
                         let at = band.band_at + (r * band.line_px + ox) * co + co0;
                         let rq = self.raw_requant(at, co0);
                         // SAFETY: AVX-512 and VNNI were checked by the caller; the windows lie in
-                        // the strip (asserted above), the weight quads `tap * quads + q` with lanes
-                        // `co0..co0 + width` in the packed weight (its length was checked against
-                        // the shape), and the output, residual and per-channel elements of the
+                        // the strip (asserted above), the weight quads `(tap * quads + q) * width`
+                        // with `width` lanes in the block (sliced to that length), and the output, residual and per-channel elements of the
                         // tile (pixels `at / co ..` of this task's band, its channels) in their
                         // buffers, also checked against the shape; the output overlaps no input.
                         unsafe {
-                            run_tile(
-                                px,
-                                width,
-                                &self.args,
-                                strip.add(a_row + ox * s.stride * q),
-                                self.w.as_ptr().add(co0),
-                                &rq,
-                            )
+                            run_tile(px, width, &args, strip.add(a_row + ox * s.stride * q), block.as_ptr(), &rq)
                         };
                         ox += px;
                     }
@@ -168,13 +167,13 @@ mod direct {
             let residual = match self.rq.residual {
                 Int8Residual::None => RawResidual::None,
                 Int8Residual::U8 { x, scale } => RawResidual::U8 { at: x[at..].as_ptr(), scale },
-                Int8Residual::F32(x) => RawResidual::F32 { at: x[at..].as_ptr() },
+                Int8Residual::I8 { x, scale } => RawResidual::I8 { at: x[at..].as_ptr(), scale },
             };
             let output = match self.out {
                 // SAFETY: `at` is an element of the output (the tile's first).
                 OutBase::U8(y, inv_scale) => RawOutput::U8 { at: unsafe { y.add(at) }, inv_scale },
                 // SAFETY: as above.
-                OutBase::F32(y) => RawOutput::F32 { at: unsafe { y.add(at) } },
+                OutBase::I8(y, inv_scale) => RawOutput::I8 { at: unsafe { y.add(at) }, inv_scale },
             };
             RawRequant { mult: self.rq.mult[co0..].as_ptr(), offset: self.rq.offset[co0..].as_ptr(), residual, output }
         }

@@ -1,12 +1,13 @@
 //! Int8 convolution for inference: unsigned 8-bit activations (a scale and a zero point per
 //! tensor), signed 8-bit weights (a scale per output channel, symmetric), 32-bit integer sums,
 //! and a requantizing epilogue that applies the scales, the folded batch norm's shift, the
-//! residual and the ReLU in f32 registers before it writes 8-bit (or f32) outputs.
+//! residual and the ReLU in f32 registers before it writes 8-bit outputs (unsigned after a ReLU,
+//! signed otherwise).
 //!
-//! Layouts: the input is NHWC `u8`; the weight is packed as `[kh, kw, ceil(cin / 4), cout]`
-//! quads (`pack_weights`), four consecutive input channels of one output channel in a `u32`
-//! (the lowest byte the lowest channel), which is what `vpdpbusd` multiplies against a
-//! broadcast quad of input channels. A zero-padded border reads the input's zero point, so
+//! Layouts: the input is NHWC `u8`; the weight is packed in quads (`pack_weights`), four
+//! consecutive input channels of one output channel in a `u32` (the lowest byte the lowest
+//! channel), which is what `vpdpbusd` multiplies against a broadcast quad of input channels,
+//! as `[kh, kw, ceil(cin / 4), 64]` blocks of 64 output channels, each contiguous. A zero-padded border reads the input's zero point, so
 //! padding stands for a real zero whatever the zero point.
 //!
 //! Files: `pack.rs` (weights and the per-channel arrays), `forward.rs` (the direct pass over
@@ -20,7 +21,7 @@ mod reference;
 mod tests;
 
 pub use forward::forward_int8;
-pub use pack::{pack_weights, quantize_weights, requant_arrays, Int8Weights};
+pub use pack::{pack_weights, quantize_weights, requant_arrays, Int8Weights, BLOCK};
 pub use reference::forward_int8_reference;
 
 /// The input of an int8 convolution.
@@ -44,8 +45,13 @@ pub enum Int8Residual<'a> {
         /// Real value of one step.
         scale: f32,
     },
-    /// Real values.
-    F32(&'a [f32]),
+    /// Signed 8-bit values standing for `q * scale` (zero point 0: a projection's output).
+    I8 {
+        /// The values.
+        x: &'a [i8],
+        /// Real value of one step.
+        scale: f32,
+    },
 }
 
 /// The output of an int8 convolution.
@@ -58,8 +64,13 @@ pub enum Int8Output<'a> {
         /// Real value of one step.
         scale: f32,
     },
-    /// The real values `v` (no activation).
-    F32(&'a mut [f32]),
+    /// `clamp(round(v / scale), -128, 127)`: signed 8-bit values, no activation.
+    I8 {
+        /// `[n, oh, ow, cout]` values.
+        y: &'a mut [i8],
+        /// Real value of one step.
+        scale: f32,
+    },
 }
 
 impl Int8Output<'_> {
@@ -67,7 +78,7 @@ impl Int8Output<'_> {
     pub fn len(&self) -> usize {
         match self {
             Int8Output::U8 { y, .. } => y.len(),
-            Int8Output::F32(y) => y.len(),
+            Int8Output::I8 { y, .. } => y.len(),
         }
     }
 
@@ -99,6 +110,15 @@ pub fn requantize(v: f32, inv_scale: f32) -> u8 {
     q.round_ties_even() as u8
 }
 
+/// [`requantize`] to a signed output: clamped to `[-128, 127]` (NaN to -128, as `vmaxps` with
+/// the bound second does), rounded half to even.
+pub fn requantize_i8(v: f32, inv_scale: f32) -> i8 {
+    let q = v * inv_scale;
+    let q = if q > -128.0 { q } else { -128.0 };
+    let q = if q < 127.0 { q } else { 127.0 };
+    q.round_ties_even() as i8
+}
+
 /// Whether this CPU runs the AVX512-VNNI kernels (else the portable pass runs).
 pub fn vnni_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -127,6 +147,6 @@ fn check_buffers(
     match rq.residual {
         Int8Residual::None => {}
         Int8Residual::U8 { x, .. } => assert_eq!(x.len(), s.output_len(), "int8 residual"),
-        Int8Residual::F32(x) => assert_eq!(x.len(), s.output_len(), "f32 residual"),
+        Int8Residual::I8 { x, .. } => assert_eq!(x.len(), s.output_len(), "int8 residual"),
     }
 }

@@ -1,6 +1,9 @@
 //! Int8 weights: symmetric per-output-channel quantization, the packed quad layout of the
 //! kernels, and the per-channel arrays of the requantizing epilogue.
 
+/// Output channels per block of packed weights: the micro-kernel's widest call.
+pub const BLOCK: usize = 64;
+
 /// Largest magnitude of a quantized weight: the range is symmetric (`-127..=127`), so a zero
 /// weight is exactly zero and the sign flips cleanly.
 pub const WEIGHT_LEVELS: f32 = 127.0;
@@ -16,7 +19,10 @@ pub struct Int8Weights {
     pub cin: usize,
     /// Output channels.
     pub cout: usize,
-    /// `[kh, kw, ceil(cin / 4), cout]` quads of weights, a missing fourth channel zero.
+    /// Quads of weights (a missing fourth channel zero) in blocks of [`BLOCK`] output channels
+    /// (the last one narrower): block `b` is `[kh, kw, ceil(cin / 4), width]`, contiguous, from
+    /// `b * BLOCK * kh * kw * ceil(cin / 4)`, so a micro-kernel call reads its weights front to
+    /// back.
     pub quads: Vec<u32>,
     /// `[cout]` sums of each output channel's weights (for the input zero point).
     pub sums: Vec<i32>,
@@ -43,18 +49,19 @@ pub fn quantize_weights(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-/// Packs quantized weights `q` (`[kh, kw, cin, cout]`) into quads of input channels.
+/// Packs quantized weights `q` (`[kh, kw, cin, cout]`) into quads of input channels, in blocks
+/// of output channels (see [`Int8Weights::quads`]).
 pub fn pack_weights(q: &[i8], kh: usize, kw: usize, cin: usize, cout: usize) -> Int8Weights {
     assert_eq!(q.len(), kh * kw * cin * cout, "int8 weights [kh, kw, cin, cout]");
     let quads = cin.div_ceil(4);
-    let mut packed = vec![0u32; kh * kw * quads * cout];
+    let rows = kh * kw * quads;
+    let mut packed = vec![0u32; rows * cout];
     for tap in 0..kh * kw {
         for ci in 0..cin {
             let (quad, byte) = (ci / 4, ci % 4);
-            let row = &q[(tap * cin + ci) * cout..][..cout];
-            let dst = &mut packed[(tap * quads + quad) * cout..][..cout];
-            for (d, &v) in dst.iter_mut().zip(row) {
-                *d |= u32::from(v as u8) << (8 * byte);
+            let src = &q[(tap * cin + ci) * cout..][..cout];
+            for (co, &v) in src.iter().enumerate() {
+                packed[quad_index(rows, cout, tap * quads + quad, co)] |= u32::from(v as u8) << (8 * byte);
             }
         }
     }
@@ -65,6 +72,14 @@ pub fn pack_weights(q: &[i8], kh: usize, kw: usize, cin: usize, cout: usize) -> 
         }
     }
     Int8Weights { kh, kw, cin, cout, quads: packed, sums }
+}
+
+/// Where the quad of row `row` (`tap * quads + quad`) and output channel `co` lies in the
+/// blocked layout of a weight with `rows` rows and `cout` channels.
+pub(super) fn quad_index(rows: usize, cout: usize, row: usize, co: usize) -> usize {
+    let (block, lane) = (co / BLOCK, co % BLOCK);
+    let width = BLOCK.min(cout - block * BLOCK);
+    block * BLOCK * rows + row * width + lane
 }
 
 /// The epilogue's `(mult, offset)` per output channel for an input of `input_scale` and

@@ -2,6 +2,7 @@
 //! kernel's arithmetic, so its outputs are the AVX512-VNNI kernel's bit for bit. The test oracle,
 //! and the path of CPUs without VNNI.
 
+use super::pack::quad_index;
 use super::{check_buffers, Int8Input, Int8Output, Int8Residual, Int8Weights, Requant};
 use crate::conv::ConvShape;
 use crate::threads;
@@ -18,6 +19,7 @@ pub fn forward_int8_reference(
     check_buffers(s, &x, w, rq, &out);
     let (oh, ow, co) = (s.out_h(), s.out_w(), s.cout);
     let quads = s.cin.div_ceil(4);
+    let rows = s.kh * s.kw * quads;
     let pixels = s.rows();
     // One output pixel: its integer sums, then the epilogue per channel.
     let pixel = |p: usize, sums: &mut [i32], write: &mut dyn FnMut(usize, f32)| {
@@ -34,8 +36,9 @@ pub fn forward_int8_reference(
                     } else {
                         x.zero_point
                     };
-                    let wq = &w.quads[((ky * s.kw + kx) * quads + ci / 4) * co..][..co];
-                    for (sum, &q) in sums.iter_mut().zip(wq) {
+                    let row = (ky * s.kw + kx) * quads + ci / 4;
+                    for (c, sum) in sums.iter_mut().enumerate() {
+                        let q = w.quads[quad_index(rows, co, row, c)];
                         *sum += i32::from(a) * i32::from((q >> (8 * (ci % 4))) as u8 as i8);
                     }
                 }
@@ -47,7 +50,7 @@ pub fn forward_int8_reference(
             match rq.residual {
                 Int8Residual::None => {}
                 Int8Residual::U8 { x, scale } => v = f32::from(x[at]).mul_add(scale, v),
-                Int8Residual::F32(x) => v += x[at],
+                Int8Residual::I8 { x, scale } => v = f32::from(x[at]).mul_add(scale, v),
             }
             write(at, v);
         }
@@ -60,10 +63,11 @@ pub fn forward_int8_reference(
                 pixel(p, &mut sums, &mut |at, v| row[at - p * co] = super::requantize(v, inv));
             });
         }
-        Int8Output::F32(y) => {
+        Int8Output::I8 { y, scale } => {
+            let inv = 1.0 / *scale;
             y.par_chunks_mut(co).enumerate().for_each(|(p, row)| {
                 let mut sums = vec![0; co];
-                pixel(p, &mut sums, &mut |at, v| row[at - p * co] = v);
+                pixel(p, &mut sums, &mut |at, v| row[at - p * co] = super::requantize_i8(v, inv));
             });
         }
     });

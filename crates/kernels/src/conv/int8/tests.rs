@@ -37,7 +37,7 @@ struct Case {
     input_scale: f32,
     bias: Vec<f32>,
     residual_u8: Vec<u8>,
-    residual_f32: Vec<f32>,
+    residual_i8: Vec<i8>,
 }
 
 impl Case {
@@ -49,10 +49,10 @@ impl Case {
         let w = pack_weights(&q, s.kh, s.kw, s.cin, s.cout);
         let bias = (0..s.cout).map(|_| rng.uniform(-2.0, 2.0)).collect();
         let residual_u8 = (0..s.output_len()).map(|_| rng.below(256) as u8).collect();
-        let residual_f32 = (0..s.output_len()).map(|_| rng.uniform(-3.0, 3.0)).collect();
+        let residual_i8 = (0..s.output_len()).map(|_| rng.below(256) as u8 as i8).collect();
         // About one output step per 255 / 8 of the sums' spread, so the outputs use the range.
         let input_scale = 4.0 / (s.patch() as f32 * 128.0).sqrt();
-        Case { s, x, zero_point, q, w, weight_scales, input_scale, bias, residual_u8, residual_f32 }
+        Case { s, x, zero_point, q, w, weight_scales, input_scale, bias, residual_u8, residual_i8 }
     }
 
     fn arrays(&self) -> (Vec<f32>, Vec<f32>) {
@@ -63,7 +63,7 @@ impl Case {
         match kind {
             0 => Int8Residual::None,
             1 => Int8Residual::U8 { x: &self.residual_u8, scale: 0.02 },
-            _ => Int8Residual::F32(&self.residual_f32),
+            _ => Int8Residual::I8 { x: &self.residual_i8, scale: 0.03 },
         }
     }
 
@@ -95,7 +95,7 @@ impl Case {
                 v += match residual {
                     0 => 0.0,
                     1 => f64::from(self.residual_u8[at]) * 0.02,
-                    _ => f64::from(self.residual_f32[at]),
+                    _ => f64::from(self.residual_i8[at]) * 0.03,
                 };
                 out[at] = v;
             }
@@ -127,6 +127,10 @@ fn requantize_rounds_half_to_even_and_saturates() {
     assert_eq!(requantize(1e9, 1.0), 255);
     assert_eq!(requantize(f32::NAN, 1.0), 0);
     assert_eq!(requantize(f32::INFINITY, 1.0), 255);
+    assert_eq!(requantize_i8(-2.5, 1.0), -2);
+    assert_eq!(requantize_i8(-1e9, 1.0), -128);
+    assert_eq!(requantize_i8(1e9, 1.0), 127);
+    assert_eq!(requantize_i8(f32::NAN, 1.0), -128);
 }
 
 #[test]
@@ -139,13 +143,13 @@ fn portable_pass_computes_the_real_convolution_of_the_quantized_values() {
                 let rq = Requant { mult: &mult, offset: &offset, residual: case.residual(residual) };
                 let x = Int8Input { x: &case.x, zero_point };
                 let real = case.real(residual);
-                let mut y = vec![0.0f32; case.s.output_len()];
-                forward_int8_reference(&case.s, x, &case.w, &rq, Int8Output::F32(&mut y));
+                // Signed outputs of a step fine enough that few clamp: within half a step.
+                let step = real.iter().fold(0.0f64, |m, v| m.max(v.abs())) as f32 / 100.0;
+                let mut y = vec![0i8; case.s.output_len()];
+                forward_int8_reference(&case.s, x, &case.w, &rq, Int8Output::I8 { y: &mut y, scale: step });
                 for (a, b) in y.iter().zip(&real) {
-                    assert!(
-                        (f64::from(*a) - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{dims:?} zp {zero_point}: {a} vs {b}"
-                    );
+                    let exact = (b / f64::from(step)).clamp(-128.0, 127.0);
+                    assert!((f64::from(*a) - exact).abs() <= 0.5 + 1e-3, "{dims:?} zp {zero_point}: {a} vs {exact}");
                 }
                 let scale = 0.05;
                 let mut q = vec![0u8; case.s.output_len()];
@@ -177,11 +181,10 @@ fn vnni_pass_matches_the_portable_pass_bit_for_bit() {
                 forward_int8_reference(&case.s, x, &case.w, &rq, Int8Output::U8 { y: &mut want, scale: 0.05 });
                 forward_int8(&case.s, x, &case.w, &rq, Int8Output::U8 { y: &mut got, scale: 0.05 });
                 assert_eq!(want, got, "{dims:?} zp {zero_point} residual {residual}");
-                let (mut want, mut got) = (vec![0f32; n], vec![1f32; n]);
-                forward_int8_reference(&case.s, x, &case.w, &rq, Int8Output::F32(&mut want));
-                forward_int8(&case.s, x, &case.w, &rq, Int8Output::F32(&mut got));
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&want), bits(&got), "{dims:?} zp {zero_point} residual {residual} f32");
+                let (mut want, mut got) = (vec![0i8; n], vec![1i8; n]);
+                forward_int8_reference(&case.s, x, &case.w, &rq, Int8Output::I8 { y: &mut want, scale: 0.02 });
+                forward_int8(&case.s, x, &case.w, &rq, Int8Output::I8 { y: &mut got, scale: 0.02 });
+                assert_eq!(want, got, "{dims:?} zp {zero_point} residual {residual} signed");
             }
         }
     }

@@ -38,10 +38,12 @@ pub enum RawResidual {
         /// Real value of one step.
         scale: f32,
     },
-    /// Real values.
-    F32 {
+    /// Signed 8-bit values `q` standing for `q * scale` (a projection shortcut's output).
+    I8 {
         /// The tile's first residual element.
-        at: *const f32,
+        at: *const i8,
+        /// Real value of one step.
+        scale: f32,
     },
 }
 
@@ -55,16 +57,18 @@ pub enum RawOutput {
         /// `1 / scale` of the output.
         inv_scale: f32,
     },
-    /// The real values, no activation.
-    F32 {
+    /// `clamp(round(v / scale), -128, 127)`: signed 8-bit values, no activation.
+    I8 {
         /// The tile's first output element.
-        at: *mut f32,
+        at: *mut i8,
+        /// `1 / scale` of the output.
+        inv_scale: f32,
     },
 }
 
 /// The requantizing epilogue of a tile: `v = sum * mult + offset` per output channel (the
 /// input and weight scales, the folded batch norm's shift and the input zero point's share),
-/// plus the residual, then the output's own quantization.
+/// plus the residual, then the output's own quantization (unsigned after a ReLU, or signed).
 #[derive(Clone, Copy, Debug)]
 pub struct RawRequant {
     /// Multiplier of the tile's first output channel (the others follow).
@@ -82,7 +86,7 @@ pub struct RawRequant {
 /// dot product of four u8 activations with four i8 weights.
 ///
 /// # Safety
-/// - The CPU supports AVX-512F/BW and AVX512_VNNI.
+/// - The CPU supports AVX-512F/BW/VL and AVX512_VNNI.
 /// - For every `r < R`, `ky < kh`, `kx < kw`, `q < quads`, the quad
 ///   `a + r * a_pixel_stride + ky * a_row_stride + kx * quads + q` is readable.
 /// - `w + ((ky * kw + kx) * quads + q) * w_row_stride + 16 * j + lane` is readable for every tap,
@@ -90,7 +94,7 @@ pub struct RawRequant {
 /// - `mult` and `offset` plus `16 * j + lane`, and the residual and the output plus
 ///   `r * y_pixel_stride + 16 * j + lane`, are readable (the output writable) likewise; the output
 ///   overlaps none of the others.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn conv_tile_i8<const R: usize, const NB: usize>(
     g: &ConvTileArgsI8,
     a: *const u32,
@@ -136,7 +140,7 @@ pub unsafe fn conv_tile_i8<const R: usize, const NB: usize>(
 ///
 /// # Safety
 /// As [`conv_tile_i8`] for these lanes.
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
 unsafe fn store_requantized(rq: &RawRequant, at: usize, channel: usize, v: __m512i, mask: __mmask16) {
     // SAFETY (every access): the lanes in `mask` of the epilogue's arrays at these offsets are
@@ -152,7 +156,11 @@ unsafe fn store_requantized(rq: &RawRequant, at: usize, channel: usize, v: __m51
                 let real = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
                 f = _mm512_fmadd_ps(real, _mm512_set1_ps(scale), f);
             }
-            RawResidual::F32 { at: r } => f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, r.add(at))),
+            RawResidual::I8 { at: r, scale } => {
+                let bytes = _mm_maskz_loadu_epi8(mask, r.add(at));
+                let real = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+                f = _mm512_fmadd_ps(real, _mm512_set1_ps(scale), f);
+            }
         }
         match rq.output {
             RawOutput::U8 { at: y, inv_scale } => {
@@ -161,7 +169,11 @@ unsafe fn store_requantized(rq: &RawRequant, at: usize, channel: usize, v: __m51
                 let q = _mm512_cvtps_epi32(q);
                 _mm512_mask_cvtusepi32_storeu_epi8(y.add(at) as *mut i8, mask, q);
             }
-            RawOutput::F32 { at: y } => _mm512_mask_storeu_ps(y.add(at), mask, f),
+            RawOutput::I8 { at: y, inv_scale } => {
+                let q = _mm512_mul_ps(f, _mm512_set1_ps(inv_scale));
+                let q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.0)), _mm512_set1_ps(127.0));
+                _mm512_mask_cvtsepi32_storeu_epi8(y.add(at), mask, _mm512_cvtps_epi32(q));
+            }
         }
     }
 }
