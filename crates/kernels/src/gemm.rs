@@ -184,7 +184,7 @@ pub fn matmul(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, par
 /// computed as dot products, reading `b` once from front to back, rather than by the `gemm`
 /// crate, which packs `b` first and so doubles the memory traffic of what is a matrix-vector
 /// product bound by it (docs/tuning.md).
-const DOT_ROWS: usize = 4;
+const DOT_ROWS: usize = 32;
 
 /// Columns of `c` per parallel task of [`matmul_dots`] (a quarter of a megabyte of `b` at
 /// ResNet-50's 2048 inputs).
