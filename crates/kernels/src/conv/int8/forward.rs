@@ -141,9 +141,12 @@ mod direct {
                     let args = ConvTileArgsI8 { w_row_stride: width, ..self.args };
                     let block = &self.w[co0 * self.rows..][..width * self.rows];
                     let r_max = conv_pixels(width.div_ceil(16));
+                    // Tiles as even as the kernel's limit allows (a 7-pixel row as 4 + 3, not
+                    // 6 + 1): a tile of few pixels reads as many weights for less work.
+                    let tiles = band.line_px.div_ceil(r_max);
                     let mut ox = 0;
-                    while ox < band.line_px {
-                        let px = r_max.min(band.line_px - ox);
+                    for t in 0..tiles {
+                        let px = band.line_px / tiles + usize::from(t < band.line_px % tiles);
                         // The last window's last quad: the strip holds the band's padded rows.
                         assert!(a_row + (s.kh - 1) * wp * q + ((ox + px - 1) * s.stride + s.kw) * q <= strip_len);
                         let at = band.band_at + (r * band.line_px + ox) * co + co0;
