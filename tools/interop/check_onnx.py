@@ -3,13 +3,14 @@
 Called by crates/interop/tests/interop/onnx.rs (needs only onnxruntime and numpy; uses the onnx
 package's checker too when it is installed):
 
-    python tools/interop/check_onnx.py MODEL.onnx INPUT.f32 N,C,H,W EXPECTED.f32 [TOLERANCE]
+    python tools/interop/check_onnx.py MODEL.onnx INPUT.f32 N,C,H,W EXPECTED.f32 [TOLERANCE [TOP1]]
 
 INPUT.f32 holds the NCHW input and EXPECTED.f32 our [N, classes] logits, little-endian float32.
 Checks the graph's interface (input `input` with a symbolic batch dimension, output `logits`),
 runs the whole batch and then its first sample alone (the batch dimension really is dynamic),
 and passes when max |ours - onnxruntime| / max |onnxruntime| <= TOLERANCE (default 1e-4) and
-the top-1 classes agree. Exit status 0 on success, 1 on a mismatch.
+the top-1 classes agree on at least the fraction TOP1 of the samples (default 1: all; int8
+graphs round differently in places). Exit status 0 on success, 1 on a mismatch.
 """
 import sys
 
@@ -20,6 +21,7 @@ import onnxruntime as ort
 def main():
     model, input_path, shape, expected_path = sys.argv[1:5]
     tolerance = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-4
+    top1_needed = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0
     shape = [int(d) for d in shape.split(",")]
     x = np.fromfile(input_path, dtype="<f4").reshape(shape)
     want = np.fromfile(expected_path, dtype="<f4").reshape(shape[0], -1)
@@ -47,11 +49,12 @@ def main():
     scale = float(np.abs(got).max())
     err = float(np.abs(got - want).max())
     single_err = float(np.abs(single[0] - got[0]).max())
-    top1_same = bool((got.argmax(1) == want.argmax(1)).all())
+    agreement = float((got.argmax(1) == want.argmax(1)).mean())
+    top1_same = agreement >= top1_needed
     print(
         f"{model}: onnxruntime {ort.__version__}, batch {shape[0]}: max |ours - ort| {err:.3e}, "
         f"max |logit| {scale:.3e}, relative {err / scale:.3e}; batch-1 run differs by {single_err:.3e}; "
-        f"top-1 {'identical' if top1_same else 'DIFFERENT'} {got.argmax(1).tolist()}"
+        f"top-1 agreement {agreement:.3f} (needed {top1_needed}) {got.argmax(1).tolist()} against ours {want.argmax(1).tolist()}"
     )
     ok = err / scale <= tolerance and single_err / scale <= tolerance and top1_same
     return 0 if ok else 1

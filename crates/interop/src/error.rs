@@ -12,6 +12,11 @@ fn at(path: &Option<PathBuf>) -> String {
 /// Why weights cannot be read, matched to a network or written.
 #[derive(Debug, thiserror::Error)]
 pub enum InteropError {
+    // ----- int8 -----
+    /// A quantization record that does not fit the network it is exported with.
+    #[error("the quantization record does not fit the network: {0}")]
+    Quantization(String),
+
     // ----- files -----
     /// The file cannot be read.
     #[error("{}: cannot read: {error}", path.display())]

@@ -39,7 +39,7 @@ mod safetensors_file;
 pub use error::InteropError;
 pub use features_file::{FeatureSet, FEATURES_FORMAT};
 pub use infer::infer_spec;
-pub use onnx::{export_onnx, InputFormat, OnnxOptions, Preprocessing};
+pub use onnx::{export_onnx, export_onnx_int8, InputFormat, OnnxOptions, Preprocessing};
 pub use preset::{imagenet_classes, torchvision_preset};
 pub use pth::read_pth;
 pub use safetensors_file::{read_safetensors, write_safetensors};

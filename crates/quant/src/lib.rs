@@ -23,5 +23,5 @@ mod record;
 
 pub use calibrate::Calibrator;
 pub use error::QuantError;
-pub use network::QuantizedResNet;
+pub use network::{QuantizedResNet, QuantizedWeights};
 pub use record::{activation_points, ActivationQuant, Method, QuantRecord, RECORD_FORMAT};

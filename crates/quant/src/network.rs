@@ -16,6 +16,35 @@ use resnet_models::{BatchNormMode, ConvBn, ModelError, ResNet, ResNetSpec, Short
 use resnet_nn::ops::Linear;
 use resnet_nn::Tensor;
 
+/// A unit's convolution with its eval-mode batch norm folded in (`w * scale` per output channel,
+/// `shift` as the bias), its weights quantized per output channel: what the int8 network runs and
+/// what a QDQ ONNX export stores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedWeights {
+    /// `[kh, kw, cin, cout]` int8 weights.
+    pub weights: Vec<i8>,
+    /// `[cout]` steps of the weights (symmetric, `max |w| / 127`).
+    pub scales: Vec<f32>,
+    /// `[cout]` biases (the batch norm's shift).
+    pub bias: Vec<f32>,
+}
+
+impl QuantizedWeights {
+    /// The folded, quantized weights of `unit`.
+    pub fn of(unit: &ConvBn) -> Self {
+        let conv = &unit.conv;
+        let (scale, shift) = unit.bn.affine(BatchNormMode::Eval);
+        let folded: Vec<f32> = conv
+            .weight
+            .value()
+            .chunks_exact(conv.cout)
+            .flat_map(|row| row.iter().zip(&scale).map(|(w, s)| w * s))
+            .collect();
+        let (weights, scales) = quantize_weights(&folded, conv.cout);
+        QuantizedWeights { weights, scales, bias: shift }
+    }
+}
+
 /// One convolution of the int8 network with its batch norm folded in.
 #[derive(Clone, Debug)]
 struct QuantConv {
@@ -45,16 +74,9 @@ impl QuantConv {
     /// output channel, for an input encoded by `input`.
     fn new(unit: &ConvBn, input: ActivationQuant, output: Encoding) -> Self {
         let conv = &unit.conv;
-        let (scale, shift) = unit.bn.affine(BatchNormMode::Eval);
-        let folded: Vec<f32> = conv
-            .weight
-            .value()
-            .chunks_exact(conv.cout)
-            .flat_map(|row| row.iter().zip(&scale).map(|(w, s)| w * s))
-            .collect();
-        let (q, weight_scales) = quantize_weights(&folded, conv.cout);
-        let weights = pack_weights(&q, conv.k, conv.k, conv.cin, conv.cout);
-        let (mult, offset) = requant_arrays(&weights, &weight_scales, input.scale, input.zero_point, &shift);
+        let q = QuantizedWeights::of(unit);
+        let weights = pack_weights(&q.weights, conv.k, conv.k, conv.cin, conv.cout);
+        let (mult, offset) = requant_arrays(&weights, &q.scales, input.scale, input.zero_point, &q.bias);
         QuantConv {
             name: conv.weight.name.clone(),
             geometry: conv.shape_for([1, conv.k, conv.k, conv.cin]),

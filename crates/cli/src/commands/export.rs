@@ -100,12 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let net = ckpt.network(&args.checkpoint)?;
-    if ckpt.quantization.is_some() {
-        eprintln!(
-            "note: {} is quantized; the export holds its float network (the int8 ranges are not exported)",
-            args.checkpoint.display()
-        );
-    }
+
     let name = &net.spec().name;
     // Refused before anything is written, so a refusal leaves no half of the export behind.
     if let (Some(_), Some(reason)) = (&args.safetensors, resnet_interop::torchvision_difference(net.spec())) {
@@ -123,8 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             preprocessing,
             metadata,
         };
-        resnet_interop::export_onnx(&net, path, &opts)
-            .with_context(|| format!("cannot export {name} from {} to ONNX", args.checkpoint.display()))?;
+        match &ckpt.quantization {
+            None => resnet_interop::export_onnx(&net, path, &opts),
+            Some(record) => resnet_interop::export_onnx_int8(&net, record, path, &opts),
+        }
+        .with_context(|| format!("cannot export {name} from {} to ONNX", args.checkpoint.display()))?;
         let c = net.spec().in_channels;
         let size = opts.input_size.map_or("H, W".into(), |(h, w)| format!("{h}, {w}"));
         let input = match (args.include_preprocessing, args.input_format) {
@@ -132,8 +130,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (true, InputFormatArg::Uint8Nhwc) => format!("[batch, {size}, {c}] uint8 raw pixels"),
             (true, InputFormatArg::FloatNchw) => format!("[batch, {c}, {size}] float raw pixels (0..255)"),
         };
+        let int8 = if ckpt.quantization.is_some() { " (int8: QDQ, per-channel weights)" } else { "" };
         println!(
-            "{} -> {}: ONNX opset {}, input {input}, output logits [batch, {}]",
+            "{} -> {}: ONNX opset {}{int8}, input {input}, output logits [batch, {}]",
             args.checkpoint.display(),
             path.display(),
             resnet_interop::onnx::OPSET,

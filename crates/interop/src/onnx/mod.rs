@@ -24,12 +24,16 @@
 //! convolution. Resizing and cropping stay outside: the image must already have the input size.
 
 pub mod proto;
+mod quantized;
+
+pub use quantized::export_onnx_int8;
 
 use crate::fsutil;
 use crate::InteropError;
 use proto::*;
 use resnet_models::{Block, ConvBn, NamedTensor, ResNet, ResNetSpec, ShortcutPath, TensorData};
 use resnet_nn::ops::{BatchNorm2d, Conv2d};
+use resnet_quant::QuantRecord;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -83,6 +87,18 @@ pub struct Preprocessing {
     pub offset_size: Option<(usize, usize)>,
     /// Multiplies the difference (one value or one per channel).
     pub scale: Vec<f32>,
+}
+
+/// A convolution's `Conv` attributes.
+fn conv_attributes(conv: &Conv2d) -> Vec<AttributeProto> {
+    let (k, s, p) = (conv.k as i64, conv.stride as i64, conv.pad as i64);
+    vec![
+        attr_ints("kernel_shape", &[k, k]),
+        attr_ints("strides", &[s, s]),
+        attr_ints("pads", &[p, p, p, p]),
+        attr_ints("dilations", &[1, 1]),
+        attr_int("group", 1),
+    ]
 }
 
 fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
@@ -197,15 +213,7 @@ impl Builder {
 
     fn conv(&mut self, conv: &Conv2d, x: &str) -> String {
         let w = self.weight(&conv.weight.name);
-        let (k, s, p) = (conv.k as i64, conv.stride as i64, conv.pad as i64);
-        let attrs = vec![
-            attr_ints("kernel_shape", &[k, k]),
-            attr_ints("strides", &[s, s]),
-            attr_ints("pads", &[p, p, p, p]),
-            attr_ints("dilations", &[1, 1]),
-            attr_int("group", 1),
-        ];
-        self.node("Conv", conv.weight.name.trim_end_matches(".weight"), &[x, &w], attrs)
+        self.node("Conv", conv.weight.name.trim_end_matches(".weight"), &[x, &w], conv_attributes(conv))
     }
 
     fn batch_norm(&mut self, bn: &BatchNorm2d, x: &str) -> String {
@@ -238,28 +246,7 @@ impl Builder {
             ShortcutPath::None => None,
             ShortcutPath::Identity => Some(x.to_string()),
             ShortcutPath::Projection(p) => Some(self.unit(p, x)),
-            ShortcutPath::Pad(op, _) => {
-                let mut s = x.to_string();
-                if op.stride > 1 {
-                    // x[:, :, ::stride, ::stride]: the same samples as the strided convolution.
-                    let name = format!("{}.shortcut.subsample", block.name);
-                    let starts = self.constant(&format!("{name}.starts"), &[0, 0]);
-                    let ends = self.constant(&format!("{name}.ends"), &[i64::MAX, i64::MAX]);
-                    let axes = self.constant(&format!("{name}.axes"), &[2, 3]);
-                    let stride = op.stride as i64;
-                    let steps = self.constant(&format!("{name}.steps"), &[stride, stride]);
-                    s = self.node("Slice", &name, &[&s, &starts, &ends, &axes, &steps], vec![]);
-                }
-                if op.cout > op.cin {
-                    let before = ((op.cout - op.cin) / 2) as i64;
-                    let after = (op.cout - op.cin) as i64 - before;
-                    let name = format!("{}.shortcut.pad", block.name);
-                    // [n, c, h, w] starts, then ends.
-                    let pads = self.constant(&format!("{name}.pads"), &[0, before, 0, 0, 0, after, 0, 0]);
-                    s = self.node("Pad", &name, &[&s, &pads], vec![]);
-                }
-                Some(s)
-            }
+            ShortcutPath::Pad(op, _) => Some(self.pad_shortcut(block, op, x)),
         };
         if let Some(s) = shortcut {
             y = self.node("Add", &format!("{}.add", block.name), &[&y, &s], vec![]);
@@ -267,9 +254,53 @@ impl Builder {
         self.node("Relu", &format!("{}.relu", block.name), &[&y], vec![])
     }
 
+    /// The option-A shortcut of `block` on `x`: subsampling, then zero channels.
+    fn pad_shortcut(&mut self, block: &Block, op: &resnet_nn::ops::PadShortcut, x: &str) -> String {
+        let mut s = x.to_string();
+        if op.stride > 1 {
+            // x[:, :, ::stride, ::stride]: the same samples as the strided convolution.
+            let name = format!("{}.shortcut.subsample", block.name);
+            let starts = self.constant(&format!("{name}.starts"), &[0, 0]);
+            let ends = self.constant(&format!("{name}.ends"), &[i64::MAX, i64::MAX]);
+            let axes = self.constant(&format!("{name}.axes"), &[2, 3]);
+            let stride = op.stride as i64;
+            let steps = self.constant(&format!("{name}.steps"), &[stride, stride]);
+            s = self.node("Slice", &name, &[&s, &starts, &ends, &axes, &steps], vec![]);
+        }
+        if op.cout > op.cin {
+            let before = ((op.cout - op.cin) / 2) as i64;
+            let after = (op.cout - op.cin) as i64 - before;
+            let name = format!("{}.shortcut.pad", block.name);
+            // [n, c, h, w] starts, then ends.
+            let pads = self.constant(&format!("{name}.pads"), &[0, before, 0, 0, 0, after, 0, 0]);
+            s = self.node("Pad", &name, &[&s, &pads], vec![]);
+        }
+        s
+    }
+
     fn constant(&mut self, name: &str, values: &[i64]) -> String {
         self.initializers.push(int64_tensor(name, values));
         name.to_string()
+    }
+
+    /// The stem, its pooling and the blocks of the float network on `x`.
+    fn float_body(&mut self, net: &ResNet, x: &str) -> String {
+        let mut x = self.unit(&net.stem.unit, x);
+        x = self.node("Relu", "relu", &[&x], vec![]);
+        x = self.max_pool(net, &x);
+        for block in &net.blocks {
+            x = self.block(block, &x);
+        }
+        x
+    }
+
+    /// The ImageNet stem's max pooling on `x` (none for CIFAR nets).
+    fn max_pool(&mut self, net: &ResNet, x: &str) -> String {
+        let Some(pool) = &net.stem.pool else { return x.to_string() };
+        let (k, s, p) = (pool.k as i64, pool.stride as i64, pool.pad as i64);
+        let attrs =
+            vec![attr_ints("kernel_shape", &[k, k]), attr_ints("strides", &[s, s]), attr_ints("pads", &[p, p, p, p])];
+        self.node("MaxPool", "maxpool", &[x], attrs)
     }
 
     /// The preprocessing nodes in front of the network, on `c`-channel input `x`: to NCHW
@@ -294,6 +325,12 @@ impl Builder {
 /// # Panics
 /// If the network's layers and its state dict disagree (a bug, not an input error).
 pub(crate) fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
+    model(net, opts, None)
+}
+
+/// The ONNX model of `net`: float, or with `record` the QDQ graph of its int8 network
+/// (`quantized.rs`).
+pub(crate) fn model(net: &ResNet, opts: &OnnxOptions, record: Option<&QuantRecord>) -> ModelProto {
     let spec = net.spec();
     let mut b = Builder {
         state: net.state_dict().into_iter().map(|t| (t.name.clone(), t)).collect(),
@@ -304,17 +341,10 @@ pub(crate) fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
     if let Some(pre) = &opts.preprocessing {
         x = b.preprocess(pre, spec.in_channels, &x);
     }
-    x = b.unit(&net.stem.unit, &x);
-    x = b.node("Relu", "relu", &[&x], vec![]);
-    if let Some(pool) = &net.stem.pool {
-        let (k, s, p) = (pool.k as i64, pool.stride as i64, pool.pad as i64);
-        let attrs =
-            vec![attr_ints("kernel_shape", &[k, k]), attr_ints("strides", &[s, s]), attr_ints("pads", &[p, p, p, p])];
-        x = b.node("MaxPool", "maxpool", &[&x], attrs);
-    }
-    for block in &net.blocks {
-        x = b.block(block, &x);
-    }
+    x = match record {
+        None => b.float_body(net, &x),
+        Some(record) => b.int8_body(net, record, &x),
+    };
     x = b.node("GlobalAveragePool", "avgpool", &[&x], vec![]);
     x = b.node("Flatten", "flatten", &[&x], vec![attr_int("axis", 1)]);
     let (w, bias) = (b.weight(&net.fc.weight.name), b.weight(&net.fc.bias.name));
@@ -341,8 +371,9 @@ pub(crate) fn onnx_model(net: &ResNet, opts: &OnnxOptions) -> ModelProto {
         domain: String::new(),
         model_version: 1,
         doc_string: format!(
-            "{} (He et al. 2015, Deep Residual Learning for Image Recognition), eval mode; input {input_doc}",
-            spec.name
+            "{}{} (He et al. 2015, Deep Residual Learning for Image Recognition), eval mode; input {input_doc}",
+            spec.name,
+            if record.is_some() { ", int8 (QDQ)" } else { "" }
         ),
         graph: Some(GraphProto {
             node: b.nodes,

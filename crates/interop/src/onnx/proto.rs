@@ -164,6 +164,8 @@ pub mod data_type {
     pub const FLOAT: i32 = 1;
     /// 8-bit unsigned integer.
     pub const UINT8: i32 = 2;
+    /// 8-bit signed integer.
+    pub const INT8: i32 = 3;
     /// 64-bit signed integer.
     pub const INT64: i32 = 7;
 }

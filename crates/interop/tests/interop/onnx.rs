@@ -25,6 +25,46 @@ fn bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// Runs `model` in onnxruntime on the NCHW `nchw` and compares with our `logits`: relative
+/// `tolerance`, and at least `top1` of the samples with the same top class. Skips (or fails
+/// under CI=true) without onnxruntime.
+fn run_in_onnxruntime(
+    model: &Path,
+    dir: &TempDir,
+    nchw: &[f32],
+    shape: [usize; 4],
+    logits: &[f32],
+    tolerance: f64,
+    top1: f64,
+) {
+    let python = python();
+    if !has_onnxruntime(&python) {
+        resnet_kernels::skip::skip_unless_ci(&format!(
+            "onnxruntime and numpy not importable by {python} (set RESNET_PYTHON)"
+        ));
+        return;
+    }
+    let input = dir.path("input.f32");
+    let expected = dir.path("logits.f32");
+    std::fs::write(&input, bytes(nchw)).unwrap();
+    std::fs::write(&expected, bytes(logits)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/interop/check_onnx.py");
+    let [n, c, h, w] = shape;
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(model)
+        .arg(&input)
+        .arg(format!("{n},{c},{h},{w}"))
+        .arg(&expected)
+        .arg(tolerance.to_string())
+        .arg(top1.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{python} {}: {e}", script.display()));
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{report}");
+    assert!(out.status.success(), "{}: onnxruntime disagrees with our logits:\n{report}", model.display());
+}
+
 fn check(zoo_name: &str, batch: usize, side: usize) {
     let spec = zoo::spec(zoo_name, &ModelOptions::default()).unwrap();
     let mut net = ResNet::new(spec.clone()).unwrap();
@@ -69,30 +109,43 @@ fn check(zoo_name: &str, batch: usize, side: usize) {
     let state = net.state_dict().iter().filter(|t| !t.name.ends_with("num_batches_tracked")).count();
     assert_eq!(floats, state, "{zoo_name}: float initializers");
 
-    let python = python();
-    if !has_onnxruntime(&python) {
-        resnet_kernels::skip::skip_unless_ci(&format!(
-            "onnxruntime and numpy not importable by {python} (set RESNET_PYTHON)"
-        ));
-        return;
-    }
-    let input = dir.path("input.f32");
-    let expected = dir.path("logits.f32");
-    std::fs::write(&input, bytes(&nchw)).unwrap();
-    std::fs::write(&expected, bytes(&logits)).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/interop/check_onnx.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&model)
-        .arg(&input)
-        .arg(format!("{batch},3,{side},{side}"))
-        .arg(&expected)
-        .arg("1e-4")
-        .output()
-        .unwrap_or_else(|e| panic!("{python} {}: {e}", script.display()));
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("{report}");
-    assert!(out.status.success(), "{zoo_name}: onnxruntime disagrees with our logits:\n{report}");
+    run_in_onnxruntime(&model, &dir, &nchw, [batch, 3, side, side], &logits, 1e-4, 1.0);
+}
+
+/// The QDQ export of `zoo_name` quantized on its own input: in onnxruntime, logits near our int8
+/// network's (8-bit rounding differs in places: onnxruntime's int32 bias and fixed-point
+/// requantization) and the same top class for most samples.
+fn check_int8(zoo_name: &str, batch: usize, side: usize) {
+    let spec = zoo::spec(zoo_name, &ModelOptions::default()).unwrap();
+    let mut net = ResNet::new(spec.clone()).unwrap();
+    net.load_state_dict(&generated_state(&spec)).unwrap();
+    let (nchw, x) = generated_input(batch, 3, side);
+    let mut calibrator = resnet_quant::Calibrator::new(resnet_quant::Method::MinMax).unwrap();
+    calibrator.observe(&mut net, &x).unwrap();
+    let record = calibrator.finish(&net).unwrap();
+    let logits = resnet_quant::QuantizedResNet::new(&net, &record).unwrap().infer(&x).data().to_vec();
+    let dir = TempDir::new(&format!("onnx-int8-{zoo_name}"));
+    let model = dir.path(&format!("{zoo_name}-int8.onnx"));
+    resnet_interop::export_onnx_int8(&net, &record, &model, &OnnxOptions::default()).unwrap();
+    let m = ModelProto::decode(std::fs::read(&model).unwrap().as_slice()).unwrap();
+    let g = m.graph.as_ref().unwrap();
+    let count = |op: &str| g.node.iter().filter(|n| n.op_type == op).count();
+    let convs = count("Conv");
+    // Every activation point quantized and dequantized; every convolution's weight dequantized.
+    assert_eq!(count("QuantizeLinear"), record.activations.len(), "{zoo_name}");
+    assert_eq!(count("DequantizeLinear"), record.activations.len() + convs, "{zoo_name}");
+    assert!(!g.node.iter().any(|n| n.op_type == "BatchNormalization"), "{zoo_name}: batch norm is folded");
+    run_in_onnxruntime(&model, &dir, &nchw, [batch, 3, side, side], &logits, 0.1, 0.75);
+}
+
+#[test]
+fn resnet20_int8_onnx_runs_in_onnxruntime_near_our_int8_logits() {
+    check_int8("resnet20", 8, 32);
+}
+
+#[test]
+fn resnet18_int8_onnx_runs_in_onnxruntime_near_our_int8_logits() {
+    check_int8("resnet18", 4, 64);
 }
 
 #[test]
