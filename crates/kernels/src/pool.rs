@@ -36,6 +36,17 @@ impl PoolShape {
     pub fn input_len(&self) -> usize {
         self.n * self.h * self.w * self.c
     }
+    /// The pixels (`iy * w + ix`, within an image) of output position `(oy, ox)`'s window that
+    /// lie inside the image, row by row.
+    pub fn window(&self, oy: usize, ox: usize) -> impl Iterator<Item = usize> + '_ {
+        let inside = |start: usize, size: usize| {
+            let lo = start.saturating_sub(self.pad);
+            let hi = (start + self.k).saturating_sub(self.pad).min(size);
+            lo..hi.max(lo)
+        };
+        let (rows, cols) = (inside(oy * self.stride, self.h), inside(ox * self.stride, self.w));
+        rows.flat_map(move |iy| cols.clone().map(move |ix| iy * self.w + ix))
+    }
     /// Elements of the output.
     pub fn output_len(&self) -> usize {
         self.n * self.out_h() * self.out_w() * self.c
@@ -80,19 +91,8 @@ pub fn max_pool_forward(s: &PoolShape, x: &[f32], y: &mut [f32], argmax: &mut [u
             ar.fill(0);
             for ox in 0..ow {
                 let o = ox * c;
-                for ky in 0..s.k {
-                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                    if iy < 0 || iy >= s.h as isize {
-                        continue;
-                    }
-                    for kx in 0..s.k {
-                        let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                        if ix < 0 || ix >= s.w as isize {
-                            continue;
-                        }
-                        let p = iy as usize * s.w + ix as usize;
-                        max_into(&xi[p * c..(p + 1) * c], p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
-                    }
+                for p in s.window(oy, ox) {
+                    max_into(&xi[p * c..(p + 1) * c], p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
                 }
             }
         });

@@ -43,19 +43,9 @@ pub fn max_pool_u8(s: &PoolShape, x: &[u8], y: &mut [u8]) {
             yr.fill(0);
             for ox in 0..ow {
                 let out = &mut yr[ox * c..(ox + 1) * c];
-                for ky in 0..s.k {
-                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                    if iy < 0 || iy >= s.h as isize {
-                        continue;
-                    }
-                    for kx in 0..s.k {
-                        let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                        if ix < 0 || ix >= s.w as isize {
-                            continue;
-                        }
-                        let at = ((img * s.h + iy as usize) * s.w + ix as usize) * c;
-                        out.iter_mut().zip(&x[at..at + c]).for_each(|(o, v)| *o = (*o).max(*v));
-                    }
+                for p in s.window(oy, ox) {
+                    let at = (img * s.h * s.w + p) * c;
+                    out.iter_mut().zip(&x[at..at + c]).for_each(|(o, v)| *o = (*o).max(*v));
                 }
             }
         });

@@ -3,7 +3,7 @@
 //! still in cache.
 
 use super::kernels::{self, ConvKernel};
-use super::plan::{input_run, pack_panels, transform_run_pixels, DirectPlan};
+use super::plan::{input_run, pack_panels, transform_run_pixels, DirectPlan, TaskBand};
 use super::strip::fill_strip;
 use crate::conv::algorithm::bf16_supported;
 use crate::conv::epilogue::{Epilogue, OutputTransform};
@@ -219,11 +219,7 @@ impl<'a> DirectForward<'a> {
     fn task(&self, i: usize, w: &[f32], out: SharedOutput, sums: &mut [f64]) {
         let (s, plan, co) = (&self.s, &self.plan, self.s.cout);
         let (oh, ow, wp) = (s.out_h(), s.out_w(), s.w + 2 * s.pad);
-        let (img, b, ch) = plan.task(s.n, i);
-        let oy0 = b * plan.band;
-        let rows = plan.band.min(oh - oy0);
-        let channels = ch * plan.chunk..((ch + 1) * plan.chunk).min(co);
-        let strip_rows = (rows - 1) * s.stride + s.kh;
+        let TaskBand { img, oy0, rows, channels, strip_rows } = plan.band(s, i);
         let strip_len = if self.in_place { 0 } else { strip_rows * wp * self.e };
         let row_len_in = if self.bf16.is_some() { s.w * s.cin } else { 0 };
         with_tile(strip_len + 2 * co + row_len_in, |tile| {

@@ -20,7 +20,7 @@ pub(super) use gathered::{backward_weight_gathered, gathered_weight_gradient_fit
 pub(super) use kernels::{conv_pixels, ConvKernel, Tile};
 #[cfg(test)]
 pub(super) use plan::transform_run_pixels;
-pub(super) use plan::{input_run, DirectPlan, TASK_WEIGHT_BYTES};
+pub(super) use plan::{input_run, DirectPlan, TaskBand, TASK_WEIGHT_BYTES};
 pub(super) use weight_gradient::pairs_weight_gradient_fits;
 #[cfg(target_arch = "x86_64")]
 pub(super) use weight_gradient::{backward_weight_direct, backward_weight_pairs};

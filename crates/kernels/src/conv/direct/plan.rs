@@ -102,6 +102,35 @@ impl DirectPlan {
         let (ch, rest) = (i / (n * self.bands), i % (n * self.bands));
         (rest / self.bands, rest % self.bands, ch)
     }
+
+    /// What task `i` of layer `s` computes: its image, output rows, channels, and the input rows
+    /// its strip holds.
+    pub(in crate::conv) fn band(&self, s: &ConvShape, i: usize) -> TaskBand {
+        let (img, b, ch) = self.task(s.n, i);
+        let oy0 = b * self.band;
+        let rows = self.band.min(s.out_h() - oy0);
+        TaskBand {
+            img,
+            oy0,
+            rows,
+            channels: ch * self.chunk..((ch + 1) * self.chunk).min(s.cout),
+            strip_rows: (rows - 1) * s.stride + s.kh,
+        }
+    }
+}
+
+/// One task of a [`DirectPlan`] ([`DirectPlan::band`]).
+pub(in crate::conv) struct TaskBand {
+    /// The image.
+    pub(in crate::conv) img: usize,
+    /// The first output row.
+    pub(in crate::conv) oy0: usize,
+    /// Output rows.
+    pub(in crate::conv) rows: usize,
+    /// Output channels.
+    pub(in crate::conv) channels: std::ops::Range<usize>,
+    /// Input rows the band reads (padding included).
+    pub(in crate::conv) strip_rows: usize,
 }
 
 /// Copies the weight `w` (`[k, cout]`) into panels of `chunk` output channels (the last one

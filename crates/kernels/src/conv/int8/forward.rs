@@ -22,7 +22,7 @@ pub fn forward_int8(s: &ConvShape, x: Int8Input<'_>, w: &Int8Weights, rq: &Requa
 #[cfg(target_arch = "x86_64")]
 mod direct {
     use super::*;
-    use crate::conv::direct::{conv_pixels, DirectPlan};
+    use crate::conv::direct::{conv_pixels, DirectPlan, TaskBand};
     use crate::conv::int8::Int8Residual;
     use crate::scratch::with_bf16;
     use crate::simd::avx512::{channel_masks, conv_tile_i8, ConvTileArgsI8, RawOutput, RawRequant, RawResidual};
@@ -104,13 +104,9 @@ mod direct {
 
         /// Task `i`: its band's strip, then its lines in its run of channels.
         fn task(&self, i: usize) {
-            let (s, plan, co) = (&self.s, &self.plan, self.s.cout);
+            let (s, co) = (&self.s, self.s.cout);
             let (oh, ow, wp) = (s.out_h(), s.out_w(), s.w + 2 * s.pad);
-            let (img, b, ch) = plan.task(s.n, i);
-            let oy0 = b * plan.band;
-            let rows = plan.band.min(oh - oy0);
-            let channels = ch * plan.chunk..((ch + 1) * plan.chunk).min(co);
-            let strip_rows = (rows - 1) * s.stride + s.kh;
+            let TaskBand { img, oy0, rows, channels, strip_rows } = self.plan.band(s, i);
             let (line_count, line_px) = if self.long_rows { (1, rows * ow) } else { (rows, ow) };
             let band = Band { band_at: (img * oh + oy0) * ow * co, line_count, line_px, channels };
             if self.in_place {
