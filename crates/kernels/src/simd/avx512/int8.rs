@@ -180,5 +180,5 @@ unsafe fn store_requantized(rq: &RawRequant, at: usize, channel: usize, v: __m51
 
 /// The masks of `NB` vectors covering `channels` lanes.
 pub fn channel_masks<const NB: usize>(channels: usize) -> [__mmask16; NB] {
-    std::array::from_fn(|j| lane_mask(channels.saturating_sub(16 * j)))
+    std::array::from_fn(|j| lane_mask(channels.saturating_sub(16 * j).min(16)))
 }
