@@ -7,6 +7,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_nn::Tensor;
 use resnet_quant::{Calibrator, Method, QuantizedResNet};
+use resnet_train::memory::{check_batch, BatchPlan, Pass};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -40,8 +41,8 @@ pub struct Args {
     /// Seed of the calibration sample.
     #[arg(long, default_value_t = 0)]
     sample_seed: u64,
-    /// Images per calibration batch.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Images per calibration batch (the float pass keeps every activation of a batch).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch_size: u32,
     /// Loader worker threads.
     #[arg(long, default_value_t = 2, value_parser = super::thread_count)]
@@ -74,12 +75,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("note: the {kind} split has {available} images; calibrating on all of them");
     }
     let view = ckpt.preprocess.eval_view.clone();
-    let opts = EvalLoaderOptions {
-        batch_size: (args.batch_size as usize).min(wanted),
-        workers: args.workers,
-        view: &view,
-        shuffle_seed: Some(args.sample_seed),
-    };
+    let batch_size = (args.batch_size as usize).min(wanted);
+    // Calibration runs the float network keeping every activation, as a training step's forward
+    // pass does: a batch that cannot fit is refused with the largest that does.
+    check_batch(BatchPlan {
+        spec: net.spec(),
+        input: ckpt.preprocess.input_size,
+        batch: batch_size,
+        pass: Pass::Train,
+        flag: "--batch-size",
+        prefetched: 4,
+        views: 1,
+    })?;
+    let opts =
+        EvalLoaderOptions { batch_size, workers: args.workers, view: &view, shuffle_seed: Some(args.sample_seed) };
     let loader = eval_loader(&ckpt, net.spec(), ds, &opts)?;
     let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(wanted as u64) };
     bar.set_style(
