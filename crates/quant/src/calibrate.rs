@@ -1,7 +1,7 @@
 //! Calibration: run the float network on a few images and find the range of every activation
 //! the int8 network stores.
 
-use crate::record::{activation_points, projection, unit_name};
+use crate::record::{projection, unit_name};
 use crate::{ActivationQuant, Method, QuantError, QuantRecord, RECORD_FORMAT};
 use resnet_models::{BatchNormMode, ResNet};
 use resnet_nn::Tensor;
@@ -82,10 +82,8 @@ pub struct Calibrator {
     method: Method,
     /// The input's range (signed, so min/max whatever the method).
     input: (f32, f32),
-    /// Every other point's values (magnitudes for the signed ones).
+    /// Every other point's values (magnitudes for the signed ones, the projection outputs).
     points: BTreeMap<String, Histogram>,
-    /// The points whose values are signed (projection outputs).
-    signed: BTreeSet<String>,
     images: usize,
 }
 
@@ -100,7 +98,7 @@ impl Calibrator {
                 return Err(QuantError::Calibration(format!("percentile {p} is not in (0, 100]")));
             }
         }
-        Ok(Calibrator { method, input: (0.0, 0.0), points: BTreeMap::new(), signed: BTreeSet::new(), images: 0 })
+        Ok(Calibrator { method, input: (0.0, 0.0), points: BTreeMap::new(), images: 0 })
     }
 
     /// Runs `net` (eval mode) on the batch `x` and records every activation point's values.
@@ -136,7 +134,6 @@ impl Calibrator {
             }
             if let Some(p) = projection(block) {
                 // No ReLU: the magnitudes set a symmetric range.
-                self.signed.insert(unit_name(p));
                 record(unit_name(p), &mut p.z.data().iter().map(|v| v.abs()))?;
             }
             record(block.name.clone(), &mut last.z.data().iter().copied())?;
@@ -158,6 +155,7 @@ impl Calibrator {
         if self.images == 0 {
             return Err(QuantError::Calibration("no calibration images were seen".into()));
         }
+        let signed: BTreeSet<String> = net.blocks.iter().filter_map(projection).map(unit_name).collect();
         let mut activations = BTreeMap::new();
         activations.insert("input".to_string(), ActivationQuant::for_range(self.input.0, self.input.1));
         for (name, h) in &self.points {
@@ -165,7 +163,7 @@ impl Calibrator {
                 Method::MinMax => h.max,
                 Method::Percentile(p) => h.percentile(p),
             };
-            let encoding = if self.signed.contains(name) {
+            let encoding = if signed.contains(name) {
                 ActivationQuant::symmetric(hi)
             } else {
                 ActivationQuant::for_range(0.0, hi)
@@ -180,7 +178,6 @@ impl Calibrator {
             activations,
             float_layers: vec!["fc".into()],
         };
-        debug_assert_eq!(activation_points(net).len(), record.activations.len());
         record.check(net)?;
         Ok(record)
     }

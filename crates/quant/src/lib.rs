@@ -24,4 +24,4 @@ mod record;
 pub use calibrate::Calibrator;
 pub use error::QuantError;
 pub use network::{QuantizedResNet, QuantizedWeights};
-pub use record::{activation_points, ActivationQuant, Method, QuantRecord, RECORD_FORMAT};
+pub use record::{activation_points, projection, unit_name, ActivationQuant, Method, QuantRecord, RECORD_FORMAT};

@@ -128,14 +128,15 @@ pub fn activation_points(net: &ResNet) -> Vec<String> {
 }
 
 /// A block's projection shortcut, if it has one.
-pub(crate) fn projection(block: &resnet_models::Block) -> Option<&resnet_models::ConvBn> {
+pub fn projection(block: &resnet_models::Block) -> Option<&resnet_models::ConvBn> {
     match &block.shortcut {
         resnet_models::ShortcutPath::Projection(p) => Some(p),
         _ => None,
     }
 }
 
-/// A unit's name: its convolution's (`layer1.0.conv1`).
-pub(crate) fn unit_name(unit: &resnet_models::ConvBn) -> String {
+/// A unit's name, as the record's activation points name it: its convolution's
+/// (`layer1.0.conv1`).
+pub fn unit_name(unit: &resnet_models::ConvBn) -> String {
     unit.conv.weight.name.trim_end_matches(".weight").to_string()
 }

@@ -252,23 +252,20 @@ impl Checkpoint {
         check_metadata(&spec, &classes, &preprocess).map_err(mismatch)?;
         let (mut state, mut velocity) = sort_tensors(&st, &mut preprocess).map_err(not_ours)?;
         check_mean_image(&preprocess).map_err(not_ours)?;
-        check_state(&spec, &mut state, &mut velocity, &preprocess).map_err(mismatch)?;
+        let quantization: Option<QuantRecord> = match meta.get("quantization") {
+            Some(q) => Some(
+                serde_json::from_value(parse("quantization", q)?)
+                    .map_err(|e| not_ours(format!("quantization: {e}")))?,
+            ),
+            None => None,
+        };
+        check_state(&spec, &mut state, &mut velocity, &preprocess, quantization.as_ref()).map_err(mismatch)?;
         let training = match meta.get("progress") {
             Some(p) => {
                 let progress: Progress =
                     serde_json::from_value(parse("progress", p)?).map_err(|e| not_ours(format!("progress: {e}")))?;
                 let config = parse("config", field("config")?)?;
                 Some(TrainingState { velocity, progress, config })
-            }
-            None => None,
-        };
-        let quantization = match meta.get("quantization") {
-            Some(q) => {
-                let record: QuantRecord = serde_json::from_value(parse("quantization", q)?)
-                    .map_err(|e| not_ours(format!("quantization: {e}")))?;
-                let net = ResNet::new(spec.clone()).map_err(|e| mismatch(e.to_string()))?;
-                record.check(&net).map_err(|e| mismatch(e.to_string()))?;
-                Some(record)
             }
             None => None,
         };
@@ -322,13 +319,14 @@ fn check_mean_image(preprocess: &Preprocess) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks that the state is finite and fits the structure `spec` describes, and puts it (and
-/// the momentum) in torchvision's order.
+/// Checks that the state is finite and fits the structure `spec` describes (and so does the
+/// quantization record, if any), and puts the state and the momentum in torchvision's order.
 fn check_state(
     spec: &ResNetSpec,
     state: &mut [NamedTensor],
     velocity: &mut Velocity,
     preprocess: &Preprocess,
+    quantization: Option<&QuantRecord>,
 ) -> Result<(), String> {
     if let Some(name) = first_non_finite(state, &preprocess.normalize) {
         return Err(format!(
@@ -337,6 +335,9 @@ fn check_state(
     }
     let mut net = ResNet::new(spec.clone()).map_err(|e| e.to_string())?;
     net.load_state_dict(state).map_err(|e| format!("the tensors do not match the model metadata: {e}"))?;
+    if let Some(record) = quantization {
+        record.check(&net).map_err(|e| e.to_string())?;
+    }
     // Keep torchvision's order (safetensors stores keys sorted).
     let order: HashMap<String, usize> = net.state_dict().into_iter().enumerate().map(|(i, t)| (t.name, i)).collect();
     state.sort_by_key(|t| order.get(&t.name).copied().unwrap_or(usize::MAX));

@@ -2,7 +2,7 @@
 //! checkpoint the int8 one, behind one interface that evaluation and prediction take.
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use resnet_models::{ModelError, ResNet, ResNetSpec};
+use resnet_models::{ResNet, ResNetSpec};
 use resnet_nn::Tensor;
 use resnet_quant::QuantizedResNet;
 use std::path::Path;
@@ -12,18 +12,10 @@ pub trait Classifier {
     /// The network's structure.
     fn spec(&self) -> &ResNetSpec;
 
-    /// Checks that an input of shape `[n, h, w, c]` fits.
-    ///
-    /// # Errors
-    /// [`ModelError::BadInput`] saying why.
-    fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
-        self.spec().check_input(shape)
-    }
-
     /// The logits `[n, 1, 1, classes]` of `x`.
     ///
     /// # Panics
-    /// If the input does not fit (see [`Classifier::check_input`]).
+    /// If the input does not fit (see [`ResNetSpec::check_input`]).
     fn infer(&mut self, x: &Tensor) -> &Tensor;
 }
 

@@ -6,7 +6,7 @@ use super::weights::{check_output, WeightsArgs};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_nn::Tensor;
-use resnet_quant::{Calibrator, Method, QuantizedResNet};
+use resnet_quant::{Calibrator, Method};
 use resnet_train::memory::{check_batch, BatchPlan, Pass};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -122,8 +122,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             serde_json::json!({"dataset": kind.to_string(), "data": data_path.map(|p| p.to_string_lossy().into_owned())})
         }
     });
-    // The int8 network must build from what is written.
-    QuantizedResNet::new(&net, &record)?;
     ckpt.training = None;
     ckpt.quantization = Some(record.clone());
     ckpt.save(&args.out)?;

@@ -10,7 +10,7 @@
 //! addition and ReLU. The classifier stays float, as in our int8 network.
 
 use super::*;
-use resnet_quant::{ActivationQuant, QuantizedWeights};
+use resnet_quant::{unit_name, ActivationQuant, QuantizedWeights};
 
 impl Builder {
     /// The stem, its pooling and the blocks of the int8 network on `x` (float).
@@ -111,11 +111,6 @@ impl Builder {
         let quantized = self.node("QuantizeLinear", &format!("{point}.quantized"), &[x, &scale, &zero], vec![]);
         self.node("DequantizeLinear", &format!("{point}.dequantized"), &[&quantized, &scale, &zero], vec![])
     }
-}
-
-/// A unit's name: its convolution's (`layer1.0.conv1`), as in the quantization record.
-fn unit_name(unit: &ConvBn) -> String {
-    unit.conv.weight.name.trim_end_matches(".weight").to_string()
 }
 
 /// Writes the QDQ ONNX model of `net` quantized by `record` to `path` (atomically).
