@@ -40,6 +40,9 @@ impl Tensor {
         self.shape = shape;
         let len = shape.iter().product();
         if self.data.len() < len {
+            // Exactly: `resize` alone may double the capacity, and a buffer that grows from one
+            // activation to a longer one would then hold up to twice the longest.
+            self.data.reserve_exact(len - self.data.len());
             self.data.resize(len, 0.0);
         }
     }
@@ -139,6 +142,14 @@ impl TensorPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn growing_allocates_exactly_the_new_length() {
+        // A full buffer of 10 grown to 15 would get 20 from `Vec`'s doubling.
+        let mut t = Tensor::zeros([1, 1, 1, 10]);
+        t.reshape_for([1, 1, 1, 15]);
+        assert_eq!(t.bytes(), 15 * 4);
+    }
 
     #[test]
     fn reshape_keeps_storage_when_shrinking() {
