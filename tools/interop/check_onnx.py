@@ -8,9 +8,11 @@ package's checker too when it is installed):
 INPUT.f32 holds the NCHW input and EXPECTED.f32 our [N, classes] logits, little-endian float32.
 Checks the graph's interface (input `input` with a symbolic batch dimension, output `logits`),
 runs the whole batch and then its first sample alone (the batch dimension really is dynamic),
-and passes when max |ours - onnxruntime| / max |onnxruntime| <= TOLERANCE (default 1e-4) and
-the top-1 classes agree on at least the fraction TOP1 of the samples (default 1: all; int8
-graphs round differently in places). Exit status 0 on success, 1 on a mismatch.
+and passes when max |ours - onnxruntime| / max |onnxruntime| <= TOLERANCE (default 1e-4) for
+the graph run without onnxruntime's optimisations (the ONNX semantics of every operator), the
+optimised run's first sample alone matches its batch, and the optimised run's top-1 classes
+agree with ours on at least the fraction TOP1 of the samples (default 1: all; int8 graphs round
+differently in places). Exit status 0 on success, 1 on a mismatch.
 """
 import sys
 
@@ -46,16 +48,28 @@ def main():
 
     got = session.run(["logits"], {"input": x})[0]
     single = session.run(["logits"], {"input": x[:1]})[0]
-    scale = float(np.abs(got).max())
-    err = float(np.abs(got - want).max())
+    # The graph's own meaning, without onnxruntime's fused kernels: QDQ graphs then run as float
+    # operators between QuantizeLinear and DequantizeLinear, exactly as the ONNX spec defines them.
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    reference = ort.InferenceSession(model, plain, providers=["CPUExecutionProvider"]).run(["logits"], {"input": x})[0]
+    scale = float(np.abs(reference).max())
+    err = float(np.abs(reference - want).max())
+    fused_err = float(np.abs(got - want).max())
     single_err = float(np.abs(single[0] - got[0]).max())
     agreement = float((got.argmax(1) == want.argmax(1)).mean())
     top1_same = agreement >= top1_needed
     print(
-        f"{model}: onnxruntime {ort.__version__}, batch {shape[0]}: max |ours - ort| {err:.3e}, "
-        f"max |logit| {scale:.3e}, relative {err / scale:.3e}; batch-1 run differs by {single_err:.3e}; "
-        f"top-1 agreement {agreement:.3f} (needed {top1_needed}) {got.argmax(1).tolist()} against ours {want.argmax(1).tolist()}"
+        f"{model}: onnxruntime {ort.__version__}, batch {shape[0]}: max |ours - ort| {err:.3e} (unoptimised graph), "
+        f"{fused_err:.3e} (optimised), max |logit| {scale:.3e}, relative {err / scale:.3e} and {fused_err / scale:.3e}; "
+        f"batch-1 run differs by {single_err:.3e}; top-1 agreement {agreement:.3f} (needed {top1_needed}) "
+        f"{got.argmax(1).tolist()} against ours {want.argmax(1).tolist()}"
     )
+    if fused_err / scale > tolerance:
+        # Seen with int8 graphs on AVX2 CPUs without VNNI, whose u8 x s8 kernels sum pairs of
+        # products in 16 bits (vpmaddubsw), which saturate: the optimised run is then held to the
+        # top-1 classes only.
+        print("note: onnxruntime's optimised kernels differ from its unoptimised graph by more than the tolerance")
     ok = err / scale <= tolerance and single_err / scale <= tolerance and top1_same
     return 0 if ok else 1
 
