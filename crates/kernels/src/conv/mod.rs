@@ -25,7 +25,8 @@
 //! - backward weight (`backward_weight.rs`): any algorithm, accumulated per thread over a fixed
 //!   split of the rows, then summed in order (reproducible for a given thread count).
 //!
-//! Int8 inference convolutions (`int8/`): VNNI micro-kernels with a requantizing epilogue.
+//! Int8 inference convolutions (`int8/`): VNNI or AVX2 micro-kernels with a requantizing
+//! epilogue.
 //!
 //! The other files: `shape.rs` (geometry), `input.rs` and `epilogue.rs` (what is fused on the
 //! way in and out), `params.rs`, `bf16.rs` (packing to bf16 pairs), `shared_output.rs`.

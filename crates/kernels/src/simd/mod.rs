@@ -5,7 +5,8 @@
 //! - [`multiversion!`](crate::multiversion): one portable loop body compiled three times, for
 //!   AVX-512, AVX2+FMA and baseline x86-64, so the compiler vectorises it for each;
 //! - hand-written intrinsics in [`avx512`] for the convolution micro-kernels, whose portable
-//!   twins in `portable` are their test oracle;
+//!   twins in `portable` are their test oracle, and in [`avx2`] for the int8 kernel of CPUs
+//!   without VNNI ([`int8`] describes an int8 tile to either);
 //! - AMX tiles in [`amx`] (inline assembly) for the bf16 convolutions where the CPU has them.
 //!
 //! [`cap_isa`] (from `KernelConfig::install`) holds the kernels to a lower level (to test or
@@ -14,9 +15,13 @@
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod batch_norm;
+#[cfg(target_arch = "x86_64")]
+pub mod int8;
 #[cfg(test)]
 mod portable;
 #[cfg(target_arch = "x86_64")]

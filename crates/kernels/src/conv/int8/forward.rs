@@ -1,35 +1,73 @@
 //! The direct int8 pass: the tasks of a [`DirectPlan`] (bands of output rows of one image
-//! times runs of output channels), each building its band's padded strip of input quads and
-//! sweeping the AVX512-VNNI micro-kernel over it, requantizing as it writes.
+//! times runs of output channels), each building its band's padded strip of input groups and
+//! sweeping the AVX512-VNNI or AVX2 micro-kernel over it, requantizing as it writes.
 
-use super::{check_buffers, forward_int8_reference, vnni_supported, Int8Input, Int8Output, Int8Weights, Requant};
+use super::{check_buffers, forward_int8_reference, Int8Input, Int8Kernel, Int8Output, Int8Weights, Requant};
 use crate::conv::ConvShape;
 
-/// `out = requant(conv(x, w))` with the epilogue of `rq`: on the AVX512-VNNI kernels where the
-/// CPU has them, else by the portable pass (the same values either way).
+/// `out = requant(conv(x, w))` with the epilogue of `rq`, on the best kernel this CPU runs (the
+/// same values on every kernel).
 ///
 /// # Panics
 /// If a buffer's length does not fit the shape.
 pub fn forward_int8(s: &ConvShape, x: Int8Input<'_>, w: &Int8Weights, rq: &Requant<'_>, out: Int8Output<'_>) {
+    forward_int8_on(Int8Kernel::detect(), s, x, w, rq, out);
+}
+
+/// [`forward_int8`] on `kernel` (to test or compare kernels).
+///
+/// # Panics
+/// If a buffer's length does not fit the shape, this CPU cannot run `kernel`, or it is the AVX2
+/// kernel and `w` lacks its pairs (see [`super::pack_pairs`]).
+pub fn forward_int8_on(
+    kernel: Int8Kernel,
+    s: &ConvShape,
+    x: Int8Input<'_>,
+    w: &Int8Weights,
+    rq: &Requant<'_>,
+    out: Int8Output<'_>,
+) {
     check_buffers(s, &x, w, rq, &out);
-    #[cfg(target_arch = "x86_64")]
-    if vnni_supported() {
-        return direct::DirectInt8::new(s, x, w, rq, out).run();
+    match kernel {
+        Int8Kernel::Portable => forward_int8_reference(s, x, w, rq, out),
+        #[cfg(target_arch = "x86_64")]
+        kernel => {
+            let ok = match kernel {
+                Int8Kernel::Vnni => super::vnni_supported(),
+                _ => crate::simd::isa() >= crate::simd::Isa::Avx2 && w.pairs.len() == 2 * w.quads.len(),
+            };
+            assert!(ok, "the {kernel:?} int8 kernel cannot run here (CPU, or weights packed without its layout)");
+            direct::DirectInt8::new(kernel, s, x, w, rq, out).run()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        kernel => panic!("the {kernel:?} int8 kernel needs x86-64"),
     }
-    forward_int8_reference(s, x, w, rq, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 mod direct {
     use super::*;
     use crate::conv::direct::{conv_pixels, DirectPlan, TaskBand};
-    use crate::conv::int8::Int8Residual;
+    use crate::conv::int8::{Int8Residual, BLOCK};
     use crate::scratch::with_bf16;
-    use crate::simd::avx512::{channel_masks, conv_tile_i8, ConvTileArgsI8, RawOutput, RawRequant, RawResidual};
+    use crate::simd::avx2::{conv_tile_i8_avx2, PIXELS_PER_TILE};
+    use crate::simd::avx512::{channel_masks, conv_tile_i8};
+    use crate::simd::int8::{ConvTileArgsI8, RawOutput, RawRequant, RawResidual};
     use crate::threads;
     use rayon::prelude::*;
 
-    use crate::conv::int8::BLOCK;
+    /// The monomorphised kernel for a tile of `px` pixels.
+    macro_rules! by_rows {
+        ($kernel:ident, $nb:literal, $px:expr, [$($r:literal)*]) => {
+            match $px {
+                $($r => $kernel::<$r, $nb>,)*
+                _ => unreachable!("int8 tile of {} pixels", $px),
+            }
+        };
+    }
+
+    /// Output channels of one AVX2 call: two vectors of eight.
+    const AVX2_CHANNELS: usize = 16;
 
     /// The output's first element, shared by the tasks, each writing its own elements.
     #[derive(Clone, Copy)]
@@ -44,31 +82,37 @@ mod direct {
 
     /// One direct int8 pass.
     pub(super) struct DirectInt8<'a> {
+        kernel: Int8Kernel,
         s: ConvShape,
         x: Int8Input<'a>,
+        /// The packed weight in the kernel's groups (quads or pairs).
         w: &'a [u32],
         rq: Requant<'a>,
         out: OutBase,
         plan: DirectPlan,
         args: ConvTileArgsI8,
-        quads: usize,
-        /// Rows of the packed weight: `kh * kw * quads`.
+        /// Channel groups per pixel: `ceil(cin / 4)` quads, or twice as many pairs.
+        groups: usize,
+        /// Rows of the packed weight: `kh * kw * groups`.
         rows: usize,
         /// A 1x1 stride-1 layer's band is one long row of pixels.
         long_rows: bool,
-        /// Long rows whose pixels are whole quads are read from the input itself.
+        /// Long rows whose pixels are whole quads are read from the input itself (VNNI only:
+        /// the AVX2 kernel reads widened pairs).
         in_place: bool,
     }
 
     impl<'a> DirectInt8<'a> {
         pub(super) fn new(
+            kernel: Int8Kernel,
             s: &ConvShape,
             x: Int8Input<'a>,
             w: &'a Int8Weights,
             rq: &Requant<'a>,
             out: Int8Output<'a>,
         ) -> Self {
-            let quads = s.cin.div_ceil(4);
+            let vnni = kernel == Int8Kernel::Vnni;
+            let groups = if vnni { s.cin.div_ceil(4) } else { 2 * s.cin.div_ceil(4) };
             let wp = s.w + 2 * s.pad;
             let out = match out {
                 Int8Output::U8 { y, scale } => OutBase::U8(y.as_mut_ptr(), 1.0 / scale),
@@ -76,25 +120,26 @@ mod direct {
             };
             let long_rows = s.is_pointwise();
             DirectInt8 {
+                kernel,
                 s: *s,
                 x,
-                w: &w.quads,
+                w: if vnni { &w.quads } else { &w.pairs },
                 rq: *rq,
                 out,
                 plan: DirectPlan::aligned(s, BLOCK, 1),
                 args: ConvTileArgsI8 {
-                    a_pixel_stride: s.stride * quads,
-                    a_row_stride: wp * quads,
-                    quads,
+                    a_pixel_stride: s.stride * groups,
+                    a_row_stride: wp * groups,
+                    groups,
                     kh: s.kh,
                     kw: s.kw,
                     w_row_stride: BLOCK.min(s.cout),
                     y_pixel_stride: s.cout,
                 },
-                quads,
-                rows: s.kh * s.kw * quads,
+                groups,
+                rows: s.kh * s.kw * groups,
                 long_rows,
-                in_place: long_rows && s.cin.is_multiple_of(4),
+                in_place: vnni && long_rows && s.cin.is_multiple_of(4),
             }
         }
 
@@ -115,20 +160,24 @@ mod direct {
                 // The strip's quads are read unaligned by the micro-kernel.
                 self.lines(&band, strip.as_ptr() as *const u32, strip.len() / 4);
             } else {
-                with_bf16(0, strip_rows * wp * self.quads, |_, strip| {
+                with_bf16(0, strip_rows * wp * self.groups, |_, strip| {
                     let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
-                    fill_strip_u8(s, &self.x, img, iy0, strip_rows, strip);
+                    if self.kernel == Int8Kernel::Vnni {
+                        fill_strip::<false>(s, &self.x, img, iy0, strip_rows, self.groups, strip);
+                    } else {
+                        fill_strip::<true>(s, &self.x, img, iy0, strip_rows, self.groups, strip);
+                    }
                     self.lines(&band, strip.as_ptr(), strip.len());
                 });
             }
         }
 
-        /// The band's lines: for each, every block of its channels, every block of pixels.
+        /// The band's lines: for each, every block of its channels, every tile of pixels.
         fn lines(&self, band: &Band, strip: *const u32, strip_len: usize) {
-            let (s, co, q) = (&self.s, self.s.cout, self.quads);
+            let (s, co, g) = (&self.s, self.s.cout, self.groups);
             let wp = s.w + 2 * s.pad;
             for r in 0..band.line_count {
-                let a_row = r * s.stride * wp * q;
+                let a_row = r * s.stride * wp * g;
                 for co0 in band.channels.clone().step_by(BLOCK) {
                     // Runs start at whole blocks (`DirectPlan::aligned`), so this is one block of
                     // the packed weight, of its width.
@@ -136,26 +185,81 @@ mod direct {
                     let width = (band.channels.end - co0).min(BLOCK);
                     let args = ConvTileArgsI8 { w_row_stride: width, ..self.args };
                     let block = &self.w[co0 * self.rows..][..width * self.rows];
-                    let r_max = conv_pixels(width.div_ceil(16));
-                    // Tiles as even as the kernel's limit allows (a 7-pixel row as 4 + 3, not
-                    // 6 + 1): a tile of few pixels reads as many weights for less work.
-                    let tiles = band.line_px.div_ceil(r_max);
-                    let mut ox = 0;
-                    for t in 0..tiles {
-                        let px = band.line_px / tiles + usize::from(t < band.line_px % tiles);
-                        // The last window's last quad: the strip holds the band's padded rows.
-                        assert!(a_row + (s.kh - 1) * wp * q + ((ox + px - 1) * s.stride + s.kw) * q <= strip_len);
-                        let at = band.band_at + (r * band.line_px + ox) * co + co0;
-                        let rq = self.raw_requant(at, co0);
-                        // SAFETY: AVX-512 and VNNI were checked by the caller; the windows lie in
-                        // the strip (asserted above), the weight quads `(tap * quads + q) * width`
-                        // with `width` lanes in the block (sliced to that length), and the output, residual and per-channel elements of the
-                        // tile (pixels `at / co ..` of this task's band, its channels) in their
-                        // buffers, also checked against the shape; the output overlaps no input.
-                        unsafe {
-                            run_tile(px, width, &args, strip.add(a_row + ox * s.stride * q), block.as_ptr(), &rq)
+                    // The calls across the block: one for VNNI, 16 channels each for AVX2.
+                    let call_width = if self.kernel == Int8Kernel::Vnni { width } else { AVX2_CHANNELS };
+                    for c in (0..width).step_by(call_width) {
+                        let lanes = (width - c).min(call_width);
+                        let r_max = match self.kernel {
+                            Int8Kernel::Vnni => conv_pixels(lanes.div_ceil(16)),
+                            _ => PIXELS_PER_TILE[lanes.div_ceil(8) - 1],
                         };
-                        ox += px;
+                        // Tiles as even as the kernel's limit allows (a 7-pixel row as 4 + 3,
+                        // not 6 + 1): a tile of few pixels reads as many weights for less work.
+                        let tiles = band.line_px.div_ceil(r_max);
+                        let mut ox = 0;
+                        for t in 0..tiles {
+                            let px = band.line_px / tiles + usize::from(t < band.line_px % tiles);
+                            // The last window's last group: the strip holds the band's padded rows.
+                            assert!(a_row + (s.kh - 1) * wp * g + ((ox + px - 1) * s.stride + s.kw) * g <= strip_len);
+                            let at = band.band_at + (r * band.line_px + ox) * co + co0 + c;
+                            let rq = self.raw_requant(at, co0 + c);
+                            let a = strip.wrapping_add(a_row + ox * s.stride * g);
+                            // SAFETY: the kernel was checked by the caller (`forward_int8_on`);
+                            // the windows lie in the strip (asserted above), the weight groups
+                            // `(tap * groups + q) * width + c + lane` for `lanes` lanes in the
+                            // block (sliced to that length), and the output, residual and
+                            // per-channel elements of the tile (pixels `at / co ..` of this
+                            // task's band, its channels) in their buffers, also checked against
+                            // the shape; the output overlaps no input.
+                            unsafe { self.run_tile(px, lanes, &args, a, block[c..].as_ptr(), &rq) };
+                            ox += px;
+                        }
+                    }
+                }
+            }
+        }
+
+        /// One micro-kernel call of `px` pixels and `lanes` channels.
+        ///
+        /// # Safety
+        /// The contract of [`conv_tile_i8`] or [`conv_tile_i8_avx2`] for these sizes.
+        unsafe fn run_tile(
+            &self,
+            px: usize,
+            lanes: usize,
+            g: &ConvTileArgsI8,
+            a: *const u32,
+            w: *const u32,
+            rq: &RawRequant,
+        ) {
+            // SAFETY (each arm): forwarded contract; `px` is within the kernel's pixel limit for
+            // this many vectors.
+            unsafe {
+                if self.kernel == Int8Kernel::Vnni {
+                    match lanes.div_ceil(16) {
+                        1 => by_rows!(conv_tile_i8, 1, px, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16])(
+                            g,
+                            a,
+                            w,
+                            rq,
+                            &channel_masks(lanes),
+                        ),
+                        2 => by_rows!(conv_tile_i8, 2, px, [1 2 3 4 5 6 7 8 9 10 11 12])(
+                            g,
+                            a,
+                            w,
+                            rq,
+                            &channel_masks(lanes),
+                        ),
+                        3 => by_rows!(conv_tile_i8, 3, px, [1 2 3 4 5 6 7 8])(g, a, w, rq, &channel_masks(lanes)),
+                        4 => by_rows!(conv_tile_i8, 4, px, [1 2 3 4 5 6])(g, a, w, rq, &channel_masks(lanes)),
+                        nb => unreachable!("{nb} channel vectors"),
+                    }
+                } else {
+                    match lanes.div_ceil(8) {
+                        1 => by_rows!(conv_tile_i8_avx2, 1, px, [1 2 3 4 5 6 7 8 9 10 11 12])(g, a, w, rq, lanes),
+                        2 => by_rows!(conv_tile_i8_avx2, 2, px, [1 2 3 4 5 6])(g, a, w, rq, lanes),
+                        nb => unreachable!("{nb} channel vectors"),
                     }
                 }
             }
@@ -190,64 +294,68 @@ mod direct {
         channels: std::ops::Range<usize>,
     }
 
+    /// Four channels (missing ones read as the zero point) as the kernel's groups: one VNNI quad,
+    /// or the AVX2 kernel's two pairs of zero-extended 16-bit values.
+    #[inline(always)]
+    fn pack<const PAIRS: bool>(b: [u8; 4], dst: &mut [u32]) {
+        if PAIRS {
+            dst[0] = u32::from(b[0]) | u32::from(b[1]) << 16;
+            dst[1] = u32::from(b[2]) | u32::from(b[3]) << 16;
+        } else {
+            dst[0] = u32::from_le_bytes(b);
+        }
+    }
+
     /// Copies input rows `iy0 .. iy0 + rows` of image `img` into `strip` as rows of `w + 2 * pad`
-    /// pixels of `ceil(cin / 4)` quads, the padding and a missing fourth channel reading the
-    /// zero point.
-    fn fill_strip_u8(s: &ConvShape, x: &Int8Input<'_>, img: usize, iy0: isize, rows: usize, strip: &mut [u32]) {
-        let (c, p, q) = (s.cin, s.pad, s.cin.div_ceil(4));
+    /// pixels of `groups` groups (quads, or pairs where `PAIRS`), the padding and missing
+    /// channels reading the zero point.
+    fn fill_strip<const PAIRS: bool>(
+        s: &ConvShape,
+        x: &Int8Input<'_>,
+        img: usize,
+        iy0: isize,
+        rows: usize,
+        groups: usize,
+        strip: &mut [u32],
+    ) {
+        let (c, p) = (s.cin, s.pad);
         let wp = s.w + 2 * p;
-        let zero = u32::from_le_bytes([x.zero_point; 4]);
-        for (r, dst) in strip[..rows * wp * q].chunks_exact_mut(wp * q).enumerate() {
+        let per_quad = if PAIRS { 2 } else { 1 };
+        let mut zero = [0u32; 2];
+        pack::<PAIRS>([x.zero_point; 4], &mut zero[..per_quad]);
+        let fill_zero =
+            |dst: &mut [u32]| dst.chunks_exact_mut(per_quad).for_each(|d| d.copy_from_slice(&zero[..per_quad]));
+        for (r, dst) in strip[..rows * wp * groups].chunks_exact_mut(wp * groups).enumerate() {
             let iy = iy0 + r as isize;
             if iy < 0 || iy >= s.h as isize {
-                dst.fill(zero);
+                fill_zero(dst);
                 continue;
             }
-            dst[..p * q].fill(zero);
-            dst[(p + s.w) * q..].fill(zero);
+            fill_zero(&mut dst[..p * groups]);
+            fill_zero(&mut dst[(p + s.w) * groups..]);
             let src = &x.x[((img * s.h + iy as usize) * s.w) * c..][..s.w * c];
-            let row = &mut dst[p * q..(p + s.w) * q];
+            let row = &mut dst[p * groups..(p + s.w) * groups];
             if c.is_multiple_of(4) {
-                for (d, b) in row.iter_mut().zip(src.chunks_exact(4)) {
-                    *d = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                // Whole quads: one group per two or four bytes, in plain loops that vectorise.
+                if PAIRS {
+                    for (d, b) in row.iter_mut().zip(src.chunks_exact(2)) {
+                        *d = u32::from(b[0]) | u32::from(b[1]) << 16;
+                    }
+                } else {
+                    for (d, b) in row.iter_mut().zip(src.chunks_exact(4)) {
+                        *d = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
                 }
             } else {
-                for (px, pixel) in row.chunks_exact_mut(q).zip(src.chunks_exact(c)) {
-                    for (k, d) in px.iter_mut().enumerate() {
+                for (px, pixel) in row.chunks_exact_mut(groups).zip(src.chunks_exact(c)) {
+                    for (k, d) in px.chunks_exact_mut(per_quad).enumerate() {
                         let mut b = [x.zero_point; 4];
                         for (j, v) in b.iter_mut().enumerate().take(c.saturating_sub(4 * k).min(4)) {
                             *v = pixel[4 * k + j];
                         }
-                        *d = u32::from_le_bytes(b);
+                        pack::<PAIRS>(b, d);
                     }
                 }
-            }
-        }
-    }
-
-    macro_rules! by_rows {
-        ($nb:literal, $px:expr, [$($r:literal)*]) => {
-            match $px {
-                $($r => conv_tile_i8::<$r, $nb>,)*
-                _ => unreachable!("int8 tile of {} pixels", $px),
-            }
-        };
-    }
-
-    /// One micro-kernel call of `px` pixels and `width` channels.
-    ///
-    /// # Safety
-    /// The contract of [`conv_tile_i8`] for these sizes.
-    unsafe fn run_tile(px: usize, width: usize, g: &ConvTileArgsI8, a: *const u32, w: *const u32, rq: &RawRequant) {
-        // SAFETY (each arm): forwarded contract; `px` is within the kernel's pixel limit
-        // (`conv_pixels`) for this many vectors.
-        unsafe {
-            match width.div_ceil(16) {
-                1 => by_rows!(1, px, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16])(g, a, w, rq, &channel_masks(width)),
-                2 => by_rows!(2, px, [1 2 3 4 5 6 7 8 9 10 11 12])(g, a, w, rq, &channel_masks(width)),
-                3 => by_rows!(3, px, [1 2 3 4 5 6 7 8])(g, a, w, rq, &channel_masks(width)),
-                4 => by_rows!(4, px, [1 2 3 4 5 6])(g, a, w, rq, &channel_masks(width)),
-                nb => unreachable!("{nb} channel vectors"),
             }
         }
     }

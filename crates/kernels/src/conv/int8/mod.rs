@@ -10,9 +10,13 @@
 //! as `[kh, kw, ceil(cin / 4), 64]` blocks of 64 output channels, each contiguous. A zero-padded border reads the input's zero point, so
 //! padding stands for a real zero whatever the zero point.
 //!
+//! CPUs without VNNI run an AVX2 kernel on `vpmaddwd` instead, over the same blocks with pairs
+//! of 16-bit values in place of quads (`Int8Weights::pairs`, and an input strip widened to
+//! match); its results are the same bit for bit.
+//!
 //! Files: `pack.rs` (weights and the per-channel arrays), `forward.rs` (the direct pass over
-//! the AVX512-VNNI micro-kernel), `reference.rs` (the portable pass: the oracle of the tests
-//! and the path of CPUs without VNNI).
+//! the AVX512-VNNI or AVX2 micro-kernel), `reference.rs` (the portable pass: the oracle of the
+//! tests and the path of CPUs without AVX2).
 
 mod forward;
 mod pack;
@@ -20,8 +24,8 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
-pub use forward::forward_int8;
-pub use pack::{pack_weights, quantize_weights, requant_arrays, Int8Weights, BLOCK};
+pub use forward::{forward_int8, forward_int8_on};
+pub use pack::{pack_pairs, pack_weights, quantize_weights, requant_arrays, Int8Weights, BLOCK};
 pub use reference::forward_int8_reference;
 
 /// The input of an int8 convolution.
@@ -119,7 +123,31 @@ pub fn requantize_i8(v: f32, inv_scale: f32) -> i8 {
     q.round_ties_even() as i8
 }
 
-/// Whether this CPU runs the AVX512-VNNI kernels (else the portable pass runs).
+/// The int8 convolution kernels, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// AVX512-VNNI `vpdpbusd` on quads of bytes.
+    Vnni,
+    /// AVX2 `vpmaddwd` on pairs of 16-bit values.
+    Avx2,
+    /// Plain loops.
+    Portable,
+}
+
+impl Int8Kernel {
+    /// The best kernel this CPU runs (within the instruction-set cap of `simd::cap_isa`).
+    pub fn detect() -> Self {
+        if vnni_supported() {
+            Int8Kernel::Vnni
+        } else if cfg!(target_arch = "x86_64") && crate::simd::isa() >= crate::simd::Isa::Avx2 {
+            Int8Kernel::Avx2
+        } else {
+            Int8Kernel::Portable
+        }
+    }
+}
+
+/// Whether this CPU runs the AVX512-VNNI kernels.
 pub fn vnni_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -1,5 +1,8 @@
-//! Int8 weights: symmetric per-output-channel quantization, the packed quad layout of the
-//! kernels, and the per-channel arrays of the requantizing epilogue.
+//! Int8 weights: symmetric per-output-channel quantization, the packed layouts of the kernels
+//! (quads of bytes for VNNI and the portable pass, pairs of 16-bit values for AVX2), and the
+//! per-channel arrays of the requantizing epilogue.
+
+use super::Int8Kernel;
 
 /// Output channels per block of packed weights: the micro-kernel's widest call.
 pub const BLOCK: usize = 64;
@@ -24,6 +27,11 @@ pub struct Int8Weights {
     /// `b * BLOCK * kh * kw * ceil(cin / 4)`, so a micro-kernel call reads its weights front to
     /// back.
     pub quads: Vec<u32>,
+    /// The same weights for the AVX2 kernel, packed where it is the kernel this CPU runs (else
+    /// empty): pairs of input channels `2p`, `2p + 1` as two sign-extended 16-bit values (the
+    /// lower channel in the low half, a missing channel zero), in blocks laid out as the quads'
+    /// with `2 * ceil(cin / 4)` pairs per tap.
+    pub pairs: Vec<u32>,
     /// `[cout]` sums of each output channel's weights (for the input zero point).
     pub sums: Vec<i32>,
 }
@@ -50,33 +58,57 @@ pub fn quantize_weights(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
 }
 
 /// Packs quantized weights `q` (`[kh, kw, cin, cout]`) into quads of input channels, in blocks
-/// of output channels (see [`Int8Weights::quads`]).
+/// of output channels (see [`Int8Weights::quads`]), and into the pairs of the AVX2 kernel where
+/// this CPU runs it.
 pub fn pack_weights(q: &[i8], kh: usize, kw: usize, cin: usize, cout: usize) -> Int8Weights {
     assert_eq!(q.len(), kh * kw * cin * cout, "int8 weights [kh, kw, cin, cout]");
-    let quads = cin.div_ceil(4);
-    let rows = kh * kw * quads;
-    let mut packed = vec![0u32; rows * cout];
-    for tap in 0..kh * kw {
-        for ci in 0..cin {
-            let (quad, byte) = (ci / 4, ci % 4);
-            let src = &q[(tap * cin + ci) * cout..][..cout];
-            for (co, &v) in src.iter().enumerate() {
-                packed[quad_index(rows, cout, tap * quads + quad, co)] |= u32::from(v as u8) << (8 * byte);
-            }
-        }
-    }
+    let quads = pack_groups(q, kh * kw, cin, cout, 4, |v, slot| u32::from(v as u8) << (8 * slot));
+    let pairs = if Int8Kernel::detect() == Int8Kernel::Avx2 { pack_pairs(q, kh, kw, cin, cout) } else { Vec::new() };
     let mut sums = vec![0i32; cout];
     for row in q.chunks_exact(cout) {
         for (s, &v) in sums.iter_mut().zip(row) {
             *s += i32::from(v);
         }
     }
-    Int8Weights { kh, kw, cin, cout, quads: packed, sums }
+    Int8Weights { kh, kw, cin, cout, quads, pairs, sums }
 }
 
-/// Where the quad of row `row` (`tap * quads + quad`) and output channel `co` lies in the
+/// The AVX2 kernel's layout of `q` (see [`Int8Weights::pairs`]).
+pub fn pack_pairs(q: &[i8], kh: usize, kw: usize, cin: usize, cout: usize) -> Vec<u32> {
+    assert_eq!(q.len(), kh * kw * cin * cout, "int8 weights [kh, kw, cin, cout]");
+    // Two pairs per quad, so both kernels share the padding of `cin` to a multiple of four.
+    pack_groups(q, kh * kw, cin.next_multiple_of(4), cout, 2, |v, slot| u32::from(i16::from(v) as u16) << (16 * slot))
+}
+
+/// Packs `q` (`[taps, cin, cout]`, `cin` channels at most `padded_cin`) in groups of `size`
+/// input channels, one `u32` per group and output channel, `place` putting a weight in its slot
+/// of the group; the groups in blocks of [`BLOCK`] output channels (see [`group_index`]).
+fn pack_groups(
+    q: &[i8],
+    taps: usize,
+    padded_cin: usize,
+    cout: usize,
+    size: usize,
+    place: fn(i8, usize) -> u32,
+) -> Vec<u32> {
+    let cin = q.len() / (taps * cout);
+    let groups = padded_cin.div_ceil(size);
+    let rows = taps * groups;
+    let mut packed = vec![0u32; rows * cout];
+    for tap in 0..taps {
+        for ci in 0..cin {
+            let src = &q[(tap * cin + ci) * cout..][..cout];
+            for (co, &v) in src.iter().enumerate() {
+                packed[group_index(rows, cout, tap * groups + ci / size, co)] |= place(v, ci % size);
+            }
+        }
+    }
+    packed
+}
+
+/// Where the group of row `row` (`tap * groups + group`) and output channel `co` lies in the
 /// blocked layout of a weight with `rows` rows and `cout` channels.
-pub(super) fn quad_index(rows: usize, cout: usize, row: usize, co: usize) -> usize {
+pub(super) fn group_index(rows: usize, cout: usize, row: usize, co: usize) -> usize {
     let (block, lane) = (co / BLOCK, co % BLOCK);
     let width = BLOCK.min(cout - block * BLOCK);
     block * BLOCK * rows + row * width + lane

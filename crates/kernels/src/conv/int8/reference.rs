@@ -1,8 +1,8 @@
 //! The portable int8 convolution: integer sums by plain loops and the epilogue with the
-//! kernel's arithmetic, so its outputs are the AVX512-VNNI kernel's bit for bit. The test oracle,
-//! and the path of CPUs without VNNI.
+//! kernels' arithmetic, so its outputs are the AVX512-VNNI and AVX2 kernels' bit for bit. The
+//! test oracle, and the path of CPUs without AVX2.
 
-use super::pack::quad_index;
+use super::pack::group_index;
 use super::{check_buffers, Int8Input, Int8Output, Int8Residual, Int8Weights, Requant};
 use crate::conv::ConvShape;
 use crate::threads;
@@ -37,7 +37,7 @@ pub fn forward_int8_reference(
                     };
                     let row = (ky * s.kw + kx) * quads + ci / 4;
                     for (c, sum) in sums.iter_mut().enumerate() {
-                        let q = w.quads[quad_index(rows, co, row, c)];
+                        let q = w.quads[group_index(rows, co, row, c)];
                         *sum += i32::from(a) * i32::from((q >> (8 * (ci % 4))) as u8 as i8);
                     }
                 }

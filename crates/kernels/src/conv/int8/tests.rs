@@ -117,6 +117,10 @@ fn quantized_weights_round_per_channel_and_pack_in_quads() {
     assert_eq!(packed.quads[1], u32::from_le_bytes([2, 4, 6, (-2i8) as u8]));
     assert_eq!(packed.quads[2], u32::from_le_bytes([(-3i8) as u8, 0, 0, 0]));
     assert_eq!(packed.sums, vec![1 + 3 + 5 - 1 - 3, 2 + 4 + 6 - 2 - 4]);
+    // The AVX2 pairs: channels (0, 1), (2, 3), then (4, padding) and (padding, padding).
+    let pairs = pack_pairs(&[1, 2, 3, 4, 5, 6, -1, -2, -3, -4], 1, 1, 5, 2);
+    let pair = |lo: i16, hi: i16| u32::from(lo as u16) | u32::from(hi as u16) << 16;
+    assert_eq!(pairs, vec![pair(1, 3), pair(2, 4), pair(5, -1), pair(6, -2), pair(-3, 0), pair(-4, 0), 0, 0]);
 }
 
 #[test]
@@ -163,29 +167,67 @@ fn portable_pass_computes_the_real_convolution_of_the_quantized_values() {
     }
 }
 
-#[test]
-fn vnni_pass_matches_the_portable_pass_bit_for_bit() {
-    if !vnni_supported() {
-        crate::skip::skip("no AVX512-VNNI: the portable pass is the only int8 path here");
-        return;
-    }
+/// Runs `kernel` on every shape, zero point, residual and output kind against the portable pass.
+fn matches_portable_bit_for_bit(kernel: Int8Kernel, seed: u64) {
     for (i, &dims) in SHAPES.iter().enumerate() {
         for zero_point in [0u8, 77] {
-            let case = Case::new(shape(dims), zero_point, 100 + i as u64);
+            let mut case = Case::new(shape(dims), zero_point, seed + i as u64);
+            let s = case.s;
+            case.w.pairs = pack_pairs(&case.q, s.kh, s.kw, s.cin, s.cout);
             let (mult, offset) = case.arrays();
             let x = Int8Input { x: &case.x, zero_point };
             for residual in 0..3 {
                 let rq = Requant { mult: &mult, offset: &offset, residual: case.residual(residual) };
-                let n = case.s.output_len();
+                let n = s.output_len();
                 let (mut want, mut got) = (vec![0u8; n], vec![0u8; n]);
-                forward_int8_reference(&case.s, x, &case.w, &rq, Int8Output::U8 { y: &mut want, scale: 0.05 });
-                forward_int8(&case.s, x, &case.w, &rq, Int8Output::U8 { y: &mut got, scale: 0.05 });
-                assert_eq!(want, got, "{dims:?} zp {zero_point} residual {residual}");
+                forward_int8_reference(&s, x, &case.w, &rq, Int8Output::U8 { y: &mut want, scale: 0.05 });
+                forward_int8_on(kernel, &s, x, &case.w, &rq, Int8Output::U8 { y: &mut got, scale: 0.05 });
+                assert_eq!(want, got, "{kernel:?} {dims:?} zp {zero_point} residual {residual}");
                 let (mut want, mut got) = (vec![0i8; n], vec![1i8; n]);
-                forward_int8_reference(&case.s, x, &case.w, &rq, Int8Output::I8 { y: &mut want, scale: 0.02 });
-                forward_int8(&case.s, x, &case.w, &rq, Int8Output::I8 { y: &mut got, scale: 0.02 });
-                assert_eq!(want, got, "{dims:?} zp {zero_point} residual {residual} signed");
+                forward_int8_reference(&s, x, &case.w, &rq, Int8Output::I8 { y: &mut want, scale: 0.02 });
+                forward_int8_on(kernel, &s, x, &case.w, &rq, Int8Output::I8 { y: &mut got, scale: 0.02 });
+                assert_eq!(want, got, "{kernel:?} {dims:?} zp {zero_point} residual {residual} signed");
             }
         }
     }
+}
+
+#[test]
+fn vnni_pass_matches_the_portable_pass_bit_for_bit() {
+    if !vnni_supported() {
+        crate::skip::skip("no AVX512-VNNI: the AVX2 kernel and the portable pass are the int8 paths here");
+        return;
+    }
+    matches_portable_bit_for_bit(Int8Kernel::Vnni, 100);
+}
+
+#[test]
+fn avx2_pass_matches_the_portable_pass_bit_for_bit() {
+    if crate::simd::isa() < crate::simd::Isa::Avx2 {
+        crate::skip::skip("no AVX2: the portable pass is the only int8 path here");
+        return;
+    }
+    matches_portable_bit_for_bit(Int8Kernel::Avx2, 200);
+}
+
+#[test]
+fn avx2_products_do_not_saturate_at_the_extremes() {
+    // Every activation 255 and every weight -127 or 127: `vpmaddubsw` would clamp each pair sum
+    // (2 * 255 * 127 = 64770) to 16 bits; the widened pairs must not.
+    if crate::simd::isa() < crate::simd::Isa::Avx2 {
+        crate::skip::skip("no AVX2: the portable pass is the only int8 path here");
+        return;
+    }
+    let s = ConvShape { n: 1, h: 3, w: 3, cin: 64, cout: 24, kh: 3, kw: 3, stride: 1, pad: 1 };
+    let q: Vec<i8> = (0..s.weight_len()).map(|i| if (i / s.cout).is_multiple_of(3) { -127 } else { 127 }).collect();
+    let w = Int8Weights { pairs: pack_pairs(&q, 3, 3, 64, 24), ..pack_weights(&q, 3, 3, 64, 24) };
+    let x = vec![255u8; s.input_len()];
+    let (mult, offset) = (vec![1e-7f32; s.cout], vec![0.0f32; s.cout]);
+    let rq = Requant { mult: &mult, offset: &offset, residual: Int8Residual::None };
+    let input = Int8Input { x: &x, zero_point: 0 };
+    let (mut want, mut got) = (vec![0i8; s.output_len()], vec![0i8; s.output_len()]);
+    forward_int8_reference(&s, input, &w, &rq, Int8Output::I8 { y: &mut want, scale: 0.01 });
+    forward_int8_on(Int8Kernel::Avx2, &s, input, &w, &rq, Int8Output::I8 { y: &mut got, scale: 0.01 });
+    assert_eq!(want, got);
+    assert!(want.iter().any(|&v| v != 0 && v.abs() < 127), "the sums should land inside the output range");
 }

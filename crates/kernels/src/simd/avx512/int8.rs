@@ -2,84 +2,8 @@
 //! four products summed into each 32-bit lane, exactly) and its requantizing epilogue.
 
 use super::lane_mask;
+use crate::simd::int8::{ConvTileArgsI8, RawOutput, RawRequant, RawResidual};
 use std::arch::x86_64::*;
-
-/// Geometry of the int8 kernel: like [`super::ConvTileArgs`], with the input and the weights
-/// packed in quads of input channels (one `u32` holds channels `4q .. 4q + 3`, the lowest byte
-/// channel `4q`), so strides count quads.
-#[derive(Clone, Copy, Debug)]
-pub struct ConvTileArgsI8 {
-    /// Quads between the input windows of consecutive output pixels (`stride * quads`).
-    pub a_pixel_stride: usize,
-    /// Quads between consecutive input rows (`padded width * quads`).
-    pub a_row_stride: usize,
-    /// Input channel quads (`ceil(cin / 4)`).
-    pub quads: usize,
-    /// Kernel height.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Quad rows between consecutive weight rows (`cout` for a `[kh, kw, quads, cout]` weight).
-    pub w_row_stride: usize,
-    /// Elements between consecutive output pixels (`cout` for an NHWC output).
-    pub y_pixel_stride: usize,
-}
-
-/// Where the requantizing epilogue reads the residual of a tile's first output element, laid
-/// out as the output.
-#[derive(Clone, Copy, Debug)]
-pub enum RawResidual {
-    /// No residual.
-    None,
-    /// 8-bit values `q` standing for `q * scale` (an activation after a ReLU).
-    U8 {
-        /// The tile's first residual element.
-        at: *const u8,
-        /// Real value of one step.
-        scale: f32,
-    },
-    /// Signed 8-bit values `q` standing for `q * scale` (a projection shortcut's output).
-    I8 {
-        /// The tile's first residual element.
-        at: *const i8,
-        /// Real value of one step.
-        scale: f32,
-    },
-}
-
-/// Where and how the epilogue writes a tile.
-#[derive(Clone, Copy, Debug)]
-pub enum RawOutput {
-    /// `clamp(round(v / scale), 0, 255)`: the ReLU and the requantization in one.
-    U8 {
-        /// The tile's first output element.
-        at: *mut u8,
-        /// `1 / scale` of the output.
-        inv_scale: f32,
-    },
-    /// `clamp(round(v / scale), -128, 127)`: signed 8-bit values, no activation.
-    I8 {
-        /// The tile's first output element.
-        at: *mut i8,
-        /// `1 / scale` of the output.
-        inv_scale: f32,
-    },
-}
-
-/// The requantizing epilogue of a tile: `v = sum * mult + offset` per output channel (the
-/// input and weight scales, the folded batch norm's shift and the input zero point's share),
-/// plus the residual, then the output's own quantization (unsigned after a ReLU, or signed).
-#[derive(Clone, Copy, Debug)]
-pub struct RawRequant {
-    /// Multiplier of the tile's first output channel (the others follow).
-    pub mult: *const f32,
-    /// Offset of the tile's first output channel (the others follow).
-    pub offset: *const f32,
-    /// The residual.
-    pub residual: RawResidual,
-    /// The output.
-    pub output: RawOutput,
-}
 
 /// `out[r, j] = requant(sum_{ky, kx, q} a[r, ky, kx, q] . w[ky, kx, q, j])` for `R` output pixels
 /// and the `NB` channel vectors starting at `w` and the epilogue's pointers, where `.` is the
@@ -87,9 +11,9 @@ pub struct RawRequant {
 ///
 /// # Safety
 /// - The CPU supports AVX-512F/BW/VL and AVX512_VNNI.
-/// - For every `r < R`, `ky < kh`, `kx < kw`, `q < quads`, the quad
-///   `a + r * a_pixel_stride + ky * a_row_stride + kx * quads + q` is readable.
-/// - `w + ((ky * kw + kx) * quads + q) * w_row_stride + 16 * j + lane` is readable for every tap,
+/// - For every `r < R`, `ky < kh`, `kx < kw`, `q < groups`, the quad
+///   `a + r * a_pixel_stride + ky * a_row_stride + kx * groups + q` is readable.
+/// - `w + ((ky * kw + kx) * groups + q) * w_row_stride + 16 * j + lane` is readable for every tap,
 ///   quad, `j < NB` and lane set in `masks[j]`.
 /// - `mult` and `offset` plus `16 * j + lane`, and the residual and the output plus
 ///   `r * y_pixel_stride + 16 * j + lane`, are readable (the output writable) likewise; the output
@@ -107,9 +31,9 @@ pub unsafe fn conv_tile_i8<const R: usize, const NB: usize>(
         for kx in 0..g.kw {
             let tap = ky * g.kw + kx;
             // SAFETY: offsets stay inside the window and weight ranges of the contract.
-            let a_tap = unsafe { a.add(ky * g.a_row_stride + kx * g.quads) };
-            let w_tap = unsafe { w.add(tap * g.quads * g.w_row_stride) };
-            for q in 0..g.quads {
+            let a_tap = unsafe { a.add(ky * g.a_row_stride + kx * g.groups) };
+            let w_tap = unsafe { w.add(tap * g.groups * g.w_row_stride) };
+            for q in 0..g.groups {
                 let mut wv = [_mm512_setzero_si512(); NB];
                 for (j, v) in wv.iter_mut().enumerate() {
                     // SAFETY: weight quad row q of this tap, lanes limited by the mask.

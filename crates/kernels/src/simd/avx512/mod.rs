@@ -36,5 +36,5 @@ pub use bf16::{
     conv_tile_bf16, conv_tile_s1k3_bf16, to_bf16, transpose16_bf16, wgrad_pairs_bf16, ConvTileArgsBf16, WgradPairsArgs,
 };
 pub use forward::{conv_tile, conv_tile_s1k3, ConvTileArgs, RawOutputTransform};
-pub use int8::{channel_masks, conv_tile_i8, ConvTileArgsI8, RawOutput, RawRequant, RawResidual};
+pub use int8::{channel_masks, conv_tile_i8};
 pub use weight_gradient::{wgrad_tile, wgrad_tile_s1k3, WgradTileArgs};
