@@ -3,7 +3,7 @@
 //! `cargo run --release -p resnet-examples --example evaluate CHECKPOINT [IMAGEFOLDER]` (the
 //! synthetic dataset when no folder is given).
 
-use resnet_data::{open, DatasetKind, Loader, LoaderConfig, LoaderMode, OpenOptions};
+use resnet_data::{open, DatasetKind, Loader, LoaderConfig, LoaderMode, OpenOptions, Shard};
 use resnet_train::checkpoint::Checkpoint;
 use resnet_train::evaluate::evaluate;
 use std::path::PathBuf;
@@ -31,6 +31,7 @@ fn main() -> anyhow::Result<()> {
             prefetch: 2,
             mode: LoaderMode::Eval(ckpt.preprocess.eval_view.clone()),
             normalize: ckpt.preprocess.normalize.clone(),
+            shard: Shard::WHOLE,
         },
     )?;
     let r = evaluate(&mut net, &loader, |_| {})?;

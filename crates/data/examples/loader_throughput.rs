@@ -65,6 +65,7 @@ fn measure(name: &str, ds: SharedDataset, mode: LoaderMode, normalize: Normalize
         prefetch: 4,
         mode,
         normalize,
+        shard: resnet_data::Shard::WHOLE,
     };
     let loader = Loader::new(ds, cfg).expect("loader");
     let n = if batches == 0 { loader.batches_per_epoch() } else { batches.min(loader.batches_per_epoch()) };

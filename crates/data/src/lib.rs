@@ -25,6 +25,7 @@
 //!         prefetch: 2,
 //!         mode: LoaderMode::Train(TrainAugment::PadCropFlip { pad: 4 }),
 //!         normalize: Normalize::PixelMean { mean, scale: 1.0 / 255.0 },
+//!         shard: Shard::WHOLE,
 //!     },
 //! )?;
 //! for batch in loader.epoch(0, 0) {
@@ -55,6 +56,7 @@ mod par;
 #[cfg(feature = "download")]
 mod pretrained;
 mod read;
+mod shard;
 mod single;
 mod synthetic;
 mod transform;
@@ -83,6 +85,7 @@ pub use pretrained::{
     TorchvisionWeights, WeightsVariant, TORCHVISION_WEIGHTS, TORCHVISION_WEIGHTS_BASE,
 };
 pub use read::{read_image_file, MAX_IMAGE_FILE_BYTES};
+pub use shard::Shard;
 pub use single::{prepare_views, read_image};
 pub use walk::MAX_FOLDER_DEPTH;
 

@@ -8,7 +8,7 @@
 
 use crate::augment::{EvalView, TrainAugment};
 use crate::normalize::Normalize;
-use crate::{DataError, SharedDataset};
+use crate::{DataError, Shard, SharedDataset};
 use resnet_kernels::rng::Rng;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -48,6 +48,9 @@ pub struct LoaderConfig {
     pub mode: LoaderMode,
     /// Input normalisation.
     pub normalize: Normalize,
+    /// The part of every batch this loader yields (data-parallel ranks; [`Shard::WHOLE`]
+    /// otherwise). Batches are counted as whole batches either way.
+    pub shard: Shard,
 }
 
 /// One batch.
@@ -215,10 +218,10 @@ struct Plan {
 }
 
 impl Plan {
-    /// Positions in `order` of batch `b`.
+    /// Positions in `order` of this shard's part of batch `b`.
     fn batch(&self, b: usize) -> std::ops::Range<usize> {
         let bs = self.cfg.batch_size;
-        b * bs..((b + 1) * bs).min(self.order.len())
+        self.cfg.shard.part(b * bs..((b + 1) * bs).min(self.order.len()))
     }
 
     fn chunks(&self, b: usize) -> usize {

@@ -111,6 +111,7 @@ fn measure(
             prefetch: 2,
             mode: LoaderMode::Eval(resnet_data::EvalView::Full),
             normalize: ckpt.preprocess.normalize.clone(),
+            shard: resnet_data::Shard::WHOLE,
         },
     )?;
     let mut moments: Vec<Moments> = Vec::new();

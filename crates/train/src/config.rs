@@ -178,6 +178,14 @@ pub struct TrainConfig {
     /// Arithmetic of the convolutions.
     #[serde(default)]
     pub precision: Precision,
+    /// Data-parallel processes (ranks) the run trains on; `batch_size` is the batch of all of
+    /// them together, each taking `batch_size / world_size` of it.
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -217,6 +225,7 @@ impl TrainConfig {
             workers: 2,
             checkpoint_every: 0,
             precision: Precision::Fp32,
+            world_size: 1,
         }
     }
 

@@ -183,6 +183,7 @@ mod tests {
                 prefetch: 1,
                 mode: LoaderMode::Eval(EvalView::TenCrop { resize: 40, crop: 32 }),
                 normalize: Normalize::None,
+                shard: resnet_data::Shard::WHOLE,
             },
         )
         .unwrap();

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod distributed;
 pub mod evaluate;
 pub mod fine_tune;
 pub mod fsutil;

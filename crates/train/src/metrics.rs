@@ -39,6 +39,13 @@ pub struct EpochMetrics {
     pub images_per_sec: f64,
     /// Wall seconds of the epoch (training and evaluation).
     pub seconds: f64,
+    /// Data-parallel ranks that trained the epoch (`images_per_sec` is theirs together).
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 // New columns go at the end, so readers of the older columns by position keep working.
@@ -162,6 +169,7 @@ mod tests {
             val_error: None,
             images_per_sec: 400.0,
             seconds: 120.0,
+            world_size: 1,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod plot;
 pub mod predict;
 pub mod progress;
 pub mod quantize;
+pub mod ranks;
 pub mod split;
 pub mod train;
 pub mod weights;

@@ -189,6 +189,7 @@ pub fn eval_loader(
             prefetch: 4,
             mode: LoaderMode::Eval(opts.view.clone()),
             normalize: ckpt.preprocess.normalize.clone(),
+            shard: resnet_data::Shard::WHOLE,
         },
     )?;
     let (oh, ow, _) = loader.output_shape();

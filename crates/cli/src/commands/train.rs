@@ -618,19 +618,44 @@ fn start(args: Args) -> anyhow::Result<()> {
         }
     };
     let stop = interrupt::stop_flag()?;
-    if !resume {
-        eprintln!("training {} on {} ({} recipe) into {}", config.model, config.dataset, config.recipe, dir.display());
+    let group = super::ranks::join()?;
+    let lead = group.rank() == 0;
+    if !resume && lead {
+        let ranks = if group.size() > 1 { format!(" on {} ranks", group.size()) } else { String::new() };
+        eprintln!(
+            "training {} on {} ({} recipe){ranks} into {}",
+            config.model,
+            config.dataset,
+            config.recipe,
+            dir.display()
+        );
     }
+    // Rank 0 shows the progress; the others train quietly.
     let mut bars = EpochBars::new(args.quiet);
-    let summary = if resume {
+    let mut silent = trainer::Silent;
+    let observer: &mut dyn trainer::Observer = if lead { &mut bars } else { &mut silent };
+    let result = if resume {
         let changes = ResumeChanges {
             length: args.epochs.map(RunLength::Epochs).or(args.iterations.map(RunLength::Iterations)),
             workers: args.workers,
         };
-        trainer::resume(&dir, &changes, &stop, &mut bars)?
+        trainer::resume_with(&dir, &changes, &stop, observer, group.as_ref())
     } else {
-        trainer::run(config, &dir, false, &stop, &mut bars)?
+        trainer::run_with(config, &dir, false, &stop, observer, group.as_ref())
     };
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) if group.size() > 1 => {
+            // The other ranks may be waiting for this one: end them all, naming the rank.
+            eprintln!("error: rank {} of {}: {e}", group.rank(), group.size());
+            group.abort(1);
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !lead {
+        return Ok(());
+    }
     bars.finish();
     print_summary(&summary, &dir);
     if summary.outcome == Outcome::Interrupted {

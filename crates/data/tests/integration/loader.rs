@@ -20,6 +20,7 @@ fn cfg(mode: LoaderMode, batch: usize, workers: usize) -> LoaderConfig {
         prefetch: 2,
         mode,
         normalize: Normalize::None,
+        shard: resnet_data::Shard::WHOLE,
     }
 }
 

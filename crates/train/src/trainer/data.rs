@@ -9,7 +9,7 @@ use crate::fine_tune::InitWeights;
 use crate::memory::{check_batch, BatchPlan, Pass};
 use resnet_data::{
     channel_mean_std, open, pixel_mean, validation_split, with_channels, DatasetKind, Loader, LoaderConfig, LoaderMode,
-    Normalize, OpenOptions, SharedDataset, SyntheticConfig,
+    Normalize, OpenOptions, Shard, SharedDataset, SyntheticConfig,
 };
 use resnet_models::zoo::{self, ModelOptions};
 use resnet_models::{ModelError, ResNet, ResNetSpec};
@@ -94,7 +94,13 @@ pub(super) fn resolve_spec(config: &TrainConfig, classes: usize, channels: usize
         &ModelOptions { shortcut: config.shortcut, num_classes: Some(classes), in_channels: Some(channels) },
     )
 }
-fn loader_config(config: &TrainConfig, mode: LoaderMode, normalize: Normalize, train: bool) -> LoaderConfig {
+fn loader_config(
+    config: &TrainConfig,
+    mode: LoaderMode,
+    normalize: Normalize,
+    train: bool,
+    shard: Shard,
+) -> LoaderConfig {
     LoaderConfig {
         batch_size: if train { config.batch_size } else { config.eval_batch_size },
         shuffle: train,
@@ -104,6 +110,7 @@ fn loader_config(config: &TrainConfig, mode: LoaderMode, normalize: Normalize, t
         prefetch: 4,
         mode,
         normalize,
+        shard,
     }
 }
 
@@ -157,19 +164,20 @@ impl Loaders {
     ///
     /// # Errors
     /// A batch that cannot fit in memory, data errors, or evaluation views of another size than
-    /// the training views.
+    /// the training views. `shard` is this rank's part of every batch, training and evaluation.
     pub fn open(
         config: &TrainConfig,
         data: &RunData,
         net: &ResNet,
         checkpoint: Option<&Checkpoint>,
         init: Option<&InitWeights>,
+        shard: Shard,
         observer: &mut dyn Observer,
     ) -> Result<Loaders, TrainError> {
         let channels = data.train.channels();
         let train_mode = || LoaderMode::Train(config.augment.clone());
         // The output size of the training views decides the input size (and the mean image's size).
-        let probe = Loader::new(data.train.clone(), loader_config(config, train_mode(), Normalize::None, true))?;
+        let probe = Loader::new(data.train.clone(), loader_config(config, train_mode(), Normalize::None, true, shard))?;
         let (h, w, _) = probe.output_shape();
         drop(probe);
         // Before the loaders and the normalisation pass: a batch that cannot fit is refused now,
@@ -192,11 +200,13 @@ impl Loaders {
             channels,
             eval_view: config.eval_view.clone(),
         };
-        let train = Loader::new(data.train.clone(), loader_config(config, train_mode(), normalize.clone(), true))?;
+        let train =
+            Loader::new(data.train.clone(), loader_config(config, train_mode(), normalize.clone(), true, shard))?;
         let eval_mode = LoaderMode::Eval(config.eval_view.clone());
-        let test = Loader::new(data.test.clone(), loader_config(config, eval_mode.clone(), normalize.clone(), false))?;
+        let test =
+            Loader::new(data.test.clone(), loader_config(config, eval_mode.clone(), normalize.clone(), false, shard))?;
         let val = match &data.val {
-            Some(v) => Some(Loader::new(v.clone(), loader_config(config, eval_mode, normalize.clone(), false))?),
+            Some(v) => Some(Loader::new(v.clone(), loader_config(config, eval_mode, normalize.clone(), false, shard))?),
             None => None,
         };
         let (th, tw, _) = test.output_shape();
@@ -216,7 +226,8 @@ fn check_batches(
     spec: &ResNetSpec,
     input: (usize, usize),
 ) -> Result<(), TrainError> {
-    let prefetched = loader_config(config, LoaderMode::Train(config.augment.clone()), Normalize::None, true).prefetch;
+    let prefetched =
+        loader_config(config, LoaderMode::Train(config.augment.clone()), Normalize::None, true, Shard::WHOLE).prefetch;
     let train_batch = BatchPlan {
         spec,
         input,

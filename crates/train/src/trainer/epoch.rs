@@ -3,11 +3,13 @@
 
 use super::{Loaders, Observer, Outcome, RunDir, RunSummary, StepReport, TrainError};
 use crate::checkpoint::{Checkpoint, EpochSums, Preprocess, Progress, TrainingState};
+use crate::distributed::{broadcast_batch_norm_statistics, sum_evaluation, Communicator, GradientBuckets};
 use crate::evaluate::{evaluate, EvalResult};
 use crate::metrics::{self, EpochMetrics};
 use crate::schedule::Schedule;
-use crate::step::{train_step, StepBuffers};
+use crate::step::{train_step, train_step_with, StepBuffers};
 use resnet_data::{Batch, Loader};
+use resnet_kernels::profile;
 use resnet_models::{ResNet, TensorData};
 use resnet_nn::optim::Sgd;
 use resnet_nn::Tensor;
@@ -45,6 +47,12 @@ pub(super) struct Run<'a> {
     pub buffers: StepBuffers,
     /// The best checkpoint, once written.
     pub best: Option<PathBuf>,
+    /// The data-parallel ranks (one alone outside MPI); rank 0 writes every file.
+    pub comm: &'a dyn Communicator,
+    /// Where the gradients are averaged over the ranks.
+    pub buckets: GradientBuckets,
+    /// Whether a stop was asked of any rank by the last step (all ranks stop at the same step).
+    pub stop_asked: bool,
 }
 
 /// What every checkpoint of a run records besides the network and its optimizer state.
@@ -90,7 +98,7 @@ impl Run<'_> {
                 return Ok(Outcome::Interrupted);
             };
             self.end_epoch(trained, loaders, observer)?;
-            if stop.load(Ordering::SeqCst) && self.progress.iteration < self.total {
+            if self.stop_asked && self.progress.iteration < self.total {
                 observer.message(&format!("interrupted: checkpoint written to {}", self.run_dir.last().display()));
                 return Ok(Outcome::Interrupted);
             }
@@ -128,7 +136,7 @@ impl Run<'_> {
         let mut lr = self.schedule.lr(self.progress.iteration);
         for batch in loader.epoch(epoch, self.progress.batch as usize) {
             lr = self.schedule.lr(self.progress.iteration);
-            self.step(batch?, lr, &mut sums)?;
+            self.step(batch?, lr, &mut sums, stop)?;
             let elapsed = sums.seconds + epoch_start.elapsed().as_secs_f64();
             observer.step(&StepReport {
                 epoch: epoch + 1,
@@ -144,7 +152,7 @@ impl Run<'_> {
             if self.progress.iteration >= self.total {
                 break;
             }
-            if stop.load(Ordering::SeqCst) && self.progress.batch < self.per_epoch {
+            if self.stop_asked && self.progress.batch < self.per_epoch {
                 sums.seconds += epoch_start.elapsed().as_secs_f64();
                 self.progress.partial = sums;
                 self.progress.schedule = self.schedule.state.clone();
@@ -157,24 +165,44 @@ impl Run<'_> {
         Ok(Steps::Done(TrainedEpoch { sums, lr_start, lr, seconds }))
     }
 
-    /// One SGD step on `batch` at rate `lr`, added to the epoch's `sums`.
-    fn step(&mut self, batch: Batch, lr: f32, sums: &mut EpochSums) -> Result<(), TrainError> {
+    /// One SGD step on `batch` at rate `lr`, added to the epoch's `sums`: this rank's share of
+    /// the batch, its gradients averaged with the other ranks' before the update, and the
+    /// step's loss, errors and samples summed over the ranks, with whether a stop was asked of
+    /// any of them (`stop` here).
+    fn step(&mut self, batch: Batch, lr: f32, sums: &mut EpochSums, stop: &AtomicBool) -> Result<(), TrainError> {
         let n = batch.labels.len();
         let x = Tensor::from_vec(batch.shape, batch.images);
-        let ce =
-            train_step(&mut self.net, &mut self.sgd, &x, &batch.labels, lr, self.label_smoothing, &mut self.buffers);
-        if !ce.loss.is_finite() {
+        let (comm, buckets) = (self.comm, &mut self.buckets);
+        // Training batches are whole (`drop_last`) and split evenly: every rank has `n`.
+        let global = n * comm.size();
+        let ce = if comm.size() == 1 {
+            train_step(&mut self.net, &mut self.sgd, &x, &batch.labels, lr, self.label_smoothing, &mut self.buffers)
+        } else {
+            let average = &mut |net: &mut resnet_models::ResNet| {
+                let _p = profile::scope("gradient allreduce");
+                buckets.average(net, comm, n, global);
+            };
+            let (net, sgd, buffers) = (&mut self.net, &mut self.sgd, &mut self.buffers);
+            train_step_with(net, sgd, &x, &batch.labels, lr, self.label_smoothing, buffers, average)
+        };
+        let mut step =
+            [ce.loss * n as f64, ce.top1_errors as f64, n as f64, f64::from(u8::from(stop.load(Ordering::SeqCst)))];
+        comm.all_reduce_sum_f64(&mut step);
+        let [loss_sum, errors, samples, stops] = step;
+        self.stop_asked = stops > 0.0;
+        let loss = loss_sum / samples;
+        if !loss.is_finite() {
             return Err(TrainError::Diverged {
-                loss: ce.loss,
+                loss,
                 iteration: self.progress.iteration + 1,
                 epoch: self.progress.epoch + 1,
                 kept: self.run_dir.kept(),
             });
         }
-        sums.loss += ce.loss * n as f64;
-        sums.errors += ce.top1_errors as u64;
-        sums.samples += n as u64;
-        self.schedule.observe_batch(self.progress.iteration, 100.0 * ce.top1_errors as f64 / n as f64);
+        sums.loss += loss_sum;
+        sums.errors += errors as u64;
+        sums.samples += samples as u64;
+        self.schedule.observe_batch(self.progress.iteration, 100.0 * errors / samples);
         self.progress.iteration += 1;
         self.progress.batch += 1;
         Ok(())
@@ -209,10 +237,13 @@ impl Run<'_> {
             val_error: val.as_ref().map(|v| v.top1_error),
             images_per_sec: sums.samples as f64 / seconds.max(1e-9),
             seconds: seconds + eval_start.elapsed().as_secs_f64(),
+            world_size: self.comm.size(),
         };
         self.history.push(row.clone());
-        metrics::write(&self.run_dir.root, &self.history)?;
-        metrics::plot(&self.run_dir.root, &self.title, &self.history)?;
+        if self.writes_files() {
+            metrics::write(&self.run_dir.root, &self.history)?;
+            metrics::plot(&self.run_dir.root, &self.title, &self.history)?;
+        }
         let monitored = row.val_error.unwrap_or(row.test_error);
         if self.schedule.observe_epoch(monitored) {
             observer
@@ -227,10 +258,18 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Evaluates the network on `loader` (`what`: "test", "validation").
+    /// Evaluates the network on `loader` (`what`: "test", "validation"): each rank its share
+    /// of every batch with rank 0's batch-norm statistics, the results summed over the ranks.
     fn evaluate(&mut self, what: &str, loader: &Loader, observer: &mut dyn Observer) -> Result<EvalResult, TrainError> {
         observer.eval_start(what, loader.batches_per_epoch());
-        Ok(evaluate(&mut self.net, loader, |done| observer.eval_step(done))?)
+        broadcast_batch_norm_statistics(&mut self.net, self.comm);
+        let local = evaluate(&mut self.net, loader, |done| observer.eval_step(done))?;
+        Ok(sum_evaluation(local, self.comm))
+    }
+
+    /// Whether this process writes the run's files: rank 0 alone.
+    fn writes_files(&self) -> bool {
+        self.comm.rank() == 0
     }
 
     /// The checkpoints of a finished epoch: the best one when the `monitored` error is the
@@ -248,8 +287,12 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Writes a checkpoint of the network, its optimizer state and the run's position to `path`.
+    /// Writes a checkpoint of the network, its optimizer state and the run's position to `path`
+    /// (on rank 0; the other ranks hold the same network and write nothing).
     fn save(&self, path: &Path) -> Result<(), TrainError> {
+        if !self.writes_files() {
+            return Ok(());
+        }
         let mut ckpt = Checkpoint::from_network(&self.net, self.record.classes.clone(), self.record.preprocess.clone());
         let names = self.net.params().iter().map(|p| p.name.clone()).collect::<Vec<_>>();
         ckpt.training = Some(TrainingState {

@@ -31,6 +31,7 @@ pub use run_dir::RunDir;
 
 use crate::checkpoint::Progress;
 use crate::config::{RunLength, TrainConfig};
+use crate::distributed::{self, Communicator, GradientBuckets, Solo, BUCKET_BYTES};
 use crate::fine_tune::{self, InitWeights};
 use crate::fsutil;
 use crate::lock::RunLock;
@@ -39,6 +40,7 @@ use crate::schedule::Schedule;
 use crate::step::StepBuffers;
 use data::{open_data, resolve_spec, Loaders};
 use epoch::{Record, Run};
+use resnet_data::Shard;
 use resnet_models::{InitConfig, ResNet, ResNetSpec};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resume::{cannot_resume, check_compatible, Restore, Start};
@@ -83,7 +85,21 @@ pub fn resume(
     stop: &AtomicBool,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary, TrainError> {
-    train(Start::Resume(changes), dir, stop, observer)
+    resume_with(dir, changes, stop, observer, &Solo)
+}
+
+/// [`resume`] as one rank of the data-parallel group `comm` (see [`run_with`]).
+///
+/// # Errors
+/// As [`resume`] and [`run_with`].
+pub fn resume_with(
+    dir: &Path,
+    changes: &ResumeChanges,
+    stop: &AtomicBool,
+    observer: &mut dyn Observer,
+    comm: &dyn Communicator,
+) -> Result<RunSummary, TrainError> {
+    train(Start::Resume(changes), dir, stop, observer, comm)
 }
 
 /// Trains (or, with `resume`, continues as [`resume`] with no changes; `config` is then
@@ -100,12 +116,31 @@ pub fn run(
     stop: &AtomicBool,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary, TrainError> {
+    run_with(config, dir, resume, stop, observer, &Solo)
+}
+
+/// [`run`] as one rank of the data-parallel group `comm`: every rank calls it with the same
+/// configuration and directory; each trains on its share of every batch, the gradients are
+/// averaged before each step, and rank 0 alone locks the directory and writes its files. A
+/// stop asked of any rank stops all of them after the same step.
+///
+/// # Errors
+/// As [`run`]; a batch size the ranks do not divide, or ranks started with different
+/// configurations, is a [`TrainError::Config`].
+pub fn run_with(
+    config: TrainConfig,
+    dir: &Path,
+    resume: bool,
+    stop: &AtomicBool,
+    observer: &mut dyn Observer,
+    comm: &dyn Communicator,
+) -> Result<RunSummary, TrainError> {
     let start = if resume {
         Start::Resume(&ResumeChanges { length: None, workers: None })
     } else {
         Start::Fresh(Box::new(config))
     };
-    train(start, dir, stop, observer)
+    train(start, dir, stop, observer, comm)
 }
 
 /// A fresh or resumed run in `dir`, locked while it trains.
@@ -114,12 +149,21 @@ fn train(
     dir: &Path,
     stop: &AtomicBool,
     observer: &mut dyn Observer,
+    comm: &dyn Communicator,
 ) -> Result<RunSummary, TrainError> {
     let run_dir = RunDir { root: dir.to_path_buf() };
+    let lead = comm.rank() == 0;
     start.check_before_lock(&run_dir)?;
-    let _lock = lock(dir, observer)?;
+    let _lock = if lead { Some(lock(dir, observer)?) } else { None };
     let mut opened = start.open(&run_dir)?;
+    if opened.config.world_size != comm.size() {
+        if opened.checkpoint.is_some() {
+            opened.changed.push(format!("world_size {} -> {}", opened.config.world_size, comm.size()));
+        }
+        opened.config.world_size = comm.size();
+    }
     validate::validate(&opened.config)?;
+    distributed::check_same_config(&opened.config, comm).map_err(TrainError::Config)?;
     let kernels = opened.config.precision.kernel_config().map_err(TrainError::Config)?;
 
     let data = open_data(&opened.config, observer)?;
@@ -135,7 +179,12 @@ fn train(
         observer.message(&line);
     }
     net.set_kernel_config(kernels).map_err(TrainError::Config)?;
-    let loaders = Loaders::open(&opened.config, &data, &net, opened.checkpoint.as_ref(), init.as_ref(), observer)?;
+    // Every rank starts from rank 0's network (the same seed gives the same one; a checkpoint
+    // read on another machine might not be the same file).
+    distributed::broadcast_network(&mut net, comm);
+    let shard = Shard { index: comm.rank(), count: comm.size() };
+    let loaders =
+        Loaders::open(&opened.config, &data, &net, opened.checkpoint.as_ref(), init.as_ref(), shard, observer)?;
     drop(init);
 
     let per_epoch = batches_per_epoch(&loaders, &opened.config)?;
@@ -163,7 +212,8 @@ fn train(
     };
 
     validate::check_schedule(config, total, per_epoch)?;
-    let config_json = write_config(&opened, &run_dir)?;
+    let config_json = write_config(&opened, &run_dir, lead)?;
+    let buckets = GradientBuckets::new(&mut net, BUCKET_BYTES);
     let mut run = Run {
         run_dir: &run_dir,
         title: format!("{} on {}", net.spec().name, config.dataset),
@@ -179,6 +229,9 @@ fn train(
         record: Record { classes: data.classes, preprocess: loaders.preprocess.clone(), config: config_json },
         buffers: StepBuffers::default(),
         best: run_dir.best().exists().then(|| run_dir.best()),
+        comm,
+        buckets,
+        stop_asked: false,
     };
     let outcome = run.train(&loaders, stop, observer)?;
     Ok(run.summary(outcome))
@@ -197,12 +250,12 @@ fn batches_per_epoch(loaders: &Loaders, config: &TrainConfig) -> Result<u64, Tra
     Ok(per_epoch)
 }
 
-/// The run's configuration as JSON, written to `config.json` when the run is new or a resume
-/// changed it.
-fn write_config(opened: &resume::Opened, run_dir: &RunDir) -> Result<serde_json::Value, TrainError> {
+/// The run's configuration as JSON, written to `config.json` (by the rank that writes files,
+/// `lead`) when the run is new or a resume changed it.
+fn write_config(opened: &resume::Opened, run_dir: &RunDir, lead: bool) -> Result<serde_json::Value, TrainError> {
     let config_json = serde_json::to_value(&opened.config)
         .map_err(|e| TrainError::Config(format!("the configuration cannot be written as JSON: {e}")))?;
-    if opened.checkpoint.is_none() || !opened.changed.is_empty() {
+    if lead && (opened.checkpoint.is_none() || !opened.changed.is_empty()) {
         let text = serde_json::to_string_pretty(&config_json).expect("a JSON value prints");
         fsutil::write_atomic(&run_dir.config(), text.as_bytes())?;
     }

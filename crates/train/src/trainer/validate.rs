@@ -14,6 +14,20 @@ pub(super) fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     if config.eval_batch_size == 0 {
         return bad("the evaluation batch size must be at least 1");
     }
+    let ranks = config.world_size.max(1);
+    if !config.batch_size.is_multiple_of(ranks) || config.batch_size / ranks < 2 {
+        return Err(TrainError::Config(format!(
+            "--batch-size {} is the batch of all {ranks} ranks together: it must be a multiple of {ranks} with at \
+             least 2 per rank (batch norm needs batch statistics)",
+            config.batch_size
+        )));
+    }
+    if config.eval_batch_size < ranks {
+        return Err(TrainError::Config(format!(
+            "--eval-batch-size {} gives some of the {ranks} ranks no image of a batch: use at least {ranks}",
+            config.eval_batch_size
+        )));
+    }
     if matches!(config.length, RunLength::Epochs(0) | RunLength::Iterations(0)) {
         return bad("the run must be at least one epoch or one iteration long");
     }

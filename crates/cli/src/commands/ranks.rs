@@ -1,0 +1,37 @@
+//! The data-parallel group a `resnet train` process belongs to: the MPI job `mpirun` started
+//! it in (cargo feature `mpi`), or itself alone.
+
+use resnet_train::distributed::{Communicator, Solo};
+
+/// Variables the launchers of Open MPI, MPICH and PMIx set in every process they start.
+const LAUNCHER_VARIABLES: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"];
+
+/// This process's group: the MPI job when `mpirun` started it, else one process alone.
+///
+/// # Errors
+/// MPI that cannot start; or, in a build without the `mpi` feature, a launch of several
+/// processes (each would train alone into the same directory).
+pub fn join() -> anyhow::Result<Box<dyn Communicator>> {
+    let launched = LAUNCHER_VARIABLES.iter().any(|v| std::env::var_os(v).is_some());
+    if !launched {
+        return Ok(Box::new(Solo));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        Ok(Box::new(resnet_train::distributed::MpiCommunicator::init().map_err(anyhow::Error::msg)?))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let size = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+            .unwrap_or(1);
+        if size > 1 {
+            anyhow::bail!(
+                "started as one of {size} MPI processes, but this resnet was built without MPI: build it with \
+                 `cargo build --release --features mpi` (see the README)"
+            );
+        }
+        Ok(Box::new(Solo))
+    }
+}
