@@ -182,6 +182,10 @@ pub struct TrainConfig {
     /// them together, each taking `batch_size / world_size` of it.
     #[serde(default = "one_rank")]
     pub world_size: usize,
+    /// Batch-norm statistics over the whole batch of all ranks (`--sync-bn`) instead of each
+    /// rank's share.
+    #[serde(default)]
+    pub sync_bn: bool,
 }
 
 fn one_rank() -> usize {
@@ -226,6 +230,7 @@ impl TrainConfig {
             checkpoint_every: 0,
             precision: Precision::Fp32,
             world_size: 1,
+            sync_bn: false,
         }
     }
 

@@ -222,6 +222,9 @@ pub struct Args {
     /// and AMX tiles where the CPU has them).
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
+    /// Under mpirun: batch-norm statistics over the batch of all ranks, not each rank's share.
+    #[arg(long)]
+    sync_bn: bool,
     /// Print one line per epoch instead of progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -341,6 +344,7 @@ fn fixed_flags(a: &Args) -> Vec<&'static str> {
         ("--seed", a.seed.is_some()),
         ("--checkpoint-every", a.checkpoint_every.is_some()),
         ("--precision", a.precision.is_some()),
+        ("--sync-bn", a.sync_bn),
     ];
     given.into_iter().filter(|(_, g)| *g).map(|(name, _)| name).collect()
 }
@@ -370,6 +374,7 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
     if let Some(p) = a.precision {
         c.precision = p.into();
     }
+    c.sync_bn |= a.sync_bn;
     fine_tune(a, &mut c);
     Ok(c)
 }
@@ -748,6 +753,7 @@ mod tests {
         ("--workers", Some("1")),
         ("--checkpoint-every", Some("1")),
         ("--precision", Some("fp32")),
+        ("--sync-bn", None),
         ("--quiet", None),
         ("--epochs", Some("1")),
         ("--iterations", Some("1")),

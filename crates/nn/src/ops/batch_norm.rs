@@ -9,6 +9,15 @@ use crate::{Param, ParamKind, Tensor};
 use resnet_kernels::batch_norm::{self as kernel, ReluMask};
 use resnet_kernels::conv::{InputTransform, OutputTransform};
 use resnet_kernels::{profile, Workspace};
+use std::sync::Arc;
+
+/// Sums batch statistics over the processes that share a batch: synchronised batch norm,
+/// whose statistics are those of the whole batch rather than of each process's share.
+pub trait StatisticsSync: Send + Sync + std::fmt::Debug {
+    /// Replaces `values` on every process by their element-wise sum over the processes. Every
+    /// process calls it at the same point of the same pass.
+    fn all_reduce_sum(&self, values: &mut [f64]);
+}
 
 /// Which statistics normalise the batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +61,11 @@ pub struct BatchNorm2d {
     /// norms of a frozen layer, or every one with `--freeze-bn`); gamma and beta still train
     /// unless they are frozen themselves.
     pub frozen_statistics: bool,
+    /// Batch statistics summed over the processes of a data-parallel group (synchronised batch
+    /// norm, `--sync-bn`): the mean and variance in the forward pass, and the sums of the
+    /// gradient's terms that reach the input in the backward pass, are the whole batch's. The
+    /// parameter gradients stay this process's share, for the group to average with the rest.
+    pub sync: Option<Arc<dyn StatisticsSync>>,
     mean: Vec<f32>,
     rstd: Vec<f32>,
     scale: Vec<f32>,
@@ -73,6 +87,7 @@ impl BatchNorm2d {
             momentum: 0.1,
             eps: 1e-5,
             frozen_statistics: false,
+            sync: None,
             mean: vec![0.0; c],
             rstd: vec![0.0; c],
             scale: vec![0.0; c],
@@ -134,7 +149,16 @@ impl BatchNorm2d {
             let _p = profile::layer_scope("batch norm statistics", &self.weight.name);
             let mut var = std::mem::take(&mut self.scale);
             kernel::channel_mean_var(x.data(), c, &mut self.mean, &mut var, &mut self.ws);
-            self.use_batch_statistics(&var, x.len() / c);
+            let mut rows = x.len() / c;
+            if self.sync.is_some() {
+                // Back to sums, summed over the group, and the group's statistics from them.
+                let n = rows as f64;
+                let mut sums: Vec<f64> = self.mean.iter().map(|&m| f64::from(m) * n).collect();
+                sums.extend(self.mean.iter().zip(&var).map(|(&m, &v)| (f64::from(v) + f64::from(m).powi(2)) * n));
+                rows = self.sum_over_group(&mut sums, rows);
+                kernel::mean_var_from_sums(&sums, rows, &mut self.mean, &mut var);
+            }
+            self.use_batch_statistics(&var, rows);
             self.scale = var;
         }
         self.prepare(mode, None);
@@ -153,14 +177,30 @@ impl BatchNorm2d {
         let mode = self.mode_in(mode);
         if let (BatchNormMode::Train, Some((sums, rows))) = (mode, batch) {
             let mut var = std::mem::take(&mut self.scale);
-            kernel::mean_var_from_sums(sums, rows, &mut self.mean, &mut var);
-            self.use_batch_statistics(&var, rows);
+            if self.sync.is_some() {
+                let mut group = sums.to_vec();
+                let rows = self.sum_over_group(&mut group, rows);
+                kernel::mean_var_from_sums(&group, rows, &mut self.mean, &mut var);
+                self.use_batch_statistics(&var, rows);
+            } else {
+                kernel::mean_var_from_sums(sums, rows, &mut self.mean, &mut var);
+                self.use_batch_statistics(&var, rows);
+            }
             self.scale = var;
         }
         let (mut scale, mut shift) = (std::mem::take(&mut self.scale), std::mem::take(&mut self.shift));
         self.affine_into(mode, &mut scale, &mut shift);
         self.scale = scale;
         self.shift = shift;
+    }
+
+    /// Sums `sums` and the row count `rows` over the group of [`Self::sync`]; returns the
+    /// group's rows.
+    fn sum_over_group(&self, sums: &mut Vec<f64>, rows: usize) -> usize {
+        let sync = self.sync.as_ref().expect("a synchronised batch norm");
+        sums.push(rows as f64);
+        sync.all_reduce_sum(sums);
+        sums.pop().map_or(rows, |r| r as usize)
     }
 
     /// Takes `self.mean` and `var` as the batch statistics of `rows` rows: sets `rstd` and moves
@@ -252,6 +292,16 @@ impl BatchNorm2d {
             // Constant statistics: the gradient passes through the affine map alone.
             self.sum_g.fill(0.0);
             self.sum_g_xhat.fill(0.0);
+        } else if self.sync.is_some() {
+            // The input gradient divides the group's sums by the group's rows; the kernel divides
+            // by this share's rows, so the group's sums are scaled to this share.
+            let rows = x.len() / c;
+            let mut sums: Vec<f64> = self.sum_g.iter().chain(&self.sum_g_xhat).map(|&v| f64::from(v)).collect();
+            let group_rows = self.sum_over_group(&mut sums, rows);
+            let share = rows as f64 / group_rows as f64;
+            for (dst, &v) in self.sum_g.iter_mut().chain(self.sum_g_xhat.iter_mut()).zip(&sums) {
+                *dst = (v * share) as f32;
+            }
         }
         kernel::backward_input(
             x.data(),

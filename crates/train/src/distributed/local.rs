@@ -2,6 +2,7 @@
 //! data-parallel step and as the reference the MPI ranks are compared with.
 
 use super::Communicator;
+use resnet_nn::ops::StatisticsSync;
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 
 /// What the threads of a group share: a slot per rank and a barrier.
@@ -80,8 +81,18 @@ impl Communicator for LocalGroup {
         buf.iter_mut().zip(&all[root]).for_each(|(b, &v)| *b = v as f32);
     }
 
+    fn statistics_sync(&self) -> Option<Arc<dyn StatisticsSync>> {
+        Some(Arc::new(self.clone()))
+    }
+
     fn all_gather_u64(&self, value: u64) -> Vec<u64> {
         // Carried as the bits of an f64: copied, never computed with, so every bit survives.
         self.exchange(vec![f64::from_bits(value)]).iter().map(|v| v[0].to_bits()).collect()
+    }
+}
+
+impl StatisticsSync for LocalGroup {
+    fn all_reduce_sum(&self, values: &mut [f64]) {
+        self.all_reduce_sum_f64(values);
     }
 }

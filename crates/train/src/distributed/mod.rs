@@ -19,6 +19,8 @@ pub use local::LocalGroup;
 pub use mpi::MpiCommunicator;
 
 use crate::evaluate::EvalResult;
+use resnet_nn::ops::StatisticsSync;
+use std::sync::Arc;
 
 /// The collective operations of a group of ranks. Every rank calls the same operations in the
 /// same order with buffers of the same length; a call returns once every rank has made it.
@@ -39,6 +41,11 @@ pub trait Communicator {
     /// that failed (MPI's `MPI_Abort`); a group without that power does nothing.
     fn abort(&self, code: i32) {
         let _ = code;
+    }
+    /// A handle that sums batch statistics over the group from any thread (synchronised batch
+    /// norm), where the group has one.
+    fn statistics_sync(&self) -> Option<Arc<dyn StatisticsSync>> {
+        None
     }
 }
 

@@ -1,45 +1,123 @@
 //! The ranks `mpirun` starts (cargo feature `mpi`): `MPI_COMM_WORLD` through rsmpi, on Open MPI
 //! or MPICH, on one machine or many.
+//!
+//! One thread of this process initialises MPI and makes every MPI call (`MPI_THREAD_FUNNELED`);
+//! the communicator hands it requests over a channel and waits for the answer, so it can be
+//! shared with the compute pool's threads (synchronised batch norm sums its statistics from
+//! inside the passes) without sharing MPI's handles.
 
 use super::Communicator;
 use mpi::collective::SystemOperation;
-use mpi::environment::Universe;
-use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, CommunicatorCollectives, Root};
-use std::cell::RefCell;
+use resnet_nn::ops::StatisticsSync;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+/// What the MPI thread is asked to do; each carries where to send the answer.
+enum Request {
+    SumF32(Vec<f32>, Sender<Vec<f32>>),
+    SumF64(Vec<f64>, Sender<Vec<f64>>),
+    Broadcast(Vec<f32>, usize, Sender<Vec<f32>>),
+    Gather(u64, Sender<Vec<u64>>),
+    Abort(i32),
+}
+
+/// The way to the MPI thread, shareable between threads.
+#[derive(Debug)]
+struct Link {
+    requests: Mutex<Sender<Request>>,
+}
+
+impl Link {
+    /// Sends `request` (made with the answer's sender) and waits for the answer.
+    fn ask<T>(&self, request: impl FnOnce(Sender<T>) -> Request) -> T {
+        let (tx, rx) = channel();
+        let sent = self.requests.lock().unwrap_or_else(PoisonError::into_inner).send(request(tx));
+        sent.ok().and_then(|()| rx.recv().ok()).expect("the MPI thread ended while this rank still needed it")
+    }
+
+    fn sum_f64(&self, buf: &mut [f64]) {
+        buf.copy_from_slice(&self.ask(|tx| Request::SumF64(buf.to_vec(), tx)));
+    }
+}
 
 /// This process's place in the MPI job. MPI is finalised when it is dropped.
 pub struct MpiCommunicator {
-    world: SimpleCommunicator,
+    link: Arc<Link>,
     rank: usize,
     size: usize,
-    /// The send side of an in-place sum (MPI's sums read one buffer and write another).
-    scratch: RefCell<Vec<f32>>,
-    scratch_f64: RefCell<Vec<f64>>,
-    // Last, so that MPI is finalised after the communicator is done with.
-    _universe: Universe,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl MpiCommunicator {
     /// Joins the MPI job this process was started in (a job of one process when it was not
-    /// started by `mpirun`).
+    /// started by `mpirun`), on a thread of its own.
     ///
     /// # Errors
-    /// When MPI was initialised already in this process.
+    /// When MPI was initialised already in this process, or its thread cannot start.
     pub fn init() -> Result<Self, String> {
-        // Serialized: the trainer's thread makes every MPI call, never two at once.
-        let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Serialized)
-            .ok_or("MPI was initialised already in this process")?;
-        let world = universe.world();
-        let (rank, size) = (world.rank() as usize, world.size() as usize);
-        Ok(MpiCommunicator {
-            world,
-            rank,
-            size,
-            scratch: RefCell::new(Vec::new()),
-            scratch_f64: RefCell::new(Vec::new()),
-            _universe: universe,
-        })
+        let (tx, rx) = channel();
+        let (ready_tx, ready_rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name("resnet-mpi".into())
+            .spawn(move || serve(rx, ready_tx))
+            .map_err(|e| format!("the MPI thread cannot start: {e}"))?;
+        let (rank, size) = ready_rx.recv().map_err(|_| "MPI ended as it started".to_string())??;
+        Ok(MpiCommunicator { link: Arc::new(Link { requests: Mutex::new(tx) }), rank, size, thread: Some(thread) })
+    }
+}
+
+/// The MPI thread: initialises MPI, says the rank and size on `ready`, then answers requests
+/// until every sender is gone, and finalises MPI.
+fn serve(requests: Receiver<Request>, ready: Sender<Result<(usize, usize), String>>) {
+    let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
+        let _ = ready.send(Err("MPI was initialised already in this process".into()));
+        return;
+    };
+    let world = universe.world();
+    let _ = ready.send(Ok((world.rank() as usize, world.size() as usize)));
+    for request in requests {
+        // An answer nobody waits for any more is dropped.
+        match request {
+            Request::SumF32(send, answer) => {
+                let mut sum = vec![0.0f32; send.len()];
+                world.all_reduce_into(&send[..], &mut sum[..], SystemOperation::sum());
+                let _ = answer.send(sum);
+            }
+            Request::SumF64(send, answer) => {
+                let mut sum = vec![0.0f64; send.len()];
+                world.all_reduce_into(&send[..], &mut sum[..], SystemOperation::sum());
+                let _ = answer.send(sum);
+            }
+            Request::Broadcast(mut buf, root, answer) => {
+                world.process_at_rank(root as i32).broadcast_into(&mut buf[..]);
+                let _ = answer.send(buf);
+            }
+            Request::Gather(value, answer) => {
+                let mut all = vec![0u64; world.size() as usize];
+                world.all_gather_into(&value, &mut all[..]);
+                let _ = answer.send(all);
+            }
+            Request::Abort(code) => world.abort(code),
+        }
+    }
+}
+
+impl Drop for MpiCommunicator {
+    fn drop(&mut self) {
+        // Closing the channel ends the MPI thread, which finalises MPI.
+        let (closed, _) = channel();
+        drop(std::mem::replace(&mut *self.link.requests.lock().unwrap_or_else(PoisonError::into_inner), closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl StatisticsSync for Link {
+    fn all_reduce_sum(&self, values: &mut [f64]) {
+        self.sum_f64(values);
     }
 }
 
@@ -53,30 +131,28 @@ impl Communicator for MpiCommunicator {
     }
 
     fn all_reduce_sum(&self, buf: &mut [f32]) {
-        let mut send = self.scratch.borrow_mut();
-        send.clear();
-        send.extend_from_slice(buf);
-        self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
+        buf.copy_from_slice(&self.link.ask(|tx| Request::SumF32(buf.to_vec(), tx)));
     }
 
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
-        let mut send = self.scratch_f64.borrow_mut();
-        send.clear();
-        send.extend_from_slice(buf);
-        self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.link.sum_f64(buf);
     }
 
     fn broadcast(&self, buf: &mut [f32], root: usize) {
-        self.world.process_at_rank(root as i32).broadcast_into(buf);
-    }
-
-    fn abort(&self, code: i32) {
-        mpi::traits::Communicator::abort(&self.world, code)
+        buf.copy_from_slice(&self.link.ask(|tx| Request::Broadcast(buf.to_vec(), root, tx)));
     }
 
     fn all_gather_u64(&self, value: u64) -> Vec<u64> {
-        let mut all = vec![0u64; self.size];
-        self.world.all_gather_into(&value, &mut all[..]);
-        all
+        self.link.ask(|tx| Request::Gather(value, tx))
+    }
+
+    fn abort(&self, code: i32) {
+        let _ = self.link.requests.lock().unwrap_or_else(PoisonError::into_inner).send(Request::Abort(code));
+        // MPI_Abort ends this process too; wait for it.
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+
+    fn statistics_sync(&self) -> Option<Arc<dyn StatisticsSync>> {
+        Some(self.link.clone())
     }
 }

@@ -182,6 +182,12 @@ fn train(
     // Every rank starts from rank 0's network (the same seed gives the same one; a checkpoint
     // read on another machine might not be the same file).
     distributed::broadcast_network(&mut net, comm);
+    if opened.config.sync_bn && comm.size() > 1 {
+        let sync = comm
+            .statistics_sync()
+            .ok_or_else(|| TrainError::Config("--sync-bn: this group of ranks cannot sum batch statistics".into()))?;
+        net.for_each_batch_norm(|bn| bn.sync = Some(sync.clone()));
+    }
     let shard = Shard { index: comm.rank(), count: comm.size() };
     let loaders =
         Loaders::open(&opened.config, &data, &net, opened.checkpoint.as_ref(), init.as_ref(), shard, observer)?;
