@@ -186,13 +186,51 @@ pub struct TrainConfig {
     /// rank's share.
     #[serde(default)]
     pub sync_bn: bool,
+    /// How the base rate follows the batch size (`--lr-scaling`).
+    #[serde(default)]
+    pub lr_scaling: LrScaling,
 }
+
+/// How the base learning rate follows the batch size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrScaling {
+    /// `lr` as given, whatever the batch (the paper's recipes).
+    #[default]
+    None,
+    /// `lr` is the rate of a batch of 256 and scales with the batch, with a gradual warm-up
+    /// (Goyal et al. 2017, "Accurate, Large Minibatch SGD").
+    Linear,
+}
+
+/// Epochs of the gradual warm-up of [`LrScaling::Linear`] (Goyal et al.'s five).
+pub const SCALING_WARMUP_EPOCHS: u64 = 5;
 
 fn one_rank() -> usize {
     1
 }
 
 impl TrainConfig {
+    /// The base rate and warm-up the schedule runs, for `per_epoch` batches an epoch: as
+    /// configured, or with [`LrScaling::Linear`] the rate times `batch_size / 256` and, where no
+    /// warm-up is configured, a linear ramp from the rate as given over the first
+    /// [`SCALING_WARMUP_EPOCHS`] epochs.
+    pub fn schedule_start(&self, per_epoch: u64) -> (f32, Warmup) {
+        match self.lr_scaling {
+            LrScaling::None => (self.lr, self.warmup.clone()),
+            LrScaling::Linear => {
+                let k = self.batch_size as f32 / 256.0;
+                let warmup = match &self.warmup {
+                    Warmup::None if k > 1.0 => {
+                        Warmup::Linear { iterations: SCALING_WARMUP_EPOCHS * per_epoch, start_factor: 1.0 / k }
+                    }
+                    other => other.clone(),
+                };
+                (self.lr * k, warmup)
+            }
+        }
+    }
+
     /// `resnet train` with no arguments: ResNet-20 on the embedded synthetic dataset, a few
     /// minutes on two cores.
     pub fn quickstart() -> Self {
@@ -231,6 +269,7 @@ impl TrainConfig {
             precision: Precision::Fp32,
             world_size: 1,
             sync_bn: false,
+            lr_scaling: LrScaling::None,
         }
     }
 
@@ -313,5 +352,29 @@ pub mod ranges {
     /// A learning-rate multiplier (`--lr-backbone`): finite and at least 0.
     pub fn lr_multiplier(x: f32) -> Result<f32, String> {
         accept(x, x.is_finite() && x >= 0.0, "the learning-rate multiplier must be a number of at least 0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Schedule;
+
+    #[test]
+    fn linear_scaling_multiplies_the_rate_and_ramps_up_from_the_rate_given() {
+        let c = TrainConfig { lr: 0.1, batch_size: 1024, lr_scaling: LrScaling::Linear, ..TrainConfig::quickstart() };
+        let (lr, warmup) = c.schedule_start(100);
+        assert!((lr - 0.4).abs() < 1e-7);
+        assert_eq!(warmup, Warmup::Linear { iterations: 500, start_factor: 0.25 });
+        let schedule = Schedule::new(lr, Decay::Constant, warmup, 10_000, 100);
+        assert!((schedule.lr(0) - 0.1).abs() < 1e-6, "starts at the rate given");
+        assert!((schedule.lr(500) - 0.4).abs() < 1e-6, "reaches the scaled rate after five epochs");
+        // A warm-up of one's own stays; a batch under 256 scales down and needs none.
+        let own = TrainConfig { warmup: Warmup::paper(), ..c.clone() };
+        assert_eq!(own.schedule_start(100).1, Warmup::paper());
+        let small = TrainConfig { batch_size: 128, ..c.clone() };
+        assert_eq!(small.schedule_start(100), (0.05, Warmup::None));
+        let off = TrainConfig { lr_scaling: LrScaling::None, ..c };
+        assert_eq!(off.schedule_start(100), (0.1, Warmup::None));
     }
 }

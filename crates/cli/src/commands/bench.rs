@@ -9,8 +9,9 @@ use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
 use resnet_quant::{Calibrator, Method, QuantizedResNet};
 use resnet_train::config::{FineTune, Precision};
+use resnet_train::distributed::{Communicator, GradientBuckets, BUCKET_BYTES};
 use resnet_train::memory::{check_batch, BatchPlan, Pass};
-use resnet_train::step::{train_step, StepBuffers};
+use resnet_train::step::{train_step, train_step_with, StepBuffers};
 use resnet_train::system;
 use std::time::Instant;
 
@@ -86,11 +87,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         BenchPrecision::Int8 => Precision::Fp32,
     };
     let kernels = float.kernel_config().map_err(anyhow::Error::msg)?;
+    // Under mpirun each rank times its share of the batch, the gradients averaged over the
+    // ranks in training; rank 0 reports the whole batch's rate.
+    let group = super::ranks::join()?;
+    let ranks = group.size();
+    if !args.batch.is_multiple_of(ranks) {
+        bail!("--batch {} is the batch of all {ranks} ranks together: use a multiple of {ranks}", args.batch);
+    }
+    let local = args.batch / ranks;
     let spec = args.model_args.spec(&args.model)?;
     let size = args.size.unwrap_or_else(|| spec.default_input_size());
-    let mut net = network(&args, spec, size)?;
+    let mut net = network(&args, spec, size, local)?;
     net.set_kernel_config(kernels).map_err(anyhow::Error::msg)?;
-    let x = random_batch(&args, net.spec(), size);
+    let x = random_batch(local, group.rank() as u64, net.spec(), size);
     let timing = if args.precision == BenchPrecision::Int8 {
         // A few images set the ranges: the float pass that records them keeps every activation,
         // which at a large batch would dwarf the int8 network's own memory in the peak.
@@ -100,52 +109,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut calibrator = Calibrator::new(Method::MinMax)?;
         calibrator.observe(&mut net, &sample)?;
         let mut int8 = QuantizedResNet::new(&net, &calibrator.finish(&net)?)?;
-        time_steps(&args, || {
+        time_steps(&args, group.as_ref(), || {
             int8.infer(&x);
         })
     } else {
         let mut rng = Rng::new(1);
-        let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(net.spec().num_classes as u64) as u32).collect();
+        let labels: Vec<u32> = (0..local).map(|_| rng.below(net.spec().num_classes as u64) as u32).collect();
         let mut sgd = Sgd::new(SgdConfig::default());
         let mut buffers = StepBuffers::default();
-        time_steps(&args, || match args.mode {
-            Mode::Train => {
+        let mut buckets = (ranks > 1).then(|| GradientBuckets::new(&mut net, BUCKET_BYTES));
+        time_steps(&args, group.as_ref(), || match (args.mode, &mut buckets) {
+            (Mode::Train, None) => {
                 train_step(&mut net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers);
             }
-            Mode::Infer => {
+            (Mode::Train, Some(buckets)) => {
+                let average = &mut |net: &mut ResNet| buckets.average(net, group.as_ref(), local, args.batch);
+                train_step_with(&mut net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers, average);
+            }
+            (Mode::Infer, _) => {
                 net.infer(&x);
             }
         })
     };
+    if group.rank() != 0 {
+        return Ok(());
+    }
     let measured = Measured::of(&args, net.spec(), size, &timing);
     if args.json {
-        print_json(&args, net.spec(), size, &measured)
+        print_json(&args, net.spec(), size, &measured, ranks)
     } else {
-        print_text(&args, net.spec(), size, &measured);
+        print_text(&args, net.spec(), size, &measured, ranks);
         Ok(())
     }
 }
 
-/// The network to time, initialised, once its input and a batch of it are known to fit.
-fn network(args: &Args, spec: ResNetSpec, size: usize) -> anyhow::Result<ResNet> {
+/// The network to time, initialised, once its input and a batch of `batch` are known to fit.
+fn network(args: &Args, spec: ResNetSpec, size: usize, batch: usize) -> anyhow::Result<ResNet> {
     let mut net = ResNet::new(spec.clone())?;
-    net.check_input([args.batch, size, size, spec.in_channels])?;
+    net.check_input([batch, size, size, spec.in_channels])?;
     let pass = match args.mode {
         Mode::Train => Pass::Train,
         Mode::Infer => Pass::Infer,
     };
     // One input batch, made before the passes.
-    check_batch(BatchPlan {
-        spec: &spec,
-        input: (size, size),
-        batch: args.batch,
-        pass,
-        flag: "--batch",
-        prefetched: 0,
-        views: 1,
-    })?;
-    if args.mode == Mode::Train && args.batch < 2 {
-        bail!("training needs a batch of at least 2 (batch norm statistics)");
+    check_batch(BatchPlan { spec: &spec, input: (size, size), batch, pass, flag: "--batch", prefetched: 0, views: 1 })?;
+    if args.mode == Mode::Train && batch < 2 {
+        bail!("training needs a batch of at least 2 per rank (batch norm statistics)");
     }
     net.init(&InitConfig::default());
     let fine_tune = FineTune { freeze: args.freeze.clone().unwrap_or_default(), ..FineTune::default() };
@@ -163,18 +172,20 @@ struct Timing {
     busy: Option<f64>,
 }
 
-/// One random batch of normalised images.
-fn random_batch(args: &Args, spec: &ResNetSpec, size: usize) -> Tensor {
-    let mut rng = Rng::new(0);
-    let len = args.batch * size * size * spec.in_channels;
-    Tensor::from_vec([args.batch, size, size, spec.in_channels], (0..len).map(|_| rng.normal() as f32).collect())
+/// One random batch of `batch` normalised images.
+fn random_batch(batch: usize, seed: u64, spec: &ResNetSpec, size: usize) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let len = batch * size * size * spec.in_channels;
+    Tensor::from_vec([batch, size, size, spec.in_channels], (0..len).map(|_| rng.normal() as f32).collect())
 }
 
-/// Runs the warm-up steps, then times the timed steps (profiled with `--profile`).
-fn time_steps(args: &Args, mut step: impl FnMut()) -> Timing {
+/// Runs the warm-up steps, then times the timed steps (profiled with `--profile`), the ranks of
+/// `group` starting them together.
+fn time_steps(args: &Args, group: &dyn Communicator, mut step: impl FnMut()) -> Timing {
     for _ in 0..args.warmup {
         step();
     }
+    group.all_reduce_sum_f64(&mut [0.0]);
     profile::reset();
     profile::enable(args.profile);
     let mut times = Vec::with_capacity(args.steps);
@@ -226,13 +237,13 @@ impl Measured {
     }
 }
 
-fn print_json(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) -> anyhow::Result<()> {
+fn print_json(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured, ranks: usize) -> anyhow::Result<()> {
     let mut v = serde_json::json!({
         "model": spec.name, "mode": m.mode, "batch": args.batch, "input": size, "precision": format!("{:?}", args.precision).to_lowercase(),
         "threads": threads::num_threads(), "steps": args.steps, "warmup": args.warmup,
         "images_per_sec": m.images_per_sec, "ms_per_step": m.ms_mean, "ms_per_step_median": m.ms_median,
         "gflops": m.gflops, "peak_rss_bytes": m.peak, "cpu": system::cpu_name(), "busy_threads": m.busy,
-        "frozen": args.freeze.clone().unwrap_or_default(),
+        "frozen": args.freeze.clone().unwrap_or_default(), "world_size": ranks,
     });
     if args.profile {
         let rows = |r: Vec<profile::Row>| -> serde_json::Value {
@@ -247,14 +258,15 @@ fn print_json(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) -> anyh
     Ok(())
 }
 
-fn print_text(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured) {
+fn print_text(args: &Args, spec: &ResNetSpec, size: usize, m: &Measured, ranks: usize) {
+    let threads = super::plural(threads::num_threads() as u64, "thread");
     println!(
         "{} {} ({}), batch {}, {size}x{size}, {}, {} after {} warm-up",
         spec.name,
         m.mode,
         format!("{:?}", args.precision).to_lowercase(),
         args.batch,
-        super::plural(threads::num_threads() as u64, "thread"),
+        if ranks > 1 { format!("{ranks} ranks x {threads}") } else { threads },
         super::plural(args.steps as u64, "step"),
         args.warmup
     );

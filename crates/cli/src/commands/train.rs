@@ -4,7 +4,7 @@ use super::progress::{top5_means_something, EpochBars};
 use super::{interrupt, plural};
 use resnet_data::{EvalView, TrainAugment};
 use resnet_models::{zoo, LayerGroup, Shortcut};
-use resnet_train::config::{ranges, Normalization, Precision, RunLength, TrainConfig};
+use resnet_train::config::{ranges, LrScaling, Normalization, Precision, RunLength, TrainConfig};
 use resnet_train::fine_tune::InitWeights;
 use resnet_train::schedule::{Decay, Milestone, Warmup};
 use resnet_train::trainer::{self, Outcome, ResumeChanges, RunSummary};
@@ -56,6 +56,16 @@ pub enum ViewKind {
     Center,
     /// Four corners, centre and their flips.
     TenCrop,
+}
+
+/// How the base rate follows the batch size.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LrScalingArg {
+    /// --lr as given, whatever the batch (the paper's recipes).
+    None,
+    /// --lr is the rate of a batch of 256: times batch/256, with a 5-epoch warm-up from --lr
+    /// unless --warmup says otherwise (Goyal et al. 2017).
+    Linear,
 }
 
 /// Convolution arithmetic.
@@ -225,6 +235,9 @@ pub struct Args {
     /// Under mpirun: batch-norm statistics over the batch of all ranks, not each rank's share.
     #[arg(long)]
     sync_bn: bool,
+    /// How the base rate follows the batch size (for large data-parallel batches).
+    #[arg(long, value_enum)]
+    lr_scaling: Option<LrScalingArg>,
     /// Print one line per epoch instead of progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -345,6 +358,7 @@ fn fixed_flags(a: &Args) -> Vec<&'static str> {
         ("--checkpoint-every", a.checkpoint_every.is_some()),
         ("--precision", a.precision.is_some()),
         ("--sync-bn", a.sync_bn),
+        ("--lr-scaling", a.lr_scaling.is_some()),
     ];
     given.into_iter().filter(|(_, g)| *g).map(|(name, _)| name).collect()
 }
@@ -375,6 +389,12 @@ pub fn config_from(a: &Args) -> anyhow::Result<TrainConfig> {
         c.precision = p.into();
     }
     c.sync_bn |= a.sync_bn;
+    if let Some(s) = a.lr_scaling {
+        c.lr_scaling = match s {
+            LrScalingArg::None => LrScaling::None,
+            LrScalingArg::Linear => LrScaling::Linear,
+        };
+    }
     fine_tune(a, &mut c);
     Ok(c)
 }
@@ -754,6 +774,7 @@ mod tests {
         ("--checkpoint-every", Some("1")),
         ("--precision", Some("fp32")),
         ("--sync-bn", None),
+        ("--lr-scaling", Some("linear")),
         ("--quiet", None),
         ("--epochs", Some("1")),
         ("--iterations", Some("1")),

@@ -15,11 +15,12 @@ pub const BUCKET_BYTES: usize = 25 << 20;
 /// Where each gradient lies in the flat buffer, and the buffer.
 #[derive(Clone, Debug)]
 pub struct GradientBuckets {
-    /// Per parameter (in `ResNet::for_each_param` order): its gradient's offset in `flat`, or
-    /// `None` for a frozen parameter (it has none).
+    /// Per parameter (in `ResNet::for_each_param` order): its gradient's offset in the flat
+    /// buffer, or `None` for a frozen parameter (it has none).
     offsets: Vec<Option<usize>>,
-    /// Every trainable gradient, last parameter first.
-    flat: Vec<f32>,
+    /// Every trainable gradient, last parameter first, cut into buckets of `bucket_len` (the
+    /// last shorter): each its own vector, so that a group can take it and give it back.
+    buckets: Vec<Vec<f32>>,
     /// Elements of one bucket.
     bucket_len: usize,
 }
@@ -42,35 +43,44 @@ impl GradientBuckets {
                 at += n;
             }
         }
-        GradientBuckets { offsets, flat: vec![0.0; at], bucket_len }
+        let buckets = (0..at).step_by(bucket_len).map(|start| vec![0.0; bucket_len.min(at - start)]).collect();
+        GradientBuckets { offsets, buckets, bucket_len }
     }
 
     /// Buckets: the sums each step makes.
     pub fn count(&self) -> usize {
-        self.flat.len().div_ceil(self.bucket_len)
+        self.buckets.len()
     }
 
     /// Replaces every trainable gradient by the average over all ranks' samples: each rank's
     /// gradient (a mean over its `local` samples) weighs `local / global`, `global` being the
     /// samples of all ranks together, so unequal shares (an epoch's last batch) average right.
     pub fn average(&mut self, net: &mut ResNet, comm: &dyn Communicator, local: usize, global: usize) {
+        let _p = resnet_kernels::profile::scope("gradient allreduce");
         let (weight, inv_global) = (local as f32, 1.0 / global as f32);
-        let mut i = 0;
-        net.for_each_param(|p| {
-            if let Some(at) = self.offsets[i] {
-                let dst = &mut self.flat[at..at + p.grad.len()];
-                dst.iter_mut().zip(&p.grad).for_each(|(d, g)| *d = g * weight);
-            }
-            i += 1;
-        });
-        for bucket in self.flat.chunks_mut(self.bucket_len) {
-            comm.all_reduce_sum(bucket);
+        self.copy(net, |flat, grad| flat.iter_mut().zip(grad.iter()).for_each(|(d, g)| *d = g * weight));
+        for bucket in &mut self.buckets {
+            *bucket = comm.all_reduce_sum_owned(std::mem::take(bucket));
         }
+        self.copy(net, |flat, grad| grad.iter_mut().zip(flat.iter()).for_each(|(g, s)| *g = s * inv_global));
+    }
+
+    /// Calls `f` on each trainable gradient and the stretches of the buckets that hold it, in
+    /// order (a gradient may span two buckets).
+    fn copy(&mut self, net: &mut ResNet, mut f: impl FnMut(&mut [f32], &mut [f32])) {
+        let (offsets, buckets, len) = (&self.offsets, &mut self.buckets, self.bucket_len);
         let mut i = 0;
         net.for_each_param(|p| {
-            if let Some(at) = self.offsets[i] {
-                let n = p.grad.len();
-                p.grad.iter_mut().zip(&self.flat[at..at + n]).for_each(|(g, s)| *g = s * inv_global);
+            if let Some(mut at) = offsets[i] {
+                let mut grad = &mut p.grad[..];
+                while !grad.is_empty() {
+                    let (bucket, within) = (at / len, at % len);
+                    let n = (len - within).min(grad.len());
+                    let (head, rest) = grad.split_at_mut(n);
+                    f(&mut buckets[bucket][within..within + n], head);
+                    grad = rest;
+                    at += n;
+                }
             }
             i += 1;
         });

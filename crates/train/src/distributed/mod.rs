@@ -24,13 +24,19 @@ use std::sync::Arc;
 
 /// The collective operations of a group of ranks. Every rank calls the same operations in the
 /// same order with buffers of the same length; a call returns once every rank has made it.
-pub trait Communicator {
+pub trait Communicator: Send + Sync {
     /// This process's rank, `0..size()`.
     fn rank(&self) -> usize;
     /// Ranks in the group.
     fn size(&self) -> usize;
     /// Replaces `buf` on every rank by its sum over the ranks.
     fn all_reduce_sum(&self, buf: &mut [f32]);
+    /// [`Communicator::all_reduce_sum`] of a buffer handed over and handed back (the same
+    /// length), which a group that moves buffers between threads does without copying them.
+    fn all_reduce_sum_owned(&self, mut buf: Vec<f32>) -> Vec<f32> {
+        self.all_reduce_sum(&mut buf);
+        buf
+    }
     /// [`Communicator::all_reduce_sum`] in f64 (loss sums and counts, which f32 would round).
     fn all_reduce_sum_f64(&self, buf: &mut [f64]);
     /// Copies `root`'s `buf` to every rank.

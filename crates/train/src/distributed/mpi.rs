@@ -14,7 +14,9 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-/// What the MPI thread is asked to do; each carries where to send the answer.
+/// What the MPI thread is asked to do; each carries where to send the answer. A sum's buffer
+/// comes back holding the sum (MPI's sums read one buffer and write another: the thread keeps
+/// the other, so large sums allocate and copy nothing after the first).
 enum Request {
     SumF32(Vec<f32>, Sender<Vec<f32>>),
     SumF64(Vec<f64>, Sender<Vec<f64>>),
@@ -77,12 +79,16 @@ fn serve(requests: Receiver<Request>, ready: Sender<Result<(usize, usize), Strin
     };
     let world = universe.world();
     let _ = ready.send(Ok((world.rank() as usize, world.size() as usize)));
+    // The receiving side of the f32 sums, the largest kept.
+    let mut spare: Vec<f32> = Vec::new();
     for request in requests {
         // An answer nobody waits for any more is dropped.
         match request {
             Request::SumF32(send, answer) => {
-                let mut sum = vec![0.0f32; send.len()];
+                let mut sum = std::mem::take(&mut spare);
+                sum.resize(send.len(), 0.0);
                 world.all_reduce_into(&send[..], &mut sum[..], SystemOperation::sum());
+                spare = send;
                 let _ = answer.send(sum);
             }
             Request::SumF64(send, answer) => {
@@ -132,6 +138,10 @@ impl Communicator for MpiCommunicator {
 
     fn all_reduce_sum(&self, buf: &mut [f32]) {
         buf.copy_from_slice(&self.link.ask(|tx| Request::SumF32(buf.to_vec(), tx)));
+    }
+
+    fn all_reduce_sum_owned(&self, buf: Vec<f32>) -> Vec<f32> {
+        self.link.ask(|tx| Request::SumF32(buf, tx))
     }
 
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) {

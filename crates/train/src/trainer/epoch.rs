@@ -9,7 +9,6 @@ use crate::metrics::{self, EpochMetrics};
 use crate::schedule::Schedule;
 use crate::step::{train_step, train_step_with, StepBuffers};
 use resnet_data::{Batch, Loader};
-use resnet_kernels::profile;
 use resnet_models::{ResNet, TensorData};
 use resnet_nn::optim::Sgd;
 use resnet_nn::Tensor;
@@ -178,10 +177,7 @@ impl Run<'_> {
         let ce = if comm.size() == 1 {
             train_step(&mut self.net, &mut self.sgd, &x, &batch.labels, lr, self.label_smoothing, &mut self.buffers)
         } else {
-            let average = &mut |net: &mut resnet_models::ResNet| {
-                let _p = profile::scope("gradient allreduce");
-                buckets.average(net, comm, n, global);
-            };
+            let average = &mut |net: &mut resnet_models::ResNet| buckets.average(net, comm, n, global);
             let (net, sgd, buffers) = (&mut self.net, &mut self.sgd, &mut self.buffers);
             train_step_with(net, sgd, &x, &batch.labels, lr, self.label_smoothing, buffers, average)
         };

@@ -198,7 +198,8 @@ fn train(
     let total = iterations(opened.config.length);
     opened.check_length_change(&run_dir, iterations)?;
     let config = &opened.config;
-    let mut schedule = Schedule::new(config.lr, config.decay.clone(), config.warmup.clone(), total, per_epoch);
+    let (lr, warmup) = config.schedule_start(per_epoch);
+    let mut schedule = Schedule::new(lr, config.decay.clone(), warmup, total, per_epoch);
     let mut sgd = Sgd::new(SgdConfig {
         momentum: config.momentum,
         weight_decay: config.weight_decay,
