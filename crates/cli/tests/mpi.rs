@@ -117,7 +117,7 @@ fn sync_bn_rank() {
     // A rank of the test below, started by its mpirun; nothing to do otherwise.
     let Some(out) = std::env::var_os(CHILD).map(PathBuf::from) else { return };
     let _ = resnet_kernels::threads::set_num_threads(1);
-    let comm = MpiCommunicator::init().unwrap();
+    let comm = MpiCommunicator::init(std::time::Duration::from_secs(600)).unwrap();
     let mut steps = StepLosses::default();
     trainer::run_with(sync_bn_run(true), &out.join("run"), false, &AtomicBool::new(false), &mut steps, &comm).unwrap();
     if resnet_train::distributed::Communicator::rank(&comm) == 0 {
@@ -189,4 +189,50 @@ fn two_ranks_with_sync_bn_follow_one_process_with_the_whole_batch() {
     }
     let relative = (diff2 / norm2).sqrt();
     assert!(relative <= 1e-4, "the parameters differ by {relative:.3e} (relative L2) after 10 steps");
+}
+
+/// Set in the processes of [`a_rank_that_hangs_ends_the_job_naming_the_rank_that_waited`]'s
+/// mpirun.
+const HANG: &str = "RESNET_MPI_TEST_HANG";
+
+#[test]
+fn hanging_rank() {
+    // A rank of the test below: rank 1 never joins the sum rank 0 waits in.
+    if std::env::var_os(HANG).is_none() {
+        return;
+    }
+    let comm = MpiCommunicator::init(std::time::Duration::from_secs(2)).unwrap();
+    if resnet_train::distributed::Communicator::rank(&comm) == 1 {
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        return;
+    }
+    resnet_train::distributed::Communicator::all_reduce_sum_f64(&comm, &mut [1.0]);
+}
+
+#[test]
+fn a_rank_that_hangs_ends_the_job_naming_the_rank_that_waited() {
+    if std::env::var_os(CHILD).is_some() || std::env::var_os(HANG).is_some() {
+        return;
+    }
+    let mut job = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x"])
+        .arg(format!("{HANG}=1"))
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "hanging_rank", "--test-threads", "1", "--nocapture"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpirun (install openmpi-bin, see the README)");
+    let start = std::time::Instant::now();
+    while job.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > 60 {
+            let _ = job.kill();
+            panic!("the job still runs a minute after its 2-second timeout");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = job.wait_with_output().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "the job should fail:\n{log}");
+    assert!(log.contains("rank 0 of 2: the other ranks did not answer for 2 s"), "{log}");
 }

@@ -14,7 +14,7 @@ use resnet_train::distributed::{Communicator, MpiCommunicator};
 use std::time::Instant;
 
 fn main() -> Result<(), String> {
-    let comm = MpiCommunicator::init()?;
+    let comm = MpiCommunicator::init(std::time::Duration::from_secs(600))?;
     let n = comm.size();
     if comm.rank() == 0 {
         println!("{n} ranks; median of the sums of each size");

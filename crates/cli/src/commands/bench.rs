@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let kernels = float.kernel_config().map_err(anyhow::Error::msg)?;
     // Under mpirun each rank times its share of the batch, the gradients averaged over the
     // ranks in training; rank 0 reports the whole batch's rate.
-    let group = super::ranks::join()?;
+    let group = super::ranks::join(super::ranks::DEFAULT_TIMEOUT)?;
     let ranks = group.size();
     if !args.batch.is_multiple_of(ranks) {
         bail!("--batch {} is the batch of all {ranks} ranks together: use a multiple of {ranks}", args.batch);

@@ -238,6 +238,10 @@ pub struct Args {
     /// How the base rate follows the batch size (for large data-parallel batches).
     #[arg(long, value_enum)]
     lr_scaling: Option<LrScalingArg>,
+    /// Under mpirun: seconds a rank waits for the others before it ends the job (a rank that
+    /// hangs); longer than any step or evaluation.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    rank_timeout: u64,
     /// Print one line per epoch instead of progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -643,7 +647,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         }
     };
     let stop = interrupt::stop_flag()?;
-    let group = super::ranks::join()?;
+    let group = super::ranks::join(std::time::Duration::from_secs(args.rank_timeout))?;
     let lead = group.rank() == 0;
     if !resume && lead {
         let ranks = if group.size() > 1 { format!(" on {} ranks", group.size()) } else { String::new() };
@@ -775,6 +779,7 @@ mod tests {
         ("--precision", Some("fp32")),
         ("--sync-bn", None),
         ("--lr-scaling", Some("linear")),
+        ("--rank-timeout", Some("60")),
         ("--quiet", None),
         ("--epochs", Some("1")),
         ("--iterations", Some("1")),
@@ -783,7 +788,8 @@ mod tests {
     ];
 
     /// The flags a resumed run accepts.
-    const RESUMABLE: &[&str] = &["--epochs", "--iterations", "--workers", "--quiet", "--resume", "--out"];
+    const RESUMABLE: &[&str] =
+        &["--epochs", "--iterations", "--workers", "--quiet", "--resume", "--out", "--rank-timeout"];
 
     fn parse(words: &[&str]) -> Args {
         let command = Args::augment_args(clap::Command::new("train"));

@@ -10,9 +10,10 @@ use super::Communicator;
 use mpi::collective::SystemOperation;
 use mpi::traits::{Communicator as _, CommunicatorCollectives, Root};
 use resnet_nn::ops::StatisticsSync;
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// What the MPI thread is asked to do; each carries where to send the answer. A sum's buffer
 /// comes back holding the sum (MPI's sums read one buffer and write another: the thread keeps
@@ -29,14 +30,38 @@ enum Request {
 #[derive(Debug)]
 struct Link {
     requests: Mutex<Sender<Request>>,
+    /// How long a collective may wait for the other ranks.
+    timeout: Duration,
+    /// This rank and the job's size, for the message of a timeout.
+    rank: usize,
+    size: usize,
 }
 
 impl Link {
-    /// Sends `request` (made with the answer's sender) and waits for the answer.
+    /// Sends `request` (made with the answer's sender) and waits for the answer. A rank that
+    /// waits longer than the timeout ends its process with a message naming itself: MPI cannot
+    /// leave a collective that another rank never joins, and `mpirun` ends the job when one of
+    /// its processes exits without finalising MPI.
     fn ask<T>(&self, request: impl FnOnce(Sender<T>) -> Request) -> T {
         let (tx, rx) = channel();
         let sent = self.requests.lock().unwrap_or_else(PoisonError::into_inner).send(request(tx));
-        sent.ok().and_then(|()| rx.recv().ok()).expect("the MPI thread ended while this rank still needed it")
+        if sent.is_err() {
+            panic!("the MPI thread ended while this rank still needed it");
+        }
+        match rx.recv_timeout(self.timeout) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => {
+                eprintln!(
+                    "error: rank {} of {}: the other ranks did not answer for {} s; one of them has stopped or \
+                     hangs, so this one ends the job (continue with --resume from the last checkpoint)",
+                    self.rank,
+                    self.size,
+                    self.timeout.as_secs()
+                );
+                std::process::exit(1)
+            }
+            Err(RecvTimeoutError::Disconnected) => panic!("the MPI thread ended while this rank still needed it"),
+        }
     }
 
     fn sum_f64(&self, buf: &mut [f64]) {
@@ -54,11 +79,13 @@ pub struct MpiCommunicator {
 
 impl MpiCommunicator {
     /// Joins the MPI job this process was started in (a job of one process when it was not
-    /// started by `mpirun`), on a thread of its own.
+    /// started by `mpirun`), on a thread of its own. A collective that waits longer than
+    /// `timeout` for the other ranks ends the process (see [`Communicator`]'s callers): it must
+    /// exceed the longest step and evaluation.
     ///
     /// # Errors
     /// When MPI was initialised already in this process, or its thread cannot start.
-    pub fn init() -> Result<Self, String> {
+    pub fn init(timeout: Duration) -> Result<Self, String> {
         let (tx, rx) = channel();
         let (ready_tx, ready_rx) = channel();
         let thread = std::thread::Builder::new()
@@ -66,7 +93,8 @@ impl MpiCommunicator {
             .spawn(move || serve(rx, ready_tx))
             .map_err(|e| format!("the MPI thread cannot start: {e}"))?;
         let (rank, size) = ready_rx.recv().map_err(|_| "MPI ended as it started".to_string())??;
-        Ok(MpiCommunicator { link: Arc::new(Link { requests: Mutex::new(tx) }), rank, size, thread: Some(thread) })
+        let link = Link { requests: Mutex::new(tx), timeout, rank, size };
+        Ok(MpiCommunicator { link: Arc::new(link), rank, size, thread: Some(thread) })
     }
 }
 
