@@ -36,7 +36,7 @@ pub use features::FeatureLayer;
 pub use groups::LayerGroup;
 pub use init::InitConfig;
 pub use memory::BatchMemory;
-pub use resnet::{ResNet, StemLayers};
+pub use resnet::{GradientsReady, ResNet, StemLayers};
 pub use resnet_nn::ops::BatchNormMode;
 pub use spec::{limits, BlockKind, Family, ResNetSpec, Shortcut, StridePlacement};
 pub use state_dict::{NamedTensor, StateDictError, TensorData};

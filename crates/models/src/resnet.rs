@@ -41,6 +41,10 @@ impl StemLayers {
     }
 }
 
+/// Called with each group of parameters whose gradients a backward pass has finished (see
+/// [`ResNet::backward_with`]).
+pub type GradientsReady<'a> = &'a mut (dyn FnMut(&[&Param]) + Send);
+
 /// A ResNet (or plain network) with its parameters and the activations of its last forward pass.
 #[derive(Clone, Debug)]
 pub struct ResNet {
@@ -231,11 +235,19 @@ impl ResNet {
     /// Backward pass after a training-mode [`ResNet::forward`] on `x`: adds every parameter's
     /// gradient of the loss whose logit gradient is `dlogits` (`[n * classes]`).
     pub fn backward(&mut self, x: &Tensor, dlogits: &[f32]) {
-        // On a worker of the compute pool, as the forward pass (see `run`).
-        threads::install_awake(|| self.backward_in_pool(x, dlogits));
+        self.backward_with(x, dlogits, None);
     }
 
-    fn backward_in_pool(&mut self, x: &Tensor, dlogits: &[f32]) {
+    /// [`Self::backward`] that calls `ready` with each group of parameters as soon as their
+    /// gradients are final, in the order the pass finishes them: the classifier, the blocks
+    /// from the last, the stem (data-parallel training starts summing them over the ranks
+    /// while the pass goes on). It runs on the compute pool's threads.
+    pub fn backward_with(&mut self, x: &Tensor, dlogits: &[f32], ready: Option<GradientsReady<'_>>) {
+        // On a worker of the compute pool, as the forward pass (see `run`).
+        threads::install_awake(|| self.backward_in_pool(x, dlogits, ready));
+    }
+
+    fn backward_in_pool(&mut self, x: &Tensor, dlogits: &[f32], mut ready: Option<GradientsReady<'_>>) {
         assert_eq!(dlogits.len(), self.logits.len(), "logit gradient length");
         let max = self.max_activation_len();
         for g in &mut self.grads {
@@ -257,6 +269,9 @@ impl ResNet {
         self.d_features.resize(self.features.len(), 0.0);
         let below = first_block < self.blocks.len();
         self.fc.backward(&self.features, dlogits, below.then_some(&mut self.d_features[..]), false);
+        if let Some(r) = ready.as_mut() {
+            r(&[&self.fc.weight, &self.fc.bias]);
+        }
         if !below {
             return;
         }
@@ -275,6 +290,9 @@ impl ResNet {
             let input = if i == 0 { self.stem.output() } else { done[i - 1].output() };
             let dx = (i > first_block || stem_trains).then_some(&mut *d_in);
             masked = rest[0].backward(input, d_out, dx, [t1, t2, t3], masked, true);
+            if let Some(r) = ready.as_mut() {
+                r(&rest[0].params().collect::<Vec<_>>());
+            }
             std::mem::swap(&mut d_out, &mut d_in);
         }
         if !stem_trains {
@@ -294,6 +312,9 @@ impl ResNet {
         let relu = if masked { crate::block::ReluAfter::None } else { crate::block::ReluAfter::Stored };
         // The input needs no gradient.
         stem.unit.backward(x, None, dz, relu, t1, None, false);
+        if let Some(r) = ready.as_mut() {
+            r(&[&stem.unit.conv.weight, &stem.unit.bn.weight, &stem.unit.bn.bias]);
+        }
     }
 
     fn max_activation_len(&self) -> usize {

@@ -277,3 +277,68 @@ fn a_batch_the_ranks_do_not_divide_is_refused() {
         assert!(e.contains("--batch-size 33") && e.contains("multiple of 2"), "{e}");
     }
 }
+
+/// A group of one that records when sums start, against when the backward pass hands over
+/// gradients: a group that overlaps, without the other ranks.
+#[derive(Default)]
+struct Recorder {
+    events: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl Communicator for Recorder {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, _: &mut [f32]) {
+        self.events.lock().unwrap().push("sum after the pass");
+    }
+    fn all_reduce_sum_f64(&self, _: &mut [f64]) {}
+    fn broadcast(&self, _: &mut [f32], _: usize) {}
+    fn all_gather_u64(&self, value: u64) -> Vec<u64> {
+        vec![value]
+    }
+    fn overlaps(&self) -> bool {
+        true
+    }
+    fn start_all_reduce_sum(&self, buf: Vec<f32>) -> resnet_train::distributed::PendingSum {
+        self.events.lock().unwrap().push("sum started");
+        resnet_train::distributed::PendingSum::new(move || buf)
+    }
+}
+
+#[test]
+fn buckets_start_summing_during_the_backward_pass_and_average_the_same() {
+    let (x, labels) = batch(8, 1);
+    // The gradients averaged after the pass (a group of one: the gradients themselves).
+    let mut plain = network();
+    let mut sgd = Sgd::new(SgdConfig::default());
+    let mut grads = Vec::new();
+    train_step_with(&mut plain, &mut sgd, &x, &labels, 0.0, 0.0, &mut StepBuffers::default(), &mut |net| {
+        grads = gradients(net)
+    });
+    // Overlapped: small buckets fill and start while the pass goes on.
+    let recorder = Recorder::default();
+    let mut net = network();
+    let mut buckets = GradientBuckets::new(&mut net, 16 << 10);
+    let exchange =
+        &mut resnet_train::distributed::BucketExchange { buckets: &mut buckets, comm: &recorder, local: 8, global: 8 };
+    let mut sgd = Sgd::new(SgdConfig::default());
+    let mut after = Vec::new();
+    resnet_train::step::train_step_exchanging(
+        &mut net,
+        &mut sgd,
+        &x,
+        &labels,
+        0.0,
+        0.0,
+        &mut StepBuffers::default(),
+        exchange,
+    );
+    net.for_each_param(|p| after.extend_from_slice(&p.grad));
+    let events = recorder.events.lock().unwrap().clone();
+    assert!(events.len() > 10 && events.iter().all(|e| *e == "sum started"), "{events:?}");
+    assert_eq!(after, grads, "the same gradients as summed after the pass");
+}

@@ -9,9 +9,9 @@ use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
 use resnet_quant::{Calibrator, Method, QuantizedResNet};
 use resnet_train::config::{FineTune, Precision};
-use resnet_train::distributed::{Communicator, GradientBuckets, BUCKET_BYTES};
+use resnet_train::distributed::{BucketExchange, Communicator, GradientBuckets, BUCKET_BYTES};
 use resnet_train::memory::{check_batch, BatchPlan, Pass};
-use resnet_train::step::{train_step, train_step_with, StepBuffers};
+use resnet_train::step::{train_step, train_step_exchanging, StepBuffers};
 use resnet_train::system;
 use std::time::Instant;
 
@@ -123,8 +123,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 train_step(&mut net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers);
             }
             (Mode::Train, Some(buckets)) => {
-                let average = &mut |net: &mut ResNet| buckets.average(net, group.as_ref(), local, args.batch);
-                train_step_with(&mut net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers, average);
+                let exchange = &mut BucketExchange { buckets, comm: group.as_ref(), local, global: args.batch };
+                train_step_exchanging(&mut net, &mut sgd, &x, &labels, 0.01, 0.0, &mut buffers, exchange);
             }
             (Mode::Infer, _) => {
                 net.infer(&x);

@@ -13,7 +13,7 @@ mod local;
 #[cfg(feature = "mpi")]
 mod mpi;
 
-pub use buckets::{broadcast_batch_norm_statistics, broadcast_network, GradientBuckets, BUCKET_BYTES};
+pub use buckets::{broadcast_batch_norm_statistics, broadcast_network, BucketExchange, GradientBuckets, BUCKET_BYTES};
 pub use local::LocalGroup;
 #[cfg(feature = "mpi")]
 pub use mpi::MpiCommunicator;
@@ -37,6 +37,17 @@ pub trait Communicator: Send + Sync {
         self.all_reduce_sum(&mut buf);
         buf
     }
+    /// Whether [`Communicator::start_all_reduce_sum`] returns before the sum is done (so that
+    /// the backward pass can go on meanwhile); where not, the sums wait for the pass's end.
+    fn overlaps(&self) -> bool {
+        false
+    }
+    /// Starts [`Communicator::all_reduce_sum_owned`] of `buf`; the sum is [`PendingSum::wait`]'s.
+    /// Ranks start their sums in the same order.
+    fn start_all_reduce_sum(&self, buf: Vec<f32>) -> PendingSum {
+        let sum = self.all_reduce_sum_owned(buf);
+        PendingSum(Box::new(move || sum))
+    }
     /// [`Communicator::all_reduce_sum`] in f64 (loss sums and counts, which f32 would round).
     fn all_reduce_sum_f64(&self, buf: &mut [f64]);
     /// Copies `root`'s `buf` to every rank.
@@ -52,6 +63,27 @@ pub trait Communicator: Send + Sync {
     /// norm), where the group has one.
     fn statistics_sync(&self) -> Option<Arc<dyn StatisticsSync>> {
         None
+    }
+}
+
+/// A sum over the ranks under way.
+pub struct PendingSum(Box<dyn FnOnce() -> Vec<f32> + Send>);
+
+impl PendingSum {
+    /// A sum whose result `wait` gives.
+    pub fn new(wait: impl FnOnce() -> Vec<f32> + Send + 'static) -> Self {
+        PendingSum(Box::new(wait))
+    }
+
+    /// Waits for the sum.
+    pub fn wait(self) -> Vec<f32> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for PendingSum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingSum")
     }
 }
 

@@ -6,7 +6,7 @@
 //! shared with the compute pool's threads (synchronised batch norm sums its statistics from
 //! inside the passes) without sharing MPI's handles.
 
-use super::Communicator;
+use super::{Communicator, PendingSum};
 use mpi::collective::SystemOperation;
 use mpi::traits::{Communicator as _, CommunicatorCollectives, Root};
 use resnet_nn::ops::StatisticsSync;
@@ -43,11 +43,22 @@ impl Link {
     /// leave a collective that another rank never joins, and `mpirun` ends the job when one of
     /// its processes exits without finalising MPI.
     fn ask<T>(&self, request: impl FnOnce(Sender<T>) -> Request) -> T {
+        let answer = self.send(request);
+        self.wait(answer)
+    }
+
+    /// Hands `request` to the MPI thread; the answer comes on the receiver.
+    fn send<T>(&self, request: impl FnOnce(Sender<T>) -> Request) -> Receiver<T> {
         let (tx, rx) = channel();
         let sent = self.requests.lock().unwrap_or_else(PoisonError::into_inner).send(request(tx));
         if sent.is_err() {
             panic!("the MPI thread ended while this rank still needed it");
         }
+        rx
+    }
+
+    /// The answer on `rx`, waited for at most the timeout (see [`Link::ask`]).
+    fn wait<T>(&self, rx: Receiver<T>) -> T {
         match rx.recv_timeout(self.timeout) {
             Ok(answer) => answer,
             Err(RecvTimeoutError::Timeout) => {
@@ -170,6 +181,16 @@ impl Communicator for MpiCommunicator {
 
     fn all_reduce_sum_owned(&self, buf: Vec<f32>) -> Vec<f32> {
         self.link.ask(|tx| Request::SumF32(buf, tx))
+    }
+
+    fn overlaps(&self) -> bool {
+        true
+    }
+
+    fn start_all_reduce_sum(&self, buf: Vec<f32>) -> PendingSum {
+        let answer = self.link.send(|tx| Request::SumF32(buf, tx));
+        let link = self.link.clone();
+        PendingSum::new(move || link.wait(answer))
     }
 
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) {

@@ -3,11 +3,13 @@
 
 use super::{Loaders, Observer, Outcome, RunDir, RunSummary, StepReport, TrainError};
 use crate::checkpoint::{Checkpoint, EpochSums, Preprocess, Progress, TrainingState};
-use crate::distributed::{broadcast_batch_norm_statistics, sum_evaluation, Communicator, GradientBuckets};
+use crate::distributed::{
+    broadcast_batch_norm_statistics, sum_evaluation, BucketExchange, Communicator, GradientBuckets,
+};
 use crate::evaluate::{evaluate, EvalResult};
 use crate::metrics::{self, EpochMetrics};
 use crate::schedule::Schedule;
-use crate::step::{train_step, train_step_with, StepBuffers};
+use crate::step::{train_step, train_step_exchanging, StepBuffers};
 use resnet_data::{Batch, Loader};
 use resnet_models::{ResNet, TensorData};
 use resnet_nn::optim::Sgd;
@@ -177,9 +179,9 @@ impl Run<'_> {
         let ce = if comm.size() == 1 {
             train_step(&mut self.net, &mut self.sgd, &x, &batch.labels, lr, self.label_smoothing, &mut self.buffers)
         } else {
-            let average = &mut |net: &mut resnet_models::ResNet| buckets.average(net, comm, n, global);
+            let exchange = &mut BucketExchange { buckets, comm, local: n, global };
             let (net, sgd, buffers) = (&mut self.net, &mut self.sgd, &mut self.buffers);
-            train_step_with(net, sgd, &x, &batch.labels, lr, self.label_smoothing, buffers, average)
+            train_step_exchanging(net, sgd, &x, &batch.labels, lr, self.label_smoothing, buffers, exchange)
         };
         let mut step =
             [ce.loss * n as f64, ce.top1_errors as f64, n as f64, f64::from(u8::from(stop.load(Ordering::SeqCst)))];
