@@ -30,6 +30,19 @@ pub struct EvalResult {
     pub non_finite: u64,
 }
 
+/// Each class's accuracy in percent from `confusion[true][predicted]` (`None` for a class
+/// never seen).
+pub(crate) fn per_class_accuracy(confusion: &[Vec<u64>]) -> Vec<Option<f64>> {
+    confusion
+        .iter()
+        .enumerate()
+        .map(|(c, row)| {
+            let seen: u64 = row.iter().sum();
+            (seen > 0).then(|| 100.0 * row[c] as f64 / seen as f64)
+        })
+        .collect()
+}
+
 /// Running sums of an evaluation.
 #[derive(Clone, Debug)]
 struct EvalAccumulator {
@@ -95,15 +108,7 @@ impl EvalAccumulator {
     /// The results so far.
     pub fn result(&self) -> EvalResult {
         let n = self.count.max(1) as f64;
-        let per_class_accuracy = self
-            .confusion
-            .iter()
-            .enumerate()
-            .map(|(c, row)| {
-                let total: u64 = row.iter().sum();
-                (total > 0).then(|| 100.0 * row[c] as f64 / total as f64)
-            })
-            .collect();
+        let per_class_accuracy = per_class_accuracy(&self.confusion);
         EvalResult {
             top1_error: 100.0 * self.top1 as f64 / n,
             top5_error: 100.0 * self.top5 as f64 / n,

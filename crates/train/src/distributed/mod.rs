@@ -129,14 +129,7 @@ pub fn sum_evaluation(local: EvalResult, comm: &dyn Communicator) -> EvalResult 
     let k = local.confusion.len();
     let confusion: Vec<Vec<u64>> =
         sums[5..].chunks(k.max(1)).take(k).map(|row| row.iter().map(|&c| c as u64).collect()).collect();
-    let per_class_accuracy = confusion
-        .iter()
-        .enumerate()
-        .map(|(c, row)| {
-            let seen: u64 = row.iter().sum();
-            (seen > 0).then(|| 100.0 * row[c] as f64 / seen as f64)
-        })
-        .collect();
+    let per_class_accuracy = crate::evaluate::per_class_accuracy(&confusion);
     EvalResult {
         top1_error: 100.0 * sums[1] / total,
         top5_error: 100.0 * sums[2] / total,
