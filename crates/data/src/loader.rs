@@ -107,6 +107,22 @@ impl Loader {
                 format!("{} samples make no full batch of {}", ds.len(), cfg.batch_size),
             ));
         }
+        let Shard { index, count } = cfg.shard;
+        if index >= count {
+            return Err(DataError::config("loader: shard", format!("there is no part {index} of {count}")));
+        }
+        // The smallest batch an epoch has: every part of it must hold a sample.
+        let (n, bs) = (ds.len(), cfg.batch_size);
+        let smallest = if cfg.drop_last || n.is_multiple_of(bs) { bs.min(n) } else { n % bs };
+        if smallest < count {
+            return Err(DataError::config(
+                "loader: shard",
+                format!(
+                    "a batch of {smallest} (the last of {n} samples in batches of {bs}) gives some of the {count} parts \
+                     none: choose a batch size that leaves at least {count} in every batch"
+                ),
+            ));
+        }
         Ok(Self { ds, cfg: Arc::new(cfg), out: (h, w, c), views })
     }
 

@@ -268,6 +268,15 @@ fn config_errors_are_clear() {
     assert!(Loader::new(ds.clone(), c).err().unwrap().to_string().contains("no full batch"));
     let c = LoaderConfig { batch_size: 0, ..cfg(LoaderMode::Eval(EvalView::Full), 1, 1) };
     assert!(Loader::new(ds.clone(), c).is_err());
+    // 10 samples in batches of 4 end with a batch of 2: three ranks cannot each take a part.
+    let shard = |index, count| LoaderConfig {
+        shard: resnet_data::Shard { index, count },
+        ..cfg(LoaderMode::Eval(EvalView::Full), 4, 1)
+    };
+    let m = Loader::new(ds.clone(), shard(0, 3)).err().expect("an empty part").to_string();
+    assert!(m.contains("batch of 2") && m.contains("3 parts"), "{m}");
+    assert!(Loader::new(ds.clone(), shard(2, 2)).is_err(), "part 2 of 2");
+    assert!(Loader::new(ds.clone(), shard(1, 2)).is_ok());
 
     // Images of different sizes need a resizing mode.
     let tmp = tempfile::tempdir().unwrap();
