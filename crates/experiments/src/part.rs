@@ -64,7 +64,14 @@ pub fn run_part(
         let history = metrics::read(&dir)?;
         let seconds = history.iter().map(|m| m.seconds).sum();
         observer.message(&format!("{name}: finished earlier, skipped"));
-        let params = params_of(&dir);
+        // The count recorded when it finished, so that a run kept without its checkpoints (its
+        // results alone, carried from another machine) still has it.
+        let recorded = fsutil::read(&dir.join(DONE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<PartResult>(&bytes).ok())
+            .map(|r| r.params)
+            .filter(|&p| p > 0);
+        let params = recorded.unwrap_or_else(|| params_of(&dir));
         return Ok(PartResult {
             name: name.into(),
             dir,

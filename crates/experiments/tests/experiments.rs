@@ -71,6 +71,23 @@ fn degradation_then_responses() {
 }
 
 #[test]
+fn a_finished_part_kept_without_its_checkpoints_keeps_its_parameter_count() {
+    let out = dir("results-only");
+    let stop = AtomicBool::new(false);
+    let first = degradation(&[8], &tiny(), &out, None, &stop, &mut Silent).unwrap();
+    for part in &first.parts {
+        std::fs::remove_dir_all(part.dir.join("checkpoints")).unwrap();
+    }
+    let again = degradation(&[8], &tiny(), &out, None, &stop, &mut Silent).unwrap();
+    for (a, b) in first.parts.iter().zip(&again.parts) {
+        assert_eq!(b.status, PartStatus::Skipped);
+        assert!(a.params > 0);
+        assert_eq!(b.params, a.params, "{}", a.name);
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
 fn shortcut_options_table() {
     let out = dir("shortcuts");
     let base = TrainConfig { model: "cifar-resnet8".into(), ..tiny() };
