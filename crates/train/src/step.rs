@@ -33,26 +33,6 @@ pub fn train_step(
     })
 }
 
-/// [`train_step`] with `before_update` called on the network, on the calling thread, between
-/// the backward pass and the SGD update (data-parallel training averages the gradients over
-/// the ranks there).
-#[allow(clippy::too_many_arguments)]
-pub fn train_step_with(
-    net: &mut ResNet,
-    sgd: &mut Sgd,
-    x: &Tensor,
-    labels: &[u32],
-    lr: f32,
-    label_smoothing: f32,
-    buffers: &mut StepBuffers,
-    before_update: &mut dyn FnMut(&mut ResNet),
-) -> CrossEntropy {
-    let ce = threads::install_awake(|| forward_backward(net, x, labels, label_smoothing, buffers));
-    before_update(net);
-    threads::install_awake(|| update(net, sgd, lr));
-    ce
-}
-
 /// What data-parallel training does with a step's gradients: takes each group of parameters
 /// as the backward pass finishes it (and may start sending it), then completes the exchange
 /// before the update.

@@ -9,10 +9,12 @@ use resnet_kernels::rng::Rng;
 use resnet_models::zoo::{spec, ModelOptions};
 use resnet_models::{InitConfig, ResNet};
 use resnet_nn::optim::{Sgd, SgdConfig};
+use resnet_nn::Param;
 use resnet_nn::Tensor;
 use resnet_train::config::{RunLength, TrainConfig};
+use resnet_train::distributed::BucketExchange;
 use resnet_train::distributed::{Communicator, GradientBuckets, LocalGroup};
-use resnet_train::step::{train_step_with, StepBuffers};
+use resnet_train::step::{train_step_exchanging, GradientExchange, StepBuffers};
 use resnet_train::trainer::{self, Outcome, Silent};
 use std::sync::atomic::AtomicBool;
 
@@ -50,6 +52,18 @@ fn gradients(net: &mut ResNet) -> Vec<f32> {
 
 const STEPS: usize = 10;
 
+/// An exchange that only calls `F` on the network after the backward pass (to read or replace
+/// its gradients before the update).
+struct AfterPass<F>(F);
+
+impl<F: FnMut(&mut ResNet) + Send> GradientExchange for AfterPass<F> {
+    fn ready(&mut self, _: &[&Param]) {}
+
+    fn finish(&mut self, net: &mut ResNet) {
+        (self.0)(net)
+    }
+}
+
 /// `ranks` ranks as threads, each stepping on its share of every batch with the gradients
 /// averaged over them (buckets of `bucket_bytes`): rank 0's losses (the mean over all ranks)
 /// and parameters after `STEPS` steps.
@@ -69,8 +83,13 @@ fn data_parallel(ranks: usize, batch_size: usize, bucket_bytes: usize) -> (Vec<f
                             let (x, labels) = batch(batch_size, step as u64);
                             let at = comm.rank() * share;
                             let mine = rows(&x, at, share);
-                            let average = &mut |net: &mut ResNet| buckets.average(net, &comm, share, batch_size);
-                            let ce = train_step_with(
+                            let exchange = &mut BucketExchange {
+                                buckets: &mut buckets,
+                                comm: &comm,
+                                local: share,
+                                global: batch_size,
+                            };
+                            let ce = train_step_exchanging(
                                 &mut net,
                                 &mut sgd,
                                 &mine,
@@ -78,7 +97,7 @@ fn data_parallel(ranks: usize, batch_size: usize, bucket_bytes: usize) -> (Vec<f
                                 0.05,
                                 0.0,
                                 &mut buffers,
-                                average,
+                                exchange,
                             );
                             let mut sum = [ce.loss * share as f64];
                             comm.all_reduce_sum_f64(&mut sum);
@@ -122,7 +141,7 @@ fn simulated(ranks: usize, batch_size: usize) -> (Vec<f64>, Vec<f32>) {
                 let mut grads = Vec::new();
                 let x = rows(&x, r * share, share);
                 let at = r * share;
-                let ce = train_step_with(
+                let ce = train_step_exchanging(
                     &mut probe,
                     &mut no_update,
                     &x,
@@ -130,7 +149,7 @@ fn simulated(ranks: usize, batch_size: usize) -> (Vec<f64>, Vec<f32>) {
                     0.0,
                     0.0,
                     &mut StepBuffers::default(),
-                    &mut |net| grads = gradients(net),
+                    &mut AfterPass(|net: &mut ResNet| grads = gradients(net)),
                 );
                 loss += ce.loss * share as f64;
                 sum.iter_mut().zip(&grads).for_each(|(s, g)| *s += g * share as f32);
@@ -316,15 +335,13 @@ fn buckets_start_summing_during_the_backward_pass_and_average_the_same() {
     let mut plain = network();
     let mut sgd = Sgd::new(SgdConfig::default());
     let mut grads = Vec::new();
-    train_step_with(&mut plain, &mut sgd, &x, &labels, 0.0, 0.0, &mut StepBuffers::default(), &mut |net| {
-        grads = gradients(net)
-    });
+    let capture = &mut AfterPass(|net: &mut ResNet| grads = gradients(net));
+    train_step_exchanging(&mut plain, &mut sgd, &x, &labels, 0.0, 0.0, &mut StepBuffers::default(), capture);
     // Overlapped: small buckets fill and start while the pass goes on.
     let recorder = Recorder::default();
     let mut net = network();
     let mut buckets = GradientBuckets::new(&mut net, 16 << 10);
-    let exchange =
-        &mut resnet_train::distributed::BucketExchange { buckets: &mut buckets, comm: &recorder, local: 8, global: 8 };
+    let exchange = &mut BucketExchange { buckets: &mut buckets, comm: &recorder, local: 8, global: 8 };
     let mut sgd = Sgd::new(SgdConfig::default());
     let mut after = Vec::new();
     resnet_train::step::train_step_exchanging(
