@@ -69,6 +69,46 @@ fn two_mpi_ranks_train_as_two_ranks_in_one_process() {
     }
 }
 
+/// A CIFAR-10 binary folder of 16 generated images per file.
+fn tiny_cifar(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 11u32;
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"] {
+        let mut bytes = Vec::new();
+        for i in 0..16u8 {
+            bytes.push(i % 10);
+            bytes.extend((0..3072).map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            }));
+        }
+        std::fs::write(dir.join(format!("{name}.bin")), bytes).unwrap();
+    }
+}
+
+/// What every rank would say about the run (the data it recognised, where it trains) is said
+/// once, by rank 0.
+#[test]
+fn only_the_first_rank_speaks() {
+    let (data, out_dir) = (fresh("tiny-cifar"), fresh("speaks"));
+    tiny_cifar(&data);
+    let out = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .arg(env!("CARGO_BIN_EXE_resnet"))
+        .args(["train", "--model", "cifar-resnet8", "--batch-size", "16", "--epochs", "1", "--threads", "1", "--quiet"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .expect("mpirun (install openmpi-bin, see the README)");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mpirun failed:\n{log}");
+    for line in ["recognised as cifar10", "on 2 ranks into", "epoch   1"] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} in:\n{log}");
+    }
+}
+
 /// The run of the `--sync-bn` comparison: 10 steps of batch 128 on generated images. At a
 /// rate of 0.02 the two summation orders (one process's against two ranks' sums) part by about
 /// 1e-5 of the parameters after 10 steps; at 0.1 the steps amplify the same rounding to 2e-4

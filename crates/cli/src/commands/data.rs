@@ -35,13 +35,16 @@ pub struct Args {
     coarse: bool,
 }
 
-/// The format `--dataset` names, or the one recognised at `--data`, said on standard error.
+/// The format `--dataset` names, or the one recognised at `--data`, said on standard error (by
+/// the first rank only, under mpirun).
 pub fn resolve_dataset(dataset: Option<DatasetKind>, data: Option<&std::path::Path>) -> anyhow::Result<DatasetKind> {
     match (dataset, data) {
         (Some(kind), _) => Ok(kind),
         (None, Some(path)) => {
             let found = detect_format(path)?;
-            eprintln!("--data {}: recognised as {found}", path.display());
+            if !super::ranks::follower() {
+                eprintln!("--data {}: recognised as {found}", path.display());
+            }
             Ok(found.kind)
         }
         (None, None) => anyhow::bail!("name a dataset with --dataset, or its files with --data"),

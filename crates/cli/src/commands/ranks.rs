@@ -11,6 +11,15 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Variables the launchers of Open MPI, MPICH and PMIx set in every process they start.
 const LAUNCHER_VARIABLES: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"];
 
+/// Variables the launchers of Open MPI, MPICH and PMIx set to each process's rank.
+const RANK_VARIABLES: [&str; 3] = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"];
+
+/// Whether a launcher started this process as a rank other than the first: known before MPI
+/// starts, so that what every rank would say (the data it recognised) is said once, by rank 0.
+pub fn follower() -> bool {
+    RANK_VARIABLES.iter().find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok()).is_some_and(|rank| rank > 0)
+}
+
 /// This process's group: the MPI job when `mpirun` started it, else one process alone. A rank
 /// that waits `timeout` for the others in one collective ends the job.
 ///
