@@ -184,7 +184,7 @@ pub fn matmul(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, par
 /// computed as dot products, reading `b` once from front to back, rather than by the `gemm`
 /// crate, which packs `b` first and so doubles the memory traffic of what is a matrix-vector
 /// product bound by it (docs/tuning.md).
-const DOT_ROWS: usize = 32;
+pub(crate) const DOT_ROWS: usize = 32;
 
 /// Columns of `c` per parallel task of [`matmul_dots`] (a quarter of a megabyte of `b` at
 /// ResNet-50's 2048 inputs).
@@ -192,32 +192,49 @@ const DOT_COLUMNS: usize = 32;
 
 /// [`matmul`] for at most [`DOT_ROWS`] contiguous rows of `a` and contiguous columns of `b`.
 fn matmul_dots(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, par: Parallelism) {
-    let (m, n, k) = (c.rows, c.cols, a.cols);
+    let (m, k) = (c.rows, a.cols);
     let rows: Vec<&[f32]> = (0..m).map(|i| &a.data[i * a.row_stride..][..k]).collect();
+    let column_dot = |row: &[f32], j: usize| dot(row, &b.data[j * b.col_stride..][..k]);
+    dot_products(&rows, c.cols, par, column_dot, |i, j, v| {
+        let dst = &mut c.data[i * c.row_stride + j * c.col_stride];
+        *dst = if accumulate { *dst + v } else { v };
+    });
+}
+
+/// `write(i, j, column_dot(rows[i], j))` for every row `i` (at most [`DOT_ROWS`]) and column `j <
+/// columns`: each parallel task takes [`DOT_COLUMNS`] columns and meets every row with each of
+/// them, so that the columns (the large operand: a classifier's weight rows) are read once,
+/// front to back.
+pub(crate) fn dot_products(
+    rows: &[&[f32]],
+    columns: usize,
+    par: Parallelism,
+    column_dot: impl Fn(&[f32], usize) -> f32 + Sync,
+    mut write: impl FnMut(usize, usize, f32),
+) {
+    let m = rows.len();
+    assert!(m <= DOT_ROWS, "dot products of {m} rows (at most {DOT_ROWS})");
     // Each task's block of columns, row by row: `[m, width]`.
     let block = |j0: usize| -> Vec<f32> {
-        let width = DOT_COLUMNS.min(n - j0);
+        let width = DOT_COLUMNS.min(columns - j0);
         let mut out = vec![0.0; m * width];
         for jj in 0..width {
-            let column = &b.data[(j0 + jj) * b.col_stride..][..k];
             for (i, row) in rows.iter().enumerate() {
-                out[i * width + jj] = dot(row, column);
+                out[i * width + jj] = column_dot(row, j0 + jj);
             }
         }
         out
     };
-    let starts: Vec<usize> = (0..n).step_by(DOT_COLUMNS).collect();
+    let starts: Vec<usize> = (0..columns).step_by(DOT_COLUMNS).collect();
     let blocks: Vec<Vec<f32>> = match par {
         Parallelism::Pool => crate::threads::install(|| starts.par_iter().map(|&j0| block(j0)).collect()),
         Parallelism::Sequential => starts.iter().map(|&j0| block(j0)).collect(),
     };
     for (&j0, out) in starts.iter().zip(&blocks) {
-        let width = out.len() / m;
+        let width = out.len() / m.max(1);
         for i in 0..m {
             for jj in 0..width {
-                let dst = &mut c.data[i * c.row_stride + (j0 + jj) * c.col_stride];
-                let v = out[i * width + jj];
-                *dst = if accumulate { *dst + v } else { v };
+                write(i, j0 + jj, out[i * width + jj]);
             }
         }
     }

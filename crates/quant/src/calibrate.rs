@@ -176,7 +176,7 @@ impl Calibrator {
             calibration_images: self.images,
             run_config: None,
             activations,
-            float_layers: vec!["fc".into()],
+            float_layers: vec!["avgpool".into()],
         };
         record.check(net)?;
         Ok(record)

@@ -1,6 +1,7 @@
 //! The int8 network: every convolution with its batch norm folded into int8 weights, 8-bit
-//! activations between them, the float classifier at the end.
+//! activations between them, the classifier on int8 weights and real features at the end.
 
+use crate::classifier::QuantizedClassifier;
 use crate::record::unit_name;
 use crate::{ActivationQuant, QuantError, QuantRecord};
 use resnet_kernels::conv::int8::{
@@ -13,7 +14,6 @@ use resnet_kernels::pool::PoolShape;
 use resnet_kernels::quantized::{global_avg_pool_u8, max_pool_u8, quantize_u8};
 use resnet_kernels::{profile, threads};
 use resnet_models::{BatchNormMode, ConvBn, ModelError, ResNet, ResNetSpec, ShortcutPath};
-use resnet_nn::ops::Linear;
 use resnet_nn::Tensor;
 
 /// A unit's convolution with its eval-mode batch norm folded in (`w * scale` per output channel,
@@ -162,7 +162,7 @@ pub struct QuantizedResNet {
     blocks: Vec<QuantBlock>,
     /// The last block's output step (the average pool's input).
     last_scale: f32,
-    fc: Linear,
+    fc: QuantizedClassifier,
     buffers: Buffers,
     features: Tensor,
     logits: Tensor,
@@ -210,7 +210,7 @@ impl QuantizedResNet {
             pool,
             blocks,
             last_scale: block_input.scale,
-            fc: net.fc.clone(),
+            fc: QuantizedClassifier::of(&net.fc),
             buffers: Buffers::default(),
             features: Tensor::default(),
             logits: Tensor::default(),

@@ -78,7 +78,8 @@ pub struct QuantRecord {
     pub run_config: Option<serde_json::Value>,
     /// The encoding of each activation point (see [`activation_points`]).
     pub activations: BTreeMap<String, ActivationQuant>,
-    /// The layers kept in higher precision.
+    /// The layers whose outputs are kept in higher precision (`avgpool`: the classifier's input;
+    /// records before int8 classifier weights name `fc`).
     pub float_layers: Vec<String>,
 }
 

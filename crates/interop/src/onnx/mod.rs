@@ -32,7 +32,7 @@ use crate::fsutil;
 use crate::InteropError;
 use proto::*;
 use resnet_models::{Block, ConvBn, NamedTensor, ResNet, ResNetSpec, ShortcutPath, TensorData};
-use resnet_nn::ops::{BatchNorm2d, Conv2d};
+use resnet_nn::ops::{BatchNorm2d, Conv2d, Linear};
 use resnet_quant::QuantRecord;
 use std::collections::HashMap;
 use std::path::Path;
@@ -347,7 +347,10 @@ pub(crate) fn model(net: &ResNet, opts: &OnnxOptions, record: Option<&QuantRecor
     };
     x = b.node("GlobalAveragePool", "avgpool", &[&x], vec![]);
     x = b.node("Flatten", "flatten", &[&x], vec![attr_int("axis", 1)]);
-    let (w, bias) = (b.weight(&net.fc.weight.name), b.weight(&net.fc.bias.name));
+    let (w, bias) = match record {
+        None => (b.weight(&net.fc.weight.name), b.weight(&net.fc.bias.name)),
+        Some(_) => b.int8_classifier_weights(&net.fc),
+    };
     b.nodes.push(NodeProto {
         input: vec![x, w, bias],
         output: vec!["logits".into()],

@@ -7,10 +7,11 @@
 //! Each activation point of [`QuantRecord`] becomes a pair with its scale and zero point: the
 //! input (`uint8`, its zero point), the stem's and every unit's output after its ReLU (`uint8`,
 //! zero point 0), each projection's output (`int8`, symmetric) and each block's output after the
-//! addition and ReLU. The classifier stays float, as in our int8 network.
+//! addition and ReLU. The classifier's weights are int8 per output, dequantized on axis 0, as in
+//! our int8 network; its input (the average pool's) stays float.
 
 use super::*;
-use resnet_quant::{unit_name, ActivationQuant, QuantizedWeights};
+use resnet_quant::{unit_name, ActivationQuant, QuantizedClassifier, QuantizedWeights};
 
 impl Builder {
     /// The stem, its pooling and the blocks of the int8 network on `x` (float).
@@ -65,35 +66,55 @@ impl Builder {
         let q = QuantizedWeights::of(unit);
         let (k, cin, cout) = (conv.k, conv.cin, conv.cout);
         // Ours is [kh, kw, cin, cout]; ONNX's OIHW.
-        let mut oihw = vec![0u8; q.weights.len()];
+        let mut oihw = vec![0i8; q.weights.len()];
         for tap in 0..k * k {
             for ci in 0..cin {
                 for co in 0..cout {
-                    oihw[(co * cin + ci) * k * k + tap] = q.weights[(tap * cin + ci) * cout + co] as u8;
+                    oihw[(co * cin + ci) * k * k + tap] = q.weights[(tap * cin + ci) * cout + co];
                 }
             }
         }
+        let w = self.int8_weights(&name, vec![cout, cin, k, k], &oihw, &q.scales);
+        self.initializers.push(float_tensor(&format!("{name}.bias"), &[cout], &q.bias));
+        self.node("Conv", &name, &[x, &w, &format!("{name}.bias")], conv_attributes(conv))
+    }
+
+    /// The classifier's int8 weights dequantized per output (for a `Gemm` with `transB`) and its
+    /// bias: the names of the two. Takes its tensors out of the state.
+    pub(super) fn int8_classifier_weights(&mut self, fc: &Linear) -> (String, String) {
+        for key in [&fc.weight.name, &fc.bias.name] {
+            self.state.remove(key).unwrap_or_else(|| panic!("{key} is not in the network's state dict"));
+        }
+        let q = QuantizedClassifier::of(fc);
+        let name = fc.weight.name.trim_end_matches(".weight").to_string();
+        let weight = self.int8_weights(&name, vec![q.outputs(), fc.inputs()], &q.weights, &q.scales);
+        let bias = format!("{name}.bias");
+        self.initializers.push(float_tensor(&bias, &[q.outputs()], &q.bias));
+        (weight, bias)
+    }
+
+    /// Initializers for int8 weights `codes` of shape `dims` (outputs first) with a step per
+    /// output, and the `DequantizeLinear` node that makes them float again: its output's name.
+    fn int8_weights(&mut self, name: &str, dims: Vec<usize>, codes: &[i8], scales: &[f32]) -> String {
+        let outputs = dims[0];
         let weight = format!("{name}.weight_quantized");
         self.initializers.push(TensorProto {
-            dims: [cout, cin, k, k].iter().map(|&d| d as i64).collect(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
             data_type: data_type::INT8,
             name: weight.clone(),
-            raw_data: oihw,
+            raw_data: codes.iter().map(|&v| v as u8).collect(),
             ..Default::default()
         });
-        self.initializers.push(float_tensor(&format!("{name}.weight_scale"), &[cout], &q.scales));
+        self.initializers.push(float_tensor(&format!("{name}.weight_scale"), &[outputs], scales));
         self.initializers.push(TensorProto {
-            dims: vec![cout as i64],
+            dims: vec![outputs as i64],
             data_type: data_type::INT8,
             name: format!("{name}.weight_zero_point"),
-            raw_data: vec![0; cout],
+            raw_data: vec![0; outputs],
             ..Default::default()
         });
-        self.initializers.push(float_tensor(&format!("{name}.bias"), &[cout], &q.bias));
         let inputs = [weight.as_str(), &format!("{name}.weight_scale"), &format!("{name}.weight_zero_point")];
-        let w =
-            self.node("DequantizeLinear", &format!("{name}.weight_dequantized"), &inputs, vec![attr_int("axis", 0)]);
-        self.node("Conv", &name, &[x, &w, &format!("{name}.bias")], conv_attributes(conv))
+        self.node("DequantizeLinear", &format!("{name}.weight_dequantized"), &inputs, vec![attr_int("axis", 0)])
     }
 
     /// `x` quantized to 8 bits with the encoding of activation point `point` (`int8` when
