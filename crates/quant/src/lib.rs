@@ -25,5 +25,5 @@ mod record;
 pub use calibrate::Calibrator;
 pub use classifier::QuantizedClassifier;
 pub use error::QuantError;
-pub use network::{QuantizedResNet, QuantizedWeights};
+pub use network::{QuantizedResNet, QuantizedWeights, GROUP_BYTES};
 pub use record::{activation_points, projection, unit_name, ActivationQuant, Method, QuantRecord, RECORD_FORMAT};

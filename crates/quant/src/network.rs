@@ -149,6 +149,8 @@ struct Buffers {
     inner: [Vec<u8>; 2],
     shortcut: Vec<u8>,
     projection: Vec<i8>,
+    /// The early blocks' output gathered from the groups of images.
+    gathered: Vec<u8>,
 }
 
 /// A ResNet with int8 convolutions: built from a float network and a [`QuantRecord`].
@@ -163,6 +165,8 @@ pub struct QuantizedResNet {
     /// The last block's output step (the average pool's input).
     last_scale: f32,
     fc: QuantizedClassifier,
+    /// See [`Self::set_group_bytes`].
+    group_bytes: usize,
     buffers: Buffers,
     features: Tensor,
     logits: Tensor,
@@ -211,10 +215,19 @@ impl QuantizedResNet {
             blocks,
             last_scale: block_input.scale,
             fc: QuantizedClassifier::of(&net.fc),
+            group_bytes: GROUP_BYTES,
             buffers: Buffers::default(),
             features: Tensor::default(),
             logits: Tensor::default(),
         })
+    }
+
+    /// Runs the early blocks, whose activations over a large batch would leave the cache, a
+    /// group of images at a time, so that no activation of a group exceeds `bytes` (default
+    /// [`GROUP_BYTES`], for a last-level cache of 32 MB; `usize::MAX` runs every layer on the
+    /// whole batch). The logits are the same either way.
+    pub fn set_group_bytes(&mut self, bytes: usize) {
+        self.group_bytes = bytes.max(1);
     }
 
     /// The network's structure.
@@ -248,32 +261,107 @@ impl QuantizedResNet {
     }
 
     fn run(&mut self, x: &Tensor) {
-        let b = &mut self.buffers;
-        b.input.resize(x.len(), 0);
-        quantize_u8(x.data(), self.input.scale, self.input.zero_point, &mut b.input);
-        let mut shape = x.shape();
-        self.stem.run(&b.input, shape, Int8Residual::None, &mut b.current, &mut b.projection);
-        shape = self.stem.output_shape(shape);
-        if let Some((k, stride, pad)) = self.pool {
-            let [n, h, w, c] = shape;
-            let s = PoolShape { n, h, w, c, k, stride, pad };
-            b.next.resize(s.output_len(), 0);
-            max_pool_u8(&s, &b.current[..s.input_len()], &mut b.next[..s.output_len()]);
-            std::mem::swap(&mut b.current, &mut b.next);
-            shape = [n, s.out_h(), s.out_w(), c];
-        }
-        for block in &self.blocks {
-            shape = block.run(shape, b);
+        let mut b = std::mem::take(&mut self.buffers);
+        let mut input = std::mem::take(&mut b.input);
+        input.resize(x.len(), 0);
+        quantize_u8(x.data(), self.input.scale, self.input.zero_point, &mut input);
+        let batch = x.shape();
+        let (grouped, group) = self.early_groups(batch);
+        let mut shape = if group < batch[0] {
+            // The early blocks a few images at a time, each group's output gathered into the
+            // batch's (each image's values are contiguous).
+            let [n, h, w, c] = batch;
+            let mut gathered = std::mem::take(&mut b.gathered);
+            let mut out = batch;
+            for first in (0..n).step_by(group) {
+                let images = group.min(n - first);
+                let part = &input[first * h * w * c..][..images * h * w * c];
+                let [_, oh, ow, oc] = self.run_early(part, [images, h, w, c], grouped, &mut b);
+                let len = oh * ow * oc;
+                gathered.resize(n * len, 0);
+                gathered[first * len..][..images * len].copy_from_slice(&b.current[..images * len]);
+                out = [n, oh, ow, oc];
+            }
+            std::mem::swap(&mut b.current, &mut gathered);
+            b.gathered = gathered;
+            out
+        } else {
+            self.run_early(&input, batch, grouped, &mut b)
+        };
+        for block in &self.blocks[grouped..] {
+            shape = block.run(shape, &mut b);
             std::mem::swap(&mut b.current, &mut b.next);
         }
         let [n, h, w, c] = shape;
         self.features.reshape_for([n, 1, 1, c]);
         global_avg_pool_u8(&b.current[..n * h * w * c], n, c, self.last_scale, self.features.data_mut());
         self.fc.forward(&self.features, &mut self.logits);
+        b.input = input;
+        self.buffers = b;
+    }
+
+    /// The stem, its pooling and the first `blocks` blocks on `x` (of shape `input`), into
+    /// `b.current`; returns the output shape.
+    fn run_early(&self, x: &[u8], input: [usize; 4], blocks: usize, b: &mut Buffers) -> [usize; 4] {
+        self.stem.run(x, input, Int8Residual::None, &mut b.current, &mut b.projection);
+        let mut shape = self.stem.output_shape(input);
+        if let Some(s) = self.pool_shape(shape) {
+            b.next.resize(s.output_len(), 0);
+            max_pool_u8(&s, &b.current[..s.input_len()], &mut b.next[..s.output_len()]);
+            std::mem::swap(&mut b.current, &mut b.next);
+            shape = [s.n, s.out_h(), s.out_w(), s.c];
+        }
+        for block in &self.blocks[..blocks] {
+            shape = block.run(shape, b);
+            std::mem::swap(&mut b.current, &mut b.next);
+        }
+        shape
+    }
+
+    /// The max pooling after the stem, if any, for the stem's output of shape `[n, h, w, c]`.
+    fn pool_shape(&self, [n, h, w, c]: [usize; 4]) -> Option<PoolShape> {
+        self.pool.map(|(k, stride, pad)| PoolShape { n, h, w, c, k, stride, pad })
+    }
+
+    /// How many leading blocks run a group of images at a time, and the group: the blocks whose
+    /// output over the whole batch exceeds `group_bytes`, in even groups of images small
+    /// enough that each of their activations stays within it. A block's three activations and
+    /// its residual then stay in the last-level cache instead of going to memory and back
+    /// (docs/tuning.md).
+    fn early_groups(&self, [n, h, w, c]: [usize; 4]) -> (usize, usize) {
+        let mut shape = self.stem.output_shape([1, h, w, c]);
+        let mut largest = shape.iter().product::<usize>();
+        if let Some(s) = self.pool_shape(shape) {
+            shape = [1, s.out_h(), s.out_w(), s.c];
+        }
+        let mut grouped = 0;
+        for block in &self.blocks {
+            shape = block.output_shape(shape);
+            let bytes = shape.iter().product::<usize>();
+            if n.saturating_mul(bytes) <= self.group_bytes {
+                break;
+            }
+            largest = largest.max(bytes);
+            grouped += 1;
+        }
+        if grouped == 0 {
+            return (0, n);
+        }
+        let most = (self.group_bytes / largest.max(1)).max(1);
+        (grouped, n.div_ceil(n.div_ceil(most)))
     }
 }
 
+/// Bytes of an activation over a group of images up to which the early blocks run that group at
+/// a time, by default (see [`QuantizedResNet::set_group_bytes`]; docs/tuning.md).
+pub const GROUP_BYTES: usize = 4 << 20;
+
 impl QuantBlock {
+    /// The output shape for an input of shape `input`.
+    fn output_shape(&self, input: [usize; 4]) -> [usize; 4] {
+        self.units.iter().fold(input, |shape, unit| unit.output_shape(shape))
+    }
+
     /// Runs on `b.current` (of shape `input`) into `b.next`; returns the output shape.
     fn run(&self, input: [usize; 4], b: &mut Buffers) -> [usize; 4] {
         let x = &b.current[..input.iter().product::<usize>()];

@@ -64,6 +64,27 @@ fn int8_logits_track_the_float_network_on_every_kind_of_network() {
     }
 }
 
+/// Running the early blocks a group of images at a time (groups of 2, 2 and 1 here, over
+/// layer1 and layer2) gives the logits of running every layer on the whole batch, bit for bit.
+#[test]
+fn early_blocks_in_groups_of_images_give_the_same_logits() {
+    let x = batch(5, 64, 1);
+    let mut net = network("resnet50-v1.5", &x);
+    let mut cal = Calibrator::new(Method::MinMax).unwrap();
+    cal.observe(&mut net, &x).unwrap();
+    let mut q = QuantizedResNet::new(&net, &cal.finish(&net).unwrap()).unwrap();
+    let test = batch(5, 64, 2);
+    q.set_group_bytes(usize::MAX);
+    let whole = q.infer(&test).data().to_vec();
+    // layer1's output is 64 KB an image, layer2's 32 KB, layer3's 16 KB: 150 KB groups two
+    // images through layer2.
+    q.set_group_bytes(150 << 10);
+    assert_eq!(q.infer(&test).data(), &whole[..]);
+    // One image alone, and the batch again after it.
+    q.set_group_bytes(1);
+    assert_eq!(q.infer(&test).data(), &whole[..]);
+}
+
 #[test]
 fn a_record_of_another_network_is_refused_by_name() {
     let x = batch(2, 16, 3);
