@@ -29,20 +29,32 @@ fn metrics(dir: &Path) -> Vec<EpochMetrics> {
         .collect()
 }
 
+/// `mpirun` starting two ranks (as root, on more ranks than cores if need be).
+fn mpirun_two_ranks() -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"]);
+    c
+}
+
+/// Runs an `mpirun` job to its end; returns its standard output and error, after checking it
+/// succeeded.
+fn succeeds(mut job: Command) -> String {
+    let out = job.output().expect("mpirun (install openmpi-bin, see the README)");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mpirun failed:\n{log}");
+    log
+}
+
 #[test]
 fn two_mpi_ranks_train_as_two_ranks_in_one_process() {
     let over_mpi = fresh("mpirun");
-    let out = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .arg(env!("CARGO_BIN_EXE_resnet"))
+    let mut job = mpirun_two_ranks();
+    job.arg(env!("CARGO_BIN_EXE_resnet"))
         .args(["train", "--synthetic-train", "256", "--synthetic-test", "64", "--synthetic-size", "16"])
         .args(["--model", "cifar-resnet8", "--batch-size", "32", "--epochs", "2", "--threads", "1", "--quiet"])
         .arg("--out")
-        .arg(&over_mpi)
-        .output()
-        .expect("mpirun (install openmpi-bin, see the README)");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "mpirun failed:\n{log}");
+        .arg(&over_mpi);
+    let log = succeeds(job);
     assert!(log.contains("on 2 ranks"), "{log}");
 
     // The same resolved configuration on two threads of this process, computing on one thread
@@ -92,18 +104,14 @@ fn tiny_cifar(dir: &Path) {
 fn only_the_first_rank_speaks() {
     let (data, out_dir) = (fresh("tiny-cifar"), fresh("speaks"));
     tiny_cifar(&data);
-    let out = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .arg(env!("CARGO_BIN_EXE_resnet"))
+    let mut job = mpirun_two_ranks();
+    job.arg(env!("CARGO_BIN_EXE_resnet"))
         .args(["train", "--model", "cifar-resnet8", "--batch-size", "16", "--epochs", "1", "--threads", "1", "--quiet"])
         .arg("--data")
         .arg(&data)
         .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .expect("mpirun (install openmpi-bin, see the README)");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "mpirun failed:\n{log}");
+        .arg(&out_dir);
+    let log = succeeds(job);
     for line in ["recognised as cifar10", "on 2 ranks into", "epoch   1"] {
         assert_eq!(log.matches(line).count(), 1, "{line:?} in:\n{log}");
     }
@@ -185,15 +193,10 @@ fn two_ranks_with_sync_bn_follow_one_process_with_the_whole_batch() {
     }
     let over_mpi = fresh("sync-bn");
     std::fs::create_dir_all(&over_mpi).unwrap();
-    let out = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x"])
-        .arg(format!("{CHILD}={}", over_mpi.display()))
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "sync_bn_rank", "--test-threads", "1"])
-        .output()
-        .expect("mpirun (install openmpi-bin, see the README)");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "mpirun failed:\n{log}");
+    let mut job = mpirun_two_ranks();
+    job.arg("-x").arg(format!("{CHILD}={}", over_mpi.display()));
+    job.arg(std::env::current_exe().unwrap()).args(["--exact", "sync_bn_rank", "--test-threads", "1"]);
+    succeeds(job);
     let ranks: Vec<f64> = serde_json::from_slice(&std::fs::read(over_mpi.join("losses.json")).unwrap()).unwrap();
 
     // One process, the whole batch, one compute thread as each rank had.
@@ -254,8 +257,8 @@ fn a_rank_that_hangs_ends_the_job_naming_the_rank_that_waited() {
     if std::env::var_os(CHILD).is_some() || std::env::var_os(HANG).is_some() {
         return;
     }
-    let mut job = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x"])
+    let mut job = mpirun_two_ranks()
+        .arg("-x")
         .arg(format!("{HANG}=1"))
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "hanging_rank", "--test-threads", "1", "--nocapture"])
