@@ -241,19 +241,27 @@ pub(crate) fn dot_products(
 }
 
 crate::multiversion! {
-    /// `sum_p x[p] * y[p]`, in 32 lanes (vectors of independent partial sums) added up at the end.
+    /// `sum_p x[p] * y[p]` (see [`lanes_dot`]).
     fn dot / dot_on(x: &[f32], y: &[f32]) -> f32 {
-        const LANES: usize = 32;
-        let mut acc = [0.0f32; LANES];
-        let whole = x.len() / LANES * LANES;
-        for (xs, ys) in x[..whole].chunks_exact(LANES).zip(y[..whole].chunks_exact(LANES)) {
-            for ((a, &p), &q) in acc.iter_mut().zip(xs).zip(ys) {
-                *a += p * q;
-            }
-        }
-        let tail: f32 = x[whole..].iter().zip(&y[whole..]).map(|(p, q)| p * q).sum();
-        acc.iter().sum::<f32>() + tail
+        lanes_dot(x, y, |v| v)
     }
+}
+
+/// `sum_p x[p] * widen(y[p])`, in 32 lanes (vectors of independent partial sums) added up at the
+/// end: the body of the dot products, inlined into each instruction set's version of its
+/// callers so that it vectorises there.
+#[inline(always)]
+pub(crate) fn lanes_dot<T: Copy>(x: &[f32], y: &[T], widen: impl Fn(T) -> f32) -> f32 {
+    const LANES: usize = 32;
+    let mut acc = [0.0f32; LANES];
+    let whole = x.len() / LANES * LANES;
+    for (xs, ys) in x[..whole].chunks_exact(LANES).zip(y[..whole].chunks_exact(LANES)) {
+        for ((a, &p), &q) in acc.iter_mut().zip(xs).zip(ys) {
+            *a += p * widen(q);
+        }
+    }
+    let tail: f32 = x[whole..].iter().zip(&y[whole..]).map(|(&p, &q)| p * widen(q)).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The naive triple loop, accumulated in `f64`: the oracle [`matmul`] is tested against.

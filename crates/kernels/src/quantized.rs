@@ -2,7 +2,7 @@
 //! max pooling and global average pooling of 8-bit NHWC activations, and the classifier on int8
 //! weights.
 
-use crate::gemm::{dot_products, Parallelism, DOT_ROWS};
+use crate::gemm::{dot_products, lanes_dot, Parallelism, DOT_ROWS};
 use crate::pool::PoolShape;
 use crate::threads;
 use rayon::prelude::*;
@@ -103,18 +103,9 @@ pub fn linear_i8(x: &[f32], weights: &[i8], scales: &[f32], bias: &[f32], y: &mu
 }
 
 crate::multiversion! {
-    /// `sum_p x[p] * w[p]` with the int8 `w` widened to f32, in 32 lanes added up at the end.
+    /// `sum_p x[p] * w[p]` with the int8 `w` widened to f32 (see [`lanes_dot`]).
     fn dot_i8 / dot_i8_on(x: &[f32], w: &[i8]) -> f32 {
-        const LANES: usize = 32;
-        let mut acc = [0.0f32; LANES];
-        let whole = x.len() / LANES * LANES;
-        for (xs, ws) in x[..whole].chunks_exact(LANES).zip(w[..whole].chunks_exact(LANES)) {
-            for ((a, &p), &q) in acc.iter_mut().zip(xs).zip(ws) {
-                *a += p * f32::from(q);
-            }
-        }
-        let tail: f32 = x[whole..].iter().zip(&w[whole..]).map(|(p, &q)| p * f32::from(q)).sum();
-        acc.iter().sum::<f32>() + tail
+        lanes_dot(x, w, f32::from)
     }
 }
 
