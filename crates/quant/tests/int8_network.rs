@@ -7,7 +7,7 @@ use resnet_models::zoo::{spec, ModelOptions};
 use resnet_models::{BatchNormMode, InitConfig, ResNet};
 use resnet_nn::gradcheck::randomize;
 use resnet_nn::Tensor;
-use resnet_quant::{Calibrator, Method, QuantError, QuantizedResNet};
+use resnet_quant::{Calibrator, Method, QuantError, QuantRecord, QuantizedResNet};
 
 /// A network with He-initialised weights whose running statistics are those of `x`, so that
 /// its eval-mode activations are normalised as a trained network's are.
@@ -24,6 +24,13 @@ fn network(model: &str, x: &Tensor) -> ResNet {
         bn.weight.value_mut().iter_mut().for_each(|g| *g = 0.5 + g.abs());
     });
     net
+}
+
+/// The record of `net` calibrated on `x` by `method`.
+fn calibrated(net: &mut ResNet, x: &Tensor, method: Method) -> QuantRecord {
+    let mut cal = Calibrator::new(method).unwrap();
+    cal.observe(net, x).unwrap();
+    cal.finish(net).unwrap()
 }
 
 fn batch(n: usize, side: usize, seed: u64) -> Tensor {
@@ -47,9 +54,7 @@ fn int8_logits_track_the_float_network_on_every_kind_of_network() {
         let x = batch(n, side, 1);
         let mut net = network(model, &x);
         for method in [Method::MinMax, Method::Percentile(99.999)] {
-            let mut cal = Calibrator::new(method).unwrap();
-            cal.observe(&mut net, &x).unwrap();
-            let record = cal.finish(&net).unwrap();
+            let record = calibrated(&mut net, &x, method);
             assert_eq!(record.calibration_images, n);
             let mut q = QuantizedResNet::new(&net, &record).unwrap();
             // Images the calibration did not see.
@@ -70,9 +75,8 @@ fn int8_logits_track_the_float_network_on_every_kind_of_network() {
 fn early_blocks_in_groups_of_images_give_the_same_logits() {
     let x = batch(5, 64, 1);
     let mut net = network("resnet50-v1.5", &x);
-    let mut cal = Calibrator::new(Method::MinMax).unwrap();
-    cal.observe(&mut net, &x).unwrap();
-    let mut q = QuantizedResNet::new(&net, &cal.finish(&net).unwrap()).unwrap();
+    let record = calibrated(&mut net, &x, Method::MinMax);
+    let mut q = QuantizedResNet::new(&net, &record).unwrap();
     let test = batch(5, 64, 2);
     q.set_group_bytes(usize::MAX);
     let whole = q.infer(&test).data().to_vec();
@@ -89,9 +93,7 @@ fn early_blocks_in_groups_of_images_give_the_same_logits() {
 fn a_record_of_another_network_is_refused_by_name() {
     let x = batch(2, 16, 3);
     let mut net20 = network("resnet20", &x);
-    let mut cal = Calibrator::new(Method::MinMax).unwrap();
-    cal.observe(&mut net20, &x).unwrap();
-    let record = cal.finish(&net20).unwrap();
+    let record = calibrated(&mut net20, &x, Method::MinMax);
     let net32 = network("resnet32", &x);
     match QuantizedResNet::new(&net32, &record) {
         Err(QuantError::MissingActivation(name)) => assert_eq!(name, "layer1.3.conv1"),
