@@ -3,10 +3,11 @@
 //! as the direct convolution it replaces): the per-layer view behind `resnet bench --profile`,
 //! for choosing algorithms and reading the achieved rate against `peak`.
 //!
-//! `cargo run --release -p resnet-kernels --example conv_passes [-- FILTER [REPS]]`
+//! `cargo run --release -p resnet-kernels --example conv_passes [-- FILTER [REPS [ALGORITHM]]]`
 //!
 //! FILTER keeps the layers whose name contains it; REPS (default 3) timed calls per pass after
-//! one warm-up, of which the fastest is printed.
+//! one warm-up, of which the fastest is printed; ALGORITHM keeps the algorithms whose name
+//! (`DirectBf16`, `Winograd`, ...) contains it.
 
 use resnet_kernels::conv::{backward_data, backward_weight, forward, ConvAlgorithm, ConvParams, ConvShape, ConvWeight};
 use resnet_kernels::conv::{ConvPass, Epilogue};
@@ -72,6 +73,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let filter = args.first().cloned().unwrap_or_default();
     let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
+    let algorithm = args.get(2).cloned().unwrap_or_default();
     let cpu = CpuFeatures::current();
     println!(
         "{:<12} {:<13} {:>9} {:>9} {:>9}   GFLOP/s F / BD / BW   chosen (f32, bf16)",
@@ -95,7 +97,7 @@ fn main() {
             chosen(resnet_kernels::conv::Precision::Bf16)
         );
         let gflops = |ms: f64| 2.0 * s.macs() as f64 / ms / 1e6;
-        for algo in algorithms() {
+        for algo in algorithms().into_iter().filter(|a| format!("{a:?}").contains(&algorithm)) {
             let p = ConvParams::new(s, algo, ConvWeight::new(&w));
             let f = fastest_ms(reps, || forward(&p, &x, Epilogue::None, &mut y, &mut ws));
             let bd = if s.cin >= 16 {

@@ -98,13 +98,26 @@ pub(in crate::conv) fn backward_weight_gathered(
                                 x_tap_stride: 0,
                                 acc_row_stride: k,
                                 acc_tap_stride: 0,
+                                prefetch: std::ptr::null(),
+                                prefetch_lines: 0,
                             };
                             // SAFETY: bf16 support was checked above; dy_t holds co rows of
                             // `even` = 2 * pairs values; xp holds `pairs` pairs of `width`
                             // channels; the accumulator columns c0..c0 + width of the co rows of
                             // k are this task's alone (the tasks' c0 differ by TASK_CHANNELS >=
                             // width).
-                            unsafe { kernels::wgrad_pairs(&g, 1, co, width, dy_t.as_ptr(), xp.as_ptr(), acc.at(c0)) };
+                            unsafe {
+                                kernels::wgrad_pairs(
+                                    &g,
+                                    1,
+                                    co,
+                                    width,
+                                    dy_t.as_ptr(),
+                                    xp.as_ptr(),
+                                    acc.at(c0),
+                                    &Default::default(),
+                                )
+                            };
                         });
                     });
                 });

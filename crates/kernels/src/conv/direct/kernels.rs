@@ -25,12 +25,45 @@ pub(in crate::conv) struct Tile {
     pub(in crate::conv) accumulate: bool,
 }
 
+/// Memory a caller reads after its current kernel calls (at most two ranges, each whole cache
+/// lines' worth), brought into L2 a line per pixel pair while those calls compute, so that
+/// fetching it overlaps their arithmetic instead of following it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(in crate::conv) struct NextReads<'a> {
+    /// The ranges, in the order they will be read.
+    pub(in crate::conv) ranges: [&'a [f32]; 2],
+}
+
+impl NextReads<'_> {
+    /// Floats per cache line.
+    const LINE: usize = 16;
+
+    fn lines(&self) -> usize {
+        self.ranges.iter().map(|r| r.len().div_ceil(Self::LINE)).sum()
+    }
+
+    /// Lines `first..first + count` of the ranges taken one after the other, cut at the end of
+    /// the range holding `first`: (address, lines).
+    fn chunk(&self, mut first: usize, count: usize) -> (*const u8, usize) {
+        for r in self.ranges {
+            let lines = r.len().div_ceil(Self::LINE);
+            if first < lines {
+                return (r[first * Self::LINE..].as_ptr().cast(), count.min(lines - first));
+            }
+            first -= lines;
+        }
+        (std::ptr::null(), 0)
+    }
+}
+
 /// [`avx512::wgrad_pairs_bf16`] over `kh` taps (one kernel column), `co` output and `ci`
 /// input channels, both multiples of 16: the three rows of a 3x3 kernel share each
-/// broadcast; 24 accumulators or fewer per call.
+/// broadcast; 24 accumulators or fewer per call. `next` is spread over the calls' prefetches
+/// (`g`'s own are replaced).
 ///
 /// # Safety
 /// The kernel's contract for the whole block (`R`, `T` and `NB` cover it).
+#[allow(clippy::too_many_arguments)]
 pub(in crate::conv) unsafe fn wgrad_pairs(
     g: &avx512::WgradPairsArgs,
     kh: usize,
@@ -39,31 +72,47 @@ pub(in crate::conv) unsafe fn wgrad_pairs(
     dy: *const u16,
     x: *const u32,
     acc: *mut f32,
+    next: &NextReads<'_>,
 ) {
     use avx512::wgrad_pairs_bf16 as k;
     debug_assert!(co.is_multiple_of(16) && ci.is_multiple_of(16));
     type Kernel = unsafe fn(&avx512::WgradPairsArgs, *const u16, *const u32, *mut f32);
     let three = kh == 3;
-    let mut c0 = 0;
-    while c0 < ci {
+    let taps = if three { 1 } else { kh };
+    // The block of input channels from c0: (vectors, output channels per call, kernel); the row
+    // counts divide 16, so they tile co.
+    let block = |c0: usize| -> (usize, usize, Kernel) {
         let nb = ((ci - c0) / 16).min(if three { 2 } else { 4 });
-        // (output channels per call, kernel): the row counts divide 16, so they tile co.
-        let (rows, kernel): (usize, Kernel) = match (three, nb) {
-            (true, 1) => (8, k::<3, 8, 1>),
-            (true, _) => (4, k::<3, 4, 2>),
-            (false, 1) => (16, k::<1, 16, 1>),
-            (false, 2) => (8, k::<1, 8, 2>),
-            (false, 3) => (8, k::<1, 8, 3>),
-            _ => (4, k::<1, 4, 4>),
-        };
-        for ky in 0..if three { 1 } else { kh } {
+        match (three, nb) {
+            (true, 1) => (nb, 8, k::<3, 8, 1>),
+            (true, _) => (nb, 4, k::<3, 4, 2>),
+            (false, 1) => (nb, 16, k::<1, 16, 1>),
+            (false, 2) => (nb, 8, k::<1, 8, 2>),
+            (false, 3) => (nb, 8, k::<1, 8, 3>),
+            _ => (nb, 4, k::<1, 4, 4>),
+        }
+    };
+    let (mut calls, mut c0) = (0, 0);
+    while c0 < ci {
+        let (nb, rows, _) = block(c0);
+        calls += taps * co / rows;
+        c0 += 16 * nb;
+    }
+    let per_call = next.lines().div_ceil(calls.max(1)).min(g.pairs);
+    let (mut call, mut c0) = (0, 0);
+    while c0 < ci {
+        let (nb, rows, kernel) = block(c0);
+        for ky in 0..taps {
             for o0 in (0..co).step_by(rows) {
+                let (prefetch, prefetch_lines) = next.chunk(call * per_call, per_call);
+                let g = avx512::WgradPairsArgs { prefetch, prefetch_lines, ..*g };
+                call += 1;
                 // SAFETY: block (ky.., o0.., c0..) of the caller's ranges (contract).
                 unsafe {
                     let dy = dy.add(o0 * g.dy_stride);
                     let x = x.add(ky * g.x_tap_stride + c0);
                     let acc = acc.add(ky * g.acc_tap_stride + o0 * g.acc_row_stride + c0);
-                    kernel(g, dy, x, acc)
+                    kernel(&g, dy, x, acc)
                 }
             }
         }

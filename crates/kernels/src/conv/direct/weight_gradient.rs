@@ -1,4 +1,4 @@
-use super::kernels;
+use super::kernels::{self, NextReads};
 use super::strip::fill_strip;
 use crate::conv::algorithm::{amx_supported, bf16_supported};
 use crate::conv::backward_data::transpose;
@@ -188,7 +188,9 @@ pub(in crate::conv) fn backward_weight_pairs(
         partials.par_chunks_mut(k * co).zip(transposed.par_chunks_mut(k * co)).zip(ranges).for_each(
             |((acc, acc_t), range)| {
                 acc_t.fill(0.0);
-                for (img, oy0, nrows) in row_bands(range, oh, band) {
+                let mut bands = row_bands(range, oh, band).peekable();
+                while let Some((img, oy0, nrows)) = bands.next() {
+                    let next = bands.peek().map_or_else(NextReads::default, |&b| band_reads(input, dy, b));
                     let strip_rows = nrows - 1 + s.kh;
                     let pixels = nrows * ow;
                     let padded = pixels.next_multiple_of(32);
@@ -219,6 +221,8 @@ pub(in crate::conv) fn backward_weight_pairs(
                                         x_tap_stride: ow / 2 * ci,
                                         acc_row_stride: ci,
                                         acc_tap_stride: s.kw * co * ci,
+                                        prefetch: std::ptr::null(),
+                                        prefetch_lines: 0,
                                     };
                                     let acc_kx = &mut acc_t[kx * co * ci..];
                                     debug_assert!(acc_kx.len() >= (s.kh - 1) * s.kw * co * ci + co * ci);
@@ -236,6 +240,7 @@ pub(in crate::conv) fn backward_weight_pairs(
                                             dy_t.as_ptr(),
                                             xp.as_ptr(),
                                             acc_kx.as_mut_ptr(),
+                                            &next,
                                         )
                                     };
                                     continue;
@@ -251,6 +256,20 @@ pub(in crate::conv) fn backward_weight_pairs(
             },
         );
     });
+}
+
+/// What the pixel-pair path reads for the band `(image, oy0, rows)` of a stride-1 layer, in
+/// order: its input rows (the strip), then its output gradient.
+#[cfg(target_arch = "x86_64")]
+fn band_reads<'a>(input: &ConvInput<'a>, dy: &'a [f32], (img, oy0, nrows): (usize, usize, usize)) -> NextReads<'a> {
+    let s = &input.shape;
+    let (h, row) = (s.h as isize, s.w * s.cin);
+    let first = oy0 as isize - s.pad as isize;
+    let (lo, hi) = (first.clamp(0, h) as usize, (first + (nrows - 1 + s.kh) as isize).clamp(0, h) as usize);
+    let out_row = s.out_w() * s.cout;
+    let x = &input.x[(img * s.h + lo) * row..(img * s.h + hi) * row];
+    let dy = &dy[(img * s.out_h() + oy0) * out_row..][..nrows * out_row];
+    NextReads { ranges: [x, dy] }
 }
 
 /// The AMX weight gradient of kernel column `kx` for one band: every kernel row's tap

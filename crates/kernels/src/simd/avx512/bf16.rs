@@ -159,6 +159,11 @@ pub struct WgradPairsArgs {
     pub acc_row_stride: usize,
     /// Floats between consecutive taps of `acc`.
     pub acc_tap_stride: usize,
+    /// Cache lines to bring into L2 while the call runs, one per pixel pair from `prefetch`
+    /// (the next band's reads; a hint that never faults, so any address will do).
+    pub prefetch: *const u8,
+    /// How many (at most `pairs`; zero for none).
+    pub prefetch_lines: usize,
 }
 
 /// The weight gradient's product with `vdpbf16ps`, for `T` taps, `R` output channels and `NB`
@@ -182,6 +187,10 @@ pub unsafe fn wgrad_pairs_bf16<const T: usize, const R: usize, const NB: usize>(
 ) {
     let mut sum = [[[_mm512_setzero_ps(); NB]; R]; T];
     for m in 0..g.pairs {
+        if m < g.prefetch_lines {
+            // A prefetch is a hint: it reads nothing and never faults, wherever it points.
+            _mm_prefetch::<_MM_HINT_T1>(g.prefetch.wrapping_add(64 * m).cast());
+        }
         let mut xv = [[_mm512_setzero_ps().into_bh(); NB]; T];
         for (t, taps) in xv.iter_mut().enumerate() {
             for (j, v) in taps.iter_mut().enumerate() {
