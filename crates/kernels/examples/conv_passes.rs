@@ -76,7 +76,7 @@ fn main() {
     let algorithm = args.get(2).cloned().unwrap_or_default();
     let cpu = CpuFeatures::current();
     println!(
-        "{:<12} {:<13} {:>9} {:>9} {:>9}   GFLOP/s F / BD / BW   chosen (f32, bf16)",
+        "{:<12} {:<13} {:>9} {:>9} {:>9}   GFLOP/s F / BD / BW   chosen F/BD/BW (f32, bf16)",
         "layer", "algorithm", "F ms", "BD ms", "BW ms"
     );
     for (name, s) in layers().into_iter().filter(|(n, _)| n.contains(&filter)) {
@@ -89,7 +89,8 @@ fn main() {
             let k = KernelConfig { precision, ..config };
             let f = ConvAlgorithm::choose(&s, ConvPass::Forward, &k, &cpu);
             let b = ConvAlgorithm::choose(&s, ConvPass::Backward, &k, &cpu);
-            format!("{f:?}/{b:?}")
+            let w = ConvAlgorithm::choose(&s, ConvPass::WeightGradient, &k, &cpu);
+            format!("{f:?}/{b:?}/{w:?}")
         };
         let chosen = format!(
             "{}, {}",

@@ -216,7 +216,7 @@ fn cifar_winograd_layers() {
         resnet_kernels::skip::skip("Winograd: this CPU has no AVX-512, so these layers ran on the GEMM");
     } else {
         for (name, s) in &layers {
-            for pass in [ConvPass::Forward, ConvPass::Backward] {
+            for pass in [ConvPass::Forward, ConvPass::Backward, ConvPass::WeightGradient] {
                 let algo = ConvAlgorithm::choose(s, pass, &KernelConfig::default(), &CpuFeatures::current());
                 assert_eq!(algo, ConvAlgorithm::Winograd, "{name} {pass:?} ({s:?}) is not on Winograd");
             }

@@ -535,7 +535,7 @@ fn bf16_rounding_is_to_nearest_even() {
 #[test]
 fn algorithm_choice_follows_the_measurements() {
     use ConvAlgorithm::*;
-    use ConvPass::{Backward as B, Forward as F};
+    use ConvPass::{Backward as B, Forward as F, WeightGradient as W};
     let zen4 = CpuFeatures { isa: Isa::Avx512, bf16: true, amx: false };
     let sapphire = CpuFeatures { amx: true, ..zen4 };
     let skylake = CpuFeatures { bf16: false, ..zen4 };
@@ -590,6 +590,14 @@ fn algorithm_choice_follows_the_measurements() {
         (c3(128, 8, 64, 64, 3), B, bf16, zen4, WinogradBf16),
         (c3(32, 28, 128, 128, 3), B, bf16, zen4, Winograd),
         (c3(32, 14, 256, 256, 3), B, bf16, zen4, Winograd),
+        // ... whose weight gradient goes to the pixel pairs where Winograd's filter gradient
+        // leaves the cache (256 channels, not 128; never in f32).
+        (c3(32, 14, 256, 256, 3), W, bf16, zen4, DirectBf16),
+        (c3(32, 28, 128, 128, 3), W, bf16, zen4, Winograd),
+        (c3(32, 14, 256, 256, 3), W, f32, zen4, Winograd),
+        (c3(32, 14, 256, 256, 3), W, bf16, skylake, Winograd),
+        (c3(32, 7, 512, 512, 3), W, bf16, zen4, DirectBf16),
+        (c3(128, 8, 256, 256, 3), W, bf16, zen4, Winograd),
         (c3(32, 7, 512, 512, 3), B, bf16, zen4, DirectBf16),
         (c3(64, 7, 512, 512, 3), B, bf16, zen4, DirectBf16),
         (c3(32, 7, 512, 512, 3), B, f32, skylake, Winograd),

@@ -36,12 +36,20 @@ const GATHERED_MIN_WEIGHTS: usize = 64 * 1024;
 /// layer4 at 64 px took 70-75 ms there against 25-28 on the f32 direct kernels (docs/tuning.md).
 const PAIR_BAND_MIN_PIXELS: usize = 128;
 
+/// Whether the pixel-pair path takes a layer's bf16 weight gradient as it stands: it fits, with
+/// bands of enough pixels.
+pub(in crate::conv) fn pixel_pairs_pay(s: &ConvShape) -> bool {
+    pairs_weight_gradient_fits(s) && s.out_h() * s.out_w() >= PAIR_BAND_MIN_PIXELS
+}
+
 /// Whether [`backward_weight_gathered`] takes a layer: the pixel-pair path does not, or only
 /// with bands of a few pixels; its windows and output channels come in whole vectors, and its
 /// weight is large enough.
 pub(in crate::conv) fn gathered_weight_gradient_fits(s: &ConvShape) -> bool {
-    let pairs_pay = pairs_weight_gradient_fits(s) && s.out_h() * s.out_w() >= PAIR_BAND_MIN_PIXELS;
-    !pairs_pay && s.patch().is_multiple_of(16) && s.cout.is_multiple_of(16) && s.weight_len() >= GATHERED_MIN_WEIGHTS
+    !pixel_pairs_pay(s)
+        && s.patch().is_multiple_of(16)
+        && s.cout.is_multiple_of(16)
+        && s.weight_len() >= GATHERED_MIN_WEIGHTS
 }
 
 /// `dw (+)= im2col(t(x))^T dy` with bf16 products and f32 sums, `GATHERED_PIXELS` output pixels
