@@ -28,8 +28,9 @@ pub enum ConvAlgorithm {
     /// it from being chosen (to compare paths).
     Winograd,
     /// [`ConvAlgorithm::Winograd`] with bf16 products (`vdpbf16ps`, f32 sums; needs
-    /// AVX512_BF16) in the forward and backward-data passes of square 3x3 stride-1 layers of
-    /// 16, 32 or 64 channels: the transforms stay f32, the transformed input and filter are
+    /// AVX512_BF16) in the forward and backward-data passes of 3x3 stride-1 layers: square ones
+    /// of 16, 32 or 64 channels, and wider ones run by runs of tiles whose transformed filter
+    /// Winograd holds whole. The transforms stay f32, the transformed input and filter are
     /// rounded to bf16. The weight gradient runs f32 Winograd. Other shapes run
     /// [`ConvAlgorithm::DirectBf16`].
     WinogradBf16,
@@ -85,13 +86,14 @@ impl ConvAlgorithm {
     /// 1x1 and large strided layers with few output pixels to the direct kernels (their
     /// backward passes stay on the GEMM). In bf16, the AMX tiles take every layer whose
     /// channels fit them and whose bf16 weights stay in cache; bf16 Winograd the square 3x3
-    /// stride-1 layers of 16, 32 and 64 channels; f32 Winograd the other 3x3 layers it takes whose
-    /// transformed filter it holds whole (but [`ConvPass::WeightGradient`] the pixel pairs where
-    /// Winograd's filter gradient leaves the cache); the direct bf16 kernels all the rest, 1x1
-    /// and large strided layers included.
+    /// stride-1 layers of 16, 32 and 64 channels and the wider ones it runs by runs of tiles
+    /// with the filter held whole; f32 Winograd the other 3x3 layers it takes whose transformed
+    /// filter it holds whole (few tiles: by channel blocks); [`ConvPass::WeightGradient`] of
+    /// either the pixel pairs where Winograd's filter gradient leaves the cache; the direct bf16
+    /// kernels all the rest, 1x1 and large strided layers included.
     pub fn choose(s: &ConvShape, pass: ConvPass, config: &KernelConfig, cpu: &CpuFeatures) -> Self {
         match Self::for_layer(s, config, cpu) {
-            ConvAlgorithm::Winograd
+            ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16
                 if pass == ConvPass::WeightGradient
                     && config.precision == Precision::Bf16
                     && cpu.bf16

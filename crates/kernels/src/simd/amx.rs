@@ -221,7 +221,7 @@ unsafe fn step(pb: usize, nb: usize, a0: *const u8, a1: *const u8, sa: usize, b:
 /// - `kp` divides `g.pairs`, `16 * nb` output channels fit in `g.cout`.
 /// - The ranges of [`super::avx512::conv_tile_bf16`]: the input windows of the `px` pixels for
 ///   every tap lie in `a`'s allocation, the weight pairs `[tap, pair, 0..16 * nb]` in `w`'s, and
-///   the `px` output rows of `16 * nb` floats (row stride `g.cout`) in `y`'s.
+///   the `px` output rows of `16 * nb` floats (row stride `g.y_pixel_stride`) in `y`'s.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn conv_tile(
     px: usize,
@@ -237,9 +237,9 @@ pub unsafe fn conv_tile(
     debug_assert!((1..=32).contains(&px) && (1..=4).contains(&nb) && pb * nb <= 4);
     debug_assert!(g.pairs.is_multiple_of(kp) && kp <= 16);
     let (rows0, rows1) = (px.min(16), if pb == 2 { px - 16 } else { px.min(16) });
-    let (a_stride, w_stride, y_stride) = (4 * g.a_pixel_stride, 4 * g.cout, 4 * g.cout);
+    let (a_stride, w_stride, y_stride) = (4 * g.a_pixel_stride, 4 * g.cout, 4 * g.y_pixel_stride);
     // Pixel block 1 starts 16 pixels on: 16 input windows further in the strip.
-    let (y1, a1_offset) = (16 * g.cout, 16 * g.a_pixel_stride);
+    let (y1, a1_offset) = (16 * g.y_pixel_stride, 16 * g.a_pixel_stride);
     // SAFETY: AMX is usable (caller's contract) and every tile gets its shape from the layout
     // ensured here. Accumulator (p, j) is output pixels 16p.., channels 16j.. of the caller's
     // output block; A tiles read the windows of the block's pixels for one tap and `kp` pairs,
@@ -325,7 +325,15 @@ mod tests {
             return;
         }
         let (kh, kw, pairs, cout, stride, wp) = (3, 3, 32, 64, 1, 36);
-        let g = ConvTileArgsBf16 { a_pixel_stride: stride * pairs, a_row_stride: wp * pairs, pairs, kh, kw, cout };
+        let g = ConvTileArgsBf16 {
+            a_pixel_stride: stride * pairs,
+            a_row_stride: wp * pairs,
+            pairs,
+            kh,
+            kw,
+            cout,
+            y_pixel_stride: cout,
+        };
         // Small integers are exact in bf16 and their products sum exactly in f32.
         let bf = |v: i32| (v as f32).to_bits() >> 16;
         let val = |i: usize, m: usize| (i * 7 % m) as i32 - (m / 2) as i32;

@@ -250,8 +250,9 @@ mod tests {
     }
 
     /// In bf16 mode a wide 3x3 layer's weight gradient takes its own algorithm (the pixel pairs,
-    /// while the other passes run Winograd): the gradient and the input gradient stay within
-    /// bf16 rounding of f32's, and Winograd really is the other passes' choice.
+    /// while the other passes run Winograd with bf16 products): the weight gradient stays within
+    /// bf16 rounding of f32's and the input gradient within Winograd's bf16 error (6-7% of the
+    /// largest value, `bf16_products_error_against_the_direct_bf16_kernels`).
     #[test]
     fn bf16_weight_gradient_of_a_wide_layer_follows_its_own_choice() {
         use resnet_kernels::conv::{bf16_supported, Precision};
@@ -263,22 +264,22 @@ mod tests {
         randomize(f32_layer.weight.value_mut(), 8);
         let mut bf16_layer = f32_layer.clone();
         bf16_layer.set_kernel_config(KernelConfig { precision: Precision::Bf16, winograd: true, ..f32_layer.config });
-        let mut x = Tensor::zeros([2, 14, 14, 256]);
+        let mut x = Tensor::zeros([5, 14, 14, 256]);
         randomize(x.data_mut(), 9);
         let s = bf16_layer.shape_for(x.shape());
-        assert_eq!(bf16_layer.algorithm(&s, ConvPass::Backward), ConvAlgorithm::Winograd);
+        assert_eq!(bf16_layer.algorithm(&s, ConvPass::Backward), ConvAlgorithm::WinogradBf16);
         assert_eq!(bf16_layer.algorithm(&s, ConvPass::WeightGradient), ConvAlgorithm::DirectBf16);
         let r = probe(s.output_len(), 10);
         let (mut dx_f32, mut dx_bf16) = (vec![0.0; x.len()], vec![0.0; x.len()]);
         f32_layer.set_kernel_config(KernelConfig { winograd: true, ..f32_layer.config });
         f32_layer.backward(&x, None, &r, Some(&mut dx_f32), false);
         bf16_layer.backward(&x, None, &r, Some(&mut dx_bf16), false);
-        let close = |got: &[f32], want: &[f32], what: &str| {
+        let close = |got: &[f32], want: &[f32], bound: f32, what: &str| {
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let err = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(err <= 0.02 * scale, "{what}: error {err} of {scale}");
+            assert!(err <= bound * scale, "{what}: error {err} of {scale}");
         };
-        close(&bf16_layer.weight.grad, &f32_layer.weight.grad, "weight gradient");
-        close(&dx_bf16, &dx_f32, "input gradient");
+        close(&bf16_layer.weight.grad, &f32_layer.weight.grad, 0.02, "weight gradient");
+        close(&dx_bf16, &dx_f32, 0.15, "input gradient");
     }
 }

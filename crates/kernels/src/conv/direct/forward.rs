@@ -163,6 +163,7 @@ impl<'a> DirectForward<'a> {
             kh: s.kh,
             kw: s.kw,
             cout: co,
+            y_pixel_stride: co,
         };
         let amx_step = bf16.filter(|b| b.amx).and_then(|_| crate::simd::amx::pairs_per_step(e, co));
         let kernel = match amx_step {

@@ -111,7 +111,7 @@ pub(super) fn forward_into(input: &ConvInput<'_>, w: &[f32], out: Destination<'_
                 transform_inputs(input, first, count, v, true);
                 for p in 0..POSITIONS {
                     let up = &u_pairs[p * ci / 2 * co..(p + 1) * ci / 2 * co];
-                    product_bf16(count, ci, &v[p * ci / 2..], up, &mut m[p * co..]);
+                    product_bf16(count, ci, co, &v[p * ci / 2..], up, &mut m[p * co..]);
                 }
             } else {
                 transform_inputs(input, first, count, v, false);

@@ -83,10 +83,12 @@ pub(super) fn fits(s: &ConvShape) -> bool {
     shape_fits(s) && simd::isa() >= Isa::Avx512
 }
 
-/// Whether the products of a shape that fits have bf16 kernels: square layers of 16, 32 or 64
-/// channels.
+/// Whether a shape that fits runs with bf16 products: square layers of 16, 32 or 64 channels
+/// (constant-stride kernels), and wider ones run by runs of tiles with their transformed filter
+/// held whole (the direct bf16 micro-kernel; layers with few tiles keep the f32 channel blocks).
 pub(super) fn has_bf16_products(s: &ConvShape) -> bool {
-    s.cin == s.cout && matches!(s.cin, 16 | 32 | 64)
+    let square = s.cin == s.cout && matches!(s.cin, 16 | 32 | 64);
+    square || (s.cin.is_multiple_of(2) && holds_filter(s) && !forward::runs_by_channels(s))
 }
 
 /// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter is

@@ -45,20 +45,63 @@ pub(super) fn product(rows: usize, ci: usize, co: usize, g: &ConvTileArgs, v: &[
     unsafe { product_blocks(kernels, rows, ci, ci, v, u, m) };
 }
 
-/// `m = v u` at one position for `rows` tiles of a square layer of `c` = 16, 32 or 64 channels
-/// in bf16: `v` from the position's first channel pair in the first tile (`36 * c / 2` pairs a
-/// tile), `u` its `[c / 2, c]` filter pairs, both as the bits of f32 slots; `m` as for
-/// [`product`].
-pub(super) fn product_bf16(rows: usize, c: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
-    let kernels: &[ProductTile<u32>] = match c {
-        16 => &PRODUCT_BF16_16,
-        32 => &PRODUCT_BF16_32,
-        64 => &PRODUCT_BF16_64,
-        _ => panic!("no bf16 Winograd product for {c} channels"),
-    };
+/// `m = v u` at one position for `rows` tiles in bf16 (`ci` even): `v` from the position's first
+/// channel pair in the first tile (`36 * ci / 2` pairs a tile), `u` its `[ci / 2, co]` filter
+/// pairs, both as the bits of f32 slots; `m` as for [`product`]. Square layers of 16, 32 or 64
+/// channels run the tables of constant strides, others the direct bf16 micro-kernel as a 1x1
+/// convolution over the tiles.
+pub(super) fn product_bf16(rows: usize, ci: usize, co: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
     assert!(bf16_supported(), "bf16 Winograd products need AVX512_BF16");
+    let kernels: &[ProductTile<u32>] = match (ci, co) {
+        (16, 16) => &PRODUCT_BF16_16,
+        (32, 32) => &PRODUCT_BF16_32,
+        (64, 64) => &PRODUCT_BF16_64,
+        _ => return multiply_bf16(rows, ci, co, bits(v), bits(u), m),
+    };
     // SAFETY: AVX-512 and AVX512_BF16 (asserted and checked by `fits_bf16`) run these tables.
-    unsafe { product_blocks(kernels, rows, c / 2, c, bits(v), bits(u), m) };
+    unsafe { product_blocks(kernels, rows, ci / 2, co, bits(v), bits(u), m) };
+}
+
+/// [`product_bf16`] on the direct bf16 micro-kernel: blocks of up to 64 output channels times
+/// as many tiles as its accumulators allow.
+///
+/// # Panics
+/// If a slice is too short for `rows` tiles, or `ci` is odd.
+fn multiply_bf16(rows: usize, ci: usize, co: usize, v: &[u32], u: &[u32], m: &mut [f32]) {
+    let pairs = ci / 2;
+    assert!(ci.is_multiple_of(2) && rows > 0 && co > 0, "bf16 product of {rows} x {ci} x {co}");
+    assert!(v.len() >= (rows - 1) * POSITIONS * pairs + pairs, "transformed inputs too short");
+    assert!(u.len() >= pairs * co, "transformed filter too short");
+    assert!(m.len() >= (rows - 1) * POSITIONS * co + co, "products too short");
+    let g = crate::simd::avx512::ConvTileArgsBf16 {
+        a_pixel_stride: POSITIONS * pairs,
+        a_row_stride: 0,
+        pairs,
+        kh: 1,
+        kw: 1,
+        cout: co,
+        y_pixel_stride: POSITIONS * co,
+    };
+    for c0 in (0..co).step_by(64) {
+        let channels = (co - c0).min(64);
+        let block = crate::conv::direct::conv_pixels(channels.div_ceil(16));
+        for r0 in (0..rows).step_by(block) {
+            let r = block.min(rows - r0);
+            // SAFETY: AVX512_BF16 (asserted by the caller). Tiles r0..r0 + r of `v` with their
+            // `pairs` pairs, filter rows of lanes c0..c0 + channels, and tiles r0..r0 + r of `m`
+            // with those lanes lie in their slices (lengths asserted above); `m` overlaps
+            // neither input.
+            unsafe {
+                crate::conv::direct::ConvKernel::General.run_bf16(
+                    crate::conv::direct::Tile { pixels: r, channels, accumulate: false },
+                    &g,
+                    v[r0 * POSITIONS * pairs..].as_ptr(),
+                    u[c0..].as_ptr(),
+                    m[r0 * POSITIONS * co + c0..].as_mut_ptr(),
+                )
+            };
+        }
+    }
 }
 
 /// The bit patterns of `v`'s floats (slots that hold bf16 pairs).

@@ -38,8 +38,8 @@ fn relative_error(s: &ConvShape, x: &[f32], w: &[f32], y: &[f32]) -> f64 {
 }
 
 /// Normal inputs and He-initialised weights for a 14x14 layer of `cin -> cout` channels.
-fn layer(cin: usize, cout: usize) -> (ConvShape, Vec<f32>, Vec<f32>) {
-    let s = ConvShape { n: 2, h: 14, w: 14, cin, cout, kh: 3, kw: 3, stride: 1, pad: 1 };
+fn layer(n: usize, cin: usize, cout: usize) -> (ConvShape, Vec<f32>, Vec<f32>) {
+    let s = ConvShape { n, h: 14, w: 14, cin, cout, kh: 3, kw: 3, stride: 1, pad: 1 };
     let mut rng = Rng::new(5);
     let x: Vec<f32> = (0..s.input_len()).map(|_| rng.normal() as f32).collect();
     let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.normal() as f32 * (2.0 / (9 * cin) as f32).sqrt()).collect();
@@ -64,7 +64,7 @@ fn error_stays_near_f32_rounding() {
         return;
     }
     for (cin, cout) in [(64, 64), (128, 128), (16, 32)] {
-        let (s, x, w) = layer(cin, cout);
+        let (s, x, w) = layer(2, cin, cout);
         let mut y = vec![f32::NAN; s.output_len()];
         forward_plain(&s, &x, &w, &mut y, false);
         let err = relative_error(&s, &x, &w, &y);
@@ -83,8 +83,11 @@ fn bf16_products_error_against_the_direct_bf16_kernels() {
         crate::skip::skip("this CPU lacks AVX512_BF16");
         return;
     }
-    for c in [16, 32, 64] {
-        let (s, x, w) = layer(c, c);
+    // The square kernels' widths, then wider and non-square layers on the general bf16 kernel
+    // (five images: enough tiles to run by runs of tiles).
+    for (n, ci, co) in [(2, 16, 16), (2, 32, 32), (2, 64, 64), (5, 128, 128), (5, 256, 256), (5, 128, 96)] {
+        let (s, x, w) = layer(n, ci, co);
+        assert!(super::fits_bf16(&s), "{s:?}");
         let mut y = vec![f32::NAN; s.output_len()];
         forward_plain(&s, &x, &w, &mut y, true);
         let err = relative_error(&s, &x, &w, &y);
@@ -98,8 +101,11 @@ fn bf16_products_error_against_the_direct_bf16_kernels() {
             &mut ws,
         );
         let direct_err = relative_error(&s, &x, &w, &direct);
-        eprintln!("{c} channels: bf16 Winograd error {err:e}, direct bf16 {direct_err:e} ({:.1}x)", err / direct_err);
-        assert!(err < 0.1, "{c} channels: error {err:e} (direct bf16 {direct_err:e})");
+        eprintln!(
+            "{ci} -> {co} channels: bf16 Winograd error {err:e}, direct bf16 {direct_err:e} ({:.1}x)",
+            err / direct_err
+        );
+        assert!(err < 0.1, "{ci} -> {co} channels: error {err:e} (direct bf16 {direct_err:e})");
     }
 }
 

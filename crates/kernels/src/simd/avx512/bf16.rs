@@ -18,8 +18,10 @@ pub struct ConvTileArgsBf16 {
     pub kh: usize,
     /// Kernel width.
     pub kw: usize,
-    /// Output channels.
+    /// Output channels (the weights' row length).
     pub cout: usize,
+    /// Floats between consecutive output pixels (`cout` for a plain output).
+    pub y_pixel_stride: usize,
 }
 
 /// [`conv_tile`] on bf16 channel pairs with `vdpbf16ps` (two multiply-adds per lane per
@@ -42,7 +44,7 @@ pub unsafe fn conv_tile_bf16<const R: usize, const NB: usize>(
         for (r, row) in acc.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 // SAFETY: within the output tile (caller's contract).
-                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.cout + 16 * j)) };
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.y_pixel_stride + 16 * j)) };
             }
         }
     }
@@ -71,7 +73,7 @@ pub unsafe fn conv_tile_bf16<const R: usize, const NB: usize>(
     for (r, row) in acc.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
             // SAFETY: within the output tile.
-            unsafe { _mm512_mask_storeu_ps(y.add(r * g.cout + 16 * j), masks[j], *v) };
+            unsafe { _mm512_mask_storeu_ps(y.add(r * g.y_pixel_stride + 16 * j), masks[j], *v) };
         }
     }
 }
@@ -95,7 +97,7 @@ pub unsafe fn conv_tile_s1k3_bf16<const R: usize, const NB: usize>(
         for (r, row) in acc.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 // SAFETY: within the output tile (caller's contract).
-                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.cout + 16 * j)) };
+                *v = unsafe { _mm512_maskz_loadu_ps(masks[j], y.add(r * g.y_pixel_stride + 16 * j)) };
             }
         }
     }
@@ -138,7 +140,7 @@ pub unsafe fn conv_tile_s1k3_bf16<const R: usize, const NB: usize>(
     for (r, row) in acc.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
             // SAFETY: within the output tile.
-            unsafe { _mm512_mask_storeu_ps(y.add(r * g.cout + 16 * j), masks[j], *v) };
+            unsafe { _mm512_mask_storeu_ps(y.add(r * g.y_pixel_stride + 16 * j), masks[j], *v) };
         }
     }
 }
