@@ -29,8 +29,8 @@ pub enum ConvAlgorithm {
     Winograd,
     /// [`ConvAlgorithm::Winograd`] with bf16 products (`vdpbf16ps`, f32 sums; needs
     /// AVX512_BF16) in the forward and backward-data passes of 3x3 stride-1 layers: square ones
-    /// of 16, 32 or 64 channels, and wider ones run by runs of tiles whose transformed filter
-    /// Winograd holds whole. The transforms stay f32, the transformed input and filter are
+    /// of 16, 32 or 64 channels, and the others Winograd runs by runs of tiles (enough of them)
+    /// with the transformed filter held whole. The transforms stay f32, the transformed input and filter are
     /// rounded to bf16. The weight gradient runs f32 Winograd. Other shapes run
     /// [`ConvAlgorithm::DirectBf16`].
     WinogradBf16,
@@ -86,8 +86,8 @@ impl ConvAlgorithm {
     /// 1x1 and large strided layers with few output pixels to the direct kernels (their
     /// backward passes stay on the GEMM). In bf16, the AMX tiles take every layer whose
     /// channels fit them and whose bf16 weights stay in cache; bf16 Winograd the square 3x3
-    /// stride-1 layers of 16, 32 and 64 channels and the wider ones it runs by runs of tiles
-    /// with the filter held whole; f32 Winograd the other 3x3 layers it takes whose transformed
+    /// stride-1 layers of 16, 32 and 64 channels and the others it runs by runs of tiles with
+    /// the filter held whole; f32 Winograd the other 3x3 layers it takes whose transformed
     /// filter it holds whole (few tiles: by channel blocks); [`ConvPass::WeightGradient`] of
     /// either the pixel pairs where Winograd's filter gradient leaves the cache; the direct bf16
     /// kernels all the rest, 1x1 and large strided layers included.
@@ -127,8 +127,8 @@ impl ConvAlgorithm {
                 ConvAlgorithm::AmxBf16
             }
             Precision::Bf16 if winograd && cpu.bf16 && winograd_bf16_fits(s) => ConvAlgorithm::WinogradBf16,
-            // f32 Winograd's four-fold saving beats bf16's two-fold on the wider 3x3 layers where
-            // it computes the weight gradient too (else bf16's gathered weight gradient wins).
+            // Layers Winograd runs by channel blocks (few tiles): f32 Winograd's four-fold saving
+            // beats bf16's two-fold where it holds the filter (else the direct bf16 kernels win).
             _ if winograd && (!bf16 || winograd_holds_filter(s)) => ConvAlgorithm::Winograd,
             // The bf16 kernels beat the f32 GEMM on every other layer, 1x1 and large ones too.
             _ if bf16 => ConvAlgorithm::DirectBf16,

@@ -449,6 +449,9 @@ fn bf16_kernels_match_f32_within_bf16_rounding() {
         c(3, 13, 16, 16, 3, 1),
         c(2, 10, 32, 32, 3, 1),
         c(1, 11, 64, 64, 3, 1),
+        // ... and on the general bf16 kernel: wider, not square (backward-data swaps the
+        // channels), enough tiles to run by runs of them.
+        c(5, 14, 128, 96, 3, 1),
         c(2, 10, 16, 48, 1, 1),
         // The gathered weight gradient (strided, odd widths, 64k weights or more): over two
         // blocks of pixels, the second starting inside an image; an odd width.

@@ -25,9 +25,10 @@ pub(in crate::conv) struct Tile {
     pub(in crate::conv) accumulate: bool,
 }
 
-/// Memory a caller reads after its current kernel calls (at most two ranges, each whole cache
-/// lines' worth), brought into L2 a line per pixel pair while those calls compute, so that
-/// fetching it overlaps their arithmetic instead of following it.
+/// Memory a caller reads after its current kernel calls (at most two ranges), prefetched toward
+/// L2 while those calls compute, spread over their pixel pairs, so that fetching it overlaps
+/// their arithmetic instead of following it. A hint: lines may be skipped where a call's share
+/// straddles the two ranges.
 #[derive(Clone, Copy, Debug, Default)]
 pub(in crate::conv) struct NextReads<'a> {
     /// The ranges, in the order they will be read.
@@ -40,6 +41,19 @@ impl NextReads<'_> {
 
     fn lines(&self) -> usize {
         self.ranges.iter().map(|r| r.len().div_ceil(Self::LINE)).sum()
+    }
+
+    /// Part `i` of `n` equal parts (by floats, the ranges taken one after the other), for the
+    /// `i`-th of `n` groups of calls.
+    pub(in crate::conv) fn part(&self, i: usize, n: usize) -> Self {
+        let total: usize = self.ranges.iter().map(|r| r.len()).sum();
+        let (mut lo, mut hi) = (i * total / n, (i + 1) * total / n);
+        let ranges = self.ranges.map(|r| {
+            let (a, b) = (lo.min(r.len()), hi.min(r.len()));
+            (lo, hi) = (lo - a, hi - b);
+            &r[a..b]
+        });
+        NextReads { ranges }
     }
 
     /// Lines `first..first + count` of the ranges taken one after the other, cut at the end of
@@ -98,7 +112,7 @@ pub(in crate::conv) unsafe fn wgrad_pairs(
         calls += taps * co / rows;
         c0 += 16 * nb;
     }
-    let per_call = next.lines().div_ceil(calls.max(1)).min(g.pairs);
+    let per_call = next.lines().div_ceil(calls.max(1));
     let (mut call, mut c0) = (0, 0);
     while c0 < ci {
         let (nb, rows, kernel) = block(c0);

@@ -190,13 +190,17 @@ pub(in crate::conv) fn backward_weight_pairs(
                 acc_t.fill(0.0);
                 let mut bands = row_bands(range, oh, band).peekable();
                 while let Some((img, oy0, nrows)) = bands.next() {
-                    let next = bands.peek().map_or_else(NextReads::default, |&b| band_reads(input, dy, b));
+                    // The AMX tiles do not prefetch.
+                    let next = match bands.peek() {
+                        Some(&b) if !amx => band_reads(input, dy, b),
+                        _ => NextReads::default(),
+                    };
                     let strip_rows = nrows - 1 + s.kh;
                     let pixels = nrows * ow;
                     let padded = pixels.next_multiple_of(32);
                     // Pixel pairs of one kx layout: every ky offset plus a whole padded band.
                     let pairs = (s.kh - 1) * ow / 2 + padded / 2;
-                    let dy_band = &dy[(img * oh + oy0) * ow * co..][..pixels * co];
+                    let [_, dy_band] = band_reads(input, dy, (img, oy0, nrows)).ranges;
                     with_tile(strip_rows * wp * ci, |strip| {
                         let iy0 = oy0 as isize - s.pad as isize;
                         fill_strip(input, img, iy0, strip_rows, strip, false, &mut []);
@@ -240,7 +244,7 @@ pub(in crate::conv) fn backward_weight_pairs(
                                             dy_t.as_ptr(),
                                             xp.as_ptr(),
                                             acc_kx.as_mut_ptr(),
-                                            &next,
+                                            &next.part(kx, s.kw),
                                         )
                                     };
                                     continue;

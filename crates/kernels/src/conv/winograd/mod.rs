@@ -84,11 +84,13 @@ pub(super) fn fits(s: &ConvShape) -> bool {
 }
 
 /// Whether a shape that fits runs with bf16 products: square layers of 16, 32 or 64 channels
-/// (constant-stride kernels), and wider ones run by runs of tiles with their transformed filter
-/// held whole (the direct bf16 micro-kernel; layers with few tiles keep the f32 channel blocks).
+/// (constant-stride kernels), and any other that runs by runs of tiles with its transformed
+/// filter held whole, in both its forward and its backward-data pass (the direct bf16
+/// micro-kernel; layers with few tiles keep the f32 channel blocks).
 pub(super) fn has_bf16_products(s: &ConvShape) -> bool {
     let square = s.cin == s.cout && matches!(s.cin, 16 | 32 | 64);
-    square || (s.cin.is_multiple_of(2) && holds_filter(s) && !forward::runs_by_channels(s))
+    let by_tiles = |s: &ConvShape| !runs_by_channels(s);
+    square || (holds_filter(s) && by_tiles(s) && by_tiles(&ConvShape { cin: s.cout, cout: s.cin, ..*s }))
 }
 
 /// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter is
@@ -102,8 +104,8 @@ pub(super) fn holds_filter(s: &ConvShape) -> bool {
     POSITIONS * s.cin * s.cout <= FILTER_FLOATS
 }
 
-/// Whether a shape that [`fits`] runs with bf16 products ([`forward`] with `bf16`): square
-/// layers of 16, 32 or 64 channels (their products have kernels), on a CPU with AVX512_BF16.
+/// Whether a shape that [`fits`] runs with bf16 products ([`forward`] with `bf16`): it
+/// [`has_bf16_products`], on a CPU with AVX512_BF16.
 pub(super) fn fits_bf16(s: &ConvShape) -> bool {
     fits(s) && has_bf16_products(s) && bf16_supported()
 }

@@ -66,9 +66,10 @@ pub(super) fn product_bf16(rows: usize, ci: usize, co: usize, v: &[f32], u: &[f3
 /// as many tiles as its accumulators allow.
 ///
 /// # Panics
-/// If a slice is too short for `rows` tiles, or `ci` is odd.
+/// If a slice is too short for `rows` tiles, `ci` is odd, or the CPU lacks AVX512_BF16.
 fn multiply_bf16(rows: usize, ci: usize, co: usize, v: &[u32], u: &[u32], m: &mut [f32]) {
     let pairs = ci / 2;
+    assert!(bf16_supported(), "bf16 Winograd products need AVX512_BF16");
     assert!(ci.is_multiple_of(2) && rows > 0 && co > 0, "bf16 product of {rows} x {ci} x {co}");
     assert!(v.len() >= (rows - 1) * POSITIONS * pairs + pairs, "transformed inputs too short");
     assert!(u.len() >= pairs * co, "transformed filter too short");
@@ -87,7 +88,7 @@ fn multiply_bf16(rows: usize, ci: usize, co: usize, v: &[u32], u: &[u32], m: &mu
         let block = crate::conv::direct::conv_pixels(channels.div_ceil(16));
         for r0 in (0..rows).step_by(block) {
             let r = block.min(rows - r0);
-            // SAFETY: AVX512_BF16 (asserted by the caller). Tiles r0..r0 + r of `v` with their
+            // SAFETY: AVX512_BF16 (asserted above). Tiles r0..r0 + r of `v` with their
             // `pairs` pairs, filter rows of lanes c0..c0 + channels, and tiles r0..r0 + r of `m`
             // with those lanes lie in their slices (lengths asserted above); `m` overlaps
             // neither input.

@@ -161,10 +161,10 @@ pub struct WgradPairsArgs {
     pub acc_row_stride: usize,
     /// Floats between consecutive taps of `acc`.
     pub acc_tap_stride: usize,
-    /// Cache lines to bring into L2 while the call runs, one per pixel pair from `prefetch`
-    /// (the next band's reads; a hint that never faults, so any address will do).
+    /// Cache lines to prefetch toward L2 while the call runs, spread over its pixel pairs, from
+    /// `prefetch` (the next band's reads; a hint that never faults, so any address will do).
     pub prefetch: *const u8,
-    /// How many (at most `pairs`; zero for none).
+    /// How many (zero for none).
     pub prefetch_lines: usize,
 }
 
@@ -189,9 +189,12 @@ pub unsafe fn wgrad_pairs_bf16<const T: usize, const R: usize, const NB: usize>(
 ) {
     let mut sum = [[[_mm512_setzero_ps(); NB]; R]; T];
     for m in 0..g.pairs {
-        if m < g.prefetch_lines {
-            // A prefetch is a hint: it reads nothing and never faults, wherever it points.
-            _mm_prefetch::<_MM_HINT_T1>(g.prefetch.wrapping_add(64 * m).cast());
+        // Lines m, m + pairs, ...: one a pair unless the call has more lines than pairs. A
+        // prefetch is a hint: it reads nothing and never faults, wherever it points.
+        let mut line = m;
+        while line < g.prefetch_lines {
+            _mm_prefetch::<_MM_HINT_T1>(g.prefetch.wrapping_add(64 * line).cast());
+            line += g.pairs;
         }
         let mut xv = [[_mm512_setzero_ps().into_bh(); NB]; T];
         for (t, taps) in xv.iter_mut().enumerate() {
