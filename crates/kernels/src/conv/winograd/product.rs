@@ -2,6 +2,7 @@
 
 use super::POSITIONS;
 use crate::conv::algorithm::bf16_supported;
+use crate::conv::direct::{conv_pixels, ConvKernel, Tile};
 use crate::simd::avx512::ConvTileArgs;
 use crate::simd::winograd::{gradient_product_tile, product_tile, product_tile_bf16};
 use crate::simd::{self, Isa};
@@ -83,24 +84,31 @@ fn multiply_bf16(rows: usize, ci: usize, co: usize, v: &[u32], u: &[u32], m: &mu
         cout: co,
         y_pixel_stride: POSITIONS * co,
     };
+    tile_blocks(rows, co, false, |tile, r0, c0| {
+        // SAFETY: AVX512_BF16 (asserted above). Tiles r0.. of `v` with their `pairs` pairs,
+        // filter rows of the tile's lanes from c0, and tiles r0.. of `m` with those lanes lie in
+        // their slices (lengths asserted above); `m` overlaps neither input.
+        unsafe {
+            ConvKernel::General.run_bf16(
+                tile,
+                &g,
+                v[r0 * POSITIONS * pairs..].as_ptr(),
+                u[c0..].as_ptr(),
+                m[r0 * POSITIONS * co + c0..].as_mut_ptr(),
+            )
+        };
+    });
+}
+
+/// The blocks in which the direct micro-kernel computes a product of `rows` rows and `co`
+/// output channels: up to 64 channels from `c0` times as many rows from `r0` as its
+/// accumulators allow, each handed to `each` as a [`Tile`].
+fn tile_blocks(rows: usize, co: usize, accumulate: bool, mut each: impl FnMut(Tile, usize, usize)) {
     for c0 in (0..co).step_by(64) {
         let channels = (co - c0).min(64);
-        let block = crate::conv::direct::conv_pixels(channels.div_ceil(16));
+        let block = conv_pixels(channels.div_ceil(16));
         for r0 in (0..rows).step_by(block) {
-            let r = block.min(rows - r0);
-            // SAFETY: AVX512_BF16 (asserted above). Tiles r0..r0 + r of `v` with their
-            // `pairs` pairs, filter rows of lanes c0..c0 + channels, and tiles r0..r0 + r of `m`
-            // with those lanes lie in their slices (lengths asserted above); `m` overlaps
-            // neither input.
-            unsafe {
-                crate::conv::direct::ConvKernel::General.run_bf16(
-                    crate::conv::direct::Tile { pixels: r, channels, accumulate: false },
-                    &g,
-                    v[r0 * POSITIONS * pairs..].as_ptr(),
-                    u[c0..].as_ptr(),
-                    m[r0 * POSITIONS * co + c0..].as_mut_ptr(),
-                )
-            };
+            each(Tile { pixels: block.min(rows - r0), channels, accumulate }, r0, c0);
         }
     }
 }
@@ -218,24 +226,19 @@ pub(super) fn multiply(
     assert!(a.len() >= (rows - 1) * g.a_pixel_stride + (g.kh - 1) * g.a_row_stride + g.cin, "left operand too short");
     assert!(w.len() >= (g.kh * g.cin - 1) * g.w_row_stride + co, "right operand too short");
     assert!(y.len() >= (rows - 1) * g.y_pixel_stride + co, "output too short");
-    for c0 in (0..co).step_by(64) {
-        let channels = (co - c0).min(64);
-        let block = crate::conv::direct::conv_pixels(channels.div_ceil(16));
-        for r0 in (0..rows).step_by(block) {
-            let r = block.min(rows - r0);
-            // SAFETY: AVX-512 (asserted). Rows r0..r0 + r of `a` with all their taps, rows of
-            // `w` with lanes c0..c0 + channels, and rows r0..r0 + r of `y` with those lanes lie
-            // in their slices (lengths asserted above); `y` overlaps neither input.
-            unsafe {
-                crate::conv::direct::ConvKernel::General.run(
-                    crate::conv::direct::Tile { pixels: r, channels, accumulate },
-                    g,
-                    a[r0 * g.a_pixel_stride..].as_ptr(),
-                    w[c0..].as_ptr(),
-                    y[r0 * g.y_pixel_stride + c0..].as_mut_ptr(),
-                    None,
-                )
-            };
-        }
-    }
+    tile_blocks(rows, co, accumulate, |tile, r0, c0| {
+        // SAFETY: AVX-512 (asserted). Rows r0.. of `a` with all their taps, rows of `w` with the
+        // tile's lanes from c0, and rows r0.. of `y` with those lanes lie in their slices
+        // (lengths asserted above); `y` overlaps neither input.
+        unsafe {
+            ConvKernel::General.run(
+                tile,
+                g,
+                a[r0 * g.a_pixel_stride..].as_ptr(),
+                w[c0..].as_ptr(),
+                y[r0 * g.y_pixel_stride + c0..].as_mut_ptr(),
+                None,
+            )
+        };
+    });
 }
