@@ -249,6 +249,62 @@ pub fn scale_shift_act(
 }
 
 crate::multiversion! {
+    /// `y = act(x * scale + shift + (r * r_scale + r_shift))` over rows.
+    fn two_affines_rows_loop / two_affines_rows_loop_on(x: &[f32], own: ChannelAffine<'_>, r: &[f32], other: ChannelAffine<'_>, relu: bool, y: &mut [f32]) {
+        let c = own.scale.len();
+        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+        for ((yr, xr), rr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(r.chunks_exact(c)) {
+            let params = own.scale.iter().zip(own.shift).zip(other.scale.iter().zip(other.shift));
+            for (((o, &v), &q), ((&a, &b), (&ra, &rb))) in yr.iter_mut().zip(xr).zip(rr).zip(params) {
+                // The residual's value first, as a pass of its own would have stored it.
+                let q = q * ra + rb;
+                *o = (v * a + b + q).max(floor);
+            }
+        }
+    }
+}
+
+/// A per-channel affine map `v * scale + shift`.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelAffine<'a> {
+    /// Per-channel multiplier.
+    pub scale: &'a [f32],
+    /// Per-channel offset.
+    pub shift: &'a [f32],
+}
+
+/// [`scale_shift_act`] whose residual is `r` through its own affine map `other`: `y = act(x *
+/// own.scale + own.shift + (r * other.scale + other.shift))`, the values of a pass that first
+/// stores the residual's batch norm output and then adds it (a projection shortcut's batch
+/// norm, whose output then never exists).
+///
+/// # Shapes
+/// `x, r, y: [rows, c]`, the maps' vectors: `[c]`.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn scale_shift_act_affine_residual(
+    x: &[f32],
+    own: ChannelAffine<'_>,
+    r: &[f32],
+    other: ChannelAffine<'_>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    let c = own.scale.len();
+    assert!(c > 0 && x.len().is_multiple_of(c));
+    assert_eq!((y.len(), r.len()), (x.len(), x.len()), "output and residual lengths");
+    assert!([own.shift, other.scale, other.shift].iter().all(|v| v.len() == c), "affine maps of the wrong length");
+    let chunk = ROWS_PER_TASK * c;
+    threads::install(|| {
+        y.par_chunks_mut(chunk).enumerate().for_each(|(t, yc)| {
+            let span = t * chunk..t * chunk + yc.len();
+            two_affines_rows_loop(&x[span.clone()], own, &r[span], other, relu, yc);
+        });
+    });
+}
+
+crate::multiversion! {
     /// `y = act(y * scale + shift (+ r))` over rows, in place: the arithmetic of
     /// `scale_shift_rows`, so a convolution that applies it to its output as it writes it (see
     /// [`crate::conv::OutputTransform`]) gives the same values as a pass of batch norm after it.
@@ -557,6 +613,28 @@ mod tests {
         assert_eq!(y, [2.5, 0.0, 0.0, 0.0]);
         scale_shift_act(&x, 2, &[2.0, 1.0], &[0.0, 1.0], None, false, &mut y);
         assert_eq!(y, [2.0, -1.0, 6.0, -3.0]);
+    }
+
+    /// A residual through its own affine map gives exactly what storing that map's output
+    /// and adding it as a plain residual gives.
+    #[test]
+    fn an_affine_residual_equals_its_stored_output_added() {
+        for c in [48, 64] {
+            let rows = 37;
+            let x: Vec<f32> = (0..rows * c).map(|i| ((i * 7919) % 113) as f32 / 17.0 - 3.0).collect();
+            let r: Vec<f32> = (0..rows * c).map(|i| ((i * 104_729) % 97) as f32 / 13.0 - 3.5).collect();
+            let vec = |k: usize| (0..c).map(|i| ((i * k) % 23) as f32 / 7.0 - 1.5).collect::<Vec<f32>>();
+            let (a, b, ra, rb) = (vec(3), vec(5), vec(11), vec(17));
+            let mut stored = vec![0.0; rows * c];
+            scale_shift_act(&r, c, &ra, &rb, None, false, &mut stored);
+            for relu in [false, true] {
+                let (mut want, mut got) = (vec![0.0; rows * c], vec![1.0; rows * c]);
+                scale_shift_act(&x, c, &a, &b, Some(&stored), relu, &mut want);
+                let own = ChannelAffine { scale: &a, shift: &b };
+                scale_shift_act_affine_residual(&x, own, &r, ChannelAffine { scale: &ra, shift: &rb }, relu, &mut got);
+                assert_eq!(got, want, "relu {relu}, {c} channels");
+            }
+        }
     }
 
     /// The AVX-512 passes for 16, 32 and 64 channels give exactly what the baseline loops give

@@ -280,17 +280,21 @@ impl Block {
             ShortcutPath::None | ShortcutPath::Identity => {}
             ShortcutPath::Pad(op, out) => op.forward(x, out),
             ShortcutPath::Projection(p) if fuse => p.infer(x, None, None, false),
-            ShortcutPath::Projection(p) => p.forward(x, mode, None, false),
+            // Its batch norm is applied where the last unit adds it (see `run_last`).
+            ShortcutPath::Projection(p) => p.convolve(x, None, mode),
         }
     }
 
     /// The last unit of the residual branch, with the shortcut added and the ReLU.
     fn run_last(&mut self, x: &Tensor, mode: BatchNormMode, fuse: bool) {
-        let residual: Option<&[f32]> = match &self.shortcut {
-            ShortcutPath::None => None,
-            ShortcutPath::Identity => Some(x.data()),
-            ShortcutPath::Pad(_, out) => Some(out.data()),
-            ShortcutPath::Projection(p) => Some(p.z.data()),
+        // Outside inference a projection's batch norm output is never stored: the last unit
+        // applies it to the projection's convolution output as it adds it.
+        let (residual, projection): (Option<&[f32]>, _) = match &self.shortcut {
+            ShortcutPath::None => (None, None),
+            ShortcutPath::Identity => (Some(x.data()), None),
+            ShortcutPath::Pad(_, out) => (Some(out.data()), None),
+            ShortcutPath::Projection(p) if fuse => (Some(p.z.data()), None),
+            ShortcutPath::Projection(p) => (Some(p.y.data()), Some(&**p)),
         };
         let last = self.units.len() - 1;
         let (done, rest) = self.units.split_at_mut(last);
@@ -302,9 +306,12 @@ impl Block {
         }
         if fuse {
             unit.infer(input, t, residual, true);
-        } else {
-            unit.convolve(input, t, mode);
-            unit.materialize(residual, true);
+            return;
+        }
+        unit.convolve(input, t, mode);
+        match projection {
+            Some(p) => unit.bn.apply_with_normalized_residual(&unit.y, &p.y, &p.bn, true, &mut unit.z),
+            None => unit.materialize(residual, true),
         }
     }
 
@@ -421,15 +428,14 @@ impl Block {
     }
 
     /// Visits the activations a forward pass writes besides the block output: each unit's
-    /// convolution output and the shortcut's.
-    pub fn for_each_inner_activation(&mut self, mut f: impl FnMut(&mut Tensor)) {
+    /// convolution output and the shortcut's (a projection's output only in inference, `infer`,
+    /// where its convolution applies the batch norm and its raw output is not written).
+    pub fn for_each_inner_activation(&mut self, infer: bool, mut f: impl FnMut(&mut Tensor)) {
         self.units.iter_mut().for_each(|u| f(&mut u.y));
         match &mut self.shortcut {
             ShortcutPath::Pad(_, t) => f(t),
-            ShortcutPath::Projection(p) => {
-                f(&mut p.y);
-                f(&mut p.z);
-            }
+            ShortcutPath::Projection(p) if infer => f(&mut p.z),
+            ShortcutPath::Projection(p) => f(&mut p.y),
             ShortcutPath::None | ShortcutPath::Identity => {}
         }
     }

@@ -67,7 +67,8 @@ struct BlockActivations {
     convs: Vec<u64>,
     /// Block output (the last unit's `z`).
     output: u64,
-    /// Tensors the shortcut keeps: the option-A padded input, or a projection's `y` and `z`.
+    /// Tensors the shortcut keeps: the option-A padded input, or a projection's `y` (training;
+    /// its batch norm is applied as the last unit adds it) or `z` (inference).
     shortcut: Vec<u64>,
 }
 
@@ -114,7 +115,7 @@ impl ResNetSpec {
             let shortcut = match b.shortcut {
                 ShortcutPlan::None | ShortcutPlan::Identity => vec![],
                 ShortcutPlan::Pad => vec![output],
-                ShortcutPlan::Projection => vec![output, output],
+                ShortcutPlan::Projection => vec![output],
             };
             blocks.push(BlockActivations { convs, output, shortcut });
         }

@@ -174,7 +174,7 @@ impl ResNet {
             let (done, rest) = self.blocks.split_at_mut(i);
             let block = &mut rest[0];
             let input = if i == 0 { self.stem.output_mut() } else { done[i - 1].output_mut() };
-            block.for_each_inner_activation(|t| spare.lend(t));
+            block.for_each_inner_activation(release, |t| spare.lend(t));
             // A block that writes its output over its shortcut needs no buffer for it.
             if !(release && block.writes_over_shortcut(input.shape())) {
                 spare.lend(block.output_mut());
@@ -183,7 +183,7 @@ impl ResNet {
                 // The block is its input's last reader: it may write its output over it.
                 let mut input = std::mem::take(input);
                 block.infer_consuming(&mut input);
-                block.for_each_inner_activation(|t| spare.reclaim(t));
+                block.for_each_inner_activation(release, |t| spare.reclaim(t));
                 spare.reclaim(&mut input);
             } else {
                 block.forward(input, mode);

@@ -124,17 +124,25 @@ impl Calibrator {
         record(unit_name(&net.stem.unit), &mut net.stem.unit.z.data().iter().copied())?;
         for block in &net.blocks {
             let (last, inner) = block.units.split_last().expect("a block has units");
-            for unit in inner {
-                // Inside a block the unit's output after batch norm and ReLU is never stored; it is
-                // the convolution output through the unit's eval-mode affine map.
+            // Inside a block the unit's output after batch norm and ReLU is never stored, nor a
+            // projection's batch norm output: each is the convolution output through the unit's
+            // eval-mode affine map.
+            let normalized = |unit: &resnet_models::ConvBn| {
                 let (scale, shift) = unit.bn.affine(BatchNormMode::Eval);
                 let c = scale.len();
-                let values = unit.y.data().iter().enumerate().map(|(i, y)| (y * scale[i % c] + shift[i % c]).max(0.0));
-                record(unit_name(unit), &mut values.into_iter())?;
+                unit.y
+                    .data()
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, y)| y * scale[i % c] + shift[i % c])
+                    .collect::<Vec<f32>>()
+            };
+            for unit in inner {
+                record(unit_name(unit), &mut normalized(unit).into_iter().map(|v| v.max(0.0)))?;
             }
             if let Some(p) = projection(block) {
                 // No ReLU: the magnitudes set a symmetric range.
-                record(unit_name(p), &mut p.z.data().iter().map(|v| v.abs()))?;
+                record(unit_name(p), &mut normalized(p).into_iter().map(f32::abs))?;
             }
             record(block.name.clone(), &mut last.z.data().iter().copied())?;
         }

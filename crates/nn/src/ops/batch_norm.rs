@@ -225,6 +225,26 @@ impl BatchNorm2d {
         kernel::scale_shift_act(x.data(), self.channels(), &self.scale, &self.shift, residual, relu, y.data_mut());
     }
 
+    /// [`Self::apply`] whose residual is `r` through the normalisation of `r_norm` (fixed by
+    /// its last [`Self::prepare`]): `y = act(x * scale + shift + r_norm(r))`, the values of
+    /// applying `r_norm` to `r` first and adding its output, which then is never stored (a
+    /// projection shortcut's batch norm).
+    pub fn apply_with_normalized_residual(
+        &self,
+        x: &Tensor,
+        r: &Tensor,
+        r_norm: &BatchNorm2d,
+        relu: bool,
+        y: &mut Tensor,
+    ) {
+        let _p = profile::layer_scope("batch norm apply", &self.weight.name);
+        assert_eq!(r.shape(), x.shape(), "{}: residual of another shape", self.weight.name);
+        y.reshape_for(x.shape());
+        let own = kernel::ChannelAffine { scale: &self.scale, shift: &self.shift };
+        let other = kernel::ChannelAffine { scale: &r_norm.scale, shift: &r_norm.shift };
+        kernel::scale_shift_act_affine_residual(x.data(), own, r.data(), other, relu, y.data_mut());
+    }
+
     /// The normalisation fixed by the last [`Self::prepare`] or [`Self::forward`], followed by a
     /// ReLU, as a transform the next convolution applies to its input.
     pub fn transform(&self) -> InputTransform<'_> {
