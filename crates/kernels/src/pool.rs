@@ -1,6 +1,7 @@
 //! Pooling over NHWC batches: the 3x3/2 max pooling after the ImageNet stem and the global average
 //! pooling before the classifier (He et al. 2015, Table 1 and Section 4.2).
 
+use crate::conv::{load_pixels, InputTransform};
 use crate::threads;
 use rayon::prelude::*;
 
@@ -75,6 +76,25 @@ crate::multiversion! {
 /// If the lengths disagree, or the window is no larger than the padding (a window could then
 /// hold no pixel).
 pub fn max_pool_forward(s: &PoolShape, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    max_pool_forward_transformed(s, x, None, y, argmax);
+}
+
+/// [`max_pool_forward`] of `t(x)`, the batch norm and ReLU of the layer before applied to each
+/// pixel as it is read (`t` as a convolution's [`InputTransform`]), so that their output need
+/// not be stored: the values and winners of pooling a stored `t(x)`.
+///
+/// # Panics
+/// As [`max_pool_forward`], or if the transform does not have `c` channels.
+pub fn max_pool_forward_transformed(
+    s: &PoolShape,
+    x: &[f32],
+    t: Option<&InputTransform<'_>>,
+    y: &mut [f32],
+    argmax: &mut [u32],
+) {
+    if let Some(t) = t {
+        assert_eq!((t.scale.len(), t.shift.len()), (s.c, s.c), "max pool input transform of the wrong length");
+    }
     assert_eq!(x.len(), s.input_len(), "max pool input length");
     assert_eq!(y.len(), s.output_len(), "max pool output length");
     assert_eq!(argmax.len(), s.output_len(), "max pool argmax length");
@@ -89,10 +109,19 @@ pub fn max_pool_forward(s: &PoolShape, x: &[f32], y: &mut [f32], argmax: &mut [u
             let xi = &x[img * in_img..(img + 1) * in_img];
             yr.fill(f32::NEG_INFINITY);
             ar.fill(0);
+            let mut pixel = vec![0.0; if t.is_some() { c } else { 0 }];
             for ox in 0..ow {
                 let o = ox * c;
                 for p in s.window(oy, ox) {
-                    max_into(&xi[p * c..(p + 1) * c], p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
+                    let v = &xi[p * c..(p + 1) * c];
+                    let v = match t {
+                        Some(t) => {
+                            load_pixels(v, &mut pixel, Some(t));
+                            &pixel[..]
+                        }
+                        None => v,
+                    };
+                    max_into(v, p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
                 }
             }
         });
@@ -185,6 +214,23 @@ mod tests {
         assert_eq!(dx[13], 3.0);
         assert_eq!(dx[15], 4.0);
         assert_eq!(dx.iter().sum::<f32>(), 10.0);
+    }
+
+    /// Pooling through a batch norm and ReLU gives the values and winners of pooling their
+    /// stored output, ties included (the ReLU makes many).
+    #[test]
+    fn a_transformed_max_pool_equals_pooling_the_stored_transform() {
+        let s = PoolShape { n: 2, h: 9, w: 7, c: 5, k: 3, stride: 2, pad: 1 };
+        let x: Vec<f32> = (0..s.input_len()).map(|i| ((i * 7919) % 61) as f32 / 9.0 - 3.0).collect();
+        let (scale, shift) = ([0.5, -1.25, 2.0, 0.0, -0.75], [0.25, 0.5, -1.0, 0.125, 0.0]);
+        let t = InputTransform { scale: &scale, shift: &shift };
+        let mut stored = vec![0.0; x.len()];
+        load_pixels(&x, &mut stored, Some(&t));
+        let (mut want, mut want_at) = (vec![0.0; s.output_len()], vec![0; s.output_len()]);
+        max_pool_forward(&s, &stored, &mut want, &mut want_at);
+        let (mut got, mut got_at) = (vec![1.0; s.output_len()], vec![7; s.output_len()]);
+        max_pool_forward_transformed(&s, &x, Some(&t), &mut got, &mut got_at);
+        assert_eq!((got, got_at), (want, want_at));
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub enum ReluAfter {
     None,
     /// A ReLU whose output is the unit's stored `z`.
     Stored,
-    /// A ReLU fused into the next convolution (nothing stored).
+    /// A ReLU fused into what reads the unit's output, the next convolution or the stem's max
+    /// pool (nothing stored): the mask comes from `y` and the batch norm.
     Fused,
 }
 

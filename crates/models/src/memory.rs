@@ -96,12 +96,15 @@ impl ResNetSpec {
         };
         let (mut h, mut w) = (conv_out(h, k, stride, k / 2), conv_out(w, k, stride, k / 2));
         let stem = (h * w * self.stem_width) as u64;
-        // The stem keeps its convolution output and its ReLU output, and the pooled output.
-        let mut stem_tensors = vec![stem, stem];
+        // The stem keeps its convolution output and its ReLU output, or, where a max pool
+        // applies the batch norm and ReLU as it reads, the pooled output instead.
+        let mut stem_tensors = vec![stem];
         if self.family == Family::ImageNet {
             h = conv_out(h, 3, 2, 1);
             w = conv_out(w, 3, 2, 1);
             stem_tensors.push((h * w * self.stem_width) as u64);
+        } else {
+            stem_tensors.push(stem);
         }
         let mut blocks = Vec::new();
         for b in self.blocks() {

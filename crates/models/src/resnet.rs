@@ -153,16 +153,25 @@ impl ResNet {
         }
         let spare = &mut self.spare;
         let stem = &mut self.stem;
-        spare.lend(&mut stem.unit.y);
-        spare.lend(&mut stem.unit.z);
+        // Inference writes the stem's ReLU output alone (its convolution applies the batch norm),
+        // the other passes its convolution output, and its ReLU output only where no max pool
+        // applies the batch norm and ReLU as it reads.
+        let pooled = stem.pool.is_some();
+        spare.lend(if release { &mut stem.unit.z } else { &mut stem.unit.y });
         if release {
             stem.unit.infer(x, None, None, true);
+        } else if pooled {
+            stem.unit.convolve(x, None, mode);
         } else {
+            spare.lend(&mut stem.unit.z);
             stem.unit.forward(x, mode, None, true);
         }
         if let Some(pool) = &mut stem.pool {
             spare.lend(&mut stem.pooled);
-            pool.forward(&stem.unit.z, &mut stem.pooled);
+            match release {
+                true => pool.forward(&stem.unit.z, &mut stem.pooled),
+                false => pool.forward_transformed(&stem.unit.y, Some(stem.unit.bn.transform()), &mut stem.pooled),
+            }
             if release {
                 spare.reclaim(&mut stem.unit.z);
             }
@@ -299,17 +308,18 @@ impl ResNet {
             return;
         }
         let stem = &mut self.stem;
-        let dz: &[f32] = match &stem.pool {
+        let (dz, relu): (&[f32], _) = match &stem.pool {
             Some(pool) => {
-                let z = &stem.unit.z;
-                pool.backward(z.shape(), &d_out[..stem.pooled.len()], &mut d_in[..z.len()], false);
-                &d_in[..z.len()]
+                // The pool read the ReLU output from `y` (it was never stored): so does the mask.
+                let y = &stem.unit.y;
+                pool.backward(y.shape(), &d_out[..stem.pooled.len()], &mut d_in[..y.len()], false);
+                (&d_in[..y.len()], crate::block::ReluAfter::Fused)
             }
-            None => &d_out[..stem.unit.z.len()],
+            None => (&d_out[..stem.unit.z.len()], crate::block::ReluAfter::Stored),
         };
         // A mask applied to the max pool's output gradient is the stem ReLU's: each pooled
         // value goes back to the window element it came from, positive exactly when it is.
-        let relu = if masked { crate::block::ReluAfter::None } else { crate::block::ReluAfter::Stored };
+        let relu = if masked { crate::block::ReluAfter::None } else { relu };
         // The input needs no gradient.
         stem.unit.backward(x, None, dz, relu, t1, None, false);
         if let Some(r) = ready.as_mut() {

@@ -121,22 +121,17 @@ impl Calibrator {
             let h = self.points.entry(name.clone()).or_insert_with(Histogram::new);
             h.add(values).map_err(|e| bad(&name, e))
         };
-        record(unit_name(&net.stem.unit), &mut net.stem.unit.z.data().iter().copied())?;
+        // Inside a block the unit's output after batch norm and ReLU is never stored, nor a
+        // projection's batch norm output, nor the stem's ReLU output before a max pool: each is
+        // the convolution output through the unit's eval-mode affine map.
+        let normalized = |unit: &resnet_models::ConvBn| {
+            let (scale, shift) = unit.bn.affine(BatchNormMode::Eval);
+            let c = scale.len();
+            unit.y.data().iter().enumerate().map(move |(i, y)| y * scale[i % c] + shift[i % c]).collect::<Vec<f32>>()
+        };
+        record(unit_name(&net.stem.unit), &mut normalized(&net.stem.unit).into_iter().map(|v| v.max(0.0)))?;
         for block in &net.blocks {
             let (last, inner) = block.units.split_last().expect("a block has units");
-            // Inside a block the unit's output after batch norm and ReLU is never stored, nor a
-            // projection's batch norm output: each is the convolution output through the unit's
-            // eval-mode affine map.
-            let normalized = |unit: &resnet_models::ConvBn| {
-                let (scale, shift) = unit.bn.affine(BatchNormMode::Eval);
-                let c = scale.len();
-                unit.y
-                    .data()
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, y)| y * scale[i % c] + shift[i % c])
-                    .collect::<Vec<f32>>()
-            };
             for unit in inner {
                 record(unit_name(unit), &mut normalized(unit).into_iter().map(|v| v.max(0.0)))?;
             }

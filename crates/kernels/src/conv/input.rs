@@ -38,7 +38,7 @@ crate::multiversion! {
 }
 
 /// Copies whole pixels, applying the input transform when there is one.
-pub(super) fn load_pixels(src: &[f32], dst: &mut [f32], t: Option<&InputTransform<'_>>) {
+pub(crate) fn load_pixels(src: &[f32], dst: &mut [f32], t: Option<&InputTransform<'_>>) {
     match t {
         Some(t) => bn_relu_copy(src, t.scale, t.shift, dst),
         None => dst.copy_from_slice(src),

@@ -54,6 +54,7 @@ pub use backward_data::backward_data;
 pub use backward_weight::backward_weight;
 pub use epilogue::{Epilogue, OutputTransform};
 pub use forward::{adds_residual_in_place, forward};
+pub(crate) use input::load_pixels;
 pub use input::InputTransform;
 pub use params::{ConvParams, ConvWeight};
 pub(crate) use shape::output_size;

@@ -1,6 +1,7 @@
 //! Max pooling (3x3, stride 2, padding 1 after the ImageNet stem; He et al. 2015, Table 1).
 
 use crate::Tensor;
+use resnet_kernels::conv::InputTransform;
 use resnet_kernels::pool::{self, PoolShape};
 use resnet_kernels::profile;
 
@@ -38,11 +39,17 @@ impl MaxPool2d {
     /// # Shapes
     /// `x: [n, h, w, c]` -> `y: [n, oh, ow, c]`.
     pub fn forward(&mut self, x: &Tensor, y: &mut Tensor) {
+        self.forward_transformed(x, None, y);
+    }
+
+    /// [`Self::forward`] of `t(x)`: the batch norm and ReLU of the layer before applied to each
+    /// pixel as it is read, so that their output need not exist.
+    pub fn forward_transformed(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, y: &mut Tensor) {
         let s = self.geometry(x.shape());
         y.reshape_for(self.output_shape(x.shape()));
         self.argmax.resize(s.output_len(), 0);
         let _p = profile::scope("max pool forward");
-        pool::max_pool_forward(&s, x.data(), y.data_mut(), &mut self.argmax);
+        pool::max_pool_forward_transformed(&s, x.data(), t.as_ref(), y.data_mut(), &mut self.argmax);
     }
 
     /// In the forward pass: `y[p] = max over window(p) of x`. Routes each `dy[p]` to the pixel that
