@@ -146,6 +146,27 @@ fn unit_input<'a>(x: &'a Tensor, before: &'a [ConvBn], i: usize) -> (&'a Tensor,
     }
 }
 
+/// The gradient buffers a block's backward pass writes, by length: the gradients of its output
+/// and input (`output`: the longer is the output, except where the block below gives the
+/// input), of each unit's convolution output (`unit`, the first scratch buffer of
+/// [`Block::backward`]) and of each inner unit's output (`inner`, the other two).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackwardLens {
+    /// The block output.
+    pub output: usize,
+    /// The longest convolution output, the projection's included.
+    pub unit: usize,
+    /// The longest output of a unit but the last.
+    pub inner: usize,
+}
+
+impl BackwardLens {
+    /// The longer of each.
+    pub fn max(self, o: Self) -> Self {
+        Self { output: self.output.max(o.output), unit: self.unit.max(o.unit), inner: self.inner.max(o.inner) }
+    }
+}
+
 /// The shortcut of a block.
 #[derive(Clone, Debug)]
 pub enum ShortcutPath {
@@ -319,7 +340,7 @@ impl Block {
     /// Backward of a training-mode forward on `x`. `d_out` is the gradient of the block output
     /// (it is overwritten: it becomes the gradient of the pre-ReLU sum); the input gradient is
     /// written into `dx` when given (nothing below needs it when every layer below is frozen).
-    /// `scratch` holds three buffers, each at least as long as any activation of the block.
+    /// `scratch` holds three buffers, as long as [`Self::backward_lens`] says.
     ///
     /// The ReLU masks at block boundaries: `d_out_masked` says that `d_out` already carries the
     /// mask of this block's output ReLU (the block above applied it); with `input_is_relu` (`x`
@@ -446,16 +467,18 @@ impl Block {
         &mut self.units.last_mut().expect("a block has units").z
     }
 
-    /// Longest activation the block keeps.
-    pub fn max_activation_len(&self) -> usize {
-        let mut m = 0;
-        for u in &self.units {
-            m = m.max(u.y.len()).max(u.z.len());
-        }
-        match &self.shortcut {
-            ShortcutPath::Pad(_, t) => m.max(t.len()),
-            ShortcutPath::Projection(p) => m.max(p.y.len()).max(p.z.len()),
-            _ => m,
+    /// What [`Self::backward`]'s buffers must hold for the activations of the last forward
+    /// pass.
+    pub fn backward_lens(&self) -> BackwardLens {
+        let (last, inner) = self.units.split_last().expect("a block has units");
+        let projection = match &self.shortcut {
+            ShortcutPath::Projection(p) => p.y.len(),
+            _ => 0,
+        };
+        BackwardLens {
+            output: last.z.len(),
+            unit: self.units.iter().map(|u| u.y.len()).fold(projection, usize::max),
+            inner: inner.iter().map(|u| u.y.len()).max().unwrap_or(0),
         }
     }
 

@@ -30,7 +30,7 @@ mod weights_file;
 pub mod zoo;
 
 pub use atomic_file::{temporary_path, temporary_target, write_atomic};
-pub use block::{Block, ConvBn, ReluAfter, ShortcutPath};
+pub use block::{BackwardLens, Block, ConvBn, ReluAfter, ShortcutPath};
 pub use error::ModelError;
 pub use features::FeatureLayer;
 pub use groups::LayerGroup;

@@ -12,10 +12,6 @@ use serde::Serialize;
 /// Bytes of one `f32`.
 const F32: u64 = 4;
 
-/// Gradient buffers of the backward pass, each as long as the longest activation: the
-/// gradients of a block's output and input, and three scratch buffers (see `Block::backward`).
-const BACKWARD_BUFFERS: u64 = 5;
-
 /// Bytes per image of a batch, for one input size.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 pub struct BatchMemory {
@@ -27,8 +23,9 @@ pub struct BatchMemory {
     /// output, each materialised unit output, the shortcuts' outputs, the pooled features and
     /// the logits).
     pub train_activations: u64,
-    /// Training: the backward pass's buffers (five of the longest activation's size, the
-    /// feature gradient and the logit gradient the caller hands it).
+    /// Training: the backward pass's buffers (five gradient buffers, each as long as the
+    /// longest activation of its role, the feature gradient and the logit gradient the caller
+    /// hands it).
     pub train_backward: u64,
     /// Inference: at most what [`ResNet::infer`](crate::ResNet::infer) holds. It passes
     /// buffers on as activations die, and its pool hands the largest spare buffer first, so
@@ -117,18 +114,27 @@ impl ResNetSpec {
             let output = (h * w * b.cout) as u64;
             let shortcut = match b.shortcut {
                 ShortcutPlan::None | ShortcutPlan::Identity => vec![],
-                ShortcutPlan::Pad => vec![output],
-                ShortcutPlan::Projection => vec![output],
+                ShortcutPlan::Pad | ShortcutPlan::Projection => vec![output],
             };
             blocks.push(BlockActivations { convs, output, shortcut });
         }
+        let max_of = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
         let block_longest = blocks
             .iter()
             .flat_map(|b| b.convs.iter().chain(&b.shortcut).chain([&b.output]))
             .copied()
             .max()
             .unwrap_or(0);
-        let longest = block_longest.max(stem_tensors.iter().copied().max().unwrap_or(0));
+        let longest = block_longest.max(max_of(&stem_tensors));
+        // The backward pass's gradient buffers (see `BackwardLens`): two for a block's output and
+        // input gradients (the stem's max pool writes its input's into one), one for a unit's
+        // convolution output's, two for inner units' outputs'.
+        let (mut output, mut unit, mut inner) = (max_of(&stem_tensors), stem_tensors[0], 0);
+        for b in &blocks {
+            output = output.max(b.output);
+            unit = unit.max(max_of(&b.convs));
+            inner = inner.max(max_of(&b.convs[..b.convs.len() - 1]));
+        }
         let (features, logits) = (self.feature_channels() as u64, self.num_classes as u64);
         let kept: u64 = stem_tensors.iter().sum::<u64>()
             + blocks.iter().map(|b| b.convs.iter().chain(&b.shortcut).sum::<u64>() + b.output).sum::<u64>()
@@ -145,7 +151,7 @@ impl ResNetSpec {
         BatchMemory {
             input: input * F32,
             train_activations: kept * F32,
-            train_backward: (BACKWARD_BUFFERS * longest + features + logits) * F32,
+            train_backward: (2 * output + unit + 2 * inner + features + logits) * F32,
             infer: (pool + features + logits) * F32,
         }
     }

@@ -1,6 +1,6 @@
 //! The whole network: stem, stages of blocks, global average pooling and the classifier.
 
-use crate::block::{Block, ConvBn};
+use crate::block::{BackwardLens, Block, ConvBn};
 use crate::groups::TrainableFrom;
 use crate::spec::{Family, ResNetSpec};
 use crate::ModelError;
@@ -258,10 +258,10 @@ impl ResNet {
 
     fn backward_in_pool(&mut self, x: &Tensor, dlogits: &[f32], mut ready: Option<GradientsReady<'_>>) {
         assert_eq!(dlogits.len(), self.logits.len(), "logit gradient length");
-        let max = self.max_activation_len();
-        for g in &mut self.grads {
-            if g.len() < max {
-                g.resize(max, 0.0);
+        let lens = self.backward_lens();
+        for (g, len) in self.grads.iter_mut().zip([lens.output, lens.output, lens.unit, lens.inner, lens.inner]) {
+            if g.len() < len {
+                g.resize(len, 0.0);
             }
         }
         // Layers below the lowest trainable one need no gradient at all: the pass stops there.
@@ -327,9 +327,13 @@ impl ResNet {
         }
     }
 
-    fn max_activation_len(&self) -> usize {
-        let stem = self.stem.unit.y.len().max(self.stem.unit.z.len()).max(self.stem.pooled.len());
-        self.blocks.iter().map(Block::max_activation_len).fold(stem, usize::max)
+    /// The lengths of the backward pass's gradient buffers (see [`BackwardLens`]): the blocks'
+    /// and the stem's, whose max pool's input gradient goes into a block-gradient buffer.
+    fn backward_lens(&self) -> BackwardLens {
+        let stem = &self.stem;
+        let pool_input = if stem.pool.is_some() { stem.unit.y.len() } else { 0 };
+        let stem = BackwardLens { output: stem.output().len().max(pool_input), unit: stem.unit.y.len(), inner: 0 };
+        self.blocks.iter().map(Block::backward_lens).fold(stem, BackwardLens::max)
     }
 
     /// Visits every parameter in torchvision's state-dict order.
