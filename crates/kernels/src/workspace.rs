@@ -2,22 +2,52 @@
 
 /// Scratch memory owned by one layer and lent to its kernels. Each buffer only grows, to the
 /// largest size the layer's shapes need, which happens during the first step.
+///
+/// Buffers as large as a layer's weight or input that a pass needs only while it runs are not
+/// here but [`shared`]: one of each per thread for every layer, not one per layer.
 #[derive(Debug, Default, Clone)]
 pub struct Workspace {
-    /// Transformed weights (flipped or transposed for the backward-data pass).
-    pub(crate) weights: Vec<f32>,
-    /// Per-thread partial results of a reduction.
-    pub(crate) partials: Vec<f32>,
     /// Per-thread partial sums in double precision.
     pub(crate) f64s: Vec<f64>,
     /// Per-channel totals of a reduction.
     pub(crate) sums: Vec<f64>,
-    /// Weights packed as bf16 channel pairs.
-    pub(crate) bf16: Vec<u32>,
-    /// Gathered input windows (im2col rows) of a strided layer's direct forward pass.
-    pub(crate) windows: Vec<f32>,
     /// The weight in the direct forward pass's panels, kept between calls (see [`PanelCache`]).
     pub(crate) panels: PanelCache,
+}
+
+/// Buffers that every layer's passes on a thread share: a pass takes one with [`take_shared`]
+/// and puts it back with [`put_shared`] when it is done, so a network holds the largest of
+/// each that one of its layers needs rather than the sum over its layers (a weight-sized
+/// buffer per layer is the network's size again). A nested pass that finds one taken (another
+/// network run by the same worker while it waits) gets a new buffer, and the larger of the two
+/// is kept.
+pub(crate) mod shared {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Transformed weights (flipped or transposed for the backward-data pass).
+        pub(crate) static WEIGHTS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+        /// Per-thread partial results of a reduction (a weight gradient per thread).
+        pub(crate) static PARTIALS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+        /// Weights packed as bf16 channel pairs.
+        pub(crate) static BF16_WEIGHTS: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+        /// Gathered input windows (im2col rows) of a strided layer's direct forward pass.
+        pub(crate) static WINDOWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    }
+}
+
+/// Takes this thread's buffer `key` (empty when it is taken already).
+pub(crate) fn take_shared<T: 'static>(key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>) -> Vec<T> {
+    key.with(std::cell::Cell::take)
+}
+
+/// Puts back a buffer [`take_shared`] gave, keeping the larger where a nested pass put one
+/// back first.
+pub(crate) fn put_shared<T: 'static>(key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>, buf: Vec<T>) {
+    key.with(|cell| {
+        let held = cell.take();
+        cell.set(if held.capacity() >= buf.capacity() { held } else { buf });
+    });
 }
 
 /// A weight's panels (see `conv::pack_panels`) kept for the next forward pass of the same
@@ -47,14 +77,8 @@ impl Workspace {
         Self::default()
     }
 
-    /// Bytes currently held.
+    /// Bytes currently held (the [`shared`] buffers are the thread's, not the layer's).
     pub fn bytes(&self) -> usize {
-        (self.weights.capacity()
-            + self.partials.capacity()
-            + self.bf16.capacity()
-            + self.windows.capacity()
-            + self.panels.data.capacity())
-            * 4
-            + (self.f64s.capacity() + self.sums.capacity()) * 8
+        self.panels.data.capacity() * 4 + (self.f64s.capacity() + self.sums.capacity()) * 8
     }
 }

@@ -18,7 +18,7 @@ use crate::conv::shape::{check_lens, ConvShape};
 use crate::gemm::{matmul, MatMut, MatRef, Parallelism};
 use crate::scratch::{with_filter, with_tile};
 use crate::threads;
-use crate::workspace::take;
+use crate::workspace::{put_shared, shared, take, take_shared};
 use crate::Workspace;
 use rayon::prelude::*;
 
@@ -50,20 +50,20 @@ pub fn backward_data(p: &ConvParams<'_>, dy: &[f32], dx: &mut [f32], accumulate:
     }
     if s.is_pointwise() {
         // dx[m, ci] = sum_co dy[m, co] * w[ci, co]: a forward 1x1 convolution with w transposed.
-        let mut wt = std::mem::take(&mut ws.weights);
+        let mut wt = take_shared(&shared::WEIGHTS);
         transpose(w, ci, co, take(&mut wt, ci * co));
         forward_of_dy(ConvShape { cin: co, cout: ci, ..*s }, &wt[..ci * co], ws);
-        ws.weights = wt;
+        put_shared(&shared::WEIGHTS, wt);
     } else if s.stride == 1 && s.pad < s.kh && s.pad < s.kw && s.kh == s.kw {
         // In the forward pass: y[oy] = sum_ky x[oy + ky - p] w[ky]. Hence
         // dx[iy] = sum_ky' dy[iy - (k-1-p) + ky'] w[k-1-ky']: a stride-1 convolution of dy with
         // the flipped, in/out-transposed weight and padding k-1-p.
-        let mut flipped = std::mem::take(&mut ws.weights);
+        let mut flipped = take_shared(&shared::WEIGHTS);
         flip_transposed(s, w, take(&mut flipped, s.weight_len()));
         let t = ConvShape { h: s.out_h(), w: s.out_w(), cin: co, cout: ci, stride: 1, pad: s.kh - 1 - s.pad, ..*s };
         debug_assert_eq!((t.out_h(), t.out_w()), (s.h, s.w));
         forward_of_dy(t, &flipped[..s.weight_len()], ws);
-        ws.weights = flipped;
+        put_shared(&shared::WEIGHTS, flipped);
     } else {
         scatter_columns(s, dy, w, dx, accumulate);
     }
@@ -153,7 +153,7 @@ fn backward_data_bf16<'a>(
 ) {
     let (k, co) = (s.patch(), s.cout);
     let (oh, ow) = (s.out_h(), s.out_w());
-    let mut packed = std::mem::take(&mut ws.bf16);
+    let mut packed = take_shared(&shared::BF16_WEIGHTS);
     let pairs = take(&mut packed, co.div_ceil(2) * k);
     pack_transposed_bf16(w, k, co, pairs);
     let weight = Some(Bf16Weight { pairs, amx });
@@ -189,7 +189,7 @@ fn backward_data_bf16<'a>(
             }
         });
     }
-    ws.bf16 = packed;
+    put_shared(&shared::BF16_WEIGHTS, packed);
 }
 
 /// Side of the square blocks the transposes here and in `bf16.rs` move at a time, so that reads

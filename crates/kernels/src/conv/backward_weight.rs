@@ -13,11 +13,13 @@ use crate::conv::shape::check_lens;
 #[cfg(target_arch = "x86_64")]
 use crate::conv::winograd;
 use crate::threads;
-use crate::workspace::take;
+use crate::workspace::{put_shared, shared, take, take_shared};
 use crate::Workspace;
 
 /// Gradient of the weight: `dw (+)= im2col(t(x))^T * dy`, where `t` is the input transform of
-/// `p` (the one the forward pass applied), if any. `p.weight` is not read.
+/// `p` (the one the forward pass applied), if any. `p.weight` is not read. It takes the
+/// layer's workspace as the other passes do, though its buffers are all the thread's shared
+/// ones.
 ///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `dy: [n, oh, ow, cout]`, `dw: [kh, kw, cin, cout]`.
@@ -30,7 +32,7 @@ pub fn backward_weight(
     dy: &[f32],
     dw: &mut [f32],
     accumulate: bool,
-    ws: &mut Workspace,
+    _ws: &mut Workspace,
 ) {
     let s = &p.shape;
     if let Some(t) = &p.input_transform {
@@ -48,13 +50,15 @@ pub fn backward_weight(
     let bf16 = matches!(algo, ConvAlgorithm::AmxBf16 | ConvAlgorithm::DirectBf16);
     #[cfg(target_arch = "x86_64")]
     if bf16 && gathered_weight_gradient_fits(s) {
-        backward_weight_gathered(&input, dy, dw, accumulate, &mut ws.partials);
+        let mut partials = take_shared(&shared::PARTIALS);
+        backward_weight_gathered(&input, dy, dw, accumulate, &mut partials);
+        put_shared(&shared::PARTIALS, partials);
         return;
     }
     let (k, co) = (s.patch(), s.cout);
     let rows = s.n * s.out_h();
     let parts = threads::num_threads().min(rows).max(1);
-    let mut partials = std::mem::take(&mut ws.partials);
+    let mut partials = take_shared(&shared::PARTIALS);
     {
         let pairs = bf16 && pairs_weight_gradient_fits(s);
         // The pixel-pair paths keep each part's gradient transposed beside it.
@@ -86,5 +90,5 @@ pub fn backward_weight(
             dw.iter_mut().zip(part).for_each(|(d, p)| *d += p);
         }
     }
-    ws.partials = partials;
+    put_shared(&shared::PARTIALS, partials);
 }

@@ -13,7 +13,7 @@ use crate::conv::shape::{check_lens, ConvShape};
 use crate::conv::winograd;
 use crate::simd::{self, Isa};
 use crate::threads;
-use crate::workspace::take;
+use crate::workspace::{put_shared, shared, take, take_shared};
 use crate::Workspace;
 use rayon::prelude::*;
 
@@ -77,7 +77,7 @@ pub(super) fn forward_with(
         ConvAlgorithm::Direct if gathers_windows(s) => {
             // Rows of the im2col matrix [n * oh * ow, kh * kw * cin] are the pixels of a 1x1
             // layer with kh * kw * cin input channels and the same weight matrix.
-            let mut windows = std::mem::take(&mut ws.windows);
+            let mut windows = take_shared(&shared::WINDOWS);
             let cols = take(&mut windows, s.rows() * s.patch());
             let k = s.patch();
             let per = s.rows().div_ceil(4 * threads::num_threads());
@@ -88,7 +88,7 @@ pub(super) fn forward_with(
             });
             let gathered = ForwardPass { input: ConvInput { shape: s.gathered(), x: cols, transform: None }, ..*pass };
             forward_direct(&gathered, None, y, epilogue, ws);
-            ws.windows = windows;
+            put_shared(&shared::WINDOWS, windows);
         }
         #[cfg(target_arch = "x86_64")]
         ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16 => {
@@ -96,13 +96,13 @@ pub(super) fn forward_with(
             let amx = algo == ConvAlgorithm::AmxBf16;
             assert!(!amx || amx_supported(), "AMX convolution needs AMX-BF16 tiles");
             let pairs_len = s.kh * s.kw * s.cin.div_ceil(2) * s.cout;
-            let mut packed = std::mem::take(&mut ws.bf16);
+            let mut packed = take_shared(&shared::BF16_WEIGHTS);
             if bf16 {
                 pack_weights_bf16(s, pass.weight.values, take(&mut packed, pairs_len));
             }
             let bf16_weight = bf16.then(|| Bf16Weight { pairs: &packed[..pairs_len], amx });
             forward_direct(pass, bf16_weight, y, epilogue, ws);
-            ws.bf16 = packed;
+            put_shared(&shared::BF16_WEIGHTS, packed);
         }
         _ => {
             forward_gemm(&pass.input, pass.weight.values, y, pass.accumulate);
