@@ -10,6 +10,7 @@
 //! compiled for AVX-512, AVX2 and baseline (see [`crate::multiversion!`]). Reductions sum blocks
 //! of rows in `f32` and the blocks in `f64`.
 
+use crate::activations::{round_rows, Activations};
 use crate::threads::{self, split_even};
 use crate::workspace::take;
 use crate::Workspace;
@@ -102,6 +103,28 @@ pub(crate) fn add_sums(x: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32]
     }
 }
 
+/// Runs `f(values, sub)` over the elements `span` of `x` (rows of `c`) as `f32`: all at once
+/// for `f32` values, for bf16 a block of [`ROWS_PER_BLOCK`] rows at a time widened in cache.
+/// A row pass sums blocks of that many rows from the start of what it is given, so both give
+/// the same sums.
+fn for_f32_blocks(
+    x: Activations<'_>,
+    span: std::ops::Range<usize>,
+    c: usize,
+    mut f: impl FnMut(&[f32], std::ops::Range<usize>),
+) {
+    match x {
+        Activations::F32(v) => f(&v[span.clone()], span),
+        Activations::Bf16(_) => {
+            let step = ROWS_PER_BLOCK * c;
+            for at in span.clone().step_by(step) {
+                let sub = at..(at + step).min(span.end);
+                x.with_f32(sub.clone(), |v| f(v, sub.clone()));
+            }
+        }
+    }
+}
+
 /// Runs `rows_kernel(span, s1, s2, t1, t2)` over a fixed split of `rows` rows (one part per
 /// thread, at least 256 rows each) and adds the parts' per-channel `f64` sums in order into
 /// `out` (`[2 * c]`: the `s1` totals, then the `s2` totals). `span` is the part's element range;
@@ -114,16 +137,38 @@ fn reduce_rows(
     ws: &mut Workspace,
     rows_kernel: impl Fn(std::ops::Range<usize>, &mut [f64], &mut [f64], &mut [f32], &mut [f32]) + Sync,
 ) {
+    let none: &mut [u16] = &mut [];
+    reduce_rows_writing(rows, c, out, ws, (none, 0), |span, _, s1, s2, t1, t2| rows_kernel(span, s1, s2, t1, t2));
+}
+
+/// [`reduce_rows`] whose kernel also writes the part's rows of `dst` (`per_row` elements a
+/// row; none when 0), handed to it as its second argument.
+fn reduce_rows_writing<T: Send>(
+    rows: usize,
+    c: usize,
+    out: &mut [f64],
+    ws: &mut Workspace,
+    (dst, per_row): (&mut [T], usize),
+    rows_kernel: impl Fn(std::ops::Range<usize>, &mut [T], &mut [f64], &mut [f64], &mut [f32], &mut [f32]) + Sync,
+) {
     let parts = threads::num_threads().min(rows.div_ceil(256)).max(1);
+    let ranges: Vec<_> = split_even(rows, parts).collect();
+    let mut dsts = Vec::with_capacity(parts);
+    let mut rest = dst;
+    for r in &ranges {
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * per_row);
+        dsts.push(part);
+        rest = tail;
+    }
     let partials = take(&mut ws.f64s, parts * 2 * c);
     threads::install(|| {
-        partials.par_chunks_mut(2 * c).zip(split_even(rows, parts).collect::<Vec<_>>()).for_each(|(acc, range)| {
+        partials.par_chunks_mut(2 * c).zip(ranges).zip(dsts).for_each(|((acc, range), dst)| {
             let (s1, s2) = acc.split_at_mut(c);
             s1.fill(0.0);
             s2.fill(0.0);
             crate::scratch::with_tile(2 * c, |t| {
                 let (t1, t2) = t.split_at_mut(c);
-                rows_kernel(range.start * c..range.end * c, s1, s2, t1, t2);
+                rows_kernel(range.start * c..range.end * c, dst, s1, s2, t1, t2);
             });
         });
     });
@@ -144,6 +189,27 @@ pub fn channel_sums(x: &[f32], c: usize, out: &mut [f64], ws: &mut Workspace) {
     assert!(c > 0 && x.len().is_multiple_of(c), "input of {} floats is not [rows, {c}]", x.len());
     assert_eq!(out.len(), 2 * c);
     reduce_rows(x.len() / c, c, out, ws, |span, s1, s2, t1, t2| add_sums(&x[span], s1, s2, t1, t2));
+}
+
+/// Stores `y` (`[rows, c]`) as bf16 in `y16` (nearest, ties to even) and puts the per-channel
+/// sums of the stored values into `out` (`[2 * c]`, as [`channel_sums`]): the statistics of what
+/// the passes that read `y16` see, in one pass over `y`.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn channel_sums_storing_bf16(y: &[f32], c: usize, y16: &mut [u16], out: &mut [f64], ws: &mut Workspace) {
+    assert!(c > 0 && y.len().is_multiple_of(c), "input of {} floats is not [rows, {c}]", y.len());
+    assert_eq!((y16.len(), out.len()), (y.len(), 2 * c), "bf16 output and sums lengths");
+    let step = ROWS_PER_BLOCK * c;
+    reduce_rows_writing(y.len() / c, c, out, ws, (y16, c), |span, dst, s1, s2, t1, t2| {
+        crate::scratch::with_filter(step, |stored| {
+            for (src, dst) in y[span].chunks(step).zip(dst.chunks_mut(step)) {
+                let stored = &mut stored[..src.len()];
+                round_rows(src, dst, stored);
+                add_sums(stored, s1, s2, t1, t2);
+            }
+        });
+    });
 }
 
 /// Per-channel mean and biased variance from [`channel_sums`] over `rows` rows.
@@ -224,8 +290,8 @@ fn scale_shift_rows(x: &[f32], scale: &[f32], shift: &[f32], residual: Option<&[
 ///
 /// # Panics
 /// If the lengths disagree.
-pub fn scale_shift_act(
-    x: &[f32],
+pub fn scale_shift_act<'x>(
+    x: impl Into<Activations<'x>>,
     c: usize,
     scale: &[f32],
     shift: &[f32],
@@ -233,6 +299,7 @@ pub fn scale_shift_act(
     relu: bool,
     y: &mut [f32],
 ) {
+    let x = x.into();
     assert!(c > 0 && x.len().is_multiple_of(c));
     assert_eq!(y.len(), x.len());
     assert_eq!((scale.len(), shift.len()), (c, c));
@@ -242,8 +309,11 @@ pub fn scale_shift_act(
     let chunk = ROWS_PER_TASK * c;
     threads::install(|| {
         y.par_chunks_mut(chunk).enumerate().for_each(|(t, yc)| {
-            let span = t * chunk..t * chunk + yc.len();
-            scale_shift_rows(&x[span.clone()], scale, shift, residual.map(|r| &r[span]), relu, yc);
+            let at = t * chunk;
+            for_f32_blocks(x, at..at + yc.len(), c, |xv, sub| {
+                let yv = &mut yc[sub.start - at..sub.end - at];
+                scale_shift_rows(xv, scale, shift, residual.map(|r| &r[sub]), relu, yv);
+            });
         });
     });
 }
@@ -283,14 +353,15 @@ pub struct ChannelAffine<'a> {
 ///
 /// # Panics
 /// If the lengths disagree.
-pub fn scale_shift_act_affine_residual(
-    x: &[f32],
+pub fn scale_shift_act_affine_residual<'x>(
+    x: impl Into<Activations<'x>>,
     own: ChannelAffine<'_>,
-    r: &[f32],
+    r: impl Into<Activations<'x>>,
     other: ChannelAffine<'_>,
     relu: bool,
     y: &mut [f32],
 ) {
+    let (x, r) = (x.into(), r.into());
     let c = own.scale.len();
     assert!(c > 0 && x.len().is_multiple_of(c));
     assert_eq!((y.len(), r.len()), (x.len(), x.len()), "output and residual lengths");
@@ -298,8 +369,11 @@ pub fn scale_shift_act_affine_residual(
     let chunk = ROWS_PER_TASK * c;
     threads::install(|| {
         y.par_chunks_mut(chunk).enumerate().for_each(|(t, yc)| {
-            let span = t * chunk..t * chunk + yc.len();
-            two_affines_rows_loop(&x[span.clone()], own, &r[span], other, relu, yc);
+            let at = t * chunk;
+            for_f32_blocks(x, at..at + yc.len(), c, |xv, sub| {
+                let yv = &mut yc[sub.start - at..sub.end - at];
+                r.with_f32(sub, |rv| two_affines_rows_loop(xv, own, rv, other, relu, yv));
+            });
         });
     });
 }
@@ -450,8 +524,8 @@ fn backward_rows(
 /// # Shapes
 /// `x, dy, mask output: [rows, c]`; `mean, rstd, sum_g, sum_g_xhat: [c]`.
 #[allow(clippy::too_many_arguments)]
-pub fn backward_sums(
-    x: &[f32],
+pub fn backward_sums<'x>(
+    x: impl Into<Activations<'x>>,
     c: usize,
     mean: &[f32],
     rstd: &[f32],
@@ -461,13 +535,14 @@ pub fn backward_sums(
     sum_g_xhat: &mut [f32],
     ws: &mut Workspace,
 ) {
+    let x = x.into();
     assert!(c > 0 && x.len().is_multiple_of(c) && !x.is_empty());
     assert_eq!(dy.len(), x.len());
     check_mask(&mask, x.len(), c);
     let mut sums = std::mem::take(&mut ws.sums);
     sums.resize(2 * c, 0.0);
     reduce_rows(x.len() / c, c, &mut sums, ws, |span, s1, s2, t1, t2| {
-        backward_rows(&x[span.clone()], mean, &dy[span.clone()], mask.rows(span), s1, s2, t1, t2)
+        for_f32_blocks(x, span, c, |xv, sub| backward_rows(xv, mean, &dy[sub.clone()], mask.rows(sub), s1, s2, t1, t2));
     });
     for ch in 0..c {
         sum_g[ch] = sums[ch] as f32;
@@ -542,8 +617,8 @@ fn check_mask(mask: &ReluMask<'_>, len: usize, c: usize) {
 /// `dx = gamma * rstd * (g - sum_g / rows - xhat * sum_g_xhat / rows)`, with `g` as in
 /// [`backward_sums`]. Writes `dx`, or adds to it when `accumulate`.
 #[allow(clippy::too_many_arguments)]
-pub fn backward_input(
-    x: &[f32],
+pub fn backward_input<'x>(
+    x: impl Into<Activations<'x>>,
     c: usize,
     mean: &[f32],
     rstd: &[f32],
@@ -555,6 +630,7 @@ pub fn backward_input(
     dx: &mut [f32],
     accumulate: bool,
 ) {
+    let x = x.into();
     assert!(c > 0 && x.len().is_multiple_of(c) && !x.is_empty());
     assert_eq!(dy.len(), x.len());
     assert_eq!(dx.len(), x.len());
@@ -576,8 +652,11 @@ pub fn backward_input(
     let chunk = ROWS_PER_TASK * c;
     threads::install(|| {
         dx.par_chunks_mut(chunk).enumerate().for_each(|(t, dxc)| {
-            let span = t * chunk..t * chunk + dxc.len();
-            input_grad_rows(&x[span.clone()], &dy[span.clone()], mask.rows(span), a, b, k, dxc, accumulate);
+            let at = t * chunk;
+            for_f32_blocks(x, at..at + dxc.len(), c, |xv, sub| {
+                let dxv = &mut dxc[sub.start - at..sub.end - at];
+                input_grad_rows(xv, &dy[sub.clone()], mask.rows(sub), a, b, k, dxv, accumulate);
+            });
         });
     });
 }
@@ -613,6 +692,58 @@ mod tests {
         assert_eq!(y, [2.5, 0.0, 0.0, 0.0]);
         scale_shift_act(&x, 2, &[2.0, 1.0], &[0.0, 1.0], None, false, &mut y);
         assert_eq!(y, [2.0, -1.0, 6.0, -3.0]);
+    }
+
+    /// Every pass over a bf16 activation gives exactly what it gives over the same values
+    /// widened to f32 (the same blocks summed in the same order), and the statistics stored
+    /// beside a bf16 output are those of the stored values.
+    #[test]
+    fn bf16_activations_give_the_f32_passes_of_their_values() {
+        for c in [16, 48, 64, 256] {
+            let rows = 3 * ROWS_PER_BLOCK + 13 + if c < 64 { 1100 } else { 0 };
+            let n = rows * c;
+            let y: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1009) as f32 / 97.0 - 4.0).collect();
+            let mut ws = Workspace::new();
+            let (mut y16, mut sums16) = (vec![0u16; n], vec![0.0; 2 * c]);
+            channel_sums_storing_bf16(&y, c, &mut y16, &mut sums16, &mut ws);
+            let mut wide = vec![0.0; n];
+            Activations::Bf16(&y16).widen_into(&mut wide);
+            for (i, (&w, &v)) in wide.iter().zip(&y).enumerate() {
+                assert_eq!(w.to_bits() >> 16, crate::activations::bf16_bits(v), "element {i}");
+            }
+            let mut sums = vec![0.0; 2 * c];
+            channel_sums(&wide, c, &mut sums, &mut ws);
+            assert_eq!(sums16, sums, "{c} channels");
+
+            let (x16, x) = (Activations::Bf16(&y16), Activations::F32(&wide));
+            let vec = |k: usize| (0..c).map(|i| ((i * k) % 29) as f32 / 11.0 - 1.2).collect::<Vec<f32>>();
+            let (scale, shift, mean, rstd) = (vec(3), vec(7), vec(13), vec(5));
+            let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 211) as f32 / 50.0 - 2.0).collect();
+            let z: Vec<f32> = (0..n).map(|i| ((i * 31) % 7) as f32 - 3.0).collect();
+            let masks = [ReluMask::None, ReluMask::Output(&z), ReluMask::Affine { scale: &scale, shift: &shift }];
+            for mask in masks {
+                let (mut g1, mut g2, mut w1, mut w2) = (vec![0.0; c], vec![0.0; c], vec![1.0; c], vec![1.0; c]);
+                backward_sums(x16, c, &mean, &rstd, &dy, mask, &mut g1, &mut g2, &mut ws);
+                backward_sums(x, c, &mean, &rstd, &dy, mask, &mut w1, &mut w2, &mut ws);
+                assert_eq!((&g1, &g2), (&w1, &w2), "backward sums, {c} channels, {mask:?}");
+                let (mut dx16, mut dx) = (vec![0.5; n], vec![0.5; n]);
+                backward_input(x16, c, &mean, &rstd, &scale, &dy, mask, &g1, &g2, &mut dx16, true);
+                backward_input(x, c, &mean, &rstd, &scale, &dy, mask, &w1, &w2, &mut dx, true);
+                assert_eq!(dx16, dx, "input gradient, {c} channels, {mask:?}");
+            }
+            for residual in [None, Some(&dy[..])] {
+                let (mut out16, mut out) = (vec![0.0; n], vec![1.0; n]);
+                scale_shift_act(x16, c, &scale, &shift, residual, true, &mut out16);
+                scale_shift_act(x, c, &scale, &shift, residual, true, &mut out);
+                assert_eq!(out16, out, "apply, {c} channels");
+            }
+            let (own, other) =
+                (ChannelAffine { scale: &scale, shift: &shift }, ChannelAffine { scale: &mean, shift: &rstd });
+            let (mut out16, mut out) = (vec![0.0; n], vec![1.0; n]);
+            scale_shift_act_affine_residual(x16, own, x16, other, false, &mut out16);
+            scale_shift_act_affine_residual(x, own, x, other, false, &mut out);
+            assert_eq!(out16, out, "affine residual, {c} channels");
+        }
     }
 
     /// A residual through its own affine map gives exactly what storing that map's output

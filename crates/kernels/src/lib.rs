@@ -12,6 +12,7 @@
 //! reproducible for a given thread count: every reduction uses a fixed partition of its input.
 #![deny(missing_docs)]
 
+pub mod activations;
 pub mod alloc;
 pub mod batch_norm;
 mod config;

@@ -2,16 +2,7 @@ use crate::conv::algorithm::bf16_supported;
 use crate::conv::backward_data::TRANSPOSE_BLOCK;
 use crate::conv::shape::ConvShape;
 
-/// `v` rounded to bf16 (nearest, ties to even), as the 16 high bits of its f32 pattern.
-#[inline(always)]
-pub(super) fn bf16_bits(v: f32) -> u32 {
-    let b = v.to_bits();
-    if v.is_nan() {
-        (b >> 16) | 0x40
-    } else {
-        (b + 0x7FFF + ((b >> 16) & 1)) >> 16
-    }
-}
+pub(super) use crate::activations::bf16_bits;
 
 crate::multiversion! {
     /// Packs pixels of `c` channels into bf16 channel pairs (`ceil(c / 2)` per pixel), applying
