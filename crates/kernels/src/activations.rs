@@ -71,7 +71,10 @@ impl<'a> Activations<'a> {
         assert_eq!(dst.len(), self.len(), "widening into a buffer of another length");
         match *self {
             Activations::F32(x) => dst.copy_from_slice(x),
-            Activations::Bf16(x) => widen_bf16(x, dst),
+            Activations::Bf16(x) => crate::threads::install(|| {
+                use rayon::prelude::*;
+                dst.par_chunks_mut(WIDEN_TASK).zip(x.par_chunks(WIDEN_TASK)).for_each(|(d, s)| widen_bf16(s, d));
+            }),
         }
     }
 
@@ -97,8 +100,47 @@ impl<'a> Activations<'a> {
     }
 }
 
+/// Values per parallel task of [`Activations::widen_into`].
+const WIDEN_TASK: usize = 1 << 16;
+
+/// The first `len` bf16 values of a buffer of `f32` slots that holds them two to a slot (a
+/// buffer that serves as either, as an activation's does).
+///
+/// # Panics
+/// If the slots hold fewer than `len` values.
+pub fn bf16_in_slots(slots: &[f32], len: usize) -> &[u16] {
+    assert!(2 * slots.len() >= len, "{} slots hold fewer than {len} bf16 values", slots.len());
+    // SAFETY: the slots' bytes are initialised; `u16` has no invalid bit patterns and an
+    // alignment (2) that the `f32` slots' (4) satisfies; `len` values are within the slots'
+    // `4 * slots.len()` bytes (asserted), and the borrow of `slots` covers the result's life.
+    unsafe { std::slice::from_raw_parts(slots.as_ptr().cast::<u16>(), len) }
+}
+
+/// [`bf16_in_slots`], mutable.
+///
+/// # Panics
+/// If the slots hold fewer than `len` values.
+pub fn bf16_in_slots_mut(slots: &mut [f32], len: usize) -> &mut [u16] {
+    assert!(2 * slots.len() >= len, "{} slots hold fewer than {len} bf16 values", slots.len());
+    // SAFETY: as in `bf16_in_slots`; the exclusive borrow of `slots` makes the result the only
+    // access to those bytes while it lives, and any `u16` written leaves the `f32` slots valid
+    // (every bit pattern is an `f32`).
+    unsafe { std::slice::from_raw_parts_mut(slots.as_mut_ptr().cast::<u16>(), len) }
+}
+
 thread_local! {
     static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static STAGING: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's staging buffer of at least `len` floats (contents unspecified):
+/// where a layer writes an output in `f32` before storing it in bf16, one buffer for every
+/// layer on the thread. A nested use gets a buffer of its own.
+pub fn with_staging<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    STAGING.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(crate::workspace::take(&mut buf, len)),
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// `v` rounded to bf16 (nearest, ties to even; a NaN stays a NaN), as the 16 high bits of its

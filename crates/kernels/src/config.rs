@@ -21,11 +21,14 @@ pub struct KernelConfig {
     pub isa: Isa,
     /// Compute threads (`None`: one per available core).
     pub threads: Option<usize>,
+    /// How training keeps each convolution output for the backward pass (`None`: in the
+    /// arithmetic's precision, so bf16 training keeps them in bf16). See [`Self::stored`].
+    pub stored: Option<Precision>,
 }
 
 impl Default for KernelConfig {
     fn default() -> Self {
-        Self { precision: Precision::F32, winograd: true, amx: true, isa: Isa::Avx512, threads: None }
+        Self { precision: Precision::F32, winograd: true, amx: true, isa: Isa::Avx512, threads: None, stored: None }
     }
 }
 
@@ -34,7 +37,8 @@ static INSTALLED: std::sync::OnceLock<KernelConfig> = std::sync::OnceLock::new()
 
 impl KernelConfig {
     /// The defaults, changed by `RESNET_NUM_THREADS=N`, `RESNET_ISA=scalar|avx2|avx512`,
-    /// `RESNET_WINOGRAD=0` and `RESNET_AMX=0`. A program calls this once, where it starts.
+    /// `RESNET_WINOGRAD=0`, `RESNET_AMX=0` and `RESNET_BF16_STORAGE=0` (bf16 training keeps its
+    /// convolution outputs in f32, to compare). A program calls this once, where it starts.
     ///
     /// # Errors
     /// A message naming the variable whose value is not one it takes.
@@ -55,6 +59,9 @@ impl KernelConfig {
         };
         config.winograd = switch("RESNET_WINOGRAD")?;
         config.amx = switch("RESNET_AMX")?;
+        if !switch("RESNET_BF16_STORAGE")? {
+            config.stored = Some(Precision::F32);
+        }
         if let Some(v) = var("RESNET_ISA").filter(|v| !v.trim().is_empty()) {
             config.isa = match v.trim() {
                 "scalar" => Isa::Scalar,
@@ -87,6 +94,11 @@ impl KernelConfig {
             installed if installed == *self => Ok(()),
             installed => Err(format!("the kernels are already configured as {installed:?}")),
         }
+    }
+
+    /// The precision in which training keeps each convolution output for the backward pass.
+    pub fn stored(&self) -> Precision {
+        self.stored.unwrap_or(self.precision)
     }
 
     /// The configuration [`Self::install`] made the program's, else the default.

@@ -1,6 +1,7 @@
 //! Pooling over NHWC batches: the 3x3/2 max pooling after the ImageNet stem and the global average
 //! pooling before the classifier (He et al. 2015, Table 1 and Section 4.2).
 
+use crate::activations::Activations;
 use crate::conv::{load_pixels, InputTransform};
 use crate::threads;
 use rayon::prelude::*;
@@ -76,18 +77,18 @@ crate::multiversion! {
 /// If the lengths disagree, or the window is no larger than the padding (a window could then
 /// hold no pixel).
 pub fn max_pool_forward(s: &PoolShape, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
-    max_pool_forward_transformed(s, x, None, y, argmax);
+    max_pool_forward_transformed(s, Activations::F32(x), None, y, argmax);
 }
 
 /// [`max_pool_forward`] of `t(x)`, the batch norm and ReLU of the layer before applied to each
 /// pixel as it is read (`t` as a convolution's [`InputTransform`]), so that their output need
-/// not be stored: the values and winners of pooling a stored `t(x)`.
+/// not be stored: the values and winners of pooling a stored `t(x)`. `x` may be bf16-stored.
 ///
 /// # Panics
 /// As [`max_pool_forward`], or if the transform does not have `c` channels.
 pub fn max_pool_forward_transformed(
     s: &PoolShape,
-    x: &[f32],
+    x: Activations<'_>,
     t: Option<&InputTransform<'_>>,
     y: &mut [f32],
     argmax: &mut [u32],
@@ -106,22 +107,23 @@ pub fn max_pool_forward_transformed(
         // One task per output row: rows of all images, so small batches still use every thread.
         y.par_chunks_mut(row).zip(argmax.par_chunks_mut(row)).enumerate().for_each(|(r, (yr, ar))| {
             let (img, oy) = (r / oh, r % oh);
-            let xi = &x[img * in_img..(img + 1) * in_img];
+            let xi = x.slice(img * in_img..(img + 1) * in_img);
             yr.fill(f32::NEG_INFINITY);
             ar.fill(0);
             let mut pixel = vec![0.0; if t.is_some() { c } else { 0 }];
             for ox in 0..ow {
                 let o = ox * c;
                 for p in s.window(oy, ox) {
-                    let v = &xi[p * c..(p + 1) * c];
-                    let v = match t {
-                        Some(t) => {
-                            load_pixels(v, &mut pixel, Some(t));
-                            &pixel[..]
-                        }
-                        None => v,
-                    };
-                    max_into(v, p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
+                    xi.with_f32(p * c..(p + 1) * c, |v| {
+                        let v = match t {
+                            Some(t) => {
+                                load_pixels(v, &mut pixel, Some(t));
+                                &pixel[..]
+                            }
+                            None => v,
+                        };
+                        max_into(v, p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
+                    });
                 }
             }
         });
@@ -229,7 +231,7 @@ mod tests {
         let (mut want, mut want_at) = (vec![0.0; s.output_len()], vec![0; s.output_len()]);
         max_pool_forward(&s, &stored, &mut want, &mut want_at);
         let (mut got, mut got_at) = (vec![1.0; s.output_len()], vec![7; s.output_len()]);
-        max_pool_forward_transformed(&s, &x, Some(&t), &mut got, &mut got_at);
+        max_pool_forward_transformed(&s, Activations::F32(&x), Some(&t), &mut got, &mut got_at);
         assert_eq!((got, got_at), (want, want_at));
     }
 

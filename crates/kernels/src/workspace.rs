@@ -33,6 +33,8 @@ pub(crate) mod shared {
         pub(crate) static BF16_WEIGHTS: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
         /// Gathered input windows (im2col rows) of a strided layer's direct forward pass.
         pub(crate) static WINDOWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+        /// A bf16 input widened for a pass that reads only f32.
+        pub(crate) static WIDENED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     }
 }
 

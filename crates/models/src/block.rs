@@ -3,8 +3,11 @@
 //! shortcut, `y = relu(F(x))`.
 
 use crate::spec::{BlockKind, BlockPlan, ShortcutPlan, StridePlacement};
+use resnet_kernels::activations::with_staging;
+use resnet_kernels::batch_norm::channel_sums_storing_bf16;
 use resnet_kernels::conv::InputTransform;
-use resnet_kernels::{elementwise, profile};
+use resnet_kernels::conv::Precision;
+use resnet_kernels::{elementwise, profile, Workspace};
 use resnet_nn::ops::{BatchNorm2d, BatchNormMode, BnReluMask, Conv2d, PadShortcut};
 use resnet_nn::{Param, Tensor};
 
@@ -27,6 +30,7 @@ pub struct ConvBn {
     /// Unit output, when materialised (empty otherwise).
     pub z: Tensor,
     sums: Vec<f64>,
+    ws: Workspace,
 }
 
 /// The ReLU after a unit, as its backward pass needs to know.
@@ -50,19 +54,35 @@ impl ConvBn {
             y: Tensor::default(),
             z: Tensor::default(),
             sums: Vec::new(),
+            ws: Workspace::new(),
         }
     }
 
     /// `y = conv(t(x))` and the batch norm's normalisation for `mode` (in training, from the
     /// batch statistics the convolution gathers as it writes `y`). `t` is the previous unit's
     /// fused batch norm and ReLU, if any.
+    ///
+    /// Training in bf16 keeps `y` in bf16 (half its memory and traffic for every pass that
+    /// reads it again), with the statistics of the stored values.
     pub fn convolve(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, mode: BatchNormMode) {
         // A batch norm with frozen statistics needs no batch sums.
         let mode = self.bn.mode_in(mode);
         let train = mode == BatchNormMode::Train;
-        self.sums.resize(2 * self.conv.cout, 0.0);
-        self.conv.forward_fused(x, t, &mut self.y, train.then_some(&mut self.sums[..]));
-        let rows = self.y.len() / self.conv.cout;
+        let cout = self.conv.cout;
+        self.sums.resize(2 * cout, 0.0);
+        if train && self.conv.kernel_config().stored() == Precision::Bf16 {
+            let shape = self.conv.output_shape(x.shape());
+            self.y.reshape_for_bf16(shape);
+            let (conv, y, sums, ws) = (&mut self.conv, &mut self.y, &mut self.sums, &mut self.ws);
+            with_staging(y.len(), |out| {
+                conv.forward_into(x, t, out);
+                let _p = profile::layer_scope("batch norm stats", &self.bn.weight.name);
+                channel_sums_storing_bf16(out, cout, y.bf16_mut(), sums, ws);
+            });
+        } else {
+            self.conv.forward_fused(x, t, &mut self.y, train.then_some(&mut self.sums[..]));
+        }
+        let rows = self.y.len() / cout;
         self.bn.prepare(mode, train.then_some((&self.sums[..], rows)));
     }
 
@@ -316,15 +336,15 @@ impl Block {
             ShortcutPath::Identity => (Some(x.data()), None),
             ShortcutPath::Pad(_, out) => (Some(out.data()), None),
             ShortcutPath::Projection(p) if fuse => (Some(p.z.data()), None),
-            ShortcutPath::Projection(p) => (Some(p.y.data()), Some(&**p)),
+            ShortcutPath::Projection(p) => (None, Some(&**p)),
         };
         let last = self.units.len() - 1;
         let (done, rest) = self.units.split_at_mut(last);
         let (input, t) = unit_input(x, done, last);
         let unit = &mut rest[0];
-        if let Some(r) = residual {
+        if let Some(r_len) = residual.map(<[f32]>::len).or(projection.map(|p| p.y.len())) {
             let len: usize = unit.conv.output_shape(input.shape()).iter().product();
-            assert_eq!(r.len(), len, "{}: shortcut and residual branch shapes differ", self.name);
+            assert_eq!(r_len, len, "{}: shortcut and residual branch shapes differ", self.name);
         }
         if fuse {
             unit.infer(input, t, residual, true);

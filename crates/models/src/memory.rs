@@ -7,6 +7,7 @@
 
 use crate::spec::{BlockKind, BlockPlan, Family, ResNetSpec, ShortcutPlan, StridePlacement};
 use crate::summary::conv_out;
+use resnet_kernels::conv::Precision;
 use serde::Serialize;
 
 /// Bytes of one `f32`.
@@ -67,6 +68,8 @@ struct BlockActivations {
     /// Tensors the shortcut keeps: the option-A padded input, or a projection's `y` (training;
     /// its batch norm is applied as the last unit adds it) or `z` (inference).
     shortcut: Vec<u64>,
+    /// The shortcut is a projection (its tensor a convolution output in training).
+    projection: bool,
 }
 
 impl ResNetSpec {
@@ -86,6 +89,12 @@ impl ResNetSpec {
 
     /// Bytes per image that a batch of `h x w` inputs costs in training and in inference.
     pub fn batch_memory(&self, h: usize, w: usize) -> BatchMemory {
+        self.batch_memory_stored(h, w, Precision::F32)
+    }
+
+    /// [`Self::batch_memory`] where training keeps each convolution output in `stored`
+    /// precision (`KernelConfig::stored`: bf16 training keeps them in bf16, two bytes each).
+    pub fn batch_memory_stored(&self, h: usize, w: usize, stored: Precision) -> BatchMemory {
         let input = (h * w * self.in_channels) as u64;
         let (k, stride) = match self.family {
             Family::ImageNet => (7, 2),
@@ -116,7 +125,8 @@ impl ResNetSpec {
                 ShortcutPlan::None | ShortcutPlan::Identity => vec![],
                 ShortcutPlan::Pad | ShortcutPlan::Projection => vec![output],
             };
-            blocks.push(BlockActivations { convs, output, shortcut });
+            let projection = b.shortcut == ShortcutPlan::Projection;
+            blocks.push(BlockActivations { convs, output, shortcut, projection });
         }
         let max_of = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
         let block_longest = blocks
@@ -140,6 +150,14 @@ impl ResNetSpec {
             + blocks.iter().map(|b| b.convs.iter().chain(&b.shortcut).sum::<u64>() + b.output).sum::<u64>()
             + features
             + logits;
+        // The convolution outputs among them: the stem's, the units' and the projections'.
+        let projections = blocks.iter().filter(|b| b.projection).map(|b| b.output).sum::<u64>();
+        let conv_outputs =
+            stem_tensors[0] + blocks.iter().map(|b| b.convs.iter().sum::<u64>()).sum::<u64>() + projections;
+        let stored_bytes = match stored {
+            Precision::F32 => F32,
+            Precision::Bf16 => 2,
+        };
         // Inference lends the stem's tensors and, within a block, its input, each unit's
         // convolution output, the shortcut's tensors and the output a buffer each, all alive at
         // once: the pool holds as many buffers as the most of these. Buffers pass from role to
@@ -150,7 +168,7 @@ impl ResNetSpec {
         let pool = stem_alive.max(block_alive) * longest;
         BatchMemory {
             input: input * F32,
-            train_activations: kept * F32,
+            train_activations: (kept - conv_outputs) * F32 + conv_outputs * stored_bytes,
             train_backward: (2 * output + unit + 2 * inner + features + logits) * F32,
             infer: (pool + features + logits) * F32,
         }

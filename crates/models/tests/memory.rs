@@ -1,5 +1,7 @@
 //! `ResNetSpec::batch_memory` against the buffers a network really holds after its passes.
 
+use resnet_kernels::conv::Precision;
+use resnet_kernels::KernelConfig;
 use resnet_models::zoo::{spec, ModelOptions};
 use resnet_models::{BatchNormMode, InitConfig, ResNet, Shortcut};
 use resnet_nn::Tensor;
@@ -27,24 +29,27 @@ fn input(n: usize, side: usize) -> Tensor {
 }
 
 /// A training step holds exactly what the estimate says: the activations its forward pass keeps
-/// and its backward pass's buffers (the network's), the input and the logit gradient (the
-/// caller's).
+/// (convolution outputs in f32, or in bf16 as bf16 training keeps them) and its backward pass's
+/// buffers (the network's), the input and the logit gradient (the caller's).
 #[test]
 fn training_step_estimate_is_what_the_network_keeps() {
     for (name, opts, side) in cases() {
-        let s = spec(name, &ModelOptions { num_classes: Some(10), ..opts }).unwrap();
-        let memory = s.batch_memory(side, side);
-        for n in [2, 3] {
-            // A fresh network each time: a buffer grown from a smaller batch's size may be
-            // given more room than the new size needs.
-            let mut net = ResNet::new(s.clone()).unwrap();
-            net.init(&InitConfig::default());
-            let x = input(n, side);
-            let logits = net.forward(&x, BatchNormMode::Train).len();
-            let dlogits = vec![0.01; logits];
-            net.backward(&x, &dlogits);
-            let held = net.activation_bytes() + x.bytes() + dlogits.capacity() * 4;
-            assert_eq!(held as u64, memory.train_bytes(n), "{name} at {side}x{side}, batch {n}");
+        for stored in [Precision::F32, Precision::Bf16] {
+            let s = spec(name, &ModelOptions { num_classes: Some(10), ..opts }).unwrap();
+            let memory = s.batch_memory_stored(side, side, stored);
+            for n in [2, 3] {
+                // A fresh network each time: a buffer grown from a smaller batch's size may be
+                // given more room than the new size needs.
+                let mut net = ResNet::new(s.clone()).unwrap();
+                net.init(&InitConfig::default());
+                net.set_kernel_config(KernelConfig { stored: Some(stored), ..KernelConfig::default() }).unwrap();
+                let x = input(n, side);
+                let logits = net.forward(&x, BatchNormMode::Train).len();
+                let dlogits = vec![0.01; logits];
+                net.backward(&x, &dlogits);
+                let held = net.activation_bytes() + x.bytes() + dlogits.capacity() * 4;
+                assert_eq!(held as u64, memory.train_bytes(n), "{name} at {side}x{side}, batch {n}, {stored:?}");
+            }
         }
     }
 }

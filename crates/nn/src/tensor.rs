@@ -1,28 +1,37 @@
 //! A 4-D NHWC activation tensor whose storage is reused as its shape changes.
 
+use resnet_kernels::activations::{bf16_in_slots, bf16_in_slots_mut, Activations};
+
 /// An `[n, h, w, c]` tensor of `f32` in channels-last order. Vectors (logits, pooled features)
 /// are `[n, 1, 1, c]`.
 ///
 /// The storage only grows: a tensor given a smaller shape keeps the rest of its buffer as spare
 /// room, so a buffer passed between layers of different sizes is initialised once, not on every
 /// use.
+///
+/// A tensor may instead hold its elements in bf16, two to an `f32` slot of the same buffer
+/// ([`Tensor::reshape_for_bf16`]): the convolution outputs that bf16 training keeps for the
+/// backward pass. Such a tensor is read through [`Tensor::activations`].
 #[derive(Clone, Debug, Default)]
 pub struct Tensor {
     shape: [usize; 4],
-    /// At least `shape`'s product long; elements past it are spare.
+    /// At least `shape`'s product long (half of it, rounded up, in bf16); elements past it are
+    /// spare.
     data: Vec<f32>,
+    /// The elements are bf16, two to a slot.
+    bf16: bool,
 }
 
 impl PartialEq for Tensor {
     fn eq(&self, other: &Self) -> bool {
-        self.shape == other.shape && self.data() == other.data()
+        self.shape == other.shape && self.bf16 == other.bf16 && self.slots() == other.slots()
     }
 }
 
 impl Tensor {
     /// A tensor of zeros.
     pub fn zeros(shape: [usize; 4]) -> Self {
-        Self { shape, data: vec![0.0; shape.iter().product()] }
+        Self { shape, data: vec![0.0; shape.iter().product()], bf16: false }
     }
 
     /// Wraps `data` with the given shape.
@@ -31,14 +40,26 @@ impl Tensor {
     /// If the length does not match the shape.
     pub fn from_vec(shape: [usize; 4], data: Vec<f32>) -> Self {
         assert_eq!(data.len(), shape.iter().product::<usize>(), "tensor data does not match shape {shape:?}");
-        Self { shape, data }
+        Self { shape, data, bf16: false }
     }
 
     /// Gives the tensor a new shape, keeping its allocation when it is large enough. The contents
     /// are unspecified afterwards (stale values or zeros).
     pub fn reshape_for(&mut self, shape: [usize; 4]) {
         self.shape = shape;
-        let len = shape.iter().product();
+        self.bf16 = false;
+        self.grow_to(shape.iter().product());
+    }
+
+    /// [`Self::reshape_for`] with the elements in bf16, two to a slot of the buffer.
+    pub fn reshape_for_bf16(&mut self, shape: [usize; 4]) {
+        self.shape = shape;
+        self.bf16 = true;
+        self.grow_to(shape.iter().product::<usize>().div_ceil(2));
+    }
+
+    /// Grows the buffer to at least `len` slots.
+    fn grow_to(&mut self, len: usize) {
         if self.data.len() < len {
             // Exactly: `resize` alone may double the capacity, and a buffer that grows from one
             // activation to a longer one would then hold up to twice the longest.
@@ -76,16 +97,52 @@ impl Tensor {
         self.len() == 0
     }
     /// The elements, NHWC order.
+    ///
+    /// # Panics
+    /// If they are held in bf16 (see [`Self::activations`]).
     pub fn data(&self) -> &[f32] {
+        assert!(!self.bf16, "a bf16 tensor read as f32");
         &self.data[..self.len()]
     }
     /// The elements, mutable.
+    ///
+    /// # Panics
+    /// If they are held in bf16.
     pub fn data_mut(&mut self) -> &mut [f32] {
+        assert!(!self.bf16, "a bf16 tensor written as f32");
         let len = self.len();
         &mut self.data[..len]
     }
+    /// Whether the elements are held in bf16.
+    pub fn is_bf16(&self) -> bool {
+        self.bf16
+    }
+    /// The elements as the kernels read them, f32 or bf16.
+    pub fn activations(&self) -> Activations<'_> {
+        match self.bf16 {
+            true => Activations::Bf16(bf16_in_slots(&self.data, self.len())),
+            false => Activations::F32(self.data()),
+        }
+    }
+    /// The bf16 elements, mutable.
+    ///
+    /// # Panics
+    /// If they are held in f32.
+    pub fn bf16_mut(&mut self) -> &mut [u16] {
+        assert!(self.bf16, "an f32 tensor written as bf16");
+        let len = self.len();
+        bf16_in_slots_mut(&mut self.data, len)
+    }
+    /// The slots the elements use.
+    fn slots(&self) -> &[f32] {
+        &self.data[..if self.bf16 { self.len().div_ceil(2) } else { self.len() }]
+    }
     /// Consumes the tensor, returning its elements.
+    ///
+    /// # Panics
+    /// If they are held in bf16.
     pub fn into_vec(mut self) -> Vec<f32> {
+        assert!(!self.bf16, "a bf16 tensor read as f32");
         self.data.truncate(self.len());
         self.data
     }

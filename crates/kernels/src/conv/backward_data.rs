@@ -2,6 +2,7 @@
 //! (1x1, and stride 1 with the flipped weight), column tiles scattered back (col2im) otherwise.
 
 #[cfg(target_arch = "x86_64")]
+use crate::activations::Activations;
 use crate::conv::algorithm::{amx_supported, ConvAlgorithm};
 #[cfg(target_arch = "x86_64")]
 use crate::conv::bf16::pack_transposed_bf16;
@@ -37,7 +38,7 @@ pub fn backward_data(p: &ConvParams<'_>, dy: &[f32], dx: &mut [f32], accumulate:
     let (co, ci) = (s.cout, s.cin);
     // The adjoint as a forward pass of `dy` of shape `t` with the rearranged weight `wt`.
     let mut forward_of_dy = |t: ConvShape, wt: &[f32], ws: &mut Workspace| {
-        let input = ConvInput { shape: t, x: dy, transform: None };
+        let input = ConvInput { shape: t, x: Activations::F32(dy), transform: None };
         let pass = ForwardPass { input, weight: ConvWeight::new(wt), accumulate };
         forward_with(p.algorithm, &pass, dx, Epilogue::None, ws);
     };
@@ -162,7 +163,11 @@ fn backward_data_bf16<'a>(
     let columns_of = |dy: &'a [f32], accumulate| {
         let n = dy.len() / (oh * ow * co);
         let shape = ConvShape { n, h: oh, w: ow, cin: co, cout: k, kh: 1, kw: 1, stride: 1, pad: 0 };
-        ForwardPass { input: ConvInput { shape, x: dy, transform: None }, weight: ConvWeight::new(w), accumulate }
+        ForwardPass {
+            input: ConvInput { shape, x: Activations::F32(dy), transform: None },
+            weight: ConvWeight::new(w),
+            accumulate,
+        }
     };
     if s.is_pointwise() {
         forward_direct(&columns_of(dy, accumulate), weight, dx, Epilogue::None, ws);

@@ -1,13 +1,14 @@
 //! The weight gradient: Winograd's adjoint where it runs, else per-part partial gradients by the
 //! direct kernels (f32, or bf16 pixel pairs) or im2col + GEMM, summed in order.
 
+use crate::activations::Activations;
 use crate::conv::algorithm::{ConvAlgorithm, DIRECT_WEIGHT_LIMIT};
 use crate::conv::direct::{
     backward_weight_direct, backward_weight_gathered, backward_weight_pairs, gathered_weight_gradient_fits,
     pairs_weight_gradient_fits,
 };
 use crate::conv::im2col::backward_weight_gemm;
-use crate::conv::input::ConvInput;
+use crate::conv::input::{readable, ConvInput};
 use crate::conv::params::ConvParams;
 use crate::conv::shape::check_lens;
 #[cfg(target_arch = "x86_64")]
@@ -21,14 +22,16 @@ use crate::Workspace;
 /// layer's workspace as the other passes do, though its buffers are all the thread's shared
 /// ones.
 ///
+/// A bf16 `x` ([`Activations`]) is read widened to `f32`.
+///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `dy: [n, oh, ow, cout]`, `dw: [kh, kw, cin, cout]`.
 ///
 /// # Panics
 /// If a slice length disagrees with `p.shape`, or the CPU cannot run `p.algorithm`.
-pub fn backward_weight(
+pub fn backward_weight<'x>(
     p: &ConvParams<'_>,
-    x: &[f32],
+    x: impl Into<Activations<'x>>,
     dy: &[f32],
     dw: &mut [f32],
     accumulate: bool,
@@ -38,8 +41,16 @@ pub fn backward_weight(
     if let Some(t) = &p.input_transform {
         assert_eq!((t.scale.len(), t.shift.len()), (s.cin, s.cin), "input transform of the wrong length");
     }
+    let x = x.into();
     check_lens(s, x.len(), dw.len(), dy.len());
-    let input = ConvInput { shape: *s, x, transform: p.input_transform };
+    readable(x, false, |x| {
+        weight_gradient(p, &ConvInput { shape: *s, x, transform: p.input_transform }, dy, dw, accumulate)
+    });
+}
+
+/// [`backward_weight`] of an input as its passes read it.
+fn weight_gradient(p: &ConvParams<'_>, input: &ConvInput<'_>, dy: &[f32], dw: &mut [f32], accumulate: bool) {
+    let (s, input) = (&p.shape, *input);
     let algo = p.algorithm;
     #[cfg(target_arch = "x86_64")]
     if matches!(algo, ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16) && winograd::fits_weight_gradient(s) {

@@ -1,12 +1,13 @@
 //! The forward pass: checks, then the chosen algorithm, then whatever of the epilogue the
 //! algorithm did not apply as it wrote.
 
+use crate::activations::Activations;
 use crate::conv::algorithm::{amx_supported, gathers_windows, ConvAlgorithm};
 use crate::conv::bf16::pack_weights_bf16;
 use crate::conv::direct::{forward_direct, input_run, ConvKernel, DirectPlan};
 use crate::conv::epilogue::Epilogue;
 use crate::conv::im2col::{forward_gemm, im2col};
-use crate::conv::input::ConvInput;
+use crate::conv::input::{readable, ConvInput};
 use crate::conv::params::{ConvParams, ConvWeight};
 use crate::conv::shape::{check_lens, ConvShape};
 #[cfg(target_arch = "x86_64")]
@@ -21,25 +22,44 @@ use rayon::prelude::*;
 /// the `epilogue` applied to the output as it is written: the statistics a following batch norm
 /// needs, or the eval-mode batch norm, residual and ReLU that follow the layer.
 ///
+/// `x` is `f32` or bf16 ([`Activations`]); the direct passes read bf16 rows as they build their
+/// strips, the others get a widened copy.
+///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `p.weight: [kh, kw, cin, cout]`, `y: [n, oh, ow, cout]`.
 ///
 /// # Panics
 /// If a slice length disagrees with `p.shape`, the CPU cannot run `p.algorithm`, or the
 /// epilogue adds onto the residual where [`adds_residual_in_place`] says it cannot.
-pub fn forward(p: &ConvParams<'_>, x: &[f32], epilogue: Epilogue<'_>, y: &mut [f32], ws: &mut Workspace) {
-    let s = &p.shape;
+pub fn forward<'x>(
+    p: &ConvParams<'_>,
+    x: impl Into<Activations<'x>>,
+    epilogue: Epilogue<'_>,
+    y: &mut [f32],
+    ws: &mut Workspace,
+) {
+    let (s, x) = (&p.shape, x.into());
     check_lens(s, x.len(), p.weight.values.len(), y.len());
     epilogue.check(s.cout, y.len());
     if matches!(epilogue, Epilogue::TransformOntoResidual(_)) {
         assert!(adds_residual_in_place(p.algorithm, s), "{:?} does not add a residual in place for {s:?}", p.algorithm);
     }
-    let pass = ForwardPass {
-        input: ConvInput { shape: *s, x, transform: p.input_transform },
-        weight: p.weight,
-        accumulate: false,
-    };
-    forward_with(p.algorithm, &pass, y, epilogue, ws);
+    readable(x, reads_bf16(p.algorithm, s), |x| {
+        let pass = ForwardPass {
+            input: ConvInput { shape: *s, x, transform: p.input_transform },
+            weight: p.weight,
+            accumulate: false,
+        };
+        forward_with(p.algorithm, &pass, y, epilogue, ws);
+    });
+}
+
+/// Whether the forward pass of `algo` on `s` reads a bf16 input itself: the direct passes that
+/// build strips of the input (not the gathered windows).
+fn reads_bf16(algo: ConvAlgorithm, s: &ConvShape) -> bool {
+    cfg!(target_arch = "x86_64")
+        && matches!(algo, ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16)
+        && !gathers_windows(s)
 }
 
 /// A forward pass as the algorithms take it.
@@ -86,7 +106,8 @@ pub(super) fn forward_with(
                     im2col(&pass.input, i * per, part.len() / k, part);
                 });
             });
-            let gathered = ForwardPass { input: ConvInput { shape: s.gathered(), x: cols, transform: None }, ..*pass };
+            let input = ConvInput { shape: s.gathered(), x: Activations::F32(cols), transform: None };
+            let gathered = ForwardPass { input, ..*pass };
             forward_direct(&gathered, None, y, epilogue, ws);
             put_shared(&shared::WINDOWS, windows);
         }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 /// Packs im2col rows `m0..m0+rows` into `buf` (`[rows, patch]`), zeros where the window
 /// overlaps the padding.
 pub(super) fn im2col(input: &ConvInput<'_>, m0: usize, rows: usize, buf: &mut [f32]) {
-    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
+    let (s, x, t) = (&input.shape, input.f32(), input.transform.as_ref());
     let (oh, ow) = (s.out_h(), s.out_w());
     let k = s.patch();
     let row_len = s.kw * s.cin;
@@ -68,7 +68,7 @@ pub(super) fn col2im_add(s: &ConvShape, cols: &[f32], first_pixel: usize, rows: 
 
 /// `y = conv(t(x), w)`, or `y += ...` when `accumulate`, by im2col + GEMM.
 pub(super) fn forward_gemm(input: &ConvInput<'_>, w: &[f32], y: &mut [f32], accumulate: bool) {
-    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
+    let (s, x, t) = (&input.shape, input.f32(), input.transform.as_ref());
     let (m, k, co) = (s.rows(), s.patch(), s.cout);
     let wmat = MatRef::row_major(w, k, co);
     let tile = s.tile_rows();
@@ -112,7 +112,7 @@ const WEIGHT_GRADIENT_ROWS: usize = 256;
 
 /// Per-part weight gradients by im2col + GEMM over a split of the output pixels.
 pub(super) fn backward_weight_gemm(input: &ConvInput<'_>, dy: &[f32], partials: &mut [f32], parts: usize) {
-    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
+    let (s, x, t) = (&input.shape, input.f32(), input.transform.as_ref());
     let (m, k, co) = (s.rows(), s.patch(), s.cout);
     let tile = s.tile_rows().max(WEIGHT_GRADIENT_ROWS);
     let ranges: Vec<_> = split_even(m, parts).collect();

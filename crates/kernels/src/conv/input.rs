@@ -1,7 +1,9 @@
 //! The input side of a convolution: the batch it reads and the batch norm and ReLU of the layer
 //! before, applied as it is read.
 
+use crate::activations::Activations;
 use crate::conv::shape::ConvShape;
+use crate::workspace::{put_shared, shared, take, take_shared};
 
 /// `x' = max(x * scale + shift, 0)` per input channel. The zero padding stays zero, as it pads
 /// the activated input. Fusing them here means the activated tensor is never written to memory.
@@ -20,9 +22,35 @@ pub(super) struct ConvInput<'a> {
     /// The convolution's geometry.
     pub(super) shape: ConvShape,
     /// The batch, `[n, h, w, cin]`.
-    pub(super) x: &'a [f32],
+    pub(super) x: Activations<'a>,
     /// The fused batch norm and ReLU of the layer before.
     pub(super) transform: Option<InputTransform<'a>>,
+}
+
+/// Runs `f` with `x` as a pass reads it: as it is where the pass reads bf16 (`reads_bf16`),
+/// otherwise, for a bf16 `x`, widened to `f32` in this thread's shared buffer.
+pub(super) fn readable<R>(x: Activations<'_>, reads_bf16: bool, f: impl FnOnce(Activations<'_>) -> R) -> R {
+    match x {
+        Activations::Bf16(_) if !reads_bf16 => {
+            let mut wide = take_shared(&shared::WIDENED);
+            let result = {
+                let buf = take(&mut wide, x.len());
+                x.widen_into(buf);
+                f(Activations::F32(buf))
+            };
+            put_shared(&shared::WIDENED, wide);
+            result
+        }
+        x => f(x),
+    }
+}
+
+impl<'a> ConvInput<'a> {
+    /// The batch as `f32`, for the passes that read no bf16 input: the passes' entry points
+    /// widen a bf16 input for them first ([`reads_bf16`]).
+    pub(super) fn f32(&self) -> &'a [f32] {
+        self.x.as_f32().expect("a bf16 input reaches only the passes that read bf16")
+    }
 }
 
 crate::multiversion! {

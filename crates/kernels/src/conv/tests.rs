@@ -1,4 +1,5 @@
 use super::*;
+use crate::activations::Activations;
 use crate::config::{CpuFeatures, KernelConfig};
 use crate::conv::algorithm::{gathers_windows, ConvPass};
 use crate::conv::bf16::bf16_bits;
@@ -519,6 +520,41 @@ fn bf16_kernels_match_f32_within_bf16_rounding() {
                     &mut ws,
                 );
                 close(&a, &b, &format!("{algo:?} backward weight {s:?}"));
+            }
+        }
+    }
+}
+
+/// A bf16-stored input gives, in the forward pass and the weight gradient of every algorithm,
+/// exactly what its values widened to f32 give (read as strips, or from a widened copy), with
+/// and without the input transform.
+#[test]
+fn a_bf16_input_gives_the_passes_of_its_f32_values() {
+    let mut algos = algorithms();
+    if bf16_supported() {
+        algos.extend([ConvAlgorithm::DirectBf16, ConvAlgorithm::WinogradBf16]);
+    } else {
+        crate::skip::skip("the bf16 algorithms: this CPU lacks AVX512_BF16");
+    }
+    for algo in algos {
+        for s in shapes() {
+            let mut rng = Rng::new(9);
+            let (x, w, g) =
+                (random(s.input_len(), &mut rng), random(s.weight_len(), &mut rng), random(s.output_len(), &mut rng));
+            let x16: Vec<u16> = x.iter().map(|&v| bf16_bits(v) as u16).collect();
+            let wide: Vec<f32> = x16.iter().map(|&b| f32::from_bits(u32::from(b) << 16)).collect();
+            let (scale, shift) = (random(s.cin, &mut rng), random(s.cin, &mut rng));
+            let mut ws = Workspace::new();
+            for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
+                let p = ConvParams::new(s, algo, ConvWeight::new(&w)).with_input_transform(t);
+                let (mut y16, mut y) = (vec![0.0; s.output_len()], vec![1.0; s.output_len()]);
+                forward(&p, Activations::Bf16(&x16), Epilogue::None, &mut y16, &mut ws);
+                forward(&p, &wide[..], Epilogue::None, &mut y, &mut ws);
+                assert_eq!(y16, y, "{algo:?} forward of {s:?}, transform {}", t.is_some());
+                let (mut dw16, mut dw) = (vec![0.0; s.weight_len()], vec![1.0; s.weight_len()]);
+                backward_weight(&p, Activations::Bf16(&x16), &g, &mut dw16, false, &mut ws);
+                backward_weight(&p, &wide[..], &g, &mut dw, false, &mut ws);
+                assert_eq!(dw16, dw, "{algo:?} weight gradient of {s:?}, transform {}", t.is_some());
             }
         }
     }

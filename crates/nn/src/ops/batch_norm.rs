@@ -222,7 +222,15 @@ impl BatchNorm2d {
     pub fn apply(&self, x: &Tensor, residual: Option<&[f32]>, relu: bool, y: &mut Tensor) {
         let _p = profile::layer_scope("batch norm apply", &self.weight.name);
         y.reshape_for(x.shape());
-        kernel::scale_shift_act(x.data(), self.channels(), &self.scale, &self.shift, residual, relu, y.data_mut());
+        kernel::scale_shift_act(
+            x.activations(),
+            self.channels(),
+            &self.scale,
+            &self.shift,
+            residual,
+            relu,
+            y.data_mut(),
+        );
     }
 
     /// [`Self::apply`] whose residual is `r` through the normalisation of `r_norm` (fixed by
@@ -242,7 +250,7 @@ impl BatchNorm2d {
         y.reshape_for(x.shape());
         let own = kernel::ChannelAffine { scale: &self.scale, shift: &self.shift };
         let other = kernel::ChannelAffine { scale: &r_norm.scale, shift: &r_norm.shift };
-        kernel::scale_shift_act_affine_residual(x.data(), own, r.data(), other, relu, y.data_mut());
+        kernel::scale_shift_act_affine_residual(x.activations(), own, r.activations(), other, relu, y.data_mut());
     }
 
     /// The normalisation fixed by the last [`Self::prepare`] or [`Self::forward`], followed by a
@@ -289,7 +297,7 @@ impl BatchNorm2d {
         let (gamma_frozen, beta_frozen) = (self.weight.frozen, self.bias.frozen);
         if !(gamma_frozen && beta_frozen && self.frozen_statistics) {
             kernel::backward_sums(
-                x.data(),
+                x.activations(),
                 c,
                 &self.mean,
                 &self.rstd,
@@ -324,7 +332,7 @@ impl BatchNorm2d {
             }
         }
         kernel::backward_input(
-            x.data(),
+            x.activations(),
             c,
             &self.mean,
             &self.rstd,

@@ -42,6 +42,11 @@ impl Conv2d {
         }
     }
 
+    /// The precision and algorithms its passes use.
+    pub fn kernel_config(&self) -> &KernelConfig {
+        &self.config
+    }
+
     /// Makes the layer's passes use `config` (its precision and allowed algorithms).
     pub fn set_kernel_config(&mut self, config: KernelConfig) {
         self.config = config;
@@ -139,14 +144,33 @@ impl Conv2d {
         self.forward_with(x, t, Epilogue::TransformOntoResidual(out), y);
     }
 
+    /// `y = conv(t(x), weight)` into a slice of the output's length ([`Self::output_shape`]), for
+    /// a caller that stores the output itself (in bf16).
+    pub fn forward_into(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, y: &mut [f32]) {
+        let s = self.shape_for(x.shape());
+        self.run_forward(s, x, t, Epilogue::None, y);
+    }
+
     /// The forward pass with `epilogue`; `y` is reshaped to the output shape.
     fn forward_with(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, epilogue: Epilogue<'_>, y: &mut Tensor) {
         let s = self.shape_for(x.shape());
         y.reshape_for([s.n, s.out_h(), s.out_w(), s.cout]);
+        self.run_forward(s, x, t, epilogue, y.data_mut());
+    }
+
+    /// The forward pass of shape `s` (of `x`) into the output slice `y`.
+    fn run_forward(
+        &mut self,
+        s: ConvShape,
+        x: &Tensor,
+        t: Option<InputTransform<'_>>,
+        epilogue: Epilogue<'_>,
+        y: &mut [f32],
+    ) {
         let _p = profile::layer_scope("conv forward", &self.weight.name);
         let weight = ConvWeight::versioned(self.weight.value(), self.weight.version());
         let params = ConvParams::new(s, self.algorithm(&s, ConvPass::Forward), weight).with_input_transform(t);
-        conv::forward(&params, x.data(), epilogue, y.data_mut(), &mut self.ws);
+        conv::forward(&params, x.activations(), epilogue, y, &mut self.ws);
     }
 
     /// In the forward pass: `y = conv(t(x), w)`. Adds `dL/dw = im2col(t(x))^T dy` into
@@ -168,7 +192,7 @@ impl Conv2d {
         if !self.weight.frozen {
             let _p = profile::layer_scope("conv backward weight", &self.weight.name);
             let params = ConvParams { algorithm: self.algorithm(&s, ConvPass::WeightGradient), ..params };
-            conv::backward_weight(&params, x.data(), dy, &mut grad, true, &mut self.ws);
+            conv::backward_weight(&params, x.activations(), dy, &mut grad, true, &mut self.ws);
         }
         if let Some(dx) = dx {
             let _p = profile::layer_scope("conv backward data", &self.weight.name);

@@ -49,7 +49,7 @@ impl MaxPool2d {
         y.reshape_for(self.output_shape(x.shape()));
         self.argmax.resize(s.output_len(), 0);
         let _p = profile::scope("max pool forward");
-        pool::max_pool_forward_transformed(&s, x.data(), t.as_ref(), y.data_mut(), &mut self.argmax);
+        pool::max_pool_forward_transformed(&s, x.activations(), t.as_ref(), y.data_mut(), &mut self.argmax);
     }
 
     /// In the forward pass: `y[p] = max over window(p) of x`. Routes each `dy[p]` to the pixel that

@@ -80,7 +80,7 @@ struct DirectForward<'a> {
     /// The geometry.
     s: ConvShape,
     /// The input batch.
-    x: &'a [f32],
+    x: crate::activations::Activations<'a>,
     /// The input transform.
     t: Option<crate::conv::InputTransform<'a>>,
     /// The weight as bf16 pairs (bf16 passes).
@@ -198,7 +198,7 @@ impl<'a> DirectForward<'a> {
             args_bf16,
             e,
             long_rows,
-            in_place: long_rows && pass.input.transform.is_none() && !is_bf16,
+            in_place: long_rows && pass.input.transform.is_none() && !is_bf16 && pass.input.x.as_f32().is_some(),
             fused_stats: matches!(epilogue, Epilogue::Stats(_)) && plan.chunks == 1,
             fused_transform,
             transform,
@@ -228,7 +228,7 @@ impl<'a> DirectForward<'a> {
             let (scratch, in_row) = rest.split_at_mut(2 * co);
             let strip: &[f32] = if self.in_place {
                 let at = (img * s.h + oy0) * s.w * s.cin;
-                &self.x[at..at + rows * s.w * s.cin]
+                &self.x.as_f32().expect("read in place only in f32")[at..at + rows * s.w * s.cin]
             } else {
                 let input = crate::conv::input::ConvInput { shape: *s, x: self.x, transform: self.t };
                 let iy0 = (oy0 * s.stride) as isize - s.pad as isize;

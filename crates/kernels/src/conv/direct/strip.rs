@@ -30,8 +30,9 @@ pub(in crate::conv) fn fill_strip(
         let src = ((img * s.h + iy as usize) * s.w) * c;
         dst[..p * e].fill(0.0);
         dst[(p + s.w) * e..].fill(0.0);
-        let (from, to) = (&x[src..src + s.w * c], &mut dst[p * e..(p + s.w) * e]);
-        match (bf16, t) {
+        let to = &mut dst[p * e..(p + s.w) * e];
+        // A bf16 input row is widened in cache first (see `Activations::with_f32`).
+        x.with_f32(src..src + s.w * c, |from| match (bf16, t) {
             (false, _) => load_pixels(from, to, t),
             // An even channel count makes the pair layout the plain bf16 array of the row.
             #[cfg(target_arch = "x86_64")]
@@ -53,6 +54,6 @@ pub(in crate::conv) fn fill_strip(
             }
             (true, Some(t)) => pack_pairs(from, c, t.scale, t.shift, true, to),
             (true, None) => pack_pairs(from, c, &[], &[], false, to),
-        }
+        });
     }
 }

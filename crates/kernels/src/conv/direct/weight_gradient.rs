@@ -271,7 +271,7 @@ fn band_reads<'a>(input: &ConvInput<'a>, dy: &'a [f32], (img, oy0, nrows): (usiz
     let first = oy0 as isize - s.pad as isize;
     let (lo, hi) = (first.clamp(0, h) as usize, (first + (nrows - 1 + s.kh) as isize).clamp(0, h) as usize);
     let out_row = s.out_w() * s.cout;
-    let x = &input.x[(img * s.h + lo) * row..(img * s.h + hi) * row];
+    let x = &input.f32()[(img * s.h + lo) * row..(img * s.h + hi) * row];
     let dy = &dy[(img * s.out_h() + oy0) * out_row..][..nrows * out_row];
     NextReads { ranges: [x, dy] }
 }

@@ -48,7 +48,7 @@ fn layer(n: usize, cin: usize, cout: usize) -> (ConvShape, Vec<f32>, Vec<f32>) {
 
 /// Winograd's forward pass of `x` with `w`, writing `y`, without an epilogue.
 fn forward_plain(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32], bf16: bool) {
-    let input = ConvInput { shape: *s, x, transform: None };
+    let input = ConvInput { shape: *s, x: x.into(), transform: None };
     let pass = ForwardPass { input, weight: ConvWeight::new(w), accumulate: false };
     forward(&pass, y, Epilogue::None, bf16);
 }

@@ -34,7 +34,7 @@ pub(super) unsafe fn transform_inputs_to(
     bf16: bool,
     [tile_stride, position_stride]: [usize; 2],
 ) {
-    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
+    let (s, x, t) = (&input.shape, input.f32(), input.transform.as_ref());
     let ci = s.cin;
     assert!(tile_stride.is_multiple_of(ci) && position_stride.is_multiple_of(ci));
     assert!(!bf16 || bf16_supported(), "bf16 transforms need AVX512_BF16");
