@@ -62,8 +62,9 @@ impl ConvBn {
     /// batch statistics the convolution gathers as it writes `y`). `t` is the previous unit's
     /// fused batch norm and ReLU, if any.
     ///
-    /// Training in bf16 keeps `y` in bf16 (half its memory and traffic for every pass that
-    /// reads it again), with the statistics of the stored values.
+    /// Where the kernel configuration says so (`KernelConfig::stored`), training keeps `y` in
+    /// bf16 (half its memory and traffic for every pass that reads it again), with the
+    /// statistics of the stored values.
     pub fn convolve(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, mode: BatchNormMode) {
         // A batch norm with frozen statistics needs no batch sums.
         let mode = self.bn.mode_in(mode);

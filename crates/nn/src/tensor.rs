@@ -10,8 +10,8 @@ use resnet_kernels::activations::{bf16_in_slots, bf16_in_slots_mut, Activations}
 /// use.
 ///
 /// A tensor may instead hold its elements in bf16, two to an `f32` slot of the same buffer
-/// ([`Tensor::reshape_for_bf16`]): the convolution outputs that bf16 training keeps for the
-/// backward pass. Such a tensor is read through [`Tensor::activations`].
+/// ([`Tensor::reshape_for_bf16`]): the convolution outputs that training keeps for the
+/// backward pass where the kernel configuration stores them in bf16. Such a tensor is read through [`Tensor::activations`].
 #[derive(Clone, Debug, Default)]
 pub struct Tensor {
     shape: [usize; 4],
