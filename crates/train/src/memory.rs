@@ -2,6 +2,7 @@
 //! network's spec before anything is allocated: an impossible batch size is then an error that
 //! says what fits, not a process the kernel kills.
 
+use resnet_kernels::conv::Precision;
 use resnet_models::ResNetSpec;
 
 /// What a batch is for.
@@ -108,6 +109,8 @@ pub struct BatchPlan<'a> {
     pub prefetched: usize,
     /// Images per sample of the batch (an evaluation's crops; 1 otherwise).
     pub views: usize,
+    /// How training keeps its convolution outputs (`KernelConfig::stored`).
+    pub stored: Precision,
 }
 
 /// Refuses a batch whose activations (see [`ResNetSpec::batch_memory`]), input batches and
@@ -130,7 +133,7 @@ pub fn check_batch(plan: BatchPlan<'_>) -> Result<(), MemoryShortfall> {
 /// [`MemoryShortfall`] saying what fits.
 fn check_batch_within(plan: BatchPlan<'_>, available: u64) -> Result<(), MemoryShortfall> {
     let (h, w) = plan.input;
-    let memory = plan.spec.batch_memory(h, w);
+    let memory = plan.spec.batch_memory_stored(h, w, plan.stored);
     let pass_per_image = match plan.pass {
         Pass::Train => memory.train_per_image(),
         Pass::Infer => memory.infer_per_image(),
@@ -163,7 +166,16 @@ mod tests {
     use resnet_models::zoo::{spec, ModelOptions};
 
     fn plan<'a>(s: &'a ResNetSpec, batch: usize, pass: Pass) -> BatchPlan<'a> {
-        BatchPlan { spec: s, input: (224, 224), batch, pass, flag: "--batch-size", prefetched: 4, views: 1 }
+        BatchPlan {
+            spec: s,
+            input: (224, 224),
+            batch,
+            pass,
+            flag: "--batch-size",
+            prefetched: 4,
+            views: 1,
+            stored: Precision::F32,
+        }
     }
 
     /// The advice names the largest batch that fits, and that batch passes the same check.

@@ -3,7 +3,7 @@
 use super::ModelArgs;
 use anyhow::bail;
 use resnet_kernels::rng::Rng;
-use resnet_kernels::{profile, threads};
+use resnet_kernels::{profile, threads, KernelConfig};
 use resnet_models::{InitConfig, ResNet, ResNetSpec};
 use resnet_nn::optim::{Sgd, SgdConfig};
 use resnet_nn::Tensor;
@@ -152,7 +152,17 @@ fn network(args: &Args, spec: ResNetSpec, size: usize, batch: usize) -> anyhow::
         Mode::Infer => Pass::Infer,
     };
     // One input batch, made before the passes.
-    check_batch(BatchPlan { spec: &spec, input: (size, size), batch, pass, flag: "--batch", prefetched: 0, views: 1 })?;
+    let stored = KernelConfig::installed().stored();
+    check_batch(BatchPlan {
+        spec: &spec,
+        input: (size, size),
+        batch,
+        pass,
+        flag: "--batch",
+        prefetched: 0,
+        views: 1,
+        stored,
+    })?;
     if args.mode == Mode::Train && batch < 2 {
         bail!("training needs a batch of at least 2 per rank (batch norm statistics)");
     }

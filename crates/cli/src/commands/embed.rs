@@ -196,6 +196,7 @@ fn embed_images(args: &Args, ckpt: &Checkpoint, path: &Path, mut embedder: Embed
         flag: "--batch-size",
         prefetched: 1,
         views: view.views(),
+        stored: resnet_kernels::conv::Precision::F32,
     })?;
     let bar = progress_bar(args.images.len())?;
     let mut sources = Vec::with_capacity(args.images.len());

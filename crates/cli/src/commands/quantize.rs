@@ -86,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         flag: "--batch-size",
         prefetched: 4,
         views: 1,
+        stored: resnet_kernels::conv::Precision::F32,
     })?;
     let opts =
         EvalLoaderOptions { batch_size, workers: args.workers, view: &view, shuffle_seed: Some(args.sample_seed) };

@@ -177,6 +177,7 @@ pub fn eval_loader(
         flag: "--batch-size",
         prefetched: 4,
         views: opts.view.views(),
+        stored: resnet_kernels::conv::Precision::F32,
     })?;
     let loader = Loader::new(
         ds,

@@ -236,6 +236,7 @@ fn check_batches(
         flag: "--batch-size",
         prefetched,
         views: 1,
+        stored: config.precision.kernel_config().map_err(TrainError::Config)?.stored(),
     };
     check_batch(train_batch)?;
     // An evaluation batch is at most a split's size, and each sample may be several crops.
