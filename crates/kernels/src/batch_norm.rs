@@ -306,13 +306,25 @@ pub fn scale_shift_act<'x>(
     if let Some(r) = residual {
         assert_eq!(r.len(), x.len(), "residual length");
     }
+    map_rows(x, c, y, |xv, sub, yv| scale_shift_rows(xv, scale, shift, residual.map(|r| &r[sub]), relu, yv));
+}
+
+/// Runs `rows(values, sub, out)` over the rows of `x` (`c` values each) as `f32`, in parallel
+/// tasks of [`ROWS_PER_TASK`] rows, a bf16 `x` a block at a time (see [`for_f32_blocks`]): `sub`
+/// is the element range of `values`, `out` the same range of `y`.
+fn map_rows(
+    x: Activations<'_>,
+    c: usize,
+    y: &mut [f32],
+    rows: impl Fn(&[f32], std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
     let chunk = ROWS_PER_TASK * c;
     threads::install(|| {
         y.par_chunks_mut(chunk).enumerate().for_each(|(t, yc)| {
             let at = t * chunk;
             for_f32_blocks(x, at..at + yc.len(), c, |xv, sub| {
                 let yv = &mut yc[sub.start - at..sub.end - at];
-                scale_shift_rows(xv, scale, shift, residual.map(|r| &r[sub]), relu, yv);
+                rows(xv, sub, yv);
             });
         });
     });
@@ -366,16 +378,7 @@ pub fn scale_shift_act_affine_residual<'x>(
     assert!(c > 0 && x.len().is_multiple_of(c));
     assert_eq!((y.len(), r.len()), (x.len(), x.len()), "output and residual lengths");
     assert!([own.shift, other.scale, other.shift].iter().all(|v| v.len() == c), "affine maps of the wrong length");
-    let chunk = ROWS_PER_TASK * c;
-    threads::install(|| {
-        y.par_chunks_mut(chunk).enumerate().for_each(|(t, yc)| {
-            let at = t * chunk;
-            for_f32_blocks(x, at..at + yc.len(), c, |xv, sub| {
-                let yv = &mut yc[sub.start - at..sub.end - at];
-                r.with_f32(sub, |rv| two_affines_rows_loop(xv, own, rv, other, relu, yv));
-            });
-        });
-    });
+    map_rows(x, c, y, |xv, sub, yv| r.with_f32(sub, |rv| two_affines_rows_loop(xv, own, rv, other, relu, yv)));
 }
 
 crate::multiversion! {
@@ -649,16 +652,7 @@ pub fn backward_input<'x>(
         coef[2].push(k as f32);
     }
     let [a, b, k] = &coef;
-    let chunk = ROWS_PER_TASK * c;
-    threads::install(|| {
-        dx.par_chunks_mut(chunk).enumerate().for_each(|(t, dxc)| {
-            let at = t * chunk;
-            for_f32_blocks(x, at..at + dxc.len(), c, |xv, sub| {
-                let dxv = &mut dxc[sub.start - at..sub.end - at];
-                input_grad_rows(xv, &dy[sub.clone()], mask.rows(sub), a, b, k, dxv, accumulate);
-            });
-        });
-    });
+    map_rows(x, c, dx, |xv, sub, dxv| input_grad_rows(xv, &dy[sub.clone()], mask.rows(sub), a, b, k, dxv, accumulate));
 }
 
 #[cfg(test)]
