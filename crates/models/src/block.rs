@@ -167,10 +167,10 @@ fn unit_input<'a>(x: &'a Tensor, before: &'a [ConvBn], i: usize) -> (&'a Tensor,
     }
 }
 
-/// The gradient buffers a block's backward pass writes, by length: the gradients of its output
-/// and input (`output`: the longer is the output, except where the block below gives the
-/// input), of each unit's convolution output (`unit`, the first scratch buffer of
-/// [`Block::backward`]) and of each inner unit's output (`inner`, the other two).
+/// The gradient buffers a block's backward pass writes, by length: the gradient of its output
+/// (`output`; its input's gradient is the output gradient of the block below, or the stem's),
+/// of each unit's convolution output (`unit`, the first scratch buffer of [`Block::backward`])
+/// and of each inner unit's output (`inner`, the other two).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackwardLens {
     /// The block output.
