@@ -4,10 +4,9 @@
 
 use crate::spec::{BlockKind, BlockPlan, ShortcutPlan, StridePlacement};
 use resnet_kernels::activations::with_staging;
-use resnet_kernels::batch_norm::channel_sums_storing_bf16;
 use resnet_kernels::conv::InputTransform;
 use resnet_kernels::conv::Precision;
-use resnet_kernels::{elementwise, profile, Workspace};
+use resnet_kernels::{elementwise, profile};
 use resnet_nn::ops::{BatchNorm2d, BatchNormMode, BnReluMask, Conv2d, PadShortcut};
 use resnet_nn::{Param, Tensor};
 
@@ -30,7 +29,6 @@ pub struct ConvBn {
     /// Unit output, when materialised (empty otherwise).
     pub z: Tensor,
     sums: Vec<f64>,
-    ws: Workspace,
 }
 
 /// The ReLU after a unit, as its backward pass needs to know.
@@ -54,7 +52,6 @@ impl ConvBn {
             y: Tensor::default(),
             z: Tensor::default(),
             sums: Vec::new(),
-            ws: Workspace::new(),
         }
     }
 
@@ -74,11 +71,10 @@ impl ConvBn {
         if train && self.conv.kernel_config().stored() == Precision::Bf16 {
             let shape = self.conv.output_shape(x.shape());
             self.y.reshape_for_bf16(shape);
-            let (conv, y, sums, ws) = (&mut self.conv, &mut self.y, &mut self.sums, &mut self.ws);
+            let (conv, bn, y, sums) = (&mut self.conv, &mut self.bn, &mut self.y, &mut self.sums);
             with_staging(y.len(), |out| {
                 conv.forward_into(x, t, out);
-                let _p = profile::layer_scope("batch norm stats", &self.bn.weight.name);
-                channel_sums_storing_bf16(out, cout, y.bf16_mut(), sums, ws);
+                bn.sums_storing_bf16(out, y.bf16_mut(), sums);
             });
         } else {
             self.conv.forward_fused(x, t, &mut self.y, train.then_some(&mut self.sums[..]));
