@@ -63,6 +63,17 @@ impl<'a> Activations<'a> {
         }
     }
 
+    /// The bytes the values occupy (what prefetching them touches).
+    pub(crate) fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            // SAFETY: `f32` has no padding and any byte may be read as `u8`; the length is the
+            // slice's size in bytes and the borrow is the slice's.
+            Activations::F32(x) => unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), std::mem::size_of_val(x)) },
+            // SAFETY: as above, for `u16`.
+            Activations::Bf16(x) => unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), std::mem::size_of_val(x)) },
+        }
+    }
+
     /// Writes the values as `f32` into `dst` (exact: every bf16 value is an `f32`).
     ///
     /// # Panics
@@ -79,24 +90,25 @@ impl<'a> Activations<'a> {
     }
 
     /// Runs `f` on values `span` as `f32`: the stored values themselves, or, for bf16, their
-    /// widening in a buffer of this thread (keep spans cache-sized).
+    /// widening in a buffer of this thread (keep spans cache-sized). A use nested in another
+    /// (two bf16 operands of one pass) gets a second buffer, a deeper one a buffer of its own.
     pub(crate) fn with_f32<R>(&self, span: Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {
-        match *self {
-            Activations::F32(x) => f(&x[span]),
-            Activations::Bf16(x) => WIDE.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut buf) => {
-                    let wide = crate::workspace::take(&mut buf, span.len());
-                    widen_bf16(&x[span], wide);
-                    f(wide)
-                }
-                // Nested (see `scratch::lend`): a buffer of its own.
-                Err(_) => {
-                    let mut wide = vec![0.0; span.len()];
-                    widen_bf16(&x[span], &mut wide);
-                    f(&wide)
-                }
-            }),
-        }
+        let x = match *self {
+            Activations::F32(x) => return f(&x[span]),
+            Activations::Bf16(x) => &x[span],
+        };
+        let widened = |buf: &mut Vec<f32>| {
+            let wide = crate::workspace::take(buf, x.len());
+            widen_bf16(x, wide);
+            f(wide)
+        };
+        WIDE.with(|[first, second]| match first.try_borrow_mut() {
+            Ok(mut buf) => widened(&mut buf),
+            Err(_) => match second.try_borrow_mut() {
+                Ok(mut buf) => widened(&mut buf),
+                Err(_) => widened(&mut Vec::new()),
+            },
+        })
     }
 }
 
@@ -129,18 +141,8 @@ pub fn bf16_in_slots_mut(slots: &mut [f32], len: usize) -> &mut [u16] {
 }
 
 thread_local! {
-    static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static STAGING: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's staging buffer of at least `len` floats (contents unspecified):
-/// where a layer writes an output in `f32` before storing it in bf16, one buffer for every
-/// layer on the thread. A nested use gets a buffer of its own.
-pub fn with_staging<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    STAGING.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(crate::workspace::take(&mut buf, len)),
-        Err(_) => f(&mut vec![0.0; len]),
-    })
+    /// The buffers of [`Activations::with_f32`]: the first, and one for a use nested in it.
+    static WIDE: [RefCell<Vec<f32>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
 }
 
 /// `v` rounded to bf16 (nearest, ties to even; a NaN stays a NaN), as the 16 high bits of its
@@ -165,12 +167,12 @@ crate::multiversion! {
 }
 
 crate::multiversion! {
-    /// `dst = bf16(src)`, and into `stored` the values `dst` stands for.
-    pub(crate) fn round_rows / round_rows_on(src: &[f32], dst: &mut [u16], stored: &mut [f32]) {
-        for ((d, &s), o) in dst.iter_mut().zip(src).zip(stored.iter_mut()) {
-            let b = bf16_bits(s);
+    /// `dst = bf16(values)`, and `values` replaced by what `dst` stands for.
+    pub(crate) fn round_in_place / round_in_place_on(values: &mut [f32], dst: &mut [u16]) {
+        for (d, v) in dst.iter_mut().zip(values.iter_mut()) {
+            let b = bf16_bits(*v);
             *d = b as u16;
-            *o = f32::from_bits(b << 16);
+            *v = f32::from_bits(b << 16);
         }
     }
 }
@@ -184,8 +186,8 @@ mod tests {
         let mut x: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1013) as f32 / 37.0 - 13.0).collect();
         x[3] = f32::NAN;
         x[5] = 1.0 + 1.0 / 256.0; // a tie: rounds to even, 1.0
-        let (mut bits, mut stored) = (vec![0u16; x.len()], vec![0.0; x.len()]);
-        round_rows(&x, &mut bits, &mut stored);
+        let (mut bits, mut stored) = (vec![0u16; x.len()], x.clone());
+        round_in_place(&mut stored, &mut bits);
         assert_eq!(stored[5], 1.0);
         assert!(stored[3].is_nan());
         for (i, (&r, &o)) in stored.iter().zip(&x).enumerate().filter(|&(i, _)| i != 3) {
@@ -199,10 +201,14 @@ mod tests {
         assert_eq!(sum, stored[10..20].iter().sum::<f32>());
         for isa in crate::simd::available() {
             let (mut da, mut db) = (vec![0u16; x.len()], vec![1u16; x.len()]);
-            let (mut sa, mut sb) = (vec![0.0; x.len()], vec![1.0; x.len()]);
-            round_rows_on(crate::simd::Isa::Scalar, &x, &mut da, &mut sa);
-            round_rows_on(isa, &x, &mut db, &mut sb);
+            let (mut sa, mut sb) = (x.clone(), x.clone());
+            round_in_place_on(crate::simd::Isa::Scalar, &mut sa, &mut da);
+            round_in_place_on(isa, &mut sb, &mut db);
             assert_eq!(da, db, "{isa:?}");
+            assert_eq!(
+                sa.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                sb.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
         }
     }
 }

@@ -10,7 +10,7 @@
 //! compiled for AVX-512, AVX2 and baseline (see [`crate::multiversion!`]). Reductions sum blocks
 //! of rows in `f32` and the blocks in `f64`.
 
-use crate::activations::{round_rows, Activations};
+use crate::activations::{round_in_place, Activations};
 use crate::threads::{self, split_even};
 use crate::workspace::take;
 use crate::Workspace;
@@ -20,6 +20,9 @@ use rayon::prelude::*;
 const ROWS_PER_TASK: usize = 1024;
 /// Rows summed in `f32` before the block total moves into the `f64` sums.
 pub(crate) const ROWS_PER_BLOCK: usize = 64;
+/// Values of a bf16 activation an elementwise pass widens at a time: whole rows of at most this
+/// many, so that the widened block stays in L1 while the pass reads it.
+const ELEMENTWISE_WIDEN: usize = 4096;
 
 /// Runs `simd::batch_norm::$f::<G>(args)` (16 G channels) and evaluates to `true` when the CPU
 /// has AVX-512 and `$c` is 16, 32 or 64; evaluates to `false`, running nothing, otherwise.
@@ -41,6 +44,11 @@ macro_rules! avx512_rows {
             false
         }
     }};
+}
+
+/// Whether the row passes of `c` channels run in registers (`avx512_rows!`).
+fn register_rows(c: usize) -> bool {
+    cfg!(target_arch = "x86_64") && crate::simd::isa() == crate::simd::Isa::Avx512 && matches!(c, 16 | 32 | 64)
 }
 
 crate::multiversion! {
@@ -104,19 +112,19 @@ pub(crate) fn add_sums(x: &[f32], s1: &mut [f64], s2: &mut [f64], t1: &mut [f32]
 }
 
 /// Runs `f(values, sub)` over the elements `span` of `x` (rows of `c`) as `f32`: all at once
-/// for `f32` values, for bf16 a block of [`ROWS_PER_BLOCK`] rows at a time widened in cache.
-/// A row pass sums blocks of that many rows from the start of what it is given, so both give
-/// the same sums.
+/// for `f32` values, for bf16 a block of `block_rows` rows at a time widened in cache. A row
+/// pass that sums blocks of [`ROWS_PER_BLOCK`] rows from the start of what it is given gives the
+/// same sums from blocks of that many rows.
 fn for_f32_blocks(
     x: Activations<'_>,
     span: std::ops::Range<usize>,
-    c: usize,
+    (c, block_rows): (usize, usize),
     mut f: impl FnMut(&[f32], std::ops::Range<usize>),
 ) {
     match x {
         Activations::F32(v) => f(&v[span.clone()], span),
         Activations::Bf16(_) => {
-            let step = ROWS_PER_BLOCK * c;
+            let step = block_rows * c;
             for at in span.clone().step_by(step) {
                 let sub = at..(at + step).min(span.end);
                 x.with_f32(sub.clone(), |v| f(v, sub.clone()));
@@ -202,14 +210,28 @@ pub fn channel_sums_storing_bf16(y: &[f32], c: usize, y16: &mut [u16], out: &mut
     assert_eq!((y16.len(), out.len()), (y.len(), 2 * c), "bf16 output and sums lengths");
     let step = ROWS_PER_BLOCK * c;
     reduce_rows_writing(y.len() / c, c, out, ws, (y16, c), |span, dst, s1, s2, t1, t2| {
-        crate::scratch::with_filter(step, |stored| {
+        crate::scratch::with_filter(step, |values| {
             for (src, dst) in y[span].chunks(step).zip(dst.chunks_mut(step)) {
-                let stored = &mut stored[..src.len()];
-                round_rows(src, dst, stored);
-                add_sums(stored, s1, s2, t1, t2);
+                let values = &mut values[..src.len()];
+                values.copy_from_slice(src);
+                add_sums_storing_bf16(values, dst, s1, s2, t1, t2);
             }
         });
     });
+}
+
+/// Rounds `values` to bf16 in place, storing the bits in `stored`, and adds their per-channel
+/// sums into `s1`, `s2` as [`add_sums`] does.
+pub(crate) fn add_sums_storing_bf16(
+    values: &mut [f32],
+    stored: &mut [u16],
+    s1: &mut [f64],
+    s2: &mut [f64],
+    t1: &mut [f32],
+    t2: &mut [f32],
+) {
+    round_in_place(values, stored);
+    add_sums(values, s1, s2, t1, t2);
 }
 
 /// Per-channel mean and biased variance from [`channel_sums`] over `rows` rows.
@@ -310,7 +332,7 @@ pub fn scale_shift_act<'x>(
 }
 
 /// Runs `rows(values, sub, out)` over the rows of `x` (`c` values each) as `f32`, in parallel
-/// tasks of [`ROWS_PER_TASK`] rows, a bf16 `x` a block at a time (see [`for_f32_blocks`]): `sub`
+/// tasks of [`ROWS_PER_TASK`] rows, a bf16 `x` a few rows at a time (see [`for_f32_blocks`]): `sub`
 /// is the element range of `values`, `out` the same range of `y`.
 fn map_rows(
     x: Activations<'_>,
@@ -322,7 +344,7 @@ fn map_rows(
     threads::install(|| {
         y.par_chunks_mut(chunk).enumerate().for_each(|(t, yc)| {
             let at = t * chunk;
-            for_f32_blocks(x, at..at + yc.len(), c, |xv, sub| {
+            for_f32_blocks(x, at..at + yc.len(), (c, (ELEMENTWISE_WIDEN / c).max(1)), |xv, sub| {
                 let yv = &mut yc[sub.start - at..sub.end - at];
                 rows(xv, sub, yv);
             });
@@ -461,54 +483,58 @@ impl<'a> ReluMask<'a> {
 }
 
 crate::multiversion! {
-    /// Adds `sum(g)` and `sum(g * (x - mean))` per channel over rows, `g` masked by the ReLU.
-    fn backward_rows_loop / backward_rows_loop_on(x: &[f32], mean: &[f32], dy: &[f32], mask: ReluMask<'_>, s1: &mut [f64], s2: &mut [f64], t1: &mut [f32], t2: &mut [f32]) {
+    /// Adds `g` and `g * (x - mean)` per channel over the rows of `x` into the `f32` sums `t1`,
+    /// `t2`, `g` masked by the ReLU. (Called in the version of its caller's `isa`.)
+    #[allow(dead_code)]
+    fn backward_rows_add / backward_rows_add_on(x: &[f32], mean: &[f32], dy: &[f32], mask: ReluMask<'_>, t1: &mut [f32], t2: &mut [f32]) {
         let c = mean.len();
-        for (b, (xb, gb)) in x.chunks(ROWS_PER_BLOCK * c).zip(dy.chunks(ROWS_PER_BLOCK * c)).enumerate() {
-            t1.fill(0.0);
-            t2.fill(0.0);
-            match mask {
-                ReluMask::Output(z) => {
-                    let zb = &z[b * ROWS_PER_BLOCK * c..b * ROWS_PER_BLOCK * c + xb.len()];
-                    for ((xr, gr), zr) in xb.chunks_exact(c).zip(gb.chunks_exact(c)).zip(zb.chunks_exact(c)) {
-                        for (((((a, s), &v), &g), &o), &m) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(zr).zip(mean) {
-                            let g = if o > 0.0 { g } else { 0.0 };
-                            *a += g;
-                            *s += g * (v - m);
-                        }
-                    }
-                }
-                ReluMask::Affine { scale, shift } => {
-                    for (xr, gr) in xb.chunks_exact(c).zip(gb.chunks_exact(c)) {
-                        for (((((a, s), &v), &g), &m), (&p, &q)) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(mean).zip(scale.iter().zip(shift)) {
-                            let g = if v * p + q > 0.0 { g } else { 0.0 };
-                            *a += g;
-                            *s += g * (v - m);
-                        }
-                    }
-                }
-                ReluMask::None => {
-                    for (xr, gr) in xb.chunks_exact(c).zip(gb.chunks_exact(c)) {
-                        for ((((a, s), &v), &g), &m) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(mean) {
-                            *a += g;
-                            *s += g * (v - m);
-                        }
+        match mask {
+            ReluMask::Output(z) => {
+                for ((xr, gr), zr) in x.chunks_exact(c).zip(dy.chunks_exact(c)).zip(z.chunks_exact(c)) {
+                    for (((((a, s), &v), &g), &o), &m) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(zr).zip(mean) {
+                        let g = if o > 0.0 { g } else { 0.0 };
+                        *a += g;
+                        *s += g * (v - m);
                     }
                 }
             }
-            for (((a, b), &u), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(t1.iter()).zip(t2.iter()) {
-                *a += f64::from(u);
-                *b += f64::from(v);
+            ReluMask::Affine { scale, shift } => {
+                for (xr, gr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+                    for (((((a, s), &v), &g), &m), (&p, &q)) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(mean).zip(scale.iter().zip(shift)) {
+                        let g = if v * p + q > 0.0 { g } else { 0.0 };
+                        *a += g;
+                        *s += g * (v - m);
+                    }
+                }
+            }
+            ReluMask::None => {
+                for (xr, gr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+                    for ((((a, s), &v), &g), &m) in t1.iter_mut().zip(t2.iter_mut()).zip(xr).zip(gr).zip(mean) {
+                        *a += g;
+                        *s += g * (v - m);
+                    }
+                }
             }
         }
     }
 }
 
-/// `sum(g)` and `sum(g * (x - mean))` per channel over rows, added into `s1`, `s2`.
+/// Adds the `f32` block sums `t1`, `t2` into the `f64` sums `s1`, `s2`.
+fn flush_block(t1: &[f32], t2: &[f32], s1: &mut [f64], s2: &mut [f64]) {
+    for (((a, b), &u), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(t1).zip(t2) {
+        *a += f64::from(u);
+        *b += f64::from(v);
+    }
+}
+
+/// The general loop of [`backward_rows`] in `isa`'s version: blocks of [`ROWS_PER_BLOCK`] rows
+/// summed in `f32` (`t1`, `t2`), each added into the `f64` sums. A bf16 `x` is widened a few rows
+/// at a time, which stay in L1, added in the same order: the sums of its widened values.
 #[allow(clippy::too_many_arguments)]
-fn backward_rows(
-    x: &[f32],
-    mean: &[f32],
+fn backward_rows_loop_on(
+    isa: crate::simd::Isa,
+    x: Activations<'_>,
+    (mean, span): (&[f32], std::ops::Range<usize>),
     dy: &[f32],
     mask: ReluMask<'_>,
     s1: &mut [f64],
@@ -516,8 +542,39 @@ fn backward_rows(
     t1: &mut [f32],
     t2: &mut [f32],
 ) {
-    if !avx512_rows!(mean.len(), backward_rows(x, mean, dy, mask, s1, s2)) {
-        backward_rows_loop(x, mean, dy, mask, s1, s2, t1, t2);
+    let c = mean.len();
+    let few = (ELEMENTWISE_WIDEN / c).clamp(1, ROWS_PER_BLOCK);
+    for at in span.clone().step_by(ROWS_PER_BLOCK * c) {
+        t1.fill(0.0);
+        t2.fill(0.0);
+        for_f32_blocks(x, at..(at + ROWS_PER_BLOCK * c).min(span.end), (c, few), |xv, sub| {
+            backward_rows_add_on(isa, xv, mean, &dy[sub.clone()], mask.rows(sub), t1, t2)
+        });
+        flush_block(t1, t2, s1, s2);
+    }
+}
+
+/// `sum(g)` and `sum(g * (x - mean))` per channel over the elements `span` of `x` (`dy` and the
+/// mask whole), added into `s1`, `s2`: in registers for 16 to 64 channels (a bf16 block widened
+/// whole, 16 KB at most), by the general loop otherwise.
+#[allow(clippy::too_many_arguments)]
+fn backward_rows(
+    x: Activations<'_>,
+    (mean, span): (&[f32], std::ops::Range<usize>),
+    dy: &[f32],
+    mask: ReluMask<'_>,
+    s1: &mut [f64],
+    s2: &mut [f64],
+    t1: &mut [f32],
+    t2: &mut [f32],
+) {
+    let c = mean.len();
+    if register_rows(c) {
+        for_f32_blocks(x, span, (c, ROWS_PER_BLOCK), |xv, sub| {
+            avx512_rows!(c, backward_rows(xv, mean, &dy[sub.clone()], mask.rows(sub), s1, s2));
+        });
+    } else {
+        backward_rows_loop_on(crate::simd::isa(), x, (mean, span), dy, mask, s1, s2, t1, t2);
     }
 }
 
@@ -545,7 +602,7 @@ pub fn backward_sums<'x>(
     let mut sums = std::mem::take(&mut ws.sums);
     sums.resize(2 * c, 0.0);
     reduce_rows(x.len() / c, c, &mut sums, ws, |span, s1, s2, t1, t2| {
-        for_f32_blocks(x, span, c, |xv, sub| backward_rows(xv, mean, &dy[sub.clone()], mask.rows(sub), s1, s2, t1, t2));
+        backward_rows(x, (mean, span), dy, mask, s1, s2, t1, t2)
     });
     for ch in 0..c {
         sum_g[ch] = sums[ch] as f32;
@@ -798,7 +855,18 @@ mod tests {
             assert_eq!(p, q, "shifted_sums, {c} channels");
             for (m, mask) in masks.iter().enumerate() {
                 let (mut p, mut q) = (fresh(), fresh());
-                backward_rows_loop_on(base, &x, &k, &dy, *mask, &mut p.0, &mut p.1, &mut scratch.0, &mut scratch.1);
+                let all = (&k[..], 0..x.len());
+                backward_rows_loop_on(
+                    base,
+                    Activations::F32(&x),
+                    all,
+                    &dy,
+                    *mask,
+                    &mut p.0,
+                    &mut p.1,
+                    &mut scratch.0,
+                    &mut scratch.1,
+                );
                 with_g!(backward_rows(&x, &k, &dy, *mask, &mut q.0, &mut q.1));
                 assert_eq!(p, q, "backward_rows, mask {m}, {c} channels");
                 for acc in [false, true] {
@@ -848,7 +916,17 @@ mod tests {
                 let sums = |isa| {
                     let (mut s1, mut s2) = (vec![0.0; c], vec![0.0; c]);
                     let (mut t1, mut t2) = (vec![0.0; c], vec![0.0; c]);
-                    backward_rows_loop_on(isa, &x, &a, &dy, mask, &mut s1, &mut s2, &mut t1, &mut t2);
+                    backward_rows_loop_on(
+                        isa,
+                        Activations::F32(&x),
+                        (&a, 0..x.len()),
+                        &dy,
+                        mask,
+                        &mut s1,
+                        &mut s2,
+                        &mut t1,
+                        &mut t2,
+                    );
                     add_sums_loop_on(isa, &x, &mut s1, &mut s2, &mut t1, &mut t2);
                     shifted_sums_loop_on(isa, &x, &a, &mut s1, &mut s2, &mut t1, &mut t2);
                     (s1, s2)

@@ -105,27 +105,31 @@ pub fn max_pool_forward_transformed(
     let row = ow * c;
     threads::install(|| {
         // One task per output row: rows of all images, so small batches still use every thread.
+        // Its window rows are read (widened and transformed where need be) once, not per window.
         y.par_chunks_mut(row).zip(argmax.par_chunks_mut(row)).enumerate().for_each(|(r, (yr, ar))| {
             let (img, oy) = (r / oh, r % oh);
-            let xi = x.slice(img * in_img..(img + 1) * in_img);
+            let lo = (oy * s.stride).saturating_sub(s.pad);
+            let hi = (oy * s.stride + s.k).saturating_sub(s.pad).min(s.h);
             yr.fill(f32::NEG_INFINITY);
             ar.fill(0);
-            let mut pixel = vec![0.0; if t.is_some() { c } else { 0 }];
-            for ox in 0..ow {
-                let o = ox * c;
-                for p in s.window(oy, ox) {
-                    xi.with_f32(p * c..(p + 1) * c, |v| {
-                        let v = match t {
-                            Some(t) => {
-                                load_pixels(v, &mut pixel, Some(t));
-                                &pixel[..]
-                            }
-                            None => v,
-                        };
-                        max_into(v, p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
-                    });
+            let span = img * in_img + lo * s.w * c..img * in_img + hi * s.w * c;
+            let mut transformed = vec![0.0; if t.is_some() { span.len() } else { 0 }];
+            x.with_f32(span, |v| {
+                let v = match t {
+                    Some(t) => {
+                        load_pixels(v, &mut transformed, Some(t));
+                        &transformed[..]
+                    }
+                    None => v,
+                };
+                for ox in 0..ow {
+                    let o = ox * c;
+                    for p in s.window(oy, ox) {
+                        let q = p - lo * s.w;
+                        max_into(&v[q * c..(q + 1) * c], p as u32, &mut yr[o..o + c], &mut ar[o..o + c]);
+                    }
                 }
-            }
+            });
         });
     });
 }
@@ -232,7 +236,19 @@ mod tests {
         max_pool_forward(&s, &stored, &mut want, &mut want_at);
         let (mut got, mut got_at) = (vec![1.0; s.output_len()], vec![7; s.output_len()]);
         max_pool_forward_transformed(&s, Activations::F32(&x), Some(&t), &mut got, &mut got_at);
-        assert_eq!((got, got_at), (want, want_at));
+        assert_eq!((&got, &got_at), (&want, &want_at));
+
+        // A bf16-stored input pools as its widened values do, with and without the transform.
+        let x16: Vec<u16> = x.iter().map(|&v| crate::activations::bf16_bits(v) as u16).collect();
+        let mut wide = vec![0.0; x.len()];
+        Activations::Bf16(&x16).widen_into(&mut wide);
+        for t in [None, Some(&t)] {
+            let (mut want, mut want_at) = (vec![0.0; s.output_len()], vec![0; s.output_len()]);
+            max_pool_forward_transformed(&s, Activations::F32(&wide), t, &mut want, &mut want_at);
+            let (mut got, mut got_at) = (vec![1.0; s.output_len()], vec![7; s.output_len()]);
+            max_pool_forward_transformed(&s, Activations::Bf16(&x16), t, &mut got, &mut got_at);
+            assert_eq!((got, got_at), (want, want_at), "bf16, transform {}", t.is_some());
+        }
     }
 
     #[test]

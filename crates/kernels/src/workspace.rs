@@ -35,6 +35,8 @@ pub(crate) mod shared {
         pub(crate) static WINDOWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
         /// A bf16 input widened for a pass that reads only f32.
         pub(crate) static WIDENED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+        /// The f32 output of a pass that writes one before rounding it to bf16 storage.
+        pub(crate) static STAGING: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     }
 }
 

@@ -3,7 +3,6 @@
 //! shortcut, `y = relu(F(x))`.
 
 use crate::spec::{BlockKind, BlockPlan, ShortcutPlan, StridePlacement};
-use resnet_kernels::activations::with_staging;
 use resnet_kernels::conv::InputTransform;
 use resnet_kernels::conv::Precision;
 use resnet_kernels::{elementwise, profile};
@@ -71,11 +70,7 @@ impl ConvBn {
         if train && self.conv.kernel_config().stored() == Precision::Bf16 {
             let shape = self.conv.output_shape(x.shape());
             self.y.reshape_for_bf16(shape);
-            let (conv, bn, y, sums) = (&mut self.conv, &mut self.bn, &mut self.y, &mut self.sums);
-            with_staging(y.len(), |out| {
-                conv.forward_into(x, t, out);
-                bn.sums_storing_bf16(out, y.bf16_mut(), sums);
-            });
+            self.conv.forward_storing_bf16(x, t, self.y.bf16_mut(), &mut self.sums);
         } else {
             self.conv.forward_fused(x, t, &mut self.y, train.then_some(&mut self.sums[..]));
         }

@@ -10,7 +10,7 @@ use crate::conv::direct::{
 use crate::conv::im2col::backward_weight_gemm;
 use crate::conv::input::{readable, ConvInput};
 use crate::conv::params::ConvParams;
-use crate::conv::shape::check_lens;
+use crate::conv::shape::{check_lens, ConvShape};
 #[cfg(target_arch = "x86_64")]
 use crate::conv::winograd;
 use crate::threads;
@@ -22,7 +22,8 @@ use crate::Workspace;
 /// layer's workspace as the other passes do, though its buffers are all the thread's shared
 /// ones.
 ///
-/// A bf16 `x` ([`Activations`]) is read widened to `f32`.
+/// A bf16 `x` ([`Activations`]) is read as it is by Winograd's adjoint and the bf16 paths, from a
+/// widened copy by the f32 direct and GEMM paths.
 ///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `dy: [n, oh, ow, cout]`, `dw: [kh, kw, cin, cout]`.
@@ -43,63 +44,115 @@ pub fn backward_weight<'x>(
     }
     let x = x.into();
     check_lens(s, x.len(), dw.len(), dy.len());
-    readable(x, false, |x| {
-        weight_gradient(p, &ConvInput { shape: *s, x, transform: p.input_transform }, dy, dw, accumulate)
+    let path = WeightGradientPath::choose(p.algorithm, s);
+    readable(x, path.reads_bf16(), |x| {
+        weight_gradient(path, &ConvInput { shape: *s, x, transform: p.input_transform }, dy, dw, accumulate)
     });
 }
 
-/// [`backward_weight`] of an input as its passes read it.
-fn weight_gradient(p: &ConvParams<'_>, input: &ConvInput<'_>, dy: &[f32], dw: &mut [f32], accumulate: bool) {
-    let (s, input) = (&p.shape, *input);
-    let algo = p.algorithm;
-    #[cfg(target_arch = "x86_64")]
-    if matches!(algo, ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16) && winograd::fits_weight_gradient(s) {
-        winograd::backward_weight(&input, dy, dw, accumulate);
-        return;
+/// How a layer's weight gradient is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WeightGradientPath {
+    /// Winograd's adjoint.
+    Winograd,
+    /// bf16 products over gathered windows.
+    Gathered,
+    /// bf16 pixel pairs (on AMX tiles with `amx`).
+    Pairs { amx: bool },
+    /// The f32 direct kernels.
+    Direct,
+    /// im2col + GEMM.
+    Gemm,
+}
+
+impl WeightGradientPath {
+    /// Whether the path reads a bf16 input itself (the others read a widened copy).
+    fn reads_bf16(self) -> bool {
+        matches!(self, Self::Winograd | Self::Gathered | Self::Pairs { .. })
     }
-    let algo = algo.without_winograd();
-    let bf16 = matches!(algo, ConvAlgorithm::AmxBf16 | ConvAlgorithm::DirectBf16);
-    #[cfg(target_arch = "x86_64")]
-    if bf16 && gathered_weight_gradient_fits(s) {
-        let mut partials = take_shared(&shared::PARTIALS);
-        backward_weight_gathered(&input, dy, dw, accumulate, &mut partials);
-        put_shared(&shared::PARTIALS, partials);
-        return;
-    }
-    let (k, co) = (s.patch(), s.cout);
-    let rows = s.n * s.out_h();
-    let parts = threads::num_threads().min(rows).max(1);
-    let mut partials = take_shared(&shared::PARTIALS);
-    {
-        let pairs = bf16 && pairs_weight_gradient_fits(s);
-        // The pixel-pair paths keep each part's gradient transposed beside it.
-        let partials = take(&mut partials, if pairs { 2 } else { 1 } * parts * k * co);
-        let (partials, transposed) = partials.split_at_mut(parts * k * co);
+
+    /// The path of `algo` on `s`.
+    fn choose(algo: ConvAlgorithm, s: &ConvShape) -> Self {
+        if !cfg!(target_arch = "x86_64") {
+            return Self::Gemm;
+        }
+        if matches!(algo, ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16) && winograd_gradient_fits(s) {
+            return Self::Winograd;
+        }
+        let algo = algo.without_winograd();
+        let bf16 = matches!(algo, ConvAlgorithm::AmxBf16 | ConvAlgorithm::DirectBf16);
         match algo {
-            #[cfg(target_arch = "x86_64")]
-            _ if pairs => {
-                let amx = algo == ConvAlgorithm::AmxBf16;
-                backward_weight_pairs(&input, dy, partials, transposed, parts, amx)
-            }
-            #[cfg(target_arch = "x86_64")]
+            _ if bf16 && gathered_weight_gradient_fits(s) => Self::Gathered,
+            _ if bf16 && pairs_weight_gradient_fits(s) => Self::Pairs { amx: algo == ConvAlgorithm::AmxBf16 },
             // Other shapes keep an f32 weight gradient in bf16 mode, on the direct kernels where
             // they beat the GEMM: wider than 1x1, weights in cache (docs/tuning.md).
             ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16
                 if !s.is_one_by_one() && 4 * s.weight_len() <= DIRECT_WEIGHT_LIMIT =>
             {
-                backward_weight_direct(&input, dy, partials, parts)
+                Self::Direct
             }
-            _ => backward_weight_gemm(&input, dy, partials, parts),
-        }
-        let (head, rest) = partials.split_at(k * co);
-        if accumulate {
-            dw.iter_mut().zip(head).for_each(|(d, p)| *d += p);
-        } else {
-            dw.copy_from_slice(head);
-        }
-        for part in rest.chunks(k * co) {
-            dw.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+            _ => Self::Gemm,
         }
     }
+}
+
+/// Whether Winograd's adjoint takes the weight gradient of `s`.
+fn winograd_gradient_fits(s: &ConvShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return winograd::fits_weight_gradient(s);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = s;
+        false
+    }
+}
+
+/// [`backward_weight`] of an input as its passes read it, by `path`.
+fn weight_gradient(path: WeightGradientPath, input: &ConvInput<'_>, dy: &[f32], dw: &mut [f32], accumulate: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if path == WeightGradientPath::Winograd {
+        return winograd::backward_weight(input, dy, dw, accumulate);
+    }
+    let mut partials = take_shared(&shared::PARTIALS);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        WeightGradientPath::Gathered => backward_weight_gathered(input, dy, dw, accumulate, &mut partials),
+        _ => summed_parts(path, input, dy, dw, accumulate, &mut partials),
+    }
     put_shared(&shared::PARTIALS, partials);
+}
+
+/// The paths that compute a partial gradient per part of the output rows, then sum them in order
+/// into `dw` (`buf` holds the parts).
+fn summed_parts(
+    path: WeightGradientPath,
+    input: &ConvInput<'_>,
+    dy: &[f32],
+    dw: &mut [f32],
+    accumulate: bool,
+    buf: &mut Vec<f32>,
+) {
+    let s = &input.shape;
+    let (k, co) = (s.patch(), s.cout);
+    let parts = threads::num_threads().min(s.n * s.out_h()).max(1);
+    // The pixel-pair paths keep each part's gradient transposed beside it.
+    let pairs = matches!(path, WeightGradientPath::Pairs { .. });
+    let partials = take(buf, if pairs { 2 } else { 1 } * parts * k * co);
+    let (partials, transposed) = partials.split_at_mut(parts * k * co);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        WeightGradientPath::Pairs { amx } => backward_weight_pairs(input, dy, partials, transposed, parts, amx),
+        #[cfg(target_arch = "x86_64")]
+        WeightGradientPath::Direct => backward_weight_direct(input, dy, partials, parts),
+        _ => backward_weight_gemm(input, dy, partials, parts),
+    }
+    let (head, rest) = partials.split_at(k * co);
+    if accumulate {
+        dw.iter_mut().zip(head).for_each(|(d, p)| *d += p);
+    } else {
+        dw.copy_from_slice(head);
+    }
+    for part in rest.chunks(k * co) {
+        dw.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+    }
 }

@@ -49,6 +49,17 @@ pub enum Epilogue<'a> {
     /// Sums it per channel into `[2 * cout]` (sums, then sums of squares): a training-mode
     /// batch norm's statistics.
     Stats(&'a mut [f64]),
+    /// Stores it in bf16 in `stored` (to nearest, ties to even, as
+    /// [`crate::activations::Activations`] holds bf16) and sums the stored values per channel
+    /// into `sums` (`[2 * cout]`, as [`Epilogue::Stats`]): a training-mode batch norm's
+    /// statistics of what its passes will read. The `f32` output is then scratch: what it holds
+    /// afterwards is unspecified.
+    StatsStoringBf16 {
+        /// The sums, then the sums of squares.
+        sums: &'a mut [f64],
+        /// The output as bf16 bits.
+        stored: &'a mut [u16],
+    },
     /// Transforms it (an eval-mode batch norm, residual and ReLU).
     Transform(OutputTransform<'a>),
     /// Transforms it, adding the residual the output buffer holds on entry, each value read
@@ -71,6 +82,10 @@ impl Epilogue<'_> {
             Epilogue::Stats(st) => {
                 assert_eq!(st.len(), 2 * cout, "stats hold a sum and a sum of squares per output channel")
             }
+            Epilogue::StatsStoringBf16 { sums, stored } => {
+                assert_eq!(sums.len(), 2 * cout, "stats hold a sum and a sum of squares per output channel");
+                assert_eq!(stored.len(), len, "a bf16 output of {} values for an output of {len}", stored.len());
+            }
             Epilogue::Transform(o) | Epilogue::TransformOntoResidual(o) => {
                 assert_eq!((o.scale.len(), o.shift.len()), (cout, cout), "output transform of the wrong length");
                 match o.residual {
@@ -89,6 +104,9 @@ impl Epilogue<'_> {
         match self {
             Epilogue::None => {}
             Epilogue::Stats(out) => crate::batch_norm::channel_sums(y, cout, out, ws),
+            Epilogue::StatsStoringBf16 { sums, stored } => {
+                crate::batch_norm::channel_sums_storing_bf16(y, cout, stored, sums, ws)
+            }
             Epilogue::Transform(o) => {
                 crate::batch_norm::scale_shift_act_in_place(y, cout, o.scale, o.shift, o.residual, o.relu)
             }
@@ -97,26 +115,27 @@ impl Epilogue<'_> {
     }
 
     /// The Winograd output transform's form of the output transform (for an output of `len`
-    /// floats, `cout` channels), or of none: writing, or adding when `accumulate`. The
-    /// statistics are gathered beside it.
+    /// floats, `cout` channels), or of none: writing (in bf16 where the output is stored so), or
+    /// adding when `accumulate`. The statistics are gathered beside it.
     ///
     /// # Panics
     /// If the transform's buffers do not fit, or it would follow an accumulating pass.
     #[cfg(target_arch = "x86_64")]
     pub(in crate::conv) fn tile_write(
-        &self,
+        &mut self,
         accumulate: bool,
         len: usize,
         cout: usize,
     ) -> crate::simd::winograd::TileWrite {
         use crate::simd::winograd::TileWrite;
         assert!(
-            !(accumulate && matches!(self, Epilogue::Transform(_))),
-            "an output transform after an accumulating pass"
+            !(accumulate && matches!(self, Epilogue::Transform(_) | Epilogue::StatsStoringBf16 { .. })),
+            "an output transform or a bf16 output after an accumulating pass"
         );
         self.check(cout, len);
         match self {
             Epilogue::Transform(o) => TileWrite::Transform(o.raw(0, 0)),
+            Epilogue::StatsStoringBf16 { stored, .. } => TileWrite::StoreBf16(stored.as_mut_ptr()),
             Epilogue::TransformOntoResidual(_) => unreachable!("Winograd takes no residual from its output"),
             _ if accumulate => TileWrite::Accumulate,
             _ => TileWrite::Store,

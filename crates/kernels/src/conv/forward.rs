@@ -23,7 +23,11 @@ use rayon::prelude::*;
 /// needs, or the eval-mode batch norm, residual and ReLU that follow the layer.
 ///
 /// `x` is `f32` or bf16 ([`Activations`]); the direct passes read bf16 rows as they build their
-/// strips, the others get a widened copy.
+/// strips and Winograd its input tiles, the others get a widened copy.
+///
+/// With [`Epilogue::StatsStoringBf16`], `y` may be empty: the bf16 output is then all there is,
+/// and the passes that write `f32` before rounding it (the GEMM, direct tasks in runs of output
+/// channels) write a staging buffer of this thread's.
 ///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `p.weight: [kh, kw, cin, cout]`, `y: [n, oh, ow, cout]`.
@@ -39,12 +43,13 @@ pub fn forward<'x>(
     ws: &mut Workspace,
 ) {
     let (s, x) = (&p.shape, x.into());
-    check_lens(s, x.len(), p.weight.values.len(), y.len());
-    epilogue.check(s.cout, y.len());
+    let bf16_only = y.is_empty() && matches!(epilogue, Epilogue::StatsStoringBf16 { .. });
+    check_lens(s, x.len(), p.weight.values.len(), if bf16_only { s.output_len() } else { y.len() });
+    epilogue.check(s.cout, s.output_len());
     if matches!(epilogue, Epilogue::TransformOntoResidual(_)) {
         assert!(adds_residual_in_place(p.algorithm, s), "{:?} does not add a residual in place for {s:?}", p.algorithm);
     }
-    readable(x, reads_bf16(p.algorithm, s), |x| {
+    readable(x, reads_bf16(p.algorithm), |x| {
         let pass = ForwardPass {
             input: ConvInput { shape: *s, x, transform: p.input_transform },
             weight: p.weight,
@@ -54,12 +59,10 @@ pub fn forward<'x>(
     });
 }
 
-/// Whether the forward pass of `algo` on `s` reads a bf16 input itself: the direct passes that
-/// build strips of the input (not the gathered windows).
-fn reads_bf16(algo: ConvAlgorithm, s: &ConvShape) -> bool {
-    cfg!(target_arch = "x86_64")
-        && matches!(algo, ConvAlgorithm::Direct | ConvAlgorithm::DirectBf16 | ConvAlgorithm::AmxBf16)
-        && !gathers_windows(s)
+/// Whether the forward pass of `algo` on `s` reads a bf16 input itself: Winograd's input
+/// tiles, and the direct passes as they build strips of the input or gather its windows.
+fn reads_bf16(algo: ConvAlgorithm) -> bool {
+    cfg!(target_arch = "x86_64") && algo != ConvAlgorithm::Im2colGemm
 }
 
 /// A forward pass as the algorithms take it.
@@ -125,11 +128,24 @@ pub(super) fn forward_with(
             forward_direct(pass, bf16_weight, y, epilogue, ws);
             put_shared(&shared::BF16_WEIGHTS, packed);
         }
-        _ => {
+        _ => f32_output(y, s.output_len(), |y| {
             forward_gemm(&pass.input, pass.weight.values, y, pass.accumulate);
             epilogue.run_after(y, s.cout, ws);
-        }
+        }),
     }
+}
+
+/// Runs `f` on the `f32` output `y`, or, where `y` is empty (an output stored in bf16 alone),
+/// on this thread's staging buffer of `len` floats: for a pass that writes `f32` before its
+/// epilogue rounds it.
+pub(super) fn f32_output<R>(y: &mut [f32], len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    if !y.is_empty() {
+        return f(y);
+    }
+    let mut staging = take_shared(&shared::STAGING);
+    let result = f(take(&mut staging, len));
+    put_shared(&shared::STAGING, staging);
+    result
 }
 
 /// The weight of a bf16 direct pass: bf16 pairs of input channels, `[kh, kw, ceil(cin/2),

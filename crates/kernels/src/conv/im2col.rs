@@ -6,9 +6,9 @@ use crate::threads::{self, split_even};
 use rayon::prelude::*;
 
 /// Packs im2col rows `m0..m0+rows` into `buf` (`[rows, patch]`), zeros where the window
-/// overlaps the padding.
+/// overlaps the padding. A bf16 input is widened a window row at a time.
 pub(super) fn im2col(input: &ConvInput<'_>, m0: usize, rows: usize, buf: &mut [f32]) {
-    let (s, x, t) = (&input.shape, input.f32(), input.transform.as_ref());
+    let (s, x, t) = (&input.shape, input.x, input.transform.as_ref());
     let (oh, ow) = (s.out_h(), s.out_w());
     let k = s.patch();
     let row_len = s.kw * s.cin;
@@ -33,7 +33,8 @@ pub(super) fn im2col(input: &ConvInput<'_>, m0: usize, rows: usize, buf: &mut [f
             seg[kx_hi * s.cin..].fill(0.0);
             let src = ((img * s.h + iy as usize) * s.w) as isize + ix0 + kx_lo as isize;
             let src = src as usize * s.cin;
-            load_pixels(&x[src..src + (kx_hi - kx_lo) * s.cin], &mut seg[kx_lo * s.cin..kx_hi * s.cin], t);
+            let to = &mut seg[kx_lo * s.cin..kx_hi * s.cin];
+            x.with_f32(src..src + to.len(), |from| load_pixels(from, to, t));
         }
     }
 }

@@ -536,8 +536,16 @@ fn a_bf16_input_gives_the_passes_of_its_f32_values() {
     } else {
         crate::skip::skip("the bf16 algorithms: this CPU lacks AVX512_BF16");
     }
+    // Strided layers whose bf16 weight gradient gathers windows (weights of 64K values or more).
+    let gathered = [
+        ConvShape { n: 2, h: 8, w: 8, cin: 64, cout: 128, kh: 3, kw: 3, stride: 2, pad: 1 },
+        ConvShape { n: 2, h: 8, w: 8, cin: 256, cout: 512, kh: 1, kw: 1, stride: 2, pad: 0 },
+    ];
+    for s in &gathered {
+        assert!(crate::conv::direct::gathered_weight_gradient_fits(s), "{s:?}");
+    }
     for algo in algos {
-        for s in shapes() {
+        for s in shapes().into_iter().chain(gathered) {
             let mut rng = Rng::new(9);
             let (x, w, g) =
                 (random(s.input_len(), &mut rng), random(s.weight_len(), &mut rng), random(s.output_len(), &mut rng));
@@ -555,6 +563,68 @@ fn a_bf16_input_gives_the_passes_of_its_f32_values() {
                 backward_weight(&p, Activations::Bf16(&x16), &g, &mut dw16, false, &mut ws);
                 backward_weight(&p, &wide[..], &g, &mut dw, false, &mut ws);
                 assert_eq!(dw16, dw, "{algo:?} weight gradient of {s:?}, transform {}", t.is_some());
+            }
+        }
+    }
+}
+
+/// An output stored in bf16 is the f32 output rounded to nearest even, bit for bit, and its
+/// statistics are those of the stored values, on every algorithm and path: rows rounded as a
+/// direct task writes them (whole lines, and runs of a long row), Winograd's tiles, and the pass
+/// after the others (the GEMM, and direct tasks in runs of channels).
+#[test]
+fn an_output_stored_in_bf16_is_the_rounded_output_with_its_statistics() {
+    let mut algos = algorithms();
+    if bf16_supported() {
+        algos.extend([ConvAlgorithm::DirectBf16, ConvAlgorithm::WinogradBf16]);
+    } else {
+        crate::skip::skip("the bf16 algorithms: this CPU lacks AVX512_BF16");
+    }
+    // A 1x1 layer's long rows in runs of pixels, the last one cut; a weight too large for one
+    // task's channels.
+    let runs = ConvShape { n: 1, h: 16, w: 200, cin: 16, cout: 272, kh: 1, kw: 1, stride: 1, pad: 0 };
+    let (band_px, px_run) = (DirectPlan::new(&runs, 64, 2).band * runs.w, transform_run_pixels(runs.cout));
+    assert!(band_px > px_run && !band_px.is_multiple_of(px_run), "{band_px} pixels a band, runs of {px_run}");
+    let large = ConvShape { n: 1, h: 4, w: 4, cin: 512, cout: 512, kh: 3, kw: 3, stride: 1, pad: 1 };
+    assert!(DirectPlan::new(&large, 64, 2).chunks > 1);
+    let mut all = shapes();
+    all.extend([runs, large]);
+    for algo in algos {
+        for s in &all {
+            let mut rng = Rng::new(5);
+            let (x, w) = (random(s.input_len(), &mut rng), random(s.weight_len(), &mut rng));
+            let (scale, shift) = (random(s.cin, &mut rng), random(s.cin, &mut rng));
+            let mut ws = Workspace::new();
+            for t in [None, Some(InputTransform { scale: &scale, shift: &shift })] {
+                let what = format!("{algo:?} on {s:?}, transform {}", t.is_some());
+                let p = ConvParams::new(*s, algo, ConvWeight::new(&w)).with_input_transform(t);
+                let mut y = vec![0.0; s.output_len()];
+                forward(&p, &x[..], Epilogue::None, &mut y, &mut ws);
+                let (mut staging, mut y16, mut sums) =
+                    (vec![f32::NAN; s.output_len()], vec![0u16; s.output_len()], vec![0.0; 2 * s.cout]);
+                let epilogue = Epilogue::StatsStoringBf16 { sums: &mut sums, stored: &mut y16 };
+                forward(&p, &x[..], epilogue, &mut staging, &mut ws);
+                let rounded: Vec<u16> = y.iter().map(|&v| bf16_bits(v) as u16).collect();
+                assert!(y16 == rounded, "{what}: stored values are not the rounded output");
+                // Without an f32 output (the passes that need one stage it themselves).
+                let (mut alone, mut sums_alone) = (vec![0u16; s.output_len()], vec![0.0; 2 * s.cout]);
+                let epilogue = Epilogue::StatsStoringBf16 { sums: &mut sums_alone, stored: &mut alone };
+                forward(&p, &x[..], epilogue, &mut [], &mut ws);
+                assert!(alone == rounded && sums_alone == sums, "{what}: stored without an f32 output");
+                let mut wide = vec![0.0; y16.len()];
+                Activations::Bf16(&y16).widen_into(&mut wide);
+                let mut want = vec![0.0; 2 * s.cout];
+                crate::batch_norm::channel_sums(&wide, s.cout, &mut want, &mut ws);
+                let mut size = vec![0.0f64; 2 * s.cout];
+                for px in wide.chunks_exact(s.cout) {
+                    for (ch, &v) in px.iter().enumerate() {
+                        size[ch] += f64::from(v.abs());
+                        size[s.cout + ch] += f64::from(v * v);
+                    }
+                }
+                for (i, ((a, b), m)) in sums.iter().zip(&want).zip(&size).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * m + 1e-9, "{what}: sum {i} {a} against {b}");
+                }
             }
         }
     }

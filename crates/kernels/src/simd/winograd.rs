@@ -139,8 +139,8 @@ pub unsafe fn transform_filter_block(
 /// yet in cache.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn prefetch_pixels<const WRITE: bool>(
-    img: *const f32,
+fn prefetch_pixels<const WRITE: bool, T>(
+    img: *const T,
     win: &TileWindow,
     rows: std::ops::Range<isize>,
     cols: std::ops::Range<isize>,
@@ -150,14 +150,14 @@ fn prefetch_pixels<const WRITE: bool>(
         r.start.clamp(0, n as isize) as usize..r.end.clamp(0, n as isize) as usize
     };
     let (rows, cols) = (clip(rows, win.h), clip(cols, win.w));
-    // NHWC: with every channel, a row's pixels are one contiguous run of floats, so one line
-    // every 16 floats: the lines a loop over pixels and channel blocks asks for, in one loop
+    // NHWC: with every channel, a row's pixels are one contiguous run of elements, so one line
+    // every 64 bytes: the lines a loop over pixels and channel blocks asks for, in one loop
     // instead of three (docs/tuning.md, "Prefetches"). With some channels, a run per pixel.
     let (runs, run) = if channels.len() == win.c { (1, cols.len() * win.c) } else { (cols.len(), channels.len()) };
     for y in rows {
         for x in cols.start..cols.start + runs {
             let start = img.wrapping_add((y * win.w + x) * win.c + channels.start);
-            for at in (0..run).step_by(16) {
+            for at in (0..run).step_by(64 / std::mem::size_of::<T>()) {
                 // A prefetch never faults; the address, formed by wrapping arithmetic, is only
                 // a hint (and inside the image: row and column clipped to it).
                 let p = start.wrapping_add(at) as *const i8;
@@ -205,13 +205,14 @@ pub struct TileWindow {
     pub x0: isize,
 }
 
-/// Defines an input-tile transform that stores each transformed vector with `$store`.
+/// Defines an input-tile transform that reads the image's `$in` values with `$load` (as `f32`)
+/// and stores each transformed vector with `$store`.
 macro_rules! input_tile_fn {
-    ($(#[$doc:meta])* $name:ident, $features:literal, $elem:ty, $store:ident) => {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $in:ty, $load:ident, $elem:ty, $store:ident) => {
         $(#[$doc])*
         #[target_feature(enable = $features)]
         pub unsafe fn $name(
-            img: *const f32,
+            img: *const $in,
             win: &TileWindow,
             transform: Option<(*const f32, *const f32)>,
             v: *mut $elem,
@@ -225,7 +226,7 @@ macro_rules! input_tile_fn {
             // The next tile's new input pixels, so that they arrive while this tile is
             // transformed.
             let (rows, cols) = next_tile_pixels(win, 6);
-            prefetch_pixels::<false>(img, win, rows, cols, 0..win.c);
+            prefetch_pixels::<false, $in>(img, win, rows, cols, 0..win.c);
             for c0 in (0..win.c).step_by(16) {
                 // SAFETY: channel block c0 of the transform (contract).
                 let t = transform.map(|(a, b)| unsafe { (_mm512_loadu_ps(a.add(c0)), _mm512_loadu_ps(b.add(c0))) });
@@ -238,7 +239,7 @@ macro_rules! input_tile_fn {
                             let (row, ix) = ((win.y0 + a as isize) as usize * win.w, (win.x0 + b as isize) as usize);
                             // SAFETY: row a and column b are inside the image (a0..a1, b0..b1), block
                             // c0 inside the pixel.
-                            let x = unsafe { _mm512_loadu_ps(img.add((row + ix) * win.c + c0)) };
+                            let x = unsafe { $load(img.add((row + ix) * win.c + c0)) };
                             match t {
                                 None => x,
                                 Some((k, s)) => _mm512_max_ps(_mm512_fmadd_ps(x, k, s), zero),
@@ -280,6 +281,8 @@ input_tile_fn!(
     input_tile,
     "avx512f",
     f32,
+    load_f32,
+    f32,
     store_f32
 );
 
@@ -293,9 +296,61 @@ input_tile_fn!(
     /// As [`input_tile`], and the CPU supports AVX512_BF16.
     input_tile_bf16,
     "avx512f,avx512bf16",
+    f32,
+    load_f32,
     u16,
     store_bf16
 );
+
+input_tile_fn!(
+    /// [`input_tile`] of an image stored in bf16 (`img` holds its bf16 values), widened as
+    /// they are loaded: the same tile as from the widened image.
+    ///
+    /// # Safety
+    /// As [`input_tile`], `img` holding the image's values in bf16.
+    input_tile_of_bf16,
+    "avx512f",
+    u16,
+    load_bf16,
+    f32,
+    store_f32
+);
+
+input_tile_fn!(
+    /// [`input_tile_bf16`] of an image stored in bf16, as [`input_tile_of_bf16`] reads it.
+    ///
+    /// # Safety
+    /// As [`input_tile_bf16`], `img` holding the image's values in bf16.
+    input_tile_bf16_of_bf16,
+    "avx512f,avx512bf16",
+    u16,
+    load_bf16,
+    u16,
+    store_bf16
+);
+
+/// Loads 16 floats from `p`.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `p` is readable for 16 floats.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_f32(p: *const f32) -> __m512 {
+    // SAFETY: contract.
+    unsafe { _mm512_loadu_ps(p) }
+}
+
+/// Loads 16 bf16 values from `p`, widened to the floats they stand for.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `p` is readable for 16 bf16 values.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_bf16(p: *const u16) -> __m512 {
+    // SAFETY: contract.
+    let bits = unsafe { _mm256_loadu_si256(p.cast()) };
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
+}
 
 /// Stores 16 floats at `p`.
 ///
@@ -332,7 +387,17 @@ pub enum TileWrite {
     /// [`crate::conv::OutputTransform`] (the same operations in the same order): the parameters
     /// of every channel (`win.c` floats), and the residual image if any.
     Transform(RawOutputTransform),
+    /// `stored = bf16(v)` (to nearest, ties to even, as [`crate::activations`] rounds) into the
+    /// image of bf16 bits at the pointer; the output image is not written.
+    StoreBf16(*mut u16),
 }
+
+// SAFETY (of Send and Sync): a transform's pointers are only read (see `RawOutputTransform`);
+// parallel tasks sharing a bf16 image write only the pixels of their own tiles (the contract of
+// `output_tile`), as they do the output's.
+unsafe impl Send for TileWrite {}
+// SAFETY: as above.
+unsafe impl Sync for TileWrite {}
 
 impl TileWrite {
     /// The same epilogue for the image `offset` floats further on (its own pointers moved).
@@ -340,6 +405,7 @@ impl TileWrite {
         let at = |p: *const f32| p.wrapping_add(offset);
         match self {
             TileWrite::Transform(a) => TileWrite::Transform(RawOutputTransform { residual: a.residual.map(at), ..a }),
+            TileWrite::StoreBf16(p) => TileWrite::StoreBf16(p.wrapping_add(offset)),
             other => other,
         }
     }
@@ -356,9 +422,9 @@ impl TileWrite {
 /// `A^T m A` of every 16-channel block `c0` in `channels` of one tile (position `p` at `m + p *
 /// stride + c0 - channels.start`), written to the pixels of the 4x4 output window `win` of the
 /// image at `img` that lie inside it, through the epilogue `out`. With `sums`, the written values
-/// are also added per channel into `sums[..len]` and their squares into `sums[len..]`, where
-/// `len` is `channels.len()` (a training-mode batch norm's statistics, gathered while the output
-/// is in registers rather than in a pass after).
+/// (as stored: rounded, for bf16) are also added per channel into `sums[..len]` and their squares
+/// into `sums[len..]`, where `len` is `channels.len()` (a training-mode batch norm's statistics,
+/// gathered while the output is in registers rather than in a pass after).
 ///
 /// # Safety
 /// - `sums`, if given, holds `2 * channels.len()` writable floats that nothing else touches
@@ -366,9 +432,12 @@ impl TileWrite {
 /// - The CPU supports AVX-512F; `channels` starts and ends at multiples of 16 within `win.c`.
 /// - `m + p * stride + c .. + 16` is readable for every `p < 36` and block `c < channels.len()`.
 /// - `img` holds the `win.h * win.w * win.c` floats of the output image, writable, and no other
-///   thread touches the window's pixels of these channels meanwhile.
+///   thread touches the window's pixels of these channels meanwhile; with
+///   [`TileWrite::StoreBf16`] it is not used (and may be null).
 /// - The images `out` points to hold `win.h * win.w * win.c` readable floats (for this image)
-///   and its per-channel parameters `win.c`; none overlaps the window's output pixels.
+///   and its per-channel parameters `win.c`; none overlaps the window's output pixels. A bf16
+///   image holds as many writable values, of which no other thread touches the window's pixels
+///   in these channels meanwhile (`img` is then not written).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn output_tile(
     m: *const f32,
@@ -382,27 +451,61 @@ pub unsafe fn output_tile(
     // The next tile's output pixels in these channels, for writing, and those of the images the
     // epilogue reads (docs/tuning.md).
     let (next_rows, next_cols) = next_tile_pixels(win, 4);
-    prefetch_pixels::<true>(img, win, next_rows.clone(), next_cols.clone(), channels.clone());
-    if let Some(src) = out.input() {
-        prefetch_pixels::<false>(src, win, next_rows, next_cols, channels.clone());
+    match out {
+        TileWrite::StoreBf16(p) => {
+            prefetch_pixels::<true, u16>(p, win, next_rows.clone(), next_cols.clone(), channels.clone())
+        }
+        _ => prefetch_pixels::<true, f32>(img, win, next_rows.clone(), next_cols.clone(), channels.clone()),
     }
-    // One loop per epilogue, each with its epilogue inlined: `f(at, c0, v)` is the vector stored
-    // at offset `at` (block `c0`) for the transform's `v`, since a `match` per vector inside one
-    // loop slows the plain store (docs/tuning.md).
+    if let Some(src) = out.input() {
+        prefetch_pixels::<false, f32>(src, win, next_rows, next_cols, channels.clone());
+    }
+    // One loop per epilogue, each with its epilogue inlined: `f(at, c0, v)` stores the vector
+    // at offset `at` (block `c0`) for the transform's `v` and returns it as stored, since a
+    // `match` per vector inside one loop slows the plain store (docs/tuning.md).
     // SAFETY (each arm): the contract of this function, which `output_tile_with` shares; the
-    // epilogue reads offset `at` of its images and block `c0` of its parameters.
+    // epilogue reads offset `at` of its images and block `c0` of its parameters, and writes
+    // offset `at` of the output image (or of the bf16 one) in a pixel this thread owns.
     unsafe {
         match out {
-            TileWrite::Store => output_tile_with(m, stride, img, win, sums, channels, |_, _, v| v),
-            TileWrite::Accumulate => output_tile_with(m, stride, img, win, sums, channels, |at, _, v| {
-                _mm512_add_ps(_mm512_loadu_ps(img.add(at)), v)
+            TileWrite::Store => output_tile_with(m, stride, win, sums, channels, |at, _, v| {
+                _mm512_storeu_ps(img.add(at), v);
+                v
             }),
-            TileWrite::Transform(a) => output_tile_with(m, stride, img, win, sums, channels, |at, c0, v| {
+            TileWrite::Accumulate => output_tile_with(m, stride, win, sums, channels, |at, _, v| {
+                let y = _mm512_add_ps(_mm512_loadu_ps(img.add(at)), v);
+                _mm512_storeu_ps(img.add(at), y);
+                y
+            }),
+            TileWrite::Transform(a) => output_tile_with(m, stride, win, sums, channels, |at, c0, v| {
                 let (scale, shift) = (_mm512_loadu_ps(a.scale.add(c0)), _mm512_loadu_ps(a.shift.add(c0)));
-                a.apply(v, scale, shift, a.residual.map(|q| _mm512_loadu_ps(q.add(at))))
+                let y = a.apply(v, scale, shift, a.residual.map(|q| _mm512_loadu_ps(q.add(at))));
+                _mm512_storeu_ps(img.add(at), y);
+                y
+            }),
+            TileWrite::StoreBf16(p) => output_tile_with(m, stride, win, sums, channels, |at, _, v| {
+                let (bits, stored) = round_to_bf16(v);
+                _mm256_storeu_si256(p.add(at).cast(), bits);
+                stored
             }),
         }
     }
+}
+
+/// `v` rounded to bf16 as [`crate::activations`] rounds (to nearest, ties to even; a NaN stays
+/// a NaN, quieted), in AVX-512F integer operations: the 16 bits of each, and the values they
+/// stand for. (`vcvtneps2bf16` would treat subnormal inputs as zero, which the scalar rounding
+/// does not.)
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn round_to_bf16(v: __m512) -> (__m256i, __m512) {
+    let b = _mm512_castps_si512(v);
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+    let rounded = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+    let quiet = _mm512_or_si512(b, _mm512_set1_epi32(0x40 << 16));
+    let high = _mm512_srli_epi32::<16>(_mm512_mask_blend_epi32(nan, rounded, quiet));
+    (_mm512_cvtepi32_epi16(high), _mm512_castsi512_ps(_mm512_slli_epi32::<16>(high)))
 }
 
 /// [`output_tile`]'s transform with the epilogue `f` (see there) and the sums, without the
@@ -415,7 +518,6 @@ pub unsafe fn output_tile(
 unsafe fn output_tile_with(
     m: *const f32,
     stride: usize,
-    img: *mut f32,
     win: &TileWindow,
     sums: Option<*mut f32>,
     channels: std::ops::Range<usize>,
@@ -438,11 +540,10 @@ unsafe fn output_tile_with(
         for i in 0..rows {
             let o = output_1d([t[0][i], t[1][i], t[2][i], t[3][i], t[4][i], t[5][i]]);
             for (j, v) in o.into_iter().take(cols).enumerate() {
+                // Pixel (y0 + i, x0 + j) is inside the image (rows and cols above), block c0
+                // inside the pixel; this thread owns the window (contract): `f` may write there.
                 let at = ((win.y0 as usize + i) * win.w + win.x0 as usize + j) * win.c + c0;
                 let y = f(at, c0, v);
-                // SAFETY: pixel (y0 + i, x0 + j) is inside the image (rows and cols above),
-                // block c0 inside the pixel; this thread owns the window (contract).
-                unsafe { _mm512_storeu_ps(img.add(at), y) };
                 if sums.is_some() {
                     sum = _mm512_add_ps(sum, y);
                     squares = _mm512_fmadd_ps(y, y, squares);
@@ -509,7 +610,7 @@ pub unsafe fn output_grad_tile(img: *const f32, win: &TileWindow, v: *mut f32, s
     let cols = (win.w as isize - win.x0).clamp(0, 4) as usize;
     // The next tile's output-gradient pixels.
     let (next_rows, next_cols) = next_tile_pixels(win, 4);
-    prefetch_pixels::<false>(img, win, next_rows, next_cols, 0..win.c);
+    prefetch_pixels::<false, f32>(img, win, next_rows, next_cols, 0..win.c);
     for c0 in (0..win.c).step_by(16) {
         let mut d = [[zero; 4]; 4];
         for (i, row) in d.iter_mut().enumerate().take(rows) {
@@ -705,6 +806,53 @@ pub unsafe fn gradient_product_tile<const R: usize, const NB: usize, const CIN: 
         for (j, a) in row.iter().enumerate() {
             // SAFETY: vector j of row r of `du` (contract).
             unsafe { _mm512_storeu_ps(du.add(r * du_stride + 16 * j), *a) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector rounding is the scalar one bit for bit, on ties, subnormals, infinities and
+    /// NaNs too.
+    #[test]
+    fn vector_rounding_to_bf16_is_the_scalar_rounding() {
+        if crate::simd::isa() < crate::simd::Isa::Avx512 {
+            crate::skip::skip("the AVX-512 rounding: no AVX-512 on this CPU");
+            return;
+        }
+        let mut values: Vec<f32> = (0..4096).map(|i| ((i * 7919) % 4099) as f32 / 61.0 - 33.0).collect();
+        let special = [
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            -(1.0 + 1.0 / 256.0),
+            f32::from_bits(1),
+            f32::from_bits(0x0000_8000),
+            f32::from_bits(0x007F_FFFF),
+            -f32::from_bits(0x0001_8000),
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            0.0,
+            -0.0,
+        ];
+        values[..special.len()].copy_from_slice(&special);
+        for chunk in values.chunks_exact(16) {
+            let (mut bits, mut stored) = ([0u16; 16], [0f32; 16]);
+            // SAFETY: AVX-512 was checked above; both arrays hold 16 values.
+            unsafe {
+                let (b, v) = round_to_bf16(_mm512_loadu_ps(chunk.as_ptr()));
+                _mm256_storeu_si256(bits.as_mut_ptr().cast(), b);
+                _mm512_storeu_ps(stored.as_mut_ptr(), v);
+            }
+            for ((&x, &b), &v) in chunk.iter().zip(&bits).zip(&stored) {
+                let want = crate::activations::bf16_bits(x);
+                assert_eq!(u32::from(b), want, "{x:e} ({:#010x})", x.to_bits());
+                assert_eq!(v.to_bits(), want << 16, "{x:e} widened");
+            }
         }
     }
 }

@@ -233,13 +233,6 @@ impl BatchNorm2d {
         );
     }
 
-    /// Stores the convolution output `y` in bf16 in `y16` and puts the per-channel sums of the
-    /// stored values into `sums` (`[2 * c]`), what [`Self::prepare`] takes in training.
-    pub fn sums_storing_bf16(&mut self, y: &[f32], y16: &mut [u16], sums: &mut [f64]) {
-        let _p = profile::layer_scope("batch norm stats", &self.weight.name);
-        kernel::channel_sums_storing_bf16(y, self.channels(), y16, sums, &mut self.ws);
-    }
-
     /// [`Self::apply`] whose residual is `r` through the normalisation of `r_norm` (fixed by
     /// its last [`Self::prepare`]): `y = act(x * scale + shift + r_norm(r))`, the values of
     /// applying `r_norm` to `r` first and adding its output, which then is never stored (a

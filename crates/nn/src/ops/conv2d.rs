@@ -144,11 +144,18 @@ impl Conv2d {
         self.forward_with(x, t, Epilogue::TransformOntoResidual(out), y);
     }
 
-    /// `y = conv(t(x), weight)` into a slice of the output's length ([`Self::output_shape`]), for
-    /// a caller that stores the output itself (in bf16).
-    pub fn forward_into(&mut self, x: &Tensor, t: Option<InputTransform<'_>>, y: &mut [f32]) {
+    /// `y16 = bf16(conv(t(x), weight))` (to nearest, ties to even; `y16` of the output's length,
+    /// [`Self::output_shape`]), with the per-channel sums of the stored values in `stats` (`[2 *
+    /// cout]`, as [`Self::forward_fused`]): the output as bf16 training keeps it.
+    pub fn forward_storing_bf16(
+        &mut self,
+        x: &Tensor,
+        t: Option<InputTransform<'_>>,
+        y16: &mut [u16],
+        stats: &mut [f64],
+    ) {
         let s = self.shape_for(x.shape());
-        self.run_forward(s, x, t, Epilogue::None, y);
+        self.run_forward(s, x, t, Epilogue::StatsStoringBf16 { sums: stats, stored: y16 }, &mut []);
     }
 
     /// The forward pass with `epilogue`; `y` is reshaped to the output shape.

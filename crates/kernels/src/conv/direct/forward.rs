@@ -7,7 +7,7 @@ use super::plan::{input_run, pack_panels, transform_run_pixels, DirectPlan, Task
 use super::strip::fill_strip;
 use crate::conv::algorithm::bf16_supported;
 use crate::conv::epilogue::{Epilogue, OutputTransform};
-use crate::conv::forward::{Bf16Weight, ForwardPass};
+use crate::conv::forward::{f32_output, Bf16Weight, ForwardPass};
 use crate::conv::shape::ConvShape;
 use crate::conv::shared_output::SharedOutput;
 use crate::scratch::{with_filter, with_tile};
@@ -20,16 +20,21 @@ use rayon::prelude::*;
 
 /// `y (+)= conv(t(x), w)` with the AVX-512 micro-kernels (on bf16 pairs with `bf16`), in the
 /// tasks of a [`DirectPlan`], and the epilogue while the output is still in cache: the output
-/// transform on each line a task writes, the per-channel sums when each task computes whole rows
-/// (by another pass otherwise).
+/// transform on each line a task writes, the per-channel sums (and the rounding to a bf16 output)
+/// when each task computes whole rows (by another pass otherwise).
 pub(in crate::conv) fn forward_direct(
     pass: &ForwardPass<'_>,
     bf16: Option<Bf16Weight<'_>>,
     y: &mut [f32],
-    epilogue: Epilogue<'_>,
+    mut epilogue: Epilogue<'_>,
     ws: &mut Workspace,
 ) {
-    let direct = DirectForward::new(pass, bf16, &epilogue);
+    let direct = DirectForward::new(pass, bf16, &mut epilogue);
+    if y.is_empty() && direct.stored.is_none() {
+        // A bf16 output alone, written in runs of channels: f32 first, rounded after.
+        let len = pass.input.shape.output_len();
+        return f32_output(y, len, |y| forward_direct(pass, bf16, y, epilogue, ws));
+    }
     let (s, co) = (&direct.s, direct.s.cout);
     let mut partials = std::mem::take(&mut ws.f64s);
     // A slot of sums per task (used when fused).
@@ -62,7 +67,7 @@ pub(in crate::conv) fn forward_direct(
     // Fused sums are added up from the task slots; otherwise another pass over the output.
     let fused_stats = direct.fused_stats;
     match epilogue {
-        Epilogue::Stats(total) if fused_stats => {
+        Epilogue::Stats(total) | Epilogue::StatsStoringBf16 { sums: total, .. } if fused_stats => {
             crate::batch_norm::sum_parts_in_order(task_sums, total);
             ws.f64s = partials;
         }
@@ -106,6 +111,9 @@ struct DirectForward<'a> {
     in_place: bool,
     /// The statistics are summed per task as rows are written (whole rows per task).
     fused_stats: bool,
+    /// Where the rows are stored in bf16 as they are written, the statistics being those of
+    /// the stored values (whole rows per task; the `f32` output is not written then).
+    stored: Option<SharedOutput<u16>>,
     /// The output transform applied in registers by the general f32 kernel.
     fused_transform: Option<OutputTransform<'a>>,
     /// The output transform applied by a pass over what a task just wrote.
@@ -119,13 +127,16 @@ struct DirectForward<'a> {
 }
 
 /// The part of the output one task writes and what it reads for it.
+#[derive(Clone)]
 struct Band<'s> {
     /// The padded input rows of the band (or, in place, the input itself).
     strip: &'s [f32],
     /// The weight, or the task's channel-run panels.
     w: &'s [f32],
-    /// The output.
+    /// The output, or a task's buffer for part of it.
     out: SharedOutput,
+    /// The output element that `out` points to (0 for the output itself).
+    out_first: usize,
     /// The band's first output element.
     band_at: usize,
     /// Output lines: image rows, or one long row.
@@ -139,7 +150,7 @@ struct Band<'s> {
 }
 
 impl<'a> DirectForward<'a> {
-    fn new(pass: &ForwardPass<'a>, bf16: Option<Bf16Weight<'a>>, epilogue: &Epilogue<'a>) -> Self {
+    fn new<'e: 'a>(pass: &ForwardPass<'a>, bf16: Option<Bf16Weight<'a>>, epilogue: &mut Epilogue<'e>) -> Self {
         assert!(simd::isa() >= Isa::Avx512, "direct convolution needs AVX-512");
         assert!(bf16.is_none() || bf16_supported(), "bf16 convolution needs AVX512_BF16");
         let s = pass.input.shape;
@@ -184,6 +195,10 @@ impl<'a> DirectForward<'a> {
             _ => (None, None),
         };
         let onto_residual = matches!(epilogue, Epilogue::TransformOntoResidual(_));
+        let stored = match epilogue {
+            Epilogue::StatsStoringBf16 { stored, .. } if plan.chunks == 1 => Some(SharedOutput(stored.as_mut_ptr())),
+            _ => None,
+        };
         assert!(!(onto_residual && pass.accumulate), "a residual in an output being added to");
         DirectForward {
             s,
@@ -199,7 +214,8 @@ impl<'a> DirectForward<'a> {
             e,
             long_rows,
             in_place: long_rows && pass.input.transform.is_none() && !is_bf16 && pass.input.x.as_f32().is_some(),
-            fused_stats: matches!(epilogue, Epilogue::Stats(_)) && plan.chunks == 1,
+            fused_stats: matches!(epilogue, Epilogue::Stats(_) | Epilogue::StatsStoringBf16 { .. }) && plan.chunks == 1,
+            stored,
             fused_transform,
             transform,
             onto_residual,
@@ -223,9 +239,12 @@ impl<'a> DirectForward<'a> {
         let TaskBand { img, oy0, rows, channels, strip_rows } = plan.band(s, i);
         let strip_len = if self.in_place { 0 } else { strip_rows * wp * self.e };
         let row_len_in = if self.bf16.is_some() { s.w * s.cin } else { 0 };
-        with_tile(strip_len + 2 * co + row_len_in, |tile| {
+        let (line_count, line_px) = if self.long_rows { (1, rows * ow) } else { (rows, ow) };
+        let staged = if self.stored.is_some() { self.pixel_run(line_px) * co } else { 0 };
+        with_tile(strip_len + 2 * co + row_len_in + staged, |tile| {
             let (strip, rest) = tile.split_at_mut(strip_len);
-            let (scratch, in_row) = rest.split_at_mut(2 * co);
+            let (scratch, rest) = rest.split_at_mut(2 * co);
+            let (in_row, staged) = rest.split_at_mut(row_len_in);
             let strip: &[f32] = if self.in_place {
                 let at = (img * s.h + oy0) * s.w * s.cin;
                 &self.x.as_f32().expect("read in place only in f32")[at..at + rows * s.w * s.cin]
@@ -235,7 +254,6 @@ impl<'a> DirectForward<'a> {
                 fill_strip(&input, img, iy0, strip_rows, strip, self.bf16.is_some(), in_row);
                 strip
             };
-            let (line_count, line_px) = if self.long_rows { (1, rows * ow) } else { (rows, ow) };
             // Input channels per pass over a line: all of them, but for long rows of many
             // channels runs whose part of the line (and of the weights) stays in L2, the later
             // runs adding to the output.
@@ -244,49 +262,68 @@ impl<'a> DirectForward<'a> {
             // adds_residual_in_place; once a task, so checked in release builds too).
             assert!(!self.onto_residual || k_run == s.cin, "a residual in an output written in runs");
             let band_at = (img * oh + oy0) * ow * co;
-            let band = Band { strip, w, out, band_at, line_count, line_px, k_run, channels };
+            let band = Band { strip, w, out, out_first: 0, band_at, line_count, line_px, k_run, channels };
             if plan.chunks == 1 {
-                self.whole_rows(&band, sums, scratch);
+                self.whole_rows(&band, sums, scratch, staged);
             } else {
                 self.channel_run(&band);
             }
         });
     }
 
+    /// Output pixels a line of `line_px` is written in before its epilogue reads them: a long
+    /// row that is transformed or stored in bf16 goes in runs whose output stays in L2 until then
+    /// (and whose input stays in cache for every block of channels).
+    fn pixel_run(&self, line_px: usize) -> usize {
+        let transformed = self.transform.is_some() || self.fused_transform.is_some();
+        if self.long_rows && (transformed || self.stored.is_some()) {
+            transform_run_pixels(self.s.cout).min(line_px)
+        } else {
+            line_px
+        }
+    }
+
     /// A task of every output channel: each row is summed for the statistics, or transformed,
-    /// right after it is written (or as, by the general kernel); a long row that is transformed
-    /// goes in runs of pixels whose output stays in L2 until the transform has read it (and whose
-    /// input stays in cache for every block of channels).
-    fn whole_rows(&self, band: &Band<'_>, sums: &mut [f64], scratch: &mut [f32]) {
+    /// right after it is written (or as, by the general kernel). A row stored in bf16 is
+    /// written into `staged`, this task's buffer of a run of pixels, then rounded into the
+    /// stored output with the sums of the rounded values.
+    fn whole_rows(&self, band: &Band<'_>, sums: &mut [f64], scratch: &mut [f32], staged: &mut [f32]) {
         let co = self.s.cout;
         let line_px = band.line_px;
-        let transformed = self.transform.is_some() || self.fused_transform.is_some();
-        let px_run = if self.long_rows && transformed { transform_run_pixels(co).min(line_px) } else { line_px };
+        let px_run = self.pixel_run(line_px);
+        let (s1, s2) = sums.split_at_mut(co);
+        s1.fill(0.0);
+        s2.fill(0.0);
+        let (t1, t2) = scratch.split_at_mut(co);
         for r in 0..band.line_count {
             for px_lo in (0..line_px).step_by(px_run) {
                 let px_hi = (px_lo + px_run).min(line_px);
+                let at = band.band_at + (r * line_px + px_lo) * co;
+                let len = (px_hi - px_lo) * co;
+                let run = match self.stored {
+                    Some(_) => Band { out: SharedOutput(staged.as_mut_ptr()), out_first: at, ..band.clone() },
+                    None => band.clone(),
+                };
                 for co0 in (0..co).step_by(self.block) {
-                    self.line(band, r, co0..co0 + (co - co0).min(self.block), px_lo..px_hi);
+                    self.line(&run, r, co0..co0 + (co - co0).min(self.block), px_lo..px_hi);
                 }
-                if let Some(o) = self.transform {
-                    let at = band.band_at + (r * line_px + px_lo) * co;
+                if let Some(stored) = self.stored {
+                    // SAFETY: with one channel run this task alone writes its band's rows, and
+                    // these pixels of line r lie in them.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(stored.at(at), len) };
+                    crate::batch_norm::add_sums_storing_bf16(&mut staged[..len], dst, s1, s2, t1, t2);
+                } else if let Some(o) = self.transform {
                     // SAFETY: with one channel run this task alone writes its band's rows, and
                     // these pixels of line r lie in them; the writes above are done.
-                    let written = unsafe { std::slice::from_raw_parts_mut(band.out.at(at), (px_hi - px_lo) * co) };
+                    let written = unsafe { std::slice::from_raw_parts_mut(band.out.at(at), len) };
                     o.apply(written, at, 0, co);
                 }
             }
-            if self.fused_stats {
-                let (s1, s2) = sums.split_at_mut(co);
-                if r == 0 {
-                    s1.fill(0.0);
-                    s2.fill(0.0);
-                }
+            if self.fused_stats && self.stored.is_none() {
                 let len = line_px * co;
                 // SAFETY: with one channel run this task alone writes its band's rows, and line
                 // r lies in them; the writes above are done.
                 let written = unsafe { std::slice::from_raw_parts(band.out.at(band.band_at + r * len), len) };
-                let (t1, t2) = scratch.split_at_mut(co);
                 crate::batch_norm::add_sums(written, s1, s2, t1, t2);
             }
         }
@@ -347,8 +384,9 @@ impl<'a> DirectForward<'a> {
                 debug_assert!(a_row + (s.kh - 1) * wp * e + ((ox + px - 1) * s.stride + s.kw) * e <= strip.len());
                 let a = a_row + k0 + ox * s.stride * e;
                 let at = band.band_at + (r * band.line_px + ox) * co + co0;
-                // SAFETY (of `at`): pixel ox of line r lies in this band of the output.
-                let out = unsafe { band.out.at(at) };
+                // SAFETY (of `at`): pixel ox of line r lies in this band of the output, and in
+                // the part of it that `out` holds (from `out_first` on).
+                let out = unsafe { band.out.at(at - band.out_first) };
                 // The output transform of these sums, once they are complete.
                 let transform = self.fused_transform.filter(|_| last_run).map(|o| {
                     let raw = o.raw(co0, at);

@@ -31,19 +31,19 @@ pub(in crate::conv) struct Tile {
 /// straddles the two ranges.
 #[derive(Clone, Copy, Debug, Default)]
 pub(in crate::conv) struct NextReads<'a> {
-    /// The ranges, in the order they will be read.
-    pub(in crate::conv) ranges: [&'a [f32]; 2],
+    /// The ranges' bytes, in the order they will be read.
+    pub(in crate::conv) ranges: [&'a [u8]; 2],
 }
 
 impl NextReads<'_> {
-    /// Floats per cache line.
-    const LINE: usize = 16;
+    /// Bytes per cache line.
+    const LINE: usize = 64;
 
     fn lines(&self) -> usize {
         self.ranges.iter().map(|r| r.len().div_ceil(Self::LINE)).sum()
     }
 
-    /// Part `i` of `n` equal parts (by floats, the ranges taken one after the other), for the
+    /// Part `i` of `n` equal parts (by bytes, the ranges taken one after the other), for the
     /// `i`-th of `n` groups of calls.
     pub(in crate::conv) fn part(&self, i: usize, n: usize) -> Self {
         let total: usize = self.ranges.iter().map(|r| r.len()).sum();
@@ -62,7 +62,7 @@ impl NextReads<'_> {
         for r in self.ranges {
             let lines = r.len().div_ceil(Self::LINE);
             if first < lines {
-                return (r[first * Self::LINE..].as_ptr().cast(), count.min(lines - first));
+                return (r[first * Self::LINE..].as_ptr(), count.min(lines - first));
             }
             first -= lines;
         }

@@ -1,5 +1,6 @@
 use super::kernels::{self, NextReads};
 use super::strip::fill_strip;
+use crate::activations::Activations;
 use crate::conv::algorithm::{amx_supported, bf16_supported};
 use crate::conv::backward_data::transpose;
 use crate::conv::bf16::{pixel_pairs_bf16, transpose_bf16};
@@ -200,7 +201,7 @@ pub(in crate::conv) fn backward_weight_pairs(
                     let padded = pixels.next_multiple_of(32);
                     // Pixel pairs of one kx layout: every ky offset plus a whole padded band.
                     let pairs = (s.kh - 1) * ow / 2 + padded / 2;
-                    let [_, dy_band] = band_reads(input, dy, (img, oy0, nrows)).ranges;
+                    let dy_band = dy_rows(s, dy, (img, oy0, nrows));
                     with_tile(strip_rows * wp * ci, |strip| {
                         let iy0 = oy0 as isize - s.pad as isize;
                         fill_strip(input, img, iy0, strip_rows, strip, false, &mut []);
@@ -270,10 +271,15 @@ fn band_reads<'a>(input: &ConvInput<'a>, dy: &'a [f32], (img, oy0, nrows): (usiz
     let (h, row) = (s.h as isize, s.w * s.cin);
     let first = oy0 as isize - s.pad as isize;
     let (lo, hi) = (first.clamp(0, h) as usize, (first + (nrows - 1 + s.kh) as isize).clamp(0, h) as usize);
+    let x = input.x.slice((img * s.h + lo) * row..(img * s.h + hi) * row);
+    NextReads { ranges: [x.as_bytes(), Activations::F32(dy_rows(s, dy, (img, oy0, nrows))).as_bytes()] }
+}
+
+/// The output gradient of the band `(image, oy0, rows)`.
+#[cfg(target_arch = "x86_64")]
+fn dy_rows<'a>(s: &ConvShape, dy: &'a [f32], (img, oy0, nrows): (usize, usize, usize)) -> &'a [f32] {
     let out_row = s.out_w() * s.cout;
-    let x = &input.f32()[(img * s.h + lo) * row..(img * s.h + hi) * row];
-    let dy = &dy[(img * s.out_h() + oy0) * out_row..][..nrows * out_row];
-    NextReads { ranges: [x, dy] }
+    &dy[(img * s.out_h() + oy0) * out_row..][..nrows * out_row]
 }
 
 /// The AMX weight gradient of kernel column `kx` for one band: every kernel row's tap

@@ -26,16 +26,19 @@ use rayon::prelude::*;
 ///
 /// # Panics
 /// If the shape does not fit or a slice length disagrees with `s`.
-pub(in crate::conv) fn forward(pass: &ForwardPass<'_>, y: &mut [f32], epilogue: Epilogue<'_>, bf16: bool) {
+pub(in crate::conv) fn forward(pass: &ForwardPass<'_>, y: &mut [f32], mut epilogue: Epilogue<'_>, bf16: bool) {
     let (input, w, accumulate) = (&pass.input, pass.weight.values, pass.accumulate);
     let (s, x) = (&input.shape, input.x);
     assert!(fits(s), "Winograd F(4x4, 3x3) does not run {s:?}");
     assert!(!bf16 || fits_bf16(s), "Winograd with bf16 products does not run {s:?}");
-    assert_eq!((x.len(), w.len(), y.len()), (s.input_len(), s.weight_len(), s.output_len()));
-    // The epilogue's buffers are checked against `y` here.
-    let write = epilogue.tile_write(accumulate, y.len(), s.cout);
+    assert_eq!((x.len(), w.len()), (s.input_len(), s.weight_len()));
+    // The epilogue's buffers are checked against the output here. A bf16 output needs no f32
+    // one: the tiles are rounded in registers.
+    let write = epilogue.tile_write(accumulate, s.output_len(), s.cout);
+    let bf16_only = matches!(write, TileWrite::StoreBf16(_));
+    assert!(y.len() == s.output_len() || (bf16_only && y.is_empty()), "output of {} floats", y.len());
     let stats = match epilogue {
-        Epilogue::Stats(total) => Some(total),
+        Epilogue::Stats(total) | Epilogue::StatsStoringBf16 { sums: total, .. } => Some(total),
         _ => None,
     };
     let out = Destination { y, write, stats };
@@ -271,7 +274,8 @@ pub(super) fn forward_by_channels(input: &ConvInput<'_>, w: &[f32], out: Destina
 /// # Safety
 /// - AVX-512; the shape [`fits`]; `channels` starts and ends at multiples of 16 within `cout`.
 /// - `y` points to an output of `s.output_len()` floats, whose pixels of these tiles in these
-///   channels no other thread touches meanwhile; the epilogue's images are as long.
+///   channels no other thread touches meanwhile (where tiles are stored in bf16 alone it is not
+///   used); the epilogue's images are as long.
 /// - `sums`, if given, holds `2 * channels.len()` writable floats no other thread touches.
 pub(super) unsafe fn output_tiles(
     s: &ConvShape,
@@ -289,6 +293,12 @@ pub(super) unsafe fn output_tiles(
     for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
         let win = window(oh, ow, co, 0, oy, ox);
         let at = img * oh * ow * co;
+        // A tile stored in bf16 alone writes no f32 output, which may then be empty.
+        let y_img = match write {
+            TileWrite::StoreBf16(_) => std::ptr::null_mut(),
+            // SAFETY: image `img` of the output (contract).
+            _ => unsafe { y.at(at) },
+        };
         // SAFETY: AVX-512, whole vectors and the channels (contract); tile k of `m` holds its 36
         // positions of these channels (length asserted); image `img` of the output and of the
         // epilogue's images, whose window pixels in these channels this thread alone writes
@@ -297,7 +307,7 @@ pub(super) unsafe fn output_tiles(
             output_tile(
                 m[k * POSITIONS * stride..].as_ptr(),
                 stride,
-                y.at(at),
+                y_img,
                 &win,
                 write.offset(at),
                 sums,

@@ -1,10 +1,11 @@
 //! Numbering the output tiles and transforming their input windows.
 
 use super::{M, POSITIONS};
+use crate::activations::Activations;
 use crate::conv::algorithm::bf16_supported;
 use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
-use crate::simd::winograd::{input_tile, input_tile_bf16, TileWindow};
+use crate::simd::winograd::{input_tile, input_tile_bf16, input_tile_bf16_of_bf16, input_tile_of_bf16, TileWindow};
 
 /// The transformed input tiles of tiles `first..first + count` into `v` (`[count, 36, cin]`:
 /// each tile's 36 positions written together, as position-major `[36, count, cin]` stores land
@@ -34,24 +35,29 @@ pub(super) unsafe fn transform_inputs_to(
     bf16: bool,
     [tile_stride, position_stride]: [usize; 2],
 ) {
-    let (s, x, t) = (&input.shape, input.f32(), input.transform.as_ref());
+    let (s, t) = (&input.shape, input.transform.as_ref());
     let ci = s.cin;
     assert!(tile_stride.is_multiple_of(ci) && position_stride.is_multiple_of(ci));
     assert!(!bf16 || bf16_supported(), "bf16 transforms need AVX512_BF16");
     let (v32, v16) = (v, v as *mut u16);
+    let t = t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr()));
     for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
         let win = window(s.h, s.w, ci, s.pad, oy, ox);
-        let (img, t) = (x[img * s.h * s.w * ci..].as_ptr(), t.map(|t| (t.scale.as_ptr(), t.shift.as_ptr())));
+        let at = img * s.h * s.w * ci;
         // SAFETY: AVX-512 (and AVX512_BF16 for bf16, asserted) and whole vectors of channels
         // (the callers run only shapes that fit); image `img` of `x` (length checked by the
-        // callers) and the transform's `ci` floats; positions p < 36 of tile k < count at
-        // `k * tile_stride + p * position_stride` values into `v` (f32, or bf16 two to a
-        // slot), their `ci` values writable (contract).
+        // callers), f32 or bf16, and the transform's `ci` floats; positions p < 36 of tile k <
+        // count at `k * tile_stride + p * position_stride` values into `v` (f32, or bf16 two to
+        // a slot), their `ci` values writable (contract).
         unsafe {
-            if bf16 {
-                input_tile_bf16(img, &win, t, v16.add(k * tile_stride), position_stride)
-            } else {
-                input_tile(img, &win, t, v32.add(k * tile_stride), position_stride)
+            let (v32, v16) = (v32.add(k * tile_stride), v16.add(k * tile_stride));
+            match (input.x, bf16) {
+                (Activations::F32(x), false) => input_tile(x[at..].as_ptr(), &win, t, v32, position_stride),
+                (Activations::F32(x), true) => input_tile_bf16(x[at..].as_ptr(), &win, t, v16, position_stride),
+                (Activations::Bf16(x), false) => input_tile_of_bf16(x[at..].as_ptr(), &win, t, v32, position_stride),
+                (Activations::Bf16(x), true) => {
+                    input_tile_bf16_of_bf16(x[at..].as_ptr(), &win, t, v16, position_stride)
+                }
             }
         };
     }
