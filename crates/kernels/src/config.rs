@@ -21,9 +21,9 @@ pub struct KernelConfig {
     pub isa: Isa,
     /// Compute threads (`None`: one per available core).
     pub threads: Option<usize>,
-    /// How training keeps each convolution output for the backward pass: in f32 (`None`), or
-    /// in bf16 (about a fifth less memory for ResNet-50's training step; slower for now, as
-    /// most convolution passes read a widened copy). See [`Self::stored`].
+    /// How training keeps each convolution output for the backward pass: `None` in the
+    /// precision it computes in (bf16 training in bf16, as autocast does: a fifth less memory
+    /// for ResNet-50's training step), or in the precision given. See [`Self::stored`].
     pub stored: Option<Precision>,
 }
 
@@ -38,8 +38,9 @@ static INSTALLED: std::sync::OnceLock<KernelConfig> = std::sync::OnceLock::new()
 
 impl KernelConfig {
     /// The defaults, changed by `RESNET_NUM_THREADS=N`, `RESNET_ISA=scalar|avx2|avx512`,
-    /// `RESNET_WINOGRAD=0`, `RESNET_AMX=0` and `RESNET_BF16_STORAGE=1` (training keeps its
-    /// convolution outputs in bf16). A program calls this once, where it starts.
+    /// `RESNET_WINOGRAD=0`, `RESNET_AMX=0` and `RESNET_BF16_STORAGE=0|1` (training keeps its
+    /// convolution outputs in f32 or bf16, whatever its precision). A program calls this once,
+    /// where it starts.
     ///
     /// # Errors
     /// A message naming the variable whose value is not one it takes.
@@ -61,8 +62,9 @@ impl KernelConfig {
         };
         config.winograd = switch("RESNET_WINOGRAD", true)?;
         config.amx = switch("RESNET_AMX", true)?;
-        if switch("RESNET_BF16_STORAGE", false)? {
-            config.stored = Some(Precision::Bf16);
+        if var("RESNET_BF16_STORAGE").is_some_and(|v| !v.trim().is_empty()) {
+            let bf16 = switch("RESNET_BF16_STORAGE", false)?;
+            config.stored = Some(if bf16 { Precision::Bf16 } else { Precision::F32 });
         }
         if let Some(v) = var("RESNET_ISA").filter(|v| !v.trim().is_empty()) {
             config.isa = match v.trim() {
@@ -100,7 +102,7 @@ impl KernelConfig {
 
     /// The precision in which training keeps each convolution output for the backward pass.
     pub fn stored(&self) -> Precision {
-        self.stored.unwrap_or(Precision::F32)
+        self.stored.unwrap_or(self.precision)
     }
 
     /// The configuration [`Self::install`] made the program's, else the default.
@@ -168,11 +170,12 @@ mod tests {
             KernelConfig { winograd: false, amx: false, isa: Isa::Avx2, threads: Some(3), ..Default::default() }
         );
         assert_eq!(KernelConfig::default().stored(), Precision::F32);
+        let bf16 = KernelConfig { precision: Precision::Bf16, ..KernelConfig::default() };
+        assert_eq!(bf16.stored(), Precision::Bf16, "bf16 training keeps bf16 outputs");
         let stored = from(&[("RESNET_BF16_STORAGE", "1")]).unwrap();
-        assert_eq!(
-            (stored.stored(), from(&[("RESNET_BF16_STORAGE", "0")]).unwrap().stored()),
-            (Precision::Bf16, Precision::F32)
-        );
+        let kept_f32 = from(&[("RESNET_BF16_STORAGE", "0")]).unwrap();
+        assert_eq!((stored.stored(), kept_f32.stored()), (Precision::Bf16, Precision::F32));
+        assert_eq!(KernelConfig { precision: Precision::Bf16, ..kept_f32 }.stored(), Precision::F32);
         for (name, value) in [
             ("RESNET_WINOGRAD", "no"),
             ("RESNET_ISA", "sse"),
