@@ -7,7 +7,7 @@ use crate::conv::shape::ConvShape;
 #[cfg(target_arch = "x86_64")]
 use crate::conv::winograd;
 use crate::simd::Isa;
-use shape_support::{amx_fits, pairs_beat_winograd_gradient, winograd_bf16_fits, winograd_fits, winograd_holds_filter};
+use shape_support::{amx_fits, winograd_bf16_fits, winograd_fits};
 
 /// How a convolution is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,9 +64,9 @@ pub enum ConvPass {
     /// The backward passes: the input gradient, and the weight gradient where the caller
     /// chooses both at once.
     Backward,
-    /// The weight gradient alone, which bf16 mode computes on the pixel-pair kernels for 3x3
-    /// layers whose f32 Winograd filter gradient leaves the cache, while their other two
-    /// passes stay on Winograd.
+    /// The weight gradient alone, for callers that choose it apart from the input gradient (the
+    /// rules choose it as [`ConvPass::Backward`] now: Winograd's weight gradient beats the
+    /// pixel pairs on every layer Winograd takes, docs/tuning.md).
     WeightGradient,
 }
 
@@ -87,20 +87,11 @@ impl ConvAlgorithm {
     /// backward passes stay on the GEMM). In bf16, the AMX tiles take every layer whose
     /// channels fit them and whose bf16 weights stay in cache; bf16 Winograd the square 3x3
     /// stride-1 layers of 16, 32 and 64 channels and the others it runs by runs of tiles with
-    /// the filter held whole; f32 Winograd the other 3x3 layers it takes whose transformed
-    /// filter it holds whole (few tiles: by channel blocks); [`ConvPass::WeightGradient`] of
-    /// either the pixel pairs where Winograd's filter gradient leaves the cache; the direct bf16
-    /// kernels all the rest, 1x1 and large strided layers included.
+    /// the filter held whole; f32 Winograd the other 3x3 layers it takes (few tiles: by
+    /// channel blocks); the direct bf16 kernels all the rest, 1x1 and large strided layers
+    /// included.
     pub fn choose(s: &ConvShape, pass: ConvPass, config: &KernelConfig, cpu: &CpuFeatures) -> Self {
         match Self::for_layer(s, config, cpu) {
-            ConvAlgorithm::Winograd | ConvAlgorithm::WinogradBf16
-                if pass == ConvPass::WeightGradient
-                    && config.precision == Precision::Bf16
-                    && cpu.bf16
-                    && pairs_beat_winograd_gradient(s) =>
-            {
-                ConvAlgorithm::DirectBf16
-            }
             ConvAlgorithm::Im2colGemm
                 if pass == ConvPass::Forward
                     && config.precision == Precision::F32
@@ -128,8 +119,8 @@ impl ConvAlgorithm {
             }
             Precision::Bf16 if winograd && cpu.bf16 && winograd_bf16_fits(s) => ConvAlgorithm::WinogradBf16,
             // Layers Winograd runs by channel blocks (few tiles): f32 Winograd's four-fold saving
-            // beats bf16's two-fold where it holds the filter (else the direct bf16 kernels win).
-            _ if winograd && (!bf16 || winograd_holds_filter(s)) => ConvAlgorithm::Winograd,
+            // beats bf16's two-fold in all three passes.
+            _ if winograd => ConvAlgorithm::Winograd,
             // The bf16 kernels beat the f32 GEMM on every other layer, 1x1 and large ones too.
             _ if bf16 => ConvAlgorithm::DirectBf16,
             Precision::F32 if direct && (cached || s.stride == 1) => ConvAlgorithm::Direct,
@@ -158,12 +149,6 @@ impl ConvAlgorithm {
         }
     }
 }
-
-/// Bytes of a 3x3 layer's transformed filter gradient (36 `cin` x `cout` floats, one per thread)
-/// beyond which bf16 mode computes its weight gradient on the pixel-pair kernels rather than
-/// f32 Winograd: ResNet-50's 256-channel layers (9.4 MB) ran 38 ms on Winograd against 20-22 on
-/// the pixel pairs, its 128-channel ones (2.4 MB) 16 against 19-21 (docs/tuning.md).
-pub(super) const WINOGRAD_GRADIENT_BYTES: usize = 4 << 20;
 
 /// Output pixels in a batch up to which the forward pass prefers the direct kernels for 1x1 and
 /// large-weight strided layers the GEMM otherwise takes, which pays only at small batches
@@ -202,20 +187,6 @@ mod shape_support {
         winograd::shape_fits(s) && winograd::has_bf16_products(s)
     }
 
-    /// Whether the Winograd path holds this shape's whole transformed filter, and so computes
-    /// its weight gradient too.
-    pub(super) fn winograd_holds_filter(s: &ConvShape) -> bool {
-        winograd::shape_fits(s) && winograd::holds_filter(s)
-    }
-
-    /// Whether bf16 mode computes the weight gradient of a layer f32 Winograd takes on the
-    /// pixel-pair kernels instead: they take the shape as it stands, and Winograd's transformed
-    /// filter gradient exceeds [`super::WINOGRAD_GRADIENT_BYTES`].
-    pub(super) fn pairs_beat_winograd_gradient(s: &ConvShape) -> bool {
-        4 * winograd::POSITIONS * s.cin * s.cout > super::WINOGRAD_GRADIENT_BYTES
-            && crate::conv::direct::pixel_pairs_pay(s)
-    }
-
     /// Whether the AMX tiles fit a layer's forward pass (its backward-data pass swaps the
     /// channel counts; where that does not fit, it runs on `vdpbf16ps`).
     pub(super) fn amx_fits(s: &ConvShape) -> bool {
@@ -235,15 +206,7 @@ mod shape_support {
         false
     }
 
-    pub(super) fn winograd_holds_filter(_: &ConvShape) -> bool {
-        false
-    }
-
     pub(super) fn amx_fits(_: &ConvShape) -> bool {
-        false
-    }
-
-    pub(super) fn pairs_beat_winograd_gradient(_: &ConvShape) -> bool {
         false
     }
 }

@@ -688,7 +688,7 @@ fn algorithm_choice_follows_the_measurements() {
         // bf16 with AMX: the tiles where the channels fit and the weights stay in cache.
         (c3(128, 32, 16, 16, 3), B, bf16, sapphire, AmxBf16),
         (c3(128, 32, 3, 16, 3), B, bf16, sapphire, DirectBf16),
-        (c3(16, 7, 512, 512, 3), B, bf16, sapphire, DirectBf16),
+        (c3(16, 7, 512, 512, 3), B, bf16, sapphire, Winograd),
         (c3(16, 56, 64, 256, 1), B, bf16, sapphire, AmxBf16),
         (c3(128, 32, 16, 16, 3), B, no_amx, sapphire, WinogradBf16),
         // bf16 without AMX: Winograd's bf16 products for square 16, 32 and 64 channels, the
@@ -697,20 +697,22 @@ fn algorithm_choice_follows_the_measurements() {
         (c3(128, 16, 32, 32, 3), B, bf16, zen4, WinogradBf16),
         (c3(128, 8, 64, 64, 3), B, bf16, zen4, WinogradBf16),
         // ... and wider ones by runs of tiles whose filter Winograd holds (the products on the
-        // direct bf16 kernel); with few tiles (batch 1) f32 Winograd by channel blocks.
+        // direct bf16 kernel); with few tiles (batch 1, or 512 channels at 7 px) f32 Winograd
+        // by channel blocks.
         (c3(32, 28, 128, 128, 3), B, bf16, zen4, WinogradBf16),
         (c3(32, 14, 256, 256, 3), B, bf16, zen4, WinogradBf16),
         (c3(1, 14, 256, 256, 3), B, bf16, zen4, Winograd),
         (c3(1, 28, 128, 128, 3), B, bf16, zen4, Winograd),
-        // ... whose weight gradient goes to the pixel pairs where Winograd's filter gradient
-        // leaves the cache (256 channels, not 128; never in f32).
-        (c3(32, 14, 256, 256, 3), W, bf16, zen4, DirectBf16),
+        (c3(32, 7, 512, 512, 3), B, bf16, zen4, Winograd),
+        // ... and their weight gradients Winograd's too (by positions where a thread's filter
+        // gradient would leave the cache).
+        (c3(32, 14, 256, 256, 3), W, bf16, zen4, WinogradBf16),
         (c3(32, 28, 128, 128, 3), W, bf16, zen4, WinogradBf16),
         (c3(32, 14, 256, 256, 3), W, f32, zen4, Winograd),
         (c3(32, 14, 256, 256, 3), W, bf16, skylake, Winograd),
-        (c3(32, 7, 512, 512, 3), W, bf16, zen4, DirectBf16),
+        (c3(32, 7, 512, 512, 3), W, bf16, zen4, Winograd),
         (c3(128, 8, 256, 256, 3), W, bf16, zen4, WinogradBf16),
-        (c3(32, 7, 512, 512, 3), B, bf16, zen4, DirectBf16),
+        // Past 128 tiles Winograd does not take 512 channels: the direct kernels.
         (c3(64, 7, 512, 512, 3), B, bf16, zen4, DirectBf16),
         (c3(32, 7, 512, 512, 3), B, f32, skylake, Winograd),
         (c3(64, 7, 512, 512, 3), B, f32, skylake, Direct),

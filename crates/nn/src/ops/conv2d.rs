@@ -280,10 +280,11 @@ mod tests {
         assert_eq!(a.weight.grad, b.weight.grad);
     }
 
-    /// In bf16 mode a wide 3x3 layer's weight gradient takes its own algorithm (the pixel pairs,
-    /// while the other passes run Winograd with bf16 products): the weight gradient stays within
-    /// bf16 rounding of f32's and the input gradient within Winograd's bf16 error (6-7% of the
-    /// largest value, `bf16_products_error_against_the_direct_bf16_kernels`).
+    /// In bf16 mode a wide 3x3 layer's weight gradient is chosen apart from its input gradient
+    /// (Winograd's f32 adjoint by positions, while the input gradient runs Winograd with bf16
+    /// products): the weight gradient stays within bf16 rounding of f32's and the input gradient
+    /// within Winograd's bf16 error (6-7% of the largest value,
+    /// `bf16_products_error_against_the_direct_bf16_kernels`).
     #[test]
     fn bf16_weight_gradient_of_a_wide_layer_follows_its_own_choice() {
         use resnet_kernels::conv::{bf16_supported, Precision};
@@ -301,7 +302,7 @@ mod tests {
         randomize(x.data_mut(), 9);
         let s = bf16_layer.shape_for(x.shape());
         assert_eq!(bf16_layer.algorithm(&s, ConvPass::Backward), ConvAlgorithm::WinogradBf16);
-        assert_eq!(bf16_layer.algorithm(&s, ConvPass::WeightGradient), ConvAlgorithm::DirectBf16);
+        assert_eq!(bf16_layer.algorithm(&s, ConvPass::WeightGradient), ConvAlgorithm::WinogradBf16);
         let r = probe(s.output_len(), 10);
         let (mut dx_f32, mut dx_bf16) = (vec![0.0; x.len()], vec![0.0; x.len()]);
         f32_layer.set_kernel_config(KernelConfig { winograd: true, ..f32_layer.config });

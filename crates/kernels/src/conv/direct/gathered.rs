@@ -38,7 +38,7 @@ const PAIR_BAND_MIN_PIXELS: usize = 128;
 
 /// Whether the pixel-pair path takes a layer's bf16 weight gradient as it stands: it fits, with
 /// bands of enough pixels.
-pub(in crate::conv) fn pixel_pairs_pay(s: &ConvShape) -> bool {
+fn pixel_pairs_pay(s: &ConvShape) -> bool {
     pairs_weight_gradient_fits(s) && s.out_h() * s.out_w() >= PAIR_BAND_MIN_PIXELS
 }
 

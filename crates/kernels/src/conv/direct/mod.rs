@@ -15,7 +15,7 @@ mod weight_gradient;
 #[cfg(target_arch = "x86_64")]
 pub(super) use forward::forward_direct;
 #[cfg(target_arch = "x86_64")]
-pub(super) use gathered::{backward_weight_gathered, gathered_weight_gradient_fits, pixel_pairs_pay};
+pub(super) use gathered::{backward_weight_gathered, gathered_weight_gradient_fits};
 #[cfg(target_arch = "x86_64")]
 pub(super) use kernels::{conv_pixels, ConvKernel, Tile};
 #[cfg(test)]

@@ -17,7 +17,9 @@
 //! task transforms its block's part of the filter and runs steps 2 and 3 for its channels.
 //!
 //! The weight gradient runs the adjoint: the same transformed inputs, the output gradient's 4x4
-//! tiles through `A dy A^T`, their products summed over the tiles per position, then `G^T du G`.
+//! tiles through `A dy A^T`, their products summed over the tiles per position, then `G^T du G`;
+//! per thread over runs of tiles where its gradient stays in cache, else a chunk of tiles at a
+//! time with each position summed by one thread.
 //!
 //! Both buffers of a task live in the per-thread scratch tile, sized to stay in L2. The
 //! transformed filter is computed once per call. The rounding error is several times the
@@ -93,10 +95,15 @@ pub(super) fn has_bf16_products(s: &ConvShape) -> bool {
     square || (holds_filter(s) && by_tiles(s) && by_tiles(&ConvShape { cin: s.cout, cout: s.cin, ..*s }))
 }
 
-/// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter is
-/// small enough to hold whole (one per thread, summed).
+/// Most floats of a transformed filter gradient, which the weight gradient of wide layers holds
+/// once for all threads (`weight_gradient::by_positions`): 512 channels in and out (37.7 MB),
+/// ResNets' widest 3x3 layers.
+pub(super) const GRADIENT_FLOATS: usize = 36 * 512 * 512;
+
+/// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter
+/// gradient stays within [`GRADIENT_FLOATS`].
 pub(super) fn fits_weight_gradient(s: &ConvShape) -> bool {
-    fits(s) && holds_filter(s)
+    fits(s) && POSITIONS * s.cin * s.cout <= GRADIENT_FLOATS
 }
 
 /// Whether a layer's transformed filter is small enough to hold whole ([`FILTER_FLOATS`]).

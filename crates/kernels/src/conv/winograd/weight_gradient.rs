@@ -1,19 +1,46 @@
-//! The weight gradient: the forward pass's adjoint, summed per thread over fixed runs of tiles.
+//! The weight gradient: the forward pass's adjoint. Per position, the product of the transformed
+//! inputs and the transformed output gradients summed over the tiles, then taken back through the
+//! filter transform. Narrow layers sum fixed runs of tiles into a transformed-filter gradient per
+//! thread ([`by_tiles`]); wider ones, whose gradient per thread would leave the cache, transform a
+//! chunk of tiles at a time position by position and give each position to one thread
+//! ([`by_positions`]).
 
-use super::product::gradient_product;
-use super::tiles::{tile_corners, transform_inputs, window};
-use super::{fits_weight_gradient, tile_count, tiles_per_task, POSITIONS};
+use super::product::{gradient_product, multiply};
+use super::tiles::{tile_corners, transform_inputs, transform_inputs_to, window};
+use super::{fits_weight_gradient, tile_count, tiles_per_task, MIN_TILES, POSITIONS};
 use crate::conv::input::ConvInput;
+use crate::conv::shape::ConvShape;
+use crate::conv::shared_output::SharedOutput;
 use crate::scratch::{with_filter, with_tile};
 use crate::simd::avx512::ConvTileArgs;
 use crate::simd::winograd::{filter_gradient, output_grad_tile};
 use crate::threads::{self};
+use crate::workspace::{put_shared, shared, take, take_shared};
 use rayon::prelude::*;
 
-/// `dw (+)= im2col(t(x))^T dy` for a shape that [`fits`]: per position, the product of the
-/// transformed inputs and the transformed output gradients summed over the tiles, then taken
-/// back through the filter transform. Each thread sums a fixed run of tiles into its own
-/// partial, and the partials are added in order (reproducible for a given thread count).
+/// Bytes of a thread's transformed-filter gradient ([`by_tiles`]) beyond which the weight
+/// gradient runs [`by_positions`]: past about half of L2, each run of tiles reads and writes
+/// the whole gradient from memory (docs/tuning.md).
+pub(super) const PARTIAL_GRADIENT_BYTES: usize = 1 << 20;
+
+/// Bytes of one position's transformed inputs and output gradients in a chunk of tiles of
+/// [`by_positions`], so that they stay in L2 with the position's filter gradient while it sums
+/// over them (docs/tuning.md).
+pub(super) const CHUNK_POSITION_BYTES: usize = 512 << 10;
+
+/// Whether the weight gradient of `s` runs [`by_positions`].
+pub(super) fn runs_by_positions(s: &ConvShape) -> bool {
+    4 * POSITIONS * s.cin * s.cout > PARTIAL_GRADIENT_BYTES
+}
+
+/// Tiles of a chunk of [`by_positions`] ([`CHUNK_POSITION_BYTES`] a position, at least
+/// [`MIN_TILES`]).
+fn chunk_tiles(s: &ConvShape) -> usize {
+    (CHUNK_POSITION_BYTES / (4 * (s.cin + s.cout))).max(MIN_TILES)
+}
+
+/// `dw (+)= im2col(t(x))^T dy` for a shape that [`fits_weight_gradient`]: [`by_positions`] where
+/// it [`runs_by_positions`], else [`by_tiles`].
 ///
 /// # Panics
 /// If the shape does not fit or a slice length disagrees with `s`.
@@ -21,15 +48,92 @@ pub(in crate::conv) fn backward_weight(input: &ConvInput<'_>, dy: &[f32], dw: &m
     let (s, x) = (&input.shape, input.x);
     assert!(fits_weight_gradient(s), "Winograd F(4x4, 3x3) does not run the weight gradient of {s:?}");
     assert_eq!((x.len(), dw.len(), dy.len()), (s.input_len(), s.weight_len(), s.output_len()));
+    if runs_by_positions(s) {
+        let mut chunks = take_shared(&shared::PARTIALS);
+        with_filter(POSITIONS * s.cin * s.cout, |du| {
+            by_positions(input, dy, du, chunk_tiles(s), &mut chunks);
+            // SAFETY: AVX-512 (fits), co a multiple of 16, `du` is [36, ci, co] and `dw` [9, ci, co].
+            unsafe { filter_gradient(du.as_ptr(), s.cin, s.cout, dw.as_mut_ptr(), accumulate) };
+        });
+        put_shared(&shared::PARTIALS, chunks);
+        return;
+    }
     let tiles = tile_count(s);
     let parts = threads::num_threads().min(tiles).max(1);
-    with_filter(parts * POSITIONS * s.cin * s.cout, |partials| {
-        backward_weight_into(input, dy, dw, accumulate, parts, partials)
-    });
+    with_filter(parts * POSITIONS * s.cin * s.cout, |partials| by_tiles(input, dy, dw, accumulate, parts, partials));
 }
 
-/// [`backward_weight`] summing `parts` partial transformed-filter gradients in `partials`.
-pub(super) fn backward_weight_into(
+/// The transformed-filter gradient `du` (`[36, cin, cout]`) of a layer, summed chunk of
+/// `chunk` tiles after chunk: the threads transform a chunk's input and output-gradient tiles
+/// position-major into `buf`, then each position's product over the chunk is added into its
+/// plane of `du` by one thread. The sums run in the same order for any thread count.
+pub(super) fn by_positions(input: &ConvInput<'_>, dy: &[f32], du: &mut [f32], chunk: usize, buf: &mut Vec<f32>) {
+    let s = &input.shape;
+    let (ci, co) = (s.cin, s.cout);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let tiles = tile_count(s);
+    let chunk = chunk.clamp(1, tiles);
+    assert_eq!(du.len(), POSITIONS * ci * co, "transformed filter gradient of the wrong length");
+    let (v, g) = take(buf, POSITIONS * chunk * (ci + co)).split_at_mut(POSITIONS * chunk * ci);
+    for (index, first) in (0..tiles).step_by(chunk).enumerate() {
+        let count = chunk.min(tiles - first);
+        let (vs, gs) = (SharedOutput(v.as_mut_ptr()), SharedOutput(g.as_mut_ptr()));
+        let runs: Vec<_> = threads::split_even(count, threads::num_threads().min(count)).collect();
+        threads::install(|| {
+            runs.into_par_iter().for_each(|run| {
+                // SAFETY: tile k < count of the chunk writes its 36 positions at `k * ci + p * count
+                // * ci` of `v` (`36 * chunk * ci` floats, taken above), and each run its own tiles.
+                unsafe {
+                    transform_inputs_to(
+                        input,
+                        first + run.start,
+                        run.len(),
+                        vs.at(run.start * ci),
+                        false,
+                        [ci, count * ci],
+                    )
+                };
+                for (k, (img, oy, ox)) in tile_corners(s, first + run.start, run.len()).enumerate() {
+                    let win = window(oh, ow, co, 0, oy, ox);
+                    // SAFETY: AVX-512 and whole vectors (fits); image `img` of `dy` (length
+                    // checked); tile run.start + k's positions at `p * count * co` past its `co`
+                    // floats in `g`, within it and written by this run alone.
+                    unsafe {
+                        output_grad_tile(
+                            dy[img * oh * ow * co..].as_ptr(),
+                            &win,
+                            gs.at((run.start + k) * co),
+                            count * co,
+                        )
+                    };
+                }
+            });
+        });
+        // du[p] (ci x co) (+)= v[p]^T (ci x count) g[p] (count x co): the tiles as taps, `ci`
+        // apart in `v[p]` and `co` in `g[p]`, one input channel per row.
+        let args = ConvTileArgs {
+            a_pixel_stride: 1,
+            a_row_stride: ci,
+            cin: 1,
+            kh: count,
+            kw: 1,
+            w_row_stride: co,
+            y_pixel_stride: co,
+        };
+        let (v, g) = (&*v, &*g);
+        threads::install(|| {
+            du.par_chunks_mut(ci * co).enumerate().for_each(|(p, du)| {
+                let (v, g) = (&v[p * count * ci..(p + 1) * count * ci], &g[p * count * co..(p + 1) * count * co]);
+                multiply(ci, co, &args, v, g, du, index > 0);
+            });
+        });
+    }
+}
+
+/// `dw (+)=` the weight gradient, each of `parts` threads summing a fixed run of tiles into its
+/// own transformed-filter gradient in `partials`, added in order (reproducible for a given
+/// thread count).
+pub(super) fn by_tiles(
     input: &ConvInput<'_>,
     dy: &[f32],
     dw: &mut [f32],
