@@ -7,7 +7,7 @@ use crate::conv::shape::ConvShape;
 #[cfg(target_arch = "x86_64")]
 use crate::conv::winograd;
 use crate::simd::Isa;
-use shape_support::{amx_fits, winograd_bf16_fits, winograd_fits};
+use shape_support::{amx_fits, winograd_bf16_fits, winograd_fits, winograd_takes_gradient};
 
 /// How a convolution is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,8 +119,9 @@ impl ConvAlgorithm {
             }
             Precision::Bf16 if winograd && cpu.bf16 && winograd_bf16_fits(s) => ConvAlgorithm::WinogradBf16,
             // Layers Winograd runs by channel blocks (few tiles): f32 Winograd's four-fold saving
-            // beats bf16's two-fold in all three passes.
-            _ if winograd => ConvAlgorithm::Winograd,
+            // beats bf16's two-fold in all three passes, where it also takes the weight gradient
+            // (else that would fall to the f32 GEMM).
+            _ if winograd && (!bf16 || winograd_takes_gradient(s)) => ConvAlgorithm::Winograd,
             // The bf16 kernels beat the f32 GEMM on every other layer, 1x1 and large ones too.
             _ if bf16 => ConvAlgorithm::DirectBf16,
             Precision::F32 if direct && (cached || s.stride == 1) => ConvAlgorithm::Direct,
@@ -187,6 +188,12 @@ mod shape_support {
         winograd::shape_fits(s) && winograd::has_bf16_products(s)
     }
 
+    /// Whether Winograd's weight gradient takes a layer Winograd runs (its transformed filter
+    /// gradient within [`winograd::GRADIENT_FLOATS`]).
+    pub(super) fn winograd_takes_gradient(s: &ConvShape) -> bool {
+        winograd::fits_gradient_size(s)
+    }
+
     /// Whether the AMX tiles fit a layer's forward pass (its backward-data pass swaps the
     /// channel counts; where that does not fit, it runs on `vdpbf16ps`).
     pub(super) fn amx_fits(s: &ConvShape) -> bool {
@@ -207,6 +214,10 @@ mod shape_support {
     }
 
     pub(super) fn amx_fits(_: &ConvShape) -> bool {
+        false
+    }
+
+    pub(super) fn winograd_takes_gradient(_: &ConvShape) -> bool {
         false
     }
 }

@@ -712,6 +712,9 @@ fn algorithm_choice_follows_the_measurements() {
         (c3(32, 14, 256, 256, 3), W, bf16, skylake, Winograd),
         (c3(32, 7, 512, 512, 3), W, bf16, zen4, Winograd),
         (c3(128, 8, 256, 256, 3), W, bf16, zen4, WinogradBf16),
+        // Wider than Winograd's weight gradient goes: the direct bf16 kernels in every pass.
+        (c3(32, 7, 1024, 1024, 3), B, bf16, zen4, DirectBf16),
+        (c3(32, 7, 1024, 1024, 3), B, f32, skylake, Winograd),
         // Past 128 tiles Winograd does not take 512 channels: the direct kernels.
         (c3(64, 7, 512, 512, 3), B, bf16, zen4, DirectBf16),
         (c3(32, 7, 512, 512, 3), B, f32, skylake, Winograd),

@@ -280,13 +280,13 @@ mod tests {
         assert_eq!(a.weight.grad, b.weight.grad);
     }
 
-    /// In bf16 mode a wide 3x3 layer's weight gradient is chosen apart from its input gradient
-    /// (Winograd's f32 adjoint by positions, while the input gradient runs Winograd with bf16
-    /// products): the weight gradient stays within bf16 rounding of f32's and the input gradient
-    /// within Winograd's bf16 error (6-7% of the largest value,
+    /// In bf16 mode a wide 3x3 layer's backward pass, the weight gradient chosen apart (both
+    /// choices `WinogradBf16` now: the input gradient with bf16 products, the weight gradient
+    /// Winograd's f32 adjoint by positions): the weight gradient stays within bf16 rounding of
+    /// f32's and the input gradient within Winograd's bf16 error (6-7% of the largest value,
     /// `bf16_products_error_against_the_direct_bf16_kernels`).
     #[test]
-    fn bf16_weight_gradient_of_a_wide_layer_follows_its_own_choice() {
+    fn bf16_backward_of_a_wide_layer_stays_near_f32() {
         use resnet_kernels::conv::{bf16_supported, Precision};
         if !bf16_supported() {
             resnet_kernels::skip::skip("this CPU lacks AVX512_BF16");

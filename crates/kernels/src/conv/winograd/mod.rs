@@ -103,7 +103,12 @@ pub(super) const GRADIENT_FLOATS: usize = 36 * 512 * 512;
 /// Whether the weight gradient of a shape runs here: it [`fits`] and its transformed filter
 /// gradient stays within [`GRADIENT_FLOATS`].
 pub(super) fn fits_weight_gradient(s: &ConvShape) -> bool {
-    fits(s) && POSITIONS * s.cin * s.cout <= GRADIENT_FLOATS
+    fits(s) && fits_gradient_size(s)
+}
+
+/// Whether a layer's transformed filter gradient stays within [`GRADIENT_FLOATS`].
+pub(super) fn fits_gradient_size(s: &ConvShape) -> bool {
+    POSITIONS * s.cin * s.cout <= GRADIENT_FLOATS
 }
 
 /// Whether a layer's transformed filter is small enough to hold whole ([`FILTER_FLOATS`]).

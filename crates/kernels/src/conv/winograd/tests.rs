@@ -247,7 +247,7 @@ fn every_pass_matches_gemm_element_by_element() {
 }
 
 /// The weight gradient by positions in chunks of a few tiles (several chunks, the last one
-/// short) against the one by runs of tiles, with the fused input transform.
+/// short) against the one by runs of tiles, with the fused input transform; without tiles, zero.
 #[test]
 fn weight_gradient_by_position_chunks_matches_runs_of_tiles() {
     if simd::isa() < Isa::Avx512 {
@@ -270,6 +270,12 @@ fn weight_gradient_by_position_chunks_matches_runs_of_tiles() {
     let mut want = base.clone();
     let mut partials = vec![0.0; 2 * POSITIONS * s.cin * s.cout];
     by_tiles(&input, &dy, &mut want, true, 2, &mut partials);
+    // A batch without tiles: a zero gradient.
+    let empty = ConvShape { n: 0, ..s };
+    let none = ConvInput { shape: empty, x: [].as_slice().into(), transform: None };
+    let mut du = vec![f32::NAN; POSITIONS * s.cin * s.cout];
+    by_positions(&none, &[], &mut du, 7, &mut Vec::new());
+    assert!(du.iter().all(|&v| v == 0.0));
     for chunk in [7, 27, 100] {
         let (mut du, mut buf) = (vec![f32::NAN; POSITIONS * s.cin * s.cout], Vec::new());
         by_positions(&input, &dy, &mut du, chunk, &mut buf);

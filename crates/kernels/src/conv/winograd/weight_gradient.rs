@@ -72,8 +72,17 @@ pub(super) fn by_positions(input: &ConvInput<'_>, dy: &[f32], du: &mut [f32], ch
     let (ci, co) = (s.cin, s.cout);
     let (oh, ow) = (s.out_h(), s.out_w());
     let tiles = tile_count(s);
-    let chunk = chunk.clamp(1, tiles);
     assert_eq!(du.len(), POSITIONS * ci * co, "transformed filter gradient of the wrong length");
+    assert_eq!(
+        (input.x.len(), dy.len()),
+        (s.input_len(), s.output_len()),
+        "input or output gradient of the wrong length"
+    );
+    if tiles == 0 {
+        du.fill(0.0);
+        return;
+    }
+    let chunk = chunk.clamp(1, tiles);
     let (v, g) = take(buf, POSITIONS * chunk * (ci + co)).split_at_mut(POSITIONS * chunk * ci);
     for (index, first) in (0..tiles).step_by(chunk).enumerate() {
         let count = chunk.min(tiles - first);
