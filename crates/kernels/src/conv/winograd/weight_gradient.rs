@@ -70,7 +70,6 @@ pub(in crate::conv) fn backward_weight(input: &ConvInput<'_>, dy: &[f32], dw: &m
 pub(super) fn by_positions(input: &ConvInput<'_>, dy: &[f32], du: &mut [f32], chunk: usize, buf: &mut Vec<f32>) {
     let s = &input.shape;
     let (ci, co) = (s.cin, s.cout);
-    let (oh, ow) = (s.out_h(), s.out_w());
     let tiles = tile_count(s);
     assert_eq!(du.len(), POSITIONS * ci * co, "transformed filter gradient of the wrong length");
     assert_eq!(
@@ -102,20 +101,10 @@ pub(super) fn by_positions(input: &ConvInput<'_>, dy: &[f32], du: &mut [f32], ch
                         [ci, count * ci],
                     )
                 };
-                for (k, (img, oy, ox)) in tile_corners(s, first + run.start, run.len()).enumerate() {
-                    let win = window(oh, ow, co, 0, oy, ox);
-                    // SAFETY: AVX-512 and whole vectors (fits); image `img` of `dy` (length
-                    // checked); tile run.start + k's positions at `p * count * co` past its `co`
-                    // floats in `g`, within it and written by this run alone.
-                    unsafe {
-                        output_grad_tile(
-                            dy[img * oh * ow * co..].as_ptr(),
-                            &win,
-                            gs.at((run.start + k) * co),
-                            count * co,
-                        )
-                    };
-                }
+                // SAFETY: as above, for `g` (`36 * chunk * co` floats) and `co`.
+                unsafe {
+                    output_grads_to(s, dy, first + run.start, run.len(), gs.at(run.start * co), [co, count * co])
+                };
             });
         });
         // du[p] (ci x co) (+)= v[p]^T (ci x count) g[p] (count x co): the tiles as taps, `ci`
@@ -152,7 +141,6 @@ pub(super) fn by_tiles(
 ) {
     let s = &input.shape;
     let (ci, co) = (s.cin, s.cout);
-    let (oh, ow) = (s.out_h(), s.out_w());
     let tiles = tile_count(s);
     let per = tiles_per_task(s, tiles);
     let plane = POSITIONS * ci * co;
@@ -166,19 +154,9 @@ pub(super) fn by_tiles(
                     with_tile(POSITIONS * count * (ci + co), |scratch| {
                         let (v, g) = scratch.split_at_mut(POSITIONS * count * ci);
                         transform_inputs(input, first, count, v, false);
-                        for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
-                            let win = window(oh, ow, co, 0, oy, ox);
-                            // SAFETY: AVX-512 and whole vectors (fits); image `img` of `dy`
-                            // (length checked); positions of row k of `g` as for `v`.
-                            unsafe {
-                                output_grad_tile(
-                                    dy[img * oh * ow * co..].as_ptr(),
-                                    &win,
-                                    g[k * POSITIONS * co..].as_mut_ptr(),
-                                    co,
-                                )
-                            };
-                        }
+                        // SAFETY: tile k's positions at `k * 36 * co + p * co` lie in `g` (`36 *
+                        // count * co` floats), a buffer of this task alone.
+                        unsafe { output_grads_to(s, dy, first, count, g.as_mut_ptr(), [POSITIONS * co, co]) };
                         // du[p] (ci x co) += v[:, p]^T (ci x count) g[:, p] (count x co): the tiles
                         // as taps (`kh = count`, 36 * ci apart in `v`, 36 * co in `g`), one input
                         // channel per row.
@@ -207,4 +185,27 @@ pub(super) fn by_tiles(
     }
     // SAFETY: AVX-512 (fits), co a multiple of 16, `total` is [36, ci, co] and `dw` [9, ci, co].
     unsafe { filter_gradient(total.as_ptr(), ci, co, dw.as_mut_ptr(), accumulate) };
+}
+
+/// The output gradient's tiles `first..first + count` through `A dy A^T` into the buffer at `g`,
+/// tile `k`'s position `p` at `k * stride[0] + p * stride[1]` floats (`cout` of them).
+///
+/// # Safety
+/// The places written are writable and no other thread touches them meanwhile; `dy` is the
+/// layer's whole output gradient (`s.output_len()` floats) and the CPU has AVX-512.
+unsafe fn output_grads_to(
+    s: &ConvShape,
+    dy: &[f32],
+    first: usize,
+    count: usize,
+    g: *mut f32,
+    [tile_stride, position_stride]: [usize; 2],
+) {
+    let (oh, ow, co) = (s.out_h(), s.out_w(), s.cout);
+    for (k, (img, oy, ox)) in tile_corners(s, first, count).enumerate() {
+        let win = window(oh, ow, co, 0, oy, ox);
+        // SAFETY: AVX-512 and whole vectors (contract, and shapes that fit); image `img` of `dy`;
+        // tile k's 36 positions at the strides (contract).
+        unsafe { output_grad_tile(dy[img * oh * ow * co..].as_ptr(), &win, g.add(k * tile_stride), position_stride) };
+    }
 }
