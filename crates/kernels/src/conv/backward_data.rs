@@ -210,15 +210,24 @@ pub(super) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
 /// square blocks so that reads and writes both stay within a few cache lines (a megabyte-sized
 /// weight transposed row by row took a quarter of a 1x1 layer's backward-data pass).
 pub(super) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], accumulate: bool) {
-    for i0 in (0..rows).step_by(TRANSPOSE_BLOCK) {
-        for j0 in (0..cols).step_by(TRANSPOSE_BLOCK) {
-            for i in i0..(i0 + TRANSPOSE_BLOCK).min(rows) {
-                for j in j0..(j0 + TRANSPOSE_BLOCK).min(cols) {
-                    let v = src[i * cols + j];
-                    let d = &mut dst[j * rows + i];
-                    *d = if accumulate { *d + v } else { v };
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose of {rows} x {cols}");
+    if rows == 0 {
+        return;
+    }
+    // Each thread writes its own blocks of rows of `dst` (columns of `src`).
+    threads::install(|| {
+        dst[..rows * cols].par_chunks_mut(TRANSPOSE_BLOCK * rows).enumerate().for_each(|(b, dst)| {
+            let j0 = b * TRANSPOSE_BLOCK;
+            let width = dst.len() / rows;
+            for i0 in (0..rows).step_by(TRANSPOSE_BLOCK) {
+                for j in 0..width {
+                    for i in i0..(i0 + TRANSPOSE_BLOCK).min(rows) {
+                        let v = src[i * cols + j0 + j];
+                        let d = &mut dst[j * rows + i];
+                        *d = if accumulate { *d + v } else { v };
+                    }
                 }
             }
-        }
-    }
+        })
+    });
 }

@@ -57,27 +57,56 @@ crate::multiversion! {
 /// bf16, `rows <= stride`): 16 x 16 blocks with AVX-512, leftover rows one by one.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn transpose_bf16(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
+    check_transpose_bf16(src, rows, cols, dst, stride);
+    for (b, block) in dst[..cols * stride].chunks_exact_mut(16 * stride).enumerate() {
+        transpose_bf16_columns(src, rows, cols, 16 * b, block, stride);
+    }
+}
+
+/// [`transpose_bf16`] with the blocks of 16 columns shared among the threads, each writing its
+/// own rows of `dst`: for an output gradient transposed outside the threads' parts.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn transpose_bf16_parallel(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
+    use rayon::prelude::*;
+    check_transpose_bf16(src, rows, cols, dst, stride);
+    crate::threads::install(|| {
+        dst[..cols * stride]
+            .par_chunks_exact_mut(16 * stride)
+            .enumerate()
+            .for_each(|(b, block)| transpose_bf16_columns(src, rows, cols, 16 * b, block, stride))
+    });
+}
+
+/// The lengths and CPU [`transpose_bf16`] needs.
+#[cfg(target_arch = "x86_64")]
+fn check_transpose_bf16(src: &[f32], rows: usize, cols: usize, dst: &[u16], stride: usize) {
     assert!(bf16_supported() && cols.is_multiple_of(16) && rows <= stride);
     assert!(src.len() >= rows * cols && dst.len() >= cols * stride);
+}
+
+/// Columns `c0 .. c0 + 16` of `src` transposed into `block`, their 16 rows of `dst` (lengths
+/// checked by [`check_transpose_bf16`]).
+#[cfg(target_arch = "x86_64")]
+fn transpose_bf16_columns(src: &[f32], rows: usize, cols: usize, c0: usize, block: &mut [u16], stride: usize) {
+    assert!(bf16_supported() && c0 + 16 <= cols && block.len() == 16 * stride && rows <= stride);
+    assert!(src.len() >= rows * cols);
     let full = rows / 16 * 16;
     for r0 in (0..full).step_by(16) {
-        for c0 in (0..cols).step_by(16) {
-            // SAFETY: AVX-512 with BF16 was checked above; the block reads rows r0..r0 + 16 <= rows
-            // and columns c0..c0 + 16 <= cols of src, and writes rows c0..c0 + 16 <= cols,
-            // columns r0..r0 + 16 <= stride of dst (lengths asserted above).
-            unsafe {
-                crate::simd::avx512::transpose16_bf16(
-                    src[r0 * cols + c0..].as_ptr(),
-                    cols,
-                    dst[c0 * stride + r0..].as_mut_ptr(),
-                    stride,
-                )
-            };
-        }
+        // SAFETY: AVX-512 with BF16 was checked above; the block reads rows r0..r0 + 16 <= rows
+        // and columns c0..c0 + 16 <= cols of src, and writes its 16 rows, columns r0..r0 + 16 <=
+        // stride (lengths asserted above).
+        unsafe {
+            crate::simd::avx512::transpose16_bf16(
+                src[r0 * cols + c0..].as_ptr(),
+                cols,
+                block[r0..].as_mut_ptr(),
+                stride,
+            )
+        };
     }
     for r in full..rows {
-        for c in 0..cols {
-            dst[c * stride + r] = bf16_bits(src[r * cols + c]) as u16;
+        for c in 0..16 {
+            block[c * stride + r] = bf16_bits(src[r * cols + c0 + c]) as u16;
         }
     }
 }

@@ -781,3 +781,43 @@ fn output_sizes_follow_the_usual_formula() {
     assert_eq!((s.out_h(), s.out_w()), (16, 16));
     assert_eq!(s.macs(), 16 * 16 * 32 * 144);
 }
+
+#[test]
+fn transposes_move_every_element_once() {
+    let mut rng = Rng::new(7);
+    // Sizes that leave partial blocks on both sides, and a row count that leaves a tail.
+    for (rows, cols) in [(1, 1), (37, 70), (100, 33), (64, 32)] {
+        let src = random(rows * cols, &mut rng);
+        let base = random(rows * cols, &mut rng);
+        for accumulate in [false, true] {
+            let mut dst = base.clone();
+            crate::conv::backward_data::transpose_into(&src, rows, cols, &mut dst, accumulate);
+            for i in 0..rows {
+                for j in 0..cols {
+                    let want = if accumulate { base[j * rows + i] + src[i * cols + j] } else { src[i * cols + j] };
+                    assert_eq!(dst[j * rows + i], want, "{rows} x {cols} at ({i}, {j}), accumulate {accumulate}");
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::conv::bf16_supported() {
+        use crate::conv::bf16::{transpose_bf16, transpose_bf16_parallel};
+        for (rows, cols, stride) in [(1, 16, 2), (37, 48, 40), (64, 32, 64), (250, 2048, 256)] {
+            let src = random(rows * cols, &mut rng);
+            let (mut serial, mut parallel) = (vec![1u16; cols * stride], vec![1u16; cols * stride]);
+            transpose_bf16(&src, rows, cols, &mut serial, stride);
+            transpose_bf16_parallel(&src, rows, cols, &mut parallel, stride);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        serial[j * stride + i],
+                        bf16_bits(src[i * cols + j]) as u16,
+                        "{rows} x {cols} at ({i}, {j})"
+                    );
+                }
+            }
+            assert_eq!(serial, parallel, "{rows} x {cols}: the parallel transpose differs");
+        }
+    }
+}

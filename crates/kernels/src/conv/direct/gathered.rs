@@ -6,7 +6,7 @@ use super::kernels;
 use super::weight_gradient::pairs_weight_gradient_fits;
 use crate::conv::algorithm::bf16_supported;
 use crate::conv::backward_data::transpose_into;
-use crate::conv::bf16::{pair_rows_bf16, transpose_bf16};
+use crate::conv::bf16::{pair_rows_bf16, transpose_bf16_parallel};
 use crate::conv::im2col::im2col;
 use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
@@ -83,7 +83,7 @@ pub(in crate::conv) fn backward_weight_gathered(
             });
             x[rows * k..].fill(0.0);
             with_bf16(co * even, 0, |dy_t, _| {
-                transpose_bf16(&dy[m0 * co..(m0 + rows) * co], rows, co, dy_t, even);
+                transpose_bf16_parallel(&dy[m0 * co..(m0 + rows) * co], rows, co, dy_t, even);
                 if rows < even {
                     dy_t.chunks_exact_mut(even).for_each(|row| row[rows] = 0);
                 }
