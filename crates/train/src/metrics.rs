@@ -26,11 +26,14 @@ pub struct EpochMetrics {
     pub train_loss: f64,
     /// Training top-1 error over the epoch's batches (before each update), percent.
     pub train_error: f64,
-    /// Test loss.
+    /// Test loss (NaN where a record written by another tool, such as
+    /// `bench/pytorch_cifar_train.py`, has none).
+    #[serde(default = "not_recorded")]
     pub test_loss: f64,
     /// Test top-1 error, percent.
     pub test_error: f64,
-    /// Test top-5 error, percent.
+    /// Test top-5 error, percent (NaN where a record has none, as `test_loss`).
+    #[serde(default = "not_recorded")]
     pub test_top5_error: f64,
     /// Held-out validation top-1 error (`--val-split`), percent.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -46,6 +49,10 @@ pub struct EpochMetrics {
 
 fn one_rank() -> usize {
     1
+}
+
+fn not_recorded() -> f64 {
+    f64::NAN
 }
 
 // New columns go at the end, so readers of the older columns by position keep working.
@@ -185,6 +192,20 @@ mod tests {
         let first = lines.next().unwrap();
         assert!(first.starts_with("1,390,0.1,1.500000,50.0000"), "{first}");
         assert!(first.ends_with(",0.1,0.1"), "{first}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_without_test_loss_or_top5_read_for_plotting() {
+        let dir = std::env::temp_dir().join(format!("resnet-metrics-foreign-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = r#"{"epoch": 1, "epochs": 30, "iteration": 390, "lr": 0.1, "train_loss": 1.9, "train_error": 71.7, "test_error": 60.3, "seconds": 240.0, "images_per_sec": 208.0}"#;
+        std::fs::write(dir.join("metrics.jsonl"), format!("{line}\n")).unwrap();
+        let rows = read(&dir).unwrap();
+        assert_eq!((rows[0].iteration, rows[0].test_error, rows[0].train_error), (390, 60.3, 71.7));
+        assert!(rows[0].test_loss.is_nan() && rows[0].test_top5_error.is_nan());
+        let figure = curves("foreign", &rows);
+        assert_eq!(figure.panels[0].series[1].points, vec![(390.0, 60.3)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -71,6 +71,9 @@ fn tick(v: f64, span: f64) -> String {
     }
 }
 
+/// Series of at most this many points get a marker at each.
+const MARKED_POINTS: usize = 12;
+
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, fig: &Figure) -> Result<(), String>
 where
     DB::ErrorType: 'static,
@@ -105,6 +108,13 @@ where
             let style = ShapeStyle::from(&color).stroke_width(2);
             let pts: Vec<(f64, f64)> =
                 s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            // Points of a short series (a table's rows, one of them alone) are marked: a line
+            // through a single point draws nothing.
+            if pts.len() <= MARKED_POINTS {
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, ShapeStyle::from(&color).filled())))
+                    .map_err(|e| e.to_string())?;
+            }
             let anno = match s.stroke {
                 Stroke::Solid => chart.draw_series(LineSeries::new(pts, style)).map_err(|e| e.to_string())?,
                 Stroke::Dashed => {
@@ -200,6 +210,34 @@ mod tests {
         assert_eq!((decoded.width(), decoded.height()), (560, 420));
         let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
         assert!(svg.contains("<svg") && svg.contains("ResNet-20"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_series_of_one_point_is_drawn() {
+        let dir = std::env::temp_dir().join(format!("resnet-plot-point-{}", std::process::id()));
+        let series = |label: &str, points: Vec<(f64, f64)>, color| Series {
+            label: label.into(),
+            points,
+            stroke: Stroke::Solid,
+            color,
+        };
+        let fig = Figure {
+            panels: vec![Panel {
+                title: "depth".into(),
+                x_label: "layers".into(),
+                y_label: "test error (%)".into(),
+                // Depth tables have one run of another tool at a single depth.
+                series: vec![
+                    series("ours", vec![(20.0, 14.8), (56.0, 14.4)], 0),
+                    series("other", vec![(56.0, 20.3)], 1),
+                ],
+                y_range: None,
+            }],
+        };
+        save(&fig, &dir.join("depth")).unwrap();
+        let svg = std::fs::read_to_string(dir.join("depth.svg")).unwrap();
+        assert!(svg.contains("<circle"), "no marker drawn for the points");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
