@@ -57,8 +57,7 @@ crate::multiversion! {
 /// bf16, `rows <= stride`): 16 x 16 blocks with AVX-512, leftover rows one by one.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn transpose_bf16(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
-    check_transpose_bf16(src, rows, cols, dst, stride);
-    for (b, block) in dst[..cols * stride].chunks_exact_mut(16 * stride).enumerate() {
+    for (b, block) in column_blocks(dst, cols, stride).chunks_exact_mut(16 * stride).enumerate() {
         transpose_bf16_columns(src, rows, cols, 16 * b, block, stride);
     }
 }
@@ -68,24 +67,23 @@ pub(super) fn transpose_bf16(src: &[f32], rows: usize, cols: usize, dst: &mut [u
 #[cfg(target_arch = "x86_64")]
 pub(super) fn transpose_bf16_parallel(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
     use rayon::prelude::*;
-    check_transpose_bf16(src, rows, cols, dst, stride);
     crate::threads::install(|| {
-        dst[..cols * stride]
+        column_blocks(dst, cols, stride)
             .par_chunks_exact_mut(16 * stride)
             .enumerate()
             .for_each(|(b, block)| transpose_bf16_columns(src, rows, cols, 16 * b, block, stride))
     });
 }
 
-/// The lengths and CPU [`transpose_bf16`] needs.
+/// The rows of `dst` the transposed `cols` columns fill, whole blocks of 16 (each block's other
+/// bounds are checked by [`transpose_bf16_columns`]).
 #[cfg(target_arch = "x86_64")]
-fn check_transpose_bf16(src: &[f32], rows: usize, cols: usize, dst: &[u16], stride: usize) {
-    assert!(bf16_supported() && cols.is_multiple_of(16) && rows <= stride);
-    assert!(src.len() >= rows * cols && dst.len() >= cols * stride);
+fn column_blocks(dst: &mut [u16], cols: usize, stride: usize) -> &mut [u16] {
+    assert!(cols.is_multiple_of(16), "bf16 transpose of {cols} columns, not whole blocks of 16");
+    &mut dst[..cols * stride]
 }
 
-/// Columns `c0 .. c0 + 16` of `src` transposed into `block`, their 16 rows of `dst` (lengths
-/// checked by [`check_transpose_bf16`]).
+/// Columns `c0 .. c0 + 16` of `src` transposed into `block`, their 16 rows of `dst`.
 #[cfg(target_arch = "x86_64")]
 fn transpose_bf16_columns(src: &[f32], rows: usize, cols: usize, c0: usize, block: &mut [u16], stride: usize) {
     assert!(bf16_supported() && c0 + 16 <= cols && block.len() == 16 * stride && rows <= stride);
