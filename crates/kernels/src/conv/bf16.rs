@@ -57,30 +57,10 @@ crate::multiversion! {
 /// bf16, `rows <= stride`): 16 x 16 blocks with AVX-512, leftover rows one by one.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn transpose_bf16(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
-    for (b, block) in column_blocks(dst, cols, stride).chunks_exact_mut(16 * stride).enumerate() {
+    assert!(cols.is_multiple_of(16), "bf16 transpose of {cols} columns, not whole blocks of 16");
+    for (b, block) in dst[..cols * stride].chunks_exact_mut(16 * stride).enumerate() {
         transpose_bf16_columns(src, rows, cols, 16 * b, block, stride);
     }
-}
-
-/// [`transpose_bf16`] with the blocks of 16 columns shared among the threads, each writing its
-/// own rows of `dst`: for an output gradient transposed outside the threads' parts.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn transpose_bf16_parallel(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], stride: usize) {
-    use rayon::prelude::*;
-    crate::threads::install(|| {
-        column_blocks(dst, cols, stride)
-            .par_chunks_exact_mut(16 * stride)
-            .enumerate()
-            .for_each(|(b, block)| transpose_bf16_columns(src, rows, cols, 16 * b, block, stride))
-    });
-}
-
-/// The rows of `dst` the transposed `cols` columns fill, whole blocks of 16 (each block's other
-/// bounds are checked by [`transpose_bf16_columns`]).
-#[cfg(target_arch = "x86_64")]
-fn column_blocks(dst: &mut [u16], cols: usize, stride: usize) -> &mut [u16] {
-    assert!(cols.is_multiple_of(16), "bf16 transpose of {cols} columns, not whole blocks of 16");
-    &mut dst[..cols * stride]
 }
 
 /// Columns `c0 .. c0 + 16` of `src` transposed into `block`, their 16 rows of `dst`.

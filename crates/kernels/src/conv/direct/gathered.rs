@@ -6,7 +6,7 @@ use super::kernels;
 use super::weight_gradient::pairs_weight_gradient_fits;
 use crate::conv::algorithm::bf16_supported;
 use crate::conv::backward_data::transpose_into;
-use crate::conv::bf16::{pair_rows_bf16, transpose_bf16_parallel};
+use crate::conv::bf16::{pair_rows_bf16, pixel_pairs_bf16};
 use crate::conv::im2col::im2col;
 use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
@@ -82,12 +82,9 @@ pub(in crate::conv) fn backward_weight_gathered(
                 });
             });
             x[rows * k..].fill(0.0);
-            with_bf16(co * even, 0, |dy_t, _| {
-                transpose_bf16_parallel(&dy[m0 * co..(m0 + rows) * co], rows, co, dy_t, even);
-                if rows < even {
-                    dy_t.chunks_exact_mut(even).for_each(|row| row[rows] = 0);
-                }
-                let (dy_t, x) = (&*dy_t, &*x);
+            with_bf16(0, pairs * co, |_, dy_pairs| {
+                output_gradient_pairs(&dy[m0 * co..(m0 + rows) * co], co, dy_pairs);
+                let (dy_pairs, x) = (&*dy_pairs, &*x);
                 threads::install(|| {
                     (0..k).into_par_iter().step_by(TASK_CHANNELS).for_each(|c0| {
                         let width = TASK_CHANNELS.min(k - c0);
@@ -101,7 +98,8 @@ pub(in crate::conv) fn backward_weight_gathered(
                             }
                             let g = crate::simd::avx512::WgradPairsArgs {
                                 pairs,
-                                dy_stride: even,
+                                dy_stride: 2,
+                                dy_pair_stride: 2 * co,
                                 x_pair_stride: width,
                                 x_tap_stride: 0,
                                 acc_row_stride: k,
@@ -109,18 +107,17 @@ pub(in crate::conv) fn backward_weight_gathered(
                                 prefetch: std::ptr::null(),
                                 prefetch_lines: 0,
                             };
-                            // SAFETY: bf16 support was checked above; dy_t holds co rows of
-                            // `even` = 2 * pairs values; xp holds `pairs` pairs of `width`
-                            // channels; the accumulator columns c0..c0 + width of the co rows of
-                            // k are this task's alone (the tasks' c0 differ by TASK_CHANNELS >=
-                            // width).
+                            // SAFETY: bf16 support was checked above; dy_pairs holds `pairs`
+                            // pairs of co channels; xp holds `pairs` pairs of `width` channels;
+                            // the accumulator columns c0..c0 + width of the co rows of k are this
+                            // task's alone (the tasks' c0 differ by TASK_CHANNELS >= width).
                             unsafe {
                                 kernels::wgrad_pairs(
                                     &g,
                                     1,
                                     co,
                                     width,
-                                    dy_t.as_ptr(),
+                                    dy_pairs.as_ptr().cast(),
                                     xp.as_ptr(),
                                     acc.at(c0),
                                     &Default::default(),
@@ -133,4 +130,22 @@ pub(in crate::conv) fn backward_weight_gathered(
         });
     }
     transpose_into(acc_t, co, k, dw, accumulate);
+}
+
+/// The output gradient's rows (`co` channels each) as bf16 pixel pairs, `ceil(rows / 2)` pairs
+/// of `co`, the odd last row paired with zeros; blocks of pairs shared among the threads.
+fn output_gradient_pairs(dy: &[f32], co: usize, out: &mut [u32]) {
+    let rows = dy.len() / co;
+    let (even, pairs) = (rows / 2 * 2, rows.div_ceil(2));
+    let block = (pairs / (4 * threads::num_threads())).max(1);
+    threads::install(|| {
+        out[..even / 2 * co]
+            .par_chunks_mut(block * co)
+            .zip(dy[..even * co].par_chunks(2 * block * co))
+            .for_each(|(dst, src)| pixel_pairs_bf16(src, co, dst));
+    });
+    if pairs * 2 > rows {
+        let zeros = vec![0.0; co];
+        pair_rows_bf16(&dy[even * co..], &zeros, &mut out[even / 2 * co..pairs * co]);
+    }
 }

@@ -163,9 +163,9 @@ pub(in crate::conv) fn pairs_weight_gradient_fits(s: &ConvShape) -> bool {
 /// Per-part weight gradients in bf16 (bf16 products, f32 sums) on AMX tiles or with
 /// `vdpbf16ps`, computed transposed: `dw[tap]^T (cout x cin) += dy^T (cout x pixels) * x_tap
 /// (pixels x cin)`, the pixels of a band of output rows being the reduction, taken in pairs.
-/// Per band, dy is transposed to bf16 once, and for each kernel column `kx` the input strip is
-/// repacked as pixel pairs in rows of the output width, so that every kernel row `ky` is a
-/// fixed offset into it.
+/// Per band, dy is converted to bf16 once (pixel pairs, or transposed for AMX), and for each
+/// kernel column `kx` the input strip is repacked as pixel pairs in rows of the output width, so
+/// that every kernel row `ky` is a fixed offset into it.
 #[cfg(target_arch = "x86_64")]
 pub(in crate::conv) fn backward_weight_pairs(
     input: &ConvInput<'_>,
@@ -202,13 +202,21 @@ pub(in crate::conv) fn backward_weight_pairs(
                     // Pixel pairs of one kx layout: every ky offset plus a whole padded band.
                     let pairs = (s.kh - 1) * ow / 2 + padded / 2;
                     let dy_band = dy_rows(s, dy, (img, oy0, nrows));
+                    // AMX reads dy transposed (channels x padded pixels); the vector kernel as
+                    // pixel pairs, the layout of x, which needs no transpose.
+                    let (dy_t_len, dy_pairs_len) = if amx { (co * padded, 0) } else { (0, pixels / 2 * co) };
                     with_tile(strip_rows * wp * ci, |strip| {
                         let iy0 = oy0 as isize - s.pad as isize;
                         fill_strip(input, img, iy0, strip_rows, strip, false, &mut []);
-                        with_bf16(co * padded, pairs * ci, |dy_t, xp| {
-                            transpose_bf16(dy_band, pixels, co, dy_t, padded);
-                            for dst in dy_t.chunks_exact_mut(padded) {
-                                dst[pixels..].fill(0);
+                        with_bf16(dy_t_len, pairs * ci + dy_pairs_len, |dy_t, pairs_buf| {
+                            let (xp, dy_pairs) = pairs_buf.split_at_mut(pairs * ci);
+                            if amx {
+                                transpose_bf16(dy_band, pixels, co, dy_t, padded);
+                                for dst in dy_t.chunks_exact_mut(padded) {
+                                    dst[pixels..].fill(0);
+                                }
+                            } else {
+                                pixel_pairs_bf16(dy_band, co, dy_pairs);
                             }
                             for kx in 0..s.kw {
                                 // Pair m holds pixels 2m and 2m + 1 of rows of width ow, shifted by kx.
@@ -221,7 +229,8 @@ pub(in crate::conv) fn backward_weight_pairs(
                                 if !amx {
                                     let g = crate::simd::avx512::WgradPairsArgs {
                                         pairs: pixels / 2,
-                                        dy_stride: padded,
+                                        dy_stride: 2,
+                                        dy_pair_stride: 2 * co,
                                         x_pair_stride: ci,
                                         x_tap_stride: ow / 2 * ci,
                                         acc_row_stride: ci,
@@ -232,17 +241,18 @@ pub(in crate::conv) fn backward_weight_pairs(
                                     let acc_kx = &mut acc_t[kx * co * ci..];
                                     debug_assert!(acc_kx.len() >= (s.kh - 1) * s.kw * co * ci + co * ci);
                                     debug_assert!(xp.len() >= (s.kh - 1) * ow / 2 * ci + pixels / 2 * ci);
-                                    // SAFETY: bf16 support was checked above; dy_t holds co rows
-                                    // of `padded` >= pixels values; xp holds the pairs of every ky
-                                    // offset plus a band (`pairs` counts them), ci channels each;
-                                    // acc_kx holds the taps (ky, kx) of this part's own buffer.
+                                    // SAFETY: bf16 support was checked above; dy_pairs holds
+                                    // pixels / 2 pairs of co channels; xp holds the pairs of every
+                                    // ky offset plus a band (`pairs` counts them), ci channels
+                                    // each; acc_kx holds the taps (ky, kx) of this part's own
+                                    // buffer.
                                     unsafe {
                                         kernels::wgrad_pairs(
                                             &g,
                                             s.kh,
                                             co,
                                             ci,
-                                            dy_t.as_ptr(),
+                                            dy_pairs.as_ptr().cast(),
                                             xp.as_ptr(),
                                             acc_kx.as_mut_ptr(),
                                             &next.part(kx, s.kw),

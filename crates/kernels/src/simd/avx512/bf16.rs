@@ -146,13 +146,18 @@ pub unsafe fn conv_tile_s1k3_bf16<const R: usize, const NB: usize>(
 }
 
 /// Geometry of [`wgrad_pairs_bf16`], the weight gradient computed transposed over pixel pairs:
-/// `acc[t][o][c] += sum_m dy[o][2m] x[t][m][c].lo + dy[o][2m + 1] x[t][m][c].hi`.
+/// `acc[t][o][c] += sum_m dy[o][m].lo x[t][m][c].lo + dy[o][m].hi x[t][m][c].hi`, where
+/// `dy[o][m]` holds output channel `o`'s pixels `2m` and `2m + 1`.
 #[derive(Clone, Copy, Debug)]
 pub struct WgradPairsArgs {
     /// Pixel pairs the sum runs over.
     pub pairs: usize,
-    /// bf16 values between consecutive output channels' rows of the transposed `dy`.
+    /// bf16 values between consecutive output channels of `dy`: a row's length where `dy` is
+    /// transposed (channels x pixels), 2 where it is stored as pixel pairs (pairs x channels).
     pub dy_stride: usize,
+    /// bf16 values between consecutive pixel pairs of `dy`: 2 where it is transposed, twice
+    /// the output channels where it is stored as pixel pairs.
+    pub dy_pair_stride: usize,
     /// Pairs between consecutive pixel pairs of `x` (the input channels).
     pub x_pair_stride: usize,
     /// Pairs between the first pixel pairs of consecutive taps of `x`.
@@ -170,12 +175,14 @@ pub struct WgradPairsArgs {
 
 /// The weight gradient's product with `vdpbf16ps`, for `T` taps, `R` output channels and `NB`
 /// vectors of 16 input channels: lanes run over input channels, each output channel's pair of
-/// pixels is broadcast once and serves every tap. `dy` is the output gradient transposed
-/// (channels x pixels, bf16), `x` the input's pixel pairs (the low half holds the even pixel).
+/// pixels is broadcast once and serves every tap. `dy` is the output gradient in bf16, laid out
+/// as `g`'s strides say, `x` the input's pixel pairs (in both, the low half holds the even
+/// pixel).
 ///
 /// # Safety
 /// - The CPU supports AVX-512F and AVX512_BF16.
-/// - `dy + r * dy_stride + 2 * m` is readable for two values for `r < R`, `m < pairs`.
+/// - `dy + r * dy_stride + m * dy_pair_stride` is readable for two values for `r < R`,
+///   `m < pairs`.
 /// - `x + t * x_tap_stride + m * x_pair_stride + 16 * j` is readable for 16 pairs for `t < T`,
 ///   `m < pairs`, `j < NB`.
 /// - `acc + t * acc_tap_stride + r * acc_row_stride + 16 * j` is readable and writable for 16
@@ -206,7 +213,7 @@ pub unsafe fn wgrad_pairs_bf16<const T: usize, const R: usize, const NB: usize>(
         }
         for r in 0..R {
             // SAFETY: pixels 2m and 2m + 1 of output channel r (contract); read unaligned.
-            let two = unsafe { dy.add(r * g.dy_stride + 2 * m).cast::<u32>().read_unaligned() };
+            let two = unsafe { dy.add(r * g.dy_stride + m * g.dy_pair_stride).cast::<u32>().read_unaligned() };
             let b = _mm512_castsi512_ps(_mm512_set1_epi32(two as i32)).into_bh();
             for (t, taps) in xv.iter().enumerate() {
                 for (v, xj) in sum[t][r].iter_mut().zip(taps) {
