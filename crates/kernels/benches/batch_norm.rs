@@ -4,7 +4,9 @@
 //! `cargo bench -p resnet-kernels --bench batch_norm`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use resnet_kernels::batch_norm::{backward_input, backward_sums, channel_mean_var, scale_shift_act, ReluMask};
+use resnet_kernels::batch_norm::{
+    backward_input, backward_sums, channel_mean_var, scale_shift_act, InputGradient, ReluMask,
+};
 use resnet_kernels::rng::Rng;
 use resnet_kernels::Workspace;
 
@@ -43,7 +45,18 @@ fn bench(c: &mut Criterion) {
     group.bench_function("backward-input (fused mask)", |b| {
         b.iter(|| {
             let mask = ReluMask::Affine { scale: &scale, shift: &shift };
-            backward_input(&x, ch, &mean, &rstd, &scale, &dy, mask, &sg, &sgx, &mut out, false)
+            backward_input(
+                &x,
+                ch,
+                &mean,
+                &rstd,
+                &scale,
+                &dy,
+                mask,
+                &sg,
+                &sgx,
+                InputGradient::F32 { dx: &mut out, accumulate: false },
+            )
         })
     });
     group.finish();

@@ -10,7 +10,7 @@
 //! compiled for AVX-512, AVX2 and baseline (see [`crate::multiversion!`]). Reductions sum blocks
 //! of rows in `f32` and the blocks in `f64`.
 
-use crate::activations::{round_in_place, Activations};
+use crate::activations::{bf16_bits, round_in_place, Activations};
 use crate::threads::{self, split_even};
 use crate::workspace::take;
 use crate::Workspace;
@@ -334,11 +334,11 @@ pub fn scale_shift_act<'x>(
 /// Runs `rows(values, sub, out)` over the rows of `x` (`c` values each) as `f32`, in parallel
 /// tasks of [`ROWS_PER_TASK`] rows, a bf16 `x` a few rows at a time (see [`for_f32_blocks`]): `sub`
 /// is the element range of `values`, `out` the same range of `y`.
-fn map_rows(
+fn map_rows<T: Send>(
     x: Activations<'_>,
     c: usize,
-    y: &mut [f32],
-    rows: impl Fn(&[f32], std::ops::Range<usize>, &mut [f32]) + Sync,
+    y: &mut [T],
+    rows: impl Fn(&[f32], std::ops::Range<usize>, &mut [T]) + Sync,
 ) {
     let chunk = ROWS_PER_TASK * c;
     threads::install(|| {
@@ -611,40 +611,66 @@ pub fn backward_sums<'x>(
     ws.sums = sums;
 }
 
-crate::multiversion! {
-    /// `dx (+)= a * g + b + k * x` per channel over rows, `g` masked by the ReLU. One loop per
-    /// mask kind keeps every inner loop branch-free, so it vectorises.
-    fn input_grad_rows_loop / input_grad_rows_loop_on(x: &[f32], dy: &[f32], mask: ReluMask<'_>, a: &[f32], b: &[f32], k: &[f32], dx: &mut [f32], accumulate: bool) {
-        let c = a.len();
-        let keep = if accumulate { 1.0f32 } else { 0.0 };
-        let rows = dx.chunks_exact_mut(c).zip(x.chunks_exact(c).zip(dy.chunks_exact(c)));
-        match mask {
-            ReluMask::None => {
-                for (dr, (xr, gr)) in rows {
-                    for (((((d, &v), &g), &p), &q), &r) in dr.iter_mut().zip(xr).zip(gr).zip(a).zip(b).zip(k) {
-                        *d = keep * *d + (p * g + q + r * v);
-                    }
-                }
-            }
-            ReluMask::Output(z) => {
-                for ((dr, (xr, gr)), zr) in rows.zip(z.chunks_exact(c)) {
-                    for ((((((d, &v), &g), &o), &p), &q), &r) in dr.iter_mut().zip(xr).zip(gr).zip(zr).zip(a).zip(b).zip(k) {
-                        let g = if o > 0.0 { g } else { 0.0 };
-                        *d = keep * *d + (p * g + q + r * v);
-                    }
-                }
-            }
-            ReluMask::Affine { scale, shift } => {
-                for (dr, (xr, gr)) in rows {
-                    for (((((d, &v), &g), (&p, &q)), &r), (&sc, &sh)) in
-                        dr.iter_mut().zip(xr).zip(gr).zip(a.iter().zip(b)).zip(k).zip(scale.iter().zip(shift))
-                    {
-                        let g = if v * sc + sh > 0.0 { g } else { 0.0 };
-                        *d = keep * *d + (p * g + q + r * v);
-                    }
+/// `store(dx, a * g + b + k * x)` per channel over rows, `g` masked by the ReLU: the body of
+/// the input-gradient loops, inlined into each so that it vectorises with its store. One loop
+/// per mask kind keeps every inner loop branch-free.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn input_grad_into<D>(
+    x: &[f32],
+    dy: &[f32],
+    mask: ReluMask<'_>,
+    a: &[f32],
+    b: &[f32],
+    k: &[f32],
+    dx: &mut [D],
+    store: impl Fn(&mut D, f32),
+) {
+    let c = a.len();
+    let rows = dx.chunks_exact_mut(c).zip(x.chunks_exact(c).zip(dy.chunks_exact(c)));
+    match mask {
+        ReluMask::None => {
+            for (dr, (xr, gr)) in rows {
+                for (((((d, &v), &g), &p), &q), &r) in dr.iter_mut().zip(xr).zip(gr).zip(a).zip(b).zip(k) {
+                    store(d, p * g + q + r * v);
                 }
             }
         }
+        ReluMask::Output(z) => {
+            for ((dr, (xr, gr)), zr) in rows.zip(z.chunks_exact(c)) {
+                for ((((((d, &v), &g), &o), &p), &q), &r) in dr.iter_mut().zip(xr).zip(gr).zip(zr).zip(a).zip(b).zip(k)
+                {
+                    let g = if o > 0.0 { g } else { 0.0 };
+                    store(d, p * g + q + r * v);
+                }
+            }
+        }
+        ReluMask::Affine { scale, shift } => {
+            for (dr, (xr, gr)) in rows {
+                for (((((d, &v), &g), (&p, &q)), &r), (&sc, &sh)) in
+                    dr.iter_mut().zip(xr).zip(gr).zip(a.iter().zip(b)).zip(k).zip(scale.iter().zip(shift))
+                {
+                    let g = if v * sc + sh > 0.0 { g } else { 0.0 };
+                    store(d, p * g + q + r * v);
+                }
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    /// `dx (+)= a * g + b + k * x` per channel over rows, `g` masked by the ReLU.
+    fn input_grad_rows_loop / input_grad_rows_loop_on(x: &[f32], dy: &[f32], mask: ReluMask<'_>, a: &[f32], b: &[f32], k: &[f32], dx: &mut [f32], accumulate: bool) {
+        let keep = if accumulate { 1.0f32 } else { 0.0 };
+        input_grad_into(x, dy, mask, a, b, k, dx, |d, v| *d = keep * *d + v);
+    }
+}
+
+crate::multiversion! {
+    /// `dx = bf16(a * g + b + k * x)` per channel over rows (nearest, ties to even), `g` masked
+    /// by the ReLU.
+    fn input_grad_rows_bf16_loop / input_grad_rows_bf16_loop_on(x: &[f32], dy: &[f32], mask: ReluMask<'_>, a: &[f32], b: &[f32], k: &[f32], dx: &mut [u16]) {
+        input_grad_into(x, dy, mask, a, b, k, dx, |d, v| *d = bf16_bits(v) as u16);
     }
 }
 
@@ -673,9 +699,33 @@ fn check_mask(mask: &ReluMask<'_>, len: usize, c: usize) {
     }
 }
 
+/// Where [`backward_input`] puts the input gradient.
+#[derive(Debug)]
+pub enum InputGradient<'a> {
+    /// In `f32`: written, or added to what is there when `accumulate`.
+    F32 {
+        /// The gradient, `[rows, c]`.
+        dx: &'a mut [f32],
+        /// Whether to add to `dx` rather than overwrite it.
+        accumulate: bool,
+    },
+    /// Written in bf16 (nearest, ties to even): for a convolution whose backward passes read
+    /// their output gradient in bf16, rounding an `f32` one the same way.
+    Bf16(&'a mut [u16]),
+}
+
+impl InputGradient<'_> {
+    fn len(&self) -> usize {
+        match self {
+            InputGradient::F32 { dx, .. } => dx.len(),
+            InputGradient::Bf16(dx) => dx.len(),
+        }
+    }
+}
+
 /// Input gradient of training-mode batch norm:
 /// `dx = gamma * rstd * (g - sum_g / rows - xhat * sum_g_xhat / rows)`, with `g` as in
-/// [`backward_sums`]. Writes `dx`, or adds to it when `accumulate`.
+/// [`backward_sums`], into `dx` (see [`InputGradient`]).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_input<'x>(
     x: impl Into<Activations<'x>>,
@@ -687,8 +737,7 @@ pub fn backward_input<'x>(
     mask: ReluMask<'_>,
     sum_g: &[f32],
     sum_g_xhat: &[f32],
-    dx: &mut [f32],
-    accumulate: bool,
+    dx: InputGradient<'_>,
 ) {
     let x = x.into();
     assert!(c > 0 && x.len().is_multiple_of(c) && !x.is_empty());
@@ -709,7 +758,14 @@ pub fn backward_input<'x>(
         coef[2].push(k as f32);
     }
     let [a, b, k] = &coef;
-    map_rows(x, c, dx, |xv, sub, dxv| input_grad_rows(xv, &dy[sub.clone()], mask.rows(sub), a, b, k, dxv, accumulate));
+    match dx {
+        InputGradient::F32 { dx, accumulate } => map_rows(x, c, dx, |xv, sub, dxv| {
+            input_grad_rows(xv, &dy[sub.clone()], mask.rows(sub), a, b, k, dxv, accumulate)
+        }),
+        InputGradient::Bf16(dx) => map_rows(x, c, dx, |xv, sub, dxv| {
+            input_grad_rows_bf16_loop(xv, &dy[sub.clone()], mask.rows(sub), a, b, k, dxv)
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -778,9 +834,18 @@ mod tests {
                 backward_sums(x, c, &mean, &rstd, &dy, mask, &mut w1, &mut w2, &mut ws);
                 assert_eq!((&g1, &g2), (&w1, &w2), "backward sums, {c} channels, {mask:?}");
                 let (mut dx16, mut dx) = (vec![0.5; n], vec![0.5; n]);
-                backward_input(x16, c, &mean, &rstd, &scale, &dy, mask, &g1, &g2, &mut dx16, true);
-                backward_input(x, c, &mean, &rstd, &scale, &dy, mask, &w1, &w2, &mut dx, true);
+                let out = |dx| InputGradient::F32 { dx, accumulate: true };
+                backward_input(x16, c, &mean, &rstd, &scale, &dy, mask, &g1, &g2, out(&mut dx16));
+                backward_input(x, c, &mean, &rstd, &scale, &dy, mask, &w1, &w2, out(&mut dx));
                 assert_eq!(dx16, dx, "input gradient, {c} channels, {mask:?}");
+                // Stored in bf16: the f32 gradient rounded, element for element.
+                let (mut dx_bf16, mut written) = (vec![1u16; n], vec![0.0; n]);
+                backward_input(x16, c, &mean, &rstd, &scale, &dy, mask, &g1, &g2, InputGradient::Bf16(&mut dx_bf16));
+                let plain = InputGradient::F32 { dx: &mut written, accumulate: false };
+                backward_input(x16, c, &mean, &rstd, &scale, &dy, mask, &g1, &g2, plain);
+                for (i, (&b, &v)) in dx_bf16.iter().zip(&written).enumerate() {
+                    assert_eq!(u32::from(b), crate::activations::bf16_bits(v), "bf16 input gradient {i}, {c} channels");
+                }
             }
             for residual in [None, Some(&dy[..])] {
                 let (mut out16, mut out) = (vec![0.0; n], vec![1.0; n]);
@@ -912,6 +977,13 @@ mod tests {
                     for (p, q) in d0.iter().zip(&d1) {
                         assert!((p - q).abs() <= 1e-5 * (1.0 + p.abs()), "{isa:?}");
                     }
+                }
+                let (mut b0, mut b1) = (vec![0u16; x.len()], vec![1u16; x.len()]);
+                input_grad_rows_bf16_loop_on(base, &x, &dy, mask, &a, &b, &k, &mut b0);
+                input_grad_rows_bf16_loop_on(isa, &x, &dy, mask, &a, &b, &k, &mut b1);
+                for (p, q) in b0.iter().zip(&b1) {
+                    // Within one bf16 step where the versions' f32 values round apart.
+                    assert!(p.abs_diff(*q) <= 1, "{isa:?}: bf16 input gradient {p:#x} against {q:#x}");
                 }
                 let sums = |isa| {
                     let (mut s1, mut s2) = (vec![0.0; c], vec![0.0; c]);

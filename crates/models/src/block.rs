@@ -3,10 +3,11 @@
 //! shortcut, `y = relu(F(x))`.
 
 use crate::spec::{BlockKind, BlockPlan, ShortcutPlan, StridePlacement};
+use resnet_kernels::activations::{bf16_in_slots_mut, Activations};
 use resnet_kernels::conv::InputTransform;
 use resnet_kernels::conv::Precision;
 use resnet_kernels::{elementwise, profile};
-use resnet_nn::ops::{BatchNorm2d, BatchNormMode, BnReluMask, Conv2d, PadShortcut};
+use resnet_nn::ops::{BatchNorm2d, BatchNormMode, BnReluMask, Conv2d, InputGradient, PadShortcut};
 use resnet_nn::{Param, Tensor};
 
 /// A convolution followed by batch norm. It keeps the convolution output `y` (what batch norm
@@ -128,14 +129,23 @@ impl ConvBn {
         dx: Option<&mut [f32]>,
         accumulate: bool,
     ) {
-        let dy = &mut dy[..self.y.len()];
         let mask = match relu {
             ReluAfter::None => BnReluMask::None,
             ReluAfter::Stored => BnReluMask::Output(self.z.data()),
             ReluAfter::Fused => BnReluMask::OwnAffine,
         };
-        self.bn.backward(&self.y, dz, mask, dy, false);
-        self.conv.backward(x, t, dy, dx, accumulate);
+        let len = self.y.len();
+        // Where every pass of the convolution rounds its output gradient to bf16 as it reads
+        // it, the batch norm stores it so rounded: half the bytes written and read twice.
+        if self.conv.reads_bf16_output_gradient(x.shape(), dx.is_some()) {
+            let dy = bf16_in_slots_mut(dy, len);
+            self.bn.backward(&self.y, dz, mask, InputGradient::Bf16(dy));
+            self.conv.backward(x, t, Activations::Bf16(dy), dx, accumulate);
+        } else {
+            let dy = &mut dy[..len];
+            self.bn.backward(&self.y, dz, mask, InputGradient::F32 { dx: dy, accumulate: false });
+            self.conv.backward(x, t, &*dy, dx, accumulate);
+        }
     }
 
     fn for_each_param(&mut self, f: &mut dyn FnMut(&mut Param)) {

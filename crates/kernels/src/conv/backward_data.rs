@@ -1,7 +1,6 @@
 //! The input gradient: a forward convolution of the output gradient where the geometry allows
 //! (1x1, and stride 1 with the flipped weight), column tiles scattered back (col2im) otherwise.
 
-#[cfg(target_arch = "x86_64")]
 use crate::activations::Activations;
 use crate::conv::algorithm::{amx_supported, ConvAlgorithm};
 #[cfg(target_arch = "x86_64")]
@@ -11,9 +10,9 @@ use crate::conv::direct::forward_direct;
 use crate::conv::epilogue::Epilogue;
 #[cfg(target_arch = "x86_64")]
 use crate::conv::forward::Bf16Weight;
-use crate::conv::forward::{forward_with, ForwardPass};
+use crate::conv::forward::{forward_with, reads_bf16, ForwardPass};
 use crate::conv::im2col::col2im_add;
-use crate::conv::input::ConvInput;
+use crate::conv::input::{readable, ConvInput};
 use crate::conv::params::{ConvParams, ConvWeight};
 use crate::conv::shape::{check_lens, ConvShape};
 use crate::gemm::{matmul, MatMut, MatRef, Parallelism};
@@ -27,18 +26,57 @@ use rayon::prelude::*;
 /// (without its input transform: this is the gradient of the transformed input). `p.algorithm`
 /// runs the 1x1 and stride-1 cases, which are forward convolutions.
 ///
+/// A bf16 `dy` is read as it is where the pass is a forward convolution on kernels that read
+/// bf16 (see also [`backward_data_reads_bf16`]), from a widened copy otherwise.
+///
 /// # Shapes
 /// `dy: [n, oh, ow, cout]`, `p.weight: [kh, kw, cin, cout]`, `dx: [n, h, w, cin]`.
 ///
 /// # Panics
 /// If a slice length disagrees with `p.shape`, or the CPU cannot run `p.algorithm`.
-pub fn backward_data(p: &ConvParams<'_>, dy: &[f32], dx: &mut [f32], accumulate: bool, ws: &mut Workspace) {
-    let (s, w) = (&p.shape, p.weight.values);
+pub fn backward_data<'g>(
+    p: &ConvParams<'_>,
+    dy: impl Into<Activations<'g>>,
+    dx: &mut [f32],
+    accumulate: bool,
+    ws: &mut Workspace,
+) {
+    let (s, w, dy) = (&p.shape, p.weight.values, dy.into());
     check_lens(s, dx.len(), w.len(), dy.len());
+    readable(dy, reads_bf16_gradient(p.algorithm, s), |dy| input_gradient(p, dy, dx, accumulate, ws));
+}
+
+/// Whether [`backward_data`] by `algo` on `s` takes a bf16 output gradient at no cost: it is
+/// a forward convolution of it with bf16 products, which round an `f32` one to bf16 as they read
+/// it, so its result is the same either way.
+pub fn backward_data_reads_bf16(algo: ConvAlgorithm, s: &ConvShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return bf16_direct(algo).is_some() && (s.is_one_by_one() || s.stride > 1 || flips_to_forward(s));
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (algo, s);
+        false
+    }
+}
+
+/// Whether the path of `algo` on `s` reads a bf16 output gradient as it is (else it reads a
+/// widened copy): the forward convolutions of it on kernels that read bf16.
+fn reads_bf16_gradient(algo: ConvAlgorithm, s: &ConvShape) -> bool {
+    backward_data_reads_bf16(algo, s) || ((s.is_pointwise() || flips_to_forward(s)) && reads_bf16(algo))
+}
+
+/// Whether a stride-1 layer's input gradient is a forward convolution with the flipped weight.
+fn flips_to_forward(s: &ConvShape) -> bool {
+    s.stride == 1 && s.pad < s.kh && s.pad < s.kw && s.kh == s.kw
+}
+
+/// [`backward_data`] of an output gradient as the path `p` takes reads it.
+fn input_gradient(p: &ConvParams<'_>, dy: Activations<'_>, dx: &mut [f32], accumulate: bool, ws: &mut Workspace) {
+    let (s, w) = (&p.shape, p.weight.values);
     let (co, ci) = (s.cout, s.cin);
     // The adjoint as a forward pass of `dy` of shape `t` with the rearranged weight `wt`.
     let mut forward_of_dy = |t: ConvShape, wt: &[f32], ws: &mut Workspace| {
-        let input = ConvInput { shape: t, x: Activations::F32(dy), transform: None };
+        let input = ConvInput { shape: t, x: dy, transform: None };
         let pass = ForwardPass { input, weight: ConvWeight::new(wt), accumulate };
         forward_with(p.algorithm, &pass, dx, Epilogue::None, ws);
     };
@@ -55,7 +93,7 @@ pub fn backward_data(p: &ConvParams<'_>, dy: &[f32], dx: &mut [f32], accumulate:
         transpose(w, ci, co, take(&mut wt, ci * co));
         forward_of_dy(ConvShape { cin: co, cout: ci, ..*s }, &wt[..ci * co], ws);
         put_shared(&shared::WEIGHTS, wt);
-    } else if s.stride == 1 && s.pad < s.kh && s.pad < s.kw && s.kh == s.kw {
+    } else if flips_to_forward(s) {
         // In the forward pass: y[oy] = sum_ky x[oy + ky - p] w[ky]. Hence
         // dx[iy] = sum_ky' dy[iy - (k-1-p) + ky'] w[k-1-ky']: a stride-1 convolution of dy with
         // the flipped, in/out-transposed weight and padding k-1-p.
@@ -66,7 +104,7 @@ pub fn backward_data(p: &ConvParams<'_>, dy: &[f32], dx: &mut [f32], accumulate:
         forward_of_dy(t, &flipped[..s.weight_len()], ws);
         put_shared(&shared::WEIGHTS, flipped);
     } else {
-        scatter_columns(s, dy, w, dx, accumulate);
+        scatter_columns(s, dy.as_f32().expect("the scattered columns read an f32 gradient"), w, dx, accumulate);
     }
 }
 
@@ -145,7 +183,7 @@ fn bf16_direct(algo: ConvAlgorithm) -> Option<bool> {
 #[cfg(target_arch = "x86_64")]
 fn backward_data_bf16<'a>(
     s: &ConvShape,
-    dy: &'a [f32],
+    dy: Activations<'a>,
     w: &'a [f32],
     dx: &mut [f32],
     accumulate: bool,
@@ -160,14 +198,10 @@ fn backward_data_bf16<'a>(
     let weight = Some(Bf16Weight { pairs, amx });
     // A 1x1 stride-1 pass over the images of `dy`, of k output channels (the bf16 pass reads
     // only the packed pairs of the weight).
-    let columns_of = |dy: &'a [f32], accumulate| {
+    let columns_of = |dy: Activations<'a>, accumulate| {
         let n = dy.len() / (oh * ow * co);
         let shape = ConvShape { n, h: oh, w: ow, cin: co, cout: k, kh: 1, kw: 1, stride: 1, pad: 0 };
-        ForwardPass {
-            input: ConvInput { shape, x: Activations::F32(dy), transform: None },
-            weight: ConvWeight::new(w),
-            accumulate,
-        }
+        ForwardPass { input: ConvInput { shape, x: dy, transform: None }, weight: ConvWeight::new(w), accumulate }
     };
     if s.is_pointwise() {
         forward_direct(&columns_of(dy, accumulate), weight, dx, Epilogue::None, ws);
@@ -180,7 +214,9 @@ fn backward_data_bf16<'a>(
         }
         // One buffer for all layers (the columns of a block are used up before the next).
         with_filter(images * pixels * k, |cols| {
-            for (i, dy_part) in dy.chunks(images * pixels * co).enumerate() {
+            let part_len = images * pixels * co;
+            for (i, at) in (0..dy.len()).step_by(part_len).enumerate() {
+                let dy_part = dy.slice(at..(at + part_len).min(dy.len()));
                 let n = dy_part.len() / (pixels * co);
                 let cols = &mut cols[..n * pixels * k];
                 forward_direct(&columns_of(dy_part, false), weight, cols, Epilogue::None, ws);

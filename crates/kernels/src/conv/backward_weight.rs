@@ -23,17 +23,18 @@ use crate::Workspace;
 /// ones.
 ///
 /// A bf16 `x` ([`Activations`]) is read as it is by Winograd's adjoint and the bf16 paths, from a
-/// widened copy by the f32 direct and GEMM paths.
+/// widened copy by the f32 direct and GEMM paths; a bf16 `dy` as it is by the bf16 vector paths
+/// (see [`backward_weight_reads_bf16`]), from a widened copy by the others.
 ///
 /// # Shapes
 /// `x: [n, h, w, cin]`, `dy: [n, oh, ow, cout]`, `dw: [kh, kw, cin, cout]`.
 ///
 /// # Panics
 /// If a slice length disagrees with `p.shape`, or the CPU cannot run `p.algorithm`.
-pub fn backward_weight<'x>(
+pub fn backward_weight<'x, 'g>(
     p: &ConvParams<'_>,
     x: impl Into<Activations<'x>>,
-    dy: &[f32],
+    dy: impl Into<Activations<'g>>,
     dw: &mut [f32],
     accumulate: bool,
     _ws: &mut Workspace,
@@ -42,12 +43,19 @@ pub fn backward_weight<'x>(
     if let Some(t) = &p.input_transform {
         assert_eq!((t.scale.len(), t.shift.len()), (s.cin, s.cin), "input transform of the wrong length");
     }
-    let x = x.into();
+    let (x, dy) = (x.into(), dy.into());
     check_lens(s, x.len(), dw.len(), dy.len());
     let path = WeightGradientPath::choose(p.algorithm, s);
     readable(x, path.reads_bf16(), |x| {
-        weight_gradient(path, &ConvInput { shape: *s, x, transform: p.input_transform }, dy, dw, accumulate)
+        readable(dy, path.reads_bf16_output_gradient(), |dy| {
+            weight_gradient(path, &ConvInput { shape: *s, x, transform: p.input_transform }, dy, dw, accumulate)
+        })
     });
+}
+
+/// Whether [`backward_weight`] by `algo` on `s` reads a bf16 output gradient as it is.
+pub fn backward_weight_reads_bf16(algo: ConvAlgorithm, s: &ConvShape) -> bool {
+    WeightGradientPath::choose(algo, s).reads_bf16_output_gradient()
 }
 
 /// How a layer's weight gradient is computed.
@@ -69,6 +77,12 @@ impl WeightGradientPath {
     /// Whether the path reads a bf16 input itself (the others read a widened copy).
     fn reads_bf16(self) -> bool {
         matches!(self, Self::Winograd | Self::Gathered | Self::Pairs { .. })
+    }
+
+    /// Whether the path reads a bf16 output gradient itself: the vector kernels that pair its
+    /// pixels (AMX transposes an f32 one).
+    fn reads_bf16_output_gradient(self) -> bool {
+        matches!(self, Self::Gathered | Self::Pairs { amx: false })
     }
 
     /// The path of `algo` on `s`.
@@ -108,10 +122,16 @@ fn winograd_gradient_fits(s: &ConvShape) -> bool {
 }
 
 /// [`backward_weight`] of an input as its passes read it, by `path`.
-fn weight_gradient(path: WeightGradientPath, input: &ConvInput<'_>, dy: &[f32], dw: &mut [f32], accumulate: bool) {
+fn weight_gradient(
+    path: WeightGradientPath,
+    input: &ConvInput<'_>,
+    dy: Activations<'_>,
+    dw: &mut [f32],
+    accumulate: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if path == WeightGradientPath::Winograd {
-        return winograd::backward_weight(input, dy, dw, accumulate);
+        return winograd::backward_weight(input, f32_gradient(dy), dw, accumulate);
     }
     let mut partials = take_shared(&shared::PARTIALS);
     match path {
@@ -127,7 +147,7 @@ fn weight_gradient(path: WeightGradientPath, input: &ConvInput<'_>, dy: &[f32], 
 fn summed_parts(
     path: WeightGradientPath,
     input: &ConvInput<'_>,
-    dy: &[f32],
+    dy: Activations<'_>,
     dw: &mut [f32],
     accumulate: bool,
     buf: &mut Vec<f32>,
@@ -143,8 +163,8 @@ fn summed_parts(
         #[cfg(target_arch = "x86_64")]
         WeightGradientPath::Pairs { amx } => backward_weight_pairs(input, dy, partials, transposed, parts, amx),
         #[cfg(target_arch = "x86_64")]
-        WeightGradientPath::Direct => backward_weight_direct(input, dy, partials, parts),
-        _ => backward_weight_gemm(input, dy, partials, parts),
+        WeightGradientPath::Direct => backward_weight_direct(input, f32_gradient(dy), partials, parts),
+        _ => backward_weight_gemm(input, f32_gradient(dy), partials, parts),
     }
     let (head, rest) = partials.split_at(k * co);
     if accumulate {
@@ -155,4 +175,10 @@ fn summed_parts(
     for part in rest.chunks(k * co) {
         dw.iter_mut().zip(part).for_each(|(d, p)| *d += p);
     }
+}
+
+/// The output gradient as `f32`, for the paths that read no bf16 one: [`backward_weight`] widens
+/// a bf16 one for them first.
+fn f32_gradient(dy: Activations<'_>) -> &[f32] {
+    dy.as_f32().expect("a bf16 output gradient reaches only the paths that read bf16")
 }

@@ -1,3 +1,4 @@
+use crate::activations::Activations;
 use crate::conv::algorithm::bf16_supported;
 use crate::conv::backward_data::TRANSPOSE_BLOCK;
 use crate::conv::shape::ConvShape;
@@ -50,6 +51,27 @@ crate::multiversion! {
             let (lo, hi) = two.split_at(c);
             pair_into(lo, hi, d);
         }
+    }
+}
+
+crate::multiversion! {
+    /// [`pixel_pairs_bf16`] of values already in bf16: adjacent pixels interleaved.
+    fn bf16_pixel_pairs / bf16_pixel_pairs_on(src: &[u16], c: usize, dst: &mut [u32]) {
+        for (d, two) in dst.chunks_exact_mut(c).zip(src.chunks_exact(2 * c)) {
+            let (lo, hi) = two.split_at(c);
+            for ((o, &lo), &hi) in d.iter_mut().zip(lo).zip(hi) {
+                *o = u32::from(lo) | (u32::from(hi) << 16);
+            }
+        }
+    }
+}
+
+/// [`pixel_pairs_bf16`] of values in either precision: bf16 ones paired as they are, which is
+/// what rounding their `f32` values would give.
+pub(in crate::conv) fn activation_pixel_pairs(src: Activations<'_>, c: usize, dst: &mut [u32]) {
+    match src {
+        Activations::F32(v) => pixel_pairs_bf16(v, c, dst),
+        Activations::Bf16(v) => bf16_pixel_pairs(v, c, dst),
     }
 }
 

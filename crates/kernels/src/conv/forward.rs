@@ -61,7 +61,7 @@ pub fn forward<'x>(
 
 /// Whether the forward pass of `algo` on `s` reads a bf16 input itself: Winograd's input
 /// tiles, and the direct passes as they build strips of the input or gather its windows.
-fn reads_bf16(algo: ConvAlgorithm) -> bool {
+pub(super) fn reads_bf16(algo: ConvAlgorithm) -> bool {
     cfg!(target_arch = "x86_64") && algo != ConvAlgorithm::Im2colGemm
 }
 

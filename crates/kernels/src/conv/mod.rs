@@ -50,8 +50,8 @@ mod tests;
 mod winograd;
 
 pub use algorithm::{amx_supported, bf16_supported, ConvAlgorithm, ConvPass, Precision};
-pub use backward_data::backward_data;
-pub use backward_weight::backward_weight;
+pub use backward_data::{backward_data, backward_data_reads_bf16};
+pub use backward_weight::{backward_weight, backward_weight_reads_bf16};
 pub use epilogue::{Epilogue, OutputTransform};
 pub use forward::{adds_residual_in_place, forward};
 pub(crate) use input::load_pixels;

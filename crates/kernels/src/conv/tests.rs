@@ -568,6 +568,52 @@ fn a_bf16_input_gives_the_passes_of_its_f32_values() {
     }
 }
 
+/// Where the bf16 passes take a bf16 output gradient at no cost (`backward_data_reads_bf16`,
+/// `backward_weight_reads_bf16`), it gives exactly what the `f32` gradient it was rounded from
+/// gives: 1x1 layers on the pixel-pair and gathered weight gradients, strided and small ones,
+/// an odd count of output pixels, 3x3 on the direct kernels. Winograd reads a bf16 gradient as
+/// it is, or a widened copy, and agrees with the rounded gradient's passes.
+#[test]
+fn a_bf16_output_gradient_gives_the_passes_of_the_f32_one_it_rounds() {
+    if !bf16_supported() {
+        crate::skip::skip("this CPU lacks AVX512_BF16");
+        return;
+    }
+    let c = |n, hw, cin, cout, k, stride| ConvShape { n, h: hw, w: hw, cin, cout, kh: k, kw: k, stride, pad: k / 2 };
+    let (direct, winograd) = (ConvAlgorithm::DirectBf16, ConvAlgorithm::WinogradBf16);
+    let cases = [
+        (c(2, 12, 32, 64, 1, 1), direct, true),
+        (c(2, 8, 256, 512, 1, 2), direct, true),
+        (c(2, 8, 64, 128, 3, 2), direct, true),
+        (c(1, 9, 256, 256, 1, 1), direct, true),
+        (c(2, 8, 32, 32, 3, 1), direct, true),
+        // Winograd transforms the gradient before its products round it.
+        (c(2, 8, 32, 32, 3, 1), winograd, false),
+    ];
+    for (s, algo, free) in &cases {
+        let (s, algo, free) = (s, *algo, *free);
+        let bf16_read = backward_data_reads_bf16(algo, s) && backward_weight_reads_bf16(algo, s);
+        assert_eq!(bf16_read, free, "{algo:?} on {s:?}");
+        let mut rng = Rng::new(11);
+        let (x, w, g) =
+            (random(s.input_len(), &mut rng), random(s.weight_len(), &mut rng), random(s.output_len(), &mut rng));
+        let g16: Vec<u16> = g.iter().map(|&v| bf16_bits(v) as u16).collect();
+        let rounded: Vec<f32> = g16.iter().map(|&b| f32::from_bits(u32::from(b) << 16)).collect();
+        // A free pass rounds the f32 gradient itself; a widened copy is the rounded one's.
+        let want_from = if free { &g } else { &rounded };
+        let p = ConvParams::new(*s, algo, ConvWeight::new(&w));
+        let mut ws = Workspace::new();
+        let (mut dx16, mut dx) = (vec![0.5; s.input_len()], vec![0.5; s.input_len()]);
+        backward_data(&p, Activations::Bf16(&g16), &mut dx16, true, &mut ws);
+        backward_data(&p, &want_from[..], &mut dx, true, &mut ws);
+        assert_eq!(dx16, dx, "{algo:?} input gradient of {s:?}");
+        let (mut dw16, mut dw) = (vec![0.5; s.weight_len()], vec![0.5; s.weight_len()]);
+        backward_weight(&p, &x[..], Activations::Bf16(&g16), &mut dw16, true, &mut ws);
+        backward_weight(&p, &x[..], &want_from[..], &mut dw, true, &mut ws);
+        assert_eq!(dw16, dw, "{algo:?} weight gradient of {s:?}");
+    }
+}
+
 /// An output stored in bf16 is the f32 output rounded to nearest even, bit for bit, and its
 /// statistics are those of the stored values, on every algorithm and path: rows rounded as a
 /// direct task writes them (whole lines, and runs of a long row), Winograd's tiles, and the pass

@@ -6,6 +6,7 @@
 //! which is exactly the end of a residual block (Fig. 2 of the paper).
 
 use crate::{Param, ParamKind, Tensor};
+pub use resnet_kernels::batch_norm::InputGradient;
 use resnet_kernels::batch_norm::{self as kernel, ReluMask};
 use resnet_kernels::conv::{InputTransform, OutputTransform};
 use resnet_kernels::{profile, Workspace};
@@ -270,7 +271,8 @@ impl BatchNorm2d {
     /// `y = act(gamma * xhat + beta (+ r))` with `xhat = (x - mean) * rstd` over the batch.
     /// With `g = dy` masked by the ReLU (see [`ReluMask`]; [`ReluMask::Affine`] means this
     /// layer's own normalisation, when its output was never stored): adds `sum(g)` to
-    /// `bias.grad` and `sum(g * xhat)` to `weight.grad`, and writes (or adds) into `dx`
+    /// `bias.grad` and `sum(g * xhat)` to `weight.grad`, and puts into `dx` (see
+    /// [`InputGradient`]: written or added in `f32`, or written in bf16)
     /// `gamma * rstd * (g - mean(g) - xhat * mean(g * xhat))`. The residual's gradient is `g`
     /// itself, which the caller takes from [`crate::ops::relu_backward`].
     ///
@@ -280,7 +282,7 @@ impl BatchNorm2d {
     ///
     /// # Shapes
     /// `x, dy, dx, the mask's output: [n, h, w, c]`.
-    pub fn backward(&mut self, x: &Tensor, dy: &[f32], mask: BnReluMask<'_>, dx: &mut [f32], accumulate: bool) {
+    pub fn backward(&mut self, x: &Tensor, dy: &[f32], mask: BnReluMask<'_>, dx: InputGradient<'_>) {
         let _p = profile::layer_scope("batch norm backward", &self.weight.name);
         let c = self.channels();
         let mask = match mask {
@@ -342,7 +344,6 @@ impl BatchNorm2d {
             &self.sum_g,
             &self.sum_g_xhat,
             dx,
-            accumulate,
         );
     }
 }
@@ -382,7 +383,7 @@ mod tests {
             trained.forward(&x, BatchNormMode::Train, res, relu, &mut tmp);
             let mut dx = vec![0.0; x.len()];
             let mask = if relu { BnReluMask::Output(y.data()) } else { BnReluMask::None };
-            trained.backward(&x, &r, mask, &mut dx, false);
+            trained.backward(&x, &r, mask, InputGradient::F32 { dx: &mut dx, accumulate: false });
             let tol = Tolerance { eps: 1e-3, rel: 5e-3, abs: 5e-4, ..Tolerance::default() };
             check_gradient("bn dx", x.data(), &dx, tol, |xv| {
                 weighted_sum(run(&bn, &Tensor::from_vec(x.shape(), xv.to_vec()), res, relu).data(), &r)
@@ -431,8 +432,8 @@ mod tests {
         }
         let r = probe(x.len(), 22);
         let (mut da, mut db) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-        a.backward(&x, &r, BnReluMask::Output(ya.data()), &mut da, false);
-        b.backward(&x, &r, BnReluMask::OwnAffine, &mut db, false);
+        a.backward(&x, &r, BnReluMask::Output(ya.data()), InputGradient::F32 { dx: &mut da, accumulate: false });
+        b.backward(&x, &r, BnReluMask::OwnAffine, InputGradient::F32 { dx: &mut db, accumulate: false });
         for (p, q) in da.iter().zip(&db) {
             assert!((p - q).abs() < 1e-5);
         }
@@ -464,7 +465,7 @@ mod tests {
         assert_eq!((&trained.running_mean, &trained.running_var), (&bn.running_mean, &bn.running_var));
         assert_eq!(trained.num_batches_tracked, bn.num_batches_tracked);
         let mut dx = vec![0.0; x.len()];
-        trained.backward(&x, &r, BnReluMask::Output(y.data()), &mut dx, false);
+        trained.backward(&x, &r, BnReluMask::Output(y.data()), InputGradient::F32 { dx: &mut dx, accumulate: false });
         let tol = Tolerance { eps: 1e-3, rel: 5e-3, abs: 5e-4, ..Tolerance::default() };
         check_gradient("frozen bn dx", x.data(), &dx, tol, |xv| {
             weighted_sum(run(&bn, &Tensor::from_vec(x.shape(), xv.to_vec())).data(), &r)
@@ -480,7 +481,7 @@ mod tests {
         frozen.bias.frozen = true;
         frozen.forward(&x, BatchNormMode::Train, None, true, &mut tmp);
         let mut dx2 = vec![0.0; x.len()];
-        frozen.backward(&x, &r, BnReluMask::Output(y.data()), &mut dx2, false);
+        frozen.backward(&x, &r, BnReluMask::Output(y.data()), InputGradient::F32 { dx: &mut dx2, accumulate: false });
         assert_eq!(dx2, dx);
         assert!(frozen.weight.grad.iter().chain(&frozen.bias.grad).all(|g| *g == 0.0));
     }

@@ -2,8 +2,10 @@
 //! shift makes a bias redundant; He et al. 2015, Section 3.4).
 
 use crate::{Param, ParamKind, Tensor};
+use resnet_kernels::activations::Activations;
 use resnet_kernels::conv::{
     self, ConvAlgorithm, ConvParams, ConvPass, ConvShape, ConvWeight, Epilogue, InputTransform, OutputTransform,
+    Precision,
 };
 use resnet_kernels::{profile, CpuFeatures, KernelConfig, Workspace};
 
@@ -183,14 +185,17 @@ impl Conv2d {
     /// In the forward pass: `y = conv(t(x), w)`. Adds `dL/dw = im2col(t(x))^T dy` into
     /// `weight.grad` (unless the weight is frozen), and writes (or adds, when `accumulate`) `dL/dt(x) = conv^T(dy, w)` into
     /// `dx` when it is given (the gradient of the transformed input: the layer before owns `t`).
-    pub fn backward(
+    ///
+    /// `dy` may be bf16 (see [`Self::reads_bf16_output_gradient`]).
+    pub fn backward<'g>(
         &mut self,
         x: &Tensor,
         t: Option<InputTransform<'_>>,
-        dy: &[f32],
+        dy: impl Into<Activations<'g>>,
         dx: Option<&mut [f32]>,
         accumulate: bool,
     ) {
+        let dy = dy.into();
         let s = self.shape_for(x.shape());
         // The gradient is set aside while the parameters borrow the weight's values.
         let mut grad = std::mem::take(&mut self.weight.grad);
@@ -206,6 +211,18 @@ impl Conv2d {
             conv::backward_data(&params, dy, dx, accumulate, &mut self.ws);
         }
         self.weight.grad = grad;
+    }
+
+    /// Whether the backward pass on an input of shape `input` (with the input gradient when
+    /// `input_gradient`) takes its output gradient in bf16 as well as in `f32`: in bf16 mode,
+    /// where every pass that reads it rounds it to bf16 as it reads it, so that storing it
+    /// rounded halves its memory traffic and changes nothing else.
+    pub fn reads_bf16_output_gradient(&self, input: [usize; 4], input_gradient: bool) -> bool {
+        let s = self.shape_for(input);
+        self.config.precision == Precision::Bf16
+            && (self.weight.frozen
+                || conv::backward_weight_reads_bf16(self.algorithm(&s, ConvPass::WeightGradient), &s))
+            && (!input_gradient || conv::backward_data_reads_bf16(self.algorithm(&s, ConvPass::Backward), &s))
     }
 
     /// Multiply-adds of one forward pass on `input`.
@@ -278,6 +295,48 @@ mod tests {
         a.backward(&x, Some(t), &r, None, false);
         b.backward(&tx, None, &r, None, false);
         assert_eq!(a.weight.grad, b.weight.grad);
+    }
+
+    /// A bf16-mode 1x1 layer takes a bf16 output gradient, and its gradients from one are those
+    /// of the same values in `f32`; in `f32` mode, and on Winograd's 3x3 passes, it does not.
+    #[test]
+    fn a_bf16_layer_takes_its_output_gradient_in_bf16_where_it_rounds_it_anyway() {
+        use resnet_kernels::conv::{bf16_supported, Precision};
+        if !bf16_supported() {
+            resnet_kernels::skip::skip("this CPU lacks AVX512_BF16");
+            return;
+        }
+        let bf16 = |mut layer: Conv2d| {
+            layer.set_kernel_config(KernelConfig { precision: Precision::Bf16, amx: false, ..layer.config });
+            layer
+        };
+        let input = [2, 8, 8, 64];
+        let mut f32_layer = Conv2d::new("conv", 64, 128, 1, 1, 0);
+        randomize(f32_layer.weight.value_mut(), 11);
+        assert!(!f32_layer.reads_bf16_output_gradient(input, true), "f32 mode");
+        let wide = bf16(Conv2d::new("conv", 256, 256, 3, 1, 1));
+        let wide_input = [5, 14, 14, 256];
+        let s = wide.shape_for(wide_input);
+        assert_eq!(wide.algorithm(&s, ConvPass::WeightGradient), ConvAlgorithm::WinogradBf16);
+        assert!(!wide.reads_bf16_output_gradient(wide_input, true), "Winograd");
+        let mut layer = bf16(f32_layer);
+        assert!(layer.reads_bf16_output_gradient(input, true), "bf16 1x1");
+        let mut x = Tensor::zeros(input);
+        randomize(x.data_mut(), 12);
+        // A gradient of bf16 values (the kernels' tests check the rounding of others).
+        let r: Vec<f32> = probe(layer.shape_for(input).output_len(), 13)
+            .iter()
+            .map(|v| f32::from_bits(v.to_bits() & 0xFFFF_0000))
+            .collect();
+        let r16: Vec<u16> = r.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        let mut other = layer.clone();
+        let (mut dx, mut dx16) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        layer.weight.zero_grad();
+        other.weight.zero_grad();
+        layer.backward(&x, None, &r, Some(&mut dx), false);
+        other.backward(&x, None, Activations::Bf16(&r16), Some(&mut dx16), false);
+        assert_eq!(dx, dx16, "input gradient");
+        assert_eq!(layer.weight.grad, other.weight.grad, "weight gradient");
     }
 
     /// In bf16 mode a wide 3x3 layer's backward pass, the weight gradient chosen apart (both

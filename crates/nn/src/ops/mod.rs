@@ -14,7 +14,7 @@ mod pad_shortcut;
 mod relu;
 
 pub use add::{add_backward, add_forward};
-pub use batch_norm::{BatchNorm2d, BatchNormMode, BnReluMask, StatisticsSync};
+pub use batch_norm::{BatchNorm2d, BatchNormMode, BnReluMask, InputGradient, StatisticsSync};
 pub use conv2d::Conv2d;
 pub use cross_entropy::{label_rank, softmax_cross_entropy, softmax_rows, CrossEntropy};
 pub use global_avg_pool::{global_avg_pool_backward, global_avg_pool_forward};

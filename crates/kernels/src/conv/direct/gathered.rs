@@ -4,9 +4,10 @@
 
 use super::kernels;
 use super::weight_gradient::pairs_weight_gradient_fits;
+use crate::activations::Activations;
 use crate::conv::algorithm::bf16_supported;
 use crate::conv::backward_data::transpose_into;
-use crate::conv::bf16::{pair_rows_bf16, pixel_pairs_bf16};
+use crate::conv::bf16::{activation_pixel_pairs, pair_rows_bf16};
 use crate::conv::im2col::im2col;
 use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
@@ -59,7 +60,7 @@ pub(in crate::conv) fn gathered_weight_gradient_fits(s: &ConvShape) -> bool {
 /// across threads and the result does not depend on the thread count.
 pub(in crate::conv) fn backward_weight_gathered(
     input: &ConvInput<'_>,
-    dy: &[f32],
+    dy: Activations<'_>,
     dw: &mut [f32],
     accumulate: bool,
     scratch: &mut Vec<f32>,
@@ -83,7 +84,7 @@ pub(in crate::conv) fn backward_weight_gathered(
             });
             x[rows * k..].fill(0.0);
             with_bf16(0, pairs * co, |_, dy_pairs| {
-                output_gradient_pairs(&dy[m0 * co..(m0 + rows) * co], co, dy_pairs);
+                output_gradient_pairs(dy.slice(m0 * co..(m0 + rows) * co), co, dy_pairs);
                 let (dy_pairs, x) = (&*dy_pairs, &*x);
                 threads::install(|| {
                     (0..k).into_par_iter().step_by(TASK_CHANNELS).for_each(|c0| {
@@ -134,18 +135,19 @@ pub(in crate::conv) fn backward_weight_gathered(
 
 /// The output gradient's rows (`co` channels each) as bf16 pixel pairs, `ceil(rows / 2)` pairs
 /// of `co`, the odd last row paired with zeros; blocks of pairs shared among the threads.
-fn output_gradient_pairs(dy: &[f32], co: usize, out: &mut [u32]) {
+fn output_gradient_pairs(dy: Activations<'_>, co: usize, out: &mut [u32]) {
     let rows = dy.len() / co;
     let (even, pairs) = (rows / 2 * 2, rows.div_ceil(2));
     let block = (pairs / (4 * threads::num_threads())).max(1);
     threads::install(|| {
-        out[..even / 2 * co]
-            .par_chunks_mut(block * co)
-            .zip(dy[..even * co].par_chunks(2 * block * co))
-            .for_each(|(dst, src)| pixel_pairs_bf16(src, co, dst));
+        out[..even / 2 * co].par_chunks_mut(block * co).enumerate().for_each(|(b, dst)| {
+            let at = 2 * b * block * co;
+            activation_pixel_pairs(dy.slice(at..at + 2 * dst.len()), co, dst)
+        });
     });
     if pairs * 2 > rows {
-        let zeros = vec![0.0; co];
-        pair_rows_bf16(&dy[even * co..], &zeros, &mut out[even / 2 * co..pairs * co]);
+        let mut last = vec![0.0; co];
+        dy.slice(even * co..rows * co).widen_into(&mut last);
+        pair_rows_bf16(&last, &vec![0.0; co], &mut out[even / 2 * co..pairs * co]);
     }
 }

@@ -1,3 +1,4 @@
+use crate::activations::{bf16_in_slots_mut, Activations};
 use crate::conv::bf16::pack_pairs;
 use crate::conv::input::{load_pixels, ConvInput};
 
@@ -31,6 +32,13 @@ pub(in crate::conv) fn fill_strip(
         dst[..p * e].fill(0.0);
         dst[(p + s.w) * e..].fill(0.0);
         let to = &mut dst[p * e..(p + s.w) * e];
+        if let (true, None, Activations::Bf16(v)) = (bf16, t, x) {
+            if c % 2 == 0 {
+                // Already the pair layout: copied as it is.
+                bf16_in_slots_mut(to, s.w * c).copy_from_slice(&v[src..src + s.w * c]);
+                continue;
+            }
+        }
         // A bf16 input row is widened in cache first (see `Activations::with_f32`).
         x.with_f32(src..src + s.w * c, |from| match (bf16, t) {
             (false, _) => load_pixels(from, to, t),

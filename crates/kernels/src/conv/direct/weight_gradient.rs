@@ -3,7 +3,7 @@ use super::strip::fill_strip;
 use crate::activations::Activations;
 use crate::conv::algorithm::{amx_supported, bf16_supported};
 use crate::conv::backward_data::transpose;
-use crate::conv::bf16::{pixel_pairs_bf16, transpose_bf16};
+use crate::conv::bf16::{activation_pixel_pairs, pixel_pairs_bf16, transpose_bf16};
 use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
 use crate::scratch::with_tile;
@@ -169,7 +169,7 @@ pub(in crate::conv) fn pairs_weight_gradient_fits(s: &ConvShape) -> bool {
 #[cfg(target_arch = "x86_64")]
 pub(in crate::conv) fn backward_weight_pairs(
     input: &ConvInput<'_>,
-    dy: &[f32],
+    dy: Activations<'_>,
     partials: &mut [f32],
     transposed: &mut [f32],
     parts: usize,
@@ -211,12 +211,13 @@ pub(in crate::conv) fn backward_weight_pairs(
                         with_bf16(dy_t_len, pairs * ci + dy_pairs_len, |dy_t, pairs_buf| {
                             let (xp, dy_pairs) = pairs_buf.split_at_mut(pairs * ci);
                             if amx {
+                                let dy_band = dy_band.as_f32().expect("AMX reads an f32 output gradient");
                                 transpose_bf16(dy_band, pixels, co, dy_t, padded);
                                 for dst in dy_t.chunks_exact_mut(padded) {
                                     dst[pixels..].fill(0);
                                 }
                             } else {
-                                pixel_pairs_bf16(dy_band, co, dy_pairs);
+                                activation_pixel_pairs(dy_band, co, dy_pairs);
                             }
                             for kx in 0..s.kw {
                                 // Pair m holds pixels 2m and 2m + 1 of rows of width ow, shifted by kx.
@@ -276,20 +277,25 @@ pub(in crate::conv) fn backward_weight_pairs(
 /// What the pixel-pair path reads for the band `(image, oy0, rows)` of a stride-1 layer, in
 /// order: its input rows (the strip), then its output gradient.
 #[cfg(target_arch = "x86_64")]
-fn band_reads<'a>(input: &ConvInput<'a>, dy: &'a [f32], (img, oy0, nrows): (usize, usize, usize)) -> NextReads<'a> {
+fn band_reads<'a>(
+    input: &ConvInput<'a>,
+    dy: Activations<'a>,
+    (img, oy0, nrows): (usize, usize, usize),
+) -> NextReads<'a> {
     let s = &input.shape;
     let (h, row) = (s.h as isize, s.w * s.cin);
     let first = oy0 as isize - s.pad as isize;
     let (lo, hi) = (first.clamp(0, h) as usize, (first + (nrows - 1 + s.kh) as isize).clamp(0, h) as usize);
     let x = input.x.slice((img * s.h + lo) * row..(img * s.h + hi) * row);
-    NextReads { ranges: [x.as_bytes(), Activations::F32(dy_rows(s, dy, (img, oy0, nrows))).as_bytes()] }
+    NextReads { ranges: [x.as_bytes(), dy_rows(s, dy, (img, oy0, nrows)).as_bytes()] }
 }
 
 /// The output gradient of the band `(image, oy0, rows)`.
 #[cfg(target_arch = "x86_64")]
-fn dy_rows<'a>(s: &ConvShape, dy: &'a [f32], (img, oy0, nrows): (usize, usize, usize)) -> &'a [f32] {
+fn dy_rows<'a>(s: &ConvShape, dy: Activations<'a>, (img, oy0, nrows): (usize, usize, usize)) -> Activations<'a> {
     let out_row = s.out_w() * s.cout;
-    &dy[(img * s.out_h() + oy0) * out_row..][..nrows * out_row]
+    let at = (img * s.out_h() + oy0) * out_row;
+    dy.slice(at..at + nrows * out_row)
 }
 
 /// The AMX weight gradient of kernel column `kx` for one band: every kernel row's tap
