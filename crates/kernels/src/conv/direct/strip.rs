@@ -1,4 +1,4 @@
-use crate::activations::{bf16_in_slots_mut, Activations};
+use crate::activations::{bf16_bits, bf16_in_slots_mut, Activations};
 use crate::conv::bf16::pack_pairs;
 use crate::conv::input::{load_pixels, ConvInput};
 
@@ -32,10 +32,14 @@ pub(in crate::conv) fn fill_strip(
         dst[..p * e].fill(0.0);
         dst[(p + s.w) * e..].fill(0.0);
         let to = &mut dst[p * e..(p + s.w) * e];
-        if let (true, None, Activations::Bf16(v)) = (bf16, t, x) {
+        if let (true, Activations::Bf16(v)) = (bf16, x) {
             if c % 2 == 0 {
-                // Already the pair layout: copied as it is.
-                bf16_in_slots_mut(to, s.w * c).copy_from_slice(&v[src..src + s.w * c]);
+                // Already the pair layout: copied as it is, or transformed value by value.
+                let (from, to) = (&v[src..src + s.w * c], bf16_in_slots_mut(to, s.w * c));
+                match t {
+                    None => to.copy_from_slice(from),
+                    Some(t) => bn_relu_bf16(from, t.scale, t.shift, to),
+                }
                 continue;
             }
         }
@@ -63,5 +67,19 @@ pub(in crate::conv) fn fill_strip(
             (true, Some(t)) => pack_pairs(from, c, t.scale, t.shift, true, to),
             (true, None) => pack_pairs(from, c, &[], &[], false, to),
         });
+    }
+}
+
+crate::multiversion! {
+    /// `dst = bf16(max(src * scale + shift, 0))` over whole pixels of bf16 values: the input
+    /// transform of a bf16 activation in one pass, rounded as the `f32` path rounds it.
+    fn bn_relu_bf16 / bn_relu_bf16_on(src: &[u16], scale: &[f32], shift: &[f32], dst: &mut [u16]) {
+        let c = scale.len();
+        for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+            for (((o, &v), &a), &b) in d.iter_mut().zip(s).zip(scale).zip(shift) {
+                let v = f32::from_bits(u32::from(v) << 16);
+                *o = bf16_bits((v * a + b).max(0.0)) as u16;
+            }
+        }
     }
 }
