@@ -1,9 +1,9 @@
 use super::kernels::{self, NextReads};
 use super::strip::fill_strip;
-use crate::activations::Activations;
+use crate::activations::{bf16_in_slots, Activations};
 use crate::conv::algorithm::{amx_supported, bf16_supported};
 use crate::conv::backward_data::transpose;
-use crate::conv::bf16::{activation_pixel_pairs, pixel_pairs_bf16, transpose_bf16};
+use crate::conv::bf16::{activation_pixel_pairs, transpose_bf16};
 use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
 use crate::scratch::with_tile;
@@ -163,9 +163,9 @@ pub(in crate::conv) fn pairs_weight_gradient_fits(s: &ConvShape) -> bool {
 /// Per-part weight gradients in bf16 (bf16 products, f32 sums) on AMX tiles or with
 /// `vdpbf16ps`, computed transposed: `dw[tap]^T (cout x cin) += dy^T (cout x pixels) * x_tap
 /// (pixels x cin)`, the pixels of a band of output rows being the reduction, taken in pairs.
-/// Per band, dy is converted to bf16 once (pixel pairs, or transposed for AMX), and for each
-/// kernel column `kx` the input strip is repacked as pixel pairs in rows of the output width, so
-/// that every kernel row `ky` is a fixed offset into it.
+/// Per band, dy is converted to bf16 once (pixel pairs, or transposed for AMX), the input strip
+/// is built in bf16 once, and for each kernel column `kx` the strip is repacked as pixel pairs
+/// in rows of the output width, so that every kernel row `ky` is a fixed offset into it.
 #[cfg(target_arch = "x86_64")]
 pub(in crate::conv) fn backward_weight_pairs(
     input: &ConvInput<'_>,
@@ -205,9 +205,14 @@ pub(in crate::conv) fn backward_weight_pairs(
                     // AMX reads dy transposed (channels x padded pixels); the vector kernel as
                     // pixel pairs, the layout of x, which needs no transpose.
                     let (dy_t_len, dy_pairs_len) = if amx { (co * padded, 0) } else { (0, pixels / 2 * co) };
-                    with_tile(strip_rows * wp * ci, |strip| {
+                    // The strip in bf16 (channel pairs, the transform applied and rounded as the
+                    // products would round it), then a row scratch for an f32 input's transform.
+                    let strip_len = strip_rows * wp * ci;
+                    with_tile(strip_len / 2 + s.w * ci, |tile| {
+                        let (strip, row) = tile.split_at_mut(strip_len / 2);
                         let iy0 = oy0 as isize - s.pad as isize;
-                        fill_strip(input, img, iy0, strip_rows, strip, false, &mut []);
+                        fill_strip(input, img, iy0, strip_rows, strip, true, row);
+                        let strip = Activations::Bf16(bf16_in_slots(strip, strip_len));
                         with_bf16(dy_t_len, pairs * ci + dy_pairs_len, |dy_t, pairs_buf| {
                             let (xp, dy_pairs) = pairs_buf.split_at_mut(pairs * ci);
                             if amx {
@@ -224,7 +229,7 @@ pub(in crate::conv) fn backward_weight_pairs(
                                 let (rows_part, rest) = xp.split_at_mut(strip_rows * ow / 2 * ci);
                                 for (r, dst) in rows_part.chunks_exact_mut(ow / 2 * ci).enumerate() {
                                     let at = (r * wp + kx) * ci;
-                                    pixel_pairs_bf16(&strip[at..at + ow * ci], ci, dst);
+                                    activation_pixel_pairs(strip.slice(at..at + ow * ci), ci, dst);
                                 }
                                 rest.fill(0);
                                 if !amx {
