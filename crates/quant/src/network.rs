@@ -105,14 +105,8 @@ impl QuantConv {
         let x = Int8Input { x, zero_point: self.input_zero_point };
         let len = s.output_len();
         let out = match self.output {
-            Encoding::Unsigned(scale) => {
-                y.resize(len, 0);
-                Int8Output::U8 { y: &mut y[..len], scale }
-            }
-            Encoding::Signed(scale) => {
-                signed.resize(len, 0);
-                Int8Output::I8 { y: &mut signed[..len], scale }
-            }
+            Encoding::Unsigned(scale) => Int8Output::U8 { y: at_least(y, len), scale },
+            Encoding::Signed(scale) => Int8Output::I8 { y: at_least(signed, len), scale },
         };
         forward_int8(&s, x, &self.weights, &rq, out);
     }
@@ -262,9 +256,9 @@ impl QuantizedResNet {
 
     fn run(&mut self, x: &Tensor) {
         let mut b = std::mem::take(&mut self.buffers);
-        let mut input = std::mem::take(&mut b.input);
-        input.resize(x.len(), 0);
-        quantize_u8(x.data(), self.input.scale, self.input.zero_point, &mut input);
+        let mut input_buf = std::mem::take(&mut b.input);
+        let input = at_least(&mut input_buf, x.len());
+        quantize_u8(x.data(), self.input.scale, self.input.zero_point, input);
         let batch = x.shape();
         let (grouped, group) = self.early_groups(batch);
         let mut shape = if group < batch[0] {
@@ -278,15 +272,15 @@ impl QuantizedResNet {
                 let part = &input[first * h * w * c..][..images * h * w * c];
                 let [_, oh, ow, oc] = self.run_early(part, [images, h, w, c], grouped, &mut b);
                 let len = oh * ow * oc;
-                gathered.resize(n * len, 0);
-                gathered[first * len..][..images * len].copy_from_slice(&b.current[..images * len]);
+                at_least(&mut gathered, n * len)[first * len..][..images * len]
+                    .copy_from_slice(&b.current[..images * len]);
                 out = [n, oh, ow, oc];
             }
             std::mem::swap(&mut b.current, &mut gathered);
             b.gathered = gathered;
             out
         } else {
-            self.run_early(&input, batch, grouped, &mut b)
+            self.run_early(input, batch, grouped, &mut b)
         };
         for block in &self.blocks[grouped..] {
             shape = block.run(shape, &mut b);
@@ -296,7 +290,7 @@ impl QuantizedResNet {
         self.features.reshape_for([n, 1, 1, c]);
         global_avg_pool_u8(&b.current[..n * h * w * c], n, c, self.last_scale, self.features.data_mut());
         self.fc.forward(&self.features, &mut self.logits);
-        b.input = input;
+        b.input = input_buf;
         self.buffers = b;
     }
 
@@ -306,8 +300,7 @@ impl QuantizedResNet {
         self.stem.run(x, input, Int8Residual::None, &mut b.current, &mut b.projection);
         let mut shape = self.stem.output_shape(input);
         if let Some(s) = self.pool_shape(shape) {
-            b.next.resize(s.output_len(), 0);
-            max_pool_u8(&s, &b.current[..s.input_len()], &mut b.next[..s.output_len()]);
+            max_pool_u8(&s, &b.current[..s.input_len()], at_least(&mut b.next, s.output_len()));
             std::mem::swap(&mut b.current, &mut b.next);
             shape = [s.n, s.out_h(), s.out_w(), s.c];
         }
@@ -352,6 +345,16 @@ impl QuantizedResNet {
     }
 }
 
+/// The first `len` elements of `buf`, grown (zero-filled) where it is shorter but never
+/// shrunk: a buffer that holds a short activation and then a longer one in every pass (the max
+/// pool's output, then a block's) would otherwise be zero-filled again each time.
+fn at_least<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, T::default());
+    }
+    &mut buf[..len]
+}
+
 /// Bytes of an activation over a group of images up to which the early blocks run that group at
 /// a time, by default (see [`QuantizedResNet::set_group_bytes`]; docs/tuning.md).
 pub const GROUP_BYTES: usize = 4 << 20;
@@ -384,8 +387,7 @@ impl QuantBlock {
             QuantShortcut::Pad { cout, stride } => {
                 let [n, h, w, cin] = input;
                 let geometry = PadShortcutShape { n, h, w, cin, cout: *cout, stride: *stride };
-                b.shortcut.resize(out_len, 0);
-                pad_shortcut_forward(&geometry, x, &mut b.shortcut[..out_len]);
+                pad_shortcut_forward(&geometry, x, at_least(&mut b.shortcut, out_len));
                 Int8Residual::U8 { x: &b.shortcut[..out_len], scale: self.input_scale }
             }
             QuantShortcut::Projection(p) => {
