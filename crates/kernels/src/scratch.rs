@@ -11,6 +11,7 @@ thread_local! {
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BF16: RefCell<(Vec<u16>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     static FILTER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static HELD_PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with this thread's tile buffer resized to at least `len` floats.
@@ -28,10 +29,10 @@ pub(crate) fn with_tile<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// Nesting happens when passes run on pool workers: a worker that holds a buffer while it waits
 /// for a parallel part of its kernel may meanwhile run another job, such as a kernel of a second
 /// network that another thread runs at the same time, which asks for the same buffer.
-fn lend<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+fn lend<T: Copy + Default, R>(key: &'static LocalKey<RefCell<Vec<T>>>, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => f(take(&mut buf, len)),
-        Err(_) => f(&mut vec![0.0; len]),
+        Err(_) => f(&mut vec![T::default(); len]),
     })
 }
 
@@ -46,6 +47,14 @@ pub(crate) fn with_bf16<R>(len16: usize, len32: usize, f: impl FnOnce(&mut [u16]
         }
         Err(_) => f(&mut vec![0; len16], &mut vec![0; len32]),
     })
+}
+
+/// Runs `f` with this thread's buffer of held pairs resized to at least `len` bf16 pairs: for
+/// pairs a thread holds while the tasks of a parallel part, some of which it runs itself, use
+/// [`with_bf16`] (which would otherwise be nested there, and allocate). The contents are
+/// unspecified on entry; a nested use gets a fresh buffer (see [`lend`]).
+pub(crate) fn with_held_pairs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    lend(&HELD_PAIRS, len, f)
 }
 
 /// Runs `f` with this thread's filter buffer resized to at least `len` floats: a transformed

@@ -12,7 +12,7 @@ use crate::conv::im2col::im2col;
 use crate::conv::input::ConvInput;
 use crate::conv::shape::ConvShape;
 use crate::conv::shared_output::SharedOutput;
-use crate::scratch::{with_bf16, with_filter};
+use crate::scratch::{with_bf16, with_filter, with_held_pairs};
 use crate::threads;
 use crate::workspace::take;
 use rayon::prelude::*;
@@ -83,7 +83,7 @@ pub(in crate::conv) fn backward_weight_gathered(
                 });
             });
             x[rows * k..].fill(0.0);
-            with_bf16(0, pairs * co, |_, dy_pairs| {
+            with_held_pairs(pairs * co, |dy_pairs| {
                 output_gradient_pairs(dy.slice(m0 * co..(m0 + rows) * co), co, dy_pairs);
                 let (dy_pairs, x) = (&*dy_pairs, &*x);
                 threads::install(|| {
