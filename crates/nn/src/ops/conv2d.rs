@@ -301,7 +301,7 @@ mod tests {
     /// of the same values in `f32`; in `f32` mode, and on Winograd's 3x3 passes, it does not.
     #[test]
     fn a_bf16_layer_takes_its_output_gradient_in_bf16_where_it_rounds_it_anyway() {
-        use resnet_kernels::conv::{bf16_supported, Precision};
+        use resnet_kernels::conv::bf16_supported;
         if !bf16_supported() {
             resnet_kernels::skip::skip("this CPU lacks AVX512_BF16");
             return;
