@@ -23,7 +23,7 @@ pub(crate) fn with_tile<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     lend(&TILE, len, f)
 }
 
-/// Runs `f` with the first `len` floats of this thread's buffer `key`, grown if needed; if that
+/// Runs `f` with the first `len` elements of this thread's buffer `key`, grown if needed; if that
 /// buffer is already lent further up this thread's stack, with a fresh buffer instead.
 ///
 /// Nesting happens when passes run on pool workers: a worker that holds a buffer while it waits

@@ -710,7 +710,9 @@ pub enum InputGradient<'a> {
         accumulate: bool,
     },
     /// Written in bf16 (nearest, ties to even): for a convolution whose backward passes read
-    /// their output gradient in bf16, rounding an `f32` one the same way.
+    /// their output gradient in bf16, rounding an `f32` one the same way (but for values within
+    /// half a step of bf16's smallest normal, about 1.2e-38, which `vcvtneps2bf16` flushes to
+    /// zero where this rounds them up).
     Bf16(&'a mut [u16]),
 }
 

@@ -216,7 +216,8 @@ impl Conv2d {
     /// Whether the backward pass on an input of shape `input` (with the input gradient when
     /// `input_gradient`) takes its output gradient in bf16 as well as in `f32`: in bf16 mode,
     /// where every pass that reads it rounds it to bf16 as it reads it, so that storing it
-    /// rounded halves its memory traffic and changes nothing else.
+    /// rounded halves its memory traffic and changes nothing else (values next to bf16's
+    /// smallest normal aside: see `batch_norm::InputGradient`).
     pub fn reads_bf16_output_gradient(&self, input: [usize; 4], input_gradient: bool) -> bool {
         let s = self.shape_for(input);
         self.config.precision == Precision::Bf16

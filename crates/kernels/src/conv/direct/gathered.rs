@@ -137,17 +137,17 @@ pub(in crate::conv) fn backward_weight_gathered(
 /// of `co`, the odd last row paired with zeros; blocks of pairs shared among the threads.
 fn output_gradient_pairs(dy: Activations<'_>, co: usize, out: &mut [u32]) {
     let rows = dy.len() / co;
-    let (even, pairs) = (rows / 2 * 2, rows.div_ceil(2));
+    let (paired, pairs) = (rows / 2 * 2, rows.div_ceil(2));
     let block = (pairs / (4 * threads::num_threads())).max(1);
     threads::install(|| {
-        out[..even / 2 * co].par_chunks_mut(block * co).enumerate().for_each(|(b, dst)| {
+        out[..paired / 2 * co].par_chunks_mut(block * co).enumerate().for_each(|(b, dst)| {
             let at = 2 * b * block * co;
             activation_pixel_pairs(dy.slice(at..at + 2 * dst.len()), co, dst)
         });
     });
     if pairs * 2 > rows {
         let mut last = vec![0.0; co];
-        dy.slice(even * co..rows * co).widen_into(&mut last);
-        pair_rows_bf16(&last, &vec![0.0; co], &mut out[even / 2 * co..pairs * co]);
+        dy.slice(paired * co..rows * co).widen_into(&mut last);
+        pair_rows_bf16(&last, &vec![0.0; co], &mut out[paired / 2 * co..pairs * co]);
     }
 }

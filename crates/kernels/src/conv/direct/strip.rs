@@ -72,7 +72,8 @@ pub(in crate::conv) fn fill_strip(
 
 crate::multiversion! {
     /// `dst = bf16(max(src * scale + shift, 0))` over whole pixels of bf16 values: the input
-    /// transform of a bf16 activation in one pass, rounded as the `f32` path rounds it.
+    /// transform of a bf16 activation in one pass, rounded as the `f32` path's conversion
+    /// rounds it (but for values next to bf16's smallest normal, which that flushes to zero).
     fn bn_relu_bf16 / bn_relu_bf16_on(src: &[u16], scale: &[f32], shift: &[f32], dst: &mut [u16]) {
         let c = scale.len();
         for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {

@@ -152,11 +152,10 @@ pub unsafe fn conv_tile_s1k3_bf16<const R: usize, const NB: usize>(
 pub struct WgradPairsArgs {
     /// Pixel pairs the sum runs over.
     pub pairs: usize,
-    /// bf16 values between consecutive output channels of `dy`: a row's length where `dy` is
-    /// transposed (channels x pixels), 2 where it is stored as pixel pairs (pairs x channels).
+    /// bf16 values between consecutive output channels of `dy`: 2 where it is stored as pixel
+    /// pairs (pairs x channels, pair `m` of channel `o` the `m * channels + o`th pair).
     pub dy_stride: usize,
-    /// bf16 values between consecutive pixel pairs of `dy`: 2 where it is transposed, twice
-    /// the output channels where it is stored as pixel pairs.
+    /// bf16 values between consecutive pixel pairs of `dy`: twice the channels in that layout.
     pub dy_pair_stride: usize,
     /// Pairs between consecutive pixel pairs of `x` (the input channels).
     pub x_pair_stride: usize,
