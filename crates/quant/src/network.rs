@@ -400,3 +400,20 @@ impl QuantBlock {
         last.output_shape(shape)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::at_least;
+
+    /// A buffer asked for fewer elements keeps its length and contents, so that asking for more
+    /// again zero-fills nothing it already had; asked for more, it grows with zeros.
+    #[test]
+    fn buffers_grow_and_never_shrink() {
+        let mut buf = vec![7u8; 10];
+        assert_eq!(at_least(&mut buf, 4), &[7; 4]);
+        assert_eq!(buf.len(), 10, "a shorter request truncated the buffer");
+        at_least(&mut buf, 4).fill(1);
+        assert_eq!(at_least(&mut buf, 12), &[1, 1, 1, 1, 7, 7, 7, 7, 7, 7, 0, 0]);
+        assert_eq!(buf.len(), 12);
+    }
+}
