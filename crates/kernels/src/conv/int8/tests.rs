@@ -231,3 +231,38 @@ fn avx2_products_do_not_saturate_at_the_extremes() {
     assert_eq!(want, got);
     assert!(want.iter().any(|&v| v != 0 && v.abs() < 127), "the sums should land inside the output range");
 }
+
+/// Sums far past the output's range, of either sign, and NaN: every kernel clamps them as the
+/// portable pass does (the VNNI kernel converts past i32's range to 0x8000_0000 first).
+#[test]
+fn epilogue_saturates_extremes_as_the_portable_pass_does() {
+    let s = ConvShape { n: 1, h: 2, w: 3, cin: 8, cout: 20, kh: 1, kw: 1, stride: 1, pad: 0 };
+    let q: Vec<i8> = (0..s.weight_len()).map(|i| (i % 7) as i8 - 3).collect();
+    let w = Int8Weights { pairs: pack_pairs(&q, 1, 1, 8, 20), ..pack_weights(&q, 1, 1, 8, 20) };
+    let x: Vec<u8> = (0..s.input_len()).map(|i| (i * 37 % 256) as u8).collect();
+    let extremes = [1e30, -1e30, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3e9, -3e9, 1.0, -1.0, 0.0];
+    let mult: Vec<f32> = (0..s.cout).map(|c| extremes[c % extremes.len()]).collect();
+    let offset: Vec<f32> = (0..s.cout).map(|c| if c < 10 { 0.0 } else { 4e9 }).collect();
+    let input = Int8Input { x: &x, zero_point: 5 };
+    let residual_u8: Vec<u8> = (0..s.output_len()).map(|i| (i * 53 % 256) as u8).collect();
+    let kernels = [Int8Kernel::Vnni, Int8Kernel::Avx2].into_iter().filter(|k| match k {
+        Int8Kernel::Vnni => vnni_supported(),
+        _ => crate::simd::isa() >= crate::simd::Isa::Avx2,
+    });
+    for kernel in kernels {
+        for residual in [Int8Residual::None, Int8Residual::U8 { x: &residual_u8, scale: 1e38 }] {
+            let rq = Requant { mult: &mult, offset: &offset, residual };
+            let n = s.output_len();
+            let (mut want, mut got) = (vec![0u8; n], vec![1u8; n]);
+            forward_int8_reference(&s, input, &w, &rq, Int8Output::U8 { y: &mut want, scale: 0.5 });
+            forward_int8_on(kernel, &s, input, &w, &rq, Int8Output::U8 { y: &mut got, scale: 0.5 });
+            assert_eq!(want, got, "{kernel:?} unsigned");
+            assert!(want.contains(&255) && want.contains(&0));
+            let (mut want, mut got) = (vec![0i8; n], vec![1i8; n]);
+            forward_int8_reference(&s, input, &w, &rq, Int8Output::I8 { y: &mut want, scale: 0.5 });
+            forward_int8_on(kernel, &s, input, &w, &rq, Int8Output::I8 { y: &mut got, scale: 0.5 });
+            assert_eq!(want, got, "{kernel:?} signed");
+            assert!(want.contains(&127) && want.contains(&-128));
+        }
+    }
+}

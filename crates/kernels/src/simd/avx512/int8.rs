@@ -51,27 +51,29 @@ pub unsafe fn conv_tile_i8<const R: usize, const NB: usize>(
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
-        for (j, v) in row.iter().enumerate() {
+    for (j, &mask) in masks.iter().enumerate() {
+        // SAFETY: the lanes in `mask` of channel vector j's multipliers and offsets (contract).
+        let (mult, offset) = unsafe {
+            (_mm512_maskz_loadu_ps(mask, rq.mult.add(16 * j)), _mm512_maskz_loadu_ps(mask, rq.offset.add(16 * j)))
+        };
+        for (r, row) in acc.iter().enumerate() {
             // SAFETY: element (r, 16 j) of the tile, lanes limited by the mask (contract).
-            unsafe { store_requantized(rq, r * g.y_pixel_stride + 16 * j, 16 * j, *v, masks[j]) };
+            unsafe { store_requantized(rq, r * g.y_pixel_stride + 16 * j, row[j], mult, offset, mask) };
         }
     }
 }
 
-/// Applies the epilogue to the sums `v` of output element `at` (from the tile's first), whose
-/// channels start `channel` after the tile's first, and stores the lanes in `mask`.
+/// Applies the epilogue to the sums `v` of output element `at` (from the tile's first), with
+/// their channels' multipliers and offsets, and stores the lanes in `mask`.
 ///
 /// # Safety
 /// As [`conv_tile_i8`] for these lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
-unsafe fn store_requantized(rq: &RawRequant, at: usize, channel: usize, v: __m512i, mask: __mmask16) {
-    // SAFETY (every access): the lanes in `mask` of the epilogue's arrays at these offsets are
-    // within the ranges of the contract.
+unsafe fn store_requantized(rq: &RawRequant, at: usize, v: __m512i, mult: __m512, offset: __m512, mask: __mmask16) {
+    // SAFETY (every access): the lanes in `mask` of the residual and the output at this offset
+    // are within the ranges of the contract.
     unsafe {
-        let mult = _mm512_maskz_loadu_ps(mask, rq.mult.add(channel));
-        let offset = _mm512_maskz_loadu_ps(mask, rq.offset.add(channel));
         let mut f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
         match rq.residual {
             RawResidual::None => {}
@@ -88,15 +90,16 @@ unsafe fn store_requantized(rq: &RawRequant, at: usize, channel: usize, v: __m51
         }
         match rq.output {
             RawOutput::U8 { at: y, inv_scale } => {
-                let q = _mm512_mul_ps(f, _mm512_set1_ps(inv_scale));
-                let q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0));
-                let q = _mm512_cvtps_epi32(q);
-                _mm512_mask_cvtusepi32_storeu_epi8(y.add(at) as *mut i8, mask, q);
+                // Below zero and NaN clamp to 0 here; past 255, including past i32's range
+                // (converted to 0x8000_0000), the unsigned saturation gives 255.
+                let q = _mm512_max_ps(_mm512_mul_ps(f, _mm512_set1_ps(inv_scale)), _mm512_setzero_ps());
+                let bytes = _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(q));
+                _mm_mask_storeu_epi8(y.add(at) as *mut i8, mask, bytes);
             }
             RawOutput::I8 { at: y, inv_scale } => {
                 let q = _mm512_mul_ps(f, _mm512_set1_ps(inv_scale));
                 let q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.0)), _mm512_set1_ps(127.0));
-                _mm512_mask_cvtsepi32_storeu_epi8(y.add(at), mask, _mm512_cvtps_epi32(q));
+                _mm_mask_storeu_epi8(y.add(at), mask, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
             }
         }
     }
