@@ -95,8 +95,10 @@ mod direct {
         groups: usize,
         /// Rows of the packed weight: `kh * kw * groups`.
         rows: usize,
-        /// A 1x1 stride-1 layer's band is one long row of pixels.
+        /// A 1x1 layer's band is one long row of pixels.
         long_rows: bool,
+        /// A strided 1x1 layer's strip holds only the pixels it reads, one after another.
+        gathered: bool,
         /// Long rows whose pixels are whole quads are read from the input itself (VNNI only:
         /// the AVX2 kernel reads widened pairs).
         in_place: bool,
@@ -118,7 +120,8 @@ mod direct {
                 Int8Output::U8 { y, scale } => OutBase::U8(y.as_mut_ptr(), 1.0 / scale),
                 Int8Output::I8 { y, scale } => OutBase::I8(y.as_mut_ptr(), 1.0 / scale),
             };
-            let long_rows = s.is_pointwise();
+            let gathered = s.is_one_by_one() && s.pad == 0 && s.stride > 1;
+            let long_rows = s.is_pointwise() || gathered;
             DirectInt8 {
                 kernel,
                 s: *s,
@@ -128,7 +131,7 @@ mod direct {
                 out,
                 plan: DirectPlan::aligned(s, BLOCK, 1),
                 args: ConvTileArgsI8 {
-                    a_pixel_stride: s.stride * groups,
+                    a_pixel_stride: if gathered { groups } else { s.stride * groups },
                     a_row_stride: wp * groups,
                     groups,
                     kh: s.kh,
@@ -139,7 +142,8 @@ mod direct {
                 groups,
                 rows: s.kh * s.kw * groups,
                 long_rows,
-                in_place: vnni && long_rows && s.cin.is_multiple_of(4),
+                gathered,
+                in_place: vnni && s.is_pointwise() && s.cin.is_multiple_of(4),
             }
         }
 
@@ -159,6 +163,15 @@ mod direct {
                 let strip = &self.x.x[at..at + rows * s.w * s.cin];
                 // The strip's quads are read unaligned by the micro-kernel.
                 self.lines(&band, strip.as_ptr() as *const u32, strip.len() / 4);
+            } else if self.gathered {
+                with_bf16(0, rows * ow * self.groups, |_, strip| {
+                    if self.kernel == Int8Kernel::Vnni {
+                        gather_strided::<false>(s, &self.x, img, oy0, rows, self.groups, strip);
+                    } else {
+                        gather_strided::<true>(s, &self.x, img, oy0, rows, self.groups, strip);
+                    }
+                    self.lines(&band, strip.as_ptr(), strip.len());
+                });
             } else {
                 with_bf16(0, strip_rows * wp * self.groups, |_, strip| {
                     let iy0 = (oy0 * s.stride) as isize - s.pad as isize;
@@ -176,6 +189,7 @@ mod direct {
         fn lines(&self, band: &Band, strip: *const u32, strip_len: usize) {
             let (s, co, g) = (&self.s, self.s.cout, self.groups);
             let wp = s.w + 2 * s.pad;
+            let step = self.args.a_pixel_stride;
             for r in 0..band.line_count {
                 let a_row = r * s.stride * wp * g;
                 for co0 in band.channels.clone().step_by(BLOCK) {
@@ -200,10 +214,10 @@ mod direct {
                         for t in 0..tiles {
                             let px = band.line_px / tiles + usize::from(t < band.line_px % tiles);
                             // The last window's last group: the strip holds the band's padded rows.
-                            assert!(a_row + (s.kh - 1) * wp * g + ((ox + px - 1) * s.stride + s.kw) * g <= strip_len);
+                            assert!(a_row + (s.kh - 1) * wp * g + (ox + px - 1) * step + s.kw * g <= strip_len);
                             let at = band.band_at + (r * band.line_px + ox) * co + co0 + c;
                             let rq = self.raw_requant(at, co0 + c);
-                            let a = strip.wrapping_add(a_row + ox * s.stride * g);
+                            let a = strip.wrapping_add(a_row + ox * step);
                             // SAFETY: the kernel was checked by the caller (`forward_int8_on`);
                             // the windows lie in the strip (asserted above), the weight groups
                             // `(tap * groups + q) * width + c + lane` for `lanes` lanes in the
@@ -334,29 +348,62 @@ mod direct {
             fill_zero(&mut dst[..p * groups]);
             fill_zero(&mut dst[(p + s.w) * groups..]);
             let src = &x.x[((img * s.h + iy as usize) * s.w) * c..][..s.w * c];
-            let row = &mut dst[p * groups..(p + s.w) * groups];
-            if c.is_multiple_of(4) {
-                // Whole quads: one group per two or four bytes, in plain loops that vectorise.
-                if PAIRS {
-                    for (d, b) in row.iter_mut().zip(src.chunks_exact(2)) {
-                        *d = u32::from(b[0]) | u32::from(b[1]) << 16;
-                    }
-                } else {
-                    for (d, b) in row.iter_mut().zip(src.chunks_exact(4)) {
-                        *d = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    }
+            pack_pixels::<PAIRS>(src, c, x.zero_point, &mut dst[p * groups..(p + s.w) * groups]);
+        }
+    }
+
+    /// Packs the `c`-channel pixels of `src` into `dst`'s groups (as [`fill_strip`] does a row).
+    #[inline(always)]
+    fn pack_pixels<const PAIRS: bool>(src: &[u8], c: usize, zero_point: u8, dst: &mut [u32]) {
+        if c.is_multiple_of(4) {
+            // Whole quads: one group per two or four bytes, in plain loops that vectorise.
+            if PAIRS {
+                for (d, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                    *d = u32::from(b[0]) | u32::from(b[1]) << 16;
                 }
             } else {
-                for (px, pixel) in row.chunks_exact_mut(groups).zip(src.chunks_exact(c)) {
-                    for (k, d) in px.chunks_exact_mut(per_quad).enumerate() {
-                        let mut b = [x.zero_point; 4];
-                        for (j, v) in b.iter_mut().enumerate().take(c.saturating_sub(4 * k).min(4)) {
-                            *v = pixel[4 * k + j];
-                        }
-                        pack::<PAIRS>(b, d);
-                    }
+                for (d, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                    *d = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 }
             }
+        } else if c == 3 && !PAIRS {
+            // The stem's RGB pixels, one quad each: a loop simple enough to vectorise.
+            for (d, b) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                *d = u32::from_le_bytes([b[0], b[1], b[2], zero_point]);
+            }
+        } else {
+            let per_quad = if PAIRS { 2 } else { 1 };
+            let groups = c.div_ceil(4) * per_quad;
+            for (px, pixel) in dst.chunks_exact_mut(groups).zip(src.chunks_exact(c)) {
+                for (k, d) in px.chunks_exact_mut(per_quad).enumerate() {
+                    let mut b = [zero_point; 4];
+                    for (j, v) in b.iter_mut().enumerate().take(c.saturating_sub(4 * k).min(4)) {
+                        *v = pixel[4 * k + j];
+                    }
+                    pack::<PAIRS>(b, d);
+                }
+            }
+        }
+    }
+
+    /// Copies the input pixels that output rows `oy0 .. oy0 + rows` of image `img` of a strided
+    /// 1x1 layer without padding read (every `stride`-th of every `stride`-th row) into `strip`,
+    /// one after another in groups as [`fill_strip`] packs them.
+    fn gather_strided<const PAIRS: bool>(
+        s: &ConvShape,
+        x: &Int8Input<'_>,
+        img: usize,
+        oy0: usize,
+        rows: usize,
+        groups: usize,
+        strip: &mut [u32],
+    ) {
+        let (c, ow) = (s.cin, s.out_w());
+        let pixels = strip[..rows * ow * groups].chunks_exact_mut(groups);
+        for (i, dst) in pixels.enumerate() {
+            let (iy, ix) = ((oy0 + i / ow) * s.stride, (i % ow) * s.stride);
+            let src = &x.x[((img * s.h + iy) * s.w + ix) * c..][..c];
+            pack_pixels::<PAIRS>(src, c, x.zero_point, dst);
         }
     }
 }
