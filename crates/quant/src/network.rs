@@ -99,16 +99,26 @@ impl QuantConv {
 
     /// Runs on `x` (of shape `input`) into `y`, or `signed` for a signed output.
     fn run(&self, x: &[u8], input: [usize; 4], residual: Int8Residual<'_>, y: &mut Vec<u8>, signed: &mut Vec<i8>) {
+        let len = self.shape(input).output_len();
+        match self.output {
+            Encoding::Unsigned(_) => self.run_into(x, input, residual, at_least(y, len)),
+            Encoding::Signed(scale) => {
+                self.run_with(x, input, residual, Int8Output::I8 { y: at_least(signed, len), scale })
+            }
+        }
+    }
+
+    /// Runs a unit of unsigned output on `x` (of shape `input`) into `y`, of the output's length.
+    fn run_into(&self, x: &[u8], input: [usize; 4], residual: Int8Residual<'_>, y: &mut [u8]) {
+        let Encoding::Unsigned(scale) = self.output else { unreachable!("{} has a signed output", self.name) };
+        self.run_with(x, input, residual, Int8Output::U8 { y, scale });
+    }
+
+    fn run_with(&self, x: &[u8], input: [usize; 4], residual: Int8Residual<'_>, out: Int8Output<'_>) {
         let _p = profile::layer_scope("int8 conv", &self.name);
         let s = self.shape(input);
         let rq = Requant { mult: &self.mult, offset: &self.offset, residual };
-        let x = Int8Input { x, zero_point: self.input_zero_point };
-        let len = s.output_len();
-        let out = match self.output {
-            Encoding::Unsigned(scale) => Int8Output::U8 { y: at_least(y, len), scale },
-            Encoding::Signed(scale) => Int8Output::I8 { y: at_least(signed, len), scale },
-        };
-        forward_int8(&s, x, &self.weights, &rq, out);
+        forward_int8(&s, Int8Input { x, zero_point: self.input_zero_point }, &self.weights, &rq, out);
     }
 }
 
@@ -258,57 +268,80 @@ impl QuantizedResNet {
         let mut b = std::mem::take(&mut self.buffers);
         let mut input_buf = std::mem::take(&mut b.input);
         let input = at_least(&mut input_buf, x.len());
+        let quantizing = profile::scope("int8 quantize input");
         quantize_u8(x.data(), self.input.scale, self.input.zero_point, input);
+        drop(quantizing);
         let batch = x.shape();
         let (grouped, group) = self.early_groups(batch);
         let mut shape = if group < batch[0] {
             // The early blocks a few images at a time, each group's output gathered into the
             // batch's (each image's values are contiguous).
+            // batch's (each image's values are contiguous), where their last block writes them.
             let [n, h, w, c] = batch;
+            let out = self.early_output_shape(batch, grouped);
+            let len = out[1..].iter().product::<usize>();
             let mut gathered = std::mem::take(&mut b.gathered);
-            let mut out = batch;
+            let all = at_least(&mut gathered, n * len);
             for first in (0..n).step_by(group) {
                 let images = group.min(n - first);
                 let part = &input[first * h * w * c..][..images * h * w * c];
-                let [_, oh, ow, oc] = self.run_early(part, [images, h, w, c], grouped, &mut b);
-                let len = oh * ow * oc;
-                at_least(&mut gathered, n * len)[first * len..][..images * len]
-                    .copy_from_slice(&b.current[..images * len]);
-                out = [n, oh, ow, oc];
+                let dest = &mut all[first * len..][..images * len];
+                self.run_early(part, [images, h, w, c], grouped, &mut b, Some(dest));
             }
             std::mem::swap(&mut b.current, &mut gathered);
             b.gathered = gathered;
             out
         } else {
-            self.run_early(input, batch, grouped, &mut b)
+            self.run_early(input, batch, grouped, &mut b, None)
         };
         for block in &self.blocks[grouped..] {
-            shape = block.run(shape, &mut b);
-            std::mem::swap(&mut b.current, &mut b.next);
+            shape = block.run_buffered(shape, &mut b);
         }
         let [n, h, w, c] = shape;
         self.features.reshape_for([n, 1, 1, c]);
+        let pooling = profile::scope("int8 avg pool");
         global_avg_pool_u8(&b.current[..n * h * w * c], n, c, self.last_scale, self.features.data_mut());
+        drop(pooling);
         self.fc.forward(&self.features, &mut self.logits);
         b.input = input_buf;
         self.buffers = b;
     }
 
     /// The stem, its pooling and the first `blocks` blocks on `x` (of shape `input`), into
-    /// `b.current`; returns the output shape.
-    fn run_early(&self, x: &[u8], input: [usize; 4], blocks: usize, b: &mut Buffers) -> [usize; 4] {
+    /// `b.current`, or the last block's output into `dest` where given (then at least one
+    /// block); returns the output shape.
+    fn run_early(
+        &self,
+        x: &[u8],
+        input: [usize; 4],
+        blocks: usize,
+        b: &mut Buffers,
+        dest: Option<&mut [u8]>,
+    ) -> [usize; 4] {
         self.stem.run(x, input, Int8Residual::None, &mut b.current, &mut b.projection);
         let mut shape = self.stem.output_shape(input);
         if let Some(s) = self.pool_shape(shape) {
+            let _p = profile::scope("int8 max pool");
             max_pool_u8(&s, &b.current[..s.input_len()], at_least(&mut b.next, s.output_len()));
             std::mem::swap(&mut b.current, &mut b.next);
             shape = [s.n, s.out_h(), s.out_w(), s.c];
         }
-        for block in &self.blocks[..blocks] {
-            shape = block.run(shape, b);
-            std::mem::swap(&mut b.current, &mut b.next);
+        let Some(dest) = dest else {
+            return self.blocks[..blocks].iter().fold(shape, |shape, block| block.run_buffered(shape, b));
+        };
+        let (last, first) = self.blocks[..blocks].split_last().expect("a destination for the output of no block");
+        shape = first.iter().fold(shape, |shape, block| block.run_buffered(shape, b));
+        last.run(shape, b, dest)
+    }
+
+    /// The output shape of the stem, its pooling and the first `blocks` blocks for an input of
+    /// shape `input`.
+    fn early_output_shape(&self, input: [usize; 4], blocks: usize) -> [usize; 4] {
+        let mut shape = self.stem.output_shape(input);
+        if let Some(s) = self.pool_shape(shape) {
+            shape = [s.n, s.out_h(), s.out_w(), s.c];
         }
-        shape
+        self.blocks[..blocks].iter().fold(shape, |shape, block| block.output_shape(shape))
     }
 
     /// The max pooling after the stem, if any, for the stem's output of shape `[n, h, w, c]`.
@@ -365,8 +398,19 @@ impl QuantBlock {
         self.units.iter().fold(input, |shape, unit| unit.output_shape(shape))
     }
 
-    /// Runs on `b.current` (of shape `input`) into `b.next`; returns the output shape.
-    fn run(&self, input: [usize; 4], b: &mut Buffers) -> [usize; 4] {
+    /// Runs on `b.current` (of shape `input`) into `b.current` (through `b.next`); returns the
+    /// output shape.
+    fn run_buffered(&self, input: [usize; 4], b: &mut Buffers) -> [usize; 4] {
+        let mut next = std::mem::take(&mut b.next);
+        let len = self.output_shape(input).iter().product::<usize>();
+        let shape = self.run(input, b, at_least(&mut next, len));
+        b.next = std::mem::replace(&mut b.current, next);
+        shape
+    }
+
+    /// Runs on `b.current` (of shape `input`) into `y`, of the output's length; returns the
+    /// output shape.
+    fn run(&self, input: [usize; 4], b: &mut Buffers, y: &mut [u8]) -> [usize; 4] {
         let x = &b.current[..input.iter().product::<usize>()];
         let (last, inner) = self.units.split_last().expect("a block has units");
         let mut shape = input;
@@ -380,7 +424,7 @@ impl QuantBlock {
             0 => x,
             k => &b.inner[k - 1][..shape.iter().product::<usize>()],
         };
-        let out_len = last.output_shape(shape).iter().product::<usize>();
+        let out_len = y.len();
         let residual = match &self.shortcut {
             QuantShortcut::None => Int8Residual::None,
             QuantShortcut::Identity => Int8Residual::U8 { x, scale: self.input_scale },
@@ -396,7 +440,7 @@ impl QuantBlock {
                 Int8Residual::I8 { x: &b.projection[..out_len], scale }
             }
         };
-        last.run(src, shape, residual, &mut b.next, &mut Vec::new());
+        last.run_into(src, shape, residual, y);
         last.output_shape(shape)
     }
 }
