@@ -26,6 +26,20 @@ pub unsafe fn conv_tile_i8<const R: usize, const NB: usize>(
     rq: &RawRequant,
     masks: &[__mmask16; NB],
 ) {
+    // The epilogue's residual bytes (each pixel's first and last), wanted in cache by the time
+    // the sums are done; a prefetch never faults.
+    let residual = match rq.residual {
+        RawResidual::None => None,
+        RawResidual::U8 { at, .. } => Some(at as *const i8),
+        RawResidual::I8 { at, .. } => Some(at),
+    };
+    if let Some(at) = residual {
+        for r in 0..R {
+            let pixel = at.wrapping_add(r * g.y_pixel_stride);
+            _mm_prefetch::<_MM_HINT_T0>(pixel);
+            _mm_prefetch::<_MM_HINT_T0>(pixel.wrapping_add(16 * NB - 1));
+        }
+    }
     let mut acc = [[_mm512_setzero_si512(); NB]; R];
     for ky in 0..g.kh {
         for kx in 0..g.kw {
