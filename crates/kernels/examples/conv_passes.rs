@@ -3,14 +3,19 @@
 //! as the direct convolution it replaces): the per-layer view behind `resnet bench --profile`,
 //! for choosing algorithms and reading the achieved rate against `peak`.
 //!
+//! The forward pass is timed twice: plain (`F`), and as bf16 training runs it (`F tr`, bf16
+//! algorithms only): a bf16 input read through the previous batch norm and ReLU, the output
+//! stored in bf16 with its batch-norm sums.
+//!
 //! `cargo run --release -p resnet-kernels --example conv_passes [-- FILTER [REPS [ALGORITHM]]]`
 //!
 //! FILTER keeps the layers whose name contains it; REPS (default 3) timed calls per pass after
 //! one warm-up, of which the fastest is printed; ALGORITHM keeps the algorithms whose name
 //! (`DirectBf16`, `Winograd`, ...) contains it.
 
+use resnet_kernels::activations::Activations;
 use resnet_kernels::conv::{backward_data, backward_weight, forward, ConvAlgorithm, ConvParams, ConvShape, ConvWeight};
-use resnet_kernels::conv::{ConvPass, Epilogue};
+use resnet_kernels::conv::{ConvPass, Epilogue, InputTransform};
 use resnet_kernels::rng::Rng;
 use resnet_kernels::{CpuFeatures, Isa, KernelConfig, Workspace};
 use std::time::Instant;
@@ -76,14 +81,17 @@ fn main() {
     let algorithm = args.get(2).cloned().unwrap_or_default();
     let cpu = CpuFeatures::current();
     println!(
-        "{:<12} {:<13} {:>9} {:>9} {:>9}   GFLOP/s F / BD / BW   chosen F/BD/BW (f32, bf16)",
-        "layer", "algorithm", "F ms", "BD ms", "BW ms"
+        "{:<12} {:<13} {:>9} {:>9} {:>9} {:>9}   GFLOP/s F / F tr / BD / BW   chosen F/BD/BW (f32, bf16)",
+        "layer", "algorithm", "F ms", "F tr ms", "BD ms", "BW ms"
     );
     for (name, s) in layers().into_iter().filter(|(n, _)| n.contains(&filter)) {
         let mut rng = Rng::new(1);
         let mut random = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<f32>>();
         let (x, w, g) = (random(s.input_len()), random(s.weight_len()), random(s.output_len()));
         let (mut y, mut dx, mut dw) = (vec![0.0; s.output_len()], vec![0.0; s.input_len()], vec![0.0; s.weight_len()]);
+        let x_bf16: Vec<u16> = x.iter().map(|v| bf16_bits(*v)).collect();
+        let (scale, shift) = (random(s.cin), random(s.cin));
+        let (mut stored, mut sums) = (vec![0u16; s.output_len()], vec![0.0f64; 2 * s.cout]);
         let mut ws = Workspace::new();
         let chosen = |precision| {
             let k = KernelConfig { precision, ..config };
@@ -101,6 +109,16 @@ fn main() {
         for algo in algorithms().into_iter().filter(|a| format!("{a:?}").contains(&algorithm)) {
             let p = ConvParams::new(s, algo, ConvWeight::new(&w));
             let f = fastest_ms(reps, || forward(&p, &x, Epilogue::None, &mut y, &mut ws));
+            let f_train = if matches!(algo, ConvAlgorithm::DirectBf16 | ConvAlgorithm::WinogradBf16) {
+                let t = InputTransform { scale: &scale, shift: &shift };
+                let p = p.with_input_transform(Some(t));
+                fastest_ms(reps, || {
+                    let epilogue = Epilogue::StatsStoringBf16 { sums: &mut sums, stored: &mut stored };
+                    forward(&p, Activations::Bf16(&x_bf16), epilogue, &mut [], &mut ws)
+                })
+            } else {
+                f64::NAN
+            };
             let bd = if s.cin >= 16 {
                 fastest_ms(reps, || backward_data(&p, &g, &mut dx, false, &mut ws))
             } else {
@@ -108,12 +126,19 @@ fn main() {
             };
             let bw = fastest_ms(reps, || backward_weight(&p, &x, &g, &mut dw, false, &mut ws));
             println!(
-                "{name:<12} {:<13} {f:>9.2} {bd:>9.2} {bw:>9.2}   {:>5.0} / {:>5.0} / {:>5.0}   {chosen}",
+                "{name:<12} {:<13} {f:>9.2} {f_train:>9.2} {bd:>9.2} {bw:>9.2}   {:>5.0} / {:>5.0} / {:>5.0} / {:>5.0}   {chosen}",
                 format!("{algo:?}"),
                 gflops(f),
+                gflops(f_train),
                 gflops(bd),
                 gflops(bw)
             );
         }
     }
+}
+
+/// `v` rounded to bf16 (to nearest, ties to even), as the bits a bf16 activation holds.
+fn bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
