@@ -1,6 +1,7 @@
 //! The direct int8 pass: the tasks of a [`DirectPlan`] (bands of output rows of one image
-//! times runs of output channels), each building its band's padded strip of input groups and
-//! sweeping the AVX512-VNNI or AVX2 micro-kernel over it, requantizing as it writes.
+//! times runs of output channels), each building its band's padded strip of input groups (for
+//! a strided 1x1 layer, only the pixels it reads) and sweeping the AVX512-VNNI or AVX2
+//! micro-kernel over it, requantizing as it writes.
 
 use super::{check_buffers, forward_int8_reference, Int8Input, Int8Kernel, Int8Output, Int8Weights, Requant};
 use crate::conv::ConvShape;
