@@ -37,20 +37,24 @@ pub fn quantize_u8(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
 pub fn max_pool_u8(s: &PoolShape, x: &[u8], y: &mut [u8]) {
     assert_eq!(x.len(), s.input_len(), "max pool input");
     assert_eq!(y.len(), s.output_len(), "max pool output");
-    let (oh, ow, c) = (s.out_h(), s.out_w(), s.c);
+    let (oh, ow) = (s.out_h(), s.out_w());
     threads::install(|| {
-        y.par_chunks_mut(ow * c).enumerate().for_each(|(row, yr)| {
-            let (img, oy) = (row / oh, row % oh);
-            yr.fill(0);
-            for ox in 0..ow {
-                let out = &mut yr[ox * c..(ox + 1) * c];
-                for p in s.window(oy, ox) {
-                    let at = (img * s.h * s.w + p) * c;
-                    out.iter_mut().zip(&x[at..at + c]).for_each(|(o, v)| *o = (*o).max(*v));
-                }
-            }
-        });
+        y.par_chunks_mut(ow * s.c).enumerate().for_each(|(row, yr)| max_pool_row(s, x, row / oh, row % oh, yr));
     });
+}
+
+crate::multiversion! {
+    /// Output row `oy` of image `img` of [`max_pool_u8`] into `yr`.
+    fn max_pool_row / max_pool_row_on(s: &PoolShape, x: &[u8], img: usize, oy: usize, yr: &mut [u8]) {
+        let c = s.c;
+        yr.fill(0);
+        for (ox, out) in yr.chunks_exact_mut(c).enumerate() {
+            for p in s.window(oy, ox) {
+                let at = (img * s.h * s.w + p) * c;
+                out.iter_mut().zip(&x[at..at + c]).for_each(|(o, v)| *o = (*o).max(*v));
+            }
+        }
+    }
 }
 
 /// Global average pooling of 8-bit activations standing for `q * scale`: `y[n, c]` is the mean
@@ -128,14 +132,24 @@ mod tests {
 
     #[test]
     fn max_pool_of_bytes_matches_the_float_pool() {
-        let s = PoolShape { n: 2, h: 7, w: 6, c: 3, k: 3, stride: 2, pad: 1 };
-        let x: Vec<u8> = (0..s.input_len()).map(|i| ((i * 37 + 11) % 251) as u8).collect();
-        let xf: Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
-        let (mut yf, mut arg) = (vec![0.0; s.output_len()], vec![0; s.output_len()]);
-        crate::pool::max_pool_forward(&s, &xf, &mut yf, &mut arg);
-        let mut y = vec![0u8; s.output_len()];
-        max_pool_u8(&s, &x, &mut y);
-        assert_eq!(y.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), yf);
+        // Three channels, and 64 (whole vectors of every instruction set).
+        for c in [3, 64] {
+            let s = PoolShape { n: 2, h: 7, w: 6, c, k: 3, stride: 2, pad: 1 };
+            let x: Vec<u8> = (0..s.input_len()).map(|i| ((i * 37 + 11) % 251) as u8).collect();
+            let xf: Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
+            let (mut yf, mut arg) = (vec![0.0; s.output_len()], vec![0; s.output_len()]);
+            crate::pool::max_pool_forward(&s, &xf, &mut yf, &mut arg);
+            let mut y = vec![0u8; s.output_len()];
+            max_pool_u8(&s, &x, &mut y);
+            assert_eq!(y.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), yf, "{c} channels");
+            let row = s.out_w() * c;
+            for isa in crate::simd::available() {
+                let mut r = vec![7u8; row];
+                max_pool_row_on(isa, &s, &x, 1, 2, &mut r);
+                let at = (s.out_h() + 2) * row;
+                assert_eq!(r, y[at..at + row], "{isa:?}, {c} channels");
+            }
+        }
     }
 
     #[test]
