@@ -8,6 +8,12 @@
 //! velocity (`v = momentum * v + lr * g`) still carries the old rate for a few steps.
 
 use crate::Param;
+use rayon::prelude::*;
+use resnet_kernels::threads;
+
+/// Elements of a parameter per parallel task of the update: parameters up to this size (every
+/// CIFAR network's) are updated on the calling thread.
+pub(crate) const PARALLEL_ELEMENTS: usize = 1 << 16;
 
 /// SGD hyper-parameters (the learning rate is given per step, by the schedule).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -65,11 +71,23 @@ impl Sgd {
         let c = self.config;
         let wd = if p.kind.is_weight() || c.decay_bn_and_bias { c.weight_decay } else { 0.0 };
         let (value, grad) = p.value_mut_and_grad();
-        for ((w, g), v) in value.iter_mut().zip(grad).zip(v.iter_mut()) {
-            let g = g + wd * *w;
-            *v = c.momentum * *v + g;
-            let step = if c.nesterov { g + c.momentum * *v } else { *v };
-            *w -= lr * step;
+        let step = |value: &mut [f32], grad: &[f32], v: &mut [f32]| {
+            for ((w, g), v) in value.iter_mut().zip(grad).zip(v.iter_mut()) {
+                let g = g + wd * *w;
+                *v = c.momentum * *v + g;
+                let step = if c.nesterov { g + c.momentum * *v } else { *v };
+                *w -= lr * step;
+            }
+        };
+        // Element by element, so the same values on any number of threads.
+        if value.len() <= PARALLEL_ELEMENTS {
+            step(value, grad, v);
+        } else {
+            threads::install(|| {
+                (value.par_chunks_mut(PARALLEL_ELEMENTS).zip(grad.par_chunks(PARALLEL_ELEMENTS)))
+                    .zip(v.par_chunks_mut(PARALLEL_ELEMENTS))
+                    .for_each(|((value, grad), v)| step(value, grad, v));
+            });
         }
     }
 }
@@ -91,6 +109,31 @@ mod tests {
         sgd.update(0, &mut p, 0.1);
         // g = 1 + 0.00899, v = 0.9 * 1.01 + 1.00899 = 1.91799, w = 0.899 - 0.191799
         assert!((p.value()[0] - (0.899 - 0.191_799)).abs() < 1e-6);
+    }
+
+    /// A parameter large enough to be updated in parallel chunks gets, element for element, the
+    /// formula's values; its gradient zeroes in parallel too.
+    #[test]
+    fn large_parameters_update_element_by_element_in_parallel() {
+        let n = 3 * PARALLEL_ELEMENTS + 5;
+        let config = SgdConfig { momentum: 0.9, weight_decay: 1e-4, nesterov: true, ..SgdConfig::default() };
+        let mut p = Param::filled("w", ParamKind::ConvWeight, &[n], 0.0);
+        p.value_mut().iter_mut().enumerate().for_each(|(i, w)| *w = (i % 97) as f32 * 0.01 - 0.4);
+        let (mut w, mut v) = (p.value().to_vec(), vec![0.0f32; n]);
+        let mut sgd = Sgd::new(config);
+        for step in 0..2 {
+            p.grad.iter_mut().enumerate().for_each(|(i, g)| *g = ((i * 31 + step) % 89) as f32 * 0.02 - 0.8);
+            for ((w, v), g) in w.iter_mut().zip(&mut v).zip(&p.grad) {
+                let g = g + 1e-4 * *w;
+                *v = 0.9 * *v + g;
+                *w -= 0.05 * (g + 0.9 * *v);
+            }
+            sgd.update(0, &mut p, 0.05);
+            assert_eq!(p.value(), &w[..], "step {step}");
+            assert_eq!(sgd.velocity[0], v, "step {step}");
+        }
+        p.zero_grad();
+        assert!(p.grad.iter().all(|&g| g == 0.0));
     }
 
     #[test]

@@ -121,9 +121,15 @@ impl Param {
         self.value.is_empty()
     }
 
-    /// Sets the gradient to zero.
+    /// Sets the gradient to zero (a large one on every thread).
     pub fn zero_grad(&mut self) {
-        self.grad.fill(0.0);
+        use rayon::prelude::*;
+        const CHUNK: usize = crate::optim::PARALLEL_ELEMENTS;
+        if self.grad.len() <= CHUNK {
+            self.grad.fill(0.0);
+        } else {
+            resnet_kernels::threads::install(|| self.grad.par_chunks_mut(CHUNK).for_each(|g| g.fill(0.0)));
+        }
     }
 }
 
